@@ -1,0 +1,6 @@
+//! Test support for Portcullis: the test PKI (rcgen), a real DNS server on
+//! loopback, the real `portcullis` binary started on ephemeral ports, and
+//! SMTP helpers. Nothing here is used by the server itself.
+
+pub mod dns;
+pub mod pki;
