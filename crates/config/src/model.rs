@@ -1,0 +1,181 @@
+//! The configuration file as serde sees it: one struct per TOML table, every
+//! key documented, unknown keys refused (`deny_unknown_fields`). Values are
+//! kept as written (strings for durations, addresses and domains); the
+//! `validate` module turns them into the typed runtime [`crate::Config`].
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// `[[listen]]`: one listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    /// `address`: IP and port, e.g. `"0.0.0.0:25"` or `"[::]:25"`.
+    pub address: String,
+    /// `role`: `smtp` (port 25, opportunistic STARTTLS), `submission` (587,
+    /// STARTTLS required before MAIL) or `submissions` (465, implicit TLS).
+    #[serde(default = "default_role")]
+    pub role: String,
+}
+
+fn default_role() -> String {
+    "smtp".into()
+}
+
+/// `[tls]`: the server certificate and extra trust anchors.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// `certificate`: PEM certificate chain; absent: a self-signed one is made.
+    pub certificate: Option<String>,
+    /// `private_key`: PEM private key matching `certificate`.
+    pub private_key: Option<String>,
+    /// `extra_roots`: PEM files with extra trust anchors for outbound TLS.
+    #[serde(default)]
+    pub extra_roots: Vec<String>,
+}
+
+/// `[relay]`: who may send where.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// `accepted_domains`: mail for these domains is accepted from anyone.
+    #[serde(default)]
+    pub accepted_domains: Vec<String>,
+    /// `trusted_networks`: CIDRs whose clients may relay to any domain.
+    #[serde(default)]
+    pub trusted_networks: Vec<String>,
+}
+
+/// `[dns]`: how the server resolves names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    /// `nameservers`: `ip:port` list; empty means the system configuration.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// `timeout`: per query, default `"5s"`.
+    pub timeout: Option<String>,
+}
+
+/// `[delivery]`: outbound connections.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryFile {
+    /// `port`: the port MX hosts are contacted on (default 25).
+    pub port: Option<u16>,
+}
+
+/// `[queue]`: retry schedule and lifetime.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    /// `retry`: waits between attempts; the last one repeats.
+    pub retry: Option<Vec<String>>,
+    /// `max_age`: then the message bounces (default `"5d"`).
+    pub max_age: Option<String>,
+    /// `delay_warning`: one delay DSN after this long (default `"4h"`).
+    pub delay_warning: Option<String>,
+}
+
+/// `[mta_sts]`: policy fetching.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtaStsFile {
+    /// `https_port`: the port policy hosts are fetched from (default 443).
+    pub https_port: Option<u16>,
+}
+
+/// `[tlsrpt]`: RFC 8460 reports we send.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsRptFile {
+    /// `enabled`: send daily reports (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// `organization`: our organisation's name in reports.
+    pub organization: Option<String>,
+    /// `contact`: contact info in reports, e.g. `mailto:postmaster@...`.
+    pub contact: Option<String>,
+    /// `submitter`: the domain named as report submitter.
+    pub submitter: Option<String>,
+    /// `from`: the From address of report mail.
+    pub from: Option<String>,
+    /// `dkim_selector`: selector of the DKIM key that signs reports.
+    pub dkim_selector: Option<String>,
+    /// `dkim_key`: PEM private key that signs reports.
+    pub dkim_key: Option<String>,
+    /// `send_window`: reports leave at a random time within this window after 00:00 UTC.
+    pub send_window: Option<String>,
+}
+
+/// `[submission]`: authenticated submission.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionFile {
+    /// `users_file`: the users file managed with `portcullis user ...`.
+    pub users_file: Option<String>,
+}
+
+/// `[admin]`: the admin socket and metrics.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// `socket`: the Unix socket the CLI talks to (default `<data_dir>/admin.sock`).
+    pub socket: Option<String>,
+    /// `metrics`: `ip:port` for Prometheus at `/metrics`; absent: off.
+    pub metrics: Option<String>,
+}
+
+/// `[limits]`: resource limits, each answered with the RFC's reply.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// `max_connections`: open connections in total (default 1000).
+    pub max_connections: Option<u32>,
+    /// `max_connections_per_ip`: open connections from one IP (default 20).
+    pub max_connections_per_ip: Option<u32>,
+    /// `max_line_length`: command line length with CRLF (default 2048).
+    pub max_line_length: Option<u32>,
+    /// `max_message_size`: octets, advertised with SIZE (default 26214400).
+    pub max_message_size: Option<u64>,
+    /// `max_recipients`: per message (default 100).
+    pub max_recipients: Option<u32>,
+    /// `max_errors`: error replies before the session is closed (default 10).
+    pub max_errors: Option<u32>,
+    /// `command_timeout`: wait for a command (default `"5m"`).
+    pub command_timeout: Option<String>,
+    /// `data_timeout`: wait for each DATA/BDAT read (default `"10m"`).
+    pub data_timeout: Option<String>,
+    /// `tls_handshake_timeout`: default `"30s"`.
+    pub tls_handshake_timeout: Option<String>,
+    /// `greet_pause`: wait this long before the greeting and reject clients
+    /// that talk first (default `"0s"`: only input already there is caught).
+    pub greet_pause: Option<String>,
+    /// `shutdown_grace`: how long open sessions may finish on shutdown (default `"30s"`).
+    pub shutdown_grace: Option<String>,
+}
+
+/// `[smtp]`: protocol policy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpFile {
+    /// `bare_newline`: `reject` (550 5.5.2, default) or `normalize` (to CRLF)
+    /// for a bare LF or bare CR inside message data.
+    pub bare_newline: Option<String>,
+    /// `banner`: text after the hostname in the 220 greeting.
+    pub banner: Option<String>,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `format`: `text` (default) or `json`.
+    pub format: Option<String>,
+    /// `level`: a tracing filter, e.g. `"info"` or `"portcullis=debug"`.
+    pub level: Option<String>,
+}
+
+/// `[routes]`: domain (or `.domain` for its subdomains too) to next hop.
+pub type RoutesFile = BTreeMap<String, String>;

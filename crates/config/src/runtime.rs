@@ -1,0 +1,244 @@
+//! The typed runtime configuration: every value parsed, checked and
+//! defaulted. Code outside this crate sees only these types.
+
+use ipnet::IpNet;
+use portcullis_types::Domain;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a listener is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Port 25: MX service, opportunistic STARTTLS.
+    Smtp,
+    /// Port 587: STARTTLS required before MAIL (RFC 6409).
+    Submission,
+    /// Port 465: TLS from the first byte (RFC 8314).
+    Submissions,
+}
+
+impl Role {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Smtp => "smtp",
+            Role::Submission => "submission",
+            Role::Submissions => "submissions",
+        }
+    }
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listener {
+    /// Address to bind (port 0: an ephemeral port).
+    pub address: SocketAddr,
+    /// What the listener is for.
+    pub role: Role,
+}
+
+/// The server certificate source and outbound trust anchors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tls {
+    /// Certificate chain and key files; `None` means a generated self-signed pair.
+    pub files: Option<(PathBuf, PathBuf)>,
+    /// Extra trust anchors for outbound TLS.
+    pub extra_roots: Vec<PathBuf>,
+}
+
+/// Relay policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Relay {
+    /// Domains we accept mail for from anyone.
+    pub accepted_domains: Vec<Domain>,
+    /// Networks whose clients may relay anywhere.
+    pub trusted_networks: Vec<IpNet>,
+}
+
+impl Relay {
+    /// True when `domain` is one of ours.
+    pub fn accepts(&self, domain: &Domain) -> bool {
+        self.accepted_domains.iter().any(|d| d == domain)
+    }
+
+    /// True when `ip` is in a trusted network. IPv4-mapped IPv6 addresses
+    /// count as their IPv4 form.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.trusted_networks.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Where a route sends a domain's mail.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NextHop {
+    /// Host name or IP address (from `[ip]:port`).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// One `[routes]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Route {
+    /// The domain the route is for.
+    pub domain: Domain,
+    /// True when written with a leading `.`: subdomains use it too.
+    pub include_subdomains: bool,
+    /// The next hop.
+    pub next_hop: NextHop,
+}
+
+/// DNS settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dns {
+    /// Explicit nameservers; empty: the system configuration.
+    pub nameservers: Vec<SocketAddr>,
+    /// Per-query timeout.
+    pub timeout: Duration,
+}
+
+/// Retry schedule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Queue {
+    /// Waits between attempts; the last repeats.
+    pub retry: Vec<Duration>,
+    /// Lifetime before a bounce.
+    pub max_age: Duration,
+    /// When one delay DSN is sent.
+    pub delay_warning: Duration,
+}
+
+/// TLS-RPT settings (used by the reporting issue).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TlsRpt {
+    /// Send reports.
+    pub enabled: bool,
+    /// Organisation name.
+    pub organization: Option<String>,
+    /// Contact.
+    pub contact: Option<String>,
+    /// Submitter domain.
+    pub submitter: Option<String>,
+    /// From address.
+    pub from: Option<String>,
+    /// DKIM selector.
+    pub dkim_selector: Option<String>,
+    /// DKIM key file.
+    pub dkim_key: Option<PathBuf>,
+    /// Random send window after midnight UTC.
+    pub send_window: Duration,
+}
+
+/// Admin socket and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Admin {
+    /// The admin Unix socket.
+    pub socket: PathBuf,
+    /// Prometheus endpoint, if enabled.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// What to do with a bare LF or bare CR inside message data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareNewline {
+    /// Refuse the message with 550 5.5.2 (after reading it to its end).
+    Reject,
+    /// Turn each bare LF or CR into CRLF.
+    Normalize,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    /// Open connections in total.
+    pub max_connections: u32,
+    /// Open connections per client IP.
+    pub max_connections_per_ip: u32,
+    /// Longest command line accepted, CRLF included.
+    pub max_line_length: u32,
+    /// Largest message accepted, in octets.
+    pub max_message_size: u64,
+    /// Recipients per message.
+    pub max_recipients: u32,
+    /// Error replies before disconnecting.
+    pub max_errors: u32,
+    /// Wait for a command line.
+    pub command_timeout: Duration,
+    /// Wait for message data (per read).
+    pub data_timeout: Duration,
+    /// TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Pause before the greeting to catch clients that talk first.
+    pub greet_pause: Duration,
+    /// Grace period for open sessions at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Config {
+    /// Our host name (greeting, EHLO, Received).
+    pub hostname: String,
+    /// Where the store, generated certificates and the admin socket live.
+    pub data_dir: PathBuf,
+    /// Listening sockets.
+    pub listeners: Vec<Listener>,
+    /// Certificates.
+    pub tls: Tls,
+    /// Relay policy.
+    pub relay: Relay,
+    /// Static routes.
+    pub routes: Vec<Route>,
+    /// DNS.
+    pub dns: Dns,
+    /// Outbound SMTP port.
+    pub delivery_port: u16,
+    /// Queue schedule.
+    pub queue: Queue,
+    /// MTA-STS policy fetch port.
+    pub mta_sts_https_port: u16,
+    /// TLS-RPT.
+    pub tlsrpt: TlsRpt,
+    /// Users file for submission.
+    pub users_file: Option<PathBuf>,
+    /// Admin interface.
+    pub admin: Admin,
+    /// Limits.
+    pub limits: Limits,
+    /// Bare newline policy.
+    pub bare_newline: BareNewline,
+    /// Text after the hostname in the greeting.
+    pub banner: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl Config {
+    /// The route for `domain`, if one is configured: an exact entry wins over
+    /// a subdomain (`.domain`) entry, and a longer parent over a shorter one.
+    pub fn route_for(&self, domain: &Domain) -> Option<&Route> {
+        self.routes
+            .iter()
+            .filter(|r| &r.domain == domain || (r.include_subdomains && domain.is_within(&r.domain)))
+            .max_by_key(|r| (&r.domain == domain, r.domain.as_str().len()))
+    }
+}

@@ -1,0 +1,133 @@
+use super::*;
+use std::time::Duration;
+
+fn ok(text: &str) -> Config {
+    parse(text, None, "host.example.test").unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[track_caller]
+fn issues(text: &str) -> Vec<ConfigIssue> {
+    match parse(text, Some(Path::new("t.toml")), "host.example.test") {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(ConfigError::Invalid { issues, .. }) => issues,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn empty_file_is_the_development_defaults_shape() {
+    let c = ok("");
+    assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:2525");
+    assert_eq!(c.admin.socket, PathBuf::from("data/admin.sock"));
+    assert_eq!(c.queue.retry.len(), 5);
+    assert_eq!(c.limits.max_recipients, 100);
+    assert_eq!(c.hostname, "host.example.test");
+    let d = development_defaults();
+    assert_eq!(d.relay.accepted_domains[0].as_str(), "localhost");
+}
+
+#[test]
+fn full_example() {
+    let c = ok(r#"
+hostname = "mx.example.test"
+data_dir = "/var/lib/portcullis"
+[[listen]]
+address = "0.0.0.0:25"
+role = "smtp"
+[[listen]]
+address = "[::]:465"
+role = "submissions"
+[relay]
+accepted_domains = ["Example.TEST.", "bücher.example"]
+trusted_networks = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
+[routes]
+"example.test" = "127.0.0.1:2526"
+".sub.example.test" = "[::1]:2527"
+[dns]
+nameservers = ["127.0.0.1:5353", "192.0.2.53"]
+[queue]
+retry = ["90s", "5m"]
+max_age = "5d"
+delay_warning = "4h"
+[admin]
+metrics = "127.0.0.1:9025"
+"#);
+    assert_eq!(c.relay.accepted_domains[1].as_str(), "xn--bcher-kva.example");
+    assert!(c.relay.trusts("10.1.2.3".parse().unwrap()));
+    assert!(c.relay.trusts("::ffff:10.1.2.3".parse().unwrap()));
+    assert!(!c.relay.trusts("11.1.2.3".parse().unwrap()));
+    assert!(c.relay.trusts("192.0.2.7".parse().unwrap()));
+    assert_eq!(c.dns.nameservers[1].port(), 53);
+    assert_eq!(c.queue.retry, vec![Duration::from_secs(90), Duration::from_secs(300)]);
+    let sub = Domain::parse("a.sub.example.test").unwrap();
+    assert_eq!(c.route_for(&sub).unwrap().next_hop.port, 2527);
+    assert_eq!(c.route_for(&Domain::parse("example.test").unwrap()).unwrap().next_hop.port, 2526);
+    assert!(c.route_for(&Domain::parse("a.example.test").unwrap()).is_none());
+    assert_eq!(c.admin.metrics.unwrap().port(), 9025);
+}
+
+use portcullis_types::Domain;
+
+#[test]
+fn every_error_is_reported_with_key_and_line() {
+    let text = "hostname = \"mx.example.test\"\n\
+[relay]\n\
+accepted_domains = [\"ok.test\", \"bad..test\"]\n\
+trusted_networks = [\"not-a-net\"]\n\
+[queue]\n\
+retry = [\"5x\"]\n\
+[limits]\n\
+max_recipients = 0\n\
+[[listen]]\n\
+address = \"nowhere\"\n\
+role = \"smtp\"\n";
+    let found = issues(text);
+    let keys: Vec<_> = found.iter().map(|i| (i.key.as_str(), i.line)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("relay.accepted_domains[1]", Some(3)),
+            ("relay.trusted_networks[0]", Some(4)),
+            ("queue.retry[0]", Some(6)),
+            ("limits.max_recipients", Some(8)),
+            ("listen[0].address", Some(10)),
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_with_their_line() {
+    let found = issues("[relay]\naccepted_domains = []\nopen_relay = true\n[nonsense]\nx = 1\n");
+    assert!(found.iter().any(|i| i.key == "relay.open_relay" && i.line == Some(3)), "{found:#?}");
+    assert!(found.iter().any(|i| i.key == "nonsense" && i.line == Some(4)), "{found:#?}");
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let found = issues("hostname = \"a.test\"\n[relay\n");
+    assert_eq!(found[0].line, Some(2), "{found:#?}");
+}
+
+#[test]
+fn open_relay_network_is_refused() {
+    let found = issues("[relay]\ntrusted_networks = [\"0.0.0.0/0\"]\n");
+    assert!(found[0].message.contains("open relay"));
+}
+
+#[test]
+fn display_lists_file_line_and_key() {
+    let err = parse("[limits]\nmax_errors = 0\n", Some(Path::new("x.toml")), "h").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("x.toml:2: limits.max_errors: must be greater than zero"), "{text}");
+}
+
+#[test]
+fn next_hops() {
+    use validate::parse_next_hop;
+    assert_eq!(parse_next_hop("mail.example.test:25").unwrap().host, "mail.example.test");
+    assert_eq!(parse_next_hop("[::1]:2526").unwrap().host, "::1");
+    for bad in ["nope", "::1:25", "host:99999", "[::1]", "bad..host:25"] {
+        assert!(parse_next_hop(bad).is_err(), "{bad}");
+    }
+}

@@ -1,0 +1,414 @@
+//! From the file model to the typed [`Config`]: every problem is collected
+//! with its key path, none stops the others from being found.
+
+use crate::duration::parse_duration;
+use crate::model::*;
+use crate::runtime::*;
+use ipnet::IpNet;
+use portcullis_types::Domain;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One problem: the key path and what is wrong. The line is filled in later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// e.g. `relay.accepted_domains[1]`.
+    pub key: String,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
+/// Collects problems while building the runtime config.
+#[derive(Default)]
+pub struct Checker {
+    /// Everything found so far.
+    pub problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, value: &Option<String>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(text) => parse_duration(text).unwrap_or_else(|e| {
+                self.fail(key, e);
+                default
+            }),
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.fail(
+                    key,
+                    format!("{text:?} is not an ip:port address (IPv6 as \"[::1]:25\")"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// All sections of the file, each already deserialised (or defaulted when
+/// absent or broken: its problem is recorded separately).
+#[derive(Default)]
+pub struct Sections {
+    /// `hostname`.
+    pub hostname: Option<String>,
+    /// `data_dir`.
+    pub data_dir: Option<String>,
+    /// `[[listen]]`; `None` when absent.
+    pub listen: Option<Vec<ListenFile>>,
+    /// `[tls]`.
+    pub tls: TlsFile,
+    /// `[relay]`.
+    pub relay: RelayFile,
+    /// `[routes]`.
+    pub routes: RoutesFile,
+    /// `[dns]`.
+    pub dns: DnsFile,
+    /// `[delivery]`.
+    pub delivery: DeliveryFile,
+    /// `[queue]`.
+    pub queue: QueueFile,
+    /// `[mta_sts]`.
+    pub mta_sts: MtaStsFile,
+    /// `[tlsrpt]`.
+    pub tlsrpt: TlsRptFile,
+    /// `[submission]`.
+    pub submission: SubmissionFile,
+    /// `[admin]`.
+    pub admin: AdminFile,
+    /// `[limits]`.
+    pub limits: LimitsFile,
+    /// `[smtp]`.
+    pub smtp: SmtpFile,
+    /// `[log]`.
+    pub log: LogFile,
+}
+
+/// Turns the sections into the runtime config, recording every problem.
+pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
+    let hostname = match s.hostname {
+        Some(h) => {
+            if Domain::parse(&h).is_err() || !h.contains('.') && h != "localhost" {
+                c.fail("hostname", format!("{h:?} is not a fully qualified host name"));
+            }
+            h
+        }
+        None => system_hostname.to_string(),
+    };
+    let data_dir = PathBuf::from(s.data_dir.unwrap_or_else(|| "data".into()));
+
+    let listeners = match s.listen {
+        None => vec![Listener {
+            address: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            role: Role::Smtp,
+        }],
+        Some(list) => {
+            if list.is_empty() {
+                c.fail("listen", "at least one [[listen]] is needed");
+            }
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, l)| {
+                    let address = c.socket_addr(&format!("listen[{i}].address"), &l.address);
+                    let role = match l.role.as_str() {
+                        "smtp" => Some(Role::Smtp),
+                        "submission" => Some(Role::Submission),
+                        "submissions" => Some(Role::Submissions),
+                        other => {
+                            c.fail(
+                                format!("listen[{i}].role"),
+                                format!("unknown role {other:?} (smtp, submission or submissions)"),
+                            );
+                            None
+                        }
+                    };
+                    Some(Listener {
+                        address: address?,
+                        role: role?,
+                    })
+                })
+                .collect()
+        }
+    };
+    for (i, a) in listeners.iter().enumerate() {
+        if a.address.port() != 0
+            && listeners[..i].iter().any(|b| b.address == a.address)
+        {
+            c.fail(format!("listen[{i}].address"), format!("{} is listed twice", a.address));
+        }
+    }
+
+    let tls = Tls {
+        files: match (s.tls.certificate, s.tls.private_key) {
+            (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+            (None, None) => None,
+            (Some(_), None) => {
+                c.fail("tls.private_key", "tls.certificate is set but tls.private_key is not");
+                None
+            }
+            (None, Some(_)) => {
+                c.fail("tls.certificate", "tls.private_key is set but tls.certificate is not");
+                None
+            }
+        },
+        extra_roots: s.tls.extra_roots.into_iter().map(PathBuf::from).collect(),
+    };
+
+    let relay = Relay {
+        accepted_domains: s
+            .relay
+            .accepted_domains
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match Domain::parse(d) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    c.fail(format!("relay.accepted_domains[{i}]"), e.to_string());
+                    None
+                }
+            })
+            .collect(),
+        trusted_networks: s
+            .relay
+            .trusted_networks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| parse_network(n).or_else(|| {
+                c.fail(
+                    format!("relay.trusted_networks[{i}]"),
+                    format!("{n:?} is not a network (write e.g. \"192.0.2.0/24\" or \"2001:db8::/32\")"),
+                );
+                None
+            }))
+            .collect(),
+    };
+    if relay.trusted_networks.iter().any(|n| n.prefix_len() == 0) {
+        c.fail(
+            "relay.trusted_networks",
+            "a /0 network would make this an open relay; list the networks you trust",
+        );
+    }
+
+    let routes = s
+        .routes
+        .iter()
+        .filter_map(|(domain, hop)| {
+            let key = format!("routes.{domain}");
+            let (include_subdomains, name) = match domain.strip_prefix('.') {
+                Some(rest) => (true, rest),
+                None => (false, domain.as_str()),
+            };
+            let domain = Domain::parse(name)
+                .map_err(|e| c.fail(key.clone(), e.to_string()))
+                .ok();
+            let next_hop = parse_next_hop(hop)
+                .map_err(|e| c.fail(key.clone(), e))
+                .ok();
+            Some(Route {
+                domain: domain?,
+                include_subdomains,
+                next_hop: next_hop?,
+            })
+        })
+        .collect();
+
+    let dns = Dns {
+        nameservers: s
+            .dns
+            .nameservers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                // A bare IP means port 53.
+                n.parse::<IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+                    .ok()
+                    .or_else(|| c.socket_addr(&format!("dns.nameservers[{i}]"), n))
+            })
+            .collect(),
+        timeout: c.duration("dns.timeout", &s.dns.timeout, Duration::from_secs(5)),
+    };
+
+    let retry = match &s.queue.retry {
+        None => ["5m", "10m", "20m", "40m", "1h"]
+            .iter()
+            .filter_map(|t| parse_duration(t).ok())
+            .collect(),
+        Some(list) => {
+            if list.is_empty() {
+                c.fail("queue.retry", "the retry schedule needs at least one wait");
+            }
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, t)| match parse_duration(t) {
+                    Ok(d) if d.is_zero() => {
+                        c.fail(format!("queue.retry[{i}]"), "a retry wait of zero would spin");
+                        None
+                    }
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        c.fail(format!("queue.retry[{i}]"), e);
+                        None
+                    }
+                })
+                .collect()
+        }
+    };
+    let queue = Queue {
+        retry,
+        max_age: c.duration("queue.max_age", &s.queue.max_age, Duration::from_secs(5 * 86_400)),
+        delay_warning: c.duration("queue.delay_warning", &s.queue.delay_warning, Duration::from_secs(4 * 3600)),
+    };
+    if queue.delay_warning >= queue.max_age {
+        c.fail("queue.delay_warning", "delay_warning must be shorter than max_age");
+    }
+
+    let tlsrpt = TlsRpt {
+        enabled: s.tlsrpt.enabled,
+        organization: s.tlsrpt.organization,
+        contact: s.tlsrpt.contact,
+        submitter: s.tlsrpt.submitter,
+        from: s.tlsrpt.from,
+        dkim_selector: s.tlsrpt.dkim_selector,
+        dkim_key: s.tlsrpt.dkim_key.map(PathBuf::from),
+        send_window: c.duration("tlsrpt.send_window", &s.tlsrpt.send_window, Duration::from_secs(4 * 3600)),
+    };
+    if tlsrpt.enabled {
+        for (key, present) in [
+            ("tlsrpt.organization", tlsrpt.organization.is_some()),
+            ("tlsrpt.contact", tlsrpt.contact.is_some()),
+            ("tlsrpt.submitter", tlsrpt.submitter.is_some()),
+            ("tlsrpt.from", tlsrpt.from.is_some()),
+            ("tlsrpt.dkim_selector", tlsrpt.dkim_selector.is_some()),
+            ("tlsrpt.dkim_key", tlsrpt.dkim_key.is_some()),
+        ] {
+            if !present {
+                c.fail(key, "required when tlsrpt.enabled = true");
+            }
+        }
+    }
+
+    let admin = Admin {
+        socket: s
+            .admin
+            .socket
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("admin.sock")),
+        metrics: s
+            .admin
+            .metrics
+            .as_deref()
+            .and_then(|m| c.socket_addr("admin.metrics", m)),
+    };
+
+    let l = &s.limits;
+    let limits = Limits {
+        max_connections: positive(c, "limits.max_connections", l.max_connections, 1000),
+        max_connections_per_ip: positive(c, "limits.max_connections_per_ip", l.max_connections_per_ip, 20),
+        max_line_length: positive(c, "limits.max_line_length", l.max_line_length, 2048),
+        max_message_size: l.max_message_size.unwrap_or(25 * 1024 * 1024),
+        max_recipients: positive(c, "limits.max_recipients", l.max_recipients, 100),
+        max_errors: positive(c, "limits.max_errors", l.max_errors, 10),
+        command_timeout: c.duration("limits.command_timeout", &l.command_timeout, Duration::from_secs(300)),
+        data_timeout: c.duration("limits.data_timeout", &l.data_timeout, Duration::from_secs(600)),
+        tls_handshake_timeout: c.duration("limits.tls_handshake_timeout", &l.tls_handshake_timeout, Duration::from_secs(30)),
+        greet_pause: c.duration("limits.greet_pause", &l.greet_pause, Duration::ZERO),
+        shutdown_grace: c.duration("limits.shutdown_grace", &l.shutdown_grace, Duration::from_secs(30)),
+    };
+    if limits.max_line_length < 512 {
+        // RFC 5321 §4.5.3.1.4: a command line may be 512 octets.
+        c.fail("limits.max_line_length", "must be at least 512 (RFC 5321 §4.5.3.1.4)");
+    }
+    if limits.max_message_size < 65_536 {
+        // RFC 5321 §4.5.3.1.7: at least 64K octets.
+        c.fail("limits.max_message_size", "must be at least 65536 (RFC 5321 §4.5.3.1.7)");
+    }
+    if limits.max_recipients < 100 {
+        // RFC 5321 §4.5.3.1.8: at least 100 recipients.
+        c.fail("limits.max_recipients", "must be at least 100 (RFC 5321 §4.5.3.1.8)");
+    }
+
+    let bare_newline = match s.smtp.bare_newline.as_deref() {
+        None | Some("reject") => BareNewline::Reject,
+        Some("normalize") => BareNewline::Normalize,
+        Some(other) => {
+            c.fail("smtp.bare_newline", format!("{other:?} is not \"reject\" or \"normalize\""));
+            BareNewline::Reject
+        }
+    };
+    let log_format = match s.log.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            c.fail("log.format", format!("{other:?} is not \"text\" or \"json\""));
+            LogFormat::Text
+        }
+    };
+
+    Config {
+        hostname,
+        data_dir,
+        listeners,
+        tls,
+        relay,
+        routes,
+        dns,
+        delivery_port: s.delivery.port.unwrap_or(25),
+        queue,
+        mta_sts_https_port: s.mta_sts.https_port.unwrap_or(443),
+        tlsrpt,
+        users_file: s.submission.users_file.map(PathBuf::from),
+        admin,
+        limits,
+        bare_newline,
+        banner: s.smtp.banner.unwrap_or_else(|| "ESMTP Portcullis".into()),
+        log_format,
+        log_level: s.log.level.unwrap_or_else(|| "info".into()),
+    }
+}
+
+fn positive(c: &mut Checker, key: &str, value: Option<u32>, default: u32) -> u32 {
+    match value {
+        Some(0) => {
+            c.fail(key, "must be greater than zero");
+            default
+        }
+        Some(v) => v,
+        None => default,
+    }
+}
+
+fn parse_network(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// Parses `host:port` or `[ip]:port` (an IPv6 literal must be bracketed).
+pub fn parse_next_hop(text: &str) -> Result<NextHop, String> {
+    let bad = || format!("{text:?} is not host:port or [ip]:port");
+    if let Some(rest) = text.strip_prefix('[') {
+        let (ip, port) = rest.split_once("]:").ok_or_else(bad)?;
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let port = port.parse().map_err(|_| bad())?;
+        return Ok(NextHop { host: ip.to_string(), port });
+    }
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.contains(':') || (host.parse::<IpAddr>().is_err() && Domain::parse(host).is_err()) {
+        return Err(bad());
+    }
+    Ok(NextHop { host: host.to_string(), port })
+}
