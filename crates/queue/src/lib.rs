@@ -1,1 +1,183 @@
-//! TODO
+//! The durable delivery queue.
+//!
+//! This crate decides *when* mail is delivered; it never opens a network
+//! connection (the `delivery` crate implements [`Deliver`] later and the
+//! binary injects it). For now it owns acceptance: [`Queue::enqueue`]
+//! writes the message and its envelope to the store and returns only once
+//! they are fsynced (RFC 5321 §6.1: once we say 250, the message is our
+//! responsibility; DESIGN.md: kill -9 loses nothing acknowledged).
+//!
+//! Layout: `queue.records` maps the 8-byte queue id to a JSON
+//! [`QueueRecord`]; `queue.bodies` maps id ‖ chunk number to at most
+//! [`portcullis_store::MAX_VALUE`] bytes of the message. The record is
+//! written last, so a record always has its whole body; a body without a
+//! record (a crash mid-write, before any 250) is swept at open.
+
+#![forbid(unsafe_code)]
+
+mod record;
+
+pub use record::{QueueRecord, RecipientState, RecipientStatus};
+
+use portcullis_store::{MAX_VALUE, Store, StoreError, Tree, TreeName};
+use portcullis_types::{Envelope, QueueId};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Errors of the queue.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No message with that id.
+    #[error("no message {0} in the queue")]
+    NotFound(QueueId),
+}
+
+/// The queue. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    store: Store,
+    records: Tree,
+    bodies: Tree,
+    size: Arc<AtomicU64>,
+}
+
+impl Queue {
+    /// Opens the queue in `store`, sweeping bodies whose record was never
+    /// written (those messages were never acknowledged).
+    pub fn open(store: &Store) -> Result<Queue, QueueError> {
+        let records = store.tree(TreeName::QueueRecords)?;
+        let bodies = store.tree(TreeName::QueueBodies)?;
+        let queue = Queue {
+            store: store.clone(),
+            size: Arc::new(AtomicU64::new(records.len() as u64)),
+            records,
+            bodies,
+        };
+        let swept = queue.sweep_orphans()?;
+        if swept > 0 {
+            tracing::warn!(swept, "removed message bodies without a queue record (never acknowledged)");
+            queue.store.flush_now()?;
+        }
+        Ok(queue)
+    }
+
+    fn sweep_orphans(&self) -> Result<usize, QueueError> {
+        let mut swept = 0;
+        let mut last: Option<[u8; 8]> = None;
+        for item in self.bodies.iter().keys() {
+            let key = item.map_err(StoreError::from)?;
+            let Some(id) = key.get(..8).and_then(|s| <[u8; 8]>::try_from(s).ok()) else {
+                self.bodies.remove(&key).map_err(StoreError::from)?;
+                continue;
+            };
+            let orphan = if last == Some(id) {
+                true
+            } else {
+                !self.records.contains_key(id).map_err(StoreError::from)?
+            };
+            if orphan {
+                last = Some(id);
+                self.bodies.remove(&key).map_err(StoreError::from)?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Stores a message durably. Returns after the fsync that covers it;
+    /// only then may the caller say 250.
+    pub async fn enqueue(&self, envelope: Envelope, message: &[u8]) -> Result<(), QueueError> {
+        let id = envelope.id;
+        let key = id.to_bytes();
+        for (n, chunk) in message.chunks(MAX_VALUE).enumerate() {
+            self.bodies
+                .insert(body_key(key, n as u32), chunk)
+                .map_err(StoreError::from)?;
+        }
+        let record = QueueRecord::new(envelope);
+        self.records
+            .insert(key, record.encode())
+            .map_err(StoreError::from)?;
+        self.store.commit().await?;
+        self.size.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Number of messages in the queue.
+    pub fn len(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// True when the queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All queue records, oldest first.
+    pub fn list(&self) -> Result<Vec<QueueRecord>, QueueError> {
+        self.records
+            .iter()
+            .values()
+            .map(|v| {
+                let v = v.map_err(StoreError::from)?;
+                Ok(QueueRecord::decode(&v)?)
+            })
+            .collect()
+    }
+
+    /// One record.
+    pub fn get(&self, id: QueueId) -> Result<QueueRecord, QueueError> {
+        let v = self
+            .records
+            .get(id.to_bytes())
+            .map_err(StoreError::from)?
+            .ok_or(QueueError::NotFound(id))?;
+        Ok(QueueRecord::decode(&v)?)
+    }
+
+    /// The stored message bytes (with our trace headers).
+    pub fn message(&self, id: QueueId) -> Result<Vec<u8>, QueueError> {
+        let mut out = Vec::new();
+        for item in self.bodies.scan_prefix(id.to_bytes()) {
+            let (_, v) = item.map_err(StoreError::from)?;
+            out.extend_from_slice(&v);
+        }
+        if out.is_empty() && !self.records.contains_key(id.to_bytes()).map_err(StoreError::from)? {
+            return Err(QueueError::NotFound(id));
+        }
+        Ok(out)
+    }
+
+    /// Removes a message and its body, durably.
+    pub async fn remove(&self, id: QueueId) -> Result<(), QueueError> {
+        let existed = self
+            .records
+            .remove(id.to_bytes())
+            .map_err(StoreError::from)?
+            .is_some();
+        for item in self.bodies.scan_prefix(id.to_bytes()).keys() {
+            let k = item.map_err(StoreError::from)?;
+            self.bodies.remove(k).map_err(StoreError::from)?;
+        }
+        self.store.commit().await?;
+        if !existed {
+            return Err(QueueError::NotFound(id));
+        }
+        self.size.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn body_key(id: [u8; 8], chunk: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&id);
+    k[8..].copy_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+//! The stored queue record: the envelope plus the delivery state of every
+//! recipient.
+
+use portcullis_store::StoreError;
+use portcullis_types::Envelope;
+
+/// Where one recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientStatus {
+    /// Not yet attempted.
+    Queued,
+    /// Attempted, failed temporarily, will be retried.
+    Deferred,
+    /// Delivered: never delivered again.
+    Delivered,
+    /// Failed permanently (bounced).
+    Failed,
+}
+
+impl RecipientStatus {
+    /// Lowercase name, as shown by the admin CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientStatus::Queued => "queued",
+            RecipientStatus::Deferred => "deferred",
+            RecipientStatus::Delivered => "delivered",
+            RecipientStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Delivery state of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecipientState {
+    /// Status.
+    pub status: RecipientStatus,
+    /// The last remote reply or local error, whole.
+    pub last_reply: Option<String>,
+}
+
+/// The record stored per queued message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueRecord {
+    /// The envelope as accepted.
+    pub envelope: Envelope,
+    /// One state per envelope recipient, same order.
+    pub recipients: Vec<RecipientState>,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// Unix seconds of the next attempt.
+    pub next_attempt: u64,
+    /// The last error, for `queue list`.
+    pub last_error: Option<String>,
+}
+
+impl QueueRecord {
+    /// A fresh record: every recipient queued, first attempt due at once.
+    pub fn new(envelope: Envelope) -> QueueRecord {
+        QueueRecord {
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|_| RecipientState {
+                    status: RecipientStatus::Queued,
+                    last_reply: None,
+                })
+                .collect(),
+            attempts: 0,
+            next_attempt: envelope.received_at,
+            last_error: None,
+            envelope,
+        }
+    }
+
+    /// Serialised form (JSON: stable and readable with standard tools).
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<QueueRecord, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            tree: "queue.records",
+            reason: e.to_string(),
+        })
+    }
+}
