@@ -1,1 +1,30 @@
-//! TODO
+//! The inbound side of Portcullis: listeners, the per-connection SMTP
+//! session, STARTTLS and implicit TLS, anti-relay, limits and shutdown.
+//!
+//! RFCs: 5321 (SMTP), 1870 (SIZE), 2920 (PIPELINING), 3030 (CHUNKING/BDAT),
+//! 2034/3463 (enhanced status codes), 3207 (STARTTLS), 3461 (DSN
+//! parameters), 6152 (8BITMIME), 6531 (SMTPUTF8), 8314 (implicit TLS).
+//!
+//! Threat model: every byte comes from an untrusted client. The session is
+//! sans-IO ([`Session::feed`] / [`Session::step`]) so that every parser path
+//! is tested with input split at every byte. Message data ends only at
+//! `<CRLF>.<CRLF>`; a bare CR or LF inside data is refused or normalised,
+//! never allowed to end a message (SMTP smuggling). Bytes pipelined behind
+//! STARTTLS are discarded, never executed (RFC 3207 §4.2, CVE-2011-0411).
+//! A client outside `trusted_networks` may only send to `accepted_domains`.
+//! Accepted mail is handed to the `queue` crate; we reply 250 only after it
+//! is on disk.
+
+#![forbid(unsafe_code)]
+
+mod body;
+mod conn_limit;
+pub mod metrics;
+mod received;
+pub mod server;
+pub mod session;
+
+pub use metrics::InboundMetrics;
+pub use received::received_header;
+pub use server::{Inbound, ListenerHandle};
+pub use session::{Event, IncomingMessage, Session, SessionConfig};

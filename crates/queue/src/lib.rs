@@ -91,12 +91,23 @@ impl Queue {
     /// Stores a message durably. Returns after the fsync that covers it;
     /// only then may the caller say 250.
     pub async fn enqueue(&self, envelope: Envelope, message: &[u8]) -> Result<(), QueueError> {
+        self.enqueue_parts(envelope, &[message]).await
+    }
+
+    /// Like [`Queue::enqueue`], for a message given as consecutive parts
+    /// (our trace headers, then the data as received) so the caller need not
+    /// copy them into one buffer.
+    pub async fn enqueue_parts(&self, envelope: Envelope, parts: &[&[u8]]) -> Result<(), QueueError> {
         let id = envelope.id;
         let key = id.to_bytes();
-        for (n, chunk) in message.chunks(MAX_VALUE).enumerate() {
-            self.bodies
-                .insert(body_key(key, n as u32), chunk)
-                .map_err(StoreError::from)?;
+        let mut n: u32 = 0;
+        for part in parts {
+            for chunk in part.chunks(MAX_VALUE) {
+                self.bodies
+                    .insert(body_key(key, n), chunk)
+                    .map_err(StoreError::from)?;
+                n += 1;
+            }
         }
         let record = QueueRecord::new(envelope);
         self.records

@@ -1,0 +1,459 @@
+//! A real, authoritative DNS server on loopback (STYLE 8, 16) for tests that
+//! run the production resolver: hickory-server's [`Server`] with our own
+//! in-memory [`RequestHandler`] rather than hickory's zone machinery, so a
+//! test can change records and inject failures while it runs.
+//!
+//! Answers (RFC 1035 §4.3.2, simplified for a server authoritative for
+//! every name): the records of the asked type; else, for a name with a
+//! CNAME, the CNAME chain followed inside the server (like an authoritative
+//! server whose zone holds the target); else NOERROR with no answer for a
+//! name that has other records; else NXDOMAIN. Negative answers carry an SOA
+//! with a 1 s minimum, and every record has a [`TTL`] of 1 s, so changes are
+//! seen by a caching resolver after about a second.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hickory_server::Server;
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::net::{TcpListener, UdpSocket};
+
+/// The TTL of every record the server hands out, in seconds.
+pub const TTL: u32 = 1;
+
+/// How many CNAMEs the server follows before giving up (loops are a test bug).
+const MAX_CNAME_CHAIN: usize = 8;
+
+/// How a name fails, see [`TestDns::fail`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Answer SERVFAIL (RCODE 2).
+    ServFail,
+    /// Never answer: the resolver times out.
+    Timeout,
+}
+
+/// The records and failures the server holds, keyed by lowercase name
+/// without the trailing dot.
+#[derive(Debug, Default)]
+struct Zone {
+    records: HashMap<String, Vec<Record>>,
+    failures: HashMap<String, FailMode>,
+}
+
+/// What the handler does with a query.
+enum Outcome {
+    /// Send nothing.
+    Drop,
+    /// A response with this code, these answers and, for negative answers,
+    /// an SOA.
+    Answer {
+        code: ResponseCode,
+        answers: Vec<Record>,
+        soa: Option<Box<Record>>,
+    },
+}
+
+impl Zone {
+    fn answer(&self, qname: &str, qtype: RecordType) -> Outcome {
+        let mut answers = Vec::new();
+        let mut current = qname.to_owned();
+        for _ in 0..MAX_CNAME_CHAIN {
+            match self.failures.get(&current) {
+                Some(FailMode::Timeout) => return Outcome::Drop,
+                Some(FailMode::ServFail) => {
+                    return Outcome::Answer {
+                        code: ResponseCode::ServFail,
+                        answers: Vec::new(),
+                        soa: None,
+                    };
+                }
+                None => {}
+            }
+            let Some(records) = self.records.get(&current) else {
+                // RFC 6604: the RCODE describes the last name in the chain.
+                return negative(ResponseCode::NXDomain, answers);
+            };
+            let matching: Vec<Record> = records
+                .iter()
+                .filter(|r| r.record_type() == qtype)
+                .cloned()
+                .collect();
+            if !matching.is_empty() {
+                answers.extend(matching);
+                return Outcome::Answer {
+                    code: ResponseCode::NoError,
+                    answers,
+                    soa: None,
+                };
+            }
+            let cname = records.iter().find_map(|r| match &r.data {
+                RData::CNAME(CNAME(target)) if qtype != RecordType::CNAME => {
+                    Some((r.clone(), key(&target.to_ascii())))
+                }
+                _ => None,
+            });
+            match cname {
+                Some((record, target)) => {
+                    answers.push(record);
+                    current = target;
+                }
+                None => return negative(ResponseCode::NoError, answers),
+            }
+        }
+        Outcome::Answer {
+            code: ResponseCode::ServFail,
+            answers: Vec::new(),
+            soa: None,
+        }
+    }
+}
+
+/// A negative answer (NXDOMAIN or NODATA) with the SOA that bounds its
+/// negative caching (RFC 2308 §5).
+fn negative(code: ResponseCode, answers: Vec<Record>) -> Outcome {
+    let soa = SOA::new(
+        Name::from_ascii("ns.test.").unwrap_or_else(|_| Name::root()),
+        Name::from_ascii("hostmaster.test.").unwrap_or_else(|_| Name::root()),
+        1,
+        60,
+        60,
+        600,
+        TTL,
+    );
+    Outcome::Answer {
+        code,
+        answers,
+        soa: Some(Box::new(Record::from_rdata(
+            Name::root(),
+            TTL,
+            RData::SOA(soa),
+        ))),
+    }
+}
+
+/// Lowercase, without the trailing dot.
+fn key(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// An absolute [`Name`] for a name given by a test; panics on names no DNS
+/// server could serve (a test bug).
+fn fqdn(name: &str) -> Name {
+    let mut parsed =
+        Name::from_str(name).unwrap_or_else(|e| panic!("TestDns: invalid name {name:?}: {e}"));
+    parsed.set_fqdn(true);
+    parsed
+}
+
+#[derive(Clone)]
+struct Handler {
+    zone: Arc<Mutex<Zone>>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let outcome = match request.request_info() {
+            Ok(info) => {
+                let qname = key(&info.query.name().to_string());
+                let qtype = info.query.query_type();
+                lock(&self.zone).answer(&qname, qtype)
+            }
+            Err(_) => Outcome::Answer {
+                code: ResponseCode::FormErr,
+                answers: Vec::new(),
+                soa: None,
+            },
+        };
+
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        let (code, answers, soa) = match outcome {
+            Outcome::Drop => {
+                metadata.response_code = ResponseCode::ServFail;
+                return header_only(metadata);
+            }
+            Outcome::Answer { code, answers, soa } => (code, answers, soa),
+        };
+        metadata.authoritative = code != ResponseCode::ServFail;
+        metadata.response_code = code;
+
+        // RFC 6891 §6.1.1: a request with OPT gets OPT back; its payload size
+        // lets a long TXT record go over UDP.
+        let mut edns = Edns::new();
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(request_edns) = &request.edns {
+            edns.set_max_payload(request_edns.max_payload().max(512));
+            builder.edns(&edns);
+        }
+        let response = builder.build(
+            metadata,
+            answers.iter(),
+            std::iter::empty(),
+            soa.as_deref(),
+            std::iter::empty(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::warn!(%error, "TestDns: sending a response failed");
+                metadata.response_code = ResponseCode::ServFail;
+                header_only(metadata)
+            }
+        }
+    }
+}
+
+fn header_only(metadata: Metadata) -> ResponseInfo {
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
+}
+
+fn lock(zone: &Mutex<Zone>) -> MutexGuard<'_, Zone> {
+    // A test that panicked elsewhere must not take the server down with it.
+    zone.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An authoritative DNS server on 127.0.0.1:<ephemeral> (UDP and TCP on the
+/// same port) serving records the test sets, changeable while it runs.
+///
+/// Names are compared case-insensitively, a trailing dot is optional. The
+/// server stops when the value is dropped.
+pub struct TestDns {
+    addr: SocketAddr,
+    zone: Arc<Mutex<Zone>>,
+    // Dropping the server aborts its tasks.
+    _server: Server<Handler>,
+}
+
+impl std::fmt::Debug for TestDns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDns").field("addr", &self.addr).finish()
+    }
+}
+
+impl TestDns {
+    /// Binds UDP and TCP on the same ephemeral loopback port and starts
+    /// serving (an empty zone: every name is NXDOMAIN).
+    pub async fn start() -> TestDns {
+        let zone = Arc::new(Mutex::new(Zone::default()));
+        for _ in 0..50 {
+            let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .expect("TestDns: bind UDP on loopback");
+            let addr = udp.local_addr().expect("TestDns: UDP local address");
+            // The same port may be taken for TCP; then try another one.
+            let Ok(tcp) = TcpListener::bind(addr).await else {
+                continue;
+            };
+            let mut server = Server::new(Handler { zone: zone.clone() });
+            server.register_socket(udp);
+            server.register_listener(tcp, Duration::from_secs(5), 32);
+            return TestDns {
+                addr,
+                zone,
+                _server: server,
+            };
+        }
+        panic!("TestDns: found no port free for both UDP and TCP");
+    }
+
+    /// The address to put in `[dns] nameservers`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn add(&self, name: &str, data: RData) {
+        let record = Record::from_rdata(fqdn(name), TTL, data);
+        lock(&self.zone)
+            .records
+            .entry(key(name))
+            .or_default()
+            .push(record);
+    }
+
+    /// Adds an MX record; `exchange` `"."` is the null MX (RFC 7505).
+    pub fn add_mx(&self, name: &str, pref: u16, exchange: &str) {
+        let exchange = if exchange == "." {
+            Name::root()
+        } else {
+            fqdn(exchange)
+        };
+        self.add(name, RData::MX(MX::new(pref, exchange)));
+    }
+
+    /// Adds an A record.
+    pub fn add_a(&self, name: &str, ip: Ipv4Addr) {
+        self.add(name, RData::A(A(ip)));
+    }
+
+    /// Adds an AAAA record.
+    pub fn add_aaaa(&self, name: &str, ip: Ipv6Addr) {
+        self.add(name, RData::AAAA(AAAA(ip)));
+    }
+
+    /// Adds a TXT record holding `text`, split into 255-byte
+    /// `<character-string>`s (RFC 1035 §3.3.14) when it is longer.
+    pub fn add_txt(&self, name: &str, text: &str) {
+        let chunks: Vec<&[u8]> = if text.is_empty() {
+            vec![&[]]
+        } else {
+            text.as_bytes().chunks(255).collect()
+        };
+        self.add(name, RData::TXT(TXT::from_bytes(chunks)));
+    }
+
+    /// Adds a CNAME record: `name` is an alias for `target`.
+    pub fn add_cname(&self, name: &str, target: &str) {
+        self.add(name, RData::CNAME(CNAME(fqdn(target))));
+    }
+
+    /// Adds a PTR record for `ip` (under `in-addr.arpa` / `ip6.arpa`).
+    pub fn add_ptr(&self, ip: std::net::IpAddr, target: &str) {
+        let reverse = Name::from(ip).to_ascii();
+        self.add(
+            &reverse,
+            RData::PTR(hickory_server::proto::rr::rdata::PTR(fqdn(target))),
+        );
+    }
+
+    /// Removes the records of type `rtype` (`"MX"`, `"A"`, `"AAAA"`,
+    /// `"TXT"`, `"CNAME"`, `"PTR"`, or `"*"` for all, which also clears a
+    /// [`fail`](Self::fail)) from `name`. A name left without records is
+    /// answered with NXDOMAIN.
+    pub fn remove(&self, name: &str, rtype: &str) {
+        let key = key(name);
+        let mut zone = lock(&self.zone);
+        if rtype == "*" {
+            zone.records.remove(&key);
+            zone.failures.remove(&key);
+            return;
+        }
+        let rtype = RecordType::from_str(&rtype.to_ascii_uppercase())
+            .unwrap_or_else(|_| panic!("TestDns::remove: unknown record type {rtype:?}"));
+        if let Some(records) = zone.records.get_mut(&key) {
+            records.retain(|r| r.record_type() != rtype);
+            if records.is_empty() {
+                zone.records.remove(&key);
+            }
+        }
+    }
+
+    /// Makes every query for `name` fail with `mode` until
+    /// [`clear_fail`](Self::clear_fail) (or `remove(name, "*")`).
+    pub fn fail(&self, name: &str, mode: FailMode) {
+        lock(&self.zone).failures.insert(key(name), mode);
+    }
+
+    /// Makes `name` answer normally again.
+    pub fn clear_fail(&self, name: &str) {
+        lock(&self.zone).failures.remove(&key(name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome_code(zone: &Zone, name: &str, qtype: RecordType) -> Option<(ResponseCode, usize)> {
+        match zone.answer(name, qtype) {
+            Outcome::Drop => None,
+            Outcome::Answer { code, answers, .. } => Some((code, answers.len())),
+        }
+    }
+
+    #[test]
+    fn zone_answers() {
+        let zone = Arc::new(Mutex::new(Zone::default()));
+        let handler = Handler { zone: zone.clone() };
+        {
+            let mut z = lock(&handler.zone);
+            z.records.insert(
+                "a.test".into(),
+                vec![Record::from_rdata(
+                    fqdn("a.test"),
+                    TTL,
+                    RData::A(A(Ipv4Addr::LOCALHOST)),
+                )],
+            );
+            z.records.insert(
+                "alias.test".into(),
+                vec![Record::from_rdata(
+                    fqdn("alias.test"),
+                    TTL,
+                    RData::CNAME(CNAME(fqdn("A.test"))),
+                )],
+            );
+            z.failures.insert("slow.test".into(), FailMode::Timeout);
+            z.failures.insert("bad.test".into(), FailMode::ServFail);
+        }
+        let z = lock(&zone);
+        assert_eq!(
+            outcome_code(&z, "a.test", RecordType::A),
+            Some((ResponseCode::NoError, 1))
+        );
+        assert_eq!(
+            outcome_code(&z, "a.test", RecordType::MX),
+            Some((ResponseCode::NoError, 0))
+        );
+        assert_eq!(
+            outcome_code(&z, "alias.test", RecordType::A),
+            Some((ResponseCode::NoError, 2))
+        );
+        assert_eq!(
+            outcome_code(&z, "alias.test", RecordType::CNAME),
+            Some((ResponseCode::NoError, 1))
+        );
+        assert_eq!(
+            outcome_code(&z, "nope.test", RecordType::A),
+            Some((ResponseCode::NXDomain, 0))
+        );
+        assert_eq!(
+            outcome_code(&z, "bad.test", RecordType::A),
+            Some((ResponseCode::ServFail, 0))
+        );
+        assert_eq!(outcome_code(&z, "slow.test", RecordType::A), None);
+    }
+
+    #[tokio::test]
+    async fn starts_and_edits() {
+        let dns = TestDns::start().await;
+        assert!(dns.addr().ip().is_loopback());
+        dns.add_a("Host.Test.", Ipv4Addr::LOCALHOST);
+        dns.add_txt("t.test", &"x".repeat(600));
+        dns.add_mx("null.test", 0, ".");
+        dns.add_ptr(Ipv4Addr::LOCALHOST.into(), "host.test");
+        {
+            let z = lock(&dns.zone);
+            assert!(z.records.contains_key("host.test"));
+            match &z.records["t.test"][0].data {
+                RData::TXT(txt) => {
+                    let lens: Vec<usize> = txt.txt_data.iter().map(|s| s.len()).collect();
+                    assert_eq!(lens, vec![255, 255, 90]);
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(z.records.contains_key("1.0.0.127.in-addr.arpa"));
+        }
+        dns.remove("host.test", "a");
+        dns.fail("t.test", FailMode::ServFail);
+        dns.remove("t.test", "*");
+        let z = lock(&dns.zone);
+        assert!(!z.records.contains_key("host.test"));
+        assert!(!z.failures.contains_key("t.test"));
+    }
+}

@@ -1,0 +1,329 @@
+//! The production [`Resolver`]: hickory-resolver, built from `[dns]`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::{TokioResolver, lookup::Lookup};
+use tracing::debug;
+
+use crate::{DnsError, Mx, Resolver, name_to_string, parse_name};
+
+/// How many times a query is tried (per name server pool) before the lookup
+/// is a temporary failure.
+const ATTEMPTS: usize = 2;
+
+/// The [`Resolver`] on hickory-resolver: caching per TTL (hickory's cache),
+/// CNAMEs followed, errors classified so that a temporary failure is never
+/// reported as "no record".
+#[derive(Clone, Debug)]
+pub struct HickoryResolver {
+    inner: TokioResolver,
+}
+
+impl HickoryResolver {
+    /// Builds the resolver from `[dns] nameservers`.
+    ///
+    /// An empty list means the system configuration (`/etc/resolv.conf`);
+    /// otherwise exactly those servers are asked, over UDP with TCP for
+    /// truncated answers, with no search domains (`ndots` 0) and no hosts
+    /// file. Either way each query waits `timeout` and is tried twice, and
+    /// the names this crate looks up are always absolute.
+    ///
+    /// Fails with [`DnsError::Temporary`] when the system configuration
+    /// cannot be read.
+    pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> Result<Self, DnsError> {
+        let config_error = |e: NetError| DnsError::Temporary {
+            name: String::new(),
+            reason: format!("resolver configuration: {e}"),
+        };
+        let mut builder = if nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(config_error)?
+        } else {
+            let servers = nameservers
+                .iter()
+                .map(|addr| {
+                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+                    for connection in &mut server.connections {
+                        connection.port = addr.port();
+                    }
+                    server
+                })
+                .collect();
+            let config = ResolverConfig::from_parts(None, Vec::new(), servers);
+            let mut options = ResolverOpts::default();
+            options.ndots = 0;
+            options.use_hosts_file = ResolveHosts::Never;
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+                .with_options(options)
+        };
+        let options = builder.options_mut();
+        options.timeout = timeout;
+        options.attempts = ATTEMPTS;
+        let inner = builder.build().map_err(config_error)?;
+        Ok(Self { inner })
+    }
+
+    /// The underlying hickory resolver, so that mail-auth and reqwest share
+    /// this one resolver (and its cache) rather than building their own.
+    pub fn inner(&self) -> &TokioResolver {
+        &self.inner
+    }
+
+    /// Looks `name` up with type `rtype`, mapping hickory's errors onto
+    /// [`DnsError`].
+    async fn lookup(&self, name: Name, rtype: RecordType) -> Result<Lookup, DnsError> {
+        let shown = name_to_string(&name);
+        self.inner.lookup(name, rtype).await.map_err(|e| {
+            let mapped = classify(&shown, rtype, &e);
+            debug!(name = %shown, %rtype, error = %e, mapped = ?mapped, "dns lookup failed");
+            mapped
+        })
+    }
+}
+
+/// The static name of the record types this crate asks for.
+fn rtype_name(rtype: RecordType) -> &'static str {
+    match rtype {
+        RecordType::MX => "MX",
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::TXT => "TXT",
+        RecordType::PTR => "PTR",
+        RecordType::CNAME => "CNAME",
+        _ => "other",
+    }
+}
+
+/// Maps a hickory error onto [`DnsError`]. Only a response that positively
+/// says "no such name" (NXDOMAIN) or "no such records" (NOERROR, empty
+/// answer) is "not found"; everything else is temporary (the threat model
+/// in the crate documentation).
+pub(crate) fn classify(name: &str, rtype: RecordType, error: &NetError) -> DnsError {
+    if let NetError::Dns(HickoryDnsError::NoRecordsFound(no_records)) = error {
+        match no_records.response_code {
+            ResponseCode::NXDomain => {
+                return DnsError::NxDomain {
+                    name: name.to_owned(),
+                };
+            }
+            ResponseCode::NoError => {
+                return DnsError::NoRecords {
+                    name: name.to_owned(),
+                    rtype: rtype_name(rtype),
+                };
+            }
+            _ => {}
+        }
+    }
+    DnsError::Temporary {
+        name: name.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+/// An `Ok` lookup that holds no record of the asked type (only CNAMEs, say)
+/// is "no records", never an empty success.
+fn non_empty<T>(name: &Name, rtype: RecordType, found: Vec<T>) -> Result<Vec<T>, DnsError> {
+    if found.is_empty() {
+        Err(DnsError::NoRecords {
+            name: name_to_string(name),
+            rtype: rtype_name(rtype),
+        })
+    } else {
+        Ok(found)
+    }
+}
+
+impl Resolver for HickoryResolver {
+    async fn mx(&self, name: &str) -> Result<Vec<Mx>, DnsError> {
+        let name = parse_name(name)?;
+        let lookup = self.lookup(name.clone(), RecordType::MX).await?;
+        let mut found: Vec<Mx> = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::MX(mx) => Some(Mx {
+                    preference: mx.preference,
+                    // RFC 7505: the null MX has exchange "." -> "".
+                    exchange: name_to_string(&mx.exchange),
+                }),
+                _ => None,
+            })
+            .collect();
+        found.sort_by_key(|mx| mx.preference);
+        non_empty(&name, RecordType::MX, found)
+    }
+
+    async fn ipv4(&self, name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
+        let name = parse_name(name)?;
+        let lookup = self.lookup(name.clone(), RecordType::A).await?;
+        let found = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        non_empty(&name, RecordType::A, found)
+    }
+
+    async fn ipv6(&self, name: &str) -> Result<Vec<Ipv6Addr>, DnsError> {
+        let name = parse_name(name)?;
+        let lookup = self.lookup(name.clone(), RecordType::AAAA).await?;
+        let found = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::AAAA(aaaa) => Some(aaaa.0),
+                _ => None,
+            })
+            .collect();
+        non_empty(&name, RecordType::AAAA, found)
+    }
+
+    async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let name = parse_name(name)?;
+        let lookup = self.lookup(name.clone(), RecordType::TXT).await?;
+        let found = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::TXT(txt) => {
+                    // RFC 7208 §3.3, RFC 6376 §3.6.2.2: the character-strings
+                    // of one record are concatenated without separator.
+                    let bytes: Vec<u8> = txt
+                        .txt_data
+                        .iter()
+                        .flat_map(|s| s.iter())
+                        .copied()
+                        .collect();
+                    Some(String::from_utf8_lossy(&bytes).into_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        non_empty(&name, RecordType::TXT, found)
+    }
+
+    async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let mut name = Name::from(ip);
+        name.set_fqdn(true);
+        let lookup = self.lookup(name.clone(), RecordType::PTR).await?;
+        let found = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::PTR(ptr) => Some(name_to_string(&ptr.0)),
+                _ => None,
+            })
+            .collect();
+        non_empty(&name, RecordType::PTR, found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use hickory_resolver::net::NoRecords;
+    use hickory_resolver::proto::op::Query;
+
+    use super::*;
+
+    fn no_records(code: ResponseCode) -> NetError {
+        let query = Query::query(Name::from_ascii("example.test.").unwrap(), RecordType::MX);
+        NetError::from(NoRecords::new(query, code))
+    }
+
+    #[track_caller]
+    fn case(error: NetError, expected: fn(&DnsError) -> bool) {
+        let mapped = classify("example.test", RecordType::MX, &error);
+        assert!(expected(&mapped), "{error:?} mapped to {mapped:?}");
+    }
+
+    #[test]
+    fn nxdomain_is_nxdomain() {
+        case(
+            no_records(ResponseCode::NXDomain),
+            |e| matches!(e, DnsError::NxDomain { name } if name == "example.test"),
+        );
+    }
+
+    #[test]
+    fn noerror_empty_is_no_records() {
+        case(no_records(ResponseCode::NoError), |e| {
+            matches!(e, DnsError::NoRecords { rtype: "MX", .. })
+        });
+    }
+
+    #[test]
+    fn servfail_is_temporary() {
+        case(
+            NetError::Dns(HickoryDnsError::ResponseCode(ResponseCode::ServFail)),
+            DnsError::is_temporary,
+        );
+    }
+
+    #[test]
+    fn refused_is_temporary() {
+        case(
+            NetError::Dns(HickoryDnsError::ResponseCode(ResponseCode::Refused)),
+            DnsError::is_temporary,
+        );
+    }
+
+    /// A NoRecords error carrying an unexpected response code is not proof
+    /// of absence.
+    #[test]
+    fn no_records_with_servfail_code_is_temporary() {
+        case(no_records(ResponseCode::ServFail), DnsError::is_temporary);
+    }
+
+    #[test]
+    fn timeout_is_temporary() {
+        case(NetError::Timeout, DnsError::is_temporary);
+    }
+
+    #[test]
+    fn io_error_is_temporary() {
+        case(
+            NetError::from(io::Error::from(io::ErrorKind::ConnectionRefused)),
+            DnsError::is_temporary,
+        );
+    }
+
+    #[test]
+    fn no_connections_and_messages_are_temporary() {
+        case(NetError::NoConnections, DnsError::is_temporary);
+        case(NetError::Message("something odd"), DnsError::is_temporary);
+        case(NetError::Busy, DnsError::is_temporary);
+    }
+
+    #[test]
+    fn rtype_names() {
+        assert_eq!(rtype_name(RecordType::TXT), "TXT");
+        assert_eq!(rtype_name(RecordType::AAAA), "AAAA");
+    }
+
+    #[tokio::test]
+    async fn builds_with_explicit_servers() {
+        let r = HickoryResolver::new(&["127.0.0.1:5353".parse().unwrap()], Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(r.inner().options().ndots, 0);
+        assert_eq!(r.inner().options().attempts, ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn invalid_name_is_not_sent() {
+        let r = HickoryResolver::new(&["127.0.0.1:9".parse().unwrap()], Duration::from_millis(50))
+            .unwrap();
+        let err = r.mx("bad..name").await.unwrap_err();
+        assert!(matches!(err, DnsError::InvalidName { .. }), "{err:?}");
+    }
+}

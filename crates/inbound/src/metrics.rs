@@ -1,0 +1,189 @@
+//! Counters of the inbound side, rendered in the Prometheus text format.
+//! Plain atomics: incrementing one is a single instruction on the hot path.
+
+use portcullis_admin::MetricsWriter;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOutcome {
+    /// The client sent QUIT.
+    Quit,
+    /// The client closed the connection without QUIT.
+    Disconnect,
+    /// A command or data timeout.
+    Timeout,
+    /// Too many errors, or a protocol violation.
+    Errors,
+    /// The server shut down.
+    Shutdown,
+    /// The TLS handshake failed.
+    TlsFailed,
+    /// An I/O error.
+    IoError,
+    /// Refused at connect (limits, talking before the greeting).
+    Refused,
+}
+
+impl SessionOutcome {
+    const ALL: [SessionOutcome; 8] = [
+        SessionOutcome::Quit,
+        SessionOutcome::Disconnect,
+        SessionOutcome::Timeout,
+        SessionOutcome::Errors,
+        SessionOutcome::Shutdown,
+        SessionOutcome::TlsFailed,
+        SessionOutcome::IoError,
+        SessionOutcome::Refused,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionOutcome::Quit => "quit",
+            SessionOutcome::Disconnect => "disconnect",
+            SessionOutcome::Timeout => "timeout",
+            SessionOutcome::Errors => "errors",
+            SessionOutcome::Shutdown => "shutdown",
+            SessionOutcome::TlsFailed => "tls_failed",
+            SessionOutcome::IoError => "io_error",
+            SessionOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// Why a message or recipient was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Over `limits.max_message_size`.
+    Size,
+    /// Bare CR/LF in data.
+    BareNewline,
+    /// Relay access denied (per recipient).
+    Relay,
+    /// Over `limits.max_recipients` (per recipient).
+    TooManyRecipients,
+    /// The store failed (451).
+    Store,
+}
+
+impl RejectReason {
+    const ALL: [RejectReason; 5] = [
+        RejectReason::Size,
+        RejectReason::BareNewline,
+        RejectReason::Relay,
+        RejectReason::TooManyRecipients,
+        RejectReason::Store,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Size => "size",
+            RejectReason::BareNewline => "bare_newline",
+            RejectReason::Relay => "relay_denied",
+            RejectReason::TooManyRecipients => "too_many_recipients",
+            RejectReason::Store => "store_error",
+        }
+    }
+}
+
+/// Why a connection was refused before the greeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRefusal {
+    /// Total connection limit.
+    LimitTotal,
+    /// Per-IP connection limit.
+    LimitPerIp,
+    /// The client talked before the greeting.
+    Pregreet,
+}
+
+/// All inbound counters.
+#[derive(Debug, Default)]
+pub struct InboundMetrics {
+    connections: AtomicU64,
+    refused: [AtomicU64; 3],
+    open: AtomicU64,
+    sessions: [AtomicU64; 8],
+    accepted: AtomicU64,
+    accepted_bytes: AtomicU64,
+    rejected: [AtomicU64; 5],
+    tls_ok: [AtomicU64; 2],
+    tls_failed: AtomicU64,
+    starttls_injection: AtomicU64,
+}
+
+impl InboundMetrics {
+    /// A connection was accepted by the listener.
+    pub fn connection(&self) {
+        self.connections.fetch_add(1, Relaxed);
+    }
+    /// A connection was refused before the greeting.
+    pub fn refused(&self, why: ConnRefusal) {
+        self.refused[why as usize].fetch_add(1, Relaxed);
+    }
+    /// A session started.
+    pub fn session_open(&self) {
+        self.open.fetch_add(1, Relaxed);
+    }
+    /// A session ended.
+    pub fn session_closed(&self, outcome: SessionOutcome) {
+        self.open.fetch_sub(1, Relaxed);
+        self.sessions[outcome as usize].fetch_add(1, Relaxed);
+    }
+    /// Sessions open now.
+    pub fn open_sessions(&self) -> u64 {
+        self.open.load(Relaxed)
+    }
+    /// A message was accepted (stored and answered 250).
+    pub fn accepted(&self, bytes: usize) {
+        self.accepted.fetch_add(1, Relaxed);
+        self.accepted_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+    /// Messages accepted so far.
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted.load(Relaxed)
+    }
+    /// A message or recipient was refused, `n` times.
+    pub fn rejected(&self, why: RejectReason, n: u64) {
+        if n > 0 {
+            self.rejected[why as usize].fetch_add(n, Relaxed);
+        }
+    }
+    /// A TLS handshake succeeded with this version ("TLSv1.2"/"TLSv1.3").
+    pub fn tls_ok(&self, version: &str) {
+        let i = usize::from(version != "TLSv1.2");
+        self.tls_ok[i].fetch_add(1, Relaxed);
+    }
+    /// A TLS handshake failed.
+    pub fn tls_failed(&self) {
+        self.tls_failed.fetch_add(1, Relaxed);
+    }
+    /// Bytes were pipelined behind STARTTLS (and discarded).
+    pub fn starttls_injection(&self) {
+        self.starttls_injection.fetch_add(1, Relaxed);
+    }
+
+    /// Appends every counter to `w`.
+    pub fn render(&self, w: &mut MetricsWriter) {
+        w.counter("portcullis_connections_total", "Connections accepted by the listeners.", &[], self.connections.load(Relaxed));
+        for (i, reason) in ["limit_total", "limit_per_ip", "pregreet"].iter().enumerate() {
+            w.counter("portcullis_connections_refused_total", "Connections refused before the greeting.", &[("reason", reason)], self.refused[i].load(Relaxed));
+        }
+        w.gauge("portcullis_sessions_open", "SMTP sessions open now.", &[], self.open.load(Relaxed));
+        for o in SessionOutcome::ALL {
+            w.counter("portcullis_sessions_total", "SMTP sessions ended, by outcome.", &[("outcome", o.as_str())], self.sessions[o as usize].load(Relaxed));
+        }
+        w.counter("portcullis_messages_accepted_total", "Messages accepted and queued.", &[], self.accepted.load(Relaxed));
+        w.counter("portcullis_messages_accepted_bytes_total", "Octets of messages accepted.", &[], self.accepted_bytes.load(Relaxed));
+        for r in RejectReason::ALL {
+            w.counter("portcullis_rejections_total", "Messages or recipients refused, by reason.", &[("reason", r.as_str())], self.rejected[r as usize].load(Relaxed));
+        }
+        for (i, v) in ["TLSv1.2", "TLSv1.3"].iter().enumerate() {
+            w.counter("portcullis_tls_handshakes_total", "Inbound TLS handshakes completed, by version.", &[("version", v)], self.tls_ok[i].load(Relaxed));
+        }
+        w.counter("portcullis_tls_handshake_failures_total", "Inbound TLS handshakes that failed.", &[], self.tls_failed.load(Relaxed));
+        w.counter("portcullis_starttls_pipelined_total", "Sessions that pipelined bytes behind STARTTLS (discarded).", &[], self.starttls_injection.load(Relaxed));
+    }
+}

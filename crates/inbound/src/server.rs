@@ -1,0 +1,430 @@
+//! Listeners and the connection driver (the mini-redis shape): accept with
+//! backoff, a connection permit per task, every read under a timeout and
+//! raced against shutdown, STARTTLS as a change of stream type.
+
+use crate::conn_limit::{ConnLimit, Refusal};
+use crate::metrics::{ConnRefusal, InboundMetrics, RejectReason, SessionOutcome};
+use crate::received::{TraceInfo, received_header};
+use crate::session::{Event, IncomingMessage, Session, SessionConfig};
+use portcullis_config::{Config, Role};
+use portcullis_queue::Queue;
+use portcullis_tls::{ServerTls, TlsInfo};
+use portcullis_types::{Clock, Envelope, QueueId, TlsSummary};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, info, warn};
+
+/// A bound listener, as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerHandle {
+    /// The address actually bound (with the ephemeral port resolved).
+    pub local_addr: SocketAddr,
+    /// The listener's role.
+    pub role: Role,
+}
+
+/// The inbound service: shared by all listeners and sessions.
+pub struct Inbound {
+    queue: Queue,
+    tls: Option<ServerTls>,
+    metrics: Arc<InboundMetrics>,
+    clock: Arc<dyn Clock>,
+    limits: ConnLimit,
+    configs: Vec<(Role, Arc<SessionConfig>)>,
+    salt: u32,
+    session_ids: AtomicU64,
+}
+
+enum Flow {
+    Done(SessionOutcome),
+    StartTls,
+}
+
+impl Inbound {
+    /// Builds the service from the runtime config.
+    pub fn new(
+        config: &Config,
+        queue: Queue,
+        tls: Option<ServerTls>,
+        metrics: Arc<InboundMetrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Inbound> {
+        let configs = [Role::Smtp, Role::Submission, Role::Submissions]
+            .into_iter()
+            .map(|role| {
+                (
+                    role,
+                    Arc::new(SessionConfig {
+                        hostname: config.hostname.clone(),
+                        banner: config.banner.clone(),
+                        role,
+                        limits: config.limits.clone(),
+                        relay: config.relay.clone(),
+                        bare_newline: config.bare_newline,
+                        tls_available: tls.is_some(),
+                    }),
+                )
+            })
+            .collect();
+        Arc::new(Inbound {
+            queue,
+            tls,
+            metrics,
+            clock,
+            limits: ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip),
+            configs,
+            salt: rand::random(),
+            session_ids: AtomicU64::new(rand::random::<u32>() as u64),
+        })
+    }
+
+    /// The metrics of the inbound side.
+    pub fn metrics(&self) -> &Arc<InboundMetrics> {
+        &self.metrics
+    }
+
+    fn session_config(&self, role: Role) -> Option<Arc<SessionConfig>> {
+        self.configs.iter().find(|(r, _)| *r == role).map(|(_, c)| c.clone())
+    }
+
+    /// Serves one listener until `shutdown`; each connection runs in a task
+    /// tracked by `tracker` so shutdown can wait for them.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        role: Role,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let Some(cfg) = self.session_config(role) else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(10);
+                    let this = self.clone();
+                    let cfg = cfg.clone();
+                    let shutdown = shutdown.clone();
+                    let sid = this.session_ids.fetch_add(1, Ordering::Relaxed);
+                    let span = tracing::info_span!("session", session = %format_args!("{sid:08x}"), %peer, tls = tracing::field::Empty);
+                    tracker.spawn(async move { this.connection(stream, peer, cfg, shutdown).await }.instrument(span));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    async fn connection(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr, cfg: Arc<SessionConfig>, shutdown: CancellationToken) {
+        self.metrics.connection();
+        let ip = canonical_ip(peer.ip());
+        let _guard = match self.limits.acquire(ip) {
+            Ok(g) => g,
+            Err(why) => {
+                let metric = match why {
+                    Refusal::Total => ConnRefusal::LimitTotal,
+                    Refusal::PerIp => ConnRefusal::LimitPerIp,
+                };
+                self.metrics.refused(metric);
+                info!(reason = ?why, "connection refused: too many connections");
+                let line = format!("421 4.7.0 {} Too many connections, try again later\r\n", cfg.hostname);
+                let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes())).await;
+                return;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        debug!("connected");
+        self.metrics.session_open();
+        let outcome = self.session(tcp, ip, cfg, &shutdown).await;
+        self.metrics.session_closed(outcome);
+        debug!(outcome = outcome.as_str(), "disconnected");
+    }
+
+    async fn session(&self, mut tcp: TcpStream, ip: IpAddr, cfg: Arc<SessionConfig>, shutdown: &CancellationToken) -> SessionOutcome {
+        let mut session = Session::new(cfg.clone(), ip);
+        let mut out = Vec::with_capacity(256);
+        if cfg.role == Role::Submissions {
+            // RFC 8314 §3.3: TLS from the first byte; the greeting follows
+            // the handshake.
+            let Some(mut tls) = self.handshake(tcp, &cfg, &mut session).await else {
+                return SessionOutcome::TlsFailed;
+            };
+            session.greeting(&mut out);
+            let outcome = match self.drive(&mut tls, &mut session, &mut out, shutdown).await {
+                Flow::Done(o) => o,
+                Flow::StartTls => SessionOutcome::Errors,
+            };
+            self.finish(&session, &mut tls).await;
+            return outcome;
+        }
+        if let Some(outcome) = self.pregreet(&mut tcp, &cfg).await {
+            return outcome;
+        }
+        if shutdown.is_cancelled() {
+            let line = format!("421 4.3.2 {} Service shutting down\r\n", cfg.hostname);
+            let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes())).await;
+            return SessionOutcome::Shutdown;
+        }
+        session.greeting(&mut out);
+        match self.drive(&mut tcp, &mut session, &mut out, shutdown).await {
+            Flow::Done(o) => {
+                self.finish(&session, &mut tcp).await;
+                o
+            }
+            Flow::StartTls => {
+                let Some(mut tls) = self.handshake(tcp, &cfg, &mut session).await else {
+                    return SessionOutcome::TlsFailed;
+                };
+                let outcome = match self.drive(&mut tls, &mut session, &mut out, shutdown).await {
+                    Flow::Done(o) => o,
+                    Flow::StartTls => SessionOutcome::Errors,
+                };
+                self.finish(&session, &mut tls).await;
+                outcome
+            }
+        }
+    }
+
+    /// Catches clients that talk before the greeting (spam bots that do not
+    /// wait; RFC 5321 §4.3.1 says the client waits for the 220).
+    async fn pregreet(&self, tcp: &mut TcpStream, cfg: &SessionConfig) -> Option<SessionOutcome> {
+        let pause = cfg.limits.greet_pause;
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => return None,
+                r = tcp.readable() => if r.is_err() { return Some(SessionOutcome::IoError) },
+            }
+        }
+        let mut probe = [0u8; 512];
+        match tcp.try_read(&mut probe) {
+            Ok(0) => Some(SessionOutcome::Disconnect),
+            Ok(n) => {
+                self.metrics.refused(ConnRefusal::Pregreet);
+                warn!(octets = n, "client talked before the greeting; rejected");
+                let line = format!("554 5.5.1 {} Protocol error: talking before the greeting\r\n", cfg.hostname);
+                let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes())).await;
+                Some(SessionOutcome::Refused)
+            }
+            Err(_) => None,
+        }
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        cfg: &SessionConfig,
+        session: &mut Session,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let tls = self.tls.as_ref()?;
+        match tokio::time::timeout(cfg.limits.tls_handshake_timeout, tls.acceptor().accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                let (_, conn) = stream.get_ref();
+                let info = TlsInfo::from_connection(conn).unwrap_or(TlsInfo {
+                    version: "unknown".into(),
+                    cipher: "unknown".into(),
+                });
+                self.metrics.tls_ok(&info.version);
+                tracing::Span::current().record("tls", tracing::field::display(&info.version));
+                debug!(version = %info.version, cipher = %info.cipher, "tls established");
+                session.tls_started(TlsSummary {
+                    version: info.version,
+                    cipher: info.cipher,
+                });
+                Some(stream)
+            }
+            Ok(Err(e)) => {
+                self.metrics.tls_failed();
+                info!(error = %e, "tls handshake failed");
+                None
+            }
+            Err(_) => {
+                self.metrics.tls_failed();
+                info!("tls handshake timed out");
+                None
+            }
+        }
+    }
+
+    /// Runs the session over one stream until it ends or asks for TLS.
+    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+        shutdown: &CancellationToken,
+    ) -> Flow {
+        let limits = session_limits(session);
+        loop {
+            if shutdown.is_cancelled() {
+                session.begin_shutdown();
+            }
+            match session.step(out) {
+                Event::NeedInput => {
+                    if !out.is_empty() && !self.write(stream, out, limits.0).await {
+                        return Flow::Done(SessionOutcome::IoError);
+                    }
+                    let in_data = session.in_data();
+                    let wait = if in_data { limits.1 } else { limits.0 };
+                    let buf = session.input_buffer();
+                    buf.reserve(if in_data { 64 * 1024 } else { 1024 });
+                    let read = tokio::select! {
+                        // Data in progress may finish within the grace period.
+                        _ = shutdown.cancelled(), if !in_data => None,
+                        r = tokio::time::timeout(wait, stream.read_buf(buf)) => Some(r),
+                    };
+                    match read {
+                        None => {
+                            session.begin_shutdown();
+                            let line = format!("421 4.3.2 {} Service shutting down, closing connection\r\n", session_hostname(session));
+                            out.extend_from_slice(line.as_bytes());
+                            let _ = self.write(stream, out, limits.0).await;
+                            return Flow::Done(SessionOutcome::Shutdown);
+                        }
+                        Some(Err(_)) => {
+                            // RFC 5321 §4.5.3.2: the server may close after its timeout.
+                            info!(in_data, "timeout");
+                            let line = format!("421 4.4.2 {} Timeout exceeded, closing connection\r\n", session_hostname(session));
+                            out.extend_from_slice(line.as_bytes());
+                            let _ = self.write(stream, out, limits.0).await;
+                            return Flow::Done(SessionOutcome::Timeout);
+                        }
+                        Some(Ok(Ok(0))) => return Flow::Done(SessionOutcome::Disconnect),
+                        Some(Ok(Ok(_))) => {}
+                        Some(Ok(Err(e))) => {
+                            debug!(error = %e, "read failed");
+                            return Flow::Done(SessionOutcome::IoError);
+                        }
+                    }
+                }
+                Event::StartTls => {
+                    if !self.write(stream, out, limits.0).await {
+                        return Flow::Done(SessionOutcome::IoError);
+                    }
+                    let pipelined = session.buffered();
+                    if pipelined > 0 {
+                        // RFC 3207 §4.2 / CVE-2011-0411: never execute these.
+                        self.metrics.starttls_injection();
+                        warn!(octets = pipelined, "discarded bytes pipelined behind STARTTLS");
+                    }
+                    session.discard_input();
+                    return Flow::StartTls;
+                }
+                Event::Message(msg) => self.store(*msg, session, out).await,
+                Event::Close => {
+                    let _ = self.write(stream, out, limits.0).await;
+                    return Flow::Done(session.close_outcome());
+                }
+            }
+        }
+    }
+
+    async fn write<S: AsyncWrite + Unpin>(&self, stream: &mut S, out: &mut Vec<u8>, wait: Duration) -> bool {
+        let result = tokio::time::timeout(wait, async {
+            stream.write_all(out).await?;
+            stream.flush().await
+        })
+        .await;
+        out.clear();
+        matches!(result, Ok(Ok(())))
+    }
+
+    async fn finish<S: AsyncWrite + Unpin>(&self, session: &Session, stream: &mut S) {
+        let stats = session.stats();
+        self.metrics.rejected(RejectReason::Relay, stats.relay_denied.into());
+        self.metrics.rejected(RejectReason::TooManyRecipients, stats.too_many_recipients.into());
+        self.metrics.rejected(RejectReason::Size, stats.too_big.into());
+        self.metrics.rejected(RejectReason::BareNewline, stats.bare_newline.into());
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+    }
+
+    /// Stores a complete message and answers: 250 only after the fsync.
+    async fn store(&self, msg: IncomingMessage, session: &mut Session, out: &mut Vec<u8>) {
+        let now = self.clock.now();
+        let millis = now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let id = QueueId::generate(millis, self.salt);
+        let header = received_header(&TraceInfo {
+            helo: &msg.helo,
+            client_ip: msg.client_ip,
+            hostname: &session_hostname(session),
+            esmtp: msg.esmtp,
+            tls: msg.tls.as_ref(),
+            authenticated: false,
+            smtputf8: msg.smtputf8,
+            id,
+            recipients: &msg.recipients,
+            now,
+        });
+        let size = header.len() + msg.data.len();
+        let envelope = Envelope {
+            id,
+            sender: msg.sender,
+            recipients: msg.recipients,
+            ret: msg.ret,
+            envid: msg.envid,
+            body: msg.body_type,
+            smtputf8: msg.smtputf8,
+            received_at: now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            client_ip: msg.client_ip,
+            helo: msg.helo,
+            tls: msg.tls,
+            authenticated: None,
+            size: size as u64,
+        };
+        let sender = envelope.sender.to_string();
+        let rcpts = envelope.recipients.len();
+        match self.queue.enqueue_parts(envelope, &[header.as_bytes(), &msg.data]).await {
+            Ok(()) => {
+                self.metrics.accepted(size);
+                info!(queue_id = %id, from = %format_args!("<{sender}>"), rcpts, size, "message accepted");
+                session.message_stored(id, out);
+            }
+            Err(e) => {
+                self.metrics.rejected(RejectReason::Store, 1);
+                error!(queue_id = %id, error = %e, "could not store message; answered 451");
+                session.message_failed(out);
+            }
+        }
+    }
+}
+
+fn session_limits(session: &Session) -> (Duration, Duration) {
+    let l = &session.config().limits;
+    (l.command_timeout, l.data_timeout)
+}
+
+fn session_hostname(session: &Session) -> String {
+    session.config().hostname.clone()
+}
+
+/// IPv4-mapped IPv6 peers count as their IPv4 address (limits, relay checks).
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// Binds a listener socket (with SO_REUSEADDR, as tokio does by default).
+pub async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}

@@ -1,0 +1,174 @@
+//! DATA (RFC 5321 §4.1.1.4) and BDAT (RFC 3030): receiving the message.
+//!
+//! DATA ends only at `<CRLF>.<CRLF>` (smtp-proto's receiver); BDAT chunks
+//! are counted, never scanned for terminators. Whatever is wrong with a
+//! message, its bytes are always consumed to their declared end before we
+//! answer, so that message content is never read as commands.
+
+use super::{Event, IncomingMessage, Rejection, Session, State, reply};
+use crate::body;
+use portcullis_config::BareNewline;
+use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+
+impl Session {
+    pub(super) fn data(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        match &self.tx {
+            None => self.error(out, 503, (5, 5, 1), "Need MAIL command first"),
+            Some(tx) if tx.recipients.is_empty() => self.error(out, 554, (5, 5, 1), "No valid recipients"),
+            Some(tx) if tx.bdat_octets > 0 => self.error(out, 503, (5, 5, 1), "DATA not allowed after BDAT"),
+            Some(_) => {
+                self.body.clear();
+                self.state = State::Data(DataReceiver::new());
+                reply(out, 354, (2, 0, 0), "End data with <CR><LF>.<CR><LF>");
+            }
+        }
+        self.closed_event()
+    }
+
+    pub(super) fn bdat(&mut self, size: usize, last: bool, out: &mut Vec<u8>) -> Option<Event> {
+        let max = self.cfg.limits.max_message_size;
+        let rejection = match &self.tx {
+            Some(tx) if !tx.recipients.is_empty() => {
+                if tx.bdat_octets.saturating_add(size as u64) > max {
+                    Some(Rejection::TooBig)
+                } else {
+                    None
+                }
+            }
+            _ => Some(Rejection::NoTransaction),
+        };
+        match rejection {
+            Some(r) => self.state = State::BdatDiscard(DummyDataReceiver::new_bdat(size), r),
+            None => {
+                if self.tx.as_ref().is_some_and(|t| t.bdat_octets == 0) {
+                    self.body.clear();
+                }
+                self.body.reserve(size.min(1 << 20));
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.bdat_octets += size as u64;
+                }
+                self.state = State::Bdat {
+                    rcv: BdatReceiver::new(size, last),
+                    last,
+                };
+            }
+        }
+        // A zero-length chunk is complete at once.
+        if size == 0 {
+            return self.data_step(out);
+        }
+        None
+    }
+
+    /// Feeds buffered input to the data receiver; returns an event when the
+    /// data (or chunk) is complete.
+    pub(super) fn data_step(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        let max = self.cfg.limits.max_message_size as usize;
+        let mut iter = self.input[self.pos..].iter();
+        let before = iter.len();
+        let state = std::mem::replace(&mut self.state, State::Command);
+        let (next, done) = match state {
+            State::Data(mut rcv) => {
+                let done = rcv.ingest(&mut iter, &mut self.body);
+                if !done && self.body.len() > max {
+                    // Keep reading to the end, but stop keeping.
+                    self.body = Vec::new();
+                    (State::DataDiscard(DummyDataReceiver::new_data(&rcv), Rejection::TooBig), false)
+                } else {
+                    (State::Data(rcv), done)
+                }
+            }
+            State::DataDiscard(mut rcv, why) => {
+                let done = rcv.ingest(&mut iter);
+                (State::DataDiscard(rcv, why), done)
+            }
+            State::Bdat { mut rcv, last } => {
+                let done = rcv.ingest(&mut iter, &mut self.body);
+                (State::Bdat { rcv, last }, done)
+            }
+            State::BdatDiscard(mut rcv, why) => {
+                let done = rcv.ingest(&mut iter);
+                (State::BdatDiscard(rcv, why), done)
+            }
+            other => (other, false),
+        };
+        self.pos += before - iter.len();
+        if !done {
+            self.state = next;
+            return None;
+        }
+        match next {
+            State::Data(_) => {
+                if self.body.len() > max {
+                    return self.reject_too_big(out);
+                }
+                self.complete(out)
+            }
+            State::Bdat { last: true, .. } => self.complete(out),
+            State::Bdat { rcv: _, last: false } => {
+                self.state = State::Command;
+                let octets = self.tx.as_ref().map(|t| t.bdat_octets).unwrap_or(0);
+                reply(out, 250, (2, 0, 0), format_args!("{octets} octets received"));
+                None
+            }
+            State::DataDiscard(_, _) => self.reject_too_big(out),
+            State::BdatDiscard(_, Rejection::TooBig) => self.reject_too_big(out),
+            State::BdatDiscard(_, Rejection::NoTransaction) => {
+                self.state = State::Command;
+                self.error(out, 503, (5, 5, 1), "No valid transaction for BDAT");
+                self.closed_event()
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    fn reject_too_big(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        self.state = State::Command;
+        self.tx = None;
+        self.body = Vec::new();
+        self.stats.too_big += 1;
+        // RFC 5321 §4.5.3.1.10 / RFC 1870 §6.2.
+        self.error(out, 552, (5, 3, 4), "Message size exceeds fixed maximum message size");
+        self.closed_event()
+    }
+
+    /// The message is complete: check it and hand it to the driver.
+    fn complete(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        if body::has_bare_newline(&self.body) {
+            match self.cfg.bare_newline {
+                BareNewline::Reject => {
+                    self.state = State::Command;
+                    self.tx = None;
+                    self.body = Vec::new();
+                    self.stats.bare_newline += 1;
+                    // RFC 5321 §2.3.8: CR and LF only as CRLF.
+                    self.error(out, 550, (5, 5, 2), "Message contains bare CR or LF, which RFC 5321 forbids");
+                    return self.closed_event();
+                }
+                BareNewline::Normalize => self.body = body::normalize(&self.body),
+            }
+        }
+        let Some(tx) = self.tx.take() else {
+            self.state = State::Command;
+            self.error(out, 503, (5, 5, 1), "No valid transaction");
+            return self.closed_event();
+        };
+        self.state = State::Storing;
+        Some(Event::Message(Box::new(IncomingMessage {
+            sender: tx.sender,
+            recipients: tx.recipients,
+            ret: tx.ret,
+            envid: tx.envid,
+            body_type: tx.body_type,
+            smtputf8: tx.smtputf8,
+            helo: self.helo.clone().unwrap_or_default(),
+            esmtp: self.esmtp,
+            tls: self.tls.clone(),
+            client_ip: self.peer,
+            data: std::mem::take(&mut self.body),
+        })))
+    }
+}

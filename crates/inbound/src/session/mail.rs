@@ -1,0 +1,80 @@
+//! MAIL FROM (RFC 5321 §4.1.1.2) with the parameters we advertise: SIZE
+//! (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET/ENVID (RFC 3461).
+
+use super::{Session, Transaction, reply};
+use portcullis_config::Role;
+use portcullis_types::{BodyType, DsnRet, ReversePath};
+use smtp_proto::{
+    MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_BY_NOTIFY, MAIL_BY_RETURN, MAIL_CONPERM,
+    MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom,
+};
+use std::borrow::Cow;
+
+impl Session {
+    pub(super) fn mail(&mut self, from: MailFrom<Cow<'_, str>>, out: &mut Vec<u8>) {
+        if self.helo.is_none() {
+            return self.error(out, 503, (5, 5, 1), "Send EHLO/HELO first");
+        }
+        if self.tx.is_some() {
+            return self.error(out, 503, (5, 5, 1), "Nested MAIL command");
+        }
+        // RFC 6409 §4 / RFC 8314: submission needs TLS before any mail.
+        if self.cfg.role == Role::Submission && self.tls.is_none() {
+            return self.error(out, 530, (5, 7, 0), "Must issue a STARTTLS command first");
+        }
+        // Parameters we did not advertise are refused, not ignored.
+        let unoffered = from.flags & (MAIL_BODY_BINARYMIME | MAIL_REQUIRETLS | MAIL_CONPERM | MAIL_BY_NOTIFY | MAIL_BY_RETURN) != 0
+            || from.trans_id.is_some()
+            || from.solicit.is_some()
+            || from.mtrk.is_some()
+            || from.auth.is_some()
+            || from.hold_for != 0
+            || from.hold_until != 0
+            || from.mt_priority != 0;
+        if unoffered {
+            return self.error(out, 555, (5, 5, 4), "Unsupported MAIL parameter");
+        }
+        if !self.esmtp && from.flags != 0 || !self.esmtp && from.size != 0 || !self.esmtp && from.env_id.is_some() {
+            return self.error(out, 555, (5, 5, 4), "MAIL parameters need EHLO");
+        }
+        if from.size as u64 > self.cfg.limits.max_message_size {
+            // RFC 1870 §6.1.
+            self.stats.too_big += 1;
+            return self.error(out, 552, (5, 3, 4), "Message size exceeds fixed maximum message size");
+        }
+        let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
+        if !smtputf8 && !from.address.is_ascii() {
+            // RFC 6531 §3.7.4.
+            return self.error(out, 553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
+        }
+        let sender = match ReversePath::parse(&from.address) {
+            Ok(s) => s,
+            Err(e) => {
+                self.stats.syntax_errors += 1;
+                return self.error(out, 501, (5, 1, 7), format_args!("Bad sender address: {e}"));
+            }
+        };
+        let body_type = if from.flags & MAIL_BODY_8BITMIME != 0 {
+            BodyType::EightBitMime
+        } else {
+            BodyType::SevenBit
+        };
+        let ret = if from.flags & MAIL_RET_FULL != 0 {
+            Some(DsnRet::Full)
+        } else if from.flags & MAIL_RET_HDRS != 0 {
+            Some(DsnRet::Headers)
+        } else {
+            None
+        };
+        self.tx = Some(Transaction {
+            sender,
+            smtputf8,
+            body_type,
+            ret,
+            envid: from.env_id.map(Cow::into_owned),
+            recipients: Vec::new(),
+            bdat_octets: 0,
+        });
+        reply(out, 250, (2, 1, 0), "Sender OK");
+    }
+}

@@ -1,0 +1,458 @@
+//! The SMTP session as a sans-IO state machine: bytes in through
+//! [`Session::feed`], replies out through [`Session::step`], and
+//! [`Event`]s for what needs the outside world (STARTTLS, storing a message,
+//! closing). One file per verb group.
+
+mod data;
+mod ehlo;
+mod mail;
+mod rcpt;
+#[cfg(test)]
+mod tests;
+
+use portcullis_config::{BareNewline, Limits, Relay, Role};
+use portcullis_types::{BodyType, DsnRet, QueueId, Recipient, ReversePath, TlsSummary};
+use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+use smtp_proto::{Error as ProtoError, Request};
+use std::fmt::Display;
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What a session needs to know about the server; shared by all sessions of
+/// a listener.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our host name.
+    pub hostname: String,
+    /// Greeting text after the host name.
+    pub banner: String,
+    /// The listener's role.
+    pub role: Role,
+    /// Limits.
+    pub limits: Limits,
+    /// Relay policy.
+    pub relay: Relay,
+    /// Bare CR/LF policy for message data.
+    pub bare_newline: BareNewline,
+    /// True when STARTTLS can be offered.
+    pub tls_available: bool,
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum Event {
+    /// All buffered input is consumed: write the replies, read more.
+    NeedInput,
+    /// Write the replies, discard buffered input, run the TLS handshake,
+    /// then call [`Session::tls_started`].
+    StartTls,
+    /// A complete message: store it durably, then call
+    /// [`Session::message_stored`] or [`Session::message_failed`].
+    Message(Box<IncomingMessage>),
+    /// Write the replies and close the connection.
+    Close,
+}
+
+/// A message received in full, with its envelope as the client gave it.
+#[derive(Debug)]
+pub struct IncomingMessage {
+    /// MAIL FROM.
+    pub sender: ReversePath,
+    /// Accepted recipients.
+    pub recipients: Vec<Recipient>,
+    /// RET.
+    pub ret: Option<DsnRet>,
+    /// ENVID.
+    pub envid: Option<String>,
+    /// BODY.
+    pub body_type: BodyType,
+    /// SMTPUTF8.
+    pub smtputf8: bool,
+    /// The EHLO/HELO name.
+    pub helo: String,
+    /// True after EHLO.
+    pub esmtp: bool,
+    /// TLS state.
+    pub tls: Option<TlsSummary>,
+    /// The client.
+    pub client_ip: IpAddr,
+    /// The message exactly as received (dot-unstuffed, CRLF lines).
+    pub data: Vec<u8>,
+}
+
+/// The mail transaction in progress (after MAIL FROM).
+#[derive(Debug)]
+struct Transaction {
+    sender: ReversePath,
+    smtputf8: bool,
+    body_type: BodyType,
+    ret: Option<DsnRet>,
+    envid: Option<String>,
+    recipients: Vec<Recipient>,
+    /// Octets received so far over BDAT.
+    bdat_octets: u64,
+}
+
+/// Where the session is in the protocol.
+enum State {
+    /// Reading command lines.
+    Command,
+    /// Skipping the rest of an over-long command line.
+    SkipLine,
+    /// Receiving DATA into the body.
+    Data(DataReceiver),
+    /// Reading DATA to its end without keeping it; the reply says why.
+    DataDiscard(DummyDataReceiver, Rejection),
+    /// Receiving a BDAT chunk into the body.
+    Bdat { rcv: BdatReceiver, last: bool },
+    /// Reading a BDAT chunk without keeping it.
+    BdatDiscard(DummyDataReceiver, Rejection),
+    /// Waiting for the driver to store the message.
+    Storing,
+    /// The connection is to be closed.
+    Closed,
+}
+
+/// Why data was read without being kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejection {
+    TooBig,
+    NoTransaction,
+}
+
+/// One SMTP session.
+pub struct Session {
+    cfg: Arc<SessionConfig>,
+    peer: IpAddr,
+    trusted: bool,
+    state: State,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: Option<TlsSummary>,
+    tx: Option<Transaction>,
+    errors: u32,
+    input: Vec<u8>,
+    pos: usize,
+    line: Vec<u8>,
+    body: Vec<u8>,
+    shutting_down: bool,
+    quit: bool,
+    stats: Stats,
+}
+
+/// Per-session counters the driver turns into metrics and log fields.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Recipients refused because relaying was denied.
+    pub relay_denied: u32,
+    /// Recipients refused by the recipient limit.
+    pub too_many_recipients: u32,
+    /// Messages refused as too big.
+    pub too_big: u32,
+    /// Messages refused for bare CR/LF.
+    pub bare_newline: u32,
+    /// Command syntax errors.
+    pub syntax_errors: u32,
+    /// Octets discarded after STARTTLS.
+    pub discarded_after_starttls: u64,
+}
+
+impl Session {
+    /// A new session for a client at `peer`.
+    pub fn new(cfg: Arc<SessionConfig>, peer: IpAddr) -> Session {
+        let trusted = cfg.relay.trusts(peer);
+        Session {
+            cfg,
+            peer,
+            trusted,
+            state: State::Command,
+            helo: None,
+            esmtp: false,
+            tls: None,
+            tx: None,
+            errors: 0,
+            input: Vec::new(),
+            pos: 0,
+            line: Vec::new(),
+            body: Vec::new(),
+            shutting_down: false,
+            quit: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Writes the 220 greeting.
+    pub fn greeting(&self, out: &mut Vec<u8>) {
+        let _ = write!(out, "220 {} {}\r\n", self.cfg.hostname, self.cfg.banner);
+    }
+
+    /// Appends bytes read from the client.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// The input buffer, for reading straight into it (`read_buf`): avoids
+    /// a copy per read. Compacts first.
+    pub fn input_buffer(&mut self) -> &mut Vec<u8> {
+        self.compact();
+        &mut self.input
+    }
+
+    fn compact(&mut self) {
+        if self.pos == self.input.len() {
+            self.input.clear();
+            self.pos = 0;
+        } else if self.pos > 0 && self.pos >= self.input.len() / 2 {
+            self.input.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
+    /// Octets buffered and not yet processed.
+    pub fn buffered(&self) -> usize {
+        self.input.len() - self.pos
+    }
+
+    /// True while message data is being read (the driver uses the data
+    /// timeout then).
+    pub fn in_data(&self) -> bool {
+        matches!(
+            self.state,
+            State::Data(_) | State::DataDiscard(..) | State::Bdat { .. } | State::BdatDiscard(..)
+        )
+    }
+
+    /// True when the connection should be closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The shared configuration of this session's listener.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// How the session ended, once [`Event::Close`] was returned.
+    pub fn close_outcome(&self) -> crate::metrics::SessionOutcome {
+        use crate::metrics::SessionOutcome;
+        if self.quit {
+            SessionOutcome::Quit
+        } else if self.shutting_down {
+            SessionOutcome::Shutdown
+        } else {
+            SessionOutcome::Errors
+        }
+    }
+
+    /// Per-session counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Marks the server as shutting down: the next command is answered
+    /// 421 4.3.2 and the session closes. Data in progress may finish.
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: RFC 3207 §4.2 — forget
+    /// everything, including what the client sent before the handshake.
+    pub fn tls_started(&mut self, tls: TlsSummary) {
+        self.tls = Some(tls);
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.discard_input();
+    }
+
+    /// Drops every buffered byte (they were sent before the TLS handshake).
+    pub fn discard_input(&mut self) {
+        let n = self.buffered() as u64;
+        self.stats.discarded_after_starttls += n;
+        self.input.clear();
+        self.pos = 0;
+    }
+
+    /// The TLS state (for listeners with implicit TLS, set before greeting).
+    pub fn set_tls(&mut self, tls: TlsSummary) {
+        self.tls = Some(tls);
+    }
+
+    /// The message was stored under `id`: reply 250 and end the transaction.
+    pub fn message_stored(&mut self, id: QueueId, out: &mut Vec<u8>) {
+        self.tx = None;
+        self.state = State::Command;
+        reply(out, 250, (2, 0, 0), format_args!("Ok: queued as {id}"));
+    }
+
+    /// The message could not be stored: a temporary failure, so the client
+    /// keeps it and tries again.
+    pub fn message_failed(&mut self, out: &mut Vec<u8>) {
+        self.tx = None;
+        self.state = State::Command;
+        reply(out, 451, (4, 3, 0), "Local error in processing, try again later");
+    }
+
+    /// Processes buffered input, appending replies to `out`, until input
+    /// runs out or something needs the driver.
+    pub fn step(&mut self, out: &mut Vec<u8>) -> Event {
+        loop {
+            match &mut self.state {
+                State::Closed => return Event::Close,
+                State::Storing => return Event::NeedInput,
+                State::Command => {
+                    let rest = &self.input[self.pos..];
+                    let limit = self.cfg.limits.max_line_length as usize;
+                    match memchr::memchr(b'\n', rest) {
+                        Some(nl) if nl < limit => {
+                            self.line.clear();
+                            self.line.extend_from_slice(&rest[..=nl]);
+                            self.pos += nl + 1;
+                            if let Some(event) = self.command(out) {
+                                return event;
+                            }
+                        }
+                        Some(nl) => {
+                            self.pos += nl + 1;
+                            self.line_too_long(out);
+                        }
+                        None if rest.len() >= limit => {
+                            self.pos = self.input.len();
+                            self.state = State::SkipLine;
+                            self.line_too_long(out);
+                        }
+                        None => return Event::NeedInput,
+                    }
+                }
+                State::SkipLine => {
+                    let rest = &self.input[self.pos..];
+                    match memchr::memchr(b'\n', rest) {
+                        Some(nl) => {
+                            self.pos += nl + 1;
+                            if !self.is_closed() {
+                                self.state = State::Command;
+                            }
+                        }
+                        None => {
+                            self.pos = self.input.len();
+                            return Event::NeedInput;
+                        }
+                    }
+                }
+                State::Data(_) | State::DataDiscard(..) | State::Bdat { .. } | State::BdatDiscard(..) => {
+                    if self.pos == self.input.len() {
+                        return Event::NeedInput;
+                    }
+                    if let Some(event) = self.data_step(out) {
+                        return event;
+                    }
+                }
+            }
+        }
+    }
+
+    fn line_too_long(&mut self, out: &mut Vec<u8>) {
+        self.stats.syntax_errors += 1;
+        self.error(out, 500, (5, 5, 2), "Line too long");
+    }
+
+    /// One complete command line is in `self.line`.
+    fn command(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        if self.shutting_down {
+            reply(out, 421, (4, 3, 2), format_args!("{} Service shutting down, closing connection", self.cfg.hostname));
+            self.state = State::Closed;
+            return Some(Event::Close);
+        }
+        // A CR anywhere but before the final LF is not a line ending we
+        // accept: refusing it keeps command framing unambiguous.
+        let body_len = self.line.len() - 1 - usize::from(self.line.ends_with(b"\r\n"));
+        if memchr::memchr(b'\r', &self.line[..body_len]).is_some() {
+            self.stats.syntax_errors += 1;
+            self.error(out, 500, (5, 5, 2), "Bare CR in command line");
+            return self.closed_event();
+        }
+        let line = std::mem::take(&mut self.line);
+        let event = match Request::parse(&mut line.iter()) {
+            Ok(request) => self.dispatch(request, out),
+            Err(e) => {
+                self.protocol_error(e, out);
+                self.closed_event()
+            }
+        };
+        self.line = line;
+        event
+    }
+
+    fn dispatch(&mut self, request: Request<std::borrow::Cow<'_, str>>, out: &mut Vec<u8>) -> Option<Event> {
+        match request {
+            Request::Ehlo { host } => self.ehlo(&host, true, out),
+            Request::Helo { host } => self.ehlo(&host, false, out),
+            Request::Mail { from } => self.mail(from, out),
+            Request::Rcpt { to } => self.rcpt(to, out),
+            Request::Data => return self.data(out),
+            Request::Bdat { chunk_size, is_last } => return self.bdat(chunk_size, is_last, out),
+            Request::Rset => self.rset(out),
+            Request::Noop { .. } => reply(out, 250, (2, 0, 0), "OK"),
+            Request::Vrfy { .. } => reply(out, 252, (2, 5, 0), "Cannot VRFY user, but will accept message and attempt delivery"),
+            Request::Expn { .. } => self.error(out, 502, (5, 5, 1), "EXPN not supported"),
+            Request::Help { .. } => reply(out, 214, (2, 0, 0), "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)"),
+            Request::Quit => {
+                reply(out, 221, (2, 0, 0), format_args!("{} closing connection", self.cfg.hostname));
+                self.quit = true;
+                self.state = State::Closed;
+            }
+            Request::StartTls => return self.starttls(out),
+            Request::Auth { .. } => self.error(out, 502, (5, 5, 1), "AUTH not available"),
+            Request::Lhlo { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                self.error(out, 502, (5, 5, 1), "Command not implemented")
+            }
+        }
+        self.closed_event()
+    }
+
+    fn closed_event(&self) -> Option<Event> {
+        self.is_closed().then_some(Event::Close)
+    }
+
+    fn protocol_error(&mut self, e: ProtoError, out: &mut Vec<u8>) {
+        self.stats.syntax_errors += 1;
+        match e {
+            ProtoError::UnknownCommand => self.error(out, 500, (5, 5, 1), "Command unrecognized"),
+            ProtoError::InvalidSenderAddress => self.error(out, 501, (5, 1, 7), "Bad sender address syntax"),
+            ProtoError::InvalidRecipientAddress => self.error(out, 501, (5, 1, 3), "Bad recipient address syntax"),
+            ProtoError::SyntaxError { syntax } => self.error(out, 501, (5, 5, 4), format_args!("Syntax: {syntax}")),
+            ProtoError::InvalidParameter { param } => self.error(out, 501, (5, 5, 4), format_args!("Invalid {param} parameter")),
+            ProtoError::UnsupportedParameter { param } => {
+                let shown: String = param.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
+                self.error(out, 555, (5, 5, 4), format_args!("Unsupported parameter {shown}"))
+            }
+            ProtoError::ResponseTooLong => self.error(out, 500, (5, 5, 2), "Line too long"),
+            ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
+                self.error(out, 500, (5, 5, 2), "Syntax error")
+            }
+        }
+    }
+
+    /// An error reply that counts towards `limits.max_errors`; past it, the
+    /// session ends with 421 (RFC 5321 §4.3.2 lets a server close then).
+    fn error(&mut self, out: &mut Vec<u8>, code: u16, enhanced: (u8, u16, u16), text: impl Display) {
+        reply(out, code, enhanced, text);
+        self.errors += 1;
+        if self.errors >= self.cfg.limits.max_errors {
+            reply(out, 421, (4, 7, 0), format_args!("{} Too many errors, closing connection", self.cfg.hostname));
+            self.state = State::Closed;
+        }
+    }
+
+    fn rset(&mut self, out: &mut Vec<u8>) {
+        self.tx = None;
+        reply(out, 250, (2, 0, 0), "Reset OK");
+    }
+}
+
+/// Writes one reply line straight into the output buffer (no allocation).
+fn reply(out: &mut Vec<u8>, code: u16, (c, s, d): (u8, u16, u16), text: impl Display) {
+    let _ = write!(out, "{code} {c}.{s}.{d} {text}\r\n");
+}

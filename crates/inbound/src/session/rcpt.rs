@@ -1,0 +1,78 @@
+//! RCPT TO (RFC 5321 §4.1.1.3): anti-relay, the recipient limit and the DSN
+//! parameters NOTIFY and ORCPT (RFC 3461 §4.1, §4.2).
+
+use super::{Session, reply};
+use portcullis_types::{Address, Notify, Recipient};
+use smtp_proto::{
+    RCPT_CONNEG, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
+    RCPT_RRVS_CONTINUE, RCPT_RRVS_REJECT, RcptTo,
+};
+use std::borrow::Cow;
+
+impl Session {
+    pub(super) fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>, out: &mut Vec<u8>) {
+        let Some(tx) = self.tx.as_ref() else {
+            return self.error(out, 503, (5, 5, 1), "Need MAIL command first");
+        };
+        if to.flags & (RCPT_CONNEG | RCPT_RRVS_REJECT | RCPT_RRVS_CONTINUE) != 0 || to.rrvs != 0 {
+            return self.error(out, 555, (5, 5, 4), "Unsupported RCPT parameter");
+        }
+        let smtputf8 = tx.smtputf8;
+        let count = tx.recipients.len();
+        if !self.esmtp && (to.flags != 0 || to.orcpt.is_some()) {
+            return self.error(out, 555, (5, 5, 4), "RCPT parameters need EHLO");
+        }
+        if count >= self.cfg.limits.max_recipients as usize {
+            // RFC 5321 §4.5.3.1.10: 452 and the client sends the rest later.
+            self.stats.too_many_recipients += 1;
+            reply(out, 452, (4, 5, 3), "Too many recipients");
+            return;
+        }
+        if !smtputf8 && !to.address.is_ascii() {
+            return self.error(out, 553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
+        }
+        // smtp-proto returns "" for the bare <Postmaster> of RFC 5321 §4.5.1,
+        // which is ours by definition.
+        let parsed = if to.address.is_empty() {
+            match self.cfg.relay.accepted_domains.first() {
+                Some(d) => Ok(Address {
+                    local: "postmaster".into(),
+                    domain: d.clone(),
+                }),
+                None => return self.error(out, 550, (5, 1, 1), "No postmaster here"),
+            }
+        } else {
+            Address::parse(&to.address)
+        };
+        let address = match parsed {
+            Ok(a) => a,
+            Err(e) => {
+                self.stats.syntax_errors += 1;
+                return self.error(out, 501, (5, 1, 3), format_args!("Bad recipient address: {e}"));
+            }
+        };
+        // Anti-relay: the domain (not any %-hack or source route, which the
+        // address keeps as local part or drops) decides.
+        if !self.trusted && !self.cfg.relay.accepts(&address.domain) {
+            self.stats.relay_denied += 1;
+            tracing::info!(rcpt = %address, "relay access denied");
+            return self.error(out, 554, (5, 7, 1), format_args!("<{address}>: Relay access denied"));
+        }
+        let notify = Notify {
+            success: to.flags & RCPT_NOTIFY_SUCCESS != 0,
+            failure: to.flags & RCPT_NOTIFY_FAILURE != 0,
+            delay: to.flags & RCPT_NOTIFY_DELAY != 0,
+            never: to.flags & RCPT_NOTIFY_NEVER != 0,
+            explicit: to.flags & (RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER) != 0,
+        };
+        let recipient = Recipient {
+            address,
+            notify,
+            orcpt: to.orcpt.map(|o| format!("rfc822;{o}")),
+        };
+        if let Some(tx) = self.tx.as_mut() {
+            tx.recipients.push(recipient);
+        }
+        reply(out, 250, (2, 1, 5), "Recipient OK");
+    }
+}

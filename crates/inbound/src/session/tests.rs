@@ -1,0 +1,411 @@
+//! Sans-IO tests of the session: every input is fed whole, byte by byte and
+//! in random splits, and must give the same replies and the same messages.
+
+use super::*;
+use ipnet::IpNet;
+use portcullis_config::{BareNewline, Limits, Relay, Role};
+use portcullis_types::Domain;
+use std::time::Duration;
+
+fn limits() -> Limits {
+    Limits {
+        max_connections: 100,
+        max_connections_per_ip: 10,
+        max_line_length: 512,
+        max_message_size: 100_000,
+        max_recipients: 100,
+        max_errors: 10,
+        command_timeout: Duration::from_secs(300),
+        data_timeout: Duration::from_secs(600),
+        tls_handshake_timeout: Duration::from_secs(30),
+        greet_pause: Duration::ZERO,
+        shutdown_grace: Duration::from_secs(30),
+    }
+}
+
+fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
+    Arc::new(SessionConfig {
+        hostname: "mx.example.test".into(),
+        banner: "ESMTP".into(),
+        role,
+        limits: limits(),
+        relay: Relay {
+            accepted_domains: vec![Domain::parse("example.test").unwrap(), Domain::parse("bücher.example").unwrap()],
+            trusted_networks: vec!["10.0.0.0/8".parse::<IpNet>().unwrap()],
+        },
+        bare_newline: bare,
+        tls_available: true,
+    })
+}
+
+/// What a run produced.
+#[derive(Debug, PartialEq)]
+struct Run {
+    replies: Vec<String>,
+    messages: Vec<(String, Vec<String>, Vec<u8>)>,
+    starttls: bool,
+    closed: bool,
+}
+
+/// Feeds `chunks` to a fresh session, playing the driver: stores messages,
+/// "completes" STARTTLS, stops at Close.
+fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
+    let mut s = Session::new(cfg, peer.parse().unwrap());
+    let mut out = Vec::new();
+    let mut run = Run { replies: vec![], messages: vec![], starttls: false, closed: false };
+    let mut ids = 0u64;
+    'outer: for chunk in chunks {
+        s.feed(chunk);
+        loop {
+            match s.step(&mut out) {
+                Event::NeedInput => break,
+                Event::StartTls => {
+                    run.starttls = true;
+                    s.discard_input();
+                    s.tls_started(TlsSummary { version: "TLSv1.3".into(), cipher: "X".into() });
+                    // The rest of this chunk was sent before the handshake.
+                    continue 'outer;
+                }
+                Event::Message(m) => {
+                    ids += 1;
+                    run.messages.push((
+                        m.sender.to_string(),
+                        m.recipients.iter().map(|r| r.address.to_string()).collect(),
+                        m.data,
+                    ));
+                    s.message_stored(QueueId::generate(ids, 0), &mut out);
+                }
+                Event::Close => {
+                    run.closed = true;
+                    break 'outer;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&out).to_string();
+    // Queue ids differ between runs; mask them.
+    run.replies = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.find("queued as ") {
+            Some(i) => format!("{}queued as ID", &l[..i]),
+            None => l.to_string(),
+        })
+        .collect();
+    run
+}
+
+/// Runs `input` whole, byte by byte and in pseudo-random splits; asserts
+/// all agree and returns the result.
+#[track_caller]
+fn run_all_ways(cfg: Arc<SessionConfig>, peer: &str, input: &[u8]) -> Run {
+    let whole = run_chunks(cfg.clone(), peer, &[input]);
+    if whole.starttls {
+        // After STARTTLS the split point decides what was "before the
+        // handshake", so only the whole form is meaningful.
+        return whole;
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(run_chunks(cfg.clone(), peer, &bytes), whole, "byte-by-byte differs");
+    let mut seed = 0x9E3779B97F4A7C15u64;
+    for _ in 0..20 {
+        let mut parts = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = ((seed % 23) as usize + 1).min(rest.len());
+            parts.push(&rest[..n]);
+            rest = &rest[n..];
+        }
+        assert_eq!(run_chunks(cfg.clone(), peer, &parts), whole, "random split differs");
+    }
+    whole
+}
+
+fn smtp() -> Arc<SessionConfig> {
+    config(Role::Smtp, BareNewline::Reject)
+}
+
+const OUTSIDE: &str = "192.0.2.10";
+
+fn codes(run: &Run) -> Vec<&str> {
+    run.replies.iter().map(|r| &r[..3]).collect()
+}
+
+#[test]
+fn a_plain_transaction() {
+    let r = run_all_ways(
+        smtp(),
+        OUTSIDE,
+        b"EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nSubject: x\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n",
+    );
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].0, "a@sender.test");
+    assert_eq!(r.messages[0].1, vec!["u@example.test"]);
+    // Dot-unstuffed, ends with the CRLF before the final dot.
+    assert_eq!(r.messages[0].2, b"Subject: x\r\n\r\n.dot\r\nbody\r\n");
+    assert!(r.replies.iter().any(|l| l == "250 2.0.0 Ok: queued as ID"));
+    assert_eq!(r.replies.last().unwrap(), "221 2.0.0 mx.example.test closing connection");
+    assert!(r.closed);
+}
+
+#[test]
+fn ehlo_lists_extensions_and_size() {
+    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\n");
+    for ext in ["250-PIPELINING", "250-SIZE 100000", "250-8BITMIME", "250-SMTPUTF8", "250-ENHANCEDSTATUSCODES", "250-CHUNKING", "250-DSN", "250 STARTTLS"] {
+        assert!(r.replies.iter().any(|l| l == ext), "{ext} missing: {:?}", r.replies);
+    }
+    let r = run_all_ways(smtp(), OUTSIDE, b"HELO c.test\r\n");
+    assert_eq!(r.replies, vec!["250 mx.example.test"]);
+}
+
+#[test]
+fn misc_commands() {
+    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nVRFY u\r\nEXPN list\r\nHELP\r\nNOOP\r\nRSET\r\nAUTH PLAIN\r\nETRN x.test\r\nFOO\r\n");
+    let tail: Vec<_> = codes(&r).into_iter().skip(9).collect();
+    assert_eq!(tail, vec!["252", "502", "214", "250", "250", "502", "502", "500"], "{:?}", r.replies);
+}
+
+#[test]
+fn sequence_errors() {
+    let r = run_all_ways(smtp(), OUTSIDE, b"MAIL FROM:<a@b.test>\r\nEHLO c.test\r\nRCPT TO:<u@example.test>\r\nDATA\r\nMAIL FROM:<a@b.test>\r\nMAIL FROM:<a@b.test>\r\nDATA\r\n");
+    let c = codes(&r);
+    assert_eq!(c[0], "503");
+    assert_eq!(&c[10..], ["503", "503", "250", "503", "554"], "{:?}", r.replies);
+}
+
+#[test]
+fn anti_relay_table() {
+    // (peer, recipient, expected code)
+    let cases: &[(&str, &str, &str)] = &[
+        (OUTSIDE, "u@example.test", "250"),
+        (OUTSIDE, "u@EXAMPLE.TEST.", "250"),
+        (OUTSIDE, "u@xn--bcher-kva.example", "250"),
+        (OUTSIDE, "u@elsewhere.test", "554"),
+        (OUTSIDE, "u@example.test.elsewhere.test", "554"),
+        (OUTSIDE, "u@sub.example.test", "554"),
+        // Percent hack: stays a local part of our domain, never relays.
+        (OUTSIDE, "u%elsewhere.test@example.test", "250"),
+        // Bang path: likewise a local part.
+        (OUTSIDE, "elsewhere.test!u@example.test", "250"),
+        // Source route: the route is dropped, the final domain decides.
+        (OUTSIDE, "@example.test:u@elsewhere.test", "554"),
+        (OUTSIDE, "@a.test,@example.test:u@elsewhere.test", "554"),
+        // Address literals are never ours.
+        (OUTSIDE, "u@[127.0.0.1]", "501"),
+        // Trusted networks may relay anywhere.
+        ("10.1.2.3", "u@elsewhere.test", "250"),
+        ("::ffff:10.1.2.3", "u@elsewhere.test", "250"),
+        // Bare postmaster is ours.
+        (OUTSIDE, "Postmaster", "250"),
+    ];
+    for (peer, rcpt, want) in cases {
+        let input = format!("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<{rcpt}>\r\n");
+        let r = run_all_ways(smtp(), peer, input.as_bytes());
+        assert_eq!(codes(&r).last().copied(), Some(*want), "{peer} -> {rcpt}: {:?}", r.replies);
+    }
+}
+
+#[test]
+fn percent_hack_is_delivered_locally() {
+    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u%elsewhere.test@example.test>\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(r.messages[0].1, vec!["u%elsewhere.test@example.test"]);
+}
+
+/// SMTP smuggling: every way of faking an end of data that a lenient
+/// server might accept. None may end the message; with the default policy
+/// the message is refused whole, and the smuggled commands never run.
+#[test]
+fn smuggling_variants_never_make_a_second_message() {
+    let fakes: &[&[u8]] = &[
+        b"\n.\n",
+        b"\n.\r\n",
+        b"\r.\r\n",
+        b"\r\n.\n",
+        b"\r\n.\r",
+        b"\r.\r",
+        b"\n.\r",
+        b"\r\n\x00.\r\n",
+    ];
+    for fake in fakes {
+        let mut input = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nSubject: one\r\n\r\nfirst".to_vec();
+        input.extend_from_slice(fake);
+        input.extend_from_slice(b"MAIL FROM:<evil@b.test>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nsecond\r\n.\r\nNOOP\r\n");
+        let r = run_all_ways(smtp(), OUTSIDE, &input);
+        let nul_only = *fake == b"\r\n\x00.\r\n";
+        if nul_only {
+            // No bare newline at all: one message holding everything.
+            assert_eq!(r.messages.len(), 1, "{fake:?}");
+            assert!(String::from_utf8_lossy(&r.messages[0].2).contains("smuggled"));
+        } else {
+            assert!(r.messages.is_empty(), "{fake:?} produced {:?}", r.messages);
+            assert!(r.replies.iter().any(|l| l.starts_with("550 5.5.2")), "{fake:?}: {:?}", r.replies);
+        }
+        // The smuggled MAIL FROM never ran as a command: exactly one
+        // "Sender OK" (ours) in the transcript.
+        assert_eq!(r.replies.iter().filter(|l| l.contains("Sender OK")).count(), 1, "{fake:?}: {:?}", r.replies);
+        assert_eq!(r.replies.last().map(|l| &l[..3]), Some("250"), "NOOP after the real end: {:?}", r.replies);
+    }
+}
+
+#[test]
+fn normalize_policy_turns_bare_newlines_into_crlf_in_one_message() {
+    let cfg = config(Role::Smtp, BareNewline::Normalize);
+    let r = run_all_ways(cfg, OUTSIDE, b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\na\n.\nMAIL FROM:<e@b.test>\r\nb\r\n.\r\n");
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].2, b"a\r\n.\r\nMAIL FROM:<e@b.test>\r\nb\r\n");
+}
+
+#[test]
+fn starttls_discards_pipelined_commands() {
+    let r = run_chunks(smtp(), OUTSIDE, &[b"EHLO c.test\r\nSTARTTLS\r\nMAIL FROM:<x@b.test>\r\nRCPT TO:<u@example.test>\r\n", b"MAIL FROM:<y@b.test>\r\n"]);
+    assert!(r.starttls);
+    let c = codes(&r);
+    // EHLO lines, 220, then MAIL needs a new EHLO after TLS: 503.
+    assert_eq!(c.iter().filter(|c| **c == "220").count(), 1);
+    assert!(!r.replies.iter().any(|l| l.contains("Sender OK")), "{:?}", r.replies);
+    assert_eq!(c.last(), Some(&"503"));
+}
+
+#[test]
+fn starttls_rules() {
+    let r = run_chunks(smtp(), OUTSIDE, &[b"STARTTLS\r\n"]);
+    assert_eq!(codes(&r), vec!["503"]);
+    let r = run_chunks(smtp(), OUTSIDE, &[b"EHLO c.test\r\nSTARTTLS\r\n", b"EHLO c.test\r\nSTARTTLS\r\n"]);
+    assert_eq!(codes(&r).last(), Some(&"503"));
+    assert!(!r.replies.iter().any(|l| l == "250 STARTTLS" || l == "250-STARTTLS") || r.replies.iter().filter(|l| l.contains("STARTTLS")).count() == 1);
+}
+
+#[test]
+fn submission_needs_tls_before_mail() {
+    let cfg = config(Role::Submission, BareNewline::Reject);
+    let r = run_chunks(cfg.clone(), OUTSIDE, &[b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n"]);
+    assert_eq!(r.replies.last().unwrap(), "530 5.7.0 Must issue a STARTTLS command first");
+    let r = run_chunks(cfg, OUTSIDE, &[b"EHLO c.test\r\nSTARTTLS\r\n", b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n"]);
+    assert_eq!(r.replies.last().unwrap(), "250 2.1.0 Sender OK");
+}
+
+#[test]
+fn size_limits() {
+    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=100001\r\nMAIL FROM:<a@b.test> SIZE=100000\r\n");
+    assert_eq!(&codes(&r)[9..], ["552", "250"]);
+    let mut input = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n".to_vec();
+    for _ in 0..2000 {
+        input.extend_from_slice(b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n");
+    }
+    input.extend_from_slice(b".\r\nNOOP\r\n");
+    let r = run_all_ways(smtp(), OUTSIDE, &input);
+    assert!(r.messages.is_empty());
+    assert_eq!(&codes(&r)[r.replies.len() - 2..], ["552", "250"], "{:?}", r.replies);
+}
+
+#[test]
+fn too_many_recipients_get_452() {
+    let mut input = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n".to_vec();
+    for i in 0..101 {
+        input.extend_from_slice(format!("RCPT TO:<u{i}@example.test>\r\n").as_bytes());
+    }
+    let r = run_all_ways(smtp(), OUTSIDE, &input);
+    assert_eq!(r.replies.last().unwrap(), "452 4.5.3 Too many recipients");
+    assert_eq!(r.replies.iter().filter(|l| l.starts_with("250 2.1.5")).count(), 100);
+}
+
+#[test]
+fn long_lines_and_error_limit() {
+    let mut input = b"EHLO c.test\r\n".to_vec();
+    input.extend_from_slice(&vec![b'A'; 2000]);
+    input.extend_from_slice(b"\r\nNOOP\r\n");
+    let r = run_all_ways(smtp(), OUTSIDE, &input);
+    assert_eq!(&codes(&r)[9..], ["500", "250"], "{:?}", r.replies);
+
+    let r = run_all_ways(smtp(), OUTSIDE, &b"BOGUS\r\n".repeat(12));
+    assert_eq!(codes(&r).len(), 11);
+    assert_eq!(r.replies.last().unwrap(), "421 4.7.0 mx.example.test Too many errors, closing connection");
+    assert!(r.closed);
+}
+
+#[test]
+fn bare_cr_in_a_command_is_refused() {
+    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\rMAIL FROM:<a@b.test>\r\nNOOP\r\n");
+    assert_eq!(codes(&r), vec!["500", "250"]);
+}
+
+#[test]
+fn bdat_chunks_and_last() {
+    let r = run_all_ways(
+        smtp(),
+        OUTSIDE,
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nBDAT 12\r\nSubject: x\r\nBDAT 8 LAST\r\n\r\nbody\r\nNOOP\r\n",
+    );
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].2, b"Subject: x\r\n\r\nbody\r\n");
+    assert!(r.replies.iter().any(|l| l == "250 2.0.0 12 octets received"));
+    assert_eq!(codes(&r).last(), Some(&"250"));
+}
+
+/// BDAT bytes are consumed even when the command is refused, so chunk
+/// content can never run as commands.
+#[test]
+fn refused_bdat_content_is_not_executed() {
+    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nBDAT 25 LAST\r\nMAIL FROM:<evil@b.test>\r\nNOOP\r\n");
+    assert!(!r.replies.iter().any(|l| l.contains("Sender OK")), "{:?}", r.replies);
+    assert_eq!(&codes(&r)[9..], ["503", "250"]);
+    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nBDAT 200000 LAST\r\n");
+    assert!(r.messages.is_empty());
+}
+
+#[test]
+fn bdat_over_the_size_limit_gets_552_after_the_chunk() {
+    let mut input = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nBDAT 100001 LAST\r\n".to_vec();
+    input.extend_from_slice(&vec![b'x'; 100_001]);
+    input.extend_from_slice(b"NOOP\r\n");
+    let r = run_chunks(smtp(), OUTSIDE, &[&input]);
+    assert!(r.messages.is_empty());
+    assert_eq!(&codes(&r)[r.replies.len() - 2..], ["552", "250"], "{:?}", r.replies);
+}
+
+#[test]
+fn dsn_parameters_are_kept() {
+    let cfg = smtp();
+    let mut s = Session::new(cfg, OUTSIDE.parse().unwrap());
+    let mut out = Vec::new();
+    s.feed(b"EHLO c.test\r\nMAIL FROM:<a@b.test> RET=HDRS ENVID=QQ+2B314159\r\nRCPT TO:<u@example.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;orig+2Bx@example.test\r\nDATA\r\nx\r\n.\r\n");
+    let msg = loop {
+        match s.step(&mut out) {
+            Event::Message(m) => break m,
+            Event::NeedInput => panic!("no message: {}", String::from_utf8_lossy(&out)),
+            _ => {}
+        }
+    };
+    assert_eq!(msg.ret, Some(DsnRet::Headers));
+    assert_eq!(msg.envid.as_deref(), Some("QQ+314159"));
+    let n = msg.recipients[0].notify;
+    assert!(n.success && n.delay && !n.failure && !n.never && n.explicit);
+    assert_eq!(msg.recipients[0].orcpt.as_deref(), Some("rfc822;orig+x@example.test"));
+}
+
+#[test]
+fn smtputf8_rules() {
+    let r = run_all_ways(smtp(), OUTSIDE, "EHLO c.test\r\nMAIL FROM:<jösé@b.test>\r\nMAIL FROM:<jösé@b.test> SMTPUTF8\r\nRCPT TO:<ü@bücher.example>\r\n".as_bytes());
+    assert_eq!(&codes(&r)[9..], ["553", "250", "250"], "{:?}", r.replies);
+}
+
+#[test]
+fn unoffered_parameters_are_refused() {
+    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nMAIL FROM:<a@b.test> BODY=BINARYMIME\r\nMAIL FROM:<a@b.test> REQUIRETLS\r\nMAIL FROM:<a@b.test> FOO=BAR\r\n");
+    assert_eq!(&codes(&r)[9..], ["555", "555", "555"], "{:?}", r.replies);
+}
+
+#[test]
+fn shutdown_answers_421_to_the_next_command() {
+    let mut s = Session::new(smtp(), OUTSIDE.parse().unwrap());
+    let mut out = Vec::new();
+    s.feed(b"EHLO c.test\r\n");
+    assert!(matches!(s.step(&mut out), Event::NeedInput));
+    s.begin_shutdown();
+    s.feed(b"NOOP\r\n");
+    assert!(matches!(s.step(&mut out), Event::Close));
+    assert!(String::from_utf8_lossy(&out).ends_with("421 4.3.2 mx.example.test Service shutting down, closing connection\r\n"));
+}
