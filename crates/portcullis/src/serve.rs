@@ -1,0 +1,197 @@
+//! `portcullis serve`: wiring, signals and the two-phase shutdown.
+
+use crate::admin_handler::AdminHandler;
+use crate::cli::ServeArgs;
+use crate::logging;
+use anyhow::{Context, Result};
+use portcullis_admin::MetricsWriter;
+use portcullis_config::{Config, LogFormat};
+use portcullis_inbound::{Inbound, InboundMetrics, ListenerHandle};
+use portcullis_queue::Queue;
+use portcullis_store::Store;
+use portcullis_tls::ServerTls;
+use portcullis_types::SystemClock;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+/// Runs the server; exit code 0 after a clean shutdown.
+pub fn main(args: ServeArgs) -> ExitCode {
+    let config = match crate::commands::load_config(args.config.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let format = match args.log_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        Some(other) => {
+            eprintln!("portcullis: --log-format {other:?}: use text or json");
+            return ExitCode::from(2);
+        }
+        None => config.log_format,
+    };
+    logging::init(format, &config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("portcullis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Shared state the admin handler and metrics read.
+pub struct ServerState {
+    /// The validated config.
+    pub config: Config,
+    /// The queue.
+    pub queue: Queue,
+    /// The store (for flush counts).
+    pub store: Store,
+    /// Inbound counters.
+    pub metrics: Arc<InboundMetrics>,
+    /// Bound listeners.
+    pub listeners: Vec<ListenerHandle>,
+    /// When the server started.
+    pub started: Instant,
+}
+
+async fn run(config: Config) -> Result<()> {
+    let started = Instant::now();
+    create_private_dir(&config.data_dir)?;
+
+    let tls = match &config.tls.files {
+        Some((cert, key)) => ServerTls::from_files(cert, key).context("loading [tls] certificate")?,
+        None => {
+            let dir = config.data_dir.join("tls");
+            warn!(dir = %dir.display(), "no [tls] certificate configured: using a self-signed certificate (fine for development, not for the Internet)");
+            ServerTls::self_signed(&dir, &config.hostname).context("creating the self-signed certificate")?
+        }
+    };
+    info!(certificate = %tls.describe(), "tls ready");
+
+    let store_dir = config.data_dir.join("queue");
+    let store = Store::open(&store_dir).with_context(|| format!("opening the store in {}", store_dir.display()))?;
+    let queue = Queue::open(&store).context("opening the queue")?;
+    info!(messages = queue.len(), "queue opened");
+
+    // Bind everything before serving anything: a bad address fails the start.
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let listener = portcullis_inbound::server::bind(l.address)
+            .await
+            .with_context(|| format!("cannot listen on {} (role {})", l.address, l.role.as_str()))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        bound.push((listener, ListenerHandle { local_addr: local, role: l.role }));
+    }
+    let admin = portcullis_admin::bind(&config.admin.socket).context("binding the admin socket")?;
+    let metrics_listener = match config.admin.metrics {
+        Some(addr) => Some(portcullis_admin::bind_metrics(addr).await.context("binding [admin] metrics")?),
+        None => None,
+    };
+
+    let metrics = Arc::new(InboundMetrics::default());
+    let inbound = Inbound::new(&config, queue.clone(), Some(tls.clone()), metrics.clone(), Arc::new(SystemClock));
+    let shutdown = CancellationToken::new();
+    let sessions = TaskTracker::new();
+    let services = TaskTracker::new();
+
+    let state = Arc::new(ServerState {
+        listeners: bound.iter().map(|(_, h)| h.clone()).collect(),
+        config: config.clone(),
+        queue: queue.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        started,
+    });
+
+    for (listener, handle) in bound {
+        info!(address = %handle.local_addr, role = handle.role.as_str(), "listening");
+        services.spawn(inbound.clone().run(listener, handle.role, shutdown.clone(), sessions.clone()));
+    }
+    info!(socket = %config.admin.socket.display(), "admin socket ready");
+    let handler = Arc::new(AdminHandler::new(state.clone()));
+    let admin_shutdown = shutdown.clone();
+    services.spawn(async move {
+        if let Err(e) = admin.run(handler, admin_shutdown).await {
+            error!(error = %e, "admin socket failed");
+        }
+    });
+    if let Some(m) = metrics_listener {
+        info!(address = %m.local_addr(), "metrics at /metrics");
+        let state = state.clone();
+        services.spawn(m.run(Arc::new(move || render_metrics(&state)), shutdown.clone()));
+    }
+    info!(hostname = %config.hostname, startup_ms = started.elapsed().as_millis() as u64, "portcullis ready");
+
+    wait_for_signals(&tls).await?;
+
+    // Phase one: stop accepting; idle sessions get 421 4.3.2 at once, those
+    // in DATA may finish within the grace period.
+    info!(grace = ?config.limits.shutdown_grace, open = metrics.open_sessions(), "shutting down");
+    shutdown.cancel();
+    sessions.close();
+    services.close();
+    if tokio::time::timeout(config.limits.shutdown_grace, sessions.wait()).await.is_err() {
+        warn!(open = metrics.open_sessions(), "grace period over; closing remaining sessions");
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), services.wait()).await;
+    // Phase two: everything acknowledged is already synced; this flush
+    // covers bookkeeping written since.
+    store.flush_now().context("final store flush")?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate.
+async fn wait_for_signals(tls: &ServerTls) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!(signal = "SIGTERM", "signal received"); return Ok(()) }
+            _ = int.recv() => { info!(signal = "SIGINT", "signal received"); return Ok(()) }
+            _ = hup.recv() => match tls.reload() {
+                Ok(()) => info!(certificate = %tls.describe(), "SIGHUP: tls certificate reloaded"),
+                Err(e) => warn!(error = %e, "SIGHUP: tls reload failed; keeping the current certificate"),
+            },
+        }
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .with_context(|| format!("creating data_dir {}", dir.display()))
+}
+
+fn render_metrics(state: &ServerState) -> String {
+    let mut w = MetricsWriter::new();
+    state.metrics.render(&mut w);
+    w.gauge("portcullis_queue_messages", "Messages in the queue.", &[], state.queue.len());
+    w.counter("portcullis_store_commits_total", "Group-commit fsyncs of the store.", &[], state.store.commits_done());
+    w.gauge("portcullis_uptime_seconds", "Seconds since the server started.", &[], state.started.elapsed().as_secs());
+    w.finish()
+}
