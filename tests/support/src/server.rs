@@ -1,0 +1,271 @@
+//! The real `portcullis` binary as a child process: written config, its own
+//! data directory, ephemeral ports read back from its JSON log.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the `portcullis` binary built alongside the running test:
+/// `$PORTCULLIS_BIN`, else `<target>/<profile>/portcullis` next to the
+/// test executable's `deps/` directory.
+pub fn portcullis_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PORTCULLIS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = profile_dir.join("portcullis");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (which builds it) or set PORTCULLIS_BIN",
+        bin.display()
+    );
+    bin
+}
+
+#[derive(Default)]
+struct LogState {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+type Logs = Arc<(Mutex<LogState>, Condvar)>;
+
+/// A running `portcullis serve`.
+pub struct Portcullis {
+    child: Option<Child>,
+    /// The test's directory: config file, data dir, anything else.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config_path: PathBuf,
+    logs: Logs,
+    /// Listeners as (address, role), from the "listening" log lines.
+    pub listeners: Vec<(SocketAddr, String)>,
+    /// Metrics address, when enabled.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Portcullis {
+    /// Writes `config` (TOML; `data_dir` and `[admin] socket` are added
+    /// unless present, pointing into a fresh temp dir) and starts the server.
+    /// `{dir}` in the text is replaced by the temp dir path.
+    pub fn start(config: &str) -> Portcullis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, config)
+    }
+
+    /// Like [`Portcullis::start`] in a given directory.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Portcullis {
+        let d = dir.path().display().to_string();
+        let mut text = config.replace("{dir}", &d);
+        if !text.contains("data_dir") {
+            text = format!("data_dir = \"{d}/data\"\n{text}");
+        }
+        if !text.contains("[admin]") {
+            text.push_str(&format!("\n[admin]\nsocket = \"{d}/admin.sock\"\n"));
+        }
+        let config_path = dir.path().join("portcullis.toml");
+        std::fs::write(&config_path, text).expect("write config");
+        let mut p = Portcullis {
+            child: None,
+            dir,
+            config_path,
+            logs: Arc::new((Mutex::new(LogState::default()), Condvar::new())),
+            listeners: vec![],
+            metrics: None,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        self.logs = Arc::new((Mutex::new(LogState::default()), Condvar::new()));
+        let mut child = Command::new(portcullis_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--log-format")
+            .arg("json")
+            .env("RUST_LOG", "debug")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn portcullis");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = self.logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("PORTCULLIS_TEST_LOG").is_some() {
+                    eprintln!("[portcullis] {line}");
+                }
+                let (m, cv) = &*logs;
+                m.lock().unwrap().lines.push(line);
+                cv.notify_all();
+            }
+            let (m, cv) = &*logs;
+            m.lock().unwrap().closed = true;
+            cv.notify_all();
+        });
+        self.child = Some(child);
+        self.wait_for_log("portcullis ready", Duration::from_secs(20));
+        self.listeners = self
+            .log_events("listening")
+            .iter()
+            .map(|v| {
+                (
+                    v["address"].as_str().unwrap().parse().unwrap(),
+                    v["role"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        self.metrics = self
+            .log_events("metrics at /metrics")
+            .first()
+            .map(|v| v["address"].as_str().unwrap().parse().unwrap());
+    }
+
+    /// The first listener with `role`.
+    pub fn addr(&self, role: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(_, r)| r == role)
+            .unwrap_or_else(|| panic!("no {role} listener in {:?}", self.listeners))
+            .0
+    }
+
+    /// The `smtp` listener.
+    pub fn smtp(&self) -> SocketAddr {
+        self.addr("smtp")
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// All log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.0.lock().unwrap().lines.clone()
+    }
+
+    /// Parsed JSON log events whose message is `message`.
+    pub fn log_events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == message || v["fields"]["message"] == message)
+            .collect()
+    }
+
+    /// Waits until a log line contains `needle`; panics with the log if not.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.logs;
+        let mut state = m.lock().unwrap();
+        loop {
+            if let Some(l) = state.lines.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline || state.closed {
+                panic!(
+                    "no log line with {needle:?} (server {}):\n{}",
+                    if state.closed { "exited" } else { "still running" },
+                    state.lines.join("\n")
+                );
+            }
+            state = cv.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY-free: libc::kill is a plain syscall wrapper.
+        let rc = unsafe_free_kill(self.pid(), sig);
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (up to `timeout`) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(timeout)
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit within {timeout:?}:\n{}", self.logs().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again with the same config and data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        self.spawn();
+    }
+
+    /// Runs `portcullis ARGS --config <this config>` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(portcullis_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run portcullis cli")
+    }
+}
+
+fn unsafe_free_kill(pid: u32, sig: i32) -> i32 {
+    // `kill(1)` keeps the test crates free of `unsafe`.
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    if status.success() { 0 } else { -1 }
+}
+
+impl Drop for Portcullis {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; tests that need a
+/// fixed port across restarts use this).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
