@@ -152,21 +152,31 @@ pub fn parse(text: &str, file: Option<&Path>, system_hostname: &str) -> Result<C
 /// Deserialises one top-level key into its section, recording a problem
 /// (with the offending nested key when serde names one) on failure.
 fn section(s: &mut Sections, key: &str, value: toml::Value, c: &mut Checker) {
-    fn take<T: serde::de::DeserializeOwned + Default>(key: &str, value: toml::Value, c: &mut Checker) -> T {
-        match value.try_into::<T>() {
-            Ok(v) => v,
-            Err(e) => {
-                let message = e.message().trim().to_string();
-                // serde names the unknown field: point at it, not at the table.
-                let nested = message
-                    .strip_prefix("unknown field `")
-                    .and_then(|r| r.split_once('`'))
-                    .map(|(field, _)| format!("{key}.{field}"));
-                c.problems.push(Problem {
-                    key: nested.unwrap_or_else(|| key.to_string()),
-                    message,
-                });
-                T::default()
+    fn take<T: serde::de::DeserializeOwned + Default>(key: &str, mut value: toml::Value, c: &mut Checker) -> T {
+        loop {
+            match value.clone().try_into::<T>() {
+                Ok(v) => return v,
+                Err(e) => {
+                    let message = e.message().trim().to_string();
+                    // serde names the unknown field: point at it, not at the table.
+                    let field = message
+                        .strip_prefix("unknown field `")
+                        .and_then(|r| r.split_once('`'))
+                        .map(|(field, _)| field.to_string());
+                    c.problems.push(Problem {
+                        key: field.as_ref().map(|f| format!("{key}.{f}")).unwrap_or_else(|| key.to_string()),
+                        message,
+                    });
+                    // Drop the unknown key (reported above) and check the rest
+                    // of the section, so its other errors are found too.
+                    let removed = match (field, &mut value) {
+                        (Some(f), toml::Value::Table(t)) => t.remove(&f).is_some(),
+                        _ => false,
+                    };
+                    if !removed {
+                        return T::default();
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,349 @@
+//! The command line of DESIGN.md against the real binary: `config check`
+//! (exit 0 with the effective config, or exit 2 with every error and its
+//! line) and the admin subcommands over the admin socket.
+
+use portcullis_test_support::server::{Portcullis, portcullis_bin};
+use portcullis_test_support::smtp::{Client, queued_id};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const CONFIG: &str = r#"
+hostname = "mx.example.test"
+[[listen]]
+address = "127.0.0.1:0"
+role = "smtp"
+[relay]
+accepted_domains = ["example.test"]
+"#;
+
+/// Runs `portcullis ARGS` in `cwd` (no `--config` added).
+fn run(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(portcullis_bin())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run portcullis")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `config check --config FILE` on `text` written to `dir/name`.
+fn check(dir: &Path, name: &str, text: &str, extra: &[&str]) -> (PathBuf, Output) {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    let mut args = vec!["config", "check", "--config", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (path.clone(), run(dir, &args))
+}
+
+/// Contract: "`config check` exit 0 and print the effective config". A good
+/// file passes, the output names the accepted domain, and `--json` is JSON.
+#[test]
+fn config_check_prints_the_effective_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{CONFIG}[queue]\nretry = [\"90s\", \"5m\"]\n");
+    let (_, out) = check(dir.path(), "good.toml", &text, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("relay.accepted_domains") && l.contains("example.test")),
+        "{s}"
+    );
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("hostname") && l.contains("mx.example.test")),
+        "{s}"
+    );
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("queue.retry") && l.contains("90s, 5m")),
+        "{s}"
+    );
+
+    let (_, out) = check(dir.path(), "good.toml", &text, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("config check --json is not JSON ({e}): {}", stdout(&out)));
+    assert_eq!(v["hostname"], "mx.example.test");
+    assert_eq!(v["relay"]["accepted_domains"][0], "example.test");
+}
+
+/// Contract: "exit 2 with the error and its line"; the config crate gathers
+/// *every* error with its key and line, none hides another (an unknown key
+/// in a section must not hide a bad value next to it).
+#[test]
+fn config_check_names_every_error_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "\
+hostname = \"mx.example.test\"
+
+[[listen]]
+address = \"127.0.0.1:99999\"
+role = \"smtp\"
+
+[relay]
+accepted_domains = [\"example.test\", \"bad..domain\"]
+no_such_key = true
+
+[queue]
+retry = [\"5m\", \"10 minutes\"]
+";
+    let (path, out) = check(dir.path(), "bad.toml", text, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    let file = path.display().to_string();
+    for (line, key) in [
+        (4, "listen[0].address"),
+        (8, "relay.accepted_domains[1]"),
+        (9, "relay.no_such_key"),
+        (12, "queue.retry[1]"),
+    ] {
+        let want = format!("{file}:{line}: {key}:");
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("bad..domain"), "{err}");
+    assert!(err.contains("10 minutes"), "{err}");
+}
+
+/// Contract: a syntax error exits 2 and names its line; a missing file is a
+/// clear error naming the path.
+#[test]
+fn config_check_reports_syntax_errors_and_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "hostname = \"mx.example.test\"\n\n[relay\naccepted_domains = [\"example.test\"]\n";
+    let (path, out) = check(dir.path(), "syntax.toml", text, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:3:", path.display())),
+        "no line 3 in:\n{err}"
+    );
+
+    let missing = dir.path().join("does-not-exist.toml");
+    let out = run(
+        dir.path(),
+        &["config", "check", "--config", missing.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&missing.display().to_string()),
+        "path not named in:\n{err}"
+    );
+}
+
+/// Contract: `config/portcullis.toml` is the documented reference: every
+/// example configuration shipped in `config/`, and the benchmark's template
+/// once filled in, must pass `config check`.
+#[test]
+fn shipped_example_configs_pass_config_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut checked = 0;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(root.join("config"))
+        .expect("config/ directory")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    entries.sort();
+    let dir = tempfile::tempdir().unwrap();
+    for path in &entries {
+        let out = run(
+            dir.path(),
+            &["config", "check", "--config", path.to_str().unwrap()],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{} fails config check:\n{}",
+            path.display(),
+            stderr(&out)
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "expected the example configs in config/, found {entries:?}"
+    );
+
+    // The benchmark template: run.sh substitutes @VAR@ placeholders.
+    let template = std::fs::read_to_string(root.join("tests/bench/portcullis.toml.in"))
+        .expect("tests/bench/portcullis.toml.in");
+    let data = dir.path().join("bench-data");
+    let text = template
+        .replace("@DATA_DIR@", data.to_str().unwrap())
+        .replace("@SMTP_PORT@", "2600")
+        .replace("@SINK_PORT@", "2601")
+        .replace("@DNS_PORT@", "5353");
+    let left: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains('@'))
+        .collect();
+    assert!(left.is_empty(), "unknown placeholders left: {left:?}");
+    let (_, out) = check(dir.path(), "bench.toml", &text, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the bench config fails config check:\n{}",
+        stderr(&out)
+    );
+}
+
+/// Contract: "Every admin subcommand talks to the running server through the
+/// admin socket; with no server running it says so and exits non-zero."
+#[test]
+fn admin_commands_without_a_server_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/admin.sock");
+    let text = format!(
+        "data_dir = \"{}\"\n{CONFIG}[admin]\nsocket = \"{}\"\n",
+        dir.path().join("data").display(),
+        socket.display()
+    );
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(&config, text).unwrap();
+    for args in [
+        &["status"][..],
+        &["queue", "list"][..],
+        &["status", "--json"][..],
+    ] {
+        let mut full = args.to_vec();
+        full.extend(["--config", config.to_str().unwrap()]);
+        let out = run(dir.path(), &full);
+        assert!(!out.status.success(), "{args:?} succeeded with no server");
+        let err = stderr(&out);
+        assert!(
+            err.contains("no portcullis server is running"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(&socket.display().to_string()),
+            "{args:?} does not name the socket: {err}"
+        );
+        assert!(
+            stdout(&out).trim().is_empty(),
+            "{args:?} printed {}",
+            stdout(&out)
+        );
+    }
+}
+
+fn send(server: &Portcullis, subject: &str) -> String {
+    let mut c = Client::connect(server.smtp());
+    c.ehlo("client.test");
+    c.cmd("MAIL FROM:<alice@sender.test>", 250);
+    c.cmd("RCPT TO:<bob@example.test>", 250);
+    let r = c.data(format!("Subject: {subject}\r\n\r\nhi").as_bytes());
+    assert_eq!(r.code, 250, "{}", r.text);
+    c.cmd("QUIT", 221);
+    queued_id(&r)
+}
+
+fn status_json(server: &Portcullis) -> serde_json::Value {
+    let out = server.cli(&["status", "--json"]);
+    assert!(out.status.success(), "status: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {}", stdout(&out)))
+}
+
+/// Contract: `portcullis status` reaches the running server over the admin
+/// socket and reports its real state: the bound listeners (ephemeral port
+/// resolved), the queue size and the open sessions.
+#[test]
+fn status_json_reports_listeners_queue_size_and_sessions() {
+    let server = Portcullis::start(CONFIG);
+    let addr = server.smtp().to_string();
+
+    let v = status_json(&server);
+    let listeners = v["listeners"].as_array().expect("listeners");
+    assert!(
+        listeners
+            .iter()
+            .any(|l| l["address"] == addr.as_str() && l["role"] == "smtp"),
+        "{addr} not in {v}"
+    );
+    assert!(!addr.ends_with(":0"));
+    assert_eq!(v["hostname"], "mx.example.test");
+    assert_eq!(v["queue_size"], 0, "{v}");
+
+    send(&server, "one");
+    send(&server, "two");
+    let v = status_json(&server);
+    assert_eq!(v["queue_size"], 2, "{v}");
+
+    let mut open = Client::connect(server.smtp());
+    open.ehlo("client.test");
+    let v = status_json(&server);
+    assert!(
+        v["open_sessions"].as_u64().expect("open_sessions") >= 1,
+        "{v}"
+    );
+    open.cmd("QUIT", 221);
+
+    // The human table names the listener too.
+    let out = server.cli(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.contains("listener") && l.contains(&addr)),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Contract: `queue delete ID` removes a message for good (durably, through
+/// the running server); `queue show` of a deleted or malformed id fails with
+/// a clear message and a non-zero exit, never a crash.
+#[test]
+fn queue_delete_and_show_errors() {
+    let server = Portcullis::start(CONFIG);
+    let keep = send(&server, "keep");
+    let gone = send(&server, "gone");
+
+    let out = server.cli(&["queue", "show", &gone, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = server.cli(&["queue", "delete", &gone]);
+    assert!(out.status.success(), "delete: {}", stderr(&out));
+
+    let out = server.cli(&["queue", "show", &gone]);
+    assert!(!out.status.success(), "show of a deleted message succeeded");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&gone) && err.contains("no message"),
+        "unclear error: {err}"
+    );
+
+    let out = server.cli(&["queue", "delete", &gone]);
+    assert!(!out.status.success(), "second delete succeeded");
+    assert!(stderr(&out).contains("no message"), "{}", stderr(&out));
+
+    let out = server.cli(&["queue", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![keep.as_str()]);
+    assert_eq!(status_json(&server)["queue_size"], 1);
+
+    for bad in ["BADID", "0123456789abcdefXX", "zzzzzzzzzzzzzzzz"] {
+        let out = server.cli(&["queue", "show", bad]);
+        assert!(!out.status.success(), "queue show {bad} succeeded");
+        let err = stderr(&out);
+        assert!(
+            err.contains(bad) && err.contains("16 hex digits"),
+            "unclear error for {bad}: {err}"
+        );
+    }
+}
