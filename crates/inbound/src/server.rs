@@ -209,23 +209,29 @@ impl Inbound {
     /// wait; RFC 5321 §4.3.1 says the client waits for the 220).
     async fn pregreet(&self, tcp: &mut TcpStream, cfg: &SessionConfig) -> Option<SessionOutcome> {
         let pause = cfg.limits.greet_pause;
-        if !pause.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => return None,
-                r = tcp.readable() => if r.is_err() { return Some(SessionOutcome::IoError) },
-            }
-        }
+        let deadline = tokio::time::Instant::now() + pause;
         let mut probe = [0u8; 512];
-        match tcp.try_read(&mut probe) {
-            Ok(0) => Some(SessionOutcome::Disconnect),
-            Ok(n) => {
-                self.metrics.refused(ConnRefusal::Pregreet);
-                warn!(octets = n, "client talked before the greeting; rejected");
-                let line = format!("554 5.5.1 {} Protocol error: talking before the greeting\r\n", cfg.hostname);
-                let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes())).await;
-                Some(SessionOutcome::Refused)
+        loop {
+            if !pause.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => return None,
+                    r = tcp.readable() => if r.is_err() { return Some(SessionOutcome::IoError) },
+                }
             }
-            Err(_) => None,
+            match tcp.try_read(&mut probe) {
+                Ok(0) => return Some(SessionOutcome::Disconnect),
+                Ok(n) => {
+                    self.metrics.refused(ConnRefusal::Pregreet);
+                    warn!(octets = n, "client talked before the greeting; rejected");
+                    let line = format!("554 5.5.1 {} Protocol error: talking before the greeting\r\n", cfg.hostname);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes())).await;
+                    return Some(SessionOutcome::Refused);
+                }
+                // `readable()` may wake spuriously (tokio documents false
+                // positives): keep waiting out the pause instead of greeting.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !pause.is_zero() => {}
+                Err(_) => return None,
+            }
         }
     }
 

@@ -622,25 +622,33 @@ fn recipients_past_the_limit_get_452_and_the_rest_is_accepted() {
 // ---------------------------------------------------------------------------
 
 /// Guards the pre-greeting check (RFC 5321 §4.3.1: the client waits for the
-/// 220): a client that writes before the greeting gets 554 and is closed,
-/// which is logged and counted; a patient client is served.
+/// 220): a client that writes before the greeting — at once, or a moment
+/// later but still within `greet_pause` — gets 554 and is closed, which is
+/// logged and counted; a patient client is served.
+///
+/// Regression test: a spurious readiness wake-up of the socket ended the
+/// pause at once, so clients were greeted early and pre-greeters slipped
+/// through (the "a moment later" row failed every time, the others now and
+/// then).
 #[test]
 fn talking_before_the_greeting_is_refused() {
-    let mx = start(&format!("[limits]\ngreet_pause = \"1s\"\n{METRICS}"));
-    // Several rows: one early write used to slip through now and then when
-    // the server's readiness wake-up was spurious.
-    let rows: &[(&str, &[u8])] = &[
-        ("EHLO", b"EHLO x\r\n"),
-        ("HELO", b"HELO x\r\n"),
+    let mx = start(&format!("[limits]\ngreet_pause = \"3s\"\n{METRICS}"));
+    let rows: &[(&str, u64, &[u8])] = &[
+        ("EHLO at once", 0, b"EHLO x\r\n"),
+        ("HELO at once", 0, b"HELO x\r\n"),
         (
             "a whole pipelined transaction",
+            0,
             b"HELO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n",
         ),
-        ("half a line", b"EH"),
-        ("binary", &[0x16, 0x03, 0x01, 0x00]),
+        ("half a line", 0, b"EH"),
+        ("binary", 0, &[0x16, 0x03, 0x01, 0x00]),
+        // Well inside the 3s pause: the greeting must not have come yet.
+        ("EHLO a moment later", 200, b"EHLO x\r\n"),
     ];
-    for (name, bytes) in rows {
+    for (name, wait_ms, bytes) in rows {
         let mut c = Client::connect_raw(mx.server.smtp());
+        std::thread::sleep(Duration::from_millis(*wait_ms));
         c.send(bytes);
         let r = c.read_reply();
         assert_eq!(r.code, 554, "{name}: {}", r.text);
