@@ -6,9 +6,9 @@ use std::time::Duration;
 /// (`ms`, `s`, `m`, `h`, `d`). Returns a message naming the problem otherwise.
 pub fn parse_duration(input: &str) -> Result<Duration, String> {
     let s = input.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {input:?} has no unit (write e.g. \"90s\", \"5m\", \"4h\", \"5d\")"))?;
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+        format!("duration {input:?} has no unit (write e.g. \"90s\", \"5m\", \"4h\", \"5d\")")
+    })?;
     let (digits, unit) = s.split_at(split);
     let n: u64 = digits
         .parse()
@@ -33,12 +33,12 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
 /// [`parse_duration`], for `config check` output.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = d.as_secs();
     for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if s >= size && s % size == 0 {
+        if s >= size && s.is_multiple_of(size) {
             return format!("{}{unit}", s / size);
         }
     }
@@ -51,9 +51,24 @@ mod tests {
 
     #[test]
     fn units() {
-        for (text, secs) in [("90s", 90), ("5m", 300), ("4h", 14_400), ("5d", 432_000), ("0s", 0)] {
-            assert_eq!(parse_duration(text).unwrap(), Duration::from_secs(secs), "{text}");
-            assert_eq!(parse_duration(&format_duration(Duration::from_secs(secs))).unwrap().as_secs(), secs);
+        for (text, secs) in [
+            ("90s", 90),
+            ("5m", 300),
+            ("4h", 14_400),
+            ("5d", 432_000),
+            ("0s", 0),
+        ] {
+            assert_eq!(
+                parse_duration(text).unwrap(),
+                Duration::from_secs(secs),
+                "{text}"
+            );
+            assert_eq!(
+                parse_duration(&format_duration(Duration::from_secs(secs)))
+                    .unwrap()
+                    .as_secs(),
+                secs
+            );
         }
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
     }

@@ -56,7 +56,9 @@ pub enum ConfigError {
 }
 
 fn render_issues(file: Option<&Path>, issues: &[ConfigIssue]) -> String {
-    let name = file.map(|f| f.display().to_string()).unwrap_or_else(|| "config".into());
+    let name = file
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "config".into());
     let mut out = format!("{} error(s) in {name}:", issues.len());
     for i in issues {
         match i.line {
@@ -111,7 +113,11 @@ pub fn system_hostname() -> String {
 
 /// Parses and validates config text. `file` is only used in messages;
 /// `system_hostname` is used when the file sets no `hostname`.
-pub fn parse(text: &str, file: Option<&Path>, system_hostname: &str) -> Result<Config, ConfigError> {
+pub fn parse(
+    text: &str,
+    file: Option<&Path>,
+    system_hostname: &str,
+) -> Result<Config, ConfigError> {
     let locator = Locator::new(text);
     let invalid = |issues: Vec<ConfigIssue>| ConfigError::Invalid {
         file: file.map(Path::to_path_buf),
@@ -152,7 +158,11 @@ pub fn parse(text: &str, file: Option<&Path>, system_hostname: &str) -> Result<C
 /// Deserialises one top-level key into its section, recording a problem
 /// (with the offending nested key when serde names one) on failure.
 fn section(s: &mut Sections, key: &str, value: toml::Value, c: &mut Checker) {
-    fn take<T: serde::de::DeserializeOwned + Default>(key: &str, mut value: toml::Value, c: &mut Checker) -> T {
+    fn take<T: serde::de::DeserializeOwned + Default>(
+        key: &str,
+        mut value: toml::Value,
+        c: &mut Checker,
+    ) -> T {
         loop {
             match value.clone().try_into::<T>() {
                 Ok(v) => return v,
@@ -164,7 +174,10 @@ fn section(s: &mut Sections, key: &str, value: toml::Value, c: &mut Checker) {
                         .and_then(|r| r.split_once('`'))
                         .map(|(field, _)| field.to_string());
                     c.problems.push(Problem {
-                        key: field.as_ref().map(|f| format!("{key}.{f}")).unwrap_or_else(|| key.to_string()),
+                        key: field
+                            .as_ref()
+                            .map(|f| format!("{key}.{f}"))
+                            .unwrap_or_else(|| key.to_string()),
                         message,
                     });
                     // Drop the unknown key (reported above) and check the rest

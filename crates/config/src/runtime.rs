@@ -238,7 +238,9 @@ impl Config {
     pub fn route_for(&self, domain: &Domain) -> Option<&Route> {
         self.routes
             .iter()
-            .filter(|r| &r.domain == domain || (r.include_subdomains && domain.is_within(&r.domain)))
+            .filter(|r| {
+                &r.domain == domain || (r.include_subdomains && domain.is_within(&r.domain))
+            })
             .max_by_key(|r| (&r.domain == domain, r.domain.as_str().len()))
     }
 }

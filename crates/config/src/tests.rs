@@ -52,17 +52,32 @@ delay_warning = "4h"
 [admin]
 metrics = "127.0.0.1:9025"
 "#);
-    assert_eq!(c.relay.accepted_domains[1].as_str(), "xn--bcher-kva.example");
+    assert_eq!(
+        c.relay.accepted_domains[1].as_str(),
+        "xn--bcher-kva.example"
+    );
     assert!(c.relay.trusts("10.1.2.3".parse().unwrap()));
     assert!(c.relay.trusts("::ffff:10.1.2.3".parse().unwrap()));
     assert!(!c.relay.trusts("11.1.2.3".parse().unwrap()));
     assert!(c.relay.trusts("192.0.2.7".parse().unwrap()));
     assert_eq!(c.dns.nameservers[1].port(), 53);
-    assert_eq!(c.queue.retry, vec![Duration::from_secs(90), Duration::from_secs(300)]);
+    assert_eq!(
+        c.queue.retry,
+        vec![Duration::from_secs(90), Duration::from_secs(300)]
+    );
     let sub = Domain::parse("a.sub.example.test").unwrap();
     assert_eq!(c.route_for(&sub).unwrap().next_hop.port, 2527);
-    assert_eq!(c.route_for(&Domain::parse("example.test").unwrap()).unwrap().next_hop.port, 2526);
-    assert!(c.route_for(&Domain::parse("a.example.test").unwrap()).is_none());
+    assert_eq!(
+        c.route_for(&Domain::parse("example.test").unwrap())
+            .unwrap()
+            .next_hop
+            .port,
+        2526
+    );
+    assert!(
+        c.route_for(&Domain::parse("a.example.test").unwrap())
+            .is_none()
+    );
     assert_eq!(c.admin.metrics.unwrap().port(), 9025);
 }
 
@@ -99,8 +114,18 @@ role = \"smtp\"\n";
 #[test]
 fn unknown_keys_are_errors_with_their_line() {
     let found = issues("[relay]\naccepted_domains = []\nopen_relay = true\n[nonsense]\nx = 1\n");
-    assert!(found.iter().any(|i| i.key == "relay.open_relay" && i.line == Some(3)), "{found:#?}");
-    assert!(found.iter().any(|i| i.key == "nonsense" && i.line == Some(4)), "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.key == "relay.open_relay" && i.line == Some(3)),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|i| i.key == "nonsense" && i.line == Some(4)),
+        "{found:#?}"
+    );
 }
 
 #[test]
@@ -119,13 +144,19 @@ fn open_relay_network_is_refused() {
 fn display_lists_file_line_and_key() {
     let err = parse("[limits]\nmax_errors = 0\n", Some(Path::new("x.toml")), "h").unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("x.toml:2: limits.max_errors: must be greater than zero"), "{text}");
+    assert!(
+        text.contains("x.toml:2: limits.max_errors: must be greater than zero"),
+        "{text}"
+    );
 }
 
 #[test]
 fn next_hops() {
     use validate::parse_next_hop;
-    assert_eq!(parse_next_hop("mail.example.test:25").unwrap().host, "mail.example.test");
+    assert_eq!(
+        parse_next_hop("mail.example.test:25").unwrap().host,
+        "mail.example.test"
+    );
     assert_eq!(parse_next_hop("[::1]:2526").unwrap().host, "::1");
     for bad in ["nope", "::1:25", "host:99999", "[::1]", "bad..host:25"] {
         assert!(parse_next_hop(bad).is_err(), "{bad}");

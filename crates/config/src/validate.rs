@@ -101,7 +101,10 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
     let hostname = match s.hostname {
         Some(h) => {
             if Domain::parse(&h).is_err() || !h.contains('.') && h != "localhost" {
-                c.fail("hostname", format!("{h:?} is not a fully qualified host name"));
+                c.fail(
+                    "hostname",
+                    format!("{h:?} is not a fully qualified host name"),
+                );
             }
             h
         }
@@ -143,10 +146,11 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
         }
     };
     for (i, a) in listeners.iter().enumerate() {
-        if a.address.port() != 0
-            && listeners[..i].iter().any(|b| b.address == a.address)
-        {
-            c.fail(format!("listen[{i}].address"), format!("{} is listed twice", a.address));
+        if a.address.port() != 0 && listeners[..i].iter().any(|b| b.address == a.address) {
+            c.fail(
+                format!("listen[{i}].address"),
+                format!("{} is listed twice", a.address),
+            );
         }
     }
 
@@ -155,11 +159,17 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
             (Some(cert), Some(key)) => Some((cert.into(), key.into())),
             (None, None) => None,
             (Some(_), None) => {
-                c.fail("tls.private_key", "tls.certificate is set but tls.private_key is not");
+                c.fail(
+                    "tls.private_key",
+                    "tls.certificate is set but tls.private_key is not",
+                );
                 None
             }
             (None, Some(_)) => {
-                c.fail("tls.certificate", "tls.private_key is set but tls.certificate is not");
+                c.fail(
+                    "tls.certificate",
+                    "tls.private_key is set but tls.certificate is not",
+                );
                 None
             }
         },
@@ -213,9 +223,7 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
             let domain = Domain::parse(name)
                 .map_err(|e| c.fail(key.clone(), e.to_string()))
                 .ok();
-            let next_hop = parse_next_hop(hop)
-                .map_err(|e| c.fail(key.clone(), e))
-                .ok();
+            let next_hop = parse_next_hop(hop).map_err(|e| c.fail(key.clone(), e)).ok();
             Some(Route {
                 domain: domain?,
                 include_subdomains,
@@ -254,7 +262,10 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
                 .enumerate()
                 .filter_map(|(i, t)| match parse_duration(t) {
                     Ok(d) if d.is_zero() => {
-                        c.fail(format!("queue.retry[{i}]"), "a retry wait of zero would spin");
+                        c.fail(
+                            format!("queue.retry[{i}]"),
+                            "a retry wait of zero would spin",
+                        );
                         None
                     }
                     Ok(d) => Some(d),
@@ -268,11 +279,22 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
     };
     let queue = Queue {
         retry,
-        max_age: c.duration("queue.max_age", &s.queue.max_age, Duration::from_secs(5 * 86_400)),
-        delay_warning: c.duration("queue.delay_warning", &s.queue.delay_warning, Duration::from_secs(4 * 3600)),
+        max_age: c.duration(
+            "queue.max_age",
+            &s.queue.max_age,
+            Duration::from_secs(5 * 86_400),
+        ),
+        delay_warning: c.duration(
+            "queue.delay_warning",
+            &s.queue.delay_warning,
+            Duration::from_secs(4 * 3600),
+        ),
     };
     if queue.delay_warning >= queue.max_age {
-        c.fail("queue.delay_warning", "delay_warning must be shorter than max_age");
+        c.fail(
+            "queue.delay_warning",
+            "delay_warning must be shorter than max_age",
+        );
     }
 
     let tlsrpt = TlsRpt {
@@ -283,7 +305,11 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
         from: s.tlsrpt.from,
         dkim_selector: s.tlsrpt.dkim_selector,
         dkim_key: s.tlsrpt.dkim_key.map(PathBuf::from),
-        send_window: c.duration("tlsrpt.send_window", &s.tlsrpt.send_window, Duration::from_secs(4 * 3600)),
+        send_window: c.duration(
+            "tlsrpt.send_window",
+            &s.tlsrpt.send_window,
+            Duration::from_secs(4 * 3600),
+        ),
     };
     if tlsrpt.enabled {
         for (key, present) in [
@@ -316,35 +342,68 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
     let l = &s.limits;
     let limits = Limits {
         max_connections: positive(c, "limits.max_connections", l.max_connections, 1000),
-        max_connections_per_ip: positive(c, "limits.max_connections_per_ip", l.max_connections_per_ip, 20),
+        max_connections_per_ip: positive(
+            c,
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip,
+            20,
+        ),
         max_line_length: positive(c, "limits.max_line_length", l.max_line_length, 2048),
         max_message_size: l.max_message_size.unwrap_or(25 * 1024 * 1024),
         max_recipients: positive(c, "limits.max_recipients", l.max_recipients, 100),
         max_errors: positive(c, "limits.max_errors", l.max_errors, 10),
-        command_timeout: c.duration("limits.command_timeout", &l.command_timeout, Duration::from_secs(300)),
-        data_timeout: c.duration("limits.data_timeout", &l.data_timeout, Duration::from_secs(600)),
-        tls_handshake_timeout: c.duration("limits.tls_handshake_timeout", &l.tls_handshake_timeout, Duration::from_secs(30)),
+        command_timeout: c.duration(
+            "limits.command_timeout",
+            &l.command_timeout,
+            Duration::from_secs(300),
+        ),
+        data_timeout: c.duration(
+            "limits.data_timeout",
+            &l.data_timeout,
+            Duration::from_secs(600),
+        ),
+        tls_handshake_timeout: c.duration(
+            "limits.tls_handshake_timeout",
+            &l.tls_handshake_timeout,
+            Duration::from_secs(30),
+        ),
         greet_pause: c.duration("limits.greet_pause", &l.greet_pause, Duration::ZERO),
-        shutdown_grace: c.duration("limits.shutdown_grace", &l.shutdown_grace, Duration::from_secs(30)),
+        shutdown_grace: c.duration(
+            "limits.shutdown_grace",
+            &l.shutdown_grace,
+            Duration::from_secs(30),
+        ),
     };
     if limits.max_line_length < 512 {
         // RFC 5321 §4.5.3.1.4: a command line may be 512 octets.
-        c.fail("limits.max_line_length", "must be at least 512 (RFC 5321 §4.5.3.1.4)");
+        c.fail(
+            "limits.max_line_length",
+            "must be at least 512 (RFC 5321 §4.5.3.1.4)",
+        );
     }
     if limits.max_message_size < 65_536 {
         // RFC 5321 §4.5.3.1.7: at least 64K octets.
-        c.fail("limits.max_message_size", "must be at least 65536 (RFC 5321 §4.5.3.1.7)");
+        c.fail(
+            "limits.max_message_size",
+            "must be at least 65536 (RFC 5321 §4.5.3.1.7)",
+        );
     }
     if limits.max_recipients < 100 {
         // RFC 5321 §4.5.3.1.8: at least 100 recipients.
-        c.fail("limits.max_recipients", "must be at least 100 (RFC 5321 §4.5.3.1.8)");
+        c.fail(
+            "limits.max_recipients",
+            "must be at least 100 (RFC 5321 §4.5.3.1.8)",
+        );
     }
 
     let bare_newline = match s.smtp.bare_newline.as_deref() {
         None | Some("reject") => BareNewline::Reject,
         Some("normalize") => BareNewline::Normalize,
         Some(other) => {
-            c.fail("smtp.bare_newline", format!("{other:?} is not \"reject\" or \"normalize\""));
+            c.fail(
+                "smtp.bare_newline",
+                format!("{other:?} is not \"reject\" or \"normalize\""),
+            );
             BareNewline::Reject
         }
     };
@@ -352,7 +411,10 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
         Some(other) => {
-            c.fail("log.format", format!("{other:?} is not \"text\" or \"json\""));
+            c.fail(
+                "log.format",
+                format!("{other:?} is not \"text\" or \"json\""),
+            );
             LogFormat::Text
         }
     };
@@ -403,12 +465,18 @@ pub fn parse_next_hop(text: &str) -> Result<NextHop, String> {
         let (ip, port) = rest.split_once("]:").ok_or_else(bad)?;
         let ip: IpAddr = ip.parse().map_err(|_| bad())?;
         let port = port.parse().map_err(|_| bad())?;
-        return Ok(NextHop { host: ip.to_string(), port });
+        return Ok(NextHop {
+            host: ip.to_string(),
+            port,
+        });
     }
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     if host.contains(':') || (host.parse::<IpAddr>().is_err() && Domain::parse(host).is_err()) {
         return Err(bad());
     }
-    Ok(NextHop { host: host.to_string(), port })
+    Ok(NextHop {
+        host: host.to_string(),
+        port,
+    })
 }

@@ -50,13 +50,21 @@ mod tests {
             (b"a\r", true),
             (b"a\r\r\n", true),
         ] {
-            assert_eq!(has_bare_newline(data), bare, "{:?}", String::from_utf8_lossy(data));
+            assert_eq!(
+                has_bare_newline(data),
+                bare,
+                "{:?}",
+                String::from_utf8_lossy(data)
+            );
         }
     }
 
     #[test]
     fn normalizes_to_crlf() {
-        assert_eq!(normalize(b"a\nb\rc\r\nd\r\r\n"), b"a\r\nb\r\nc\r\nd\r\n\r\n");
+        assert_eq!(
+            normalize(b"a\nb\rc\r\nd\r\r\n"),
+            b"a\r\nb\r\nc\r\nd\r\n\r\n"
+        );
         assert!(!has_bare_newline(&normalize(b"x\n.\ny\r\r")));
     }
 }

@@ -167,23 +167,76 @@ impl InboundMetrics {
 
     /// Appends every counter to `w`.
     pub fn render(&self, w: &mut MetricsWriter) {
-        w.counter("portcullis_connections_total", "Connections accepted by the listeners.", &[], self.connections.load(Relaxed));
-        for (i, reason) in ["limit_total", "limit_per_ip", "pregreet"].iter().enumerate() {
-            w.counter("portcullis_connections_refused_total", "Connections refused before the greeting.", &[("reason", reason)], self.refused[i].load(Relaxed));
+        w.counter(
+            "portcullis_connections_total",
+            "Connections accepted by the listeners.",
+            &[],
+            self.connections.load(Relaxed),
+        );
+        for (i, reason) in ["limit_total", "limit_per_ip", "pregreet"]
+            .iter()
+            .enumerate()
+        {
+            w.counter(
+                "portcullis_connections_refused_total",
+                "Connections refused before the greeting.",
+                &[("reason", reason)],
+                self.refused[i].load(Relaxed),
+            );
         }
-        w.gauge("portcullis_sessions_open", "SMTP sessions open now.", &[], self.open.load(Relaxed));
+        w.gauge(
+            "portcullis_sessions_open",
+            "SMTP sessions open now.",
+            &[],
+            self.open.load(Relaxed),
+        );
         for o in SessionOutcome::ALL {
-            w.counter("portcullis_sessions_total", "SMTP sessions ended, by outcome.", &[("outcome", o.as_str())], self.sessions[o as usize].load(Relaxed));
+            w.counter(
+                "portcullis_sessions_total",
+                "SMTP sessions ended, by outcome.",
+                &[("outcome", o.as_str())],
+                self.sessions[o as usize].load(Relaxed),
+            );
         }
-        w.counter("portcullis_messages_accepted_total", "Messages accepted and queued.", &[], self.accepted.load(Relaxed));
-        w.counter("portcullis_messages_accepted_bytes_total", "Octets of messages accepted.", &[], self.accepted_bytes.load(Relaxed));
+        w.counter(
+            "portcullis_messages_accepted_total",
+            "Messages accepted and queued.",
+            &[],
+            self.accepted.load(Relaxed),
+        );
+        w.counter(
+            "portcullis_messages_accepted_bytes_total",
+            "Octets of messages accepted.",
+            &[],
+            self.accepted_bytes.load(Relaxed),
+        );
         for r in RejectReason::ALL {
-            w.counter("portcullis_rejections_total", "Messages or recipients refused, by reason.", &[("reason", r.as_str())], self.rejected[r as usize].load(Relaxed));
+            w.counter(
+                "portcullis_rejections_total",
+                "Messages or recipients refused, by reason.",
+                &[("reason", r.as_str())],
+                self.rejected[r as usize].load(Relaxed),
+            );
         }
         for (i, v) in ["TLSv1.2", "TLSv1.3"].iter().enumerate() {
-            w.counter("portcullis_tls_handshakes_total", "Inbound TLS handshakes completed, by version.", &[("version", v)], self.tls_ok[i].load(Relaxed));
+            w.counter(
+                "portcullis_tls_handshakes_total",
+                "Inbound TLS handshakes completed, by version.",
+                &[("version", v)],
+                self.tls_ok[i].load(Relaxed),
+            );
         }
-        w.counter("portcullis_tls_handshake_failures_total", "Inbound TLS handshakes that failed.", &[], self.tls_failed.load(Relaxed));
-        w.counter("portcullis_starttls_pipelined_total", "Sessions that pipelined bytes behind STARTTLS (discarded).", &[], self.starttls_injection.load(Relaxed));
+        w.counter(
+            "portcullis_tls_handshake_failures_total",
+            "Inbound TLS handshakes that failed.",
+            &[],
+            self.tls_failed.load(Relaxed),
+        );
+        w.counter(
+            "portcullis_starttls_pipelined_total",
+            "Sessions that pipelined bytes behind STARTTLS (discarded).",
+            &[],
+            self.starttls_injection.load(Relaxed),
+        );
     }
 }

@@ -69,7 +69,10 @@ pub fn received_header(t: &TraceInfo<'_>) -> String {
     if let [only] = t.recipients {
         h.push_str(&format!("\r\n\tfor <{}>", only.address));
     }
-    h.push_str(&format!(";\r\n\t{}\r\n", portcullis_types::date::rfc5322(t.now)));
+    h.push_str(&format!(
+        ";\r\n\t{}\r\n",
+        portcullis_types::date::rfc5322(t.now)
+    ));
     h
 }
 
@@ -102,7 +105,10 @@ mod tests {
             now: SystemTime::UNIX_EPOCH,
         });
         assert!(h.starts_with("Received: from client.test ([192.0.2.1])\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\tby mx.example.test (Portcullis) with ESMTPS id "), "{h}");
-        assert!(h.ends_with("for <u@example.test>;\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"), "{h}");
+        assert!(
+            h.ends_with("for <u@example.test>;\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"),
+            "{h}"
+        );
         assert_eq!(protocol(true, true, false, false), "ESMTPS");
         assert_eq!(protocol(true, false, false, false), "ESMTP");
         assert_eq!(protocol(true, true, true, true), "UTF8SMTPSA");

@@ -78,7 +78,10 @@ impl Inbound {
             tls,
             metrics,
             clock,
-            limits: ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip),
+            limits: ConnLimit::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
             configs,
             salt: rand::random(),
             session_ids: AtomicU64::new(rand::random::<u32>() as u64),
@@ -91,7 +94,10 @@ impl Inbound {
     }
 
     fn session_config(&self, role: Role) -> Option<Arc<SessionConfig>> {
-        self.configs.iter().find(|(r, _)| *r == role).map(|(_, c)| c.clone())
+        self.configs
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, c)| c.clone())
     }
 
     /// Serves one listener until `shutdown`; each connection runs in a task
@@ -120,7 +126,10 @@ impl Inbound {
                     let shutdown = shutdown.clone();
                     let sid = this.session_ids.fetch_add(1, Ordering::Relaxed);
                     let span = tracing::info_span!("session", session = %format_args!("{sid:08x}"), %peer, tls = tracing::field::Empty);
-                    tracker.spawn(async move { this.connection(stream, peer, cfg, shutdown).await }.instrument(span));
+                    tracker.spawn(
+                        async move { this.connection(stream, peer, cfg, shutdown).await }
+                            .instrument(span),
+                    );
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -135,7 +144,13 @@ impl Inbound {
         }
     }
 
-    async fn connection(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr, cfg: Arc<SessionConfig>, shutdown: CancellationToken) {
+    async fn connection(
+        self: Arc<Self>,
+        mut tcp: TcpStream,
+        peer: SocketAddr,
+        cfg: Arc<SessionConfig>,
+        shutdown: CancellationToken,
+    ) {
         self.metrics.connection();
         let ip = canonical_ip(peer.ip());
         let _guard = match self.limits.acquire(ip) {
@@ -147,8 +162,13 @@ impl Inbound {
                 };
                 self.metrics.refused(metric);
                 info!(reason = ?why, "connection refused: too many connections");
-                let line = format!("421 4.7.0 {} Too many connections, try again later\r\n", cfg.hostname);
-                let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes())).await;
+                let line = format!(
+                    "421 4.7.0 {} Too many connections, try again later\r\n",
+                    cfg.hostname
+                );
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes()))
+                        .await;
                 return;
             }
         };
@@ -160,7 +180,13 @@ impl Inbound {
         debug!(outcome = outcome.as_str(), "disconnected");
     }
 
-    async fn session(&self, mut tcp: TcpStream, ip: IpAddr, cfg: Arc<SessionConfig>, shutdown: &CancellationToken) -> SessionOutcome {
+    async fn session(
+        &self,
+        mut tcp: TcpStream,
+        ip: IpAddr,
+        cfg: Arc<SessionConfig>,
+        shutdown: &CancellationToken,
+    ) -> SessionOutcome {
         let mut session = Session::new(cfg.clone(), ip);
         let mut out = Vec::with_capacity(256);
         if cfg.role == Role::Submissions {
@@ -182,7 +208,8 @@ impl Inbound {
         }
         if shutdown.is_cancelled() {
             let line = format!("421 4.3.2 {} Service shutting down\r\n", cfg.hostname);
-            let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes())).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes())).await;
             return SessionOutcome::Shutdown;
         }
         session.greeting(&mut out);
@@ -210,7 +237,6 @@ impl Inbound {
     async fn pregreet(&self, tcp: &mut TcpStream, cfg: &SessionConfig) -> Option<SessionOutcome> {
         let pause = cfg.limits.greet_pause;
         let deadline = tokio::time::Instant::now() + pause;
-        let mut probe = [0u8; 512];
         loop {
             if !pause.is_zero() {
                 tokio::select! {
@@ -218,17 +244,26 @@ impl Inbound {
                     r = tcp.readable() => if r.is_err() { return Some(SessionOutcome::IoError) },
                 }
             }
-            match tcp.try_read(&mut probe) {
+            // A non-blocking peek asks the kernel directly: tokio's own
+            // readiness may not have seen input that arrived with the
+            // connection, and `readable()` may wake spuriously.
+            let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+            match socket2::SockRef::from(&*tcp).peek(&mut probe) {
                 Ok(0) => return Some(SessionOutcome::Disconnect),
                 Ok(n) => {
                     self.metrics.refused(ConnRefusal::Pregreet);
                     warn!(octets = n, "client talked before the greeting; rejected");
-                    let line = format!("554 5.5.1 {} Protocol error: talking before the greeting\r\n", cfg.hostname);
-                    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes())).await;
+                    let line = format!(
+                        "554 5.5.1 {} Protocol error: talking before the greeting\r\n",
+                        cfg.hostname
+                    );
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        tcp.write_all(line.as_bytes()),
+                    )
+                    .await;
                     return Some(SessionOutcome::Refused);
                 }
-                // `readable()` may wake spuriously (tokio documents false
-                // positives): keep waiting out the pause instead of greeting.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && !pause.is_zero() => {}
                 Err(_) => return None,
             }
@@ -242,7 +277,9 @@ impl Inbound {
         session: &mut Session,
     ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
         let tls = self.tls.as_ref()?;
-        match tokio::time::timeout(cfg.limits.tls_handshake_timeout, tls.acceptor().accept(tcp)).await {
+        match tokio::time::timeout(cfg.limits.tls_handshake_timeout, tls.acceptor().accept(tcp))
+            .await
+        {
             Ok(Ok(stream)) => {
                 let (_, conn) = stream.get_ref();
                 let info = TlsInfo::from_connection(conn).unwrap_or(TlsInfo {
@@ -301,7 +338,10 @@ impl Inbound {
                     match read {
                         None => {
                             session.begin_shutdown();
-                            let line = format!("421 4.3.2 {} Service shutting down, closing connection\r\n", session_hostname(session));
+                            let line = format!(
+                                "421 4.3.2 {} Service shutting down, closing connection\r\n",
+                                session_hostname(session)
+                            );
                             out.extend_from_slice(line.as_bytes());
                             let _ = self.write(stream, out, limits.0).await;
                             return Flow::Done(SessionOutcome::Shutdown);
@@ -309,7 +349,10 @@ impl Inbound {
                         Some(Err(_)) => {
                             // RFC 5321 §4.5.3.2: the server may close after its timeout.
                             info!(in_data, "timeout");
-                            let line = format!("421 4.4.2 {} Timeout exceeded, closing connection\r\n", session_hostname(session));
+                            let line = format!(
+                                "421 4.4.2 {} Timeout exceeded, closing connection\r\n",
+                                session_hostname(session)
+                            );
                             out.extend_from_slice(line.as_bytes());
                             let _ = self.write(stream, out, limits.0).await;
                             return Flow::Done(SessionOutcome::Timeout);
@@ -330,7 +373,10 @@ impl Inbound {
                     if pipelined > 0 {
                         // RFC 3207 §4.2 / CVE-2011-0411: never execute these.
                         self.metrics.starttls_injection();
-                        warn!(octets = pipelined, "discarded bytes pipelined behind STARTTLS");
+                        warn!(
+                            octets = pipelined,
+                            "discarded bytes pipelined behind STARTTLS"
+                        );
                     }
                     session.discard_input();
                     return Flow::StartTls;
@@ -344,7 +390,12 @@ impl Inbound {
         }
     }
 
-    async fn write<S: AsyncWrite + Unpin>(&self, stream: &mut S, out: &mut Vec<u8>, wait: Duration) -> bool {
+    async fn write<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        out: &mut Vec<u8>,
+        wait: Duration,
+    ) -> bool {
         let result = tokio::time::timeout(wait, async {
             stream.write_all(out).await?;
             stream.flush().await
@@ -356,17 +407,26 @@ impl Inbound {
 
     async fn finish<S: AsyncWrite + Unpin>(&self, session: &Session, stream: &mut S) {
         let stats = session.stats();
-        self.metrics.rejected(RejectReason::Relay, stats.relay_denied.into());
-        self.metrics.rejected(RejectReason::TooManyRecipients, stats.too_many_recipients.into());
-        self.metrics.rejected(RejectReason::Size, stats.too_big.into());
-        self.metrics.rejected(RejectReason::BareNewline, stats.bare_newline.into());
+        self.metrics
+            .rejected(RejectReason::Relay, stats.relay_denied.into());
+        self.metrics.rejected(
+            RejectReason::TooManyRecipients,
+            stats.too_many_recipients.into(),
+        );
+        self.metrics
+            .rejected(RejectReason::Size, stats.too_big.into());
+        self.metrics
+            .rejected(RejectReason::BareNewline, stats.bare_newline.into());
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
     }
 
     /// Stores a complete message and answers: 250 only after the fsync.
     async fn store(&self, msg: IncomingMessage, session: &mut Session, out: &mut Vec<u8>) {
         let now = self.clock.now();
-        let millis = now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let millis = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let id = QueueId::generate(millis, self.salt);
         let header = received_header(&TraceInfo {
             helo: &msg.helo,
@@ -389,7 +449,10 @@ impl Inbound {
             envid: msg.envid,
             body: msg.body_type,
             smtputf8: msg.smtputf8,
-            received_at: now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            received_at: now
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             client_ip: msg.client_ip,
             helo: msg.helo,
             tls: msg.tls,
@@ -398,7 +461,11 @@ impl Inbound {
         };
         let sender = envelope.sender.to_string();
         let rcpts = envelope.recipients.len();
-        match self.queue.enqueue_parts(envelope, &[header.as_bytes(), &msg.data]).await {
+        match self
+            .queue
+            .enqueue_parts(envelope, &[header.as_bytes(), &msg.data])
+            .await
+        {
             Ok(()) => {
                 self.metrics.accepted(size);
                 info!(queue_id = %id, from = %format_args!("<{sender}>"), rcpts, size, "message accepted");

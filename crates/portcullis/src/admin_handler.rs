@@ -1,7 +1,10 @@
 //! The admin socket's requests, answered from the server state.
 
 use crate::serve::ServerState;
-use portcullis_admin::{Handler, ListenerStatus, QueueDetail, QueueEntry, RecipientEntry, Request, Response, StatusReport};
+use portcullis_admin::{
+    Handler, ListenerStatus, QueueDetail, QueueEntry, RecipientEntry, Request, Response,
+    StatusReport,
+};
 use portcullis_queue::{QueueError, QueueRecord};
 use portcullis_types::QueueId;
 use std::sync::Arc;

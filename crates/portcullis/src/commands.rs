@@ -52,29 +52,73 @@ fn effective(c: &Config) -> String {
             None => "self-signed (generated into data_dir/tls)".into(),
         },
     );
-    line("relay.accepted_domains", c.relay.accepted_domains.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
-    line("relay.trusted_networks", c.relay.trusted_networks.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "));
+    line(
+        "relay.accepted_domains",
+        c.relay
+            .accepted_domains
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    line(
+        "relay.trusted_networks",
+        c.relay
+            .trusted_networks
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     for r in &c.routes {
         let dot = if r.include_subdomains { "." } else { "" };
-        line("route", format!("{dot}{} -> {}:{}", r.domain, r.next_hop.host, r.next_hop.port));
+        line(
+            "route",
+            format!(
+                "{dot}{} -> {}:{}",
+                r.domain, r.next_hop.host, r.next_hop.port
+            ),
+        );
     }
     line(
         "dns.nameservers",
         if c.dns.nameservers.is_empty() {
             "system (/etc/resolv.conf)".into()
         } else {
-            c.dns.nameservers.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+            c.dns
+                .nameservers
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         },
     );
     line("delivery.port", c.delivery_port.to_string());
-    line("queue.retry", c.queue.retry.iter().map(|x| d(*x)).collect::<Vec<_>>().join(", "));
+    line(
+        "queue.retry",
+        c.queue
+            .retry
+            .iter()
+            .map(|x| d(*x))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     line("queue.max_age", d(c.queue.max_age));
     line("queue.delay_warning", d(c.queue.delay_warning));
     line("admin.socket", c.admin.socket.display().to_string());
-    line("admin.metrics", c.admin.metrics.map(|m| m.to_string()).unwrap_or_else(|| "off".into()));
+    line(
+        "admin.metrics",
+        c.admin
+            .metrics
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "off".into()),
+    );
     let l = &c.limits;
     line("limits.max_connections", l.max_connections.to_string());
-    line("limits.max_connections_per_ip", l.max_connections_per_ip.to_string());
+    line(
+        "limits.max_connections_per_ip",
+        l.max_connections_per_ip.to_string(),
+    );
     line("limits.max_message_size", l.max_message_size.to_string());
     line("limits.max_recipients", l.max_recipients.to_string());
     line("limits.max_line_length", l.max_line_length.to_string());
@@ -82,13 +126,19 @@ fn effective(c: &Config) -> String {
     line("limits.command_timeout", d(l.command_timeout));
     line("limits.data_timeout", d(l.data_timeout));
     line("limits.greet_pause", d(l.greet_pause));
-    line("smtp.bare_newline", format!("{:?}", c.bare_newline).to_lowercase());
+    line(
+        "smtp.bare_newline",
+        format!("{:?}", c.bare_newline).to_lowercase(),
+    );
     out.trim_end().to_string()
 }
 
 /// Runs an admin client subcommand.
 pub fn client(command: Command) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("portcullis: cannot start runtime: {e}");
@@ -110,7 +160,11 @@ pub fn client(command: Command) -> ExitCode {
 async fn run_client(command: Command) -> Result<String, String> {
     let (config_path, request, json) = match command {
         Command::Status { config, output } => (config.config, Request::Status, output.json),
-        Command::Queue { cmd, config, output } => {
+        Command::Queue {
+            cmd,
+            config,
+            output,
+        } => {
             let req = match cmd {
                 QueueCmd::List => Request::QueueList,
                 QueueCmd::Show { id } => Request::QueueShow { id },
@@ -124,9 +178,15 @@ async fn run_client(command: Command) -> Result<String, String> {
             };
             (config.config, req, output.json)
         }
-        Command::Policy { .. } => return Err("the MTA-STS policy cache is not in this version yet (issue 5)".into()),
-        Command::Tlsrpt { .. } => return Err("TLS reporting is not in this version yet (issue 6)".into()),
-        Command::User { .. } => return Err("submission users are not in this version yet (issue 7)".into()),
+        Command::Policy { .. } => {
+            return Err("the MTA-STS policy cache is not in this version yet (issue 5)".into());
+        }
+        Command::Tlsrpt { .. } => {
+            return Err("TLS reporting is not in this version yet (issue 6)".into());
+        }
+        Command::User { .. } => {
+            return Err("submission users are not in this version yet (issue 7)".into());
+        }
         Command::Serve(_) | Command::Config(_) => return Err("not an admin command".into()),
     };
     let config = load_config(config_path.as_deref()).map_err(|e| e.to_string())?;
@@ -153,9 +213,16 @@ fn render(request: &Request, body: serde_json::Value) -> Result<String, String> 
                 vec!["data dir".into(), s.data_dir],
             ];
             for l in s.listeners {
-                rows.push(vec!["listener".into(), format!("{} ({})", l.address, l.role)]);
+                rows.push(vec![
+                    "listener".into(),
+                    format!("{} ({})", l.address, l.role),
+                ]);
             }
-            render_table(&["", ""], &rows).lines().skip(1).collect::<Vec<_>>().join("\n")
+            render_table(&["", ""], &rows)
+                .lines()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join("\n")
         }
         Request::QueueList => {
             let entries: Vec<QueueEntry> = serde_json::from_value(body).map_err(decode_err)?;
@@ -168,14 +235,28 @@ fn render(request: &Request, body: serde_json::Value) -> Result<String, String> 
                     vec![
                         e.id,
                         e.sender,
-                        e.recipients.iter().map(|r| format!("{} ({})", r.address, r.state)).collect::<Vec<_>>().join(", "),
+                        e.recipients
+                            .iter()
+                            .map(|r| format!("{} ({})", r.address, r.state))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         e.size.to_string(),
                         e.attempts.to_string(),
                         e.last_error.unwrap_or_default(),
                     ]
                 })
                 .collect();
-            render_table(&["ID", "SENDER", "RECIPIENTS", "SIZE", "ATTEMPTS", "LAST ERROR"], &rows)
+            render_table(
+                &[
+                    "ID",
+                    "SENDER",
+                    "RECIPIENTS",
+                    "SIZE",
+                    "ATTEMPTS",
+                    "LAST ERROR",
+                ],
+                &rows,
+            )
         }
         Request::QueueShow { .. } => {
             let d: QueueDetail = serde_json::from_value(body).map_err(decode_err)?;

@@ -38,7 +38,10 @@ pub fn main(args: ServeArgs) -> ExitCode {
         None => config.log_format,
     };
     logging::init(format, &config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");
@@ -76,17 +79,21 @@ async fn run(config: Config) -> Result<()> {
     create_private_dir(&config.data_dir)?;
 
     let tls = match &config.tls.files {
-        Some((cert, key)) => ServerTls::from_files(cert, key).context("loading [tls] certificate")?,
+        Some((cert, key)) => {
+            ServerTls::from_files(cert, key).context("loading [tls] certificate")?
+        }
         None => {
             let dir = config.data_dir.join("tls");
             warn!(dir = %dir.display(), "no [tls] certificate configured: using a self-signed certificate (fine for development, not for the Internet)");
-            ServerTls::self_signed(&dir, &config.hostname).context("creating the self-signed certificate")?
+            ServerTls::self_signed(&dir, &config.hostname)
+                .context("creating the self-signed certificate")?
         }
     };
     info!(certificate = %tls.describe(), "tls ready");
 
     let store_dir = config.data_dir.join("queue");
-    let store = Store::open(&store_dir).with_context(|| format!("opening the store in {}", store_dir.display()))?;
+    let store = Store::open(&store_dir)
+        .with_context(|| format!("opening the store in {}", store_dir.display()))?;
     let queue = Queue::open(&store).context("opening the queue")?;
     info!(messages = queue.len(), "queue opened");
 
@@ -95,18 +102,36 @@ async fn run(config: Config) -> Result<()> {
     for l in &config.listeners {
         let listener = portcullis_inbound::server::bind(l.address)
             .await
-            .with_context(|| format!("cannot listen on {} (role {})", l.address, l.role.as_str()))?;
+            .with_context(|| {
+                format!("cannot listen on {} (role {})", l.address, l.role.as_str())
+            })?;
         let local = listener.local_addr().context("reading the bound address")?;
-        bound.push((listener, ListenerHandle { local_addr: local, role: l.role }));
+        bound.push((
+            listener,
+            ListenerHandle {
+                local_addr: local,
+                role: l.role,
+            },
+        ));
     }
     let admin = portcullis_admin::bind(&config.admin.socket).context("binding the admin socket")?;
     let metrics_listener = match config.admin.metrics {
-        Some(addr) => Some(portcullis_admin::bind_metrics(addr).await.context("binding [admin] metrics")?),
+        Some(addr) => Some(
+            portcullis_admin::bind_metrics(addr)
+                .await
+                .context("binding [admin] metrics")?,
+        ),
         None => None,
     };
 
     let metrics = Arc::new(InboundMetrics::default());
-    let inbound = Inbound::new(&config, queue.clone(), Some(tls.clone()), metrics.clone(), Arc::new(SystemClock));
+    let inbound = Inbound::new(
+        &config,
+        queue.clone(),
+        Some(tls.clone()),
+        metrics.clone(),
+        Arc::new(SystemClock),
+    );
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
     let services = TaskTracker::new();
@@ -122,7 +147,12 @@ async fn run(config: Config) -> Result<()> {
 
     for (listener, handle) in bound {
         info!(address = %handle.local_addr, role = handle.role.as_str(), "listening");
-        services.spawn(inbound.clone().run(listener, handle.role, shutdown.clone(), sessions.clone()));
+        services.spawn(inbound.clone().run(
+            listener,
+            handle.role,
+            shutdown.clone(),
+            sessions.clone(),
+        ));
     }
     info!(socket = %config.admin.socket.display(), "admin socket ready");
     let handler = Arc::new(AdminHandler::new(state.clone()));
@@ -147,8 +177,14 @@ async fn run(config: Config) -> Result<()> {
     shutdown.cancel();
     sessions.close();
     services.close();
-    if tokio::time::timeout(config.limits.shutdown_grace, sessions.wait()).await.is_err() {
-        warn!(open = metrics.open_sessions(), "grace period over; closing remaining sessions");
+    if tokio::time::timeout(config.limits.shutdown_grace, sessions.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = metrics.open_sessions(),
+            "grace period over; closing remaining sessions"
+        );
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), services.wait()).await;
     // Phase two: everything acknowledged is already synced; this flush
@@ -190,8 +226,23 @@ fn create_private_dir(dir: &std::path::Path) -> Result<()> {
 fn render_metrics(state: &ServerState) -> String {
     let mut w = MetricsWriter::new();
     state.metrics.render(&mut w);
-    w.gauge("portcullis_queue_messages", "Messages in the queue.", &[], state.queue.len());
-    w.counter("portcullis_store_commits_total", "Group-commit fsyncs of the store.", &[], state.store.commits_done());
-    w.gauge("portcullis_uptime_seconds", "Seconds since the server started.", &[], state.started.elapsed().as_secs());
+    w.gauge(
+        "portcullis_queue_messages",
+        "Messages in the queue.",
+        &[],
+        state.queue.len(),
+    );
+    w.counter(
+        "portcullis_store_commits_total",
+        "Group-commit fsyncs of the store.",
+        &[],
+        state.store.commits_done(),
+    );
+    w.gauge(
+        "portcullis_uptime_seconds",
+        "Seconds since the server started.",
+        &[],
+        state.started.elapsed().as_secs(),
+    );
     w.finish()
 }

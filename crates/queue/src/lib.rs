@@ -59,7 +59,10 @@ impl Queue {
         };
         let swept = queue.sweep_orphans()?;
         if swept > 0 {
-            tracing::warn!(swept, "removed message bodies without a queue record (never acknowledged)");
+            tracing::warn!(
+                swept,
+                "removed message bodies without a queue record (never acknowledged)"
+            );
             queue.store.flush_now()?;
         }
         Ok(queue)
@@ -97,7 +100,11 @@ impl Queue {
     /// Like [`Queue::enqueue`], for a message given as consecutive parts
     /// (our trace headers, then the data as received) so the caller need not
     /// copy them into one buffer.
-    pub async fn enqueue_parts(&self, envelope: Envelope, parts: &[&[u8]]) -> Result<(), QueueError> {
+    pub async fn enqueue_parts(
+        &self,
+        envelope: Envelope,
+        parts: &[&[u8]],
+    ) -> Result<(), QueueError> {
         let id = envelope.id;
         let key = id.to_bytes();
         let mut n: u32 = 0;
@@ -157,7 +164,12 @@ impl Queue {
             let (_, v) = item.map_err(StoreError::from)?;
             out.extend_from_slice(&v);
         }
-        if out.is_empty() && !self.records.contains_key(id.to_bytes()).map_err(StoreError::from)? {
+        if out.is_empty()
+            && !self
+                .records
+                .contains_key(id.to_bytes())
+                .map_err(StoreError::from)?
+        {
             return Err(QueueError::NotFound(id));
         }
         Ok(out)

@@ -54,8 +54,12 @@ async fn orphan_bodies_are_swept_at_open() {
         q.enqueue(kept.clone(), b"kept\r\n").await.unwrap();
         // A body written without its record: what a crash mid-enqueue leaves.
         let bodies = store.tree(TreeName::QueueBodies).unwrap();
-        bodies.insert(body_key(orphan, 0), b"orphan".to_vec()).unwrap();
-        bodies.insert(body_key(orphan, 1), b"orphan".to_vec()).unwrap();
+        bodies
+            .insert(body_key(orphan, 0), b"orphan".to_vec())
+            .unwrap();
+        bodies
+            .insert(body_key(orphan, 1), b"orphan".to_vec())
+            .unwrap();
         store.flush_now().unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

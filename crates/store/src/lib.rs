@@ -184,7 +184,10 @@ mod tests {
         }
         let flushes = store.commits_done() - before;
         assert!(flushes >= 1);
-        assert!(flushes < 200, "200 concurrent commits took {flushes} flushes: no grouping");
+        assert!(
+            flushes < 200,
+            "200 concurrent commits took {flushes} flushes: no grouping"
+        );
     }
 
     #[test]

@@ -72,10 +72,9 @@ impl fmt::Display for Address {
         let needs_quotes = self.local.starts_with('.')
             || self.local.ends_with('.')
             || self.local.contains("..")
-            || self
-                .local
-                .chars()
-                .any(|c| c.is_ascii() && !(c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)));
+            || self.local.chars().any(|c| {
+                c.is_ascii() && !(c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+            });
         if needs_quotes {
             write!(f, "\"")?;
             for c in self.local.chars() {
@@ -144,7 +143,13 @@ mod tests {
 
     #[test]
     fn rejects_non_mailboxes() {
-        for bad in ["user", "@example.test", "user@", "user@[127.0.0.1]", "us\u{1}er@example.test"] {
+        for bad in [
+            "user",
+            "@example.test",
+            "user@",
+            "user@[127.0.0.1]",
+            "us\u{1}er@example.test",
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Address::parse(&format!("{}@example.test", "a".repeat(65))).is_err());
@@ -160,6 +165,9 @@ mod tests {
     fn display_quotes_when_needed() {
         let a = Address::parse("a b@example.test").unwrap();
         assert_eq!(a.to_string(), "\"a b\"@example.test");
-        assert_eq!(Address::parse("a.b@example.test").unwrap().to_string(), "a.b@example.test");
+        assert_eq!(
+            Address::parse("a.b@example.test").unwrap().to_string(),
+            "a.b@example.test"
+        );
     }
 }

@@ -28,7 +28,9 @@ pub enum DomainError {
 /// trailing dot. Two `Domain`s are equal exactly when they name the same
 /// domain, whatever case, trailing dot or U-label/A-label form they were
 /// written in.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Domain(String);
 
@@ -122,7 +124,11 @@ mod tests {
 
     #[track_caller]
     fn same(a: &str, b: &str) {
-        assert_eq!(Domain::parse(a).unwrap(), Domain::parse(b).unwrap(), "{a} vs {b}");
+        assert_eq!(
+            Domain::parse(a).unwrap(),
+            Domain::parse(b).unwrap(),
+            "{a} vs {b}"
+        );
     }
 
     #[test]
@@ -139,7 +145,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", ".", "a..b", "-a.test", "a-.test", "a b.test", "a@b.test", "xn--zz--.test"] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.test",
+            "a-.test",
+            "a b.test",
+            "a@b.test",
+            "xn--zz--.test",
+        ] {
             assert!(Domain::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Domain::parse(&format!("{}.test", "a".repeat(64))).is_err());

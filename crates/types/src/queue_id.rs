@@ -87,7 +87,8 @@ mod tests {
 
     #[test]
     fn ids_in_one_millisecond_differ() {
-        let ids: std::collections::HashSet<_> = (0..1000).map(|_| QueueId::generate(5, 0)).collect();
+        let ids: std::collections::HashSet<_> =
+            (0..1000).map(|_| QueueId::generate(5, 0)).collect();
         assert_eq!(ids.len(), 1000);
     }
 }

@@ -62,7 +62,10 @@ impl Reply {
             if let Some((c, s, d)) = self.enhanced {
                 let _ = write!(out, "{c}.{s}.{d} ");
             }
-            out.extend(text.bytes().map(|b| if b.is_ascii_control() { b' ' } else { b }));
+            out.extend(
+                text.bytes()
+                    .map(|b| if b.is_ascii_control() { b' ' } else { b }),
+            );
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -89,7 +92,12 @@ mod tests {
         Reply::new(250, (2, 0, 0), "ok").write_to(&mut out);
         assert_eq!(out, b"250 2.0.0 ok\r\n");
         let mut out = Vec::new();
-        Reply { code: 250, enhanced: None, lines: vec!["a".into(), "b\r\nX".into()] }.write_to(&mut out);
+        Reply {
+            code: 250,
+            enhanced: None,
+            lines: vec!["a".into(), "b\r\nX".into()],
+        }
+        .write_to(&mut out);
         assert_eq!(out, b"250-a\r\n250 b  X\r\n");
     }
 }

@@ -26,7 +26,11 @@ fn accepted_message_is_listed_with_its_queue_id() {
     c.cmd("QUIT", 221);
 
     let out = server.cli(&["queue", "list", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["sender"], "<alice@sender.test>");
@@ -35,8 +39,14 @@ fn accepted_message_is_listed_with_its_queue_id() {
     let out = server.cli(&["queue", "show", &id, "--json"]);
     let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let headers = detail["headers"].as_str().unwrap();
-    assert!(headers.starts_with("Received: from client.test ([127.0.0.1])"), "{headers}");
-    assert!(headers.contains(&format!("with ESMTP id {id}")), "{headers}");
+    assert!(
+        headers.starts_with("Received: from client.test ([127.0.0.1])"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains(&format!("with ESMTP id {id}")),
+        "{headers}"
+    );
     assert!(headers.contains("Subject: hello"), "{headers}");
     // The log line about the message carries the queue id.
     let accepted = server.log_events("message accepted");

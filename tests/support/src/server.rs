@@ -16,7 +16,10 @@ pub fn portcullis_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = profile_dir.join("portcullis");
     assert!(
         bin.exists(),
@@ -176,7 +179,11 @@ impl Portcullis {
             if now >= deadline || state.closed {
                 panic!(
                     "no log line with {needle:?} (server {}):\n{}",
-                    if state.closed { "exited" } else { "still running" },
+                    if state.closed {
+                        "exited"
+                    } else {
+                        "still running"
+                    },
                     state.lines.join("\n")
                 );
             }
@@ -220,7 +227,10 @@ impl Portcullis {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("server did not exit within {timeout:?}:\n{}", self.logs().join("\n"));
+                panic!(
+                    "server did not exit within {timeout:?}:\n{}",
+                    self.logs().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -29,9 +29,14 @@ impl Client<TcpStream> {
     /// Connects without reading the greeting.
     pub fn connect_raw(addr: SocketAddr) -> Client<TcpStream> {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
-        Client { stream, buf: Vec::new() }
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// Connects and checks the 220 greeting.
@@ -43,7 +48,11 @@ impl Client<TcpStream> {
     }
 
     /// Connects with implicit TLS (role `submissions`) and reads the greeting.
-    pub fn connect_tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>, name: &str) -> Client<TlsStream> {
+    pub fn connect_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> Client<TlsStream> {
         let c = Self::connect_raw(addr);
         let mut t = c.into_tls(config, name);
         let r = t.read_reply();
@@ -64,9 +73,15 @@ impl Client<TcpStream> {
         let mut stream = rustls::StreamOwned::new(conn, self.stream);
         // Drive the handshake so errors show up here.
         while stream.conn.is_handshaking() {
-            stream.conn.complete_io(&mut stream.sock).expect("tls handshake");
+            stream
+                .conn
+                .complete_io(&mut stream.sock)
+                .expect("tls handshake");
         }
-        Client { stream, buf: self.buf }
+        Client {
+            stream,
+            buf: self.buf,
+        }
     }
 
     /// The socket, for setting timeouts or shutting down.
@@ -78,7 +93,10 @@ impl Client<TcpStream> {
 impl Client<TlsStream> {
     /// Negotiated protocol version, e.g. "TLSv1_3".
     pub fn tls_version(&self) -> String {
-        format!("{:?}", self.stream.conn.protocol_version().expect("version"))
+        format!(
+            "{:?}",
+            self.stream.conn.protocol_version().expect("version")
+        )
     }
 }
 
@@ -91,7 +109,8 @@ impl<S: Read + Write> Client<S> {
 
     /// Reads one complete (possibly multi-line) reply.
     pub fn read_reply(&mut self) -> Reply {
-        self.try_read_reply().expect("connection closed before a reply")
+        self.try_read_reply()
+            .expect("connection closed before a reply")
     }
 
     /// Reads one reply; `None` at EOF (or reset) before a full reply.
@@ -106,7 +125,10 @@ impl<S: Read + Write> Client<S> {
             }
         }
         let code = lines[0].get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        Some(Reply { code, text: lines.join("\n") })
+        Some(Reply {
+            code,
+            text: lines.join("\n"),
+        })
     }
 
     fn read_line(&mut self) -> Option<String> {

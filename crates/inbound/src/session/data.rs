@@ -14,8 +14,12 @@ impl Session {
     pub(super) fn data(&mut self, out: &mut Vec<u8>) -> Option<Event> {
         match &self.tx {
             None => self.error(out, 503, (5, 5, 1), "Need MAIL command first"),
-            Some(tx) if tx.recipients.is_empty() => self.error(out, 554, (5, 5, 1), "No valid recipients"),
-            Some(tx) if tx.bdat_octets > 0 => self.error(out, 503, (5, 5, 1), "DATA not allowed after BDAT"),
+            Some(tx) if tx.recipients.is_empty() => {
+                self.error(out, 554, (5, 5, 1), "No valid recipients")
+            }
+            Some(tx) if tx.bdat_octets > 0 => {
+                self.error(out, 503, (5, 5, 1), "DATA not allowed after BDAT")
+            }
             Some(_) => {
                 self.body.clear();
                 self.state = State::Data(DataReceiver::new());
@@ -73,7 +77,10 @@ impl Session {
                 if !done && self.body.len() > max {
                     // Keep reading to the end, but stop keeping.
                     self.body = Vec::new();
-                    (State::DataDiscard(DummyDataReceiver::new_data(&rcv), Rejection::TooBig), false)
+                    (
+                        State::DataDiscard(DummyDataReceiver::new_data(&rcv), Rejection::TooBig),
+                        false,
+                    )
                 } else {
                     (State::Data(rcv), done)
                 }
@@ -105,10 +112,18 @@ impl Session {
                 self.complete(out)
             }
             State::Bdat { last: true, .. } => self.complete(out),
-            State::Bdat { rcv: _, last: false } => {
+            State::Bdat {
+                rcv: _,
+                last: false,
+            } => {
                 self.state = State::Command;
                 let octets = self.tx.as_ref().map(|t| t.bdat_octets).unwrap_or(0);
-                reply(out, 250, (2, 0, 0), format_args!("{octets} octets received"));
+                reply(
+                    out,
+                    250,
+                    (2, 0, 0),
+                    format_args!("{octets} octets received"),
+                );
                 None
             }
             State::DataDiscard(_, _) => self.reject_too_big(out),
@@ -131,7 +146,12 @@ impl Session {
         self.body = Vec::new();
         self.stats.too_big += 1;
         // RFC 5321 §4.5.3.1.10 / RFC 1870 §6.2.
-        self.error(out, 552, (5, 3, 4), "Message size exceeds fixed maximum message size");
+        self.error(
+            out,
+            552,
+            (5, 3, 4),
+            "Message size exceeds fixed maximum message size",
+        );
         self.closed_event()
     }
 
@@ -145,7 +165,12 @@ impl Session {
                     self.body = Vec::new();
                     self.stats.bare_newline += 1;
                     // RFC 5321 §2.3.8: CR and LF only as CRLF.
-                    self.error(out, 550, (5, 5, 2), "Message contains bare CR or LF, which RFC 5321 forbids");
+                    self.error(
+                        out,
+                        550,
+                        (5, 5, 2),
+                        "Message contains bare CR or LF, which RFC 5321 forbids",
+                    );
                     return self.closed_event();
                 }
                 BareNewline::Normalize => self.body = body::normalize(&self.body),

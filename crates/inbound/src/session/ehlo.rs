@@ -51,7 +51,11 @@ impl Session {
         }
         let _ = write!(out, "250-SIZE {}\r\n", self.cfg.limits.max_message_size);
         for (i, ext) in lines.iter().enumerate() {
-            out.extend_from_slice(if i + 1 == lines.len() { b"250 " } else { b"250-" });
+            out.extend_from_slice(if i + 1 == lines.len() {
+                b"250 "
+            } else {
+                b"250-"
+            });
             out.extend_from_slice(ext);
             out.extend_from_slice(b"\r\n");
         }
@@ -78,7 +82,13 @@ mod tests {
 
     #[test]
     fn helo_names() {
-        for ok in ["mx.example.test", "localhost", "[192.0.2.1]", "[IPv6:2001:db8::1]", "host_1"] {
+        for ok in [
+            "mx.example.test",
+            "localhost",
+            "[192.0.2.1]",
+            "[IPv6:2001:db8::1]",
+            "host_1",
+        ] {
             assert!(plausible_helo(ok), "{ok}");
         }
         for bad in ["", "a b", "[not-an-ip]", "x\u{7f}", "semi;colon"] {

@@ -23,7 +23,13 @@ impl Session {
             return self.error(out, 530, (5, 7, 0), "Must issue a STARTTLS command first");
         }
         // Parameters we did not advertise are refused, not ignored.
-        let unoffered = from.flags & (MAIL_BODY_BINARYMIME | MAIL_REQUIRETLS | MAIL_CONPERM | MAIL_BY_NOTIFY | MAIL_BY_RETURN) != 0
+        let unoffered = from.flags
+            & (MAIL_BODY_BINARYMIME
+                | MAIL_REQUIRETLS
+                | MAIL_CONPERM
+                | MAIL_BY_NOTIFY
+                | MAIL_BY_RETURN)
+            != 0
             || from.trans_id.is_some()
             || from.solicit.is_some()
             || from.mtrk.is_some()
@@ -34,13 +40,18 @@ impl Session {
         if unoffered {
             return self.error(out, 555, (5, 5, 4), "Unsupported MAIL parameter");
         }
-        if !self.esmtp && from.flags != 0 || !self.esmtp && from.size != 0 || !self.esmtp && from.env_id.is_some() {
+        if !self.esmtp && (from.flags != 0 || from.size != 0 || from.env_id.is_some()) {
             return self.error(out, 555, (5, 5, 4), "MAIL parameters need EHLO");
         }
         if from.size as u64 > self.cfg.limits.max_message_size {
             // RFC 1870 §6.1.
             self.stats.too_big += 1;
-            return self.error(out, 552, (5, 3, 4), "Message size exceeds fixed maximum message size");
+            return self.error(
+                out,
+                552,
+                (5, 3, 4),
+                "Message size exceeds fixed maximum message size",
+            );
         }
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {

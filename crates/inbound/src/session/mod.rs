@@ -292,7 +292,12 @@ impl Session {
     pub fn message_failed(&mut self, out: &mut Vec<u8>) {
         self.tx = None;
         self.state = State::Command;
-        reply(out, 451, (4, 3, 0), "Local error in processing, try again later");
+        reply(
+            out,
+            451,
+            (4, 3, 0),
+            "Local error in processing, try again later",
+        );
     }
 
     /// Processes buffered input, appending replies to `out`, until input
@@ -341,7 +346,10 @@ impl Session {
                         }
                     }
                 }
-                State::Data(_) | State::DataDiscard(..) | State::Bdat { .. } | State::BdatDiscard(..) => {
+                State::Data(_)
+                | State::DataDiscard(..)
+                | State::Bdat { .. }
+                | State::BdatDiscard(..) => {
                     if self.pos == self.input.len() {
                         return Event::NeedInput;
                     }
@@ -361,7 +369,15 @@ impl Session {
     /// One complete command line is in `self.line`.
     fn command(&mut self, out: &mut Vec<u8>) -> Option<Event> {
         if self.shutting_down {
-            reply(out, 421, (4, 3, 2), format_args!("{} Service shutting down, closing connection", self.cfg.hostname));
+            reply(
+                out,
+                421,
+                (4, 3, 2),
+                format_args!(
+                    "{} Service shutting down, closing connection",
+                    self.cfg.hostname
+                ),
+            );
             self.state = State::Closed;
             return Some(Event::Close);
         }
@@ -385,29 +401,52 @@ impl Session {
         event
     }
 
-    fn dispatch(&mut self, request: Request<std::borrow::Cow<'_, str>>, out: &mut Vec<u8>) -> Option<Event> {
+    fn dispatch(
+        &mut self,
+        request: Request<std::borrow::Cow<'_, str>>,
+        out: &mut Vec<u8>,
+    ) -> Option<Event> {
         match request {
             Request::Ehlo { host } => self.ehlo(&host, true, out),
             Request::Helo { host } => self.ehlo(&host, false, out),
             Request::Mail { from } => self.mail(from, out),
             Request::Rcpt { to } => self.rcpt(to, out),
             Request::Data => return self.data(out),
-            Request::Bdat { chunk_size, is_last } => return self.bdat(chunk_size, is_last, out),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => return self.bdat(chunk_size, is_last, out),
             Request::Rset => self.rset(out),
             Request::Noop { .. } => reply(out, 250, (2, 0, 0), "OK"),
-            Request::Vrfy { .. } => reply(out, 252, (2, 5, 0), "Cannot VRFY user, but will accept message and attempt delivery"),
+            Request::Vrfy { .. } => reply(
+                out,
+                252,
+                (2, 5, 0),
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            ),
             Request::Expn { .. } => self.error(out, 502, (5, 5, 1), "EXPN not supported"),
-            Request::Help { .. } => reply(out, 214, (2, 0, 0), "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)"),
+            Request::Help { .. } => reply(
+                out,
+                214,
+                (2, 0, 0),
+                "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)",
+            ),
             Request::Quit => {
-                reply(out, 221, (2, 0, 0), format_args!("{} closing connection", self.cfg.hostname));
+                reply(
+                    out,
+                    221,
+                    (2, 0, 0),
+                    format_args!("{} closing connection", self.cfg.hostname),
+                );
                 self.quit = true;
                 self.state = State::Closed;
             }
             Request::StartTls => return self.starttls(out),
             Request::Auth { .. } => self.error(out, 502, (5, 5, 1), "AUTH not available"),
-            Request::Lhlo { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
-                self.error(out, 502, (5, 5, 1), "Command not implemented")
-            }
+            Request::Lhlo { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => self.error(out, 502, (5, 5, 1), "Command not implemented"),
         }
         self.closed_event()
     }
@@ -420,13 +459,33 @@ impl Session {
         self.stats.syntax_errors += 1;
         match e {
             ProtoError::UnknownCommand => self.error(out, 500, (5, 5, 1), "Command unrecognized"),
-            ProtoError::InvalidSenderAddress => self.error(out, 501, (5, 1, 7), "Bad sender address syntax"),
-            ProtoError::InvalidRecipientAddress => self.error(out, 501, (5, 1, 3), "Bad recipient address syntax"),
-            ProtoError::SyntaxError { syntax } => self.error(out, 501, (5, 5, 4), format_args!("Syntax: {syntax}")),
-            ProtoError::InvalidParameter { param } => self.error(out, 501, (5, 5, 4), format_args!("Invalid {param} parameter")),
+            ProtoError::InvalidSenderAddress => {
+                self.error(out, 501, (5, 1, 7), "Bad sender address syntax")
+            }
+            ProtoError::InvalidRecipientAddress => {
+                self.error(out, 501, (5, 1, 3), "Bad recipient address syntax")
+            }
+            ProtoError::SyntaxError { syntax } => {
+                self.error(out, 501, (5, 5, 4), format_args!("Syntax: {syntax}"))
+            }
+            ProtoError::InvalidParameter { param } => self.error(
+                out,
+                501,
+                (5, 5, 4),
+                format_args!("Invalid {param} parameter"),
+            ),
             ProtoError::UnsupportedParameter { param } => {
-                let shown: String = param.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
-                self.error(out, 555, (5, 5, 4), format_args!("Unsupported parameter {shown}"))
+                let shown: String = param
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(32)
+                    .collect();
+                self.error(
+                    out,
+                    555,
+                    (5, 5, 4),
+                    format_args!("Unsupported parameter {shown}"),
+                )
             }
             ProtoError::ResponseTooLong => self.error(out, 500, (5, 5, 2), "Line too long"),
             ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
@@ -437,11 +496,22 @@ impl Session {
 
     /// An error reply that counts towards `limits.max_errors`; past it, the
     /// session ends with 421 (RFC 5321 §4.3.2 lets a server close then).
-    fn error(&mut self, out: &mut Vec<u8>, code: u16, enhanced: (u8, u16, u16), text: impl Display) {
+    fn error(
+        &mut self,
+        out: &mut Vec<u8>,
+        code: u16,
+        enhanced: (u8, u16, u16),
+        text: impl Display,
+    ) {
         reply(out, code, enhanced, text);
         self.errors += 1;
         if self.errors >= self.cfg.limits.max_errors {
-            reply(out, 421, (4, 7, 0), format_args!("{} Too many errors, closing connection", self.cfg.hostname));
+            reply(
+                out,
+                421,
+                (4, 7, 0),
+                format_args!("{} Too many errors, closing connection", self.cfg.hostname),
+            );
             self.state = State::Closed;
         }
     }

@@ -48,7 +48,12 @@ impl Session {
             Ok(a) => a,
             Err(e) => {
                 self.stats.syntax_errors += 1;
-                return self.error(out, 501, (5, 1, 3), format_args!("Bad recipient address: {e}"));
+                return self.error(
+                    out,
+                    501,
+                    (5, 1, 3),
+                    format_args!("Bad recipient address: {e}"),
+                );
             }
         };
         // Anti-relay: the domain (not any %-hack or source route, which the
@@ -56,14 +61,24 @@ impl Session {
         if !self.trusted && !self.cfg.relay.accepts(&address.domain) {
             self.stats.relay_denied += 1;
             tracing::info!(rcpt = %address, "relay access denied");
-            return self.error(out, 554, (5, 7, 1), format_args!("<{address}>: Relay access denied"));
+            return self.error(
+                out,
+                554,
+                (5, 7, 1),
+                format_args!("<{address}>: Relay access denied"),
+            );
         }
         let notify = Notify {
             success: to.flags & RCPT_NOTIFY_SUCCESS != 0,
             failure: to.flags & RCPT_NOTIFY_FAILURE != 0,
             delay: to.flags & RCPT_NOTIFY_DELAY != 0,
             never: to.flags & RCPT_NOTIFY_NEVER != 0,
-            explicit: to.flags & (RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER) != 0,
+            explicit: to.flags
+                & (RCPT_NOTIFY_SUCCESS
+                    | RCPT_NOTIFY_FAILURE
+                    | RCPT_NOTIFY_DELAY
+                    | RCPT_NOTIFY_NEVER)
+                != 0,
         };
         let recipient = Recipient {
             address,

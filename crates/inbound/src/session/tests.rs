@@ -30,7 +30,10 @@ fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
         role,
         limits: limits(),
         relay: Relay {
-            accepted_domains: vec![Domain::parse("example.test").unwrap(), Domain::parse("bücher.example").unwrap()],
+            accepted_domains: vec![
+                Domain::parse("example.test").unwrap(),
+                Domain::parse("bücher.example").unwrap(),
+            ],
             trusted_networks: vec!["10.0.0.0/8".parse::<IpNet>().unwrap()],
         },
         bare_newline: bare,
@@ -52,7 +55,12 @@ struct Run {
 fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
     let mut s = Session::new(cfg, peer.parse().unwrap());
     let mut out = Vec::new();
-    let mut run = Run { replies: vec![], messages: vec![], starttls: false, closed: false };
+    let mut run = Run {
+        replies: vec![],
+        messages: vec![],
+        starttls: false,
+        closed: false,
+    };
     let mut ids = 0u64;
     'outer: for chunk in chunks {
         s.feed(chunk);
@@ -62,7 +70,10 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
                 Event::StartTls => {
                     run.starttls = true;
                     s.discard_input();
-                    s.tls_started(TlsSummary { version: "TLSv1.3".into(), cipher: "X".into() });
+                    s.tls_started(TlsSummary {
+                        version: "TLSv1.3".into(),
+                        cipher: "X".into(),
+                    });
                     // The rest of this chunk was sent before the handshake.
                     continue 'outer;
                 }
@@ -106,7 +117,11 @@ fn run_all_ways(cfg: Arc<SessionConfig>, peer: &str, input: &[u8]) -> Run {
         return whole;
     }
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
-    assert_eq!(run_chunks(cfg.clone(), peer, &bytes), whole, "byte-by-byte differs");
+    assert_eq!(
+        run_chunks(cfg.clone(), peer, &bytes),
+        whole,
+        "byte-by-byte differs"
+    );
     let mut seed = 0x9E3779B97F4A7C15u64;
     for _ in 0..20 {
         let mut parts = Vec::new();
@@ -119,7 +134,11 @@ fn run_all_ways(cfg: Arc<SessionConfig>, peer: &str, input: &[u8]) -> Run {
             parts.push(&rest[..n]);
             rest = &rest[n..];
         }
-        assert_eq!(run_chunks(cfg.clone(), peer, &parts), whole, "random split differs");
+        assert_eq!(
+            run_chunks(cfg.clone(), peer, &parts),
+            whole,
+            "random split differs"
+        );
     }
     whole
 }
@@ -147,15 +166,31 @@ fn a_plain_transaction() {
     // Dot-unstuffed, ends with the CRLF before the final dot.
     assert_eq!(r.messages[0].2, b"Subject: x\r\n\r\n.dot\r\nbody\r\n");
     assert!(r.replies.iter().any(|l| l == "250 2.0.0 Ok: queued as ID"));
-    assert_eq!(r.replies.last().unwrap(), "221 2.0.0 mx.example.test closing connection");
+    assert_eq!(
+        r.replies.last().unwrap(),
+        "221 2.0.0 mx.example.test closing connection"
+    );
     assert!(r.closed);
 }
 
 #[test]
 fn ehlo_lists_extensions_and_size() {
     let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\n");
-    for ext in ["250-PIPELINING", "250-SIZE 100000", "250-8BITMIME", "250-SMTPUTF8", "250-ENHANCEDSTATUSCODES", "250-CHUNKING", "250-DSN", "250 STARTTLS"] {
-        assert!(r.replies.iter().any(|l| l == ext), "{ext} missing: {:?}", r.replies);
+    for ext in [
+        "250-PIPELINING",
+        "250-SIZE 100000",
+        "250-8BITMIME",
+        "250-SMTPUTF8",
+        "250-ENHANCEDSTATUSCODES",
+        "250-CHUNKING",
+        "250-DSN",
+        "250 STARTTLS",
+    ] {
+        assert!(
+            r.replies.iter().any(|l| l == ext),
+            "{ext} missing: {:?}",
+            r.replies
+        );
     }
     let r = run_all_ways(smtp(), OUTSIDE, b"HELO c.test\r\n");
     assert_eq!(r.replies, vec!["250 mx.example.test"]);
@@ -165,7 +200,12 @@ fn ehlo_lists_extensions_and_size() {
 fn misc_commands() {
     let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nVRFY u\r\nEXPN list\r\nHELP\r\nNOOP\r\nRSET\r\nAUTH PLAIN\r\nETRN x.test\r\nFOO\r\n");
     let tail: Vec<_> = codes(&r).into_iter().skip(9).collect();
-    assert_eq!(tail, vec!["252", "502", "214", "250", "250", "502", "502", "500"], "{:?}", r.replies);
+    assert_eq!(
+        tail,
+        vec!["252", "502", "214", "250", "250", "502", "502", "500"],
+        "{:?}",
+        r.replies
+    );
 }
 
 #[test]
@@ -173,7 +213,12 @@ fn sequence_errors() {
     let r = run_all_ways(smtp(), OUTSIDE, b"MAIL FROM:<a@b.test>\r\nEHLO c.test\r\nRCPT TO:<u@example.test>\r\nDATA\r\nMAIL FROM:<a@b.test>\r\nMAIL FROM:<a@b.test>\r\nDATA\r\n");
     let c = codes(&r);
     assert_eq!(c[0], "503");
-    assert_eq!(&c[10..], ["503", "503", "250", "503", "554"], "{:?}", r.replies);
+    assert_eq!(
+        &c[10..],
+        ["503", "503", "250", "503", "554"],
+        "{:?}",
+        r.replies
+    );
 }
 
 #[test]
@@ -204,7 +249,12 @@ fn anti_relay_table() {
     for (peer, rcpt, want) in cases {
         let input = format!("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<{rcpt}>\r\n");
         let r = run_all_ways(smtp(), peer, input.as_bytes());
-        assert_eq!(codes(&r).last().copied(), Some(*want), "{peer} -> {rcpt}: {:?}", r.replies);
+        assert_eq!(
+            codes(&r).last().copied(),
+            Some(*want),
+            "{peer} -> {rcpt}: {:?}",
+            r.replies
+        );
     }
 }
 
@@ -241,12 +291,26 @@ fn smuggling_variants_never_make_a_second_message() {
             assert!(String::from_utf8_lossy(&r.messages[0].2).contains("smuggled"));
         } else {
             assert!(r.messages.is_empty(), "{fake:?} produced {:?}", r.messages);
-            assert!(r.replies.iter().any(|l| l.starts_with("550 5.5.2")), "{fake:?}: {:?}", r.replies);
+            assert!(
+                r.replies.iter().any(|l| l.starts_with("550 5.5.2")),
+                "{fake:?}: {:?}",
+                r.replies
+            );
         }
         // The smuggled MAIL FROM never ran as a command: exactly one
         // "Sender OK" (ours) in the transcript.
-        assert_eq!(r.replies.iter().filter(|l| l.contains("Sender OK")).count(), 1, "{fake:?}: {:?}", r.replies);
-        assert_eq!(r.replies.last().map(|l| &l[..3]), Some("250"), "NOOP after the real end: {:?}", r.replies);
+        assert_eq!(
+            r.replies.iter().filter(|l| l.contains("Sender OK")).count(),
+            1,
+            "{fake:?}: {:?}",
+            r.replies
+        );
+        assert_eq!(
+            r.replies.last().map(|l| &l[..3]),
+            Some("250"),
+            "NOOP after the real end: {:?}",
+            r.replies
+        );
     }
 }
 
@@ -260,12 +324,23 @@ fn normalize_policy_turns_bare_newlines_into_crlf_in_one_message() {
 
 #[test]
 fn starttls_discards_pipelined_commands() {
-    let r = run_chunks(smtp(), OUTSIDE, &[b"EHLO c.test\r\nSTARTTLS\r\nMAIL FROM:<x@b.test>\r\nRCPT TO:<u@example.test>\r\n", b"MAIL FROM:<y@b.test>\r\n"]);
+    let r = run_chunks(
+        smtp(),
+        OUTSIDE,
+        &[
+            b"EHLO c.test\r\nSTARTTLS\r\nMAIL FROM:<x@b.test>\r\nRCPT TO:<u@example.test>\r\n",
+            b"MAIL FROM:<y@b.test>\r\n",
+        ],
+    );
     assert!(r.starttls);
     let c = codes(&r);
     // EHLO lines, 220, then MAIL needs a new EHLO after TLS: 503.
     assert_eq!(c.iter().filter(|c| **c == "220").count(), 1);
-    assert!(!r.replies.iter().any(|l| l.contains("Sender OK")), "{:?}", r.replies);
+    assert!(
+        !r.replies.iter().any(|l| l.contains("Sender OK")),
+        "{:?}",
+        r.replies
+    );
     assert_eq!(c.last(), Some(&"503"));
 }
 
@@ -273,32 +348,70 @@ fn starttls_discards_pipelined_commands() {
 fn starttls_rules() {
     let r = run_chunks(smtp(), OUTSIDE, &[b"STARTTLS\r\n"]);
     assert_eq!(codes(&r), vec!["503"]);
-    let r = run_chunks(smtp(), OUTSIDE, &[b"EHLO c.test\r\nSTARTTLS\r\n", b"EHLO c.test\r\nSTARTTLS\r\n"]);
+    let r = run_chunks(
+        smtp(),
+        OUTSIDE,
+        &[
+            b"EHLO c.test\r\nSTARTTLS\r\n",
+            b"EHLO c.test\r\nSTARTTLS\r\n",
+        ],
+    );
     assert_eq!(codes(&r).last(), Some(&"503"));
-    assert!(!r.replies.iter().any(|l| l == "250 STARTTLS" || l == "250-STARTTLS") || r.replies.iter().filter(|l| l.contains("STARTTLS")).count() == 1);
+    assert!(
+        !r.replies
+            .iter()
+            .any(|l| l == "250 STARTTLS" || l == "250-STARTTLS")
+            || r.replies.iter().filter(|l| l.contains("STARTTLS")).count() == 1
+    );
 }
 
 #[test]
 fn submission_needs_tls_before_mail() {
     let cfg = config(Role::Submission, BareNewline::Reject);
-    let r = run_chunks(cfg.clone(), OUTSIDE, &[b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n"]);
-    assert_eq!(r.replies.last().unwrap(), "530 5.7.0 Must issue a STARTTLS command first");
-    let r = run_chunks(cfg, OUTSIDE, &[b"EHLO c.test\r\nSTARTTLS\r\n", b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n"]);
+    let r = run_chunks(
+        cfg.clone(),
+        OUTSIDE,
+        &[b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n"],
+    );
+    assert_eq!(
+        r.replies.last().unwrap(),
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+    let r = run_chunks(
+        cfg,
+        OUTSIDE,
+        &[
+            b"EHLO c.test\r\nSTARTTLS\r\n",
+            b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n",
+        ],
+    );
     assert_eq!(r.replies.last().unwrap(), "250 2.1.0 Sender OK");
 }
 
 #[test]
 fn size_limits() {
-    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=100001\r\nMAIL FROM:<a@b.test> SIZE=100000\r\n");
+    let r = run_all_ways(
+        smtp(),
+        OUTSIDE,
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=100001\r\nMAIL FROM:<a@b.test> SIZE=100000\r\n",
+    );
     assert_eq!(&codes(&r)[9..], ["552", "250"]);
-    let mut input = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n".to_vec();
+    let mut input =
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n".to_vec();
     for _ in 0..2000 {
-        input.extend_from_slice(b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n");
+        input.extend_from_slice(
+            b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
+        );
     }
     input.extend_from_slice(b".\r\nNOOP\r\n");
     let r = run_all_ways(smtp(), OUTSIDE, &input);
     assert!(r.messages.is_empty());
-    assert_eq!(&codes(&r)[r.replies.len() - 2..], ["552", "250"], "{:?}", r.replies);
+    assert_eq!(
+        &codes(&r)[r.replies.len() - 2..],
+        ["552", "250"],
+        "{:?}",
+        r.replies
+    );
 }
 
 #[test]
@@ -309,7 +422,13 @@ fn too_many_recipients_get_452() {
     }
     let r = run_all_ways(smtp(), OUTSIDE, &input);
     assert_eq!(r.replies.last().unwrap(), "452 4.5.3 Too many recipients");
-    assert_eq!(r.replies.iter().filter(|l| l.starts_with("250 2.1.5")).count(), 100);
+    assert_eq!(
+        r.replies
+            .iter()
+            .filter(|l| l.starts_with("250 2.1.5"))
+            .count(),
+        100
+    );
 }
 
 #[test]
@@ -322,13 +441,20 @@ fn long_lines_and_error_limit() {
 
     let r = run_all_ways(smtp(), OUTSIDE, &b"BOGUS\r\n".repeat(12));
     assert_eq!(codes(&r).len(), 11);
-    assert_eq!(r.replies.last().unwrap(), "421 4.7.0 mx.example.test Too many errors, closing connection");
+    assert_eq!(
+        r.replies.last().unwrap(),
+        "421 4.7.0 mx.example.test Too many errors, closing connection"
+    );
     assert!(r.closed);
 }
 
 #[test]
 fn bare_cr_in_a_command_is_refused() {
-    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\rMAIL FROM:<a@b.test>\r\nNOOP\r\n");
+    let r = run_all_ways(
+        smtp(),
+        OUTSIDE,
+        b"EHLO c.test\rMAIL FROM:<a@b.test>\r\nNOOP\r\n",
+    );
     assert_eq!(codes(&r), vec!["500", "250"]);
 }
 
@@ -341,7 +467,11 @@ fn bdat_chunks_and_last() {
     );
     assert_eq!(r.messages.len(), 1);
     assert_eq!(r.messages[0].2, b"Subject: x\r\n\r\nbody\r\n");
-    assert!(r.replies.iter().any(|l| l == "250 2.0.0 12 octets received"));
+    assert!(
+        r.replies
+            .iter()
+            .any(|l| l == "250 2.0.0 12 octets received")
+    );
     assert_eq!(codes(&r).last(), Some(&"250"));
 }
 
@@ -349,21 +479,40 @@ fn bdat_chunks_and_last() {
 /// content can never run as commands.
 #[test]
 fn refused_bdat_content_is_not_executed() {
-    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nBDAT 25 LAST\r\nMAIL FROM:<evil@b.test>\r\nNOOP\r\n");
-    assert!(!r.replies.iter().any(|l| l.contains("Sender OK")), "{:?}", r.replies);
+    let r = run_all_ways(
+        smtp(),
+        OUTSIDE,
+        b"EHLO c.test\r\nBDAT 25 LAST\r\nMAIL FROM:<evil@b.test>\r\nNOOP\r\n",
+    );
+    assert!(
+        !r.replies.iter().any(|l| l.contains("Sender OK")),
+        "{:?}",
+        r.replies
+    );
     assert_eq!(&codes(&r)[9..], ["503", "250"]);
-    let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nBDAT 200000 LAST\r\n");
+    let r = run_all_ways(
+        smtp(),
+        OUTSIDE,
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nBDAT 200000 LAST\r\n",
+    );
     assert!(r.messages.is_empty());
 }
 
 #[test]
 fn bdat_over_the_size_limit_gets_552_after_the_chunk() {
-    let mut input = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nBDAT 100001 LAST\r\n".to_vec();
+    let mut input =
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nBDAT 100001 LAST\r\n"
+            .to_vec();
     input.extend_from_slice(&vec![b'x'; 100_001]);
     input.extend_from_slice(b"NOOP\r\n");
     let r = run_chunks(smtp(), OUTSIDE, &[&input]);
     assert!(r.messages.is_empty());
-    assert_eq!(&codes(&r)[r.replies.len() - 2..], ["552", "250"], "{:?}", r.replies);
+    assert_eq!(
+        &codes(&r)[r.replies.len() - 2..],
+        ["552", "250"],
+        "{:?}",
+        r.replies
+    );
 }
 
 #[test]
@@ -383,7 +532,10 @@ fn dsn_parameters_are_kept() {
     assert_eq!(msg.envid.as_deref(), Some("QQ+314159"));
     let n = msg.recipients[0].notify;
     assert!(n.success && n.delay && !n.failure && !n.never && n.explicit);
-    assert_eq!(msg.recipients[0].orcpt.as_deref(), Some("rfc822;orig+x@example.test"));
+    assert_eq!(
+        msg.recipients[0].orcpt.as_deref(),
+        Some("rfc822;orig+x@example.test")
+    );
 }
 
 #[test]
@@ -407,5 +559,8 @@ fn shutdown_answers_421_to_the_next_command() {
     s.begin_shutdown();
     s.feed(b"NOOP\r\n");
     assert!(matches!(s.step(&mut out), Event::Close));
-    assert!(String::from_utf8_lossy(&out).ends_with("421 4.3.2 mx.example.test Service shutting down, closing connection\r\n"));
+    assert!(
+        String::from_utf8_lossy(&out)
+            .ends_with("421 4.3.2 mx.example.test Service shutting down, closing connection\r\n")
+    );
 }
