@@ -210,6 +210,7 @@ fn section(s: &mut Sections, key: &str, value: toml::Value, c: &mut Checker) {
         "limits" => s.limits = take(key, value, c),
         "smtp" => s.smtp = take(key, value, c),
         "log" => s.log = take(key, value, c),
+        "verify" => s.verify = take(key, value, c),
         other => c.problems.push(Problem {
             key: other.to_string(),
             message: format!("unknown key {other:?}"),

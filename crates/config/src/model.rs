@@ -64,6 +64,12 @@ pub struct DnsFile {
 pub struct DeliveryFile {
     /// `port`: the port MX hosts are contacted on (default 25).
     pub port: Option<u16>,
+    /// `max_concurrent`: messages in delivery at once (default 50).
+    pub max_concurrent: Option<u32>,
+    /// `per_domain`: concurrent sessions to one destination domain (default 10).
+    pub per_domain: Option<u32>,
+    /// `connect_timeout`: TCP connect to a mail host (default `"30s"`).
+    pub connect_timeout: Option<String>,
 }
 
 /// `[queue]`: retry schedule and lifetime.
@@ -165,6 +171,34 @@ pub struct SmtpFile {
     pub bare_newline: Option<String>,
     /// `banner`: text after the hostname in the 220 greeting.
     pub banner: Option<String>,
+}
+
+/// `[verify]`: SPF, DKIM, DMARC and ARC checks of mail arriving on `smtp`
+/// listeners, and what their verdict does.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyFile {
+    /// `enabled`: verify every message on `smtp` listeners (default true).
+    pub enabled: Option<bool>,
+    /// `skip_trusted`: no verification for clients in
+    /// `relay.trusted_networks` (default true).
+    pub skip_trusted: Option<bool>,
+    /// `dmarc_reject`: refuse a DMARC failure under `p=reject` with
+    /// 550 5.7.1 (default true); false handles it like `p=quarantine`.
+    pub dmarc_reject: Option<bool>,
+    /// `dmarc_quarantine`: a DMARC failure under `p=quarantine` is `tag`ged
+    /// with a header (default) or `reject`ed.
+    pub dmarc_quarantine: Option<String>,
+    /// `spf_fail`: an SPF `fail` is only `record`ed (default; DMARC decides)
+    /// or `reject`ed at MAIL FROM with 550 5.7.23.
+    pub spf_fail: Option<String>,
+    /// `exceptions`: domains (and their subdomains) or networks whose mail
+    /// verification never refuses or tags.
+    #[serde(default)]
+    pub exceptions: Vec<String>,
+    /// `timeout`: the longest all checks of one message may take (default
+    /// `"30s"`); then the message gets 451 4.7.0.
+    pub timeout: Option<String>,
 }
 
 /// `[log]`: logging.

@@ -103,6 +103,19 @@ pub struct Dns {
     pub timeout: Duration,
 }
 
+/// Outbound delivery settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Delivery {
+    /// The port MX hosts are contacted on.
+    pub port: u16,
+    /// Messages in delivery at once.
+    pub max_concurrent: u32,
+    /// Concurrent sessions per destination domain.
+    pub per_domain: u32,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+}
+
 /// Retry schedule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Queue {
@@ -181,6 +194,72 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
+/// What a DMARC failure under `p=quarantine` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DmarcQuarantine {
+    /// Accept and add `X-Portcullis-Quarantine: dmarc` for the mail store.
+    Tag,
+    /// Refuse with 550 5.7.1.
+    Reject,
+}
+
+/// What an SPF `fail` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpfFail {
+    /// Only record it (Authentication-Results, Received-SPF); DMARC decides.
+    Record,
+    /// Refuse the sender at MAIL FROM with 550 5.7.23 (RFC 7372).
+    Reject,
+}
+
+/// One `[verify] exceptions` entry: whose mail verification never refuses
+/// or tags.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum VerifyException {
+    /// A domain and its subdomains; it applies only when the client is
+    /// authenticated as that domain (see the `auth` crate).
+    Domain(Domain),
+    /// Clients in this network.
+    Network(IpNet),
+}
+
+/// Sender verification (`[verify]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Verify {
+    /// Verify mail on `smtp` listeners.
+    pub enabled: bool,
+    /// No verification for clients in trusted networks.
+    pub skip_trusted: bool,
+    /// Refuse DMARC failures under `p=reject`.
+    pub dmarc_reject: bool,
+    /// What a DMARC failure under `p=quarantine` does.
+    pub dmarc_quarantine: DmarcQuarantine,
+    /// What an SPF `fail` does.
+    pub spf_fail: SpfFail,
+    /// Senders and clients whose mail is never refused or tagged.
+    pub exceptions: Vec<VerifyException>,
+    /// Bound on the checks of one message.
+    pub timeout: Duration,
+}
+
+impl Default for Verify {
+    /// The defaults of the reference configuration.
+    fn default() -> Verify {
+        Verify {
+            enabled: true,
+            skip_trusted: true,
+            dmarc_reject: true,
+            dmarc_quarantine: DmarcQuarantine::Tag,
+            spf_fail: SpfFail::Record,
+            exceptions: Vec::new(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -208,8 +287,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// DNS.
     pub dns: Dns,
-    /// Outbound SMTP port.
-    pub delivery_port: u16,
+    /// Outbound delivery.
+    pub delivery: Delivery,
     /// Queue schedule.
     pub queue: Queue,
     /// MTA-STS policy fetch port.
@@ -224,6 +303,8 @@ pub struct Config {
     pub limits: Limits,
     /// Bare newline policy.
     pub bare_newline: BareNewline,
+    /// Sender verification.
+    pub verify: Verify,
     /// Text after the hostname in the greeting.
     pub banner: String,
     /// Log format.

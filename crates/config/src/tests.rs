@@ -162,3 +162,63 @@ fn next_hops() {
         assert!(parse_next_hop(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn verify_defaults_and_values() {
+    let d = ok("").verify;
+    assert_eq!(d, Verify::default());
+    assert!(d.enabled && d.skip_trusted && d.dmarc_reject);
+    assert_eq!(d.dmarc_quarantine, DmarcQuarantine::Tag);
+    assert_eq!(d.spf_fail, SpfFail::Record);
+    assert_eq!(d.timeout, Duration::from_secs(30));
+
+    let v = ok(r#"
+[verify]
+enabled = true
+skip_trusted = false
+dmarc_reject = false
+dmarc_quarantine = "reject"
+spf_fail = "reject"
+exceptions = ["Forwarder.Example", ".lists.example", "192.0.2.0/24", "2001:db8::1"]
+timeout = "5s"
+"#)
+    .verify;
+    assert!(!v.skip_trusted && !v.dmarc_reject);
+    assert_eq!(v.dmarc_quarantine, DmarcQuarantine::Reject);
+    assert_eq!(v.spf_fail, SpfFail::Reject);
+    assert_eq!(v.timeout, Duration::from_secs(5));
+    assert_eq!(
+        v.exceptions,
+        vec![
+            VerifyException::Domain(Domain::parse("forwarder.example").unwrap()),
+            VerifyException::Domain(Domain::parse("lists.example").unwrap()),
+            VerifyException::Network("192.0.2.0/24".parse().unwrap()),
+            VerifyException::Network("2001:db8::1/128".parse().unwrap()),
+        ]
+    );
+}
+
+#[test]
+fn verify_errors_are_reported_with_key_and_line() {
+    let found = issues(
+        "[verify]\n\
+dmarc_quarantine = \"drop\"\n\
+spf_fail = \"bounce\"\n\
+exceptions = [\"ok.example\", \"bad..example\", \"0.0.0.0/0\"]\n\
+timeout = \"0s\"\n\
+skip = true\n",
+    );
+    let keys: Vec<_> = found.iter().map(|i| (i.key.as_str(), i.line)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("verify.dmarc_quarantine", Some(2)),
+            ("verify.spf_fail", Some(3)),
+            ("verify.exceptions[1]", Some(4)),
+            ("verify.exceptions[2]", Some(4)),
+            ("verify.timeout", Some(5)),
+            ("verify.skip", Some(6)),
+        ],
+        "{found:#?}"
+    );
+}

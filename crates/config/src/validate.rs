@@ -94,6 +94,8 @@ pub struct Sections {
     pub smtp: SmtpFile,
     /// `[log]`.
     pub log: LogFile,
+    /// `[verify]`.
+    pub verify: VerifyFile,
 }
 
 /// Turns the sections into the runtime config, recording every problem.
@@ -407,6 +409,7 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
             BareNewline::Reject
         }
     };
+    let verify = build_verify(&s.verify, c);
     let log_format = match s.log.format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
@@ -427,7 +430,16 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
         relay,
         routes,
         dns,
-        delivery_port: s.delivery.port.unwrap_or(25),
+        delivery: Delivery {
+            port: s.delivery.port.unwrap_or(25),
+            max_concurrent: positive(c, "delivery.max_concurrent", s.delivery.max_concurrent, 50),
+            per_domain: positive(c, "delivery.per_domain", s.delivery.per_domain, 10),
+            connect_timeout: c.duration(
+                "delivery.connect_timeout",
+                &s.delivery.connect_timeout,
+                Duration::from_secs(30),
+            ),
+        },
         queue,
         mta_sts_https_port: s.mta_sts.https_port.unwrap_or(443),
         tlsrpt,
@@ -435,9 +447,77 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
         admin,
         limits,
         bare_newline,
+        verify,
         banner: s.smtp.banner.unwrap_or_else(|| "ESMTP Portcullis".into()),
         log_format,
         log_level: s.log.level.unwrap_or_else(|| "info".into()),
+    }
+}
+
+/// `[verify]`: every value checked, defaults from [`Verify::default`].
+fn build_verify(v: &VerifyFile, c: &mut Checker) -> Verify {
+    let defaults = Verify::default();
+    let dmarc_quarantine = match v.dmarc_quarantine.as_deref() {
+        None | Some("tag") => DmarcQuarantine::Tag,
+        Some("reject") => DmarcQuarantine::Reject,
+        Some(other) => {
+            c.fail(
+                "verify.dmarc_quarantine",
+                format!("{other:?} is not \"tag\" or \"reject\""),
+            );
+            defaults.dmarc_quarantine
+        }
+    };
+    let spf_fail = match v.spf_fail.as_deref() {
+        None | Some("record") => SpfFail::Record,
+        Some("reject") => SpfFail::Reject,
+        Some(other) => {
+            c.fail(
+                "verify.spf_fail",
+                format!("{other:?} is not \"record\" or \"reject\""),
+            );
+            defaults.spf_fail
+        }
+    };
+    let exceptions = v
+        .exceptions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            if let Some(net) = parse_network(e) {
+                if net.prefix_len() == 0 {
+                    c.fail(
+                        format!("verify.exceptions[{i}]"),
+                        "a /0 network would switch verification off for everyone",
+                    );
+                    return None;
+                }
+                return Some(VerifyException::Network(net));
+            }
+            match Domain::parse(e.strip_prefix('.').unwrap_or(e)) {
+                Ok(d) => Some(VerifyException::Domain(d)),
+                Err(err) => {
+                    c.fail(
+                        format!("verify.exceptions[{i}]"),
+                        format!("{e:?} is neither a domain nor a network: {err}"),
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    let timeout = c.duration("verify.timeout", &v.timeout, defaults.timeout);
+    if timeout.is_zero() {
+        c.fail("verify.timeout", "must be greater than zero");
+    }
+    Verify {
+        enabled: v.enabled.unwrap_or(defaults.enabled),
+        skip_trusted: v.skip_trusted.unwrap_or(defaults.skip_trusted),
+        dmarc_reject: v.dmarc_reject.unwrap_or(defaults.dmarc_reject),
+        dmarc_quarantine,
+        spf_fail,
+        exceptions,
+        timeout,
     }
 }
 

@@ -12,6 +12,10 @@
 //! never allowed to end a message (SMTP smuggling). Bytes pipelined behind
 //! STARTTLS are discarded, never executed (RFC 3207 §4.2, CVE-2011-0411).
 //! A client outside `trusted_networks` may only send to `accepted_domains`.
+//! Mail on `smtp` listeners is verified (SPF, DKIM, DMARC, ARC; RFC 7208,
+//! 6376, 7489, 8617) by the `auth` crate before the final reply, in the
+//! driver, so the session stays sans-IO: forged Authentication-Results
+//! with our authserv-id are removed (RFC 8601 §5) and ours added.
 //! Accepted mail is handed to the `queue` crate; we reply 250 only after it
 //! is on disk.
 
@@ -27,4 +31,4 @@ pub mod session;
 pub use metrics::InboundMetrics;
 pub use received::received_header;
 pub use server::{Inbound, ListenerHandle};
-pub use session::{Event, IncomingMessage, Session, SessionConfig};
+pub use session::{Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope};

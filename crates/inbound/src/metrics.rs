@@ -2,6 +2,7 @@
 //! Plain atomics: incrementing one is a single instruction on the hot path.
 
 use portcullis_admin::MetricsWriter;
+use portcullis_auth::{AuthResult, Disposition, Method};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// How a session ended.
@@ -65,15 +66,24 @@ pub enum RejectReason {
     TooManyRecipients,
     /// The store failed (451).
     Store,
+    /// DMARC failure refused (550 5.7.1).
+    Dmarc,
+    /// SPF failure refused (550 5.7.23), at MAIL FROM or after data.
+    Spf,
+    /// Verification could not finish (DNS): 451 4.7.x.
+    AuthTemporary,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 5] = [
+    const ALL: [RejectReason; 8] = [
         RejectReason::Size,
         RejectReason::BareNewline,
         RejectReason::Relay,
         RejectReason::TooManyRecipients,
         RejectReason::Store,
+        RejectReason::Dmarc,
+        RejectReason::Spf,
+        RejectReason::AuthTemporary,
     ];
 
     /// Label value.
@@ -84,6 +94,9 @@ impl RejectReason {
             RejectReason::Relay => "relay_denied",
             RejectReason::TooManyRecipients => "too_many_recipients",
             RejectReason::Store => "store_error",
+            RejectReason::Dmarc => "dmarc",
+            RejectReason::Spf => "spf",
+            RejectReason::AuthTemporary => "auth_temperror",
         }
     }
 }
@@ -108,7 +121,9 @@ pub struct InboundMetrics {
     sessions: [AtomicU64; 8],
     accepted: AtomicU64,
     accepted_bytes: AtomicU64,
-    rejected: [AtomicU64; 5],
+    rejected: [AtomicU64; 8],
+    auth_results: [[AtomicU64; 7]; 4],
+    auth_verdicts: [AtomicU64; 4],
     tls_ok: [AtomicU64; 2],
     tls_failed: AtomicU64,
     starttls_injection: AtomicU64,
@@ -150,6 +165,24 @@ impl InboundMetrics {
         if n > 0 {
             self.rejected[why as usize].fetch_add(n, Relaxed);
         }
+    }
+    /// One verification result (DKIM: one per signature).
+    pub fn auth_result(&self, method: Method, result: AuthResult) {
+        self.auth_results[method as usize][result as usize].fetch_add(1, Relaxed);
+    }
+    /// The verdict on one verified message.
+    pub fn auth_verdict(&self, disposition: &Disposition) {
+        let i = match disposition {
+            Disposition::Accept => 0,
+            Disposition::Quarantine => 1,
+            Disposition::Reject(_) => 2,
+            Disposition::TempFail(_) => 3,
+        };
+        self.auth_verdicts[i].fetch_add(1, Relaxed);
+    }
+    /// Messages verified so far with result `result` for `method`.
+    pub fn auth_results_total(&self, method: Method, result: AuthResult) -> u64 {
+        self.auth_results[method as usize][result as usize].load(Relaxed)
     }
     /// A TLS handshake succeeded with this version ("TLSv1.2"/"TLSv1.3").
     pub fn tls_ok(&self, version: &str) {
@@ -216,6 +249,27 @@ impl InboundMetrics {
                 "Messages or recipients refused, by reason.",
                 &[("reason", r.as_str())],
                 self.rejected[r as usize].load(Relaxed),
+            );
+        }
+        for m in Method::ALL {
+            for r in AuthResult::ALL {
+                w.counter(
+                    "portcullis_auth_results_total",
+                    "Verification results of inbound messages, by method and result (DKIM: per signature).",
+                    &[("method", m.as_str()), ("result", r.as_str())],
+                    self.auth_results[m as usize][r as usize].load(Relaxed),
+                );
+            }
+        }
+        for (i, v) in ["accept", "quarantine", "reject", "tempfail"]
+            .iter()
+            .enumerate()
+        {
+            w.counter(
+                "portcullis_auth_verdicts_total",
+                "Verified inbound messages, by verdict.",
+                &[("verdict", v)],
+                self.auth_verdicts[i].load(Relaxed),
             );
         }
         for (i, v) in ["TLSv1.2", "TLSv1.3"].iter().enumerate() {

@@ -5,11 +5,13 @@
 use crate::conn_limit::{ConnLimit, Refusal};
 use crate::metrics::{ConnRefusal, InboundMetrics, RejectReason, SessionOutcome};
 use crate::received::{TraceInfo, received_header};
-use crate::session::{Event, IncomingMessage, Session, SessionConfig};
-use portcullis_config::{Config, Role};
+use crate::session::{Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope};
+use portcullis_auth::{Disposition, Envelope as AuthEnvelope, Verifier};
+use portcullis_config::{Config, Role, SpfFail};
 use portcullis_queue::Queue;
 use portcullis_tls::{ServerTls, TlsInfo};
 use portcullis_types::{Clock, Envelope, QueueId, TlsSummary};
+use std::borrow::Cow;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub struct Inbound {
     clock: Arc<dyn Clock>,
     limits: ConnLimit,
     configs: Vec<(Role, Arc<SessionConfig>)>,
+    verifier: Option<Arc<Verifier>>,
     salt: u32,
     session_ids: AtomicU64,
 }
@@ -48,13 +51,16 @@ enum Flow {
 }
 
 impl Inbound {
-    /// Builds the service from the runtime config.
+    /// Builds the service from the runtime config. With a `verifier`, mail
+    /// on `smtp` listeners is verified as `[verify]` says; without one it
+    /// is not verified at all.
     pub fn new(
         config: &Config,
         queue: Queue,
         tls: Option<ServerTls>,
         metrics: Arc<InboundMetrics>,
         clock: Arc<dyn Clock>,
+        verifier: Option<Arc<Verifier>>,
     ) -> Arc<Inbound> {
         let configs = [Role::Smtp, Role::Submission, Role::Submissions]
             .into_iter()
@@ -69,6 +75,18 @@ impl Inbound {
                         relay: config.relay.clone(),
                         bare_newline: config.bare_newline,
                         tls_available: tls.is_some(),
+                        verify: match role {
+                            // Submission is authenticated mail from our own
+                            // users: only port 25 is verified.
+                            Role::Smtp if verifier.is_some() && config.verify.enabled => {
+                                VerifyScope {
+                                    enabled: true,
+                                    skip_trusted: config.verify.skip_trusted,
+                                    spf_at_mail: config.verify.spf_fail == SpfFail::Reject,
+                                }
+                            }
+                            _ => VerifyScope::default(),
+                        },
                     }),
                 )
             })
@@ -83,6 +101,7 @@ impl Inbound {
                 config.limits.max_connections_per_ip,
             ),
             configs,
+            verifier,
             salt: rand::random(),
             session_ids: AtomicU64::new(rand::random::<u32>() as u64),
         })
@@ -244,11 +263,18 @@ impl Inbound {
                     r = tcp.readable() => if r.is_err() { return Some(SessionOutcome::IoError) },
                 }
             }
-            // A non-blocking peek asks the kernel directly: tokio's own
-            // readiness may not have seen input that arrived with the
-            // connection, and `readable()` may wake spuriously.
+            // A non-blocking peek asks the kernel directly: with no pause,
+            // tokio's readiness may not have seen input that arrived with
+            // the connection. After `readable()`, go through `try_io` so a
+            // spurious wake-up clears tokio's readiness instead of spinning.
             let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 64];
-            match socket2::SockRef::from(&*tcp).peek(&mut probe) {
+            let mut peek = || socket2::SockRef::from(&*tcp).peek(&mut probe);
+            let peeked = if pause.is_zero() {
+                peek()
+            } else {
+                tcp.try_io(tokio::io::Interest::READABLE, peek)
+            };
+            match peeked {
                 Ok(0) => return Some(SessionOutcome::Disconnect),
                 Ok(n) => {
                     self.metrics.refused(ConnRefusal::Pregreet);
@@ -381,6 +407,7 @@ impl Inbound {
                     session.discard_input();
                     return Flow::StartTls;
                 }
+                Event::CheckSender(check) => self.check_sender(*check, session, out).await,
                 Event::Message(msg) => self.store(*msg, session, out).await,
                 Event::Close => {
                     let _ = self.write(stream, out, limits.0).await;
@@ -420,7 +447,41 @@ impl Inbound {
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
     }
 
-    /// Stores a complete message and answers: 250 only after the fsync.
+    /// SPF at MAIL FROM (`[verify] spf_fail = "reject"`): refuse a failing
+    /// sender before any data is sent.
+    async fn check_sender(&self, check: SenderCheck, session: &mut Session, out: &mut Vec<u8>) {
+        let Some(verifier) = &self.verifier else {
+            session.sender_checked(None, out);
+            return;
+        };
+        let envelope = AuthEnvelope {
+            client_ip: check.client_ip,
+            helo: &check.helo,
+            sender: &check.sender,
+        };
+        let verdict = verifier.check_sender(&envelope).await;
+        match &verdict.reply {
+            Some(reply) => {
+                let reason = if reply.is_permanent() {
+                    RejectReason::Spf
+                } else {
+                    RejectReason::AuthTemporary
+                };
+                self.metrics.rejected(reason, 1);
+                info!(from = %format_args!("<{}>", check.sender), spf = %verdict.spf.result, reply = %reply, "sender refused by SPF");
+            }
+            None => {
+                if let Some(exception) = &verdict.exception {
+                    info!(from = %format_args!("<{}>", check.sender), spf = %verdict.spf.result, %exception, "SPF result excused by an exception");
+                }
+            }
+        }
+        session.sender_checked(verdict.reply.as_ref(), out);
+    }
+
+    /// Verifies (when the session says so), stores a complete message and
+    /// answers: 250 only after the fsync; a refusal from verification
+    /// before anything is stored.
     async fn store(&self, msg: IncomingMessage, session: &mut Session, out: &mut Vec<u8>) {
         let now = self.clock.now();
         let millis = now
@@ -428,10 +489,72 @@ impl Inbound {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let id = QueueId::generate(millis, self.salt);
+        let hostname = session_hostname(session);
+        // The message is verified exactly as received: before our Received
+        // header and before anything is removed from it.
+        let verdict = match (&self.verifier, msg.verify) {
+            (Some(verifier), true) => {
+                let envelope = AuthEnvelope {
+                    client_ip: msg.client_ip,
+                    helo: &msg.helo,
+                    sender: &msg.sender,
+                };
+                Some(verifier.verify(&envelope, &msg.data).await)
+            }
+            _ => None,
+        };
+        if let Some(v) = &verdict {
+            for (method, result) in v.results.each() {
+                self.metrics.auth_result(method, result);
+            }
+            self.metrics.auth_verdict(&v.disposition);
+            // One line per message with every verdict.
+            info!(
+                queue_id = %id,
+                from = %format_args!("<{}>", msg.sender),
+                spf = %v.results.spf.result,
+                dkim = %v.results.dkim_summary(),
+                dmarc = %v.results.dmarc.result,
+                dmarc_policy = v.results.dmarc.policy.map(|p| p.as_str()),
+                header_from = %v.results.dmarc.from_domain,
+                arc = %v.results.arc.result,
+                verdict = v.disposition.as_str(),
+                exception = v.exception.as_deref(),
+                reply = v.disposition.reply().map(tracing::field::display),
+                "message verified"
+            );
+            if let Some(reply) = v.disposition.reply() {
+                let reason = match &v.disposition {
+                    Disposition::TempFail(_) => RejectReason::AuthTemporary,
+                    // RFC 7372: 5.7.23 is SPF's; every other refusal is DMARC's.
+                    Disposition::Reject(r) if r.enhanced == Some((5, 7, 23)) => RejectReason::Spf,
+                    _ => RejectReason::Dmarc,
+                };
+                self.metrics.rejected(reason, 1);
+                session.message_rejected(reply, out);
+                return;
+            }
+        }
+        // RFC 8601 §5: results that claim to be ours but come from outside
+        // are removed before ours are added (only for verified mail: the
+        // mail of trusted clients is passed on as it is).
+        let (auth_headers, data) = match verdict {
+            Some(v) => {
+                let data = match portcullis_auth::strip_forged(&msg.data, &hostname) {
+                    Some(stripped) => {
+                        debug!(queue_id = %id, "removed Authentication-Results claiming to be ours");
+                        Cow::Owned(stripped)
+                    }
+                    None => Cow::Borrowed(msg.data.as_slice()),
+                };
+                (v.headers, data)
+            }
+            None => (String::new(), Cow::Borrowed(msg.data.as_slice())),
+        };
         let header = received_header(&TraceInfo {
             helo: &msg.helo,
             client_ip: msg.client_ip,
-            hostname: &session_hostname(session),
+            hostname: &hostname,
             esmtp: msg.esmtp,
             tls: msg.tls.as_ref(),
             authenticated: false,
@@ -440,7 +563,7 @@ impl Inbound {
             recipients: &msg.recipients,
             now,
         });
-        let size = header.len() + msg.data.len();
+        let size = header.len() + auth_headers.len() + data.len();
         let envelope = Envelope {
             id,
             sender: msg.sender,
@@ -463,7 +586,10 @@ impl Inbound {
         let rcpts = envelope.recipients.len();
         match self
             .queue
-            .enqueue_parts(envelope, &[header.as_bytes(), &msg.data])
+            .enqueue_parts(
+                envelope,
+                &[header.as_bytes(), auth_headers.as_bytes(), &data],
+            )
             .await
         {
             Ok(()) => {

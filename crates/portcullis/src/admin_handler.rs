@@ -5,8 +5,8 @@ use portcullis_admin::{
     Handler, ListenerStatus, QueueDetail, QueueEntry, RecipientEntry, Request, Response,
     StatusReport,
 };
-use portcullis_queue::{QueueError, QueueRecord};
-use portcullis_types::QueueId;
+use portcullis_queue::QueueRecord;
+use portcullis_types::{Clock, QueueId, SystemClock};
 use std::sync::Arc;
 
 /// Answers admin requests.
@@ -90,29 +90,51 @@ impl Handler for AdminHandler {
                 Request::QueueShow { id } => {
                     let id = parse_id(&id)?;
                     let record = queue.get(id).map_err(|e| Response::error(e.to_string()))?;
-                    let message = queue.message(id).map_err(|e| Response::error(e.to_string()))?;
+                    let message = queue
+                        .message(id)
+                        .map_err(|e| Response::error(e.to_string()))?;
+                    let mut envelope = serde_json::to_value(&record.envelope).unwrap_or_default();
+                    // Every attempt with its per-recipient outcomes and replies.
+                    if let Some(obj) = envelope.as_object_mut() {
+                        obj.insert(
+                            "history".into(),
+                            serde_json::to_value(&record.history).unwrap_or_default(),
+                        );
+                        obj.insert(
+                            "recipient_states".into(),
+                            serde_json::to_value(&record.recipients).unwrap_or_default(),
+                        );
+                    }
                     Response::ok(&QueueDetail {
                         entry: entry(&record),
-                        envelope: serde_json::to_value(&record.envelope).unwrap_or_default(),
+                        envelope,
                         headers: headers_of(&message),
                     })
                 }
-                Request::QueueRetry { .. } => Response::error(
-                    "outbound delivery is not in this version yet: messages stay queued (see issue 4)",
-                ),
+                Request::QueueRetry { id } => {
+                    let id = id.as_deref().map(parse_id).transpose()?;
+                    let n = queue
+                        .retry_now(id, SystemClock.unix_secs())
+                        .await
+                        .map_err(|e| Response::error(e.to_string()))?;
+                    Response::ok(&serde_json::json!({ "scheduled": n }))
+                }
                 Request::QueueDelete { id, bounce } => {
-                    if bounce {
-                        return Err(Response::error("bounces are not in this version yet; delete without --bounce"));
-                    }
                     let id = parse_id(&id)?;
-                    match queue.remove(id).await {
-                        Ok(()) => {
-                            tracing::info!(queue_id = %id, "deleted by admin");
-                            Response::ok(&serde_json::json!({ "deleted": id.to_string() }))
-                        }
-                        Err(e @ QueueError::NotFound(_)) => Response::error(e.to_string()),
-                        Err(e) => Response::error(e.to_string()),
-                    }
+                    let s = &self.state;
+                    portcullis_queue::scheduler::delete(
+                        queue,
+                        &s.scheduler,
+                        &SystemClock,
+                        &s.queue_metrics,
+                        id,
+                        bounce,
+                    )
+                    .await
+                    .map_err(|e| Response::error(e.to_string()))?;
+                    Response::ok(
+                        &serde_json::json!({ "deleted": id.to_string(), "bounced": bounce }),
+                    )
                 }
             })
         }

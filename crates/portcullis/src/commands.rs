@@ -93,7 +93,12 @@ fn effective(c: &Config) -> String {
                 .join(", ")
         },
     );
-    line("delivery.port", c.delivery_port.to_string());
+    line("delivery.port", c.delivery.port.to_string());
+    line(
+        "delivery.max_concurrent",
+        c.delivery.max_concurrent.to_string(),
+    );
+    line("delivery.per_domain", c.delivery.per_domain.to_string());
     line(
         "queue.retry",
         c.queue

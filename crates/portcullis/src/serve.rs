@@ -6,11 +6,13 @@ use crate::logging;
 use anyhow::{Context, Result};
 use portcullis_admin::MetricsWriter;
 use portcullis_config::{Config, LogFormat};
+use portcullis_delivery::{Deliverer, DeliveryMetrics, TcpConnector, Timeouts};
+use portcullis_dns::HickoryResolver;
 use portcullis_inbound::{Inbound, InboundMetrics, ListenerHandle};
-use portcullis_queue::Queue;
+use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
 use portcullis_store::Store;
 use portcullis_tls::ServerTls;
-use portcullis_types::SystemClock;
+use portcullis_types::{Clock, SystemClock};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,6 +70,12 @@ pub struct ServerState {
     pub store: Store,
     /// Inbound counters.
     pub metrics: Arc<InboundMetrics>,
+    /// Scheduler counters.
+    pub queue_metrics: Arc<QueueMetrics>,
+    /// Delivery counters.
+    pub delivery_metrics: Arc<DeliveryMetrics>,
+    /// Retry schedule and DSN settings (admin delete --bounce uses them).
+    pub scheduler: Arc<SchedulerSettings>,
     /// Bound listeners.
     pub listeners: Vec<ListenerHandle>,
     /// When the server started.
@@ -124,6 +132,43 @@ async fn run(config: Config) -> Result<()> {
         None => None,
     };
 
+    let resolver = HickoryResolver::new(&config.dns.nameservers, config.dns.timeout)
+        .map_err(|e| anyhow::anyhow!("building the DNS resolver from [dns]: {e}"))?;
+    let client_tls = portcullis_tls::ClientTls::new(&config.tls.extra_roots)
+        .context("loading [tls] extra_roots")?;
+    let delivery_metrics = Arc::new(DeliveryMetrics::default());
+    let deliverer = Arc::new(Deliverer::new(
+        resolver.clone(),
+        TcpConnector {
+            timeout: config.delivery.connect_timeout,
+        },
+        config.routes.clone(),
+        config.relay.accepted_domains.clone(),
+        config.delivery.port,
+        config.hostname.clone(),
+        client_tls,
+        Timeouts::default(),
+        config.delivery.per_domain as usize,
+        delivery_metrics.clone(),
+    ));
+    let queue_metrics = Arc::new(QueueMetrics::default());
+    let scheduler = Arc::new(SchedulerSettings {
+        hostname: config.hostname.clone(),
+        retry: config.queue.retry.clone(),
+        max_age: config.queue.max_age,
+        delay_warning: config.queue.delay_warning,
+        max_concurrent: config.delivery.max_concurrent as usize,
+    });
+
+    // Sender verification shares the one resolver (and its cache): mail-auth
+    // verifies through it, so `[dns]` governs every lookup.
+    let verifier = config.verify.enabled.then(|| {
+        Arc::new(portcullis_auth::Verifier::new(
+            &resolver,
+            &config.hostname,
+            config.verify.clone(),
+        ))
+    });
     let metrics = Arc::new(InboundMetrics::default());
     let inbound = Inbound::new(
         &config,
@@ -131,6 +176,7 @@ async fn run(config: Config) -> Result<()> {
         Some(tls.clone()),
         metrics.clone(),
         Arc::new(SystemClock),
+        verifier,
     );
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
@@ -142,8 +188,19 @@ async fn run(config: Config) -> Result<()> {
         queue: queue.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
+        queue_metrics: queue_metrics.clone(),
+        delivery_metrics: delivery_metrics.clone(),
+        scheduler: scheduler.clone(),
         started,
     });
+    services.spawn(portcullis_queue::scheduler::run(
+        queue.clone(),
+        deliverer,
+        scheduler,
+        Arc::new(SystemClock),
+        queue_metrics,
+        shutdown.clone(),
+    ));
 
     for (listener, handle) in bound {
         info!(address = %handle.local_addr, role = handle.role.as_str(), "listening");
@@ -231,6 +288,51 @@ fn render_metrics(state: &ServerState) -> String {
         "Messages in the queue.",
         &[],
         state.queue.len(),
+    );
+    let oldest = state
+        .queue
+        .oldest_millis()
+        .map(|ms| (SystemClock.unix_secs() * 1000).saturating_sub(ms) / 1000)
+        .unwrap_or(0);
+    w.gauge(
+        "portcullis_queue_oldest_message_age_seconds",
+        "Age of the oldest queued message.",
+        &[],
+        oldest,
+    );
+    let (delivered, deferred, failed) = state.delivery_metrics.outcomes();
+    for (outcome, n) in [
+        ("delivered", delivered),
+        ("deferred", deferred),
+        ("failed", failed),
+    ] {
+        w.counter(
+            "portcullis_deliveries_total",
+            "Recipient delivery outcomes.",
+            &[("outcome", outcome)],
+            n,
+        );
+    }
+    for (mx, result, n) in state.delivery_metrics.attempts() {
+        w.counter(
+            "portcullis_delivery_attempts_by_mx_total",
+            "Connection attempts by MX host and result.",
+            &[("mx", &mx), ("result", result)],
+            n,
+        );
+    }
+    let q = &state.queue_metrics;
+    w.counter(
+        "portcullis_delivery_attempts_total",
+        "Message delivery attempts started.",
+        &[],
+        q.attempts.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    w.counter(
+        "portcullis_dsns_total",
+        "Delivery status notifications queued.",
+        &[],
+        q.dsns.load(std::sync::atomic::Ordering::Relaxed),
     );
     w.counter(
         "portcullis_store_commits_total",

@@ -1,11 +1,14 @@
 //! The durable delivery queue.
 //!
 //! This crate decides *when* mail is delivered; it never opens a network
-//! connection (the `delivery` crate implements [`Deliver`] later and the
-//! binary injects it). For now it owns acceptance: [`Queue::enqueue`]
-//! writes the message and its envelope to the store and returns only once
-//! they are fsynced (RFC 5321 §6.1: once we say 250, the message is our
-//! responsibility; DESIGN.md: kill -9 loses nothing acknowledged).
+//! connection (the `delivery` crate implements [`Deliver`] and the binary
+//! injects it). [`Queue::enqueue`] writes the message and its envelope to
+//! the store and returns only once they are fsynced (RFC 5321 §6.1: once we
+//! say 250, the message is our responsibility; DESIGN.md: kill -9 loses
+//! nothing acknowledged). The [`scheduler`] runs attempts, records each one
+//! (and the next retry time) durably *before* connecting, keeps delivered
+//! recipients from ever being delivered again, and bounces with RFC 3464
+//! DSNs ([`dsn`]) on permanent failure or expiry.
 //!
 //! Layout: `queue.records` maps the 8-byte queue id to a JSON
 //! [`QueueRecord`]; `queue.bodies` maps id ‖ chunk number to at most
@@ -15,14 +18,23 @@
 
 #![forbid(unsafe_code)]
 
+mod deliver;
+pub mod dsn;
 mod record;
+pub mod schedule;
+pub mod scheduler;
 
-pub use record::{QueueRecord, RecipientState, RecipientStatus};
+pub use deliver::{Deliver, DeliveryJob, RecipientOutcome, RecipientResult};
+pub use record::{Attempt, HISTORY_LIMIT, QueueRecord, RecipientState, RecipientStatus};
+pub use scheduler::{QueueMetrics, SchedulerSettings};
 
 use portcullis_store::{MAX_VALUE, Store, StoreError, Tree, TreeName};
 use portcullis_types::{Envelope, QueueId};
-use std::sync::Arc;
+use schedule::DueIndex;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// Errors of the queue.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,6 +55,27 @@ pub struct Queue {
     records: Tree,
     bodies: Tree,
     size: Arc<AtomicU64>,
+    index: Arc<Mutex<Index>>,
+    kick: Arc<Notify>,
+}
+
+/// The in-memory due-index, rebuilt from the records at open.
+#[derive(Default)]
+struct Index {
+    by_due: DueIndex,
+    due_of: HashMap<QueueId, u64>,
+}
+
+impl Index {
+    fn set(&mut self, id: QueueId, due: Option<u64>) {
+        if let Some(old) = self.due_of.remove(&id) {
+            self.by_due.remove(&(old, id));
+        }
+        if let Some(due) = due {
+            self.by_due.insert((due, id));
+            self.due_of.insert(id, due);
+        }
+    }
 }
 
 impl Queue {
@@ -56,7 +89,12 @@ impl Queue {
             size: Arc::new(AtomicU64::new(records.len() as u64)),
             records,
             bodies,
+            index: Arc::new(Mutex::new(Index::default())),
+            kick: Arc::new(Notify::new()),
         };
+        for record in queue.list()? {
+            queue.reindex(&record);
+        }
         let swept = queue.sweep_orphans()?;
         if swept > 0 {
             tracing::warn!(
@@ -122,7 +160,68 @@ impl Queue {
             .map_err(StoreError::from)?;
         self.store.commit().await?;
         self.size.fetch_add(1, Ordering::Relaxed);
+        self.reindex(&record);
+        self.kick.notify_one();
         Ok(())
+    }
+
+    fn reindex(&self, record: &QueueRecord) {
+        let due = (!record.is_finished()).then_some(record.next_attempt);
+        self.index_lock().set(record.envelope.id, due);
+    }
+
+    fn index_lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes a changed record durably and updates the due-index.
+    pub async fn update(&self, record: &QueueRecord) -> Result<(), QueueError> {
+        self.records
+            .insert(record.envelope.id.to_bytes(), record.encode())
+            .map_err(StoreError::from)?;
+        self.store.commit().await?;
+        self.reindex(record);
+        Ok(())
+    }
+
+    /// Runs `f` over the due-index (for the scheduler's pure functions).
+    pub fn with_index<T>(&self, f: impl FnOnce(&DueIndex) -> T) -> T {
+        f(&self.index_lock().by_due)
+    }
+
+    /// Wakes the scheduler (new mail, a retry request).
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Resolves when someone kicked the scheduler.
+    pub async fn kicked(&self) {
+        self.kick.notified().await
+    }
+
+    /// Makes one message (or, with `None`, every message) due at `now`.
+    /// Returns how many were affected.
+    pub async fn retry_now(&self, id: Option<QueueId>, now: u64) -> Result<usize, QueueError> {
+        let targets = match id {
+            Some(id) => vec![self.get(id)?],
+            None => self.list()?,
+        };
+        let mut n = 0;
+        for mut record in targets.into_iter().filter(|r| !r.is_finished()) {
+            record.next_attempt = now;
+            self.update(&record).await?;
+            n += 1;
+        }
+        self.kick();
+        Ok(n)
+    }
+
+    /// Arrival time (unix milliseconds) of the oldest message: queue ids
+    /// sort by arrival, so it is the first key.
+    pub fn oldest_millis(&self) -> Option<u64> {
+        let (key, _) = self.records.first().ok()??;
+        let bytes: [u8; 8] = key.as_ref().try_into().ok()?;
+        Some(QueueId::from_bytes(bytes).unix_millis())
     }
 
     /// Number of messages in the queue.
@@ -187,6 +286,7 @@ impl Queue {
             self.bodies.remove(k).map_err(StoreError::from)?;
         }
         self.store.commit().await?;
+        self.index_lock().set(id, None);
         if !existed {
             return Err(QueueError::NotFound(id));
         }

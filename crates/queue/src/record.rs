@@ -1,5 +1,5 @@
-//! The stored queue record: the envelope plus the delivery state of every
-//! recipient.
+//! The stored queue record: the envelope, the delivery state of every
+//! recipient and the history of attempts.
 
 use portcullis_store::StoreError;
 use portcullis_types::Envelope;
@@ -28,6 +28,11 @@ impl RecipientStatus {
             RecipientStatus::Failed => "failed",
         }
     }
+
+    /// True while delivery is still to be attempted.
+    pub fn is_pending(self) -> bool {
+        matches!(self, RecipientStatus::Queued | RecipientStatus::Deferred)
+    }
 }
 
 /// Delivery state of one recipient.
@@ -37,6 +42,18 @@ pub struct RecipientState {
     pub status: RecipientStatus,
     /// The last remote reply or local error, whole.
     pub last_reply: Option<String>,
+    /// The host that gave it.
+    #[serde(default)]
+    pub remote_mta: Option<String>,
+}
+
+/// One delivery attempt, for `queue show`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attempt {
+    /// Unix seconds when it started.
+    pub at: u64,
+    /// Per-recipient outcomes as text (`rcpt: outcome`), once finished.
+    pub outcomes: Vec<String>,
 }
 
 /// The record stored per queued message.
@@ -52,7 +69,16 @@ pub struct QueueRecord {
     pub next_attempt: u64,
     /// The last error, for `queue list`.
     pub last_error: Option<String>,
+    /// Every attempt so far (bounded: the last 50 are kept).
+    #[serde(default)]
+    pub history: Vec<Attempt>,
+    /// True once the delay notification was sent (it is sent once).
+    #[serde(default)]
+    pub delay_warned: bool,
 }
+
+/// Attempts kept in a record's history.
+pub const HISTORY_LIMIT: usize = 50;
 
 impl QueueRecord {
     /// A fresh record: every recipient queued, first attempt due at once.
@@ -64,13 +90,31 @@ impl QueueRecord {
                 .map(|_| RecipientState {
                     status: RecipientStatus::Queued,
                     last_reply: None,
+                    remote_mta: None,
                 })
                 .collect(),
             attempts: 0,
             next_attempt: envelope.received_at,
             last_error: None,
+            history: Vec::new(),
+            delay_warned: false,
             envelope,
         }
+    }
+
+    /// Indexes of recipients still to be delivered.
+    pub fn pending(&self) -> Vec<usize> {
+        self.recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.status.is_pending())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// True when no recipient is pending: the record can go.
+    pub fn is_finished(&self) -> bool {
+        self.recipients.iter().all(|r| !r.status.is_pending())
     }
 
     /// Serialised form (JSON: stable and readable with standard tools).

@@ -1,9 +1,11 @@
 //! Test support for Portcullis: the test PKI (rcgen), a real DNS server on
-//! loopback, the real `portcullis` binary started on ephemeral ports, and a
-//! small blocking SMTP client for raw-socket tests. Nothing here is used by
+//! loopback, the real `portcullis` binary started on ephemeral ports, a
+//! small blocking SMTP client for raw-socket tests, and a scriptable SMTP
+//! sink for delivery tests. Nothing here is used by
 //! the server itself.
 
 pub mod dns;
 pub mod pki;
 pub mod server;
+pub mod sink;
 pub mod smtp;

@@ -67,6 +67,17 @@ impl Portcullis {
         if !text.contains("data_dir") {
             text = format!("data_dir = \"{d}/data\"\n{text}");
         }
+        if !text.contains("[dns]") {
+            // Tests never send DNS off this machine: without a test DNS
+            // server, lookups go to a closed loopback port and fail fast.
+            text.push_str("\n[dns]\nnameservers = [\"127.0.0.1:1\"]\ntimeout = \"1s\"\n");
+        }
+        if !text.contains("[verify]") {
+            // Sender verification is tested in e2e/tests/verify.rs with its
+            // own DNS records; elsewhere it would turn every message from a
+            // domain without a reachable DNS into a 451 (DMARC temperror).
+            text.push_str("\n[verify]\nenabled = false\n");
+        }
         if !text.contains("[admin]") {
             text.push_str(&format!("\n[admin]\nsocket = \"{d}/admin.sock\"\n"));
         }

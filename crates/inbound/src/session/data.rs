@@ -194,6 +194,7 @@ impl Session {
             tls: self.tls.clone(),
             client_ip: self.peer,
             data: std::mem::take(&mut self.body),
+            verify: self.verifies(),
         })))
     }
 }

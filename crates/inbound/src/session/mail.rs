@@ -1,7 +1,7 @@
 //! MAIL FROM (RFC 5321 §4.1.1.2) with the parameters we advertise: SIZE
 //! (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET/ENVID (RFC 3461).
 
-use super::{Session, Transaction, reply};
+use super::{Session, State, Transaction, reply};
 use portcullis_config::Role;
 use portcullis_types::{BodyType, DsnRet, ReversePath};
 use smtp_proto::{
@@ -86,6 +86,13 @@ impl Session {
             recipients: Vec::new(),
             bdat_octets: 0,
         });
+        if self.cfg.verify.spf_at_mail && self.verifies() {
+            // RFC 7208 §2.4: check at MAIL FROM, so that a failing sender is
+            // refused before any data. The driver runs the check and answers
+            // through `sender_checked`.
+            self.state = State::CheckingSender;
+            return;
+        }
         reply(out, 250, (2, 1, 0), "Sender OK");
     }
 }

@@ -11,7 +11,7 @@ mod rcpt;
 mod tests;
 
 use portcullis_config::{BareNewline, Limits, Relay, Role};
-use portcullis_types::{BodyType, DsnRet, QueueId, Recipient, ReversePath, TlsSummary};
+use portcullis_types::{BodyType, DsnRet, QueueId, Recipient, Reply, ReversePath, TlsSummary};
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ProtoError, Request};
 use std::fmt::Display;
@@ -37,6 +37,21 @@ pub struct SessionConfig {
     pub bare_newline: BareNewline,
     /// True when STARTTLS can be offered.
     pub tls_available: bool,
+    /// Sender verification on this listener (`[verify]`).
+    pub verify: VerifyScope,
+}
+
+/// Whose mail a listener verifies (SPF, DKIM, DMARC, ARC) and when.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyScope {
+    /// Verify messages (role `smtp` with `[verify] enabled`; off for the
+    /// submission roles).
+    pub enabled: bool,
+    /// No verification for clients in trusted networks.
+    pub skip_trusted: bool,
+    /// Check SPF when MAIL FROM arrives (`spf_fail = "reject"`), so a
+    /// failing sender is refused before any data is sent.
+    pub spf_at_mail: bool,
 }
 
 /// What the driver must do next.
@@ -47,11 +62,26 @@ pub enum Event {
     /// Write the replies, discard buffered input, run the TLS handshake,
     /// then call [`Session::tls_started`].
     StartTls,
-    /// A complete message: store it durably, then call
-    /// [`Session::message_stored`] or [`Session::message_failed`].
+    /// MAIL FROM was accepted syntactically and needs an SPF check before
+    /// it is answered: run it, then call [`Session::sender_checked`].
+    CheckSender(Box<SenderCheck>),
+    /// A complete message: verify it when [`IncomingMessage::verify`] says
+    /// so, store it durably, then call [`Session::message_stored`],
+    /// [`Session::message_failed`] or [`Session::message_rejected`].
     Message(Box<IncomingMessage>),
     /// Write the replies and close the connection.
     Close,
+}
+
+/// The identities an SPF check at MAIL FROM needs.
+#[derive(Debug, Clone)]
+pub struct SenderCheck {
+    /// MAIL FROM (null: the HELO identity is checked).
+    pub sender: ReversePath,
+    /// The EHLO/HELO name.
+    pub helo: String,
+    /// The client.
+    pub client_ip: IpAddr,
 }
 
 /// A message received in full, with its envelope as the client gave it.
@@ -79,6 +109,9 @@ pub struct IncomingMessage {
     pub client_ip: IpAddr,
     /// The message exactly as received (dot-unstuffed, CRLF lines).
     pub data: Vec<u8>,
+    /// True when the message is to be verified (SPF, DKIM, DMARC, ARC)
+    /// before it is stored.
+    pub verify: bool,
 }
 
 /// The mail transaction in progress (after MAIL FROM).
@@ -108,6 +141,8 @@ enum State {
     Bdat { rcv: BdatReceiver, last: bool },
     /// Reading a BDAT chunk without keeping it.
     BdatDiscard(DummyDataReceiver, Rejection),
+    /// Waiting for the driver to check the sender (SPF at MAIL FROM).
+    CheckingSender,
     /// Waiting for the driver to store the message.
     Storing,
     /// The connection is to be closed.
@@ -287,6 +322,36 @@ impl Session {
         reply(out, 250, (2, 0, 0), format_args!("Ok: queued as {id}"));
     }
 
+    /// True when this client's mail is verified (SPF, DKIM, DMARC, ARC).
+    pub fn verifies(&self) -> bool {
+        let v = &self.cfg.verify;
+        v.enabled && !(v.skip_trusted && self.trusted)
+    }
+
+    /// The SPF check of MAIL FROM is done: `refusal` is the reply that
+    /// refuses the sender (550 5.7.23, or 451 4.7.24 for now), `None` to
+    /// accept it.
+    pub fn sender_checked(&mut self, refusal: Option<&Reply>, out: &mut Vec<u8>) {
+        if matches!(self.state, State::CheckingSender) {
+            self.state = State::Command;
+        }
+        match refusal {
+            None => reply(out, 250, (2, 1, 0), "Sender OK"),
+            Some(r) => {
+                self.tx = None;
+                r.write_to(out);
+            }
+        }
+    }
+
+    /// Verification refused the message (5xx for good, 4xx for now): answer
+    /// with `refusal` and end the transaction; nothing was stored.
+    pub fn message_rejected(&mut self, refusal: &Reply, out: &mut Vec<u8>) {
+        self.tx = None;
+        self.state = State::Command;
+        refusal.write_to(out);
+    }
+
     /// The message could not be stored: a temporary failure, so the client
     /// keeps it and tries again.
     pub fn message_failed(&mut self, out: &mut Vec<u8>) {
@@ -306,7 +371,7 @@ impl Session {
         loop {
             match &mut self.state {
                 State::Closed => return Event::Close,
-                State::Storing => return Event::NeedInput,
+                State::Storing | State::CheckingSender => return Event::NeedInput,
                 State::Command => {
                     let rest = &self.input[self.pos..];
                     let limit = self.cfg.limits.max_line_length as usize;
@@ -409,7 +474,16 @@ impl Session {
         match request {
             Request::Ehlo { host } => self.ehlo(&host, true, out),
             Request::Helo { host } => self.ehlo(&host, false, out),
-            Request::Mail { from } => self.mail(from, out),
+            Request::Mail { from } => {
+                self.mail(from, out);
+                if let (State::CheckingSender, Some(tx)) = (&self.state, &self.tx) {
+                    return Some(Event::CheckSender(Box::new(SenderCheck {
+                        sender: tx.sender.clone(),
+                        helo: self.helo.clone().unwrap_or_default(),
+                        client_ip: self.peer,
+                    })));
+                }
+            }
             Request::Rcpt { to } => self.rcpt(to, out),
             Request::Data => return self.data(out),
             Request::Bdat {

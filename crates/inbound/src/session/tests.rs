@@ -38,7 +38,20 @@ fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
         },
         bare_newline: bare,
         tls_available: true,
+        verify: VerifyScope::default(),
     })
+}
+
+/// A config whose listener verifies mail (SPF at MAIL FROM when
+/// `spf_at_mail`), trusted clients skipped.
+fn verifying(spf_at_mail: bool) -> Arc<SessionConfig> {
+    let mut cfg = (*config(Role::Smtp, BareNewline::Reject)).clone();
+    cfg.verify = VerifyScope {
+        enabled: true,
+        skip_trusted: true,
+        spf_at_mail,
+    };
+    Arc::new(cfg)
 }
 
 /// What a run produced.
@@ -46,6 +59,10 @@ fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
 struct Run {
     replies: Vec<String>,
     messages: Vec<(String, Vec<String>, Vec<u8>)>,
+    /// Per message: whether the session asked for verification.
+    verified: Vec<bool>,
+    /// Senders the driver was asked to check at MAIL FROM.
+    checked: Vec<String>,
     starttls: bool,
     closed: bool,
 }
@@ -58,6 +75,8 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
     let mut run = Run {
         replies: vec![],
         messages: vec![],
+        verified: vec![],
+        checked: vec![],
         starttls: false,
         closed: false,
     };
@@ -77,7 +96,28 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
                     // The rest of this chunk was sent before the handshake.
                     continue 'outer;
                 }
+                Event::CheckSender(c) => {
+                    // The driver's SPF check, played: senders at spf-fail.test
+                    // fail, at spf-temp.test the DNS is down.
+                    let sender = c.sender.to_string();
+                    let refusal = if sender.ends_with("@spf-fail.test") {
+                        Some(Reply::new(550, (5, 7, 23), "SPF validation failed"))
+                    } else if sender.ends_with("@spf-temp.test") {
+                        Some(Reply::new(451, (4, 7, 24), "SPF validation error"))
+                    } else {
+                        None
+                    };
+                    run.checked
+                        .push(format!("{sender} {} {}", c.helo, c.client_ip));
+                    s.sender_checked(refusal.as_ref(), &mut out);
+                }
                 Event::Message(m) => {
+                    run.verified.push(m.verify);
+                    if m.data.starts_with(b"Subject: reject me") {
+                        // The driver's verification refused it.
+                        s.message_rejected(&Reply::new(550, (5, 7, 1), "DMARC"), &mut out);
+                        continue;
+                    }
                     ids += 1;
                     run.messages.push((
                         m.sender.to_string(),
@@ -563,4 +603,88 @@ fn shutdown_answers_421_to_the_next_command() {
         String::from_utf8_lossy(&out)
             .ends_with("421 4.3.2 mx.example.test Service shutting down, closing connection\r\n")
     );
+}
+
+#[test]
+fn verification_is_asked_for_untrusted_clients_only() {
+    let input =
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nx\r\n.\r\n";
+    assert_eq!(
+        run_all_ways(verifying(false), OUTSIDE, input).verified,
+        [true]
+    );
+    // 10.0.0.0/8 is trusted in these tests: skipped.
+    assert_eq!(
+        run_all_ways(verifying(false), "10.1.2.3", input).verified,
+        [false]
+    );
+    let mut cfg = (*verifying(false)).clone();
+    cfg.verify.skip_trusted = false;
+    assert_eq!(
+        run_all_ways(Arc::new(cfg), "10.1.2.3", input).verified,
+        [true]
+    );
+    // Off by default (and for the submission roles, see server.rs).
+    assert_eq!(run_all_ways(smtp(), OUTSIDE, input).verified, [false]);
+    let r = run_all_ways(verifying(false), OUTSIDE, input);
+    assert!(r.checked.is_empty(), "{:?}", r.checked);
+}
+
+/// `spf_fail = "reject"`: the sender is checked at MAIL FROM; the answer
+/// comes in order even with the rest of the transaction pipelined behind
+/// it, and a refused sender leaves no transaction (RFC 2920).
+#[test]
+fn spf_at_mail_from_with_pipelining() {
+    let r = run_all_ways(
+        verifying(true),
+        OUTSIDE,
+        b"EHLO c.test\r\nMAIL FROM:<a@spf-fail.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n\
+MAIL FROM:<a@spf-temp.test>\r\nRCPT TO:<u@example.test>\r\n\
+RSET\r\nMAIL FROM:<>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n",
+    );
+    assert_eq!(
+        &codes(&r)[9..],
+        [
+            "550", "503", "503", "451", "503", "250", "250", "250", "354", "250", "221"
+        ],
+        "{:?}",
+        r.replies
+    );
+    assert!(
+        r.replies
+            .contains(&"550 5.7.23 SPF validation failed".to_string())
+    );
+    assert_eq!(
+        r.checked,
+        [
+            "a@spf-fail.test c.test 192.0.2.10",
+            "a@spf-temp.test c.test 192.0.2.10",
+            " c.test 192.0.2.10",
+        ]
+    );
+    assert_eq!(r.messages.len(), 1);
+    // Trusted clients are not checked.
+    let r = run_all_ways(
+        verifying(true),
+        "10.1.2.3",
+        b"EHLO c.test\r\nMAIL FROM:<a@spf-fail.test>\r\n",
+    );
+    assert!(r.checked.is_empty());
+    assert_eq!(&codes(&r)[9..], ["250"]);
+}
+
+#[test]
+fn a_message_refused_by_verification_ends_the_transaction() {
+    let r = run_all_ways(
+        verifying(false),
+        OUTSIDE,
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nSubject: reject me\r\n\r\nx\r\n.\r\nRCPT TO:<u@example.test>\r\nMAIL FROM:<a@b.test>\r\n",
+    );
+    assert_eq!(
+        &codes(&r)[9..],
+        ["250", "250", "354", "550", "503", "250"],
+        "{:?}",
+        r.replies
+    );
+    assert!(r.messages.is_empty());
 }

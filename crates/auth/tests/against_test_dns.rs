@@ -1,0 +1,209 @@
+//! The verifier against a real DNS server on loopback (STYLE 8): the
+//! production resolver, mail-auth on top of it, one row per result. Keys are
+//! made here and messages signed here.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use mail_auth::common::crypto::Ed25519Key;
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::DkimSigner;
+use portcullis_auth::{AuthResult, Disposition, Envelope, Verifier};
+use portcullis_config::{SpfFail, Verify};
+use portcullis_dns::HickoryResolver;
+use portcullis_test_support::dns::{FailMode, TestDns};
+use portcullis_types::ReversePath;
+
+const LOCALHOST: &str = "127.0.0.1";
+
+async fn setup(config: Verify) -> (TestDns, Verifier) {
+    let dns = TestDns::start().await;
+    let resolver =
+        HickoryResolver::new(&[dns.addr()], Duration::from_millis(200)).expect("resolver");
+    let verifier = Verifier::new(&resolver, "mx.example.test", config);
+    (dns, verifier)
+}
+
+fn message(from: &str) -> String {
+    format!(
+        "From: <{from}>\r\nTo: <bob@example.test>\r\nSubject: test\r\n\
+         Date: Mon, 23 Nov 2026 07:00:00 +0000\r\nMessage-ID: <1@test>\r\n\r\nHello.\r\n"
+    )
+}
+
+struct Key(Vec<u8>);
+
+impl Key {
+    fn new() -> Key {
+        Key(Ed25519Key::generate_pkcs8().expect("key"))
+    }
+
+    fn record(&self) -> String {
+        let public = Ed25519Key::from_pkcs8_der(&self.0)
+            .expect("key")
+            .public_key();
+        format!("v=DKIM1; k=ed25519; p={}", B64.encode(public))
+    }
+
+    fn sign(&self, message: &str, domain: &str) -> String {
+        let signature = DkimSigner::from_key(Ed25519Key::from_pkcs8_der(&self.0).expect("key"))
+            .domain(domain)
+            .selector("s")
+            .headers(["From", "To", "Subject"])
+            .sign(message.as_bytes())
+            .expect("sign");
+        format!("{}{message}", signature.to_header())
+    }
+}
+
+async fn verify(v: &Verifier, mail_from: &str, message: &str) -> portcullis_auth::Verdict {
+    let sender = ReversePath::parse(mail_from).expect("sender");
+    let envelope = Envelope {
+        client_ip: LOCALHOST.parse::<IpAddr>().expect("ip"),
+        helo: "client.test",
+        sender: &sender,
+    };
+    v.verify(&envelope, message.as_bytes()).await
+}
+
+/// RFC 7208 §2.6: every SPF result, each from its own domain.
+#[tokio::test]
+async fn spf_results() {
+    let (dns, v) = setup(Verify::default()).await;
+    let rows: [(&str, Option<&str>, Option<FailMode>, AuthResult); 8] = [
+        (
+            "pass.test",
+            Some("v=spf1 ip4:127.0.0.0/8 -all"),
+            None,
+            AuthResult::Pass,
+        ),
+        (
+            "fail.test",
+            Some("v=spf1 ip4:192.0.2.1 -all"),
+            None,
+            AuthResult::Fail,
+        ),
+        ("soft.test", Some("v=spf1 ~all"), None, AuthResult::SoftFail),
+        (
+            "neutral.test",
+            Some("v=spf1 ?all"),
+            None,
+            AuthResult::Neutral,
+        ),
+        ("none.test", None, None, AuthResult::None),
+        (
+            "servfail.test",
+            None,
+            Some(FailMode::ServFail),
+            AuthResult::TempError,
+        ),
+        (
+            "timeout.test",
+            None,
+            Some(FailMode::Timeout),
+            AuthResult::TempError,
+        ),
+        (
+            "perm.test",
+            Some("v=spf1 redirect=missing.perm.test"),
+            None,
+            AuthResult::PermError,
+        ),
+    ];
+    for (domain, record, fail, _) in &rows {
+        if let Some(r) = record {
+            dns.add_txt(domain, r);
+        }
+        if let Some(mode) = fail {
+            dns.fail(domain, *mode);
+        }
+    }
+    for (domain, _, _, expected) in rows {
+        let from = format!("alice@{domain}");
+        let verdict = verify(&v, &from, &message(&from)).await;
+        assert_eq!(verdict.results.spf.result, expected, "{domain}");
+        // SPF alone decides nothing by default, temperror included (no
+        // DMARC record cares).
+        assert_eq!(verdict.disposition, Disposition::Accept, "{domain}");
+        assert!(
+            verdict
+                .headers
+                .contains(&format!("\tspf={expected} smtp.mailfrom=alice@{domain};")),
+            "{}",
+            verdict.headers
+        );
+    }
+}
+
+#[tokio::test]
+async fn dkim_and_dmarc() {
+    let (dns, v) = setup(Verify::default()).await;
+    let key = Key::new();
+    dns.add_txt("s._domainkey.signed.test", &key.record());
+    dns.add_txt("_dmarc.signed.test", "v=DMARC1; p=reject");
+    let signed = key.sign(&message("alice@signed.test"), "signed.test");
+
+    let ok = verify(&v, "bounce@esp.test", &signed).await;
+    assert_eq!(ok.results.dkim.len(), 1);
+    assert_eq!(ok.results.dkim[0].result, AuthResult::Pass);
+    assert_eq!(ok.results.dkim[0].algorithm, Some("ed25519-sha256"));
+    assert_eq!(ok.results.dmarc.result, AuthResult::Pass);
+    assert_eq!(ok.disposition, Disposition::Accept);
+
+    let tampered = signed.replace("Hello.", "Hello!");
+    let bad = verify(&v, "bounce@esp.test", &tampered).await;
+    assert_eq!(bad.results.dkim[0].result, AuthResult::Fail);
+    assert_eq!(bad.results.dmarc.result, AuthResult::Fail);
+    let reply = bad.disposition.reply().expect("refused").to_string();
+    assert!(
+        reply.starts_with("550 5.7.1 ") && reply.contains("DMARC"),
+        "{reply}"
+    );
+}
+
+/// A resolver that never answers: the verification is bounded by
+/// `[verify] timeout` and ends in 451, not in a verdict.
+#[tokio::test]
+async fn timeout_gives_451() {
+    let config = Verify {
+        timeout: Duration::from_millis(300),
+        ..Verify::default()
+    };
+    let (dns, v) = setup(config).await;
+    dns.fail("slow.test", FailMode::Timeout);
+    dns.fail("_dmarc.slow.test", FailMode::Timeout);
+    let started = Instant::now();
+    let verdict = verify(&v, "alice@slow.test", &message("alice@slow.test")).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(verdict.results.timed_out);
+    let reply = verdict.disposition.reply().expect("deferred");
+    assert_eq!(reply.code, 451);
+    assert_eq!(reply.enhanced, Some((4, 7, 0)));
+}
+
+#[tokio::test]
+async fn spf_check_at_mail_from() {
+    let config = Verify {
+        spf_fail: SpfFail::Reject,
+        ..Verify::default()
+    };
+    let (dns, v) = setup(config).await;
+    dns.add_txt("fail.test", "v=spf1 -all");
+    dns.fail("down.test", FailMode::ServFail);
+    for (sender, code) in [
+        ("a@fail.test", Some(550)),
+        ("a@down.test", Some(451)),
+        ("a@none.test", None),
+    ] {
+        let sender = ReversePath::parse(sender).expect("sender");
+        let envelope = Envelope {
+            client_ip: LOCALHOST.parse().expect("ip"),
+            helo: "client.test",
+            sender: &sender,
+        };
+        let verdict = v.check_sender(&envelope).await;
+        assert_eq!(verdict.reply.map(|r| r.code), code, "{sender}");
+    }
+}

@@ -1,0 +1,354 @@
+//! [`Deliverer`]: the `Deliver` implementation. A pipeline of small steps
+//! (STYLE 6): group recipients by domain → plan the route → for each host
+//! and address: connect → one SMTP session (TLS as decided) → per-recipient
+//! results. Timing of retries is the queue's business, not ours.
+
+use crate::client::{
+    RcptSpec, SessionError, SessionReport, Stage, Timeouts, TlsDecision, Transaction,
+    deliver_session,
+};
+use crate::connect::Connector;
+use crate::metrics::DeliveryMetrics;
+use crate::plan::{PlanError, plan};
+use portcullis_config::Route;
+use portcullis_dns::Resolver;
+use portcullis_queue::{Deliver, DeliveryJob, RecipientOutcome, RecipientResult};
+use portcullis_tls::ClientTls;
+use portcullis_types::Domain;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+/// Everything delivery needs, injected by the binary.
+pub struct Deliverer<R, C> {
+    resolver: R,
+    connector: C,
+    routes: Vec<Route>,
+    accepted: Vec<Domain>,
+    port: u16,
+    hostname: String,
+    tls: ClientTls,
+    timeouts: Timeouts,
+    per_domain: usize,
+    domains: Mutex<HashMap<Domain, Arc<Semaphore>>>,
+    metrics: Arc<DeliveryMetrics>,
+}
+
+/// What one session means for the recipients it carried.
+enum Step {
+    /// Final for this attempt.
+    Done(Vec<RecipientResult>),
+    /// This host did not work out: try the next one.
+    NextHost(String),
+    /// The STARTTLS handshake failed with no policy demanding TLS: try the
+    /// same address again without TLS (the opportunistic downgrade an
+    /// MTA-STS policy will forbid).
+    RetryWithoutTls(String),
+}
+
+impl<R: Resolver, C: Connector> Deliverer<R, C> {
+    /// A deliverer. `per_domain` caps concurrent sessions per destination domain.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        resolver: R,
+        connector: C,
+        routes: Vec<Route>,
+        accepted: Vec<Domain>,
+        port: u16,
+        hostname: String,
+        tls: ClientTls,
+        timeouts: Timeouts,
+        per_domain: usize,
+        metrics: Arc<DeliveryMetrics>,
+    ) -> Self {
+        Deliverer {
+            resolver,
+            connector,
+            routes,
+            accepted,
+            port,
+            hostname,
+            tls,
+            timeouts,
+            per_domain: per_domain.max(1),
+            domains: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    fn domain_permit(&self, domain: &Domain) -> Arc<Semaphore> {
+        let mut map = self.domains.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(domain.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_domain)))
+            .clone()
+    }
+
+    async fn deliver_domain(
+        &self,
+        job: &DeliveryJob,
+        domain: &Domain,
+        idxs: &[usize],
+    ) -> Vec<RecipientResult> {
+        if self.accepted.contains(domain) && crate::plan::route_for(&self.routes, domain).is_none()
+        {
+            // Our own domain's MX points back at us: looking it up would
+            // loop. Mail for it waits for a route to the internal store.
+            let reason = format!(
+                "no [routes] entry for accepted domain {domain}: add one naming the internal mail store"
+            );
+            return all(idxs, |_| RecipientOutcome::Deferred {
+                remote_mta: None,
+                reason: reason.clone(),
+            });
+        }
+        let semaphore = self.domain_permit(domain);
+        let _permit = semaphore.acquire_owned().await.ok();
+        let hops = match plan(&self.resolver, &self.routes, self.port, domain).await {
+            Ok(h) => h,
+            Err(PlanError::Permanent { status, reason }) => {
+                return all(idxs, |_| RecipientOutcome::Failed {
+                    remote_mta: None,
+                    status,
+                    reason: reason.clone(),
+                });
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                return all(idxs, |_| RecipientOutcome::Deferred {
+                    remote_mta: None,
+                    reason: reason.clone(),
+                });
+            }
+        };
+        let mut last_error = format!("no mail host of {domain} could be reached");
+        for hop in &hops {
+            if let Some(e) = &hop.error {
+                last_error = e.clone();
+            }
+            for addr in &hop.addrs {
+                let target = SocketAddr::new(*addr, hop.port);
+                let mx = format!("{}[{}]", hop.name, addr);
+                let mut in_clear = false;
+                loop {
+                    // A fresh opportunistic configuration per connection: its
+                    // record says whether this peer's certificate verified.
+                    let decision = if in_clear {
+                        TlsDecision::Disabled
+                    } else {
+                        self.opportunistic()
+                    };
+                    let stream = match self.connector.connect(target).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            self.metrics.attempt(&hop.name, "connect_failed");
+                            debug!(%mx, error = %e, "connect failed");
+                            last_error = format!("{mx}: connect: {e}");
+                            break;
+                        }
+                    };
+                    let report = self.session(stream, &hop.name, decision, job, idxs).await;
+                    match self.interpret(&mx, report, idxs) {
+                        Step::Done(results) => {
+                            self.metrics.attempt(&hop.name, "session");
+                            return results;
+                        }
+                        Step::NextHost(e) => {
+                            self.metrics.attempt(&hop.name, "next_host");
+                            last_error = e;
+                            break;
+                        }
+                        Step::RetryWithoutTls(e) => {
+                            if in_clear {
+                                last_error = e;
+                                break;
+                            }
+                            warn!(%mx, error = %e, "STARTTLS failed; no policy requires TLS, retrying without it");
+                            in_clear = true;
+                        }
+                    }
+                }
+            }
+        }
+        all(idxs, |_| RecipientOutcome::Deferred {
+            remote_mta: None,
+            reason: last_error.clone(),
+        })
+    }
+
+    fn opportunistic(&self) -> TlsDecision {
+        let (config, record) = self.tls.opportunistic_config();
+        TlsDecision::Opportunistic { config, record }
+    }
+
+    async fn session(
+        &self,
+        stream: tokio::net::TcpStream,
+        server_name: &str,
+        decision: TlsDecision,
+        job: &DeliveryJob,
+        idxs: &[usize],
+    ) -> SessionReport {
+        let env = &job.envelope;
+        let mail_from = env.sender.to_string();
+        let rcpt_text: Vec<String> = idxs
+            .iter()
+            .map(|&i| env.recipients[i].address.to_string())
+            .collect();
+        let recipients = idxs
+            .iter()
+            .zip(&rcpt_text)
+            .map(|(&i, text)| RcptSpec {
+                address: text.as_str(),
+                notify: env.recipients[i].notify,
+                orcpt: env.recipients[i].orcpt.as_deref(),
+            })
+            .collect();
+        let tx = Transaction {
+            mail_from: &mail_from,
+            recipients,
+            message: &job.message,
+            body: env.body,
+            smtputf8: env.smtputf8,
+            ret: env.ret,
+            envid: env.envid.as_deref(),
+        };
+        deliver_session(
+            stream,
+            server_name,
+            &self.hostname,
+            decision,
+            &tx,
+            &self.timeouts,
+        )
+        .await
+    }
+
+    /// Maps a session's report onto the recipients (RFC 5321 §4.2.5, §6).
+    fn interpret(&self, mx: &str, report: SessionReport, idxs: &[usize]) -> Step {
+        let tx = match report.result {
+            Ok(tx) => tx,
+            Err(e) => {
+                let text = format!("{mx}: {e}");
+                return match &e {
+                    SessionError::Tls { .. } => Step::RetryWithoutTls(text),
+                    e if e.is_permanent() => {
+                        let status = permanent_status(e);
+                        Step::Done(all(idxs, |_| RecipientOutcome::Failed {
+                            remote_mta: Some(mx.to_string()),
+                            status,
+                            reason: text.clone(),
+                        }))
+                    }
+                    // Once the data went out, another host could deliver a
+                    // second copy: defer instead of moving on.
+                    SessionError::Timeout {
+                        stage: Stage::DataEnd,
+                    }
+                    | SessionError::Io {
+                        stage: Stage::DataEnd,
+                        ..
+                    } => Step::Done(all(idxs, |_| RecipientOutcome::Deferred {
+                        remote_mta: Some(mx.to_string()),
+                        reason: text.clone(),
+                    })),
+                    SessionError::Mail(reply) if reply.is_transient() => {
+                        Step::Done(all(idxs, |_| RecipientOutcome::Deferred {
+                            remote_mta: Some(mx.to_string()),
+                            reason: text.clone(),
+                        }))
+                    }
+                    _ => Step::NextHost(text),
+                };
+            }
+        };
+        let data = tx.data.as_ref();
+        let results = idxs
+            .iter()
+            .zip(&tx.rcpts)
+            .map(|(&index, rcpt)| {
+                let remote_mta = mx.to_string();
+                let outcome = if rcpt.is_permanent() {
+                    RecipientOutcome::Failed {
+                        remote_mta: Some(remote_mta),
+                        status: status_of(rcpt, (5, 0, 0)),
+                        reason: rcpt.to_string(),
+                    }
+                } else if !rcpt.is_positive() {
+                    RecipientOutcome::Deferred {
+                        remote_mta: Some(remote_mta),
+                        reason: rcpt.to_string(),
+                    }
+                } else {
+                    match data {
+                        Some(d) if d.is_positive() => RecipientOutcome::Delivered {
+                            remote_mta,
+                            reply: d.to_string(),
+                        },
+                        Some(d) if d.is_permanent() => RecipientOutcome::Failed {
+                            remote_mta: Some(remote_mta),
+                            status: status_of(d, (5, 0, 0)),
+                            reason: d.to_string(),
+                        },
+                        Some(d) => RecipientOutcome::Deferred {
+                            remote_mta: Some(remote_mta),
+                            reason: d.to_string(),
+                        },
+                        None => RecipientOutcome::Deferred {
+                            remote_mta: Some(remote_mta),
+                            reason: "no reply to DATA".into(),
+                        },
+                    }
+                };
+                RecipientResult { index, outcome }
+            })
+            .collect();
+        info!(%mx, tls = ?report.tls, "session finished");
+        Step::Done(results)
+    }
+}
+
+fn status_of(reply: &portcullis_types::Reply, default: (u8, u16, u16)) -> (u8, u16, u16) {
+    reply.enhanced.unwrap_or(default)
+}
+
+fn permanent_status(e: &SessionError) -> (u8, u16, u16) {
+    let (class, subject, detail) = e.status();
+    // A permanent error always bounces with a 5.x.x status.
+    (5.max(class), subject, detail)
+}
+
+fn all(idxs: &[usize], f: impl Fn(usize) -> RecipientOutcome) -> Vec<RecipientResult> {
+    idxs.iter()
+        .map(|&index| RecipientResult {
+            index,
+            outcome: f(index),
+        })
+        .collect()
+}
+
+impl<R: Resolver, C: Connector> Deliver for Deliverer<R, C> {
+    async fn deliver(&self, job: DeliveryJob) -> Vec<RecipientResult> {
+        // One session per destination domain (RFC 5321 §3.3: recipients of
+        // one domain share a transaction).
+        let mut by_domain: BTreeMap<Domain, Vec<usize>> = BTreeMap::new();
+        for &i in &job.pending {
+            if let Some(r) = job.envelope.recipients.get(i) {
+                by_domain
+                    .entry(r.address.domain.clone())
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let mut results = Vec::with_capacity(job.pending.len());
+        for (domain, idxs) in &by_domain {
+            let r = self.deliver_domain(&job, domain, idxs).await;
+            for res in &r {
+                self.metrics.outcome(&res.outcome);
+            }
+            results.extend(r);
+        }
+        results
+    }
+}

@@ -1,0 +1,21 @@
+//! Outbound delivery for Portcullis: how accepted mail leaves. The
+//! [`client`] module speaks SMTP to one already-connected host (RFC 5321,
+//! STARTTLS per RFC 3207) with the TLS decision and the TLS outcome as
+//! explicit values, ready for MTA-STS (RFC 8461) and TLS-RPT (RFC 8460).
+//!
+//! Threat model: every byte from the remote host is hostile input; a
+//! failure to secure a session that the caller required is a failed
+//! delivery, never a reason to continue in clear.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+mod connect;
+mod deliverer;
+mod metrics;
+pub mod plan;
+
+pub use client::Timeouts;
+pub use connect::{Connector, TcpConnector};
+pub use deliverer::Deliverer;
+pub use metrics::DeliveryMetrics;

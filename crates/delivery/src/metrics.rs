@@ -1,0 +1,54 @@
+//! Delivery counters: outcomes, and attempts by MX host.
+
+use portcullis_queue::RecipientOutcome;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters rendered by the binary.
+#[derive(Debug, Default)]
+pub struct DeliveryMetrics {
+    delivered: AtomicU64,
+    deferred: AtomicU64,
+    failed: AtomicU64,
+    by_mx: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl DeliveryMetrics {
+    /// Counts one recipient outcome.
+    pub fn outcome(&self, o: &RecipientOutcome) {
+        let c = match o {
+            RecipientOutcome::Delivered { .. } => &self.delivered,
+            RecipientOutcome::Deferred { .. } => &self.deferred,
+            RecipientOutcome::Failed { .. } => &self.failed,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one attempt at an MX host (bounded: at most 1,000 hosts are
+    /// tracked, the rest count under "other").
+    pub fn attempt(&self, mx: &str, result: &'static str) {
+        let mut m = self.by_mx.lock().unwrap_or_else(|p| p.into_inner());
+        let host = if m.len() < 1000 || m.contains_key(&(mx.to_string(), result)) {
+            mx.to_string()
+        } else {
+            "other".to_string()
+        };
+        *m.entry((host, result)).or_insert(0) += 1;
+    }
+
+    /// (delivered, deferred, failed) recipient counts.
+    pub fn outcomes(&self) -> (u64, u64, u64) {
+        (
+            self.delivered.load(Relaxed),
+            self.deferred.load(Relaxed),
+            self.failed.load(Relaxed),
+        )
+    }
+
+    /// Attempts by (MX host, result).
+    pub fn attempts(&self) -> Vec<(String, &'static str, u64)> {
+        let m = self.by_mx.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|((h, r), n)| (h.clone(), *r, *n)).collect()
+    }
+}
