@@ -128,7 +128,7 @@ pub fn notify_allows(n: &Notify, action: Action) -> bool {
     if n.never {
         return false;
     }
-    if !n.explicit && !(n.success || n.failure || n.delay) {
+    if !(n.explicit || n.success || n.failure || n.delay) {
         return matches!(action, Action::Failed | Action::Delayed);
     }
     match action {
@@ -289,8 +289,8 @@ enum HeadersWhy {
 
 impl<'m> Returned<'m> {
     fn bytes(&self) -> &'m [u8] {
-        match self {
-            Returned::Full(b) | Returned::Headers(b, _) => *b,
+        match *self {
+            Returned::Full(b) | Returned::Headers(b, _) => b,
         }
     }
 }

@@ -343,7 +343,7 @@ async fn send_dsn(
         } else {
             portcullis_types::BodyType::SevenBit
         },
-        smtputf8: report.to.needs_smtputf8(),
+        smtputf8: report.smtputf8,
         received_at: millis / 1000,
         client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
         helo: settings.hostname.clone(),
