@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -95,34 +95,44 @@ impl Keys {
     }
 }
 
-/// A 2048-bit RSA key from `openssl genpkey` (ring cannot generate RSA
-/// keys): the PKCS#8 DER and the SubjectPublicKeyInfo in base64.
+/// A 2048-bit RSA key from `openssl` (ring cannot generate RSA keys): the
+/// PKCS#8 DER and the SubjectPublicKeyInfo in base64.
 fn rsa_key(dir: &Path) -> (Vec<u8>, String) {
-    let key = dir.join("rsa.der");
-    let status = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .args(["-outform", "DER", "-out"])
-        .arg(&key)
-        .status()
-        .expect("the RSA row needs the openssl command (apt-get install openssl)");
-    assert!(status.success(), "openssl genpkey failed");
-    let public = Command::new("openssl")
-        .args(["pkey", "-inform", "DER", "-in"])
-        .arg(&key)
-        .args(["-pubout", "-outform", "DER"])
-        .output()
-        .expect("openssl pkey");
-    assert!(public.status.success(), "openssl pkey failed");
-    (
-        std::fs::read(&key).expect("rsa key"),
-        B64.encode(public.stdout),
-    )
+    let pem = dir.join("rsa.pem");
+    let der = dir.join("rsa.der");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .expect("the RSA rows need the openssl command (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?} failed");
+        out.stdout
+    };
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &path(&pem),
+    ]);
+    // PKCS#8 whatever the openssl version writes by default.
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        &path(&pem),
+        "-outform",
+        "DER",
+        "-out",
+        &path(&der),
+    ]);
+    let public = openssl(&["pkey", "-in", &path(&pem), "-pubout", "-outform", "DER"]);
+    (std::fs::read(&der).expect("rsa key"), B64.encode(public))
 }
 
 /// A plain message from `from`.
@@ -591,14 +601,14 @@ fn verification_table() {
             ),
             250,
         )
-        .has(format!(
+        .has(
             "Authentication-Results: mx.example.test;\r\n\
              \tspf=none smtp.mailfrom=bounce@esp-dkim.test;\r\n\
              \tdkim=pass header.d=dmarc-dkim.test header.s=ed header.a=ed25519-sha256;\r\n\
              \tdmarc=pass (p=reject dis=none) header.from=dmarc-dkim.test;\r\n\
              \tarc=none\r\n\
-             Received-SPF: none"
-        )),
+             Received-SPF: none",
+        ),
     );
     dns.add_txt("mail.relaxed.test", ip4);
     dns.add_txt("_dmarc.relaxed.test", "v=DMARC1; p=reject");
@@ -641,7 +651,7 @@ fn verification_table() {
     rows.push(
         Row::new(
             "dmarc p= applies to the domain itself",
-            "alice@elsewhere-sp.test",
+            "alice@elsewhere-sp-org.test",
             message("alice@sp.test", "dmarc sp org"),
             250,
         )
@@ -741,6 +751,23 @@ fn verification_table() {
             "an aligned SPF temperror under p=reject gives 451",
             "alice@spf-tmp-rej.test",
             message("alice@spf-tmp-rej.test", "spf temp under reject"),
+            451,
+        )
+        .reply("4.7.0"),
+    );
+
+    dns.fail("ed._domainkey.dkim-temp.test", FailMode::ServFail);
+    dns.add_txt("_dmarc.dkim-temp.test", "v=DMARC1; p=reject");
+    rows.push(
+        Row::new(
+            "an aligned DKIM key lookup that fails for now under p=reject gives 451",
+            "alice@elsewhere-dkim-temp.test",
+            sign_ed25519(
+                &keys,
+                &message("alice@dkim-temp.test", "dkim temp under reject"),
+                "dkim-temp.test",
+                "ed",
+            ),
             451,
         )
         .reply("4.7.0"),
