@@ -70,6 +70,10 @@ pub enum TreeName {
     QueueRecords,
     /// Queue id ‖ chunk number → message bytes.
     QueueBodies,
+    /// Domain → cached MTA-STS policy (JSON, RFC 8461 §5.1).
+    MtaStsPolicies,
+    /// Domain → operator pin of an MTA-STS policy (JSON).
+    MtaStsPins,
 }
 
 impl TreeName {
@@ -78,6 +82,8 @@ impl TreeName {
         match self {
             TreeName::QueueRecords => "queue.records",
             TreeName::QueueBodies => "queue.bodies",
+            TreeName::MtaStsPolicies => "mta_sts.policies",
+            TreeName::MtaStsPins => "mta_sts.pins",
         }
     }
 }

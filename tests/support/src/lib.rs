@@ -5,6 +5,7 @@
 //! the server itself.
 
 pub mod dns;
+pub mod https;
 pub mod pki;
 pub mod server;
 pub mod sink;

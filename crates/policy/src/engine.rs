@@ -1,0 +1,931 @@
+//! The policy engine: which MTA-STS policy applies to a domain right now
+//! (RFC 8461 §5.1 and §10.2), and the admin operations on the cache and the
+//! pins.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use portcullis_dns::{DnsError, Resolver};
+use portcullis_store::Store;
+use portcullis_tls::TlsResultType;
+use portcullis_types::{Clock, Domain};
+
+use crate::cache::{CachedPolicy, PolicyCache};
+use crate::diff::line_diff;
+use crate::pin::{Pin, PinSource, PinStore, check_pin_parts};
+use crate::record::{NoPolicyReason, RecordLookup, lookup_record, record_name};
+use crate::{Mode, MxPattern, PolicyFetcher, StsError};
+
+/// Why no policy applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoPolicy {
+    /// DNS says there is no usable `_mta-sts` record (§3.1) and nothing
+    /// unexpired is cached.
+    NoRecord(NoPolicyReason),
+    /// The TXT lookup failed temporarily and nothing unexpired is cached.
+    DnsTemporary(DnsError),
+}
+
+/// Where the policy in force came from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PolicySource {
+    /// The cache, unchanged: its id matches the TXT record.
+    Cache,
+    /// Just fetched (first contact, or a changed id).
+    Fetched,
+    /// The cache, because discovery or the fetch failed (§5.1, §10.2): a
+    /// vanished TXT record, a temporary DNS failure, or a failed fetch of a
+    /// changed policy (then `error` says why, for TLS-RPT and the logs).
+    CacheAfterFailure {
+        /// The failed fetch, if it was a fetch that failed.
+        error: Option<StsError>,
+    },
+    /// A pin (file or operator), which wins over DNS.
+    Pinned {
+        /// Why it was pinned.
+        reason: String,
+        /// Where the pin came from.
+        source: PinSource,
+    },
+}
+
+/// The outcome of [`PolicyEngine::policy_for`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PolicyLookup {
+    /// No MTA-STS policy: deliver with opportunistic TLS.
+    None(NoPolicy),
+    /// A policy is in force.
+    Policy {
+        /// The policy (cached, fetched or pinned).
+        policy: Arc<CachedPolicy>,
+        /// Where it came from.
+        source: PolicySource,
+    },
+    /// The domain publishes a record but its policy could not be fetched and
+    /// nothing unexpired is cached: deliver as if there were no policy
+    /// (§5.1), and record the failure for TLS-RPT.
+    FetchFailed {
+        /// The policy domain.
+        domain: Domain,
+        /// What went wrong.
+        error: StsError,
+    },
+}
+
+/// RFC 8460 §4.4 `policy-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportPolicyType {
+    /// `sts`: an MTA-STS policy applied (or was published but failed).
+    Sts,
+    /// `no-policy-found`.
+    NoPolicyFound,
+}
+
+impl ReportPolicyType {
+    /// The string as written in a report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportPolicyType::Sts => "sts",
+            ReportPolicyType::NoPolicyFound => "no-policy-found",
+        }
+    }
+}
+
+/// The TLS-RPT facts of a lookup (RFC 8460 §4.4 `policy` object), plus the
+/// policy-level failure to record, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportPolicy {
+    /// `policy-type`.
+    pub policy_type: ReportPolicyType,
+    /// `policy-domain`.
+    pub policy_domain: Domain,
+    /// `policy-string`: the policy's lines (empty without a policy).
+    pub policy_string: Vec<String>,
+    /// `mx-host`: the policy's MX patterns.
+    pub mx_host: Vec<String>,
+    /// A failure to fetch or validate the policy (`sts-policy-fetch-error`,
+    /// `sts-policy-invalid`, `sts-webpki-invalid`), to be recorded once per
+    /// delivery attempt in addition to the session's own result.
+    pub failure: Option<TlsResultType>,
+}
+
+impl PolicyLookup {
+    /// The policy in force, if any.
+    pub fn policy(&self) -> Option<&Arc<CachedPolicy>> {
+        match self {
+            PolicyLookup::Policy { policy, .. } => Some(policy),
+            _ => None,
+        }
+    }
+
+    /// The mode in force (`None` when no policy applies).
+    pub fn mode(&self) -> Option<Mode> {
+        self.policy().map(|p| p.mode)
+    }
+
+    /// The policy-level error behind this lookup, if any.
+    pub fn error(&self) -> Option<&StsError> {
+        match self {
+            PolicyLookup::FetchFailed { error, .. } => Some(error),
+            PolicyLookup::Policy {
+                source: PolicySource::CacheAfterFailure { error },
+                ..
+            } => error.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The TLS-RPT facts for `domain` (the domain that was looked up).
+    pub fn report(&self, domain: &Domain) -> ReportPolicy {
+        let failure = self.error().map(TlsResultType::from);
+        match self {
+            PolicyLookup::Policy { policy, .. } => ReportPolicy {
+                policy_type: ReportPolicyType::Sts,
+                policy_domain: policy.domain.clone(),
+                policy_string: policy.policy_lines(),
+                mx_host: policy.mx.iter().map(ToString::to_string).collect(),
+                failure,
+            },
+            PolicyLookup::FetchFailed { domain, .. } => ReportPolicy {
+                policy_type: ReportPolicyType::Sts,
+                policy_domain: domain.clone(),
+                policy_string: Vec::new(),
+                mx_host: Vec::new(),
+                failure,
+            },
+            PolicyLookup::None(_) => ReportPolicy {
+                policy_type: ReportPolicyType::NoPolicyFound,
+                policy_domain: domain.clone(),
+                policy_string: Vec::new(),
+                mx_host: Vec::new(),
+                failure: None,
+            },
+        }
+    }
+}
+
+/// What [`PolicyEngine::refresh`] did.
+#[derive(Debug, Clone)]
+pub enum RefreshOutcome {
+    /// The same policy was served again; its lifetime now counts from this
+    /// fetch.
+    Unchanged(CachedPolicy),
+    /// A different policy (text or id) replaced the cached one (or there was
+    /// none).
+    Replaced {
+        /// The policy that was cached before, if any.
+        old: Option<CachedPolicy>,
+        /// The policy now cached.
+        new: CachedPolicy,
+        /// The line diff old → new (`-`/`+` lines).
+        diff: String,
+    },
+}
+
+impl RefreshOutcome {
+    /// The policy now cached.
+    pub fn policy(&self) -> &CachedPolicy {
+        match self {
+            RefreshOutcome::Unchanged(p) => p,
+            RefreshOutcome::Replaced { new, .. } => new,
+        }
+    }
+}
+
+/// Decides which MTA-STS policy applies to a domain, and keeps the cache.
+///
+/// Holds the resolver (for the TXT record), the fetcher (for the policy),
+/// the sled cache and pins, and the injected clock.
+pub struct PolicyEngine<R> {
+    resolver: R,
+    fetcher: PolicyFetcher,
+    cache: PolicyCache,
+    pins: PinStore,
+    clock: Arc<dyn Clock>,
+    /// One fetch per domain at a time: deliveries that find a changed id
+    /// together wait for the first one's fetch.
+    inflight: Mutex<HashMap<Domain, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<R> std::fmt::Debug for PolicyEngine<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("fetcher", &self.fetcher)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Resolver> PolicyEngine<R> {
+    /// An engine over `store`'s policy and pin trees. Must be called within
+    /// a tokio runtime (the store's committer).
+    pub fn new(
+        resolver: R,
+        fetcher: PolicyFetcher,
+        store: &Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<PolicyEngine<R>, StsError> {
+        Ok(PolicyEngine {
+            resolver,
+            fetcher,
+            cache: PolicyCache::open(store)?,
+            pins: PinStore::open(store)?,
+            clock,
+            inflight: Mutex::default(),
+        })
+    }
+
+    /// Installs the file pins (from [`load_pins_dir`](crate::load_pins_dir)),
+    /// replacing any loaded before.
+    pub fn set_file_pins(&self, pins: Vec<Pin>) {
+        for pin in &pins {
+            tracing::warn!(domain = %pin.domain, mode = %pin.mode, reason = %pin.reason, "MTA-STS policy pinned from file");
+        }
+        self.pins.set_file_pins(pins);
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &PolicyCache {
+        &self.cache
+    }
+
+    /// The current time in Unix seconds, from the injected clock.
+    pub fn now(&self) -> u64 {
+        self.clock.unix_secs()
+    }
+
+    /// The policy that applies to mail for `domain` now (RFC 8461 §5.1,
+    /// §10.2):
+    ///
+    /// 1. an active pin wins;
+    /// 2. a cached, unexpired policy whose id equals the TXT record's id is
+    ///    used as is;
+    /// 3. a new or changed id triggers a fetch; only a successful fetch
+    ///    replaces the cache;
+    /// 4. a failed fetch, a vanished TXT record or a temporary DNS failure
+    ///    leaves the cached policy in force until it expires;
+    /// 5. with nothing cached: no record → no policy; record but failed
+    ///    fetch → [`PolicyLookup::FetchFailed`] (deliver as without a
+    ///    policy, report the failure).
+    ///
+    /// Never fails: store errors are logged and treated as an empty cache.
+    pub async fn policy_for(&self, domain: &Domain) -> PolicyLookup {
+        let now = self.now();
+        if let Some(pin) = self.pins.active(domain, now) {
+            tracing::warn!(%domain, mode = %pin.mode, reason = %pin.reason, "using pinned MTA-STS policy");
+            return PolicyLookup::Policy {
+                policy: Arc::new(pin.to_cached()),
+                source: PolicySource::Pinned {
+                    reason: pin.reason.clone(),
+                    source: pin.source.clone(),
+                },
+            };
+        }
+        let cached = self.cached_unexpired(domain, now);
+        match lookup_record(&self.resolver, domain).await {
+            RecordLookup::Found(record) => {
+                if let Some(c) = cached.as_ref().filter(|c| c.id == record.id) {
+                    return PolicyLookup::Policy {
+                        policy: Arc::new(c.clone()),
+                        source: PolicySource::Cache,
+                    };
+                }
+                match self.fetch_once(domain, &record.id).await {
+                    Ok((policy, fresh)) => PolicyLookup::Policy {
+                        policy: Arc::new(policy),
+                        source: if fresh {
+                            PolicySource::Fetched
+                        } else {
+                            PolicySource::Cache
+                        },
+                    },
+                    Err(error) => match cached {
+                        // §5.1: a failed fetch of a changed policy leaves the
+                        // cached one in force.
+                        Some(c) => {
+                            tracing::warn!(%domain, cached_id = %c.id, new_id = %record.id, error = %error, "MTA-STS policy fetch failed; cached policy stays in force");
+                            PolicyLookup::Policy {
+                                policy: Arc::new(c),
+                                source: PolicySource::CacheAfterFailure { error: Some(error) },
+                            }
+                        }
+                        None => {
+                            tracing::warn!(%domain, error = %error, "MTA-STS policy fetch failed; no cached policy");
+                            PolicyLookup::FetchFailed {
+                                domain: domain.clone(),
+                                error,
+                            }
+                        }
+                    },
+                }
+            }
+            RecordLookup::NoPolicy(reason) => match cached {
+                // §10.2: a vanished record does not remove a cached policy
+                // (an attacker can remove DNS records).
+                Some(c) => {
+                    tracing::info!(%domain, %reason, "no MTA-STS record; cached policy stays in force");
+                    PolicyLookup::Policy {
+                        policy: Arc::new(c),
+                        source: PolicySource::CacheAfterFailure { error: None },
+                    }
+                }
+                None => PolicyLookup::None(NoPolicy::NoRecord(reason)),
+            },
+            RecordLookup::Temporary(e) => match cached {
+                Some(c) => {
+                    tracing::info!(%domain, error = %e, "MTA-STS record lookup failed; cached policy stays in force");
+                    PolicyLookup::Policy {
+                        policy: Arc::new(c),
+                        source: PolicySource::CacheAfterFailure { error: None },
+                    }
+                }
+                None => PolicyLookup::None(NoPolicy::DnsTemporary(e)),
+            },
+        }
+    }
+
+    /// Discovers and fetches `domain`'s policy now (`portcullis policy
+    /// fetch`): needs a valid TXT record; the cache is replaced only on
+    /// success (a failure is noted as the cached entry's `last_error`).
+    pub async fn fetch_now(&self, domain: &Domain) -> Result<CachedPolicy, StsError> {
+        let id = match lookup_record(&self.resolver, domain).await {
+            RecordLookup::Found(record) => record.id,
+            RecordLookup::NoPolicy(reason) => {
+                return Err(StsError::NoRecord {
+                    domain: domain.to_string(),
+                    reason,
+                });
+            }
+            RecordLookup::Temporary(source) => {
+                return Err(StsError::Dns {
+                    name: record_name(domain),
+                    source,
+                });
+            }
+        };
+        self.locked(domain, self.fetch_and_store(domain, &id))
+            .await
+            .map(|o| o.policy().clone())
+    }
+
+    /// Re-fetches `domain`'s policy even when the id is unchanged (domain
+    /// owners often change a policy and forget the id). A valid policy
+    /// restarts the cached lifetime; a different one replaces the cached
+    /// one and the change is logged with a line diff. With no usable TXT
+    /// record the cached id is kept and the body is fetched anyway, so that
+    /// removing DNS records alone cannot make a policy lapse.
+    pub async fn refresh(&self, domain: &Domain) -> Result<RefreshOutcome, StsError> {
+        let cached = self.cache.get(domain)?;
+        let id = match lookup_record(&self.resolver, domain).await {
+            RecordLookup::Found(record) => record.id,
+            RecordLookup::NoPolicy(reason) => match &cached {
+                Some(c) => c.id.clone(),
+                None => {
+                    return Err(StsError::NoRecord {
+                        domain: domain.to_string(),
+                        reason,
+                    });
+                }
+            },
+            RecordLookup::Temporary(source) => match &cached {
+                Some(c) => c.id.clone(),
+                None => {
+                    return Err(StsError::Dns {
+                        name: record_name(domain),
+                        source,
+                    });
+                }
+            },
+        };
+        self.locked(domain, self.fetch_and_store(domain, &id)).await
+    }
+
+    /// Refreshes every cached policy that has not expired; the outcome per
+    /// domain (`portcullis policy refresh` without a domain).
+    pub async fn refresh_all(
+        &self,
+    ) -> Result<Vec<(Domain, Result<RefreshOutcome, StsError>)>, StsError> {
+        let now = self.now();
+        let mut out = Vec::new();
+        for policy in self.cache.list()? {
+            if policy.is_expired(now) {
+                continue;
+            }
+            let outcome = self.refresh(&policy.domain).await;
+            out.push((policy.domain, outcome));
+        }
+        Ok(out)
+    }
+
+    /// Every cached policy, expired or not.
+    pub fn list(&self) -> Result<Vec<CachedPolicy>, StsError> {
+        self.cache.list()
+    }
+
+    /// The cached policy of `domain`, expired or not.
+    pub fn get(&self, domain: &Domain) -> Result<Option<CachedPolicy>, StsError> {
+        self.cache.get(domain)
+    }
+
+    /// Removes `domain`'s cached policy; true if there was one. The next
+    /// delivery discovers the policy afresh (trust on first use again).
+    pub async fn evict(&self, domain: &Domain) -> Result<bool, StsError> {
+        let removed = self.cache.evict(domain).await?;
+        if removed {
+            tracing::warn!(%domain, "MTA-STS policy evicted from the cache");
+        }
+        Ok(removed)
+    }
+
+    /// Pins a policy for `domain` until `until` (Unix seconds), which wins
+    /// over DNS until then; replaces an earlier operator pin.
+    pub async fn pin(
+        &self,
+        domain: &Domain,
+        mode: Mode,
+        mx: Vec<MxPattern>,
+        until: u64,
+        reason: &str,
+    ) -> Result<Pin, StsError> {
+        let now = self.now();
+        check_pin_parts(mode, &mx).map_err(|reason| StsError::Invalid { reason })?;
+        if until <= now {
+            return Err(StsError::Invalid {
+                reason: format!("pin expiry {until} is not in the future (now {now})"),
+            });
+        }
+        let pin = Pin {
+            domain: domain.clone(),
+            mode,
+            mx,
+            until: Some(until),
+            reason: reason.to_owned(),
+            source: PinSource::Operator,
+            created_at: now,
+        };
+        self.pins.put(&pin).await?;
+        tracing::warn!(%domain, %mode, mx = ?pin.mx.iter().map(ToString::to_string).collect::<Vec<_>>(), until, reason, "MTA-STS policy pinned by operator");
+        Ok(pin)
+    }
+
+    /// Removes the operator pin of `domain`; true if there was one. File
+    /// pins stay until their file is removed.
+    pub async fn unpin(&self, domain: &Domain) -> Result<bool, StsError> {
+        let removed = self.pins.remove(domain).await?;
+        if removed {
+            tracing::warn!(%domain, "MTA-STS operator pin removed");
+        }
+        Ok(removed)
+    }
+
+    /// Every pin: operator pins (active or expired), then file pins.
+    pub fn pins(&self) -> Result<Vec<Pin>, StsError> {
+        self.pins.list()
+    }
+
+    /// The cached policy of `domain` if it has not expired; a store error is
+    /// logged and treated as "nothing cached".
+    fn cached_unexpired(&self, domain: &Domain, now: u64) -> Option<CachedPolicy> {
+        match self.cache.get(domain) {
+            Ok(cached) => cached.filter(|c| !c.is_expired(now)),
+            Err(e) => {
+                tracing::error!(%domain, error = %e, "cannot read the MTA-STS cache");
+                None
+            }
+        }
+    }
+
+    /// Fetches `domain`'s policy for TXT `id` unless a concurrent caller
+    /// has just done so; `(policy, true)` when this call fetched it.
+    async fn fetch_once(
+        &self,
+        domain: &Domain,
+        id: &str,
+    ) -> Result<(CachedPolicy, bool), StsError> {
+        self.locked(domain, async {
+            match self.cached_unexpired(domain, self.now()) {
+                Some(c) if c.id == id => Ok((c, false)),
+                _ => self
+                    .fetch_and_store(domain, id)
+                    .await
+                    .map(|o| (o.policy().clone(), true)),
+            }
+        })
+        .await
+    }
+
+    /// Runs `work` while holding `domain`'s fetch lock, so that fetches and
+    /// cache writes for one domain never interleave (a slow failed fetch
+    /// must not write its note over a newer policy).
+    async fn locked<T>(&self, domain: &Domain, work: impl std::future::Future<Output = T>) -> T {
+        let lock = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(inflight.entry(domain.clone()).or_default())
+        };
+        let result = {
+            let _guard = lock.lock().await;
+            work.await
+        };
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's reference and ours: nobody else is waiting.
+        if Arc::strong_count(&lock) <= 2 {
+            inflight.remove(domain);
+        }
+        result
+    }
+
+    /// Fetches the policy, and on success stores it under `id` (logging a
+    /// diff when it differs from the cached one); on failure notes the error
+    /// on the cached entry and returns it.
+    async fn fetch_and_store(&self, domain: &Domain, id: &str) -> Result<RefreshOutcome, StsError> {
+        let policy = match self.fetcher.fetch(domain).await {
+            Ok(policy) => policy,
+            Err(error) => {
+                self.note_failure(domain, &error).await;
+                return Err(error);
+            }
+        };
+        let now = self.now();
+        let new = CachedPolicy::new(domain.clone(), id.to_owned(), policy, now);
+        let old = self.cache.get(domain).unwrap_or_else(|e| {
+            tracing::error!(%domain, error = %e, "cannot read the MTA-STS cache");
+            None
+        });
+        if let Err(e) = self.cache.put(&new).await {
+            // The fetched policy still applies to this delivery.
+            tracing::error!(%domain, error = %e, "cannot store the MTA-STS policy");
+        }
+        let outcome = match old {
+            Some(old) if old.text == new.text && old.id == new.id => {
+                tracing::debug!(%domain, id, "MTA-STS policy unchanged");
+                RefreshOutcome::Unchanged(new)
+            }
+            old => {
+                let diff = line_diff(old.as_ref().map_or("", |o| o.text.as_str()), &new.text);
+                match &old {
+                    Some(o) => {
+                        tracing::info!(%domain, old_id = %o.id, new_id = id, mode = %new.mode, max_age = new.max_age, %diff, "MTA-STS policy changed")
+                    }
+                    None => {
+                        tracing::info!(%domain, id, mode = %new.mode, max_age = new.max_age, "MTA-STS policy cached")
+                    }
+                }
+                RefreshOutcome::Replaced { old, new, diff }
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// Records a failed fetch on the cached entry (policy unchanged).
+    async fn note_failure(&self, domain: &Domain, error: &StsError) {
+        let now = self.now();
+        match self.cache.get(domain) {
+            Ok(Some(mut cached)) => {
+                cached.last_error = Some(error.to_string());
+                cached.last_checked = now;
+                if let Err(e) = self.cache.put(&cached).await {
+                    tracing::error!(%domain, error = %e, "cannot note the MTA-STS fetch failure");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(%domain, error = %e, "cannot read the MTA-STS cache"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    use portcullis_dns::MemoryResolver;
+
+    use super::*;
+    use crate::Policy;
+
+    /// A clock the test moves by hand.
+    #[derive(Debug, Default)]
+    struct HandClock(AtomicU64);
+
+    impl Clock for HandClock {
+        fn now(&self) -> SystemTime {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    struct Fixture {
+        engine: PolicyEngine<MemoryResolver>,
+        dns: MemoryResolver,
+        clock: Arc<HandClock>,
+        _dir: tempfile::TempDir,
+    }
+
+    const START: u64 = 1_700_000_000;
+    const TXT: &str = "_mta-sts.example.test";
+
+    fn domain() -> Domain {
+        Domain::parse("example.test").unwrap()
+    }
+
+    /// An engine whose fetches always fail (the policy host has no address
+    /// in the in-memory DNS), so every policy comes from the cache or a pin.
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let dns = MemoryResolver::new();
+        let clock = Arc::new(HandClock(AtomicU64::new(START)));
+        let fetcher = PolicyFetcher::builder(dns.clone())
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let engine = PolicyEngine::new(dns.clone(), fetcher, &store, clock.clone()).unwrap();
+        Fixture {
+            engine,
+            dns,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    impl Fixture {
+        async fn seed(&self, id: &str, mode: &str, max_age: u64) {
+            let policy = Policy::parse(&format!(
+                "version: STSv1\nmode: {mode}\nmx: *.example.test\nmax_age: {max_age}\n"
+            ))
+            .unwrap();
+            let cached = CachedPolicy::new(domain(), id.into(), policy, self.engine.now());
+            self.engine.cache().put(&cached).await.unwrap();
+        }
+
+        fn advance(&self, secs: u64) {
+            self.clock.0.fetch_add(secs, Ordering::SeqCst);
+        }
+
+        async fn lookup(&self) -> PolicyLookup {
+            self.engine.policy_for(&domain()).await
+        }
+    }
+
+    #[track_caller]
+    fn assert_cache(lookup: &PolicyLookup, id: &str) {
+        match lookup {
+            PolicyLookup::Policy {
+                policy,
+                source: PolicySource::Cache,
+            } => assert_eq!(policy.id, id),
+            other => panic!("expected the cached policy, got {other:?}"),
+        }
+    }
+
+    #[track_caller]
+    fn assert_cache_after_failure(lookup: &PolicyLookup, id: &str, with_error: bool) {
+        match lookup {
+            PolicyLookup::Policy {
+                policy,
+                source: PolicySource::CacheAfterFailure { error },
+            } => {
+                assert_eq!(policy.id, id);
+                assert_eq!(error.is_some(), with_error, "{error:?}");
+            }
+            other => panic!("expected the cached policy after a failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_record_no_cache_is_no_policy() {
+        let f = fixture();
+        let got = f.lookup().await;
+        assert!(
+            matches!(
+                got,
+                PolicyLookup::None(NoPolicy::NoRecord(NoPolicyReason::NoRecord))
+            ),
+            "{got:?}"
+        );
+        let report = got.report(&domain());
+        assert_eq!(report.policy_type, ReportPolicyType::NoPolicyFound);
+        assert_eq!(report.failure, None);
+    }
+
+    #[tokio::test]
+    async fn temporary_dns_failure_no_cache_is_no_policy_kept_apart() {
+        let f = fixture();
+        f.dns.set_temp_fail(TXT, true);
+        let got = f.lookup().await;
+        assert!(
+            matches!(got, PolicyLookup::None(NoPolicy::DnsTemporary(_))),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_records_no_cache_is_no_policy() {
+        let f = fixture();
+        f.dns.add_txt(TXT, "v=STSv1; id=1");
+        f.dns.add_txt(TXT, "v=STSv1; id=2");
+        let got = f.lookup().await;
+        assert!(
+            matches!(
+                got,
+                PolicyLookup::None(NoPolicy::NoRecord(NoPolicyReason::MultipleRecords(2)))
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn matching_id_uses_the_cache_without_fetching() {
+        let f = fixture();
+        f.seed("abc", "enforce", 86_400).await;
+        f.dns.add_txt(TXT, "v=STSv1; id=abc");
+        let got = f.lookup().await;
+        assert_cache(&got, "abc");
+        assert_eq!(got.mode(), Some(Mode::Enforce));
+        // No fetch was tried, so no error was noted.
+        let cached = f.engine.get(&domain()).unwrap().unwrap();
+        assert_eq!(cached.last_error, None);
+        let report = got.report(&domain());
+        assert_eq!(report.policy_type, ReportPolicyType::Sts);
+        assert_eq!(report.mx_host, ["*.example.test"]);
+        assert_eq!(report.policy_string[1], "mode: enforce");
+    }
+
+    /// §10.2: an attacker removing the TXT record does not remove the
+    /// cached policy.
+    #[tokio::test]
+    async fn vanished_record_keeps_the_cached_policy() {
+        let f = fixture();
+        f.seed("abc", "enforce", 86_400).await;
+        assert_cache_after_failure(&f.lookup().await, "abc", false);
+    }
+
+    #[tokio::test]
+    async fn temporary_dns_failure_keeps_the_cached_policy() {
+        let f = fixture();
+        f.seed("abc", "enforce", 86_400).await;
+        f.dns.set_temp_fail(TXT, true);
+        assert_cache_after_failure(&f.lookup().await, "abc", false);
+    }
+
+    /// §5.1: a changed id whose fetch fails leaves the cached policy in
+    /// force, and the failure is reported and noted.
+    #[tokio::test]
+    async fn changed_id_with_failed_fetch_keeps_the_cached_policy() {
+        let f = fixture();
+        f.seed("abc", "enforce", 86_400).await;
+        f.dns.add_txt(TXT, "v=STSv1; id=def");
+        let got = f.lookup().await;
+        assert_cache_after_failure(&got, "abc", true);
+        assert_eq!(
+            got.report(&domain()).failure,
+            Some(TlsResultType::StsPolicyFetchError)
+        );
+        let cached = f.engine.get(&domain()).unwrap().unwrap();
+        assert_eq!(
+            cached.id, "abc",
+            "a failed fetch must not replace the policy"
+        );
+        assert!(cached.last_error.is_some());
+    }
+
+    #[tokio::test]
+    async fn record_without_cache_and_failed_fetch_is_fetch_failed() {
+        let f = fixture();
+        f.dns.add_txt(TXT, "v=STSv1; id=1");
+        let got = f.lookup().await;
+        match &got {
+            PolicyLookup::FetchFailed { domain: d, error } => {
+                assert_eq!(d, &domain());
+                assert!(matches!(error, StsError::Dns { .. }), "{error:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(got.mode(), None);
+        let report = got.report(&domain());
+        assert_eq!(report.policy_type, ReportPolicyType::Sts);
+        assert_eq!(report.failure, Some(TlsResultType::StsPolicyFetchError));
+        assert!(f.engine.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn expired_policy_no_longer_applies() {
+        let f = fixture();
+        f.seed("abc", "enforce", 3600).await;
+        f.dns.add_txt(TXT, "v=STSv1; id=abc");
+        assert_cache(&f.lookup().await, "abc");
+        f.advance(3599);
+        assert_cache(&f.lookup().await, "abc");
+        f.advance(1);
+        // Expired: the id matches but the fetch fails, nothing is in force.
+        assert!(matches!(f.lookup().await, PolicyLookup::FetchFailed { .. }));
+        f.dns.remove(TXT, "TXT");
+        assert!(matches!(f.lookup().await, PolicyLookup::None(_)));
+    }
+
+    #[tokio::test]
+    async fn operator_pin_wins_until_it_expires_then_unpin() {
+        let f = fixture();
+        f.seed("abc", "enforce", 86_400).await;
+        f.dns.add_txt(TXT, "v=STSv1; id=abc");
+        let now = f.engine.now();
+        let err = f
+            .engine
+            .pin(&domain(), Mode::Enforce, Vec::new(), now + 60, "x")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StsError::Invalid { .. }), "{err}");
+        let err = f
+            .engine
+            .pin(&domain(), Mode::None, Vec::new(), now, "x")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StsError::Invalid { .. }), "{err}");
+        f.engine
+            .pin(
+                &domain(),
+                Mode::None,
+                Vec::new(),
+                now + 60,
+                "partner's certificate expired",
+            )
+            .await
+            .unwrap();
+        let got = f.lookup().await;
+        match &got {
+            PolicyLookup::Policy {
+                policy,
+                source: PolicySource::Pinned { reason, source },
+            } => {
+                assert_eq!(policy.mode, Mode::None);
+                assert_eq!(policy.id, crate::PIN_ID);
+                assert_eq!(reason, "partner's certificate expired");
+                assert_eq!(source, &PinSource::Operator);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(f.engine.pins().unwrap().len(), 1);
+        f.advance(60);
+        assert_cache(&f.lookup().await, "abc");
+        assert!(f.engine.unpin(&domain()).await.unwrap());
+        assert!(!f.engine.unpin(&domain()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn file_pin_wins_over_dns_and_operator_pin_over_file_pin() {
+        let f = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("example.test.txt"),
+            "version: STSv1\nmode: enforce\nmx: mx.example.test\nmax_age: 86400\n",
+        )
+        .unwrap();
+        f.engine
+            .set_file_pins(crate::load_pins_dir(dir.path(), f.engine.now()).unwrap());
+        let got = f.lookup().await;
+        assert_eq!(got.mode(), Some(Mode::Enforce));
+        assert!(got.policy().unwrap().matches_mx("mx.example.test"));
+        let now = f.engine.now();
+        f.engine
+            .pin(
+                &domain(),
+                Mode::Testing,
+                vec![MxPattern::parse("*.example.test").unwrap()],
+                now + 10,
+                "test",
+            )
+            .await
+            .unwrap();
+        assert_eq!(f.lookup().await.mode(), Some(Mode::Testing));
+        f.advance(10);
+        assert_eq!(f.lookup().await.mode(), Some(Mode::Enforce));
+    }
+
+    #[tokio::test]
+    async fn fetch_now_needs_a_record_and_leaves_the_cache_on_failure() {
+        let f = fixture();
+        let err = f.engine.fetch_now(&domain()).await.unwrap_err();
+        assert!(matches!(err, StsError::NoRecord { .. }), "{err}");
+        f.dns.set_temp_fail(TXT, true);
+        let err = f.engine.fetch_now(&domain()).await.unwrap_err();
+        assert!(matches!(err, StsError::Dns { .. }), "{err}");
+        f.dns.set_temp_fail(TXT, false);
+        f.seed("abc", "testing", 86_400).await;
+        f.dns.add_txt(TXT, "v=STSv1; id=new");
+        assert!(f.engine.fetch_now(&domain()).await.is_err());
+        let cached = f.engine.get(&domain()).unwrap().unwrap();
+        assert_eq!((cached.id.as_str(), cached.mode), ("abc", Mode::Testing));
+        assert!(cached.last_error.is_some());
+    }
+
+    #[tokio::test]
+    async fn evict_forgets_the_policy() {
+        let f = fixture();
+        f.seed("abc", "enforce", 86_400).await;
+        assert!(f.engine.evict(&domain()).await.unwrap());
+        assert!(matches!(f.lookup().await, PolicyLookup::None(_)));
+        assert!(!f.engine.evict(&domain()).await.unwrap());
+    }
+}

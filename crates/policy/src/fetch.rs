@@ -1,0 +1,453 @@
+//! The HTTPS fetch of a policy (RFC 8461 §3.3).
+//!
+//! `https://mta-sts.<domain>[:port]/.well-known/mta-sts.txt` with reqwest
+//! over rustls (ring): the host name is resolved through our own
+//! [`Resolver`] (so `[dns]` applies), the certificate is checked for
+//! `mta-sts.<domain>` under the configured trust anchors, redirects are not
+//! followed, the whole fetch runs under a timeout, and the body is read up
+//! to 64 KiB and no further.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_dns::{DnsError, Resolver};
+use portcullis_tls::{ClientTls, classify};
+use portcullis_types::Domain;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+
+use crate::{Policy, StsError};
+
+/// RFC 8461 §3.3 suggests a limit on the policy size; 64 KiB is what the
+/// common implementations use.
+pub const MAX_POLICY_SIZE: usize = 64 * 1024;
+
+/// The default time allowed for a whole fetch.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default HTTPS port of policy hosts.
+pub const DEFAULT_PORT: u16 = 443;
+
+/// The policy host of `domain`: `mta-sts.<domain>` (§3.3).
+pub fn policy_host(domain: &Domain) -> String {
+    format!("mta-sts.{}", domain.as_str())
+}
+
+/// Fetches and parses policies over HTTPS. Cheap to clone (one shared
+/// connection pool).
+#[derive(Debug, Clone)]
+pub struct PolicyFetcher {
+    client: reqwest::Client,
+    port: u16,
+}
+
+/// Builds a [`PolicyFetcher`] (STYLE 22: more than three knobs).
+pub struct PolicyFetcherBuilder {
+    resolver: Arc<dyn Resolve>,
+    tls: Option<ClientTls>,
+    port: u16,
+    timeout: Duration,
+}
+
+impl PolicyFetcher {
+    /// Starts a builder whose policy-host lookups go through `resolver`.
+    pub fn builder<R: Resolver>(resolver: R) -> PolicyFetcherBuilder {
+        PolicyFetcherBuilder {
+            resolver: Arc::new(ResolverAdapter {
+                resolver: Arc::new(resolver),
+            }),
+            tls: None,
+            port: DEFAULT_PORT,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The port policy hosts are contacted on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The policy URL for `domain` (§3.3), with the port when it is not 443.
+    pub fn url(&self, domain: &Domain) -> String {
+        let host = policy_host(domain);
+        if self.port == DEFAULT_PORT {
+            format!("https://{host}/.well-known/mta-sts.txt")
+        } else {
+            format!("https://{host}:{}/.well-known/mta-sts.txt", self.port)
+        }
+    }
+
+    /// Fetches and parses `domain`'s policy. Only an HTTP 200 whose media
+    /// type is `text/plain` and whose body is at most [`MAX_POLICY_SIZE`]
+    /// bytes of valid policy counts; everything else is a typed error.
+    pub async fn fetch(&self, domain: &Domain) -> Result<Policy, StsError> {
+        let host = policy_host(domain);
+        let url = self.url(domain);
+        tracing::debug!(%domain, %url, "fetching MTA-STS policy");
+        let mut response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| classify_error(&host, &e))?;
+        let status = response.status();
+        // RFC 8461 §3.3: "HTTP 3xx redirects MUST NOT be followed".
+        if status.is_redirection() {
+            return Err(StsError::Redirect {
+                host,
+                status: status.as_u16(),
+                location: header(&response, LOCATION),
+            });
+        }
+        // §3.3: only a 200 is a policy.
+        if status != reqwest::StatusCode::OK {
+            return Err(StsError::Status {
+                host,
+                status: status.as_u16(),
+            });
+        }
+        // §3.2: "the policy ... served with the media type text/plain"
+        // (parameters such as charset are allowed).
+        let content_type = header(&response, CONTENT_TYPE);
+        if !content_type.as_deref().is_some_and(is_text_plain) {
+            return Err(StsError::ContentType { host, content_type });
+        }
+        let too_large = || StsError::TooLarge {
+            host: host.clone(),
+            limit: MAX_POLICY_SIZE,
+        };
+        let declared = header(&response, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_POLICY_SIZE as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| classify_error(&host, &e))?
+        {
+            if body.len() + chunk.len() > MAX_POLICY_SIZE {
+                // Stop reading: the rest is never buffered.
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(body).map_err(|_| StsError::Invalid {
+            reason: "the policy is not UTF-8 text".to_owned(),
+        })?;
+        Policy::parse(&text)
+    }
+}
+
+impl std::fmt::Debug for PolicyFetcherBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyFetcherBuilder")
+            .field("port", &self.port)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyFetcherBuilder {
+    /// The trust anchors and clock for the policy host's certificate
+    /// (default: the Web PKI roots, [`ClientTls::new`] with no extra roots).
+    /// Build it with `ClientTls::new(&config.tls.extra_roots)`.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The HTTPS port (`[mta_sts] https_port`, default 443).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The time allowed for a whole fetch: connect, handshake, request and
+    /// body (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Builds the fetcher.
+    pub fn build(self) -> Result<PolicyFetcher, StsError> {
+        let setup = |reason: String| StsError::Setup { reason };
+        let tls = match self.tls {
+            Some(tls) => tls,
+            None => ClientTls::new(&[]).map_err(|e| setup(e.to_string()))?,
+        };
+        // A PKIX-verifying rustls configuration on the ring provider; the
+        // host name checked is the URL's host, `mta-sts.<domain>`, which is
+        // also the SNI sent (§3.3).
+        let config = tls.pkix_config().map_err(|e| setup(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured((*config).clone())
+            .dns_resolver(self.resolver)
+            // §3.3: redirects are not followed; a 3xx is an error.
+            .redirect(reqwest::redirect::Policy::none())
+            // Never through a proxy from the environment: the policy host
+            // must be reached directly, by the name we resolved.
+            .no_proxy()
+            .https_only(true)
+            .http1_only()
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            // Fetches are rare; an idle pooled connection would outlive a
+            // certificate change on the policy host.
+            .pool_max_idle_per_host(0)
+            .user_agent(concat!("portcullis-mta-sts/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| setup(e.to_string()))?;
+        Ok(PolicyFetcher {
+            client,
+            port: self.port,
+        })
+    }
+}
+
+/// reqwest's resolver hook over our [`Resolver`]: A and AAAA asked together;
+/// an error is returned as our [`DnsError`] so that it can be recovered from
+/// reqwest's error chain.
+struct ResolverAdapter<R> {
+    resolver: Arc<R>,
+}
+
+impl<R> std::fmt::Debug for ResolverAdapter<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolverAdapter").finish_non_exhaustive()
+    }
+}
+
+impl<R: Resolver> Resolve for ResolverAdapter<R> {
+    fn resolve(&self, name: Name) -> Resolving {
+        let resolver = Arc::clone(&self.resolver);
+        let name = name.as_str().to_owned();
+        Box::pin(async move {
+            let (v4, v6) = tokio::join!(resolver.ipv4(&name), resolver.ipv6(&name));
+            let addrs = addresses(v4, v6)?;
+            let addrs: Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Combines the A and AAAA answers: any address wins; with none, a temporary
+/// failure of either lookup is reported as such (never as "no address").
+fn addresses(
+    v4: Result<Vec<std::net::Ipv4Addr>, DnsError>,
+    v6: Result<Vec<std::net::Ipv6Addr>, DnsError>,
+) -> Result<Vec<SocketAddr>, Box<dyn StdError + Send + Sync>> {
+    // Port 0: reqwest puts the URL's port in.
+    let mut out: Vec<SocketAddr> = Vec::new();
+    let mut errors = Vec::new();
+    match v4 {
+        Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::from((ip, 0)))),
+        Err(e) => errors.push(e),
+    }
+    match v6 {
+        Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::from((ip, 0)))),
+        Err(e) => errors.push(e),
+    }
+    if !out.is_empty() {
+        return Ok(out);
+    }
+    let error = match errors.iter().position(DnsError::is_temporary) {
+        Some(i) => errors.swap_remove(i),
+        None => errors.into_iter().next().unwrap_or(DnsError::NoRecords {
+            name: String::new(),
+            rtype: "A",
+        }),
+    };
+    Err(Box::new(error))
+}
+
+/// The value of header `name`, if present and printable.
+fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `text/plain`, case-insensitive, parameters allowed.
+fn is_text_plain(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/plain"))
+}
+
+/// Maps a reqwest error onto [`StsError`] by walking its source chain for
+/// our DNS error, a rustls error or an I/O error.
+fn classify_error(host: &str, error: &reqwest::Error) -> StsError {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    let mut found_tls: Option<&rustls::Error> = None;
+    let mut found_dns: Option<&DnsError> = None;
+    while let Some(e) = current {
+        if let Some(dns) = e.downcast_ref::<DnsError>() {
+            found_dns = Some(dns);
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            found_tls = Some(tls);
+        }
+        // io::Error::source() skips the wrapped error itself, and I/O errors
+        // are sometimes wrapped in I/O errors: look inside each of them.
+        let mut io = e.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(std::io::Error::get_ref) {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                found_tls = Some(tls);
+            }
+            if let Some(dns) = inner.downcast_ref::<DnsError>() {
+                found_dns = Some(dns);
+            }
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        current = e.source();
+    }
+    if let Some(dns) = found_dns {
+        return StsError::Dns {
+            name: host.to_owned(),
+            source: dns.clone(),
+        };
+    }
+    if let Some(tls) = found_tls {
+        if let rustls::Error::InvalidCertificate(_) = tls {
+            return StsError::Tls {
+                host: host.to_owned(),
+                certificate: classify(tls),
+                reason: tls.to_string(),
+            };
+        }
+        return StsError::Connect {
+            host: host.to_owned(),
+            reason: format!("TLS handshake failed: {tls}"),
+        };
+    }
+    if error.is_timeout() {
+        return StsError::Timeout {
+            host: host.to_owned(),
+        };
+    }
+    let reason = chain(error);
+    if error.is_connect() {
+        return StsError::Connect {
+            host: host.to_owned(),
+            reason,
+        };
+    }
+    StsError::Http {
+        host: host.to_owned(),
+        reason,
+    }
+}
+
+/// `error: cause: cause` for logs.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        current = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use portcullis_dns::MemoryResolver;
+
+    use super::*;
+
+    #[test]
+    fn media_types() {
+        assert!(is_text_plain("text/plain"));
+        assert!(is_text_plain("TEXT/Plain"));
+        assert!(is_text_plain("text/plain; charset=utf-8"));
+        assert!(is_text_plain("text/plain ;charset=us-ascii"));
+        assert!(!is_text_plain("text/html"));
+        assert!(!is_text_plain("text/plainx"));
+        assert!(!is_text_plain("application/octet-stream"));
+        assert!(!is_text_plain(""));
+    }
+
+    #[test]
+    fn url_has_the_port_only_when_not_443() {
+        let d = Domain::parse("Example.Test").unwrap();
+        let f = PolicyFetcher::builder(MemoryResolver::new())
+            .build()
+            .unwrap();
+        assert_eq!(
+            f.url(&d),
+            "https://mta-sts.example.test/.well-known/mta-sts.txt"
+        );
+        let f = PolicyFetcher::builder(MemoryResolver::new())
+            .port(8443)
+            .build()
+            .unwrap();
+        assert_eq!(
+            f.url(&d),
+            "https://mta-sts.example.test:8443/.well-known/mta-sts.txt"
+        );
+    }
+
+    #[test]
+    fn address_combination() {
+        let temp = || DnsError::Temporary {
+            name: "h".into(),
+            reason: "t".into(),
+        };
+        let none = || DnsError::NoRecords {
+            name: "h".into(),
+            rtype: "A",
+        };
+        let got = addresses(Ok(vec![Ipv4Addr::LOCALHOST]), Err(temp())).unwrap();
+        assert_eq!(got, vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))]);
+        let got = addresses(Err(none()), Ok(vec![Ipv6Addr::LOCALHOST])).unwrap();
+        assert_eq!(got, vec![SocketAddr::from((Ipv6Addr::LOCALHOST, 0))]);
+        let err = addresses(Err(none()), Err(temp())).unwrap_err();
+        assert!(err.downcast_ref::<DnsError>().unwrap().is_temporary());
+        let err = addresses(Err(none()), Err(none())).unwrap_err();
+        assert!(err.downcast_ref::<DnsError>().unwrap().is_not_found());
+    }
+
+    #[tokio::test]
+    async fn unresolvable_policy_host_is_a_dns_error() {
+        let d = Domain::parse("example.test").unwrap();
+        let f = PolicyFetcher::builder(MemoryResolver::new())
+            .build()
+            .unwrap();
+        let err = f.fetch(&d).await.unwrap_err();
+        assert!(
+            matches!(&err, StsError::Dns { source, .. } if source.is_not_found()),
+            "{err:?}"
+        );
+        let r = MemoryResolver::new().temp_fail("mta-sts.example.test");
+        let f = PolicyFetcher::builder(r).build().unwrap();
+        let err = f.fetch(&d).await.unwrap_err();
+        assert!(
+            matches!(&err, StsError::Dns { source, .. } if source.is_temporary()),
+            "{err:?}"
+        );
+        assert!(err.is_temporary());
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_a_connect_error() {
+        // Port 9 (discard) on loopback is closed in the test environment.
+        let d = Domain::parse("example.test").unwrap();
+        let r = MemoryResolver::new().a("mta-sts.example.test", Ipv4Addr::LOCALHOST);
+        let f = PolicyFetcher::builder(r).port(9).build().unwrap();
+        let err = f.fetch(&d).await.unwrap_err();
+        assert!(matches!(err, StsError::Connect { .. }), "{err:?}");
+    }
+}
