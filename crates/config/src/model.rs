@@ -90,6 +90,11 @@ pub struct QueueFile {
 pub struct MtaStsFile {
     /// `https_port`: the port policy hosts are fetched from (default 443).
     pub https_port: Option<u16>,
+    /// `fetch_timeout`: the whole HTTPS policy fetch (default `"30s"`).
+    pub fetch_timeout: Option<String>,
+    /// `pins_dir`: directory of `<domain>.txt` policies pinned for remote
+    /// domains; they win over DNS (default: none).
+    pub pins_dir: Option<String>,
 }
 
 /// `[tlsrpt]`: RFC 8460 reports we send.

@@ -116,6 +116,17 @@ pub struct Delivery {
     pub connect_timeout: Duration,
 }
 
+/// MTA-STS settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MtaSts {
+    /// Port of policy hosts.
+    pub https_port: u16,
+    /// Policy fetch timeout.
+    pub fetch_timeout: Duration,
+    /// Pinned policies for remote domains.
+    pub pins_dir: Option<PathBuf>,
+}
+
 /// Retry schedule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Queue {
@@ -292,7 +303,7 @@ pub struct Config {
     /// Queue schedule.
     pub queue: Queue,
     /// MTA-STS policy fetch port.
-    pub mta_sts_https_port: u16,
+    pub mta_sts: MtaSts,
     /// TLS-RPT.
     pub tlsrpt: TlsRpt,
     /// Users file for submission.

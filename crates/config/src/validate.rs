@@ -441,7 +441,15 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
             ),
         },
         queue,
-        mta_sts_https_port: s.mta_sts.https_port.unwrap_or(443),
+        mta_sts: MtaSts {
+            https_port: s.mta_sts.https_port.unwrap_or(443),
+            fetch_timeout: c.duration(
+                "mta_sts.fetch_timeout",
+                &s.mta_sts.fetch_timeout,
+                Duration::from_secs(30),
+            ),
+            pins_dir: s.mta_sts.pins_dir.map(PathBuf::from),
+        },
         tlsrpt,
         users_file: s.submission.users_file.map(PathBuf::from),
         admin,

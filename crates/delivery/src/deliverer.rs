@@ -4,16 +4,19 @@
 //! results. Timing of retries is the queue's business, not ours.
 
 use crate::client::{
-    RcptSpec, SessionError, SessionReport, Stage, Timeouts, TlsDecision, Transaction,
+    RcptSpec, SessionError, SessionReport, Stage, Timeouts, TlsDecision, TlsOutcome, Transaction,
     deliver_session,
 };
 use crate::connect::Connector;
 use crate::metrics::DeliveryMetrics;
 use crate::plan::{PlanError, plan};
+use crate::tlsrpt::{LogTlsResults, TlsResultSink, TlsSessionResult};
 use portcullis_config::Route;
 use portcullis_dns::Resolver;
+use portcullis_policy::{Mode, PolicyEngine, PolicyLookup};
 use portcullis_queue::{Deliver, DeliveryJob, RecipientOutcome, RecipientResult};
 use portcullis_tls::ClientTls;
+use portcullis_tls::TlsResultType;
 use portcullis_types::Domain;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -34,6 +37,19 @@ pub struct Deliverer<R, C> {
     per_domain: usize,
     domains: Mutex<HashMap<Domain, Arc<Semaphore>>>,
     metrics: Arc<DeliveryMetrics>,
+    policy: Option<Arc<PolicyEngine<R>>>,
+    reporter: Arc<dyn TlsResultSink>,
+}
+
+/// How TLS is decided for the sessions of one delivery.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum TlsPolicy {
+    /// No MTA-STS policy (or a route): opportunistic, clear text allowed.
+    Opportunistic,
+    /// MTA-STS `testing`: as opportunistic, but failures are reported.
+    Testing,
+    /// MTA-STS `enforce`: PKIX-valid TLS 1.2+ with a listed MX or nothing.
+    Enforce,
 }
 
 /// What one session means for the recipients it carried.
@@ -75,7 +91,21 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             per_domain: per_domain.max(1),
             domains: Mutex::new(HashMap::new()),
             metrics,
+            policy: None,
+            reporter: Arc::new(LogTlsResults::default()),
         }
+    }
+
+    /// Applies MTA-STS (RFC 8461) from `engine` to MX deliveries.
+    pub fn with_policy(mut self, engine: Arc<PolicyEngine<R>>) -> Self {
+        self.policy = Some(engine);
+        self
+    }
+
+    /// Hands every TLS outcome to `reporter` (TLS-RPT).
+    pub fn with_reporter(mut self, reporter: Arc<dyn TlsResultSink>) -> Self {
+        self.reporter = reporter;
+        self
     }
 
     fn domain_permit(&self, domain: &Domain) -> Arc<Semaphore> {
@@ -105,6 +135,23 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
         }
         let semaphore = self.domain_permit(domain);
         let _permit = semaphore.acquire_owned().await.ok();
+        let routed = crate::plan::route_for(&self.routes, domain).is_some();
+        // RFC 8461 applies to MX delivery; a configured route is the
+        // operator's own hop.
+        let lookup = match (&self.policy, routed) {
+            (Some(engine), false) => Some(engine.policy_for(domain).await),
+            _ => None,
+        };
+        let tls_policy = match lookup.as_ref().and_then(PolicyLookup::mode) {
+            Some(Mode::Enforce) => TlsPolicy::Enforce,
+            Some(Mode::Testing) => TlsPolicy::Testing,
+            _ => TlsPolicy::Opportunistic,
+        };
+        self.metrics.policy_mode(match tls_policy {
+            TlsPolicy::Enforce => "enforce",
+            TlsPolicy::Testing => "testing",
+            TlsPolicy::Opportunistic => "none",
+        });
         let hops = match plan(&self.resolver, &self.routes, self.port, domain).await {
             Ok(h) => h,
             Err(PlanError::Permanent { status, reason }) => {
@@ -122,6 +169,46 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
                 });
             }
         };
+        let hops: Vec<_> = match (tls_policy, lookup.as_ref().and_then(PolicyLookup::policy)) {
+            (TlsPolicy::Enforce, Some(policy)) => {
+                let (allowed, skipped): (Vec<_>, Vec<_>) =
+                    hops.into_iter().partition(|h| policy.matches_mx(&h.name));
+                for h in &skipped {
+                    // RFC 8461 §5: only MX hosts the policy lists are candidates.
+                    warn!(mx = %h.name, policy_domain = %domain, "MTA-STS: MX not listed in the enforced policy; not contacted");
+                }
+                if allowed.is_empty() {
+                    let reason = format!(
+                        "MTA-STS: no MX host of {domain} matches the enforced policy (mx: {})",
+                        policy
+                            .mx
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    self.metrics.policy_deferral("mx_mismatch");
+                    if let (Some(lookup), Some(h)) = (&lookup, skipped.first()) {
+                        self.report(
+                            lookup,
+                            domain,
+                            &h.name,
+                            h.addrs.first().copied(),
+                            None,
+                            Some(TlsResultType::ValidationFailure),
+                            &reason,
+                            job,
+                        );
+                    }
+                    return all(idxs, |_| RecipientOutcome::Deferred {
+                        remote_mta: None,
+                        reason: reason.clone(),
+                    });
+                }
+                allowed
+            }
+            _ => hops,
+        };
         let mut last_error = format!("no mail host of {domain} could be reached");
         for hop in &hops {
             if let Some(e) = &hop.error {
@@ -134,10 +221,16 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
                 loop {
                     // A fresh opportunistic configuration per connection: its
                     // record says whether this peer's certificate verified.
-                    let decision = if in_clear {
-                        TlsDecision::Disabled
-                    } else {
-                        self.opportunistic()
+                    let decision = match (tls_policy, in_clear) {
+                        (TlsPolicy::Enforce, _) => match self.tls.pkix_config() {
+                            Ok(config) => TlsDecision::Required { config },
+                            Err(e) => {
+                                last_error = format!("MTA-STS: trust anchors unusable: {e}");
+                                break;
+                            }
+                        },
+                        (_, true) => TlsDecision::Disabled,
+                        (_, false) => self.opportunistic(),
                     };
                     let stream = match self.connector.connect(target).await {
                         Ok(s) => s,
@@ -149,6 +242,25 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
                         }
                     };
                     let report = self.session(stream, &hop.name, decision, job, idxs).await;
+                    if let Some(lookup) = &lookup {
+                        if !in_clear {
+                            let failure = tls_failure(&report.tls);
+                            let detail = match &report.result {
+                                Err(e) => e.to_string(),
+                                Ok(_) => format!("{:?}", report.tls),
+                            };
+                            self.report(
+                                lookup,
+                                domain,
+                                &hop.name,
+                                Some(*addr),
+                                report.peer_name.clone(),
+                                failure,
+                                &detail,
+                                job,
+                            );
+                        }
+                    }
                     match self.interpret(&mx, report, idxs) {
                         Step::Done(results) => {
                             self.metrics.attempt(&hop.name, "session");
@@ -160,6 +272,14 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
                             break;
                         }
                         Step::RetryWithoutTls(e) => {
+                            self.metrics.attempt(&hop.name, "tls_failed");
+                            if tls_policy == TlsPolicy::Enforce {
+                                // RFC 8461 §5: never a plaintext or unverified retry.
+                                self.metrics.policy_deferral("tls");
+                                warn!(%mx, error = %e, "MTA-STS enforce: TLS failed; trying the next MX, never in clear");
+                                last_error = format!("MTA-STS: {e}");
+                                break;
+                            }
                             if in_clear {
                                 last_error = e;
                                 break;
@@ -175,6 +295,38 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             remote_mta: None,
             reason: last_error.clone(),
         })
+    }
+
+    /// Hands one session's TLS outcome to the TLS-RPT recorder.
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        lookup: &PolicyLookup,
+        domain: &Domain,
+        mx_host: &str,
+        ip: Option<std::net::IpAddr>,
+        helo: Option<String>,
+        failure: Option<TlsResultType>,
+        detail: &str,
+        job: &DeliveryJob,
+    ) {
+        let policy = lookup.report(domain);
+        // A failed policy fetch is a result of its own (RFC 8460 §4.3.2).
+        let failure = policy.failure.or(failure);
+        let Some(receiving_ip) = ip else { return };
+        self.reporter.record(TlsSessionResult {
+            policy,
+            mx_host: mx_host.to_string(),
+            receiving_ip,
+            receiving_helo: helo,
+            failure,
+            detail: detail.chars().take(200).collect(),
+            is_report: job.envelope.sender == portcullis_types::ReversePath::Null
+                && job
+                    .message
+                    .windows(28)
+                    .any(|w| w.eq_ignore_ascii_case(b"report-type=\"tlsrpt\"")),
+        });
     }
 
     fn opportunistic(&self) -> TlsDecision {
@@ -350,5 +502,16 @@ impl<R: Resolver, C: Connector> Deliver for Deliverer<R, C> {
             results.extend(r);
         }
         results
+    }
+}
+
+/// The RFC 8460 result type of a session's TLS, `None` for a good session.
+fn tls_failure(tls: &TlsOutcome) -> Option<TlsResultType> {
+    match tls {
+        TlsOutcome::Established { verified: true, .. } => None,
+        TlsOutcome::Established { failure, .. } => {
+            Some(failure.unwrap_or(TlsResultType::ValidationFailure))
+        }
+        other => other.failure(),
     }
 }

@@ -12,6 +12,8 @@ pub struct DeliveryMetrics {
     deferred: AtomicU64,
     failed: AtomicU64,
     by_mx: Mutex<BTreeMap<(String, &'static str), u64>>,
+    by_mode: Mutex<BTreeMap<&'static str, u64>>,
+    policy_deferrals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl DeliveryMetrics {
@@ -35,6 +37,46 @@ impl DeliveryMetrics {
             "other".to_string()
         };
         *m.entry((host, result)).or_insert(0) += 1;
+    }
+
+    /// Counts one delivery (per domain) by the MTA-STS mode that applied.
+    pub fn policy_mode(&self, mode: &'static str) {
+        *self
+            .by_mode
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(mode)
+            .or_insert(0) += 1;
+    }
+
+    /// Counts one host skipped or deferral caused by a policy, by reason.
+    pub fn policy_deferral(&self, reason: &'static str) {
+        *self
+            .policy_deferrals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_insert(0) += 1;
+    }
+
+    /// Deliveries by policy mode.
+    pub fn modes(&self) -> Vec<(&'static str, u64)> {
+        self.by_mode
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+
+    /// Policy-caused deferrals by reason.
+    pub fn deferrals(&self) -> Vec<(&'static str, u64)> {
+        self.policy_deferrals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
     }
 
     /// (delivered, deferred, failed) recipient counts.

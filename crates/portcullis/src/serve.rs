@@ -6,9 +6,10 @@ use crate::logging;
 use anyhow::{Context, Result};
 use portcullis_admin::MetricsWriter;
 use portcullis_config::{Config, LogFormat};
-use portcullis_delivery::{Deliverer, DeliveryMetrics, TcpConnector, Timeouts};
+use portcullis_delivery::{Deliverer, DeliveryMetrics, LogTlsResults, TcpConnector, Timeouts};
 use portcullis_dns::HickoryResolver;
 use portcullis_inbound::{Inbound, InboundMetrics, ListenerHandle};
+use portcullis_policy::{PolicyEngine, PolicyFetcher, load_pins_dir};
 use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
 use portcullis_store::Store;
 use portcullis_tls::ServerTls;
@@ -76,6 +77,10 @@ pub struct ServerState {
     pub delivery_metrics: Arc<DeliveryMetrics>,
     /// Retry schedule and DSN settings (admin delete --bounce uses them).
     pub scheduler: Arc<SchedulerSettings>,
+    /// The MTA-STS policy engine (cache, fetch, pins).
+    pub policy: Arc<PolicyEngine<HickoryResolver>>,
+    /// TLS outcomes of outbound sessions (for metrics until TLS-RPT lands).
+    pub tls_results: Arc<LogTlsResults>,
     /// Bound listeners.
     pub listeners: Vec<ListenerHandle>,
     /// When the server started.
@@ -136,21 +141,43 @@ async fn run(config: Config) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("building the DNS resolver from [dns]: {e}"))?;
     let client_tls = portcullis_tls::ClientTls::new(&config.tls.extra_roots)
         .context("loading [tls] extra_roots")?;
+    // MTA-STS: policies fetched through the same resolver and trust anchors.
+    let fetcher = PolicyFetcher::builder(resolver.clone())
+        .tls(client_tls.clone())
+        .port(config.mta_sts.https_port)
+        .timeout(config.mta_sts.fetch_timeout)
+        .build()
+        .map_err(|e| anyhow::anyhow!("building the MTA-STS policy fetcher: {e}"))?;
+    let policy = Arc::new(
+        PolicyEngine::new(resolver.clone(), fetcher, &store, Arc::new(SystemClock))
+            .map_err(|e| anyhow::anyhow!("opening the MTA-STS policy cache: {e}"))?,
+    );
+    if let Some(dir) = &config.mta_sts.pins_dir {
+        let pins = load_pins_dir(dir, policy.now())
+            .map_err(|e| anyhow::anyhow!("loading [mta_sts] pins_dir {}: {e}", dir.display()))?;
+        info!(count = pins.len(), dir = %dir.display(), "MTA-STS pins loaded");
+        policy.set_file_pins(pins);
+    }
+    let tls_results = Arc::new(LogTlsResults::default());
     let delivery_metrics = Arc::new(DeliveryMetrics::default());
-    let deliverer = Arc::new(Deliverer::new(
-        resolver.clone(),
-        TcpConnector {
-            timeout: config.delivery.connect_timeout,
-        },
-        config.routes.clone(),
-        config.relay.accepted_domains.clone(),
-        config.delivery.port,
-        config.hostname.clone(),
-        client_tls,
-        Timeouts::default(),
-        config.delivery.per_domain as usize,
-        delivery_metrics.clone(),
-    ));
+    let deliverer = Arc::new(
+        Deliverer::new(
+            resolver.clone(),
+            TcpConnector {
+                timeout: config.delivery.connect_timeout,
+            },
+            config.routes.clone(),
+            config.relay.accepted_domains.clone(),
+            config.delivery.port,
+            config.hostname.clone(),
+            client_tls,
+            Timeouts::default(),
+            config.delivery.per_domain as usize,
+            delivery_metrics.clone(),
+        )
+        .with_policy(policy.clone())
+        .with_reporter(tls_results.clone()),
+    );
     let queue_metrics = Arc::new(QueueMetrics::default());
     let scheduler = Arc::new(SchedulerSettings {
         hostname: config.hostname.clone(),
@@ -191,8 +218,14 @@ async fn run(config: Config) -> Result<()> {
         queue_metrics: queue_metrics.clone(),
         delivery_metrics: delivery_metrics.clone(),
         scheduler: scheduler.clone(),
+        policy: policy.clone(),
+        tls_results: tls_results.clone(),
         started,
     });
+    services.spawn(portcullis_policy::run_refresh(
+        policy.clone(),
+        shutdown.clone(),
+    ));
     services.spawn(portcullis_queue::scheduler::run(
         queue.clone(),
         deliverer,
@@ -321,6 +354,45 @@ fn render_metrics(state: &ServerState) -> String {
             n,
         );
     }
+    for (mode, n) in state.delivery_metrics.modes() {
+        w.counter(
+            "portcullis_deliveries_by_policy_mode_total",
+            "Deliveries to a domain, by the MTA-STS mode that applied.",
+            &[("mode", mode)],
+            n,
+        );
+    }
+    for (reason, n) in state.delivery_metrics.deferrals() {
+        w.counter(
+            "portcullis_policy_deferrals_total",
+            "Hosts or deliveries refused because of an MTA-STS policy, by reason.",
+            &[("reason", reason)],
+            n,
+        );
+    }
+    for (domain, n) in state.tls_results.downgrades() {
+        w.counter(
+            "portcullis_tls_policy_failures_total",
+            "Sessions that failed TLS where an MTA-STS policy expects it (a downgrade alert).",
+            &[("domain", &domain)],
+            n,
+        );
+    }
+    for (domain, result, n) in state.tls_results.counts() {
+        w.counter(
+            "portcullis_tls_sessions_total",
+            "Outbound sessions by policy domain and TLS result.",
+            &[("domain", &domain), ("result", &result)],
+            n,
+        );
+    }
+    let policies = state.policy.list().unwrap_or_default();
+    w.gauge(
+        "portcullis_mta_sts_policies_cached",
+        "MTA-STS policies in the cache.",
+        &[],
+        policies.len(),
+    );
     let q = &state.queue_metrics;
     w.counter(
         "portcullis_delivery_attempts_total",

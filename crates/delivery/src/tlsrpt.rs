@@ -1,0 +1,99 @@
+//! The hand-over of every outbound TLS outcome to TLS-RPT (RFC 8460 §4):
+//! one [`TlsSessionResult`] per session attempt, with the policy that
+//! applied. The recorder that aggregates them into daily reports is the
+//! `policy` crate's business; until it is wired in, [`LogTlsResults`] logs
+//! them and counts what an alert needs.
+
+use portcullis_policy::ReportPolicy;
+use portcullis_tls::TlsResultType;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+/// One outbound session's TLS outcome, as TLS-RPT needs it.
+#[derive(Debug, Clone)]
+pub struct TlsSessionResult {
+    /// The policy that applied (type `sts` or `no-policy-found`), its
+    /// domain, text and MX patterns.
+    pub policy: ReportPolicy,
+    /// The MX host name we connected to.
+    pub mx_host: String,
+    /// Its address.
+    pub receiving_ip: IpAddr,
+    /// The name it gave in its greeting or EHLO, when known.
+    pub receiving_helo: Option<String>,
+    /// `None` for a successful TLS session, else the RFC 8460 result type.
+    pub failure: Option<TlsResultType>,
+    /// A short human explanation (additional-information).
+    pub detail: String,
+    /// True when the session carried a TLS report itself: such sessions
+    /// are never counted in reports (RFC 8460 §3: no report loops).
+    pub is_report: bool,
+}
+
+/// Receives every outbound TLS outcome.
+pub trait TlsResultSink: Send + Sync + 'static {
+    /// Records one result.
+    fn record(&self, result: TlsSessionResult);
+}
+
+/// Logs results and counts them by (policy domain, outcome), and counts
+/// downgrades: sessions that failed TLS where a policy said TLS was expected.
+#[derive(Debug, Default)]
+pub struct LogTlsResults {
+    counts: Mutex<BTreeMap<(String, String), u64>>,
+    downgrades: Mutex<BTreeMap<String, u64>>,
+}
+
+impl LogTlsResults {
+    /// (policy domain, result) → sessions.
+    pub fn counts(&self) -> Vec<(String, String, u64)> {
+        let m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .map(|((d, r), n)| (d.clone(), r.clone(), *n))
+            .collect()
+    }
+
+    /// Policy domain → sessions that failed TLS although a policy expected it.
+    pub fn downgrades(&self) -> Vec<(String, u64)> {
+        let m = self.downgrades.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(d, n)| (d.clone(), *n)).collect()
+    }
+}
+
+impl TlsSessionResult {
+    /// True when the policy type is `sts` (a policy expected TLS).
+    pub fn under_policy(&self) -> bool {
+        matches!(
+            self.policy.policy_type,
+            portcullis_policy::ReportPolicyType::Sts
+        )
+    }
+}
+
+impl TlsResultSink for LogTlsResults {
+    fn record(&self, r: TlsSessionResult) {
+        let outcome = r
+            .failure
+            .map(|f| f.as_str().to_string())
+            .unwrap_or_else(|| "success".into());
+        let domain = r.policy.policy_domain.to_string();
+        if let Some(f) = r.failure {
+            if r.under_policy() {
+                tracing::warn!(policy_domain = %domain, mx = %r.mx_host, ip = %r.receiving_ip, result = f.as_str(), detail = %r.detail, "TLS failed where an MTA-STS policy expects it");
+                let mut d = self.downgrades.lock().unwrap_or_else(|p| p.into_inner());
+                *d.entry(domain.clone()).or_insert(0) += 1;
+            } else {
+                tracing::info!(policy_domain = %domain, mx = %r.mx_host, result = f.as_str(), detail = %r.detail, "tls result");
+            }
+        }
+        if r.is_report {
+            return;
+        }
+        let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (domain, outcome);
+        if m.len() < 10_000 || m.contains_key(&key) {
+            *m.entry(key).or_insert(0) += 1;
+        }
+    }
+}
