@@ -242,24 +242,22 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
                         }
                     };
                     let report = self.session(stream, &hop.name, decision, job, idxs).await;
-                    if let Some(lookup) = &lookup {
-                        if !in_clear {
-                            let failure = tls_failure(&report.tls);
-                            let detail = match &report.result {
-                                Err(e) => e.to_string(),
-                                Ok(_) => format!("{:?}", report.tls),
-                            };
-                            self.report(
-                                lookup,
-                                domain,
-                                &hop.name,
-                                Some(*addr),
-                                report.peer_name.clone(),
-                                failure,
-                                &detail,
-                                job,
-                            );
-                        }
+                    if let Some(lookup) = lookup.as_ref().filter(|_| !in_clear) {
+                        let failure = tls_failure(&report.tls);
+                        let detail = match &report.result {
+                            Err(e) => e.to_string(),
+                            Ok(_) => format!("{:?}", report.tls),
+                        };
+                        self.report(
+                            lookup,
+                            domain,
+                            &hop.name,
+                            Some(*addr),
+                            report.peer_name.clone(),
+                            failure,
+                            &detail,
+                            job,
+                        );
                     }
                     match self.interpret(&mx, report, idxs) {
                         Step::Done(results) => {
