@@ -10,9 +10,9 @@ use crate::client::{
 use crate::connect::Connector;
 use crate::metrics::DeliveryMetrics;
 use crate::plan::{PlanError, plan};
-use crate::tlsrpt::{LogTlsResults, TlsResultSink, TlsSessionResult};
 use portcullis_config::Route;
 use portcullis_dns::Resolver;
+use portcullis_policy::{LogTlsResults, TlsResultSink, TlsSessionResult};
 use portcullis_policy::{Mode, PolicyEngine, PolicyLookup};
 use portcullis_queue::{Deliver, DeliveryJob, RecipientOutcome, RecipientResult};
 use portcullis_tls::ClientTls;

@@ -14,10 +14,9 @@ mod connect;
 mod deliverer;
 mod metrics;
 pub mod plan;
-pub mod tlsrpt;
 
 pub use client::Timeouts;
 pub use connect::{Connector, TcpConnector};
 pub use deliverer::Deliverer;
 pub use metrics::DeliveryMetrics;
-pub use tlsrpt::{LogTlsResults, TlsResultSink, TlsSessionResult};
+pub use portcullis_policy::{LogTlsResults, TlsResultSink, TlsSessionResult};

@@ -1,10 +1,11 @@
 //! The hand-over of every outbound TLS outcome to TLS-RPT (RFC 8460 §4):
-//! one [`TlsSessionResult`] per session attempt, with the policy that
-//! applied. The recorder that aggregates them into daily reports is the
-//! `policy` crate's business; until it is wired in, [`LogTlsResults`] logs
-//! them and counts what an alert needs.
+//! delivery produces one [`TlsSessionResult`] per session attempt, with the
+//! policy that applied, and gives it to a [`TlsResultSink`]. The trait lives
+//! here, beside the policy types it carries, so delivery depends on policy
+//! and not the other way round. [`LogTlsResults`] logs results and counts
+//! what a downgrade alert needs.
 
-use portcullis_policy::ReportPolicy;
+use crate::ReportPolicy;
 use portcullis_tls::TlsResultType;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
