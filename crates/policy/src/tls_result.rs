@@ -65,10 +65,7 @@ impl LogTlsResults {
 impl TlsSessionResult {
     /// True when the policy type is `sts` (a policy expected TLS).
     pub fn under_policy(&self) -> bool {
-        matches!(
-            self.policy.policy_type,
-            portcullis_policy::ReportPolicyType::Sts
-        )
+        matches!(self.policy.policy_type, crate::ReportPolicyType::Sts)
     }
 }
 
