@@ -219,19 +219,16 @@ pub async fn attempt<D: Deliver>(
     let age = Duration::from_secs(now.saturating_sub(record.envelope.received_at));
     if age >= settings.max_age {
         // RFC 5321 §4.5.4.1: give up; what is still pending bounces.
-        for i in record.pending() {
-            let state = &mut record.recipients[i];
-            let reason = format!(
+        let expired = fail_pending(&mut record, (4, 4, 7), |state| {
+            format!(
                 "gave up after {}s in the queue; last error: {}",
                 age.as_secs(),
                 state.last_reply.as_deref().unwrap_or("none")
-            );
-            warn!(rcpt = %record.envelope.recipients[i].address, "expired");
-            metrics.failed.fetch_add(1, Relaxed);
-            state.status = RecipientStatus::Failed;
-            state.last_reply = Some(reason);
-            failed.push((i, (4, 4, 7)));
-        }
+            )
+        });
+        warn!(recipients = expired.len(), "expired");
+        metrics.failed.fetch_add(expired.len() as u64, Relaxed);
+        failed.extend(expired);
     }
     if !failed.is_empty() {
         send_dsn(
@@ -372,13 +369,10 @@ pub async fn delete(
     let mut record = queue.get(id)?;
     if bounce {
         let message = queue.message(id)?;
-        let mut failed = Vec::new();
-        for i in record.pending() {
-            let state = &mut record.recipients[i];
-            state.status = RecipientStatus::Failed;
-            state.last_reply = Some("deleted from the queue by the postmaster".into());
-            failed.push((i, (5, 0, 0)));
-        }
+        let failed = fail_pending(&mut record, (5, 0, 0), |_| {
+            "deleted from the queue by the postmaster".into()
+        });
+        metrics.failed.fetch_add(failed.len() as u64, Relaxed);
         if !failed.is_empty() {
             send_dsn(
                 queue,
@@ -396,4 +390,20 @@ pub async fn delete(
     queue.remove(id).await?;
     info!(queue_id = %id, bounce, "deleted by the postmaster");
     Ok(())
+}
+
+/// Marks every pending recipient failed with `status` and the reason `why`
+/// gives it; returns them for the DSN.
+fn fail_pending(
+    record: &mut QueueRecord,
+    status: (u8, u16, u16),
+    why: impl Fn(&crate::RecipientState) -> String,
+) -> Vec<(usize, (u8, u16, u16))> {
+    let pending = record.pending();
+    for &i in &pending {
+        let state = &mut record.recipients[i];
+        state.last_reply = Some(why(state));
+        state.status = RecipientStatus::Failed;
+    }
+    pending.into_iter().map(|i| (i, status)).collect()
 }
