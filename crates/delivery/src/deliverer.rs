@@ -58,9 +58,10 @@ enum Step {
     Done(Vec<RecipientResult>),
     /// This host did not work out: try the next one.
     NextHost(String),
-    /// The STARTTLS handshake failed with no policy demanding TLS: try the
-    /// same address again without TLS (the opportunistic downgrade an
-    /// MTA-STS policy will forbid).
+    /// TLS failed (the STARTTLS handshake, or a TLS requirement the peer
+    /// did not meet): with no policy demanding TLS, try the same address
+    /// again without TLS (the opportunistic downgrade an MTA-STS policy
+    /// forbids); under `enforce`, a policy deferral for this MX.
     RetryWithoutTls(String),
 }
 
@@ -382,7 +383,12 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             Err(e) => {
                 let text = format!("{mx}: {e}");
                 return match &e {
-                    SessionError::Tls { .. } => Step::RetryWithoutTls(text),
+                    // Also the two ways a peer fails a TLS requirement
+                    // (only an enforced policy requires TLS): reported as
+                    // an MTA-STS refusal, never retried in clear.
+                    SessionError::Tls { .. }
+                    | SessionError::StartTlsRequired
+                    | SessionError::StartTls(_) => Step::RetryWithoutTls(text),
                     e if e.is_permanent() => {
                         let status = permanent_status(e);
                         Step::Done(all(idxs, |_| RecipientOutcome::Failed {
