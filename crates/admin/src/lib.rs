@@ -30,7 +30,8 @@ pub use error::AdminError;
 pub use metrics_http::{MetricsListener, bind_metrics};
 pub use metrics_text::{MetricValue, MetricsWriter};
 pub use protocol::{
-    ListenerStatus, QueueDetail, QueueEntry, RecipientEntry, Request, Response, StatusReport,
+    ExplainHost, ListenerStatus, PolicyEntry, PolicyExplain, PolicyRefresh, PolicyShow,
+    QueueDetail, QueueEntry, RecipientEntry, Request, Response, StatusReport,
 };
 pub use server::{AdminListener, Handler, MAX_REQUEST_LINE, bind, serve};
 pub use table::render_table;

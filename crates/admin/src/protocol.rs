@@ -32,6 +32,58 @@ pub enum Request {
         /// Send a non-delivery report to the sender first.
         bounce: bool,
     },
+    /// Every cached MTA-STS policy and every active pin, as a list of
+    /// [`PolicyEntry`].
+    PolicyList,
+    /// One domain's cached policy and pin, as a [`PolicyShow`].
+    PolicyShow {
+        /// The policy domain.
+        domain: String,
+    },
+    /// Discovers and fetches a domain's policy now, as a [`PolicyEntry`];
+    /// the cache is replaced only on success.
+    PolicyFetch {
+        /// The policy domain.
+        domain: String,
+    },
+    /// Re-fetches cached policies (even with an unchanged id), as a list of
+    /// [`PolicyRefresh`].
+    PolicyRefresh {
+        /// The policy domain; `None` refreshes every unexpired cached policy.
+        #[serde(default)]
+        domain: Option<String>,
+    },
+    /// Removes a domain's cached policy.
+    PolicyEvict {
+        /// The policy domain.
+        domain: String,
+    },
+    /// The MX hosts of a domain as DNS gives them now and what the policy
+    /// in force demands of each, as a [`PolicyExplain`].
+    PolicyExplain {
+        /// The policy domain.
+        domain: String,
+    },
+    /// Pins a policy for a domain until a time, with a reason, as a
+    /// [`PolicyEntry`].
+    PolicyPin {
+        /// The policy domain.
+        domain: String,
+        /// `enforce`, `testing` or `none`.
+        mode: String,
+        /// MX patterns (`mx.example.com`, `*.example.com`); may be empty
+        /// only for mode `none`.
+        mx: Vec<String>,
+        /// Unix seconds until which the pin wins; must be in the future.
+        until: u64,
+        /// Why (logged and shown by `policy list`).
+        reason: String,
+    },
+    /// Removes a domain's operator pin.
+    PolicyUnpin {
+        /// The policy domain.
+        domain: String,
+    },
 }
 
 /// The answer to one [`Request`].
@@ -140,6 +192,113 @@ pub struct QueueDetail {
     pub headers: String,
 }
 
+/// One MTA-STS policy as `portcullis policy list` shows it: a cached
+/// policy, or a pin (`pinned`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PolicyEntry {
+    /// The policy domain.
+    pub domain: String,
+    /// `cache`, `operator pin` or `file pin`.
+    pub source: String,
+    /// `enforce`, `testing` or `none`.
+    pub mode: String,
+    /// The TXT record id it was fetched under (`pinned` for a pin).
+    pub id: String,
+    /// The MX patterns.
+    pub mx: Vec<String>,
+    /// `max_age` in seconds.
+    pub max_age: u64,
+    /// When it was fetched (a pin: set or loaded), in Unix seconds.
+    pub fetched_at: u64,
+    /// When it stops applying, in Unix seconds; `None`: never (a file pin
+    /// lasts as long as its file).
+    pub expires_at: Option<u64>,
+    /// True once `expires_at` has passed.
+    pub expired: bool,
+    /// True when this entry decides deliveries now (an active pin wins over
+    /// the cache; an expired entry applies to nothing).
+    pub in_force: bool,
+    /// The error of the latest failed fetch or refresh since `fetched_at`.
+    pub last_error: Option<String>,
+    /// When DNS or the policy host was last consulted, in Unix seconds.
+    pub last_checked: Option<u64>,
+    /// True for a pin.
+    pub pinned: bool,
+    /// Why it was pinned.
+    pub pin_reason: Option<String>,
+    /// Until when an operator pin wins, in Unix seconds.
+    pub pin_until: Option<u64>,
+    /// The file of a file pin.
+    pub pin_file: Option<String>,
+    /// The policy text (as served, or rendered from the pin).
+    pub text: String,
+}
+
+/// `portcullis policy show DOMAIN`: the pin (which wins) and the cached
+/// policy of one domain.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PolicyShow {
+    /// The policy domain.
+    pub domain: String,
+    /// The active pin, if any.
+    pub pin: Option<PolicyEntry>,
+    /// The cached policy, expired or not, if any.
+    pub cached: Option<PolicyEntry>,
+}
+
+/// The outcome of refreshing one domain's policy.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PolicyRefresh {
+    /// The policy domain.
+    pub domain: String,
+    /// `unchanged`, `replaced` or `failed`.
+    pub outcome: String,
+    /// The policy now cached (on success).
+    pub policy: Option<PolicyEntry>,
+    /// The line diff old → new (`-`/`+` lines) when replaced.
+    pub diff: Option<String>,
+    /// Why the refresh failed (the cached policy stays in force).
+    pub error: Option<String>,
+    /// The TLS-RPT result type of the failure, e.g. `sts-policy-fetch-error`.
+    pub result_type: Option<String>,
+}
+
+/// `portcullis policy explain DOMAIN`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PolicyExplain {
+    /// The policy domain.
+    pub domain: String,
+    /// The policy in force (a pin or the cache), if any.
+    pub policy: Option<PolicyEntry>,
+    /// The mail hosts as DNS (or a route) gives them now, in the order
+    /// delivery tries them.
+    pub mx_hosts: Vec<ExplainHost>,
+    /// What applies overall (no policy, a route, a DNS failure, ...).
+    pub note: String,
+}
+
+/// One mail host in a [`PolicyExplain`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ExplainHost {
+    /// The host name (or an IP literal for a route).
+    pub name: String,
+    /// The MX preference, when it came from an MX record.
+    pub preference: Option<u16>,
+    /// The port it is contacted on.
+    pub port: u16,
+    /// Its addresses, in the order they are tried.
+    pub addrs: Vec<String>,
+    /// Why it has no address, if it has none.
+    pub error: Option<String>,
+    /// True when the policy lets delivery use this host (always true
+    /// without a policy in `enforce` or `testing` mode).
+    pub allowed_by_policy: bool,
+    /// What TLS the host must show: `PKIX-valid TLS 1.2+ for <name>`,
+    /// `opportunistic`, or `not contacted` (not listed in an enforced
+    /// policy).
+    pub tls_required: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +322,27 @@ mod tests {
                     bounce: true,
                 },
                 r#"{"op":"queue_delete","id":"A1","bounce":true}"#,
+            ),
+            (Request::PolicyList, r#"{"op":"policy_list"}"#),
+            (
+                Request::PolicyRefresh { domain: None },
+                r#"{"op":"policy_refresh","domain":null}"#,
+            ),
+            (
+                Request::PolicyPin {
+                    domain: "a.test".into(),
+                    mode: "enforce".into(),
+                    mx: vec!["*.a.test".into()],
+                    until: 5,
+                    reason: "r".into(),
+                },
+                r#"{"op":"policy_pin","domain":"a.test","mode":"enforce","mx":["*.a.test"],"until":5,"reason":"r"}"#,
+            ),
+            (
+                Request::PolicyExplain {
+                    domain: "a.test".into(),
+                },
+                r#"{"op":"policy_explain","domain":"a.test"}"#,
             ),
         ];
         for (req, wire) in cases {

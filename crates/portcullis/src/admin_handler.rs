@@ -1,12 +1,19 @@
 //! The admin socket's requests, answered from the server state.
 
+use crate::commands::format_rfc3339;
 use crate::serve::ServerState;
 use portcullis_admin::{
-    Handler, ListenerStatus, QueueDetail, QueueEntry, RecipientEntry, Request, Response,
-    StatusReport,
+    ExplainHost, Handler, ListenerStatus, PolicyEntry, PolicyExplain, PolicyRefresh, PolicyShow,
+    QueueDetail, QueueEntry, RecipientEntry, Request, Response, StatusReport,
+};
+use portcullis_dns::Resolver;
+use portcullis_policy::{
+    CachedPolicy, Mode, MxPattern, NoPolicy, Pin, PinSource, PolicyLookup, RefreshOutcome, StsError,
 };
 use portcullis_queue::QueueRecord;
-use portcullis_types::{Clock, QueueId, SystemClock};
+use portcullis_tls::TlsResultType;
+use portcullis_types::{Clock, Domain, QueueId, SystemClock};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Answers admin requests.
@@ -38,6 +45,387 @@ impl AdminHandler {
             queue_size: s.queue.len(),
             data_dir: s.config.data_dir.display().to_string(),
         }
+    }
+}
+
+/// The `policy` requests.
+impl AdminHandler {
+    fn now(&self) -> u64 {
+        self.state.policy.now()
+    }
+
+    /// The pin that wins for `domain` now: an active operator pin, else an
+    /// active file pin (the engine's own order).
+    fn active_pin(&self, domain: &Domain, now: u64) -> Result<Option<Pin>, Response> {
+        Ok(self
+            .state
+            .policy
+            .pins()
+            .map_err(store_err)?
+            .into_iter()
+            .find(|p| &p.domain == domain && p.is_active(now)))
+    }
+
+    fn policy_list(&self) -> Result<Vec<PolicyEntry>, Response> {
+        let now = self.now();
+        let engine = &self.state.policy;
+        let mut pins: HashMap<Domain, Pin> = HashMap::new();
+        // Operator pins come first and win over file pins.
+        for pin in engine.pins().map_err(store_err)? {
+            if pin.is_active(now) && !pins.contains_key(&pin.domain) {
+                pins.insert(pin.domain.clone(), pin);
+            }
+        }
+        let cached: HashMap<Domain, CachedPolicy> = engine
+            .list()
+            .map_err(store_err)?
+            .into_iter()
+            .map(|c| (c.domain.clone(), c))
+            .collect();
+        let domains: BTreeSet<&Domain> = pins.keys().chain(cached.keys()).collect();
+        let mut out = Vec::new();
+        for d in domains {
+            let pin = pins.get(d);
+            if let Some(p) = pin {
+                out.push(pin_entry(p, now));
+            }
+            if let Some(c) = cached.get(d) {
+                out.push(cache_entry(c, now, pin.is_some()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn policy_show(&self, domain: &str) -> Result<PolicyShow, Response> {
+        let d = parse_domain(domain)?;
+        let now = self.now();
+        let pin = self.active_pin(&d, now)?;
+        let cached = self.state.policy.get(&d).map_err(store_err)?;
+        if pin.is_none() && cached.is_none() {
+            return Err(Response::error(format!(
+                "{d}: no cached MTA-STS policy and no pin (`portcullis policy fetch {d}` fetches it)"
+            )));
+        }
+        Ok(PolicyShow {
+            domain: d.to_string(),
+            cached: cached.map(|c| cache_entry(&c, now, pin.is_some())),
+            pin: pin.map(|p| pin_entry(&p, now)),
+        })
+    }
+
+    async fn policy_fetch(&self, domain: &str) -> Result<PolicyEntry, Response> {
+        let d = parse_domain(domain)?;
+        match self.state.policy.fetch_now(&d).await {
+            Ok(c) => {
+                let now = self.now();
+                let pinned = self.active_pin(&d, now)?.is_some();
+                Ok(cache_entry(&c, now, pinned))
+            }
+            Err(e) => Err(Response::error(self.fetch_failure(&d, &e))),
+        }
+    }
+
+    /// A failed fetch or refresh: the TLS-RPT result type, the error, and
+    /// what stays in force.
+    fn fetch_failure(&self, d: &Domain, e: &StsError) -> String {
+        let mut message = match result_type(e) {
+            Some(t) => format!("{t}: {e}"),
+            None => e.to_string(),
+        };
+        let now = self.now();
+        if let Ok(Some(c)) = self.state.policy.get(d)
+            && !c.is_expired(now)
+        {
+            message.push_str(&format!(
+                "; the cached policy (mode {}, id {}) stays in force until {}",
+                c.mode,
+                c.id,
+                format_rfc3339(c.expires_at)
+            ));
+        }
+        message
+    }
+
+    async fn policy_refresh(&self, domain: Option<&str>) -> Result<Vec<PolicyRefresh>, Response> {
+        let engine = &self.state.policy;
+        match domain {
+            Some(domain) => {
+                let d = parse_domain(domain)?;
+                match engine.refresh(&d).await {
+                    Ok(outcome) => Ok(vec![self.refresh_item(&d, Ok(outcome))]),
+                    Err(e) => Err(Response::error(format!(
+                        "{d}: {}",
+                        self.fetch_failure(&d, &e)
+                    ))),
+                }
+            }
+            None => {
+                let all = engine.refresh_all().await.map_err(store_err)?;
+                Ok(all
+                    .into_iter()
+                    .map(|(d, outcome)| self.refresh_item(&d, outcome))
+                    .collect())
+            }
+        }
+    }
+
+    fn refresh_item(&self, d: &Domain, outcome: Result<RefreshOutcome, StsError>) -> PolicyRefresh {
+        let now = self.now();
+        let pinned = matches!(self.active_pin(d, now), Ok(Some(_)));
+        match outcome {
+            Ok(RefreshOutcome::Unchanged(p)) => PolicyRefresh {
+                domain: d.to_string(),
+                outcome: "unchanged".into(),
+                policy: Some(cache_entry(&p, now, pinned)),
+                diff: None,
+                error: None,
+                result_type: None,
+            },
+            Ok(RefreshOutcome::Replaced { new, diff, .. }) => PolicyRefresh {
+                domain: d.to_string(),
+                outcome: "replaced".into(),
+                policy: Some(cache_entry(&new, now, pinned)),
+                diff: Some(diff),
+                error: None,
+                result_type: None,
+            },
+            Err(e) => PolicyRefresh {
+                domain: d.to_string(),
+                outcome: "failed".into(),
+                policy: None,
+                diff: None,
+                error: Some(e.to_string()),
+                result_type: result_type(&e).map(|t| t.as_str().to_owned()),
+            },
+        }
+    }
+
+    async fn policy_pin(
+        &self,
+        domain: &str,
+        mode: &str,
+        mx: &[String],
+        until: u64,
+        reason: &str,
+    ) -> Result<PolicyEntry, Response> {
+        let d = parse_domain(domain)?;
+        let mode: Mode = mode
+            .parse()
+            .map_err(|e: StsError| Response::error(format!("--mode: {e}")))?;
+        let mx = mx
+            .iter()
+            .map(|m| MxPattern::parse(m).map_err(|e| Response::error(format!("--mx {m:?}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(Response::error("a pin needs a --reason"));
+        }
+        let now = self.now();
+        if until <= now {
+            return Err(Response::error(format!(
+                "--until {} is not in the future (now {})",
+                format_rfc3339(until),
+                format_rfc3339(now)
+            )));
+        }
+        let pin = self
+            .state
+            .policy
+            .pin(&d, mode, mx, until, reason)
+            .await
+            .map_err(|e| Response::error(e.to_string()))?;
+        Ok(pin_entry(&pin, now))
+    }
+
+    async fn policy_explain(&self, domain: &str) -> Result<PolicyExplain, Response> {
+        let d = parse_domain(domain)?;
+        let s = &self.state;
+        let now = self.now();
+        let mut notes: Vec<String> = Vec::new();
+        // The policy in force, without fetching when something is cached.
+        let policy: Option<PolicyEntry> = match self.active_pin(&d, now)? {
+            Some(pin) => Some(pin_entry(&pin, now)),
+            None => match s.policy.get(&d).map_err(store_err)? {
+                Some(c) if !c.is_expired(now) => Some(cache_entry(&c, now, false)),
+                _ => match s.policy.policy_for(&d).await {
+                    PolicyLookup::Policy { policy, .. } => Some(cache_entry(&policy, now, false)),
+                    PolicyLookup::FetchFailed { error, .. } => {
+                        notes.push(format!(
+                            "{d} publishes an MTA-STS record but its policy cannot be fetched ({}: {error}): delivery proceeds as without a policy",
+                            TlsResultType::from(&error)
+                        ));
+                        None
+                    }
+                    PolicyLookup::None(NoPolicy::NoRecord(reason)) => {
+                        notes.push(format!("no MTA-STS policy ({reason}): opportunistic TLS"));
+                        None
+                    }
+                    PolicyLookup::None(NoPolicy::DnsTemporary(e)) => {
+                        notes.push(format!(
+                            "the MTA-STS record could not be looked up ({e}) and nothing is cached: opportunistic TLS for now"
+                        ));
+                        None
+                    }
+                    other => {
+                        notes.push(format!("no MTA-STS policy ({other:?}): opportunistic TLS"));
+                        None
+                    }
+                },
+            },
+        };
+        let route = portcullis_delivery::plan::route_for(&s.config.routes, &d);
+        let mode = match (&policy, route) {
+            (Some(p), None) => p.mode.parse::<Mode>().ok(),
+            _ => None,
+        };
+        if let Some(r) = route {
+            notes.push(format!(
+                "{d} is routed by [routes] to {}:{}: MTA-STS does not apply to a configured route; opportunistic TLS",
+                r.next_hop.host, r.next_hop.port
+            ));
+        }
+        let patterns: Vec<MxPattern> = policy
+            .as_ref()
+            .map(|p| {
+                p.mx.iter()
+                    .filter_map(|m| MxPattern::parse(m).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let allowed = |host: &str| patterns.iter().any(|p| p.matches(host));
+        let mut preferences: HashMap<String, u16> = HashMap::new();
+        if route.is_none()
+            && let Ok(mx) = s.resolver.mx(d.as_str()).await
+        {
+            for m in mx {
+                preferences.entry(m.exchange).or_insert(m.preference);
+            }
+        }
+        let mut mx_hosts = Vec::new();
+        match portcullis_delivery::plan::plan(
+            &s.resolver,
+            &s.config.routes,
+            s.config.delivery.port,
+            &d,
+        )
+        .await
+        {
+            Ok(hops) => {
+                for hop in hops {
+                    let (allowed_by_policy, tls_required) = match mode {
+                        Some(Mode::Enforce) if allowed(&hop.name) => {
+                            (true, format!("PKIX-valid TLS 1.2+ for {}", hop.name))
+                        }
+                        Some(Mode::Enforce) => (false, "not contacted".to_owned()),
+                        Some(Mode::Testing) => (allowed(&hop.name), "opportunistic".to_owned()),
+                        _ => (true, "opportunistic".to_owned()),
+                    };
+                    mx_hosts.push(ExplainHost {
+                        preference: preferences.get(&hop.name).copied(),
+                        port: hop.port,
+                        addrs: hop.addrs.iter().map(ToString::to_string).collect(),
+                        error: hop.error.clone(),
+                        allowed_by_policy,
+                        tls_required,
+                        name: hop.name,
+                    });
+                }
+            }
+            Err(e) => notes.push(format!("no mail host to try now: {e}")),
+        }
+        match mode {
+            Some(Mode::Enforce) if !mx_hosts.is_empty() && mx_hosts.iter().all(|h| !h.allowed_by_policy) => {
+                notes.push(format!(
+                    "enforce: no MX host of {d} matches the policy, so deliveries are deferred (never sent elsewhere or in clear)"
+                ));
+            }
+            Some(Mode::Enforce) => notes.push(
+                "enforce: only allowed hosts are contacted, each only over PKIX-valid TLS 1.2+ for its name; any other outcome defers the delivery, never a retry in clear".into(),
+            ),
+            Some(Mode::Testing) => notes.push(
+                "testing: delivery is opportunistic; what enforce would refuse (hosts not allowed, TLS failures) is recorded for TLS-RPT".into(),
+            ),
+            Some(Mode::None) => notes.push(
+                "mode none: the domain has withdrawn its policy; opportunistic TLS".into(),
+            ),
+            None => {}
+        }
+        Ok(PolicyExplain {
+            domain: d.to_string(),
+            policy,
+            mx_hosts,
+            note: notes.join("\n"),
+        })
+    }
+}
+
+fn parse_domain(domain: &str) -> Result<Domain, Response> {
+    Domain::parse(domain).map_err(|e| Response::error(format!("invalid domain {domain:?}: {e}")))
+}
+
+fn store_err(e: StsError) -> Response {
+    Response::error(format!("MTA-STS cache: {e}"))
+}
+
+/// The TLS-RPT result type to show with a fetch failure; none for failures
+/// that are not the remote domain's (no record, local store or setup).
+fn result_type(e: &StsError) -> Option<TlsResultType> {
+    match e {
+        StsError::NoRecord { .. }
+        | StsError::Store(_)
+        | StsError::Setup { .. }
+        | StsError::InvalidDomain { .. } => None,
+        _ => Some(TlsResultType::from(e)),
+    }
+}
+
+fn cache_entry(c: &CachedPolicy, now: u64, overridden_by_pin: bool) -> PolicyEntry {
+    let expired = c.is_expired(now);
+    PolicyEntry {
+        domain: c.domain.to_string(),
+        source: "cache".into(),
+        mode: c.mode.as_str().into(),
+        id: c.id.clone(),
+        mx: c.mx.iter().map(ToString::to_string).collect(),
+        max_age: c.max_age,
+        fetched_at: c.fetched_at,
+        expires_at: Some(c.expires_at),
+        expired,
+        in_force: !expired && !overridden_by_pin,
+        last_error: c.last_error.clone(),
+        last_checked: Some(c.last_checked),
+        pinned: false,
+        pin_reason: None,
+        pin_until: None,
+        pin_file: None,
+        text: c.text.clone(),
+    }
+}
+
+fn pin_entry(p: &Pin, now: u64) -> PolicyEntry {
+    let c = p.to_cached();
+    let (source, file) = match &p.source {
+        PinSource::Operator => ("operator pin", None),
+        PinSource::File(path) => ("file pin", Some(path.display().to_string())),
+    };
+    PolicyEntry {
+        domain: p.domain.to_string(),
+        source: source.into(),
+        mode: p.mode.as_str().into(),
+        id: c.id,
+        mx: p.mx.iter().map(ToString::to_string).collect(),
+        max_age: c.max_age,
+        fetched_at: p.created_at,
+        expires_at: p.until,
+        expired: !p.is_active(now),
+        in_force: p.is_active(now),
+        last_error: None,
+        last_checked: None,
+        pinned: true,
+        pin_reason: Some(p.reason.clone()),
+        pin_until: p.until,
+        pin_file: file,
+        text: c.text,
     }
 }
 
@@ -135,6 +523,54 @@ impl Handler for AdminHandler {
                     Response::ok(
                         &serde_json::json!({ "deleted": id.to_string(), "bounced": bounce }),
                     )
+                }
+                Request::PolicyList => Response::ok(&self.policy_list()?),
+                Request::PolicyShow { domain } => Response::ok(&self.policy_show(&domain)?),
+                Request::PolicyFetch { domain } => Response::ok(&self.policy_fetch(&domain).await?),
+                Request::PolicyRefresh { domain } => {
+                    Response::ok(&self.policy_refresh(domain.as_deref()).await?)
+                }
+                Request::PolicyEvict { domain } => {
+                    let d = parse_domain(&domain)?;
+                    if !self.state.policy.evict(&d).await.map_err(store_err)? {
+                        return Err(Response::error(format!(
+                            "{d}: no cached MTA-STS policy to evict"
+                        )));
+                    }
+                    Response::ok(&serde_json::json!({ "evicted": d.to_string() }))
+                }
+                Request::PolicyExplain { domain } => {
+                    Response::ok(&self.policy_explain(&domain).await?)
+                }
+                Request::PolicyPin {
+                    domain,
+                    mode,
+                    mx,
+                    until,
+                    reason,
+                } => Response::ok(&self.policy_pin(&domain, &mode, &mx, until, &reason).await?),
+                Request::PolicyUnpin { domain } => {
+                    let d = parse_domain(&domain)?;
+                    if !self.state.policy.unpin(&d).await.map_err(store_err)? {
+                        let file = self
+                            .state
+                            .policy
+                            .pins()
+                            .map_err(store_err)?
+                            .into_iter()
+                            .find_map(|p| match p.source {
+                                PinSource::File(path) if p.domain == d => Some(path),
+                                _ => None,
+                            });
+                        return Err(Response::error(match file {
+                            Some(path) => format!(
+                                "{d} has no operator pin; its pin comes from {} (remove the file and restart to drop it)",
+                                path.display()
+                            ),
+                            None => format!("{d} has no operator pin"),
+                        }));
+                    }
+                    Response::ok(&serde_json::json!({ "unpinned": d.to_string() }))
                 }
             })
         }

@@ -1,6 +1,7 @@
 //! The command line of DESIGN.md, as clap definitions.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use portcullis_types::Domain;
 use std::path::PathBuf;
 
 /// Portcullis: an edge mail server (SMTP on port 25 with STARTTLS, no open
@@ -53,13 +54,14 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
-    /// The MTA-STS policy cache (arrives with MTA-STS support).
+    /// The MTA-STS policy cache and pins.
     Policy {
-        /// Arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        cmd: PolicyCmd,
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        output: Output,
     },
     /// TLS-RPT reports (arrives with TLS reporting).
     Tlsrpt {
@@ -131,4 +133,110 @@ pub enum QueueCmd {
         #[arg(long)]
         bounce: bool,
     },
+}
+
+/// `portcullis policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// List cached policies and active pins.
+    List,
+    /// Show one domain's cached policy and pin, with the policy text.
+    Show {
+        /// The policy domain.
+        #[arg(value_parser = parse_domain)]
+        domain: Domain,
+    },
+    /// Discover and fetch a domain's policy now (the cache changes only on
+    /// success).
+    Fetch {
+        /// The policy domain.
+        #[arg(value_parser = parse_domain)]
+        domain: Domain,
+    },
+    /// Re-fetch one cached policy, or all of them, even with an unchanged
+    /// id; shows whether each is unchanged or replaced (with the diff).
+    Refresh {
+        /// The policy domain; without it, every unexpired cached policy.
+        #[arg(value_parser = parse_domain)]
+        domain: Option<Domain>,
+    },
+    /// Forget a domain's cached policy (the next delivery discovers it
+    /// afresh).
+    Evict {
+        /// The policy domain.
+        #[arg(value_parser = parse_domain)]
+        domain: Domain,
+    },
+    /// The domain's MX hosts as DNS gives them now, which ones the policy
+    /// allows, and what TLS each must show.
+    Explain {
+        /// The policy domain.
+        #[arg(value_parser = parse_domain)]
+        domain: Domain,
+    },
+    /// Pin a policy for a domain until a date: it wins over DNS and the
+    /// policy host (logged, with the reason).
+    Pin {
+        /// The policy domain.
+        #[arg(value_parser = parse_domain)]
+        domain: Domain,
+        /// The mode to apply.
+        #[arg(long, value_enum)]
+        mode: PinMode,
+        /// MX patterns (`mx.example.com`, `*.example.com`); required unless
+        /// the mode is none.
+        #[arg(long, value_name = "PATTERN", num_args = 1.., action = clap::ArgAction::Append)]
+        mx: Vec<String>,
+        /// Until when (UTC): YYYY-MM-DD (its start) or YYYY-MM-DDTHH:MM:SSZ;
+        /// must be in the future.
+        #[arg(long, value_name = "DATE", value_parser = parse_until)]
+        until: u64,
+        /// Why (logged and shown by `policy list`).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// Remove a domain's operator pin.
+    Unpin {
+        /// The policy domain.
+        #[arg(value_parser = parse_domain)]
+        domain: Domain,
+    },
+}
+
+/// `policy pin --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PinMode {
+    /// Only PKIX-valid TLS to a listed MX.
+    Enforce,
+    /// Deliver as usual, report what enforce would refuse.
+    Testing,
+    /// Require nothing (override a broken policy).
+    None,
+}
+
+impl PinMode {
+    /// The mode as written in a policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinMode::Enforce => "enforce",
+            PinMode::Testing => "testing",
+            PinMode::None => "none",
+        }
+    }
+}
+
+fn parse_domain(s: &str) -> Result<Domain, String> {
+    Domain::parse(s).map_err(|e| format!("not a domain name: {e}"))
+}
+
+fn parse_until(s: &str) -> Result<u64, String> {
+    let until = crate::commands::parse_utc(s)?;
+    let now = crate::commands::now_secs();
+    if until <= now {
+        return Err(format!(
+            "{s} is not in the future (now is {})",
+            crate::commands::format_time(now)
+        ));
+    }
+    Ok(until)
 }

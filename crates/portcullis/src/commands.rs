@@ -1,8 +1,11 @@
 //! The admin CLI: `config check` reads the file; everything else asks the
 //! running server over the admin socket.
 
-use crate::cli::{CheckArgs, Command, QueueCmd};
-use portcullis_admin::{AdminError, QueueDetail, QueueEntry, Request, StatusReport, render_table};
+use crate::cli::{CheckArgs, Command, PolicyCmd, QueueCmd};
+use portcullis_admin::{
+    AdminError, PolicyEntry, PolicyExplain, PolicyRefresh, PolicyShow, QueueDetail, QueueEntry,
+    Request, StatusReport, render_table,
+};
 use portcullis_config::{Config, ConfigError};
 use std::path::Path;
 use std::process::ExitCode;
@@ -151,9 +154,13 @@ pub fn client(command: Command) -> ExitCode {
         }
     };
     match runtime.block_on(run_client(command)) {
-        Ok(text) => {
+        Ok(ClientOutput { text, ok }) => {
             println!("{text}");
-            ExitCode::SUCCESS
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(message) => {
             eprintln!("portcullis: {message}");
@@ -162,7 +169,14 @@ pub fn client(command: Command) -> ExitCode {
     }
 }
 
-async fn run_client(command: Command) -> Result<String, String> {
+/// What an admin subcommand prints, and whether it succeeded (a refresh of
+/// every policy prints its table and still fails when one of them failed).
+struct ClientOutput {
+    text: String,
+    ok: bool,
+}
+
+async fn run_client(command: Command) -> Result<ClientOutput, String> {
     let (config_path, request, json) = match command {
         Command::Status { config, output } => (config.config, Request::Status, output.json),
         Command::Queue {
@@ -183,9 +197,11 @@ async fn run_client(command: Command) -> Result<String, String> {
             };
             (config.config, req, output.json)
         }
-        Command::Policy { .. } => {
-            return Err("the MTA-STS policy cache is not in this version yet (issue 5)".into());
-        }
+        Command::Policy {
+            cmd,
+            config,
+            output,
+        } => (config.config, policy_request(cmd)?, output.json),
         Command::Tlsrpt { .. } => {
             return Err("TLS reporting is not in this version yet (issue 6)".into());
         }
@@ -198,10 +214,73 @@ async fn run_client(command: Command) -> Result<String, String> {
     let body = portcullis_admin::call(&config.admin.socket, &request)
         .await
         .map_err(|e: AdminError| e.to_string())?;
-    if json {
-        return serde_json::to_string_pretty(&body).map_err(|e| e.to_string());
+    let ok = succeeded(&request, &body);
+    let text = if json {
+        serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?
+    } else {
+        render(&request, body)?
+    };
+    Ok(ClientOutput { text, ok })
+}
+
+/// False when the server answered but part of the work failed (a policy
+/// refresh of every domain where some refresh failed).
+fn succeeded(request: &Request, body: &serde_json::Value) -> bool {
+    match request {
+        Request::PolicyRefresh { .. } => body
+            .as_array()
+            .is_none_or(|items| items.iter().all(|i| i["outcome"] != "failed")),
+        _ => true,
     }
-    render(&request, body)
+}
+
+/// The admin request of a `policy` subcommand.
+fn policy_request(cmd: PolicyCmd) -> Result<Request, String> {
+    Ok(match cmd {
+        PolicyCmd::List => Request::PolicyList,
+        PolicyCmd::Show { domain } => Request::PolicyShow {
+            domain: domain.to_string(),
+        },
+        PolicyCmd::Fetch { domain } => Request::PolicyFetch {
+            domain: domain.to_string(),
+        },
+        PolicyCmd::Refresh { domain } => Request::PolicyRefresh {
+            domain: domain.map(|d| d.to_string()),
+        },
+        PolicyCmd::Evict { domain } => Request::PolicyEvict {
+            domain: domain.to_string(),
+        },
+        PolicyCmd::Explain { domain } => Request::PolicyExplain {
+            domain: domain.to_string(),
+        },
+        PolicyCmd::Pin {
+            domain,
+            mode,
+            mx,
+            until,
+            reason,
+        } => {
+            if mx.is_empty() && mode != crate::cli::PinMode::None {
+                return Err(format!(
+                    "policy pin --mode {}: give at least one --mx PATTERN (only mode none needs none)",
+                    mode.as_str()
+                ));
+            }
+            if reason.trim().is_empty() {
+                return Err("policy pin: --reason must not be empty".into());
+            }
+            Request::PolicyPin {
+                domain: domain.to_string(),
+                mode: mode.as_str().into(),
+                mx,
+                until,
+                reason,
+            }
+        }
+        PolicyCmd::Unpin { domain } => Request::PolicyUnpin {
+            domain: domain.to_string(),
+        },
+    })
 }
 
 fn render(request: &Request, body: serde_json::Value) -> Result<String, String> {
@@ -268,6 +347,413 @@ fn render(request: &Request, body: serde_json::Value) -> Result<String, String> 
             let envelope = serde_json::to_string_pretty(&d.envelope).unwrap_or_default();
             format!("{}\n\n{}", envelope, d.headers.trim_end())
         }
+        Request::PolicyList => {
+            let entries: Vec<PolicyEntry> = serde_json::from_value(body).map_err(decode_err)?;
+            if entries.is_empty() {
+                return Ok("no MTA-STS policies cached or pinned".into());
+            }
+            policy_table(&entries)
+        }
+        Request::PolicyShow { .. } => {
+            let show: PolicyShow = serde_json::from_value(body).map_err(decode_err)?;
+            let mut parts = Vec::new();
+            if let Some(pin) = &show.pin {
+                parts.push(policy_detail(pin));
+            }
+            if let Some(cached) = &show.cached {
+                parts.push(policy_detail(cached));
+            }
+            parts.join("\n\n")
+        }
+        Request::PolicyFetch { .. } => {
+            let e: PolicyEntry = serde_json::from_value(body).map_err(decode_err)?;
+            let mut out = format!(
+                "fetched {}: mode {}, id {}, mx {}, max_age {}, expires {}",
+                e.domain,
+                e.mode,
+                e.id,
+                e.mx.join(", "),
+                format_age(e.max_age),
+                format_expiry(e.expires_at)
+            );
+            if !e.in_force {
+                out.push_str("\nnote: an active pin overrides this policy (see `policy show`)");
+            }
+            out.push_str("\n\n");
+            out.push_str(e.text.trim_end());
+            out
+        }
+        Request::PolicyRefresh { .. } => {
+            let items: Vec<PolicyRefresh> = serde_json::from_value(body).map_err(decode_err)?;
+            if items.is_empty() {
+                return Ok("no unexpired cached policies to refresh".into());
+            }
+            items
+                .iter()
+                .map(refresh_line)
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Request::PolicyEvict { domain } => format!("evicted the cached MTA-STS policy of {domain}"),
+        Request::PolicyUnpin { domain } => format!("removed the operator pin of {domain}"),
+        Request::PolicyPin { .. } => {
+            let e: PolicyEntry = serde_json::from_value(body).map_err(decode_err)?;
+            format!(
+                "pinned {}: mode {}, mx {}, until {} UTC, reason: {}",
+                e.domain,
+                e.mode,
+                if e.mx.is_empty() {
+                    "(none)".into()
+                } else {
+                    e.mx.join(", ")
+                },
+                format_expiry(e.pin_until),
+                e.pin_reason.unwrap_or_default()
+            )
+        }
+        Request::PolicyExplain { .. } => {
+            let x: PolicyExplain = serde_json::from_value(body).map_err(decode_err)?;
+            explain_text(&x)
+        }
         _ => serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?,
     })
+}
+
+/// `policy list`: one row per cached policy or pin.
+fn policy_table(entries: &[PolicyEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.domain.clone(),
+                e.mode.clone(),
+                e.id.clone(),
+                e.mx.join(","),
+                if e.pinned {
+                    "-".into()
+                } else {
+                    format_age(e.max_age)
+                },
+                format_time(e.fetched_at),
+                format_expiry(e.expires_at),
+                e.last_error.clone().unwrap_or_default(),
+                entry_note(e),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            "DOMAIN",
+            "MODE",
+            "ID",
+            "MX",
+            "MAX_AGE",
+            "FETCHED",
+            "EXPIRES",
+            "LAST_ERROR",
+            "NOTE",
+        ],
+        &rows,
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// The NOTE column: pins, expiry, and cache entries a pin overrides.
+fn entry_note(e: &PolicyEntry) -> String {
+    if e.pinned {
+        format!(
+            "{}: {}",
+            e.source,
+            e.pin_reason.as_deref().unwrap_or_default()
+        )
+    } else if e.expired {
+        "expired: no longer in force".into()
+    } else if !e.in_force {
+        "overridden by a pin".into()
+    } else {
+        String::new()
+    }
+}
+
+/// `policy show`: every field and the policy text.
+fn policy_detail(e: &PolicyEntry) -> String {
+    let mut rows = vec![
+        vec!["domain".into(), e.domain.clone()],
+        vec!["source".into(), e.source.clone()],
+        vec![
+            "in force".into(),
+            if e.in_force { "yes" } else { "no" }.into(),
+        ],
+        vec!["mode".into(), e.mode.clone()],
+        vec!["id".into(), e.id.clone()],
+        vec![
+            "mx".into(),
+            if e.mx.is_empty() {
+                "(none)".into()
+            } else {
+                e.mx.join(", ")
+            },
+        ],
+    ];
+    if !e.pinned {
+        rows.push(vec![
+            "max_age".into(),
+            format!("{} ({})", e.max_age, format_age(e.max_age)),
+        ]);
+    }
+    rows.extend([
+        vec![
+            if e.pinned { "set" } else { "fetched" }.into(),
+            format_rfc3339(e.fetched_at),
+        ],
+        vec![
+            "expires".into(),
+            match e.expires_at {
+                Some(t) => format!(
+                    "{}{}",
+                    format_rfc3339(t),
+                    if e.expired { " (expired)" } else { "" }
+                ),
+                None => "never (as long as the file exists)".into(),
+            },
+        ],
+    ]);
+    if let Some(t) = e.last_checked {
+        rows.push(vec!["last checked".into(), format_rfc3339(t)]);
+    }
+    rows.push(vec![
+        "last error".into(),
+        e.last_error.clone().unwrap_or_else(|| "-".into()),
+    ]);
+    if let Some(r) = &e.pin_reason {
+        rows.push(vec!["pin reason".into(), r.clone()]);
+    }
+    if let Some(f) = &e.pin_file {
+        rows.push(vec!["pin file".into(), f.clone()]);
+    }
+    let table = render_table(&["", ""], &rows);
+    let fields: Vec<&str> = table.lines().skip(1).collect();
+    let text: Vec<String> = e.text.lines().map(|l| format!("  {l}")).collect();
+    format!("{}\npolicy:\n{}", fields.join("\n"), text.join("\n"))
+}
+
+/// One line (plus the diff) of `policy refresh`.
+fn refresh_line(r: &PolicyRefresh) -> String {
+    match (r.outcome.as_str(), &r.policy) {
+        ("failed", _) | (_, None) => format!(
+            "{}: failed: {}{} (the cached policy stays in force until it expires)",
+            r.domain,
+            r.result_type
+                .as_deref()
+                .map(|t| format!("{t}: "))
+                .unwrap_or_default(),
+            r.error.as_deref().unwrap_or("unknown error")
+        ),
+        (outcome, Some(p)) => {
+            let mut line = format!(
+                "{}: {outcome} (mode {}, id {}, expires {})",
+                r.domain,
+                p.mode,
+                p.id,
+                format_expiry(p.expires_at)
+            );
+            if let Some(diff) = r.diff.as_deref().filter(|d| !d.is_empty()) {
+                for l in diff.lines() {
+                    line.push_str("\n    ");
+                    line.push_str(l);
+                }
+            }
+            line
+        }
+    }
+}
+
+/// `policy explain`: the policy, then one row per mail host.
+fn explain_text(x: &PolicyExplain) -> String {
+    let mut out = match &x.policy {
+        Some(p) => format!(
+            "{}: MTA-STS mode {} ({}, id {}, expires {}), mx {}\n",
+            x.domain,
+            p.mode,
+            p.source,
+            p.id,
+            format_expiry(p.expires_at),
+            p.mx.join(", ")
+        ),
+        None => format!("{}: no MTA-STS policy in force\n", x.domain),
+    };
+    if !x.mx_hosts.is_empty() {
+        let rows: Vec<Vec<String>> = x
+            .mx_hosts
+            .iter()
+            .map(|h| {
+                vec![
+                    h.name.clone(),
+                    h.preference.map(|p| p.to_string()).unwrap_or_default(),
+                    if h.addrs.is_empty() {
+                        h.error.clone().unwrap_or_else(|| "-".into())
+                    } else {
+                        h.addrs.join(", ")
+                    },
+                    if h.allowed_by_policy { "yes" } else { "no" }.into(),
+                    h.tls_required.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&render_table(
+            &["HOST", "PREF", "ADDRESSES", "ALLOWED", "TLS REQUIRED"],
+            &rows,
+        ));
+    }
+    if !x.note.is_empty() {
+        out.push_str(&x.note);
+    }
+    out.trim_end().to_string()
+}
+
+fn format_age(secs: u64) -> String {
+    portcullis_config::format_duration(std::time::Duration::from_secs(secs))
+}
+
+fn format_expiry(t: Option<u64>) -> String {
+    t.map(format_time).unwrap_or_else(|| "never".into())
+}
+
+/// The current time in Unix seconds.
+pub fn now_secs() -> u64 {
+    use portcullis_types::Clock;
+    portcullis_types::SystemClock.unix_secs()
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) for tables.
+pub fn format_time(secs: u64) -> String {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        (rem / 60) % 60
+    )
+}
+
+/// RFC 3339 in UTC, e.g. `2026-03-01T12:00:00Z`.
+pub fn format_rfc3339(secs: u64) -> String {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Parses `YYYY-MM-DD` (the start of that day) or `YYYY-MM-DDTHH:MM:SSZ`,
+/// both UTC, into Unix seconds.
+pub fn parse_utc(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
+    let (date, time) = match s.split_once(['T', 't']) {
+        Some((date, time)) => (date, Some(time)),
+        None => (s, None),
+    };
+    let mut parts = date.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let digits = |p: &str, len: usize| p.len() == len && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits(y, 4) || !digits(m, 2) || !digits(d, 2) {
+        return Err(bad());
+    }
+    let (y, m, d): (i64, u32, u32) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    let days = days_from_civil(y, m, d);
+    if !(1..=12).contains(&m) || civil_from_days(days) != (y, m, d) || days < 0 {
+        return Err(bad());
+    }
+    let secs_of_day = match time {
+        None => 0,
+        Some(t) => {
+            let t = t.strip_suffix(['Z', 'z']).ok_or_else(bad)?;
+            let mut parts = t.split(':');
+            let (Some(h), Some(mi), Some(se), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad());
+            };
+            if !digits(h, 2) || !digits(mi, 2) || !digits(se, 2) {
+                return Err(bad());
+            }
+            let (h, mi, se): (u64, u64, u64) = (
+                h.parse().map_err(|_| bad())?,
+                mi.parse().map_err(|_| bad())?,
+                se.parse().map_err(|_| bad())?,
+            );
+            if h > 23 || mi > 59 || se > 59 {
+                return Err(bad());
+            }
+            h * 3600 + mi * 60 + se
+        }
+    };
+    Ok(days as u64 * 86_400 + secs_of_day)
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian, UTC).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip_and_bad_dates_are_refused() {
+        assert_eq!(parse_utc("1970-01-01"), Ok(0));
+        assert_eq!(parse_utc("2000-02-29"), Ok(951_782_400));
+        assert_eq!(parse_utc("2026-11-23T06:55:47Z"), Ok(1_795_416_947));
+        assert_eq!(format_rfc3339(1_795_416_947), "2026-11-23T06:55:47Z");
+        assert_eq!(format_time(1_795_416_947), "2026-11-23 06:55");
+        for bad in [
+            "",
+            "2026-02-30",
+            "2025-02-29",
+            "2026-13-01",
+            "2026-1-01",
+            "tomorrow",
+            "2026-01-01T25:00:00Z",
+            "2026-01-01T10:00:00",
+            "2026-01-01T10:00Z",
+            "1969-12-31",
+            "+026-01-01",
+        ] {
+            let err = parse_utc(bad).unwrap_err();
+            assert!(err.contains("YYYY-MM-DD"), "{bad}: {err}");
+        }
+    }
 }

@@ -79,6 +79,8 @@ pub struct ServerState {
     pub scheduler: Arc<SchedulerSettings>,
     /// The MTA-STS policy engine (cache, fetch, pins).
     pub policy: Arc<PolicyEngine<HickoryResolver>>,
+    /// The resolver built from `[dns]` (for `policy explain`).
+    pub resolver: HickoryResolver,
     /// TLS outcomes of outbound sessions (for metrics until TLS-RPT lands).
     pub tls_results: Arc<LogTlsResults>,
     /// Bound listeners.
@@ -219,6 +221,7 @@ async fn run(config: Config) -> Result<()> {
         delivery_metrics: delivery_metrics.clone(),
         scheduler: scheduler.clone(),
         policy: policy.clone(),
+        resolver: resolver.clone(),
         tls_results: tls_results.clone(),
         started,
     });
