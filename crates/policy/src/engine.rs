@@ -208,6 +208,8 @@ pub struct PolicyEngine<R> {
     /// One fetch per domain at a time: deliveries that find a changed id
     /// together wait for the first one's fetch.
     inflight: Mutex<HashMap<Domain, Arc<tokio::sync::Mutex<()>>>>,
+    /// Fetches by outcome ("ok" or the TLS-RPT result type), for metrics.
+    fetches: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl<R> std::fmt::Debug for PolicyEngine<R> {
@@ -235,6 +237,7 @@ impl<R: Resolver> PolicyEngine<R> {
             pins: PinStore::open(store)?,
             clock,
             inflight: Mutex::default(),
+            fetches: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -537,11 +540,28 @@ impl<R: Resolver> PolicyEngine<R> {
         result
     }
 
+    /// Policy fetches so far by outcome: "ok" or the TLS-RPT result type.
+    pub fn fetch_counts(&self) -> Vec<(&'static str, u64)> {
+        let m = self.fetches.lock().unwrap_or_else(PoisonError::into_inner);
+        m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
     /// Fetches the policy, and on success stores it under `id` (logging a
     /// diff when it differs from the cached one); on failure notes the error
     /// on the cached entry and returns it.
     async fn fetch_and_store(&self, domain: &Domain, id: &str) -> Result<RefreshOutcome, StsError> {
-        let policy = match self.fetcher.fetch(domain).await {
+        let fetched = self.fetcher.fetch(domain).await;
+        let outcome = match &fetched {
+            Ok(_) => "ok",
+            Err(e) => TlsResultType::from(e).as_str(),
+        };
+        *self
+            .fetches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(outcome)
+            .or_insert(0) += 1;
+        let policy = match fetched {
             Ok(policy) => policy,
             Err(error) => {
                 self.note_failure(domain, &error).await;

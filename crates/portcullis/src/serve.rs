@@ -389,6 +389,14 @@ fn render_metrics(state: &ServerState) -> String {
             n,
         );
     }
+    for (outcome, n) in state.policy.fetch_counts() {
+        w.counter(
+            "portcullis_mta_sts_fetches_total",
+            "MTA-STS policy fetches by outcome (ok or the TLS-RPT result type).",
+            &[("outcome", outcome)],
+            n,
+        );
+    }
     let policies = state.policy.list().unwrap_or_default();
     w.gauge(
         "portcullis_mta_sts_policies_cached",

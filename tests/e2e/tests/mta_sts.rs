@@ -299,6 +299,10 @@ fn enforce_row(
                 ) >= 1,
                 "{name}: {m}"
             );
+            assert!(
+                counter(&m, "portcullis_mta_sts_fetches_total", &[("outcome", "ok")]) >= 1,
+                "{name}: {m}"
+            );
         }
         Expect::Deferred(result) => {
             let entry = wait_deferred(&server, &id);
