@@ -40,6 +40,7 @@ mod policy;
 pub mod record;
 mod refresh;
 mod tls_result;
+pub mod tlsrpt;
 
 pub use cache::{CachedPolicy, PolicyCache};
 pub use diff::line_diff;

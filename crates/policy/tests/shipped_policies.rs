@@ -19,6 +19,9 @@ fn every_shipped_policy_parses_and_loads_as_a_pin() {
     assert!(seen >= 1, "no policy files found in {}", dir.display());
     let pins = load_pins_dir(&dir, 0).unwrap();
     assert_eq!(pins.len(), seen);
-    let example = pins.iter().find(|p| p.domain.as_str() == "example.net").unwrap();
+    let example = pins
+        .iter()
+        .find(|p| p.domain.as_str() == "example.net")
+        .unwrap();
     assert_eq!(example.mode, Mode::Enforce);
 }

@@ -74,6 +74,13 @@ pub enum TreeName {
     MtaStsPolicies,
     /// Domain → operator pin of an MTA-STS policy (JSON).
     MtaStsPins,
+    /// TLS-RPT daily aggregates (RFC 8460 §4): UTC day ‖ policy domain ‖
+    /// policy hash → session counts (JSON).
+    TlsRptResults,
+    /// TLS-RPT sending state (RFC 8460 §5): per UTC day the random send
+    /// delay, per (day, policy domain) the report's destinations, attempts
+    /// and whether it went out (JSON).
+    TlsRptSent,
 }
 
 impl TreeName {
@@ -84,6 +91,8 @@ impl TreeName {
             TreeName::QueueBodies => "queue.bodies",
             TreeName::MtaStsPolicies => "mta_sts.policies",
             TreeName::MtaStsPins => "mta_sts.pins",
+            TreeName::TlsRptResults => "tlsrpt.results",
+            TreeName::TlsRptSent => "tlsrpt.sent",
         }
     }
 }

@@ -1,0 +1,173 @@
+//! UTC days: the unit of TLS-RPT aggregation (RFC 8460 §4.1: "the
+//! reporting period is one day", 00:00:00 to 23:59:59 UTC).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Seconds in a UTC day (leap seconds do not exist in Unix time).
+const DAY_SECS: i64 = 86_400;
+
+/// A UTC calendar day, written `YYYY-MM-DD`. Ordered by time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day(i64);
+
+impl Day {
+    /// The UTC day containing `t` (days before 1970 count as 1970-01-01).
+    pub fn of(t: SystemTime) -> Day {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Day(i64::try_from(secs / 86_400).unwrap_or(i64::MAX / DAY_SECS))
+    }
+
+    /// The day `n` days after the Unix epoch.
+    pub fn from_days_since_epoch(n: i64) -> Day {
+        Day(n)
+    }
+
+    /// Days since the Unix epoch.
+    pub fn days_since_epoch(self) -> i64 {
+        self.0
+    }
+
+    /// The day before.
+    pub fn prev(self) -> Day {
+        Day(self.0 - 1)
+    }
+
+    /// The day after.
+    pub fn next(self) -> Day {
+        Day(self.0 + 1)
+    }
+
+    /// 00:00:00 UTC of this day, in seconds since the epoch.
+    pub fn start_timestamp(self) -> i64 {
+        self.0 * DAY_SECS
+    }
+
+    /// 23:59:59 UTC of this day, in seconds since the epoch (the
+    /// `end-datetime` of RFC 8460 §4.4's example).
+    pub fn end_timestamp(self) -> i64 {
+        self.start_timestamp() + DAY_SECS - 1
+    }
+
+    /// 00:00:00 UTC of this day.
+    pub fn start(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(u64::try_from(self.start_timestamp()).unwrap_or(0))
+    }
+
+    /// 00:00:00 UTC of the next day: when this day is over.
+    pub fn end(self) -> SystemTime {
+        self.next().start()
+    }
+}
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m, d) = civil_from_days(self.0);
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+/// A string that is not a `YYYY-MM-DD` date.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a date (YYYY-MM-DD)")]
+pub struct BadDay(pub String);
+
+impl FromStr for Day {
+    type Err = BadDay;
+
+    fn from_str(s: &str) -> Result<Day, BadDay> {
+        let bad = || BadDay(s.to_owned());
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return Err(bad());
+        }
+        let num = |r: std::ops::Range<usize>| -> Result<i64, BadDay> {
+            let part = s.get(r).ok_or_else(bad)?;
+            if !part.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            part.parse::<i64>().map_err(|_| bad())
+        };
+        let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
+            return Err(bad());
+        }
+        Ok(Day(days_from_civil(y, m, d)))
+    }
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Howard Hinnant's days-from-civil (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Howard Hinnant's civil-from-days (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_round_trip_and_bound_the_utc_day() {
+        for s in ["1970-01-01", "2000-02-29", "2026-11-23", "2100-12-31"] {
+            let day: Day = s.parse().expect(s);
+            assert_eq!(day.to_string(), s);
+            assert_eq!(Day::of(day.start()), day);
+            assert_eq!(Day::of(day.end() - Duration::from_secs(1)), day);
+            assert_eq!(Day::of(day.end()), day.next());
+        }
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_416_947);
+        assert_eq!(Day::of(t).to_string(), portcullis_types::date::ymd(t));
+    }
+
+    #[test]
+    fn malformed_days_are_refused() {
+        for s in [
+            "",
+            "2026-1-01",
+            "2026-13-01",
+            "2026-02-30",
+            "2025-02-29",
+            "2026/01/01",
+            "+026-01-01",
+            "2026-01-01x",
+        ] {
+            assert!(s.parse::<Day>().is_err(), "{s:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Errors of TLS reporting (STYLE 11: one enum, structured, classified).
+
+use std::path::PathBuf;
+
+use portcullis_store::StoreError;
+
+/// Errors from recording, building or sending TLS reports (RFC 8460).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsRptError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored aggregate or sending state could not be decoded.
+    #[error("corrupt TLS-RPT record {key:?}: {reason}")]
+    Corrupt {
+        /// The key of the record.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The DKIM key file could not be read.
+    #[error("cannot read the TLS-RPT DKIM key {}: {reason}", path.display())]
+    KeyRead {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        reason: String,
+    },
+    /// The DKIM key file holds no usable key: RFC 8460 §5.3 requires report
+    /// mail to be DKIM-signed, and mail-auth signs with RSA (PKCS#1 or
+    /// PKCS#8 PEM) or Ed25519 (PKCS#8 PEM) keys only.
+    #[error("unusable TLS-RPT DKIM key {}: {reason}", path.display())]
+    KeyUnsupported {
+        /// The file (empty when the key came from memory).
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A setting needed to send reports is missing or invalid.
+    #[error("TLS-RPT setting {key}: {reason}")]
+    Setting {
+        /// The `[tlsrpt]` key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Signing the report message failed.
+    #[error("DKIM signing of the TLS report failed: {0}")]
+    Sign(String),
+    /// Building the report (JSON, gzip, MIME) failed.
+    #[error("building the TLS report failed: {0}")]
+    Build(String),
+    /// No aggregates exist for this (day, domain): nothing to report.
+    #[error("no TLS-RPT data for {domain} on {day}")]
+    NoData {
+        /// The policy domain.
+        domain: String,
+        /// The UTC day.
+        day: String,
+    },
+    /// A domain given by an operator is not a valid domain name.
+    #[error("{0:?} is not a domain name")]
+    InvalidDomain(String),
+    /// The HTTPS client could not be set up.
+    #[error("TLS-RPT HTTPS client setup failed: {0}")]
+    HttpSetup(String),
+}
+
+impl TlsRptError {
+    /// A [`TlsRptError::Corrupt`] for `key`.
+    pub(crate) fn corrupt(key: &[u8], reason: impl ToString) -> TlsRptError {
+        TlsRptError::Corrupt {
+            key: String::from_utf8_lossy(key).replace('\0', "|"),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Report delivery over HTTPS (RFC 8460 §5.2): a POST of the gzip report
+//! with `Content-Type: application/tlsrpt+gzip` to the `rua` URL. The
+//! client is built like the MTA-STS policy fetcher's (crate `fetch`): host
+//! names resolved through our [`Resolver`] (so `[dns]` applies), the
+//! PKIX-verifying rustls configuration of [`ClientTls`] (the configured
+//! trust anchors), no redirects, no proxy, HTTPS only, and the whole
+//! request under a timeout. A 2xx answer means delivered; anything else is
+//! retried later by the sender.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_dns::{DnsError, Resolver};
+use portcullis_tls::ClientTls;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use super::TlsRptError;
+
+/// The default time allowed for one POST.
+pub const DEFAULT_POST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The media type of a gzip report (RFC 8460 §6.4).
+pub const TLSRPT_GZIP: &str = "application/tlsrpt+gzip";
+
+/// Why a POST did not deliver the report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostError {
+    /// The server answered with a status other than 2xx (a 3xx is not
+    /// followed).
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// The request did not complete: DNS, connect, TLS, timeout.
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// Posts reports over HTTPS. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct HttpsPoster {
+    client: reqwest::Client,
+}
+
+/// Builds an [`HttpsPoster`].
+pub struct HttpsPosterBuilder {
+    resolver: Arc<dyn Resolve>,
+    tls: Option<ClientTls>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpsPosterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsPosterBuilder")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpsPoster {
+    /// A builder whose host lookups go through `resolver`.
+    pub fn builder<R: Resolver>(resolver: R) -> HttpsPosterBuilder {
+        HttpsPosterBuilder {
+            resolver: Arc::new(ResolverAdapter {
+                resolver: Arc::new(resolver),
+            }),
+            tls: None,
+            timeout: DEFAULT_POST_TIMEOUT,
+        }
+    }
+
+    /// POSTs the gzip report `body` to `url`; `Ok(status)` for a 2xx.
+    pub async fn post(&self, url: &str, body: Vec<u8>) -> Result<u16, PostError> {
+        let response = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, TLSRPT_GZIP)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| PostError::Transport(error_chain(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(status.as_u16())
+        } else {
+            Err(PostError::Status(status.as_u16()))
+        }
+    }
+}
+
+impl HttpsPosterBuilder {
+    /// The trust anchors (default: the Web PKI roots). Build it with
+    /// `ClientTls::new(&config.tls.extra_roots)`, as for policy fetches.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The time allowed for one POST (default [`DEFAULT_POST_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Builds the poster.
+    pub fn build(self) -> Result<HttpsPoster, TlsRptError> {
+        let setup = |e: String| TlsRptError::HttpSetup(e);
+        let tls = match self.tls {
+            Some(tls) => tls,
+            None => ClientTls::new(&[]).map_err(|e| setup(e.to_string()))?,
+        };
+        let config = tls.pkix_config().map_err(|e| setup(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured((*config).clone())
+            .dns_resolver(self.resolver)
+            // A report goes where the record says, not where a 3xx says.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .https_only(true)
+            .http1_only()
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .pool_max_idle_per_host(0)
+            .user_agent(concat!("portcullis-tlsrpt/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| setup(e.to_string()))?;
+        Ok(HttpsPoster { client })
+    }
+}
+
+/// The error and its sources, joined (reqwest's own message is terse).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// reqwest's resolver hook over our [`Resolver`] (as in the policy
+/// fetcher): A and AAAA asked together; any address wins; with none, a
+/// temporary failure is reported as such.
+struct ResolverAdapter<R> {
+    resolver: Arc<R>,
+}
+
+impl<R: Resolver> Resolve for ResolverAdapter<R> {
+    fn resolve(&self, name: Name) -> Resolving {
+        let resolver = Arc::clone(&self.resolver);
+        let name = name.as_str().to_owned();
+        Box::pin(async move {
+            let (v4, v6) = tokio::join!(resolver.ipv4(&name), resolver.ipv6(&name));
+            let mut out: Vec<SocketAddr> = Vec::new();
+            let mut errors: Vec<DnsError> = Vec::new();
+            match v4 {
+                Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::from((ip, 0)))),
+                Err(e) => errors.push(e),
+            }
+            match v6 {
+                Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::from((ip, 0)))),
+                Err(e) => errors.push(e),
+            }
+            if out.is_empty() {
+                let e = match errors.iter().position(DnsError::is_temporary) {
+                    Some(i) => errors.swap_remove(i),
+                    None => errors
+                        .into_iter()
+                        .next()
+                        .unwrap_or(DnsError::NoRecords { name, rtype: "A" }),
+                };
+                return Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            let addrs: Addrs = Box::new(out.into_iter());
+            Ok(addrs)
+        })
+    }
+}

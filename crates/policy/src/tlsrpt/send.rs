@@ -1,0 +1,933 @@
+//! Sending the daily reports (RFC 8460 §5): once a UTC day is over and a
+//! random delay within the send window has passed (picked once per day and
+//! stored, so a restart does not re-roll it), every (day, policy domain)
+//! with aggregates gets its destinations looked up and its report sent to
+//! each: `mailto:` through the Portcullis queue ([`ReportMailer`], so the
+//! mail is retried like any other), `https:` by POST ([`HttpsPoster`]),
+//! retried with backoff.
+//!
+//! **At most once.** The state of every report and destination is kept in
+//! sled ([`TreeName::TlsRptSent`]); before a destination is contacted its
+//! attempt is recorded as in flight and committed to disk (STYLE 7: record
+//! the attempt before connecting). A destination found in flight by a
+//! later pass was interrupted by a crash; it is given up rather than risk a
+//! second copy. Passes are serialised, so the loop and an operator's
+//! `tlsrpt send` never race.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use portcullis_dns::Resolver;
+use portcullis_store::{Store, StoreError, Tree, TreeName};
+use portcullis_types::{Clock, Domain};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::mail::MessageParts;
+use super::{
+    Day, Destination, DestinationLookup, HttpsPoster, ReportInfo, ReportJson, ReportSigner,
+    TlsRptError, TlsRptRecorder, build_report, build_report_message, lookup_destinations,
+};
+
+/// Submits report mail into the queue (implemented by the binary over the
+/// Portcullis queue, so reports are retried and bounced like any mail).
+pub trait ReportMailer: Send + Sync + 'static {
+    /// Queues `message` (a complete, DKIM-signed RFC 5322 message) for
+    /// `to`. `from` is the envelope sender: always `""`, the null
+    /// reverse-path `<>` (RFC 5321 §4.5.5), so that an undeliverable report
+    /// does not bounce and delivery recognises the session as a report
+    /// session (`is_report`, RFC 8460 §3: not counted). Returns the queue
+    /// id, or why the queue refused the message.
+    fn submit(
+        &self,
+        from: &str,
+        to: &str,
+        message: Vec<u8>,
+    ) -> impl Future<Output = Result<String, String>> + Send;
+}
+
+impl<M: ReportMailer> ReportMailer for Arc<M> {
+    fn submit(
+        &self,
+        from: &str,
+        to: &str,
+        message: Vec<u8>,
+    ) -> impl Future<Output = Result<String, String>> + Send {
+        (**self).submit(from, to, message)
+    }
+}
+
+/// The state of one report (day, policy domain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportState {
+    /// The day is not over yet: sessions are still being counted.
+    Collecting,
+    /// Due (or waiting for its send time, or for a retry).
+    Pending,
+    /// Sent to at least one destination; nothing left to try.
+    Sent,
+    /// The domain publishes no usable `_smtp._tls` record: nothing sent.
+    NoDestination,
+    /// Given up: no destination could be reached.
+    Failed,
+}
+
+impl ReportState {
+    /// The state as shown to operators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportState::Collecting => "collecting",
+            ReportState::Pending => "pending",
+            ReportState::Sent => "sent",
+            ReportState::NoDestination => "no-destination",
+            ReportState::Failed => "failed",
+        }
+    }
+}
+
+/// The state of one destination of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestinationStatus {
+    /// To be tried (again) at `next_try`.
+    Pending,
+    /// Being contacted right now (found by a later pass: interrupted).
+    InFlight,
+    /// Delivered (https: 2xx; mailto: accepted by the queue).
+    Sent,
+    /// Given up.
+    Failed,
+}
+
+/// One destination of a report and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DestinationState {
+    /// Where to.
+    pub destination: Destination,
+    /// Its state.
+    pub status: DestinationStatus,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Earliest next attempt (Unix seconds).
+    pub next_try: u64,
+    /// When it was sent (Unix seconds).
+    pub sent_at: Option<u64>,
+    /// The queue id of the report mail (mailto).
+    pub queue_id: Option<String>,
+}
+
+/// The sending state of one report, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SentRecord {
+    /// The UTC day.
+    pub day: String,
+    /// The policy domain.
+    pub domain: String,
+    /// The report-id, fixed when the record is created.
+    pub report_id: String,
+    /// The report's state.
+    pub state: ReportState,
+    /// The destinations, once looked up.
+    pub destinations: Option<Vec<DestinationState>>,
+    /// Failed destination lookups so far.
+    pub lookup_attempts: u32,
+    /// The last failure (lookup or send).
+    pub last_error: Option<String>,
+    /// Earliest next lookup (Unix seconds).
+    pub next_try: u64,
+    /// When the report was sent to its last destination (Unix seconds).
+    pub sent_at: Option<u64>,
+}
+
+/// The per-day send time, picked once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct DaySchedule {
+    /// Seconds after the day's end (00:00 UTC of the next day).
+    delay_secs: u64,
+}
+
+/// One line of `portcullis tlsrpt list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReportSummary {
+    /// The UTC day.
+    pub day: String,
+    /// The policy domain.
+    pub domain: String,
+    /// Successful sessions.
+    pub successful: u64,
+    /// Failed sessions.
+    pub failed: u64,
+    /// The destinations, when known.
+    pub destinations: Vec<String>,
+    /// The report's state.
+    pub state: ReportState,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// What one pass did for one report or destination (for logs, metrics and
+/// `tlsrpt send`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum SendOutcome {
+    /// Delivered to a destination (mailto: queued, `detail` the queue id;
+    /// https: `detail` the HTTP status).
+    Sent {
+        /// The UTC day.
+        day: String,
+        /// The policy domain.
+        domain: String,
+        /// The destination URI.
+        destination: String,
+        /// Queue id or HTTP status.
+        detail: String,
+    },
+    /// Failed for now; tried again at `next_try` (Unix seconds).
+    Retry {
+        /// The UTC day.
+        day: String,
+        /// The policy domain.
+        domain: String,
+        /// The destination URI (`None`: the TXT lookup).
+        destination: Option<String>,
+        /// Why.
+        error: String,
+        /// Next attempt (Unix seconds).
+        next_try: u64,
+    },
+    /// Given up.
+    GaveUp {
+        /// The UTC day.
+        day: String,
+        /// The policy domain.
+        domain: String,
+        /// The destination URI (`None`: the TXT lookup).
+        destination: Option<String>,
+        /// Why.
+        error: String,
+    },
+    /// The domain wants no reports.
+    NoDestination {
+        /// The UTC day.
+        day: String,
+        /// The policy domain.
+        domain: String,
+        /// Why (no record, several records, …).
+        reason: String,
+    },
+}
+
+impl SendOutcome {
+    /// The transport for metrics: `mailto`, `https` or `dns`.
+    pub fn transport(&self) -> &'static str {
+        let dest = match self {
+            SendOutcome::Sent { destination, .. } => Some(destination.as_str()),
+            SendOutcome::Retry { destination, .. } | SendOutcome::GaveUp { destination, .. } => {
+                destination.as_deref()
+            }
+            SendOutcome::NoDestination { .. } => None,
+        };
+        match dest {
+            Some(d) if d.starts_with("mailto:") => "mailto",
+            Some(_) => "https",
+            None => "dns",
+        }
+    }
+
+    /// The outcome for metrics: `sent`, `retry`, `gave-up`, `no-destination`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SendOutcome::Sent { .. } => "sent",
+            SendOutcome::Retry { .. } => "retry",
+            SendOutcome::GaveUp { .. } => "gave-up",
+            SendOutcome::NoDestination { .. } => "no-destination",
+        }
+    }
+}
+
+/// The default waits between attempts (the last one repeats until
+/// [`DEFAULT_MAX_ATTEMPTS`]).
+pub const DEFAULT_BACKOFF: [Duration; 6] = [
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(15 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(60 * 60),
+    Duration::from_secs(2 * 60 * 60),
+    Duration::from_secs(4 * 60 * 60),
+];
+
+/// Attempts per destination (and failed TXT lookups) before giving up.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+
+/// Days of aggregates and sending state kept (for `tlsrpt list`).
+pub const DEFAULT_RETENTION_DAYS: i64 = 14;
+
+/// Sends the daily reports. Share it with `Arc`.
+pub struct ReportSender<R, M> {
+    store: Store,
+    recorder: TlsRptRecorder,
+    sent: Tree,
+    resolver: R,
+    mailer: M,
+    poster: HttpsPoster,
+    signer: Option<ReportSigner>,
+    info: ReportInfo,
+    from: String,
+    send_window: Duration,
+    clock: Arc<dyn Clock>,
+    backoff: Vec<Duration>,
+    max_attempts: u32,
+    retention_days: i64,
+    poll_interval: Duration,
+    pass: tokio::sync::Mutex<()>,
+}
+
+impl<R, M> std::fmt::Debug for ReportSender<R, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportSender")
+            .field("info", &self.info)
+            .field("from", &self.from)
+            .field("send_window", &self.send_window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ReportSender`] (STYLE 22).
+pub struct ReportSenderBuilder<R, M> {
+    store: Store,
+    recorder: TlsRptRecorder,
+    resolver: R,
+    mailer: M,
+    poster: HttpsPoster,
+    signer: Option<ReportSigner>,
+    info: ReportInfo,
+    from: String,
+    send_window: Duration,
+    backoff: Vec<Duration>,
+    max_attempts: u32,
+    retention_days: i64,
+    poll_interval: Duration,
+}
+
+impl<R, M> std::fmt::Debug for ReportSenderBuilder<R, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportSenderBuilder")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
+    /// A builder. `recorder` supplies the aggregates and the clock;
+    /// `resolver` looks up `_smtp._tls`; `mailer` queues report mail;
+    /// `poster` POSTs reports; `info` names the reporting organisation;
+    /// `from` is the `From` address of report mail.
+    #[allow(clippy::too_many_arguments)]
+    pub fn builder(
+        store: &Store,
+        recorder: TlsRptRecorder,
+        resolver: R,
+        mailer: M,
+        poster: HttpsPoster,
+        info: ReportInfo,
+        from: &str,
+    ) -> ReportSenderBuilder<R, M> {
+        ReportSenderBuilder {
+            store: store.clone(),
+            recorder,
+            resolver,
+            mailer,
+            poster,
+            signer: None,
+            info,
+            from: from.to_owned(),
+            send_window: Duration::from_secs(4 * 3600),
+            backoff: DEFAULT_BACKOFF.to_vec(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retention_days: DEFAULT_RETENTION_DAYS,
+            poll_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
+    /// The DKIM signer for report mail. Without one, `mailto:` destinations
+    /// are given up (RFC 8460 §5.3 requires a signature); `https:` ones
+    /// still get reports.
+    pub fn signer(mut self, signer: ReportSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// `[tlsrpt] send_window`: reports leave at a random time within this
+    /// long after 00:00 UTC (default 4 h).
+    pub fn send_window(mut self, window: Duration) -> Self {
+        self.send_window = window;
+        self
+    }
+
+    /// Waits between attempts; the last repeats (default
+    /// [`DEFAULT_BACKOFF`]). An empty list means one minute.
+    pub fn backoff(mut self, backoff: Vec<Duration>) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Attempts before giving up (default [`DEFAULT_MAX_ATTEMPTS`]).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Days of history kept (default [`DEFAULT_RETENTION_DAYS`]).
+    pub fn retention_days(mut self, days: u32) -> Self {
+        self.retention_days = i64::from(days.max(2));
+        self
+    }
+
+    /// How often [`run`] looks for due reports (default 5 min).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Builds the sender.
+    pub fn build(self) -> Result<ReportSender<R, M>, TlsRptError> {
+        if self.from.is_empty() || !self.from.contains('@') {
+            return Err(TlsRptError::Setting {
+                key: "from",
+                reason: format!("{:?} is not an address", self.from),
+            });
+        }
+        for (key, value) in [
+            ("organization", &self.info.organization),
+            ("contact", &self.info.contact),
+            ("submitter", &self.info.submitter),
+        ] {
+            if value.trim().is_empty() {
+                return Err(TlsRptError::Setting {
+                    key,
+                    reason: "must be set to send reports".to_owned(),
+                });
+            }
+        }
+        Ok(ReportSender {
+            sent: self.store.tree(TreeName::TlsRptSent)?,
+            clock: Arc::clone(self.recorder.clock()),
+            store: self.store,
+            recorder: self.recorder,
+            resolver: self.resolver,
+            mailer: self.mailer,
+            poster: self.poster,
+            signer: self.signer,
+            info: self.info,
+            from: self.from,
+            send_window: self.send_window,
+            backoff: self.backoff,
+            max_attempts: self.max_attempts,
+            retention_days: self.retention_days,
+            poll_interval: self.poll_interval,
+            pass: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn report_key(day: Day, domain: &str) -> Vec<u8> {
+    let mut k = format!("r/{day}").into_bytes();
+    k.push(0);
+    k.extend_from_slice(domain.as_bytes());
+    k
+}
+
+fn schedule_key(day: Day) -> Vec<u8> {
+    format!("d/{day}").into_bytes()
+}
+
+impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
+    /// Sends what is due at `now`: every report of a finished UTC day whose
+    /// random send time has passed and whose next attempt is due.
+    pub async fn send_due(&self, now: SystemTime) -> Vec<SendOutcome> {
+        self.pass(now, false).await
+    }
+
+    /// Sends what is due now, ignoring the random delay (`tlsrpt send`).
+    /// Backoff after failures still applies; nothing is sent twice.
+    pub async fn send_now(&self) -> Vec<SendOutcome> {
+        self.pass(self.clock.now(), true).await
+    }
+
+    /// The reports known, newest day first, domains in order.
+    pub fn list(&self) -> Result<Vec<ReportSummary>, TlsRptError> {
+        let today = Day::of(self.clock.now());
+        let mut reports: Vec<(Day, String)> = self.recorder.reports()?.into_iter().collect();
+        reports.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut out = Vec::new();
+        for (day, domain) in reports {
+            let aggs = self.recorder.aggregates(day, &domain)?;
+            let record = self.load(day, &domain)?;
+            let state = match &record {
+                _ if day >= today => ReportState::Collecting,
+                Some(r) => r.state,
+                None => ReportState::Pending,
+            };
+            out.push(ReportSummary {
+                day: day.to_string(),
+                domain,
+                successful: aggs.iter().map(|a| a.successful).sum(),
+                failed: aggs.iter().map(|a| a.failed()).sum(),
+                destinations: record
+                    .as_ref()
+                    .and_then(|r| r.destinations.as_ref())
+                    .map(|d| d.iter().map(|s| s.destination.uri()).collect())
+                    .unwrap_or_default(),
+                state,
+                last_error: record.and_then(|r| r.last_error),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The report JSON for `domain` on `day` (default: the latest day with
+    /// data for it), exactly as it is (or would be) sent.
+    pub fn show(&self, domain: &str, day: Option<Day>) -> Result<serde_json::Value, TlsRptError> {
+        let domain = Domain::parse(domain)
+            .map_err(|_| TlsRptError::InvalidDomain(domain.to_owned()))?
+            .as_str()
+            .to_owned();
+        let day = match day {
+            Some(d) => d,
+            None => self
+                .recorder
+                .reports()?
+                .into_iter()
+                .filter(|(_, d)| *d == domain)
+                .map(|(day, _)| day)
+                .max()
+                .ok_or_else(|| TlsRptError::NoData {
+                    domain: domain.clone(),
+                    day: "any day".to_owned(),
+                })?,
+        };
+        let today = Day::of(self.clock.now());
+        let aggs = self.recorder.aggregates(day, &domain)?;
+        if aggs.is_empty() {
+            return Err(TlsRptError::NoData {
+                domain,
+                day: day.to_string(),
+            });
+        }
+        let report_id = if day < today {
+            self.record_for(day, &domain)?.report_id
+        } else {
+            // Still collecting: the id is fixed when the day is over.
+            self.info.new_report_id(day, &domain)
+        };
+        Ok(build_report(&self.info, day, &domain, &report_id, &aggs)?.json)
+    }
+
+    /// The stored state of (`day`, `domain`), if any.
+    pub fn state(&self, day: Day, domain: &str) -> Result<Option<SentRecord>, TlsRptError> {
+        self.load(day, domain)
+    }
+
+    fn load(&self, day: Day, domain: &str) -> Result<Option<SentRecord>, TlsRptError> {
+        let key = report_key(day, domain);
+        match self.sent.get(&key).map_err(StoreError::from)? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|e| TlsRptError::corrupt(&key, e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn save(&self, day: Day, record: &SentRecord) -> Result<(), TlsRptError> {
+        let key = report_key(day, &record.domain);
+        let v = serde_json::to_vec(record).map_err(|e| TlsRptError::corrupt(&key, e))?;
+        self.sent.insert(key, v).map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// The stored record, created (pending, with a fresh report-id) if
+    /// missing.
+    fn record_for(&self, day: Day, domain: &str) -> Result<SentRecord, TlsRptError> {
+        if let Some(r) = self.load(day, domain)? {
+            return Ok(r);
+        }
+        let r = SentRecord {
+            day: day.to_string(),
+            domain: domain.to_owned(),
+            report_id: self.info.new_report_id(day, domain),
+            state: ReportState::Pending,
+            destinations: None,
+            lookup_attempts: 0,
+            last_error: None,
+            next_try: 0,
+            sent_at: None,
+        };
+        self.save(day, &r)?;
+        Ok(r)
+    }
+
+    /// The day's send delay, picked at random within the window once.
+    fn delay(&self, day: Day) -> Result<Duration, TlsRptError> {
+        let key = schedule_key(day);
+        if let Some(v) = self.sent.get(&key).map_err(StoreError::from)?
+            && let Ok(s) = serde_json::from_slice::<DaySchedule>(&v)
+        {
+            return Ok(Duration::from_secs(s.delay_secs));
+        }
+        let window = self.send_window.as_secs();
+        let delay_secs = if window == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..window)
+        };
+        let v = serde_json::to_vec(&DaySchedule { delay_secs })
+            .map_err(|e| TlsRptError::corrupt(&key, e))?;
+        self.sent.insert(key, v).map_err(StoreError::from)?;
+        Ok(Duration::from_secs(delay_secs))
+    }
+
+    /// The wait before attempt `attempts + 1`.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let i = usize::try_from(attempts.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(60))
+    }
+
+    async fn pass(&self, now: SystemTime, ignore_delay: bool) -> Vec<SendOutcome> {
+        let _pass = self.pass.lock().await;
+        let mut outcomes = Vec::new();
+        if let Err(e) = self.pass_inner(now, ignore_delay, &mut outcomes).await {
+            tracing::warn!(error = %e, "TLS-RPT: send pass failed");
+        }
+        if let Err(e) = self.store.commit().await {
+            tracing::warn!(error = %e, "TLS-RPT: commit failed");
+        }
+        outcomes
+    }
+
+    async fn pass_inner(
+        &self,
+        now: SystemTime,
+        ignore_delay: bool,
+        outcomes: &mut Vec<SendOutcome>,
+    ) -> Result<(), TlsRptError> {
+        let today = Day::of(now);
+        self.prune(Day::from_days_since_epoch(
+            today.days_since_epoch() - self.retention_days,
+        ))?;
+        for (day, domain) in self.recorder.reports()? {
+            if day >= today {
+                continue;
+            }
+            if let Some(r) = self.load(day, &domain)?
+                && r.state != ReportState::Pending
+            {
+                continue;
+            }
+            if !ignore_delay && now < day.end() + self.delay(day)? {
+                continue;
+            }
+            if let Err(e) = self.send_one(now, day, &domain, outcomes).await {
+                tracing::warn!(error = %e, %day, %domain, "TLS-RPT: report not sent");
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up, builds and sends one report, as far as is due.
+    async fn send_one(
+        &self,
+        now: SystemTime,
+        day: Day,
+        domain: &str,
+        outcomes: &mut Vec<SendOutcome>,
+    ) -> Result<(), TlsRptError> {
+        let now_s = unix(now);
+        let mut rec = self.record_for(day, domain)?;
+        let (day_s, dom) = (day.to_string(), domain.to_owned());
+        if rec.destinations.is_none() {
+            if rec.next_try > now_s {
+                return Ok(());
+            }
+            match lookup_destinations(&self.resolver, domain).await {
+                DestinationLookup::Found(dests) => {
+                    rec.destinations = Some(
+                        dests
+                            .into_iter()
+                            .map(|destination| DestinationState {
+                                destination,
+                                status: DestinationStatus::Pending,
+                                attempts: 0,
+                                last_error: None,
+                                next_try: 0,
+                                sent_at: None,
+                                queue_id: None,
+                            })
+                            .collect(),
+                    );
+                }
+                DestinationLookup::None(reason) => {
+                    tracing::info!(%day, %domain, %reason, "TLS-RPT: domain wants no reports");
+                    rec.state = ReportState::NoDestination;
+                    rec.last_error = Some(reason.clone());
+                    self.save(day, &rec)?;
+                    outcomes.push(SendOutcome::NoDestination {
+                        day: day_s,
+                        domain: dom,
+                        reason,
+                    });
+                    return Ok(());
+                }
+                DestinationLookup::Temporary(e) => {
+                    rec.lookup_attempts += 1;
+                    rec.last_error = Some(e.to_string());
+                    if rec.lookup_attempts >= self.max_attempts {
+                        rec.state = ReportState::Failed;
+                        outcomes.push(SendOutcome::GaveUp {
+                            day: day_s,
+                            domain: dom,
+                            destination: None,
+                            error: e.to_string(),
+                        });
+                    } else {
+                        rec.next_try = now_s + self.backoff(rec.lookup_attempts).as_secs();
+                        outcomes.push(SendOutcome::Retry {
+                            day: day_s,
+                            domain: dom,
+                            destination: None,
+                            error: e.to_string(),
+                            next_try: rec.next_try,
+                        });
+                    }
+                    self.save(day, &rec)?;
+                    return Ok(());
+                }
+            }
+            self.save(day, &rec)?;
+        }
+
+        let aggregates = self.recorder.aggregates(day, domain)?;
+        let report = build_report(&self.info, day, domain, &rec.report_id, &aggregates)?;
+        let gz = report.to_gzip()?;
+        let count = rec.destinations.as_ref().map_or(0, Vec::len);
+        for i in 0..count {
+            let Some(dest) = rec.destinations.as_mut().and_then(|d| d.get_mut(i)) else {
+                continue;
+            };
+            let uri = dest.destination.uri();
+            match dest.status {
+                DestinationStatus::Sent | DestinationStatus::Failed => continue,
+                DestinationStatus::InFlight => {
+                    // RFC 8460 at most once: a crash interrupted this
+                    // attempt; it may have been delivered.
+                    let error = "interrupted while being sent; not sent again to avoid a duplicate"
+                        .to_owned();
+                    dest.status = DestinationStatus::Failed;
+                    dest.last_error = Some(error.clone());
+                    outcomes.push(SendOutcome::GaveUp {
+                        day: day_s.clone(),
+                        domain: dom.clone(),
+                        destination: Some(uri),
+                        error,
+                    });
+                    self.save(day, &rec)?;
+                    continue;
+                }
+                DestinationStatus::Pending if dest.next_try > now_s => continue,
+                DestinationStatus::Pending => {}
+            }
+            dest.attempts += 1;
+            dest.status = DestinationStatus::InFlight;
+            dest.next_try = now_s + self.backoff(dest.attempts).as_secs();
+            let attempts = dest.attempts;
+            let next_try = dest.next_try;
+            let destination = dest.destination.clone();
+            self.save(day, &rec)?;
+            // Record the attempt before contacting anyone.
+            self.store.commit().await?;
+            let result = self
+                .deliver(&destination, &report, &gz, day, domain, now)
+                .await;
+            let Some(dest) = rec.destinations.as_mut().and_then(|d| d.get_mut(i)) else {
+                continue;
+            };
+            match result {
+                Ok(detail) => {
+                    tracing::info!(%day, %domain, destination = %uri, %detail, "TLS-RPT: report sent");
+                    dest.status = DestinationStatus::Sent;
+                    dest.sent_at = Some(now_s);
+                    dest.last_error = None;
+                    if matches!(destination, Destination::Mailto(_)) {
+                        dest.queue_id = Some(detail.clone());
+                    }
+                    outcomes.push(SendOutcome::Sent {
+                        day: day_s.clone(),
+                        domain: dom.clone(),
+                        destination: uri,
+                        detail,
+                    });
+                }
+                Err((error, permanent)) => {
+                    dest.last_error = Some(error.clone());
+                    rec.last_error = Some(format!("{uri}: {error}"));
+                    if permanent || attempts >= self.max_attempts {
+                        tracing::warn!(%day, %domain, destination = %uri, %error, "TLS-RPT: giving up on destination");
+                        dest.status = DestinationStatus::Failed;
+                        outcomes.push(SendOutcome::GaveUp {
+                            day: day_s.clone(),
+                            domain: dom.clone(),
+                            destination: Some(uri),
+                            error,
+                        });
+                    } else {
+                        tracing::info!(%day, %domain, destination = %uri, %error, attempts, "TLS-RPT: report not delivered; will retry");
+                        dest.status = DestinationStatus::Pending;
+                        outcomes.push(SendOutcome::Retry {
+                            day: day_s.clone(),
+                            domain: dom.clone(),
+                            destination: Some(uri),
+                            error,
+                            next_try,
+                        });
+                    }
+                }
+            }
+            self.save(day, &rec)?;
+            self.store.commit().await?;
+        }
+
+        let dests = rec.destinations.as_deref().unwrap_or_default();
+        let done = dests.iter().all(|d| {
+            matches!(
+                d.status,
+                DestinationStatus::Sent | DestinationStatus::Failed
+            )
+        });
+        if done {
+            if dests.iter().any(|d| d.status == DestinationStatus::Sent) {
+                rec.state = ReportState::Sent;
+                rec.sent_at = Some(now_s);
+            } else {
+                rec.state = ReportState::Failed;
+            }
+            self.save(day, &rec)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the report to one destination: `Ok(detail)`, or the error and
+    /// whether it is permanent.
+    async fn deliver(
+        &self,
+        destination: &Destination,
+        report: &ReportJson,
+        gz: &[u8],
+        day: Day,
+        domain: &str,
+        now: SystemTime,
+    ) -> Result<String, (String, bool)> {
+        match destination {
+            Destination::Https(url) => self
+                .poster
+                .post(url, gz.to_vec())
+                .await
+                .map(|status| format!("HTTP {status}"))
+                .map_err(|e| (e.to_string(), false)),
+            Destination::Mailto(to) => {
+                let Some(signer) = &self.signer else {
+                    return Err((
+                        "no DKIM key configured ([tlsrpt] dkim_key): RFC 8460 §5.3 requires report mail to be signed"
+                            .to_owned(),
+                        true,
+                    ));
+                };
+                let parts = MessageParts {
+                    domain,
+                    submitter: &self.info.submitter,
+                    from: &self.from,
+                    to,
+                    date: now,
+                    day,
+                };
+                let message = build_report_message(report, gz, parts, signer)
+                    .map_err(|e| (e.to_string(), true))?;
+                // RFC 5321 §4.5.5: the null reverse-path.
+                self.mailer
+                    .submit("", to, message)
+                    .await
+                    .map_err(|e| (format!("queue refused the report: {e}"), false))
+            }
+        }
+    }
+
+    /// Deletes aggregates and states of days before `day`.
+    fn prune(&self, day: Day) -> Result<(), TlsRptError> {
+        self.recorder.prune_before(day)?;
+        for item in self.sent.iter() {
+            let (k, _) = item.map_err(StoreError::from)?;
+            let text = String::from_utf8_lossy(&k);
+            let day_part = text.get(2..12).and_then(|d| d.parse::<Day>().ok());
+            if day_part.is_none_or(|d| d < day) {
+                self.sent.remove(&k).map_err(StoreError::from)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The injected clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}
+
+/// The sending loop: a pass at start, then one every poll interval, until
+/// `shutdown`. A pass is never interrupted half way (each request has its
+/// own timeout), so a report is never left in flight by a clean shutdown.
+pub async fn run<R: Resolver, M: ReportMailer>(
+    sender: Arc<ReportSender<R, M>>,
+    shutdown: CancellationToken,
+) {
+    run_with(sender, shutdown, |_| {}).await;
+}
+
+/// Like [`run`], calling `on_outcome` for every outcome (metrics).
+pub async fn run_with<R: Resolver, M: ReportMailer>(
+    sender: Arc<ReportSender<R, M>>,
+    shutdown: CancellationToken,
+    on_outcome: impl Fn(&SendOutcome) + Send,
+) {
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let now = sender.clock.now();
+        for outcome in sender.send_due(now).await {
+            on_outcome(&outcome);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(sender.poll_interval) => {}
+        }
+    }
+    tracing::debug!("TLS-RPT sender stopped");
+}
