@@ -144,6 +144,12 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             _ => None,
         };
         let tls_policy = match lookup.as_ref().and_then(PolicyLookup::mode) {
+            // RFC 8460 §5.3: reports are delivered despite TLS failures (a
+            // broken TLS setup is what they are about).
+            Some(Mode::Enforce) if is_tls_report(job) => {
+                info!(policy_domain = %domain, "TLS report: delivered without MTA-STS enforcement (RFC 8460 §5.3)");
+                TlsPolicy::Testing
+            }
             Some(Mode::Enforce) => TlsPolicy::Enforce,
             Some(Mode::Testing) => TlsPolicy::Testing,
             _ => TlsPolicy::Opportunistic,
@@ -320,11 +326,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             receiving_helo: helo,
             failure,
             detail: detail.chars().take(200).collect(),
-            is_report: job.envelope.sender == portcullis_types::ReversePath::Null
-                && job
-                    .message
-                    .windows(28)
-                    .any(|w| w.eq_ignore_ascii_case(b"report-type=\"tlsrpt\"")),
+            is_report: is_tls_report(job),
         });
     }
 
@@ -517,5 +519,71 @@ fn tls_failure(tls: &TlsOutcome) -> Option<TlsResultType> {
             Some(failure.unwrap_or(TlsResultType::ValidationFailure))
         }
         other => other.failure(),
+    }
+}
+
+/// True for a TLS-RPT report message: from the null sender, with
+/// `report-type="tlsrpt"` (or unquoted) in its header section (RFC 8460 §5.3).
+fn is_tls_report(job: &DeliveryJob) -> bool {
+    if job.envelope.sender != portcullis_types::ReversePath::Null {
+        return false;
+    }
+    let end = job
+        .message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(job.message.len());
+    let headers = String::from_utf8_lossy(&job.message[..end]).to_ascii_lowercase();
+    headers.contains("report-type=\"tlsrpt\"") || headers.contains("report-type=tlsrpt")
+}
+
+#[cfg(test)]
+mod report_detection {
+    use super::*;
+    use portcullis_types::{BodyType, Envelope, QueueId, ReversePath};
+
+    fn job(sender: &str, message: &[u8]) -> DeliveryJob {
+        DeliveryJob {
+            id: QueueId::generate(0, 0),
+            envelope: Arc::new(Envelope {
+                id: QueueId::generate(0, 0),
+                sender: ReversePath::parse(sender).unwrap(),
+                recipients: vec![],
+                ret: None,
+                envid: None,
+                body: BodyType::SevenBit,
+                smtputf8: false,
+                received_at: 0,
+                client_ip: "127.0.0.1".parse().unwrap(),
+                helo: "h".into(),
+                tls: None,
+                authenticated: None,
+                size: 0,
+            }),
+            pending: vec![],
+            message: Arc::new(message.to_vec()),
+            attempt: 1,
+        }
+    }
+
+    /// Regression test: the check compared 28-byte windows with a 20-byte
+    /// string, so no report was ever recognised.
+    #[test]
+    fn tls_reports_are_recognised_and_only_they() {
+        let report =
+            b"Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n boundary=x\r\n\r\nbody";
+        assert!(is_tls_report(&job("", report)));
+        assert!(
+            !is_tls_report(&job("a@b.test", report)),
+            "only from the null sender"
+        );
+        assert!(!is_tls_report(&job(
+            "",
+            b"Subject: x\r\n\r\nreport-type=\"tlsrpt\" in the body"
+        )));
+        assert!(!is_tls_report(&job(
+            "",
+            b"Content-Type: multipart/report; report-type=delivery-status\r\n\r\n"
+        )));
     }
 }
