@@ -206,14 +206,22 @@ impl Queue {
             Some(id) => vec![self.get(id)?],
             None => self.list()?,
         };
-        let mut n = 0;
+        // One commit for the whole batch: `retry --all` on a large backlog
+        // must not cost an fsync per message.
+        let mut changed = Vec::new();
         for mut record in targets.into_iter().filter(|r| !r.is_finished()) {
             record.next_attempt = now;
-            self.update(&record).await?;
-            n += 1;
+            self.records
+                .insert(record.envelope.id.to_bytes(), record.encode())
+                .map_err(StoreError::from)?;
+            changed.push(record);
+        }
+        self.store.commit().await?;
+        for record in &changed {
+            self.reindex(record);
         }
         self.kick();
-        Ok(n)
+        Ok(changed.len())
     }
 
     /// Arrival time (unix milliseconds) of the oldest message: queue ids

@@ -10,10 +10,13 @@
 //! directory, so only the running server opens the store; the CLI reaches it
 //! through the admin socket.
 //!
-//! Note on sled 0.34: values larger than a quarter of a segment are written
-//! as separate blob files that its `flush` does not fsync. Callers must keep
-//! each value well below [`MAX_VALUE`] (the queue splits bodies into chunks)
-//! so that every byte lives in the log that `flush` syncs.
+//! Note on sled 0.34: any page (a node or a value) larger than a quarter of
+//! a segment is written as a separate blob file that its `flush` does not
+//! fsync. So segments are 8 MiB (blob threshold 2 MiB), and callers keep
+//! each value at most [`MAX_VALUE`] (the queue splits bodies into chunks):
+//! a leaf node holds at most 16 entries before it splits, so even a whole
+//! node of chunks stays under the threshold and every byte lives in the log
+//! that `flush` syncs. A test checks that no blob file is ever written.
 
 #![forbid(unsafe_code)]
 
@@ -25,7 +28,10 @@ pub use sled::Tree;
 
 /// The largest value a caller should write in one key (bytes). Larger
 /// values would become sled blobs, which are not covered by `flush`.
-pub const MAX_VALUE: usize = 256 * 1024;
+pub const MAX_VALUE: usize = 64 * 1024;
+
+/// sled's segment size: a quarter of it is the blob threshold.
+const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 
 /// Errors from the store.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -118,6 +124,7 @@ impl Store {
             // We fsync explicitly at acknowledgement points; sled's own timer
             // stays on as a backstop for everything else.
             .flush_every_ms(Some(1000))
+            .segment_size(SEGMENT_SIZE)
             .open()
             .map_err(|e| StoreError::Open {
                 path: dir.to_path_buf(),
@@ -203,6 +210,24 @@ mod tests {
             flushes < 200,
             "200 concurrent commits took {flushes} flushes: no grouping"
         );
+    }
+
+    /// Regression test: with sled's default 512 KiB segments, 100 KiB
+    /// messages were written as blob files that `flush` never fsyncs, so a
+    /// 250 could precede durability.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_values_never_become_unsynced_blob_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.tree(TreeName::QueueBodies).unwrap();
+        for i in 0u32..200 {
+            t.insert(i.to_be_bytes(), vec![i as u8; MAX_VALUE]).unwrap();
+            store.commit().await.unwrap();
+        }
+        let blobs = std::fs::read_dir(dir.path().join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(blobs, 0, "sled wrote blob files");
     }
 
     #[test]
