@@ -31,7 +31,8 @@ pub use metrics_http::{MetricsListener, bind_metrics};
 pub use metrics_text::{MetricValue, MetricsWriter};
 pub use protocol::{
     ExplainHost, ListenerStatus, PolicyEntry, PolicyExplain, PolicyRefresh, PolicyShow,
-    QueueDetail, QueueEntry, RecipientEntry, Request, Response, StatusReport,
+    QueueDetail, QueueEntry, RecipientEntry, Request, Response, StatusReport, TlsrptEntry,
+    TlsrptOutcome, TlsrptSendResult,
 };
 pub use server::{AdminListener, Handler, MAX_REQUEST_LINE, bind, serve};
 pub use table::render_table;

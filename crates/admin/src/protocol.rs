@@ -84,6 +84,22 @@ pub enum Request {
         /// The policy domain.
         domain: String,
     },
+    /// Every TLS-RPT report known (per UTC day and policy domain: session
+    /// counts, destinations, sending state), newest day first, as a list of
+    /// [`TlsrptEntry`].
+    TlsrptList,
+    /// One report's RFC 8460 JSON exactly as it is (or would be) sent.
+    TlsrptShow {
+        /// The policy domain.
+        domain: String,
+        /// The UTC day, `YYYY-MM-DD`; `None`: the latest day with data.
+        #[serde(default)]
+        day: Option<String>,
+    },
+    /// Sends every report that is due now, ignoring the random delay of
+    /// the send window (a day still being collected is never sent), as a
+    /// [`TlsrptSendResult`].
+    TlsrptSend,
 }
 
 /// The answer to one [`Request`].
@@ -299,6 +315,56 @@ pub struct ExplainHost {
     pub tls_required: String,
 }
 
+/// One line of `portcullis tlsrpt list`: a (UTC day, policy domain) with
+/// sessions.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TlsrptEntry {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// The policy domain.
+    pub domain: String,
+    /// Sessions that negotiated TLS as the policy demanded.
+    pub successful: u64,
+    /// Failed sessions.
+    pub failed: u64,
+    /// The report destinations (`mailto:`, `https:`), once looked up.
+    pub destinations: Vec<String>,
+    /// `collecting` (the day is not over), `pending`, `sent`,
+    /// `no-destination`, `failed`, or `disabled` (reporting is off).
+    pub state: String,
+    /// The last failure (lookup or send), if any.
+    pub last_error: Option<String>,
+}
+
+/// What `portcullis tlsrpt send` did.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TlsrptSendResult {
+    /// One item per report or destination acted on; empty: nothing was due.
+    pub outcomes: Vec<TlsrptOutcome>,
+    /// Reports of the current UTC day, still being collected (not sent
+    /// before the day is over).
+    pub collecting: u64,
+}
+
+/// One outcome of a send pass.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TlsrptOutcome {
+    /// The UTC day.
+    pub day: String,
+    /// The policy domain.
+    pub domain: String,
+    /// The destination URI; `None` for the `_smtp._tls` lookup.
+    pub destination: Option<String>,
+    /// `mailto`, `https` or `dns`.
+    pub transport: String,
+    /// `sent`, `retry`, `gave-up` or `no-destination`.
+    pub outcome: String,
+    /// The queue id or HTTP status (sent), or why not.
+    pub detail: Option<String>,
+    /// The next attempt (retry), in Unix seconds.
+    pub next_try: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,11 +410,33 @@ mod tests {
                 },
                 r#"{"op":"policy_explain","domain":"a.test"}"#,
             ),
+            (Request::TlsrptList, r#"{"op":"tlsrpt_list"}"#),
+            (
+                Request::TlsrptShow {
+                    domain: "a.test".into(),
+                    day: Some("2026-01-02".into()),
+                },
+                r#"{"op":"tlsrpt_show","domain":"a.test","day":"2026-01-02"}"#,
+            ),
+            (Request::TlsrptSend, r#"{"op":"tlsrpt_send"}"#),
         ];
         for (req, wire) in cases {
             assert_eq!(serde_json::to_string(&req).unwrap(), wire);
             assert_eq!(serde_json::from_str::<Request>(wire).unwrap(), req);
         }
+    }
+
+    #[test]
+    fn tlsrpt_show_without_day_means_the_latest() {
+        let req: Request =
+            serde_json::from_str(r#"{"op":"tlsrpt_show","domain":"a.test"}"#).unwrap();
+        assert_eq!(
+            req,
+            Request::TlsrptShow {
+                domain: "a.test".into(),
+                day: None
+            }
+        );
     }
 
     #[test]

@@ -63,13 +63,15 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
-    /// TLS-RPT reports (arrives with TLS reporting).
+    /// TLS-RPT (RFC 8460) daily reports: what was recorded, what would be
+    /// sent, what has been sent.
     Tlsrpt {
-        /// Arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        cmd: TlsrptCmd,
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        output: Output,
     },
     /// Submission users (arrives with authenticated submission).
     User {
@@ -203,6 +205,27 @@ pub enum PolicyCmd {
     },
 }
 
+/// `portcullis tlsrpt ...`.
+#[derive(Debug, Subcommand)]
+pub enum TlsrptCmd {
+    /// Per UTC day and policy domain: sessions ok and failed, report
+    /// destinations, and whether the report is collecting, pending or sent.
+    List,
+    /// The report JSON (RFC 8460 §4.4) exactly as it is, or would be, sent.
+    Show {
+        /// The policy domain.
+        #[arg(value_parser = parse_domain)]
+        domain: Domain,
+        /// The UTC day (YYYY-MM-DD); without it, the latest day with data.
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_day)]
+        day: Option<String>,
+    },
+    /// Send every report that is due now, without waiting for the random
+    /// delay of the send window (the current day is never sent: it is not
+    /// over); nothing is sent twice.
+    Send,
+}
+
 /// `policy pin --mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PinMode {
@@ -227,6 +250,12 @@ impl PinMode {
 
 fn parse_domain(s: &str) -> Result<Domain, String> {
     Domain::parse(s).map_err(|e| format!("not a domain name: {e}"))
+}
+
+fn parse_day(s: &str) -> Result<String, String> {
+    s.parse::<portcullis_policy::tlsrpt::Day>()
+        .map(|d| d.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_until(s: &str) -> Result<u64, String> {

@@ -1,10 +1,10 @@
 //! The admin CLI: `config check` reads the file; everything else asks the
 //! running server over the admin socket.
 
-use crate::cli::{CheckArgs, Command, PolicyCmd, QueueCmd};
+use crate::cli::{CheckArgs, Command, PolicyCmd, QueueCmd, TlsrptCmd};
 use portcullis_admin::{
     AdminError, PolicyEntry, PolicyExplain, PolicyRefresh, PolicyShow, QueueDetail, QueueEntry,
-    Request, StatusReport, render_table,
+    Request, StatusReport, TlsrptEntry, TlsrptOutcome, TlsrptSendResult, render_table,
 };
 use portcullis_config::{Config, ConfigError};
 use std::path::Path;
@@ -202,8 +202,20 @@ async fn run_client(command: Command) -> Result<ClientOutput, String> {
             config,
             output,
         } => (config.config, policy_request(cmd)?, output.json),
-        Command::Tlsrpt { .. } => {
-            return Err("TLS reporting is not in this version yet (issue 6)".into());
+        Command::Tlsrpt {
+            cmd,
+            config,
+            output,
+        } => {
+            let req = match cmd {
+                TlsrptCmd::List => Request::TlsrptList,
+                TlsrptCmd::Show { domain, day } => Request::TlsrptShow {
+                    domain: domain.to_string(),
+                    day,
+                },
+                TlsrptCmd::Send => Request::TlsrptSend,
+            };
+            (config.config, req, output.json)
         }
         Command::User { .. } => {
             return Err("submission users are not in this version yet (issue 7)".into());
@@ -215,7 +227,8 @@ async fn run_client(command: Command) -> Result<ClientOutput, String> {
         .await
         .map_err(|e: AdminError| e.to_string())?;
     let ok = succeeded(&request, &body);
-    let text = if json {
+    // `tlsrpt show` prints the report JSON either way: it is the content.
+    let text = if json || matches!(request, Request::TlsrptShow { .. }) {
         serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?
     } else {
         render(&request, body)?
@@ -224,12 +237,18 @@ async fn run_client(command: Command) -> Result<ClientOutput, String> {
 }
 
 /// False when the server answered but part of the work failed (a policy
-/// refresh of every domain where some refresh failed).
+/// refresh of every domain where some refresh failed; a `tlsrpt send` where
+/// a report could not be delivered now).
 fn succeeded(request: &Request, body: &serde_json::Value) -> bool {
     match request {
         Request::PolicyRefresh { .. } => body
             .as_array()
             .is_none_or(|items| items.iter().all(|i| i["outcome"] != "failed")),
+        Request::TlsrptSend => body["outcomes"].as_array().is_none_or(|items| {
+            items
+                .iter()
+                .all(|i| i["outcome"] != "retry" && i["outcome"] != "gave-up")
+        }),
         _ => true,
     }
 }
@@ -415,8 +434,93 @@ fn render(request: &Request, body: serde_json::Value) -> Result<String, String> 
             let x: PolicyExplain = serde_json::from_value(body).map_err(decode_err)?;
             explain_text(&x)
         }
+        Request::TlsrptList => {
+            let entries: Vec<TlsrptEntry> = serde_json::from_value(body).map_err(decode_err)?;
+            if entries.is_empty() {
+                return Ok("no TLS-RPT data: no outbound sessions recorded".into());
+            }
+            tlsrpt_table(&entries)
+        }
+        Request::TlsrptSend => {
+            let r: TlsrptSendResult = serde_json::from_value(body).map_err(decode_err)?;
+            tlsrpt_send_text(&r)
+        }
         _ => serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?,
     })
+}
+
+/// `tlsrpt list`: one row per (day, policy domain).
+fn tlsrpt_table(entries: &[TlsrptEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.day.clone(),
+                e.domain.clone(),
+                e.successful.to_string(),
+                e.failed.to_string(),
+                if e.destinations.is_empty() {
+                    "-".into()
+                } else {
+                    e.destinations.join(", ")
+                },
+                e.state.clone(),
+                e.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            "DAY",
+            "DOMAIN",
+            "OK",
+            "FAILED",
+            "DESTINATIONS",
+            "STATE",
+            "LAST_ERROR",
+        ],
+        &rows,
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// `tlsrpt send`: one line per outcome, or why nothing went out.
+fn tlsrpt_send_text(r: &TlsrptSendResult) -> String {
+    let mut lines: Vec<String> = r.outcomes.iter().map(outcome_line).collect();
+    if lines.is_empty() {
+        lines.push("nothing to send: no report of a finished UTC day is due".into());
+    }
+    if r.collecting > 0 {
+        lines.push(format!(
+            "{} report(s) of today are still being collected; they are sent after 00:00 UTC, within [tlsrpt] send_window",
+            r.collecting
+        ));
+    }
+    lines.join("\n")
+}
+
+fn outcome_line(o: &TlsrptOutcome) -> String {
+    let target = o
+        .destination
+        .clone()
+        .unwrap_or_else(|| format!("_smtp._tls.{}", o.domain));
+    let detail = o.detail.as_deref().unwrap_or_default();
+    match o.outcome.as_str() {
+        "sent" => format!("{} {}: sent to {target} ({detail})", o.day, o.domain),
+        "retry" => format!(
+            "{} {}: {target}: {detail}; next attempt {} UTC",
+            o.day,
+            o.domain,
+            o.next_try.map(format_time).unwrap_or_else(|| "-".into())
+        ),
+        "gave-up" => format!("{} {}: {target}: gave up: {detail}", o.day, o.domain),
+        "no-destination" => format!(
+            "{} {}: no report destination ({detail}); nothing sent",
+            o.day, o.domain
+        ),
+        other => format!("{} {}: {target}: {other}: {detail}", o.day, o.domain),
+    }
 }
 
 /// `policy list`: one row per cached policy or pin.

@@ -10,6 +10,7 @@ mod admin_handler;
 mod cli;
 mod commands;
 mod logging;
+mod report_mailer;
 mod serve;
 
 use clap::Parser;

@@ -3,13 +3,19 @@
 use crate::admin_handler::AdminHandler;
 use crate::cli::ServeArgs;
 use crate::logging;
+use crate::report_mailer::QueueMailer;
 use anyhow::{Context, Result};
 use portcullis_admin::MetricsWriter;
 use portcullis_config::{Config, LogFormat};
 use portcullis_delivery::{Deliverer, DeliveryMetrics, LogTlsResults, TcpConnector, Timeouts};
 use portcullis_dns::HickoryResolver;
 use portcullis_inbound::{Inbound, InboundMetrics, ListenerHandle};
-use portcullis_policy::{PolicyEngine, PolicyFetcher, load_pins_dir};
+use portcullis_policy::tlsrpt::{
+    HttpsPoster, ReportInfo, ReportSender, ReportSigner, TlsRptRecorder,
+};
+use portcullis_policy::{
+    PolicyEngine, PolicyFetcher, TlsResultSink, TlsSessionResult, load_pins_dir,
+};
 use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
 use portcullis_store::Store;
 use portcullis_tls::ServerTls;
@@ -81,8 +87,14 @@ pub struct ServerState {
     pub policy: Arc<PolicyEngine<HickoryResolver>>,
     /// The resolver built from `[dns]` (for `policy explain`).
     pub resolver: HickoryResolver,
-    /// TLS outcomes of outbound sessions (for metrics until TLS-RPT lands).
+    /// TLS outcomes of outbound sessions, counted for metrics.
     pub tls_results: Arc<LogTlsResults>,
+    /// The TLS-RPT report sender; `None` with `[tlsrpt] enabled = false`.
+    pub tlsrpt: Option<Arc<TlsRptSender>>,
+    /// Daily TLS-RPT aggregates (always recorded).
+    pub tlsrpt_recorder: TlsRptRecorder,
+    /// Reports sent by transport and outcome.
+    pub tlsrpt_metrics: Arc<ReportMetrics>,
     /// Bound listeners.
     pub listeners: Vec<ListenerHandle>,
     /// When the server started.
@@ -141,6 +153,8 @@ async fn run(config: Config) -> Result<()> {
 
     let resolver = HickoryResolver::new(&config.dns.nameservers, config.dns.timeout)
         .map_err(|e| anyhow::anyhow!("building the DNS resolver from [dns]: {e}"))?;
+    let client_tls_for_reports = portcullis_tls::ClientTls::new(&config.tls.extra_roots)
+        .context("loading [tls] extra_roots")?;
     let client_tls = portcullis_tls::ClientTls::new(&config.tls.extra_roots)
         .context("loading [tls] extra_roots")?;
     // MTA-STS: policies fetched through the same resolver and trust anchors.
@@ -161,6 +175,12 @@ async fn run(config: Config) -> Result<()> {
         policy.set_file_pins(pins);
     }
     let tls_results = Arc::new(LogTlsResults::default());
+    // Every outbound TLS outcome: logged and counted, and recorded for the
+    // daily TLS-RPT reports (recorded even with reporting off, so turning
+    // it on later has the day's counts).
+    let tlsrpt_recorder = TlsRptRecorder::new(&store, Arc::new(SystemClock))
+        .map_err(|e| anyhow::anyhow!("opening the TLS-RPT store: {e}"))?;
+    let reporter = Arc::new(Tee(tls_results.clone(), tlsrpt_recorder.clone()));
     let delivery_metrics = Arc::new(DeliveryMetrics::default());
     let deliverer = Arc::new(
         Deliverer::new(
@@ -178,7 +198,7 @@ async fn run(config: Config) -> Result<()> {
             delivery_metrics.clone(),
         )
         .with_policy(policy.clone())
-        .with_reporter(tls_results.clone()),
+        .with_reporter(reporter),
     );
     let queue_metrics = Arc::new(QueueMetrics::default());
     let scheduler = Arc::new(SchedulerSettings {
@@ -207,6 +227,19 @@ async fn run(config: Config) -> Result<()> {
         Arc::new(SystemClock),
         verifier,
     );
+    let tlsrpt_metrics = Arc::new(ReportMetrics::default());
+    let tlsrpt_sender = if config.tlsrpt.enabled {
+        Some(Arc::new(build_tlsrpt_sender(
+            &config,
+            &store,
+            &resolver,
+            &client_tls_for_reports,
+            tlsrpt_recorder.clone(),
+            queue.clone(),
+        )?))
+    } else {
+        None
+    };
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
     let services = TaskTracker::new();
@@ -223,8 +256,21 @@ async fn run(config: Config) -> Result<()> {
         policy: policy.clone(),
         resolver: resolver.clone(),
         tls_results: tls_results.clone(),
+        tlsrpt: tlsrpt_sender.clone(),
+        tlsrpt_recorder: tlsrpt_recorder.clone(),
+        tlsrpt_metrics: tlsrpt_metrics.clone(),
         started,
     });
+    if let Some(sender) = tlsrpt_sender {
+        let m = tlsrpt_metrics.clone();
+        services.spawn(portcullis_policy::tlsrpt::run_with(
+            sender,
+            shutdown.clone(),
+            move |o| {
+                m.count(o.transport(), o.kind());
+            },
+        ));
+    }
     services.spawn(portcullis_policy::run_refresh(
         policy.clone(),
         shutdown.clone(),
@@ -397,6 +443,14 @@ fn render_metrics(state: &ServerState) -> String {
             n,
         );
     }
+    for (transport, outcome, n) in state.tlsrpt_metrics.snapshot() {
+        w.counter(
+            "portcullis_tlsrpt_reports_total",
+            "TLS-RPT reports by transport and outcome.",
+            &[("transport", &transport), ("outcome", &outcome)],
+            n,
+        );
+    }
     let policies = state.policy.list().unwrap_or_default();
     w.gauge(
         "portcullis_mta_sts_policies_cached",
@@ -430,4 +484,87 @@ fn render_metrics(state: &ServerState) -> String {
         state.started.elapsed().as_secs(),
     );
     w.finish()
+}
+
+/// The TLS-RPT sender as the binary builds it.
+pub type TlsRptSender = ReportSender<HickoryResolver, QueueMailer>;
+
+/// Hands each TLS outcome to the counters and to the TLS-RPT recorder.
+struct Tee(Arc<LogTlsResults>, TlsRptRecorder);
+
+impl TlsResultSink for Tee {
+    fn record(&self, result: TlsSessionResult) {
+        self.0.record(result.clone());
+        self.1.record(result);
+    }
+}
+
+/// Reports sent, by transport and outcome.
+#[derive(Debug, Default)]
+pub struct ReportMetrics(std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>);
+
+impl ReportMetrics {
+    pub(crate) fn count(&self, transport: &str, outcome: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((transport.to_string(), outcome.to_string()))
+            .or_insert(0) += 1;
+    }
+
+    fn snapshot(&self) -> Vec<(String, String, u64)> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .map(|((t, o), n)| (t.clone(), o.clone(), *n))
+            .collect()
+    }
+}
+
+/// Builds the TLS-RPT sender from `[tlsrpt]` (validation already made sure
+/// every key is present when reporting is on).
+fn build_tlsrpt_sender(
+    config: &Config,
+    store: &Store,
+    resolver: &HickoryResolver,
+    client_tls: &portcullis_tls::ClientTls,
+    recorder: TlsRptRecorder,
+    queue: Queue,
+) -> Result<TlsRptSender> {
+    let t = &config.tlsrpt;
+    let from = t.from.clone().unwrap_or_default();
+    let from_domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    let poster = HttpsPoster::builder(resolver.clone())
+        .tls(client_tls.clone())
+        .build()
+        .map_err(|e| anyhow::anyhow!("building the TLS-RPT HTTPS client: {e}"))?;
+    let mailer = QueueMailer {
+        queue,
+        hostname: config.hostname.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let info = ReportInfo {
+        organization: t.organization.clone().unwrap_or_default(),
+        contact: t.contact.clone().unwrap_or_default(),
+        submitter: t.submitter.clone().unwrap_or_default(),
+    };
+    let mut builder = ReportSender::builder(
+        store,
+        recorder,
+        resolver.clone(),
+        mailer,
+        poster,
+        info,
+        &from,
+    )
+    .send_window(t.send_window);
+    if let (Some(key), Some(selector)) = (&t.dkim_key, &t.dkim_selector) {
+        let signer = ReportSigner::from_pem_file(key, &from_domain, selector)
+            .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", key.display()))?;
+        info!(record = %signer.dns_name(), "TLS-RPT reports are DKIM-signed; publish the key's DNS record there");
+        builder = builder.signer(signer);
+    }
+    builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("[tlsrpt]: {e}"))
 }
