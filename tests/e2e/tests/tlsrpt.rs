@@ -15,9 +15,10 @@
 //!   delivered anyway, counted as a failure;
 //! - `plain.tlsrpt.test`: no policy, a valid MX: `no-policy-found`, success.
 //!
-//! Sending itself (the day over, the random delay, mailto and https, DKIM,
-//! nothing twice) is covered by `crates/policy/tests/tlsrpt.rs` with an
-//! injected clock: the binary has no test clock by design.
+//! Sending a finished day through the binary (mailto over the queue, https,
+//! DKIM, nothing twice) is `tlsrpt_send.rs`; the random delay and backoff
+//! with an injected clock are in `crates/policy/tests/tlsrpt.rs` (the binary
+//! has no test clock by design).
 
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::https::{PolicyServer, Reply};
