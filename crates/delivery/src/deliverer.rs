@@ -202,6 +202,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
                             &h.name,
                             h.addrs.first().copied(),
                             None,
+                            None,
                             Some(TlsResultType::ValidationFailure),
                             &reason,
                             job,
@@ -248,6 +249,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
                             break;
                         }
                     };
+                    let local_ip = stream.local_addr().ok().map(|a| a.ip());
                     let report = self.session(stream, &hop.name, decision, job, idxs).await;
                     if let Some(lookup) = lookup.as_ref().filter(|_| !in_clear) {
                         let failure = tls_failure(&report.tls);
@@ -260,6 +262,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
                             domain,
                             &hop.name,
                             Some(*addr),
+                            local_ip,
                             report.peer_name.clone(),
                             failure,
                             &detail,
@@ -310,6 +313,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
         domain: &Domain,
         mx_host: &str,
         ip: Option<std::net::IpAddr>,
+        sending_ip: Option<std::net::IpAddr>,
         helo: Option<String>,
         failure: Option<TlsResultType>,
         detail: &str,
@@ -321,6 +325,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
         let Some(receiving_ip) = ip else { return };
         self.reporter.record(TlsSessionResult {
             policy,
+            sending_ip,
             mx_host: mx_host.to_string(),
             receiving_ip,
             receiving_helo: helo,

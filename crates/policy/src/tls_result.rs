@@ -17,6 +17,8 @@ pub struct TlsSessionResult {
     /// The policy that applied (type `sts` or `no-policy-found`), its
     /// domain, text and MX patterns.
     pub policy: ReportPolicy,
+    /// Our address on the connection (`sending-mta-ip`), when known.
+    pub sending_ip: Option<IpAddr>,
     /// The MX host name we connected to.
     pub mx_host: String,
     /// Its address.

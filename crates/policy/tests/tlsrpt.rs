@@ -140,6 +140,7 @@ fn session(
 ) -> TlsSessionResult {
     TlsSessionResult {
         policy,
+        sending_ip: Some("198.51.100.7".parse::<IpAddr>().expect("ip")),
         mx_host: mx.into(),
         receiving_ip: ip.parse::<IpAddr>().expect("ip"),
         receiving_helo: helo.map(str::to_owned),
@@ -419,6 +420,7 @@ async fn a_day_of_sessions_becomes_the_rfc_8460_report() {
         json!([
             {
                 "result-type": "certificate-expired",
+                "sending-mta-ip": "198.51.100.7",
                 "receiving-mx-hostname": "mx1.example.test",
                 "receiving-mx-helo": "mx1.example.test",
                 "receiving-ip": "192.0.2.10",
@@ -427,6 +429,7 @@ async fn a_day_of_sessions_becomes_the_rfc_8460_report() {
             },
             {
                 "result-type": "starttls-not-supported",
+                "sending-mta-ip": "198.51.100.7",
                 "receiving-mx-hostname": "mx2.example.test",
                 "receiving-ip": "192.0.2.11",
                 "failed-session-count": 1,
@@ -443,6 +446,7 @@ async fn a_day_of_sessions_becomes_the_rfc_8460_report() {
             "summary": {"total-successful-session-count": 3, "total-failure-session-count": 1},
             "failure-details": [{
                 "result-type": "validation-failure",
+                "sending-mta-ip": "198.51.100.7",
                 "receiving-mx-hostname": "mx.plain.test",
                 "receiving-mx-helo": "mail.plain.test",
                 "receiving-ip": "2001:db8::25",

@@ -357,6 +357,10 @@ fn check_reports(server: &Portcullis, day: &str, n: u64) {
     assert_eq!(details[0]["result-type"], "certificate-not-trusted");
     assert_eq!(details[0]["receiving-mx-hostname"], "mx1.sts.tlsrpt.test");
     assert_eq!(details[0]["receiving-ip"], "127.0.0.2");
+    assert_eq!(
+        details[0]["sending-mta-ip"], "127.0.0.1",
+        "our side of the connection"
+    );
     assert_eq!(details[0]["failed-session-count"], n);
 
     // testing: delivered, and still a failure in the report.

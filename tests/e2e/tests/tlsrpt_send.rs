@@ -182,6 +182,7 @@ fn session(failure: Option<TlsResultType>) -> TlsSessionResult {
             mx_host: vec!["mx1.report.test".into()],
             failure: None,
         },
+        sending_ip: None,
         mx_host: "mx1.report.test".into(),
         receiving_ip: "192.0.2.25".parse().unwrap(),
         receiving_helo: failure.map(|_| "mx1.report.test".to_owned()),

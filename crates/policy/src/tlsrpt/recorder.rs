@@ -220,7 +220,7 @@ impl DayAggregate {
         let info = Some(truncate(result.detail.trim(), MAX_INFO)).filter(|s| !s.is_empty());
         let key = FailureKey {
             result_type: failure.as_str().to_owned(),
-            sending_mta_ip: None,
+            sending_mta_ip: result.sending_ip,
             receiving_mx_hostname: Some(truncate(&result.mx_host, MAX_NAME))
                 .filter(|s| !s.is_empty()),
             receiving_mx_helo: helo,
@@ -411,6 +411,7 @@ mod tests {
                 mx_host: Vec::new(),
                 failure: None,
             },
+            sending_ip: None,
             mx_host: "mx.example.test".into(),
             receiving_ip: "192.0.2.1".parse().expect("ip"),
             receiving_helo: None,
