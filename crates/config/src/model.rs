@@ -126,6 +126,16 @@ pub struct TlsRptFile {
 pub struct SubmissionFile {
     /// `users_file`: the users file managed with `portcullis user ...`.
     pub users_file: Option<String>,
+    /// `auth_on_smtp`: offer AUTH (after STARTTLS) on `smtp` listeners too
+    /// (default false).
+    pub auth_on_smtp: Option<bool>,
+    /// `max_auth_failures`: failed AUTH attempts in one session before it is
+    /// closed with 421 4.7.0 (default 3).
+    pub max_auth_failures: Option<u32>,
+    /// `senders`: user name → the MAIL FROM addresses the user may use
+    /// (`"alice@example.test"`, or `"@example.test"` for the whole domain).
+    /// A user not named here may send as `user@<any accepted domain>`.
+    pub senders: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// `[admin]`: the admin socket and metrics.

@@ -281,6 +281,73 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[submission]`: SMTP AUTH and what authenticated users may do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Submission {
+    /// Offer AUTH (after STARTTLS) on `smtp` listeners too.
+    pub auth_on_smtp: bool,
+    /// Failed AUTH attempts in one session before it is closed.
+    pub max_auth_failures: u32,
+    /// User name → the sender addresses the user may use.
+    pub senders: std::collections::BTreeMap<String, Vec<SenderPattern>>,
+}
+
+impl Default for Submission {
+    fn default() -> Self {
+        Submission {
+            auth_on_smtp: false,
+            max_auth_failures: 3,
+            senders: Default::default(),
+        }
+    }
+}
+
+/// One entry of `[submission] senders`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum SenderPattern {
+    /// `"@example.test"`: any address at the domain.
+    Domain(Domain),
+    /// `"alice@example.test"`: this address (local part without regard to
+    /// ASCII case).
+    Address(portcullis_types::Address),
+}
+
+impl SenderPattern {
+    /// True when `address` matches.
+    pub fn matches(&self, address: &portcullis_types::Address) -> bool {
+        match self {
+            SenderPattern::Domain(d) => &address.domain == d,
+            SenderPattern::Address(a) => {
+                a.domain == address.domain && a.local.eq_ignore_ascii_case(&address.local)
+            }
+        }
+    }
+}
+
+impl Submission {
+    /// True when `user` may use `sender` as MAIL FROM: the addresses
+    /// `senders` lists for the user, or, for a user not listed there,
+    /// `user@<any accepted domain>` (and the user name itself when it is
+    /// an address at an accepted domain).
+    pub fn may_send_as(
+        &self,
+        user: &str,
+        sender: &portcullis_types::Address,
+        relay: &Relay,
+    ) -> bool {
+        if let Some(patterns) = self.senders.get(user) {
+            return patterns.iter().any(|p| p.matches(sender));
+        }
+        if !relay.accepted_domains.contains(&sender.domain) {
+            return false;
+        }
+        sender.local.eq_ignore_ascii_case(user)
+            || portcullis_types::Address::parse(user).is_ok_and(|u| {
+                u.domain == sender.domain && u.local.eq_ignore_ascii_case(&sender.local)
+            })
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Config {
@@ -308,6 +375,8 @@ pub struct Config {
     pub tlsrpt: TlsRpt,
     /// Users file for submission.
     pub users_file: Option<PathBuf>,
+    /// Authenticated submission.
+    pub submission: Submission,
     /// Admin interface.
     pub admin: Admin,
     /// Limits.

@@ -222,3 +222,46 @@ skip = true\n",
         "{found:#?}"
     );
 }
+
+#[test]
+fn submission_defaults_and_senders() {
+    let c = ok("");
+    assert_eq!(c.submission, Submission::default());
+    assert!(!c.submission.auth_on_smtp);
+    assert_eq!(c.submission.max_auth_failures, 3);
+    let c = ok("[relay]\naccepted_domains = [\"example.test\"]\n\
+[submission]\nusers_file = \"/x/users\"\nauth_on_smtp = true\nmax_auth_failures = 5\n\
+[submission.senders]\nalice = [\"Sales@Example.Test\", \"@other.test\"]\n");
+    assert!(c.submission.auth_on_smtp);
+    assert_eq!(c.submission.max_auth_failures, 5);
+    let a = |s: &str| portcullis_types::Address::parse(s).unwrap();
+    let sub = &c.submission;
+    assert!(sub.may_send_as("alice", &a("sales@example.test"), &c.relay));
+    assert!(sub.may_send_as("alice", &a("x@other.test"), &c.relay));
+    assert!(!sub.may_send_as("alice", &a("alice@example.test"), &c.relay));
+    // Not listed: user@<accepted domain>, or the name when it is an address.
+    assert!(sub.may_send_as("bob", &a("Bob@example.test"), &c.relay));
+    assert!(!sub.may_send_as("bob", &a("bob@other.test"), &c.relay));
+    assert!(!sub.may_send_as("bob", &a("alice@example.test"), &c.relay));
+    assert!(sub.may_send_as("carol@example.test", &a("carol@example.test"), &c.relay));
+}
+
+#[test]
+fn submission_errors_are_reported_with_key_and_line() {
+    let found = issues(
+        "[submission]\n\
+max_auth_failures = 0\n\
+[submission.senders]\n\
+alice = [\"ok@example.test\", \"not an address\", \"@bad..domain\"]\n",
+    );
+    let keys: Vec<_> = found.iter().map(|i| (i.key.as_str(), i.line)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("submission.max_auth_failures", Some(2)),
+            ("submission.senders.alice[1]", Some(4)),
+            ("submission.senders.alice[2]", Some(4)),
+        ],
+        "{found:#?}"
+    );
+}

@@ -451,6 +451,7 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
             pins_dir: s.mta_sts.pins_dir.map(PathBuf::from),
         },
         tlsrpt,
+        submission: build_submission(&s.submission, c),
         users_file: s.submission.users_file.map(PathBuf::from),
         admin,
         limits,
@@ -459,6 +460,38 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
         banner: s.smtp.banner.unwrap_or_else(|| "ESMTP Portcullis".into()),
         log_format,
         log_level: s.log.level.unwrap_or_else(|| "info".into()),
+    }
+}
+
+/// `[submission]`: every sender pattern checked.
+fn build_submission(f: &SubmissionFile, c: &mut Checker) -> Submission {
+    let mut senders = std::collections::BTreeMap::new();
+    for (user, patterns) in f.senders.iter().flatten() {
+        let key = format!("submission.senders.{user}");
+        let mut parsed = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            let pattern = match p.strip_prefix('@') {
+                Some(domain) => Domain::parse(domain)
+                    .map(SenderPattern::Domain)
+                    .map_err(|e| e.to_string()),
+                None => portcullis_types::Address::parse(p)
+                    .map(SenderPattern::Address)
+                    .map_err(|e| e.to_string()),
+            };
+            match pattern {
+                Ok(pattern) => parsed.push(pattern),
+                Err(e) => c.fail(
+                    format!("{key}[{i}]"),
+                    format!("{p:?} is neither an address nor @domain: {e}"),
+                ),
+            }
+        }
+        senders.insert(user.clone(), parsed);
+    }
+    Submission {
+        auth_on_smtp: f.auth_on_smtp.unwrap_or(false),
+        max_auth_failures: positive(c, "submission.max_auth_failures", f.max_auth_failures, 3),
+        senders,
     }
 }
 

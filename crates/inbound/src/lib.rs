@@ -3,7 +3,8 @@
 //!
 //! RFCs: 5321 (SMTP), 1870 (SIZE), 2920 (PIPELINING), 3030 (CHUNKING/BDAT),
 //! 2034/3463 (enhanced status codes), 3207 (STARTTLS), 3461 (DSN
-//! parameters), 6152 (8BITMIME), 6531 (SMTPUTF8), 8314 (implicit TLS).
+//! parameters), 4954 and 4616 (AUTH, PLAIN; also LOGIN), 6152 (8BITMIME),
+//! 6531 (SMTPUTF8), 8314 (implicit TLS).
 //!
 //! Threat model: every byte comes from an untrusted client. The session is
 //! sans-IO ([`Session::feed`] / [`Session::step`]) so that every parser path

@@ -127,6 +127,8 @@ pub struct InboundMetrics {
     tls_ok: [AtomicU64; 2],
     tls_failed: AtomicU64,
     starttls_injection: AtomicU64,
+    smtp_auth_success: AtomicU64,
+    smtp_auth_failure: AtomicU64,
 }
 
 impl InboundMetrics {
@@ -196,6 +198,16 @@ impl InboundMetrics {
     /// Bytes were pipelined behind STARTTLS (and discarded).
     pub fn starttls_injection(&self) {
         self.starttls_injection.fetch_add(1, Relaxed);
+    }
+
+    /// An SMTP AUTH succeeded.
+    pub fn smtp_auth_success(&self) {
+        self.smtp_auth_success.fetch_add(1, Relaxed);
+    }
+
+    /// An SMTP AUTH failed (bad credentials).
+    pub fn smtp_auth_failure(&self) {
+        self.smtp_auth_failure.fetch_add(1, Relaxed);
     }
 
     /// Appends every counter to `w`.
@@ -291,6 +303,18 @@ impl InboundMetrics {
             "Sessions that pipelined bytes behind STARTTLS (discarded).",
             &[],
             self.starttls_injection.load(Relaxed),
+        );
+        w.counter(
+            "portcullis_smtp_auth_success_total",
+            "SMTP AUTH attempts that succeeded.",
+            &[],
+            self.smtp_auth_success.load(Relaxed),
+        );
+        w.counter(
+            "portcullis_smtp_auth_failure_total",
+            "SMTP AUTH attempts with bad credentials.",
+            &[],
+            self.smtp_auth_failure.load(Relaxed),
         );
     }
 }

@@ -5,10 +5,12 @@
 use crate::conn_limit::{ConnLimit, Refusal};
 use crate::metrics::{ConnRefusal, InboundMetrics, RejectReason, SessionOutcome};
 use crate::received::{TraceInfo, received_header};
+use crate::session::AuthCheck;
 use crate::session::{Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope};
 use portcullis_auth::{Disposition, Envelope as AuthEnvelope, Verifier};
 use portcullis_config::{Config, Role, SpfFail};
 use portcullis_queue::Queue;
+use portcullis_submission::UsersDb;
 use portcullis_tls::{ServerTls, TlsInfo};
 use portcullis_types::{Clock, Envelope, QueueId, TlsSummary};
 use std::borrow::Cow;
@@ -41,6 +43,7 @@ pub struct Inbound {
     limits: ConnLimit,
     configs: Vec<(Role, Arc<SessionConfig>)>,
     verifier: Option<Arc<Verifier>>,
+    users: Arc<UsersDb>,
     salt: u32,
     session_ids: AtomicU64,
 }
@@ -75,6 +78,11 @@ impl Inbound {
                         relay: config.relay.clone(),
                         bare_newline: config.bare_newline,
                         tls_available: tls.is_some(),
+                        // AUTH needs a users file; on port 25 it is off
+                        // unless `[submission] auth_on_smtp`.
+                        auth: config.users_file.is_some()
+                            && (role != Role::Smtp || config.submission.auth_on_smtp),
+                        submission: config.submission.clone(),
                         verify: match role {
                             // Submission is authenticated mail from our own
                             // users: only port 25 is verified.
@@ -102,6 +110,7 @@ impl Inbound {
             ),
             configs,
             verifier,
+            users: Arc::new(UsersDb::new(config.users_file.clone())),
             salt: rand::random(),
             session_ids: AtomicU64::new(rand::random::<u32>() as u64),
         })
@@ -408,6 +417,7 @@ impl Inbound {
                     return Flow::StartTls;
                 }
                 Event::CheckSender(check) => self.check_sender(*check, session, out).await,
+                Event::CheckAuth(check) => self.check_auth(*check, session, out).await,
                 Event::Message(msg) => self.store(*msg, session, out).await,
                 Event::Close => {
                     let _ = self.write(stream, out, limits.0).await;
@@ -445,6 +455,27 @@ impl Inbound {
         self.metrics
             .rejected(RejectReason::BareNewline, stats.bare_newline.into());
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+    }
+
+    /// SMTP AUTH: the argon2 check runs on the blocking pool (it takes tens
+    /// of milliseconds of CPU); the users file is reloaded first when it
+    /// changed. Each failure is logged with the user, never the password.
+    async fn check_auth(&self, check: AuthCheck, session: &mut Session, out: &mut Vec<u8>) {
+        let users = self.users.clone();
+        let user = check.user.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            users.current().verify(&check.user, &check.password)
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            self.metrics.smtp_auth_success();
+            info!(user = %user, "authenticated");
+        } else {
+            self.metrics.smtp_auth_failure();
+            warn!(user = %user, failures = session.auth_failures() + 1, "authentication failed");
+        }
+        session.auth_checked(ok, out);
     }
 
     /// SPF at MAIL FROM (`[verify] spf_fail = "reject"`): refuse a failing
@@ -557,7 +588,7 @@ impl Inbound {
             hostname: &hostname,
             esmtp: msg.esmtp,
             tls: msg.tls.as_ref(),
-            authenticated: false,
+            authenticated: msg.authenticated.is_some(),
             smtputf8: msg.smtputf8,
             id,
             recipients: &msg.recipients,
@@ -579,7 +610,7 @@ impl Inbound {
             client_ip: msg.client_ip,
             helo: msg.helo,
             tls: msg.tls,
-            authenticated: None,
+            authenticated: msg.authenticated,
             size: size as u64,
         };
         let sender = envelope.sender.to_string();

@@ -73,14 +73,39 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
-    /// Submission users (arrives with authenticated submission).
+    /// Submission users: edits the `[submission] users_file` directly
+    /// (the running server reloads it).
     User {
-        /// Arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        cmd: UserCmd,
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        output: Output,
     },
+}
+
+/// `portcullis user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a user; the password is read from standard input when it is not
+    /// a terminal (one line), else prompted for twice.
+    Add {
+        /// User name.
+        name: String,
+    },
+    /// Change a user's password (read like `add` does).
+    Passwd {
+        /// User name.
+        name: String,
+    },
+    /// Remove a user.
+    Remove {
+        /// User name.
+        name: String,
+    },
+    /// List the users.
+    List,
 }
 
 /// `portcullis serve`.

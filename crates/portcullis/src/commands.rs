@@ -217,10 +217,9 @@ async fn run_client(command: Command) -> Result<ClientOutput, String> {
             };
             (config.config, req, output.json)
         }
-        Command::User { .. } => {
-            return Err("submission users are not in this version yet (issue 7)".into());
+        Command::Serve(_) | Command::Config(_) | Command::User { .. } => {
+            return Err("not an admin command".into());
         }
-        Command::Serve(_) | Command::Config(_) => return Err("not an admin command".into()),
     };
     let config = load_config(config_path.as_deref()).map_err(|e| e.to_string())?;
     let body = portcullis_admin::call(&config.admin.socket, &request)

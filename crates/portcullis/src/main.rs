@@ -12,6 +12,7 @@ mod commands;
 mod logging;
 mod report_mailer;
 mod serve;
+mod users;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -21,6 +22,11 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Command::Serve(args) => serve::main(args),
         cli::Command::Config(cli::ConfigCmd::Check(args)) => commands::config_check(&args),
+        cli::Command::User {
+            cmd,
+            config,
+            output,
+        } => users::main(cmd, config.config.as_deref(), output.json),
         other => commands::client(other),
     }
 }

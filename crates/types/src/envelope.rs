@@ -87,7 +87,7 @@ pub struct Envelope {
     pub helo: String,
     /// TLS on the inbound session, if any.
     pub tls: Option<TlsSummary>,
-    /// The authenticated user, for submission (later).
+    /// The user the client authenticated as (SMTP AUTH on submission).
     pub authenticated: Option<String>,
     /// Size of the stored message in octets (with our trace header).
     pub size: u64,

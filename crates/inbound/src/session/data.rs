@@ -195,6 +195,7 @@ impl Session {
             client_ip: self.peer,
             data: std::mem::take(&mut self.body),
             verify: self.verifies(),
+            authenticated: self.auth_user.clone(),
         })))
     }
 }

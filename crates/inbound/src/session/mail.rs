@@ -65,6 +65,22 @@ impl Session {
                 return self.error(out, 501, (5, 1, 7), format_args!("Bad sender address: {e}"));
             }
         };
+        // An authenticated user sends only as an address they own
+        // (`[submission] senders`, by default user@<accepted domain>).
+        if let (Some(user), Some(address)) = (self.auth_user.clone(), sender.address())
+            && !self
+                .cfg
+                .submission
+                .may_send_as(&user, address, &self.cfg.relay)
+        {
+            tracing::info!(user = %user, from = %address, "sender not owned by the authenticated user");
+            return self.error(
+                out,
+                553,
+                (5, 7, 1),
+                format_args!("<{address}>: Sender address not owned by user {user}"),
+            );
+        }
         let body_type = if from.flags & MAIL_BODY_8BITMIME != 0 {
             BodyType::EightBitMime
         } else {

@@ -3,6 +3,7 @@
 //! [`Event`]s for what needs the outside world (STARTTLS, storing a message,
 //! closing). One file per verb group.
 
+mod auth;
 mod data;
 mod ehlo;
 mod mail;
@@ -10,7 +11,9 @@ mod rcpt;
 #[cfg(test)]
 mod tests;
 
-use portcullis_config::{BareNewline, Limits, Relay, Role};
+pub use auth::AuthCheck;
+use auth::AuthStep;
+use portcullis_config::{BareNewline, Limits, Relay, Role, Submission};
 use portcullis_types::{BodyType, DsnRet, QueueId, Recipient, Reply, ReversePath, TlsSummary};
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ProtoError, Request};
@@ -39,6 +42,10 @@ pub struct SessionConfig {
     pub tls_available: bool,
     /// Sender verification on this listener (`[verify]`).
     pub verify: VerifyScope,
+    /// True when AUTH is offered (after TLS) on this listener.
+    pub auth: bool,
+    /// `[submission]`: failure limit and who may send as whom.
+    pub submission: Submission,
 }
 
 /// Whose mail a listener verifies (SPF, DKIM, DMARC, ARC) and when.
@@ -65,6 +72,9 @@ pub enum Event {
     /// MAIL FROM was accepted syntactically and needs an SPF check before
     /// it is answered: run it, then call [`Session::sender_checked`].
     CheckSender(Box<SenderCheck>),
+    /// AUTH credentials to check (slow: argon2): check them off the
+    /// session, then call [`Session::auth_checked`].
+    CheckAuth(Box<AuthCheck>),
     /// A complete message: verify it when [`IncomingMessage::verify`] says
     /// so, store it durably, then call [`Session::message_stored`],
     /// [`Session::message_failed`] or [`Session::message_rejected`].
@@ -112,6 +122,8 @@ pub struct IncomingMessage {
     /// True when the message is to be verified (SPF, DKIM, DMARC, ARC)
     /// before it is stored.
     pub verify: bool,
+    /// The user the client authenticated as (SMTP AUTH).
+    pub authenticated: Option<String>,
 }
 
 /// The mail transaction in progress (after MAIL FROM).
@@ -143,6 +155,10 @@ enum State {
     BdatDiscard(DummyDataReceiver, Rejection),
     /// Waiting for the driver to check the sender (SPF at MAIL FROM).
     CheckingSender,
+    /// Reading an AUTH response line.
+    Auth(AuthStep),
+    /// Waiting for the driver to check AUTH credentials of this user.
+    CheckingAuth(String),
     /// Waiting for the driver to store the message.
     Storing,
     /// The connection is to be closed.
@@ -167,6 +183,8 @@ pub struct Session {
     tls: Option<TlsSummary>,
     tx: Option<Transaction>,
     errors: u32,
+    auth_user: Option<String>,
+    auth_failures: u32,
     input: Vec<u8>,
     pos: usize,
     line: Vec<u8>,
@@ -207,6 +225,8 @@ impl Session {
             tls: None,
             tx: None,
             errors: 0,
+            auth_user: None,
+            auth_failures: 0,
             input: Vec::new(),
             pos: 0,
             line: Vec::new(),
@@ -299,6 +319,7 @@ impl Session {
         self.helo = None;
         self.esmtp = false;
         self.tx = None;
+        self.auth_user = None;
         self.discard_input();
     }
 
@@ -325,7 +346,8 @@ impl Session {
     /// True when this client's mail is verified (SPF, DKIM, DMARC, ARC).
     pub fn verifies(&self) -> bool {
         let v = &self.cfg.verify;
-        v.enabled && !(v.skip_trusted && self.trusted)
+        // Authenticated submission is our users' mail, not verified.
+        v.enabled && !(v.skip_trusted && self.trusted) && self.auth_user.is_none()
     }
 
     /// The SPF check of MAIL FROM is done: `refusal` is the reply that
@@ -371,8 +393,10 @@ impl Session {
         loop {
             match &mut self.state {
                 State::Closed => return Event::Close,
-                State::Storing | State::CheckingSender => return Event::NeedInput,
-                State::Command => {
+                State::Storing | State::CheckingSender | State::CheckingAuth(_) => {
+                    return Event::NeedInput;
+                }
+                State::Command | State::Auth(_) => {
                     let rest = &self.input[self.pos..];
                     let limit = self.cfg.limits.max_line_length as usize;
                     match memchr::memchr(b'\n', rest) {
@@ -454,6 +478,11 @@ impl Session {
             self.error(out, 500, (5, 5, 2), "Bare CR in command line");
             return self.closed_event();
         }
+        if let State::Auth(step) = &self.state {
+            let step = step.clone();
+            let text = String::from_utf8_lossy(&self.line[..body_len]).into_owned();
+            return self.auth_response(step, &text, out);
+        }
         let line = std::mem::take(&mut self.line);
         let event = match Request::parse(&mut line.iter()) {
             Ok(request) => self.dispatch(request, out),
@@ -516,7 +545,10 @@ impl Session {
                 self.state = State::Closed;
             }
             Request::StartTls => return self.starttls(out),
-            Request::Auth { .. } => self.error(out, 502, (5, 5, 1), "AUTH not available"),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => return self.auth(mechanism, &initial_response, out),
             Request::Lhlo { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }

@@ -58,7 +58,9 @@ impl Session {
         };
         // Anti-relay: the domain (not any %-hack or source route, which the
         // address keeps as local part or drops) decides.
-        if !self.trusted && !self.cfg.relay.accepts(&address.domain) {
+        // An authenticated user may relay to any domain.
+        let may_relay = self.trusted || self.auth_user.is_some();
+        if !may_relay && !self.cfg.relay.accepts(&address.domain) {
             self.stats.relay_denied += 1;
             tracing::info!(rcpt = %address, "relay access denied");
             return self.error(

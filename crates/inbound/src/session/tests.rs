@@ -39,6 +39,8 @@ fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
         bare_newline: bare,
         tls_available: true,
         verify: VerifyScope::default(),
+        auth: role != Role::Smtp,
+        submission: Default::default(),
     })
 }
 
@@ -65,6 +67,8 @@ struct Run {
     checked: Vec<String>,
     starttls: bool,
     closed: bool,
+    /// Per message: the authenticated user.
+    users: Vec<Option<String>>,
 }
 
 /// Feeds `chunks` to a fresh session, playing the driver: stores messages,
@@ -79,7 +83,15 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
         checked: vec![],
         starttls: false,
         closed: false,
+        users: vec![],
     };
+    if s.config().role == Role::Submissions {
+        // Implicit TLS: the driver's handshake came before the greeting.
+        s.set_tls(TlsSummary {
+            version: "TLSv1.3".into(),
+            cipher: "X".into(),
+        });
+    }
     let mut ids = 0u64;
     'outer: for chunk in chunks {
         s.feed(chunk);
@@ -111,8 +123,14 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
                         .push(format!("{sender} {} {}", c.helo, c.client_ip));
                     s.sender_checked(refusal.as_ref(), &mut out);
                 }
+                Event::CheckAuth(c) => {
+                    // The driver's password check, played.
+                    let ok = c.user == "alice" && c.password == "secret";
+                    s.auth_checked(ok, &mut out);
+                }
                 Event::Message(m) => {
                     run.verified.push(m.verify);
+                    run.users.push(m.authenticated.clone());
                     if m.data.starts_with(b"Subject: reject me") {
                         // The driver's verification refused it.
                         s.message_rejected(&Reply::new(550, (5, 7, 1), "DMARC"), &mut out);
@@ -687,4 +705,235 @@ fn a_message_refused_by_verification_ends_the_transaction() {
         r.replies
     );
     assert!(r.messages.is_empty());
+}
+
+/// Submissions (implicit TLS) with AUTH; `senders` for alice when given.
+fn submissions(senders: &[&str]) -> Arc<SessionConfig> {
+    let mut cfg = (*config(Role::Submissions, BareNewline::Reject)).clone();
+    if !senders.is_empty() {
+        let patterns = senders
+            .iter()
+            .map(|p| match p.strip_prefix('@') {
+                Some(d) => portcullis_config::SenderPattern::Domain(Domain::parse(d).unwrap()),
+                None => portcullis_config::SenderPattern::Address(
+                    portcullis_types::Address::parse(p).unwrap(),
+                ),
+            })
+            .collect();
+        cfg.submission.senders.insert("alice".into(), patterns);
+    }
+    Arc::new(cfg)
+}
+
+/// Every AUTH case of RFC 4954 we answer, fed whole, byte by byte and in
+/// random splits: (input after EHLO, the replies after the EHLO reply).
+#[test]
+fn auth_cases() {
+    let cases: &[(&str, &[&str])] = &[
+        // PLAIN with an initial response.
+        ("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", &["235 2.7.0"]),
+        // authzid equal to authcid is fine.
+        ("AUTH PLAIN YWxpY2UAYWxpY2UAc2VjcmV0\r\n", &["235 2.7.0"]),
+        // PLAIN with the 334 continuation.
+        (
+            "AUTH PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\n",
+            &["334 ", "235 2.7.0"],
+        ),
+        // LOGIN.
+        (
+            "AUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\n",
+            &["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6", "235 2.7.0"],
+        ),
+        // LOGIN with the user name as initial response.
+        (
+            "AUTH LOGIN YWxpY2U=\r\nc2VjcmV0\r\n",
+            &["334 UGFzc3dvcmQ6", "235 2.7.0"],
+        ),
+        // Bad base64, initial and continued.
+        ("AUTH PLAIN !!!notbase64\r\n", &["501 5.5.2"]),
+        ("AUTH PLAIN\r\n%%%\r\n", &["334 ", "501 5.5.2"]),
+        (
+            "AUTH LOGIN\r\nYWxpY2U=\r\n@@\r\n",
+            &["334 VXN", "334 UGF", "501 5.5.2"],
+        ),
+        // No NULs in PLAIN.
+        ("AUTH PLAIN bm9udWw=\r\n", &["501 5.5.2"]),
+        // Wrong password; acting as another user.
+        ("AUTH PLAIN AGFsaWNlAHdyb25n\r\n", &["535 5.7.8"]),
+        ("AUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\n", &["535 5.7.8"]),
+        // `*` cancels.
+        ("AUTH PLAIN\r\n*\r\n", &["334 ", "501 5.7.0"]),
+        (
+            "AUTH LOGIN\r\nYWxpY2U=\r\n*\r\n",
+            &["334 VXN", "334 UGF", "501 5.7.0"],
+        ),
+        // Unknown mechanism (CRAM-MD5 is not offered).
+        ("AUTH CRAM-MD5\r\n", &["504 5.5.4"]),
+        // AUTH twice.
+        (
+            "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+            &["235 2.7.0", "503 5.5.1"],
+        ),
+        // AUTH inside a transaction.
+        (
+            "MAIL FROM:<x@example.test>\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+            &["250 2.1.0", "503 5.5.1"],
+        ),
+        // A failure, then success; commands work after a cancelled exchange.
+        (
+            "AUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN\r\n*\r\nNOOP\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+            &["535 5.7.8", "334 ", "501 5.7.0", "250 2.0.0", "235 2.7.0"],
+        ),
+    ];
+    for (input, want) in cases {
+        let full = format!("EHLO c.test\r\n{input}");
+        let r = run_all_ways(submissions(&[]), OUTSIDE, full.as_bytes());
+        let after: Vec<&String> = r
+            .replies
+            .iter()
+            .skip_while(|l| l.starts_with("250-"))
+            .skip(1)
+            .collect();
+        assert_eq!(after.len(), want.len(), "{input:?}: {:?}", r.replies);
+        for (got, want) in after.iter().zip(want.iter()) {
+            assert!(got.starts_with(want), "{input:?}: {got:?} is not {want:?}");
+        }
+    }
+}
+
+/// AUTH is advertised only with TLS on a listener that offers it; before
+/// TLS it is refused with 538 5.7.11 (RFC 4954 §4).
+#[test]
+fn auth_only_after_tls() {
+    let sub = config(Role::Submission, BareNewline::Reject);
+    let r = run_all_ways(
+        sub.clone(),
+        OUTSIDE,
+        b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+    );
+    assert!(
+        !r.replies.iter().any(|l| l.ends_with("AUTH PLAIN LOGIN")),
+        "{:?}",
+        r.replies
+    );
+    assert!(
+        r.replies.last().unwrap().starts_with("538 5.7.11"),
+        "{:?}",
+        r.replies
+    );
+    // After STARTTLS it is offered and works.
+    let r = run_chunks(
+        sub,
+        OUTSIDE,
+        &[
+            b"EHLO c.test\r\nSTARTTLS\r\n",
+            b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+        ],
+    );
+    assert!(
+        r.replies
+            .iter()
+            .any(|l| l == "250-AUTH PLAIN LOGIN" || l == "250 AUTH PLAIN LOGIN"),
+        "{:?}",
+        r.replies
+    );
+    assert!(
+        r.replies.last().unwrap().starts_with("235 2.7.0"),
+        "{:?}",
+        r.replies
+    );
+    // Implicit TLS: offered at once.
+    let r = run_all_ways(submissions(&[]), OUTSIDE, b"EHLO c.test\r\n");
+    assert!(
+        r.replies.iter().any(|l| l.ends_with("AUTH PLAIN LOGIN")),
+        "{:?}",
+        r.replies
+    );
+    // Role smtp (auth_on_smtp off): not offered even after TLS, 502.
+    let r = run_chunks(
+        smtp(),
+        OUTSIDE,
+        &[
+            b"EHLO c.test\r\nSTARTTLS\r\n",
+            b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+        ],
+    );
+    assert!(
+        !r.replies.iter().any(|l| l.ends_with("AUTH PLAIN LOGIN")),
+        "{:?}",
+        r.replies
+    );
+    assert!(
+        r.replies.last().unwrap().starts_with("502"),
+        "{:?}",
+        r.replies
+    );
+}
+
+/// After `max_auth_failures` (3) failures: 421 4.7.0 and the session ends.
+#[test]
+fn auth_lockout() {
+    let bad = "AUTH PLAIN AGFsaWNlAHdyb25n\r\n";
+    let input = format!("EHLO c.test\r\n{bad}{bad}{bad}NOOP\r\n");
+    let r = run_all_ways(submissions(&[]), OUTSIDE, input.as_bytes());
+    let tail: Vec<_> = codes(&r).into_iter().rev().take(4).collect();
+    assert_eq!(tail, ["421", "535", "535", "535"], "{:?}", r.replies);
+    assert!(r.replies.last().unwrap().starts_with("421 4.7.0"));
+    assert!(r.closed);
+}
+
+/// Authenticated: relay anywhere, the message names the user; MAIL FROM
+/// must be the user's (553 5.7.1 otherwise); unauthenticated relaying is
+/// refused.
+#[test]
+fn authenticated_relay_and_sender_ownership() {
+    let auth = "EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n";
+    let r = run_all_ways(
+        submissions(&[]),
+        OUTSIDE,
+        format!("{auth}MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@elsewhere.test>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n").as_bytes(),
+    );
+    assert_eq!(r.messages.len(), 1, "{:?}", r.replies);
+    assert_eq!(r.users, vec![Some("alice".to_string())]);
+    assert_eq!(r.verified, vec![false]);
+    // Not alice's address: refused.
+    for from in ["bob@example.test", "alice@elsewhere.test"] {
+        let r = run_all_ways(
+            submissions(&[]),
+            OUTSIDE,
+            format!("{auth}MAIL FROM:<{from}>\r\n").as_bytes(),
+        );
+        assert!(
+            r.replies.last().unwrap().starts_with("553 5.7.1"),
+            "{from}: {:?}",
+            r.replies
+        );
+    }
+    // With a senders map: exactly what it lists.
+    let cfg = submissions(&["shared@example.test", "@other.test"]);
+    for (from, ok) in [
+        ("shared@example.test", true),
+        ("SHARED@EXAMPLE.TEST", true),
+        ("anyone@other.test", true),
+        ("alice@example.test", false),
+    ] {
+        let r = run_all_ways(
+            cfg.clone(),
+            OUTSIDE,
+            format!("{auth}MAIL FROM:<{from}>\r\n").as_bytes(),
+        );
+        let last = r.replies.last().unwrap();
+        assert_eq!(last.starts_with("250"), ok, "{from}: {last}");
+    }
+    // Without AUTH: only accepted domains.
+    let r = run_all_ways(
+        submissions(&[]),
+        OUTSIDE,
+        b"EHLO c.test\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@elsewhere.test>\r\n",
+    );
+    assert!(
+        r.replies.last().unwrap().starts_with("554 5.7.1"),
+        "{:?}",
+        r.replies
+    );
 }
