@@ -136,6 +136,21 @@ pub struct SubmissionFile {
     /// (`"alice@example.test"`, or `"@example.test"` for the whole domain).
     /// A user not named here may send as `user@<any accepted domain>`.
     pub senders: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// `[[submission.dkim]]`: DKIM keys that sign authenticated mail, one
+    /// per domain of ours.
+    pub dkim: Option<Vec<DkimKeyFile>>,
+}
+
+/// One `[[submission.dkim]]` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKeyFile {
+    /// `domain`: the signing domain (`d=`), matched against the From domain.
+    pub domain: String,
+    /// `selector`: the selector (`s=`).
+    pub selector: String,
+    /// `key`: the PEM private key (RSA PKCS#1/PKCS#8 or Ed25519 PKCS#8).
+    pub key: String,
 }
 
 /// `[admin]`: the admin socket and metrics.

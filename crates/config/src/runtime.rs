@@ -290,6 +290,20 @@ pub struct Submission {
     pub max_auth_failures: u32,
     /// User name → the sender addresses the user may use.
     pub senders: std::collections::BTreeMap<String, Vec<SenderPattern>>,
+    /// `[[submission.dkim]]`: the keys that sign authenticated mail.
+    pub dkim: Vec<DkimKey>,
+}
+
+/// One `[[submission.dkim]]` key: mail from an authenticated user whose
+/// From domain is `domain` is signed with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DkimKey {
+    /// The signing domain (`d=`).
+    pub domain: Domain,
+    /// The selector (`s=`).
+    pub selector: String,
+    /// The PEM private key file.
+    pub key: PathBuf,
 }
 
 impl Default for Submission {
@@ -298,6 +312,7 @@ impl Default for Submission {
             auth_on_smtp: false,
             max_auth_failures: 3,
             senders: Default::default(),
+            dkim: Vec::new(),
         }
     }
 }

@@ -265,3 +265,33 @@ alice = [\"ok@example.test\", \"not an address\", \"@bad..domain\"]\n",
         "{found:#?}"
     );
 }
+
+#[test]
+fn submission_dkim_keys() {
+    let c = ok(
+        "[[submission.dkim]]\ndomain = \"Example.Test\"\nselector = \"s1\"\nkey = \"/k/example.key\"\n\
+[[submission.dkim]]\ndomain = \"other.test\"\nselector = \"2026-a\"\nkey = \"/k/other.key\"\n",
+    );
+    let d = &c.submission.dkim;
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0].domain.to_string(), "example.test");
+    assert_eq!(d[0].selector, "s1");
+    assert_eq!(d[0].key, std::path::PathBuf::from("/k/example.key"));
+    assert_eq!(d[1].selector, "2026-a");
+    let found = issues(
+        "[[submission.dkim]]\ndomain = \"a..b\"\nselector = \"s1\"\nkey = \"/k\"\n\
+[[submission.dkim]]\ndomain = \"ok.test\"\nselector = \"bad sel\"\nkey = \"/k\"\n\
+[[submission.dkim]]\ndomain = \"two.test\"\nselector = \"s1\"\nkey = \"/k\"\n\
+[[submission.dkim]]\ndomain = \"two.test\"\nselector = \"s2\"\nkey = \"/k\"\n",
+    );
+    let keys: Vec<_> = found.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "submission.dkim[0].domain",
+            "submission.dkim[1].selector",
+            "submission.dkim[3].domain",
+        ],
+        "{found:#?}"
+    );
+}

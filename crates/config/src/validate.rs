@@ -488,7 +488,47 @@ fn build_submission(f: &SubmissionFile, c: &mut Checker) -> Submission {
         }
         senders.insert(user.clone(), parsed);
     }
+    let mut dkim: Vec<DkimKey> = Vec::new();
+    for (i, k) in f.dkim.iter().flatten().enumerate() {
+        let key = format!("submission.dkim[{i}]");
+        let domain = match Domain::parse(&k.domain) {
+            Ok(d) => d,
+            Err(e) => {
+                c.fail(format!("{key}.domain"), format!("{:?}: {e}", k.domain));
+                continue;
+            }
+        };
+        if k.selector.is_empty()
+            || !k
+                .selector
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.' || ch == '_')
+        {
+            c.fail(
+                format!("{key}.selector"),
+                format!("{:?} is not a DKIM selector", k.selector),
+            );
+            continue;
+        }
+        if k.key.is_empty() {
+            c.fail(format!("{key}.key"), "names no key file");
+            continue;
+        }
+        if dkim.iter().any(|d| d.domain == domain) {
+            c.fail(
+                format!("{key}.domain"),
+                format!("{domain} has more than one key"),
+            );
+            continue;
+        }
+        dkim.push(DkimKey {
+            domain,
+            selector: k.selector.clone(),
+            key: PathBuf::from(&k.key),
+        });
+    }
     Submission {
+        dkim,
         auth_on_smtp: f.auth_on_smtp.unwrap_or(false),
         max_auth_failures: positive(c, "submission.max_auth_failures", f.max_auth_failures, 3),
         senders,

@@ -24,11 +24,13 @@
 
 mod body;
 mod conn_limit;
+pub mod dkim;
 pub mod metrics;
 mod received;
 pub mod server;
 pub mod session;
 
+pub use dkim::DkimSigners;
 pub use metrics::InboundMetrics;
 pub use received::received_header;
 pub use server::{Inbound, ListenerHandle};

@@ -3,6 +3,7 @@
 //! raced against shutdown, STARTTLS as a change of stream type.
 
 use crate::conn_limit::{ConnLimit, Refusal};
+use crate::dkim::DkimSigners;
 use crate::metrics::{ConnRefusal, InboundMetrics, RejectReason, SessionOutcome};
 use crate::received::{TraceInfo, received_header};
 use crate::session::AuthCheck;
@@ -43,6 +44,7 @@ pub struct Inbound {
     limits: ConnLimit,
     configs: Vec<(Role, Arc<SessionConfig>)>,
     verifier: Option<Arc<Verifier>>,
+    dkim: DkimSigners,
     users: Arc<UsersDb>,
     salt: u32,
     session_ids: AtomicU64,
@@ -56,7 +58,8 @@ enum Flow {
 impl Inbound {
     /// Builds the service from the runtime config. With a `verifier`, mail
     /// on `smtp` listeners is verified as `[verify]` says; without one it
-    /// is not verified at all.
+    /// is not verified at all. Mail from authenticated users is signed
+    /// with the `dkim` key of its From domain (see [`DkimSigners`]).
     pub fn new(
         config: &Config,
         queue: Queue,
@@ -64,6 +67,7 @@ impl Inbound {
         metrics: Arc<InboundMetrics>,
         clock: Arc<dyn Clock>,
         verifier: Option<Arc<Verifier>>,
+        dkim: DkimSigners,
     ) -> Arc<Inbound> {
         let configs = [Role::Smtp, Role::Submission, Role::Submissions]
             .into_iter()
@@ -110,6 +114,7 @@ impl Inbound {
             ),
             configs,
             verifier,
+            dkim,
             users: Arc::new(UsersDb::new(config.users_file.clone())),
             salt: rand::random(),
             session_ids: AtomicU64::new(rand::random::<u32>() as u64),
@@ -594,7 +599,25 @@ impl Inbound {
             recipients: &msg.recipients,
             now,
         });
-        let size = header.len() + auth_headers.len() + data.len();
+        // Submitted mail of our own domains is DKIM-signed as it was
+        // received (never lost: a failure leaves it unsigned).
+        let signature = match &msg.authenticated {
+            Some(user) if !self.dkim.is_empty() => match self.dkim.signer_for(&data, &msg.sender) {
+                Some(signer) => match signer.signature_header(&data) {
+                    Ok(sig) => {
+                        debug!(queue_id = %id, user = %user, domain = signer.domain(), selector = signer.selector(), "DKIM-signed");
+                        sig
+                    }
+                    Err(e) => {
+                        error!(queue_id = %id, user = %user, domain = signer.domain(), error = %e, "DKIM signing failed; accepting the message unsigned");
+                        String::new()
+                    }
+                },
+                None => String::new(),
+            },
+            _ => String::new(),
+        };
+        let size = signature.len() + header.len() + auth_headers.len() + data.len();
         let envelope = Envelope {
             id,
             sender: msg.sender,
@@ -619,7 +642,12 @@ impl Inbound {
             .queue
             .enqueue_parts(
                 envelope,
-                &[header.as_bytes(), auth_headers.as_bytes(), &data],
+                &[
+                    signature.as_bytes(),
+                    header.as_bytes(),
+                    auth_headers.as_bytes(),
+                    &data,
+                ],
             )
             .await
         {

@@ -218,6 +218,9 @@ async fn run(config: Config) -> Result<()> {
             config.verify.clone(),
         ))
     });
+    // DKIM keys of submission, loaded now so a bad key stops the start.
+    let dkim = portcullis_inbound::DkimSigners::load(&config.submission.dkim)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let metrics = Arc::new(InboundMetrics::default());
     let inbound = Inbound::new(
         &config,
@@ -226,6 +229,7 @@ async fn run(config: Config) -> Result<()> {
         metrics.clone(),
         Arc::new(SystemClock),
         verifier,
+        dkim,
     );
     let tlsrpt_metrics = Arc::new(ReportMetrics::default());
     let tlsrpt_sender = if config.tlsrpt.enabled {

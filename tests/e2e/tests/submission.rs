@@ -307,7 +307,16 @@ fn raw_auth_refusals_lockout_and_relay() {
     assert!(r.text.starts_with("421 4.7.0"), "{}", r.text);
     assert!(c.is_closed());
 
-    let failures = mx.server.log_events("authentication failed");
+    // The server logs before it replies, but the harness reads its stderr
+    // on another thread: wait (bounded) for the fourth line to arrive.
+    let mut failures = mx.server.log_events("authentication failed");
+    for _ in 0..100 {
+        if failures.len() >= 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        failures = mx.server.log_events("authentication failed");
+    }
     assert_eq!(failures.len(), 4, "{failures:?}");
     // The user and the peer (from the session span) are on every line.
     assert!(

@@ -82,11 +82,23 @@ impl ReportSigner {
         domain: &str,
         selector: &str,
     ) -> Result<ReportSigner, TlsRptError> {
+        Self::from_pem_file_with_headers(path, domain, selector, &SIGNED_HEADERS)
+    }
+
+    /// Like [`ReportSigner::from_pem_file`], signing `headers` (`h=`)
+    /// instead of the report headers: submission signs ordinary mail with
+    /// the same signer.
+    pub fn from_pem_file_with_headers(
+        path: &Path,
+        domain: &str,
+        selector: &str,
+        headers: &[&str],
+    ) -> Result<ReportSigner, TlsRptError> {
         let pem = std::fs::read(path).map_err(|e| TlsRptError::KeyRead {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Self::from_pem(&pem, domain, selector).map_err(|e| match e {
+        Self::from_pem_with_headers(&pem, domain, selector, headers).map_err(|e| match e {
             TlsRptError::KeyUnsupported { reason, .. } => TlsRptError::KeyUnsupported {
                 path: path.to_path_buf(),
                 reason,
@@ -97,6 +109,16 @@ impl ReportSigner {
 
     /// Like [`ReportSigner::from_pem_file`], from the PEM text.
     pub fn from_pem(pem: &[u8], domain: &str, selector: &str) -> Result<ReportSigner, TlsRptError> {
+        Self::from_pem_with_headers(pem, domain, selector, &SIGNED_HEADERS)
+    }
+
+    /// Like [`ReportSigner::from_pem`], signing `headers` (`h=`).
+    pub fn from_pem_with_headers(
+        pem: &[u8],
+        domain: &str,
+        selector: &str,
+        headers: &[&str],
+    ) -> Result<ReportSigner, TlsRptError> {
         let unsupported = |reason: String| TlsRptError::KeyUnsupported {
             path: PathBuf::new(),
             reason,
@@ -159,7 +181,7 @@ impl ReportSigner {
         let signer = DkimSigner::from_key(key)
             .domain(domain)
             .selector(selector)
-            .headers(SIGNED_HEADERS);
+            .headers(headers.iter().copied());
         Ok(ReportSigner {
             signer,
             domain: domain.to_owned(),
@@ -206,14 +228,20 @@ impl ReportSigner {
         }
     }
 
-    /// Signs `message` and returns it with the `DKIM-Signature` header in
-    /// front.
-    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, TlsRptError> {
+    /// Signs `message` and returns the `DKIM-Signature` header alone
+    /// (folded, CRLF-terminated), to go in front of it.
+    pub fn signature_header(&self, message: &[u8]) -> Result<String, TlsRptError> {
         let signature = self
             .signer
             .sign(message)
             .map_err(|e| TlsRptError::Sign(e.to_string()))?;
-        let header = signature.to_header();
+        Ok(signature.to_header())
+    }
+
+    /// Signs `message` and returns it with the `DKIM-Signature` header in
+    /// front.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, TlsRptError> {
+        let header = self.signature_header(message)?;
         let mut out = Vec::with_capacity(header.len() + message.len());
         out.extend_from_slice(header.as_bytes());
         out.extend_from_slice(message);
