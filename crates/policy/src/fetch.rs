@@ -55,9 +55,7 @@ impl PolicyFetcher {
     /// Starts a builder whose policy-host lookups go through `resolver`.
     pub fn builder<R: Resolver>(resolver: R) -> PolicyFetcherBuilder {
         PolicyFetcherBuilder {
-            resolver: Arc::new(ResolverAdapter {
-                resolver: Arc::new(resolver),
-            }),
+            resolver: resolve_with(resolver),
             tls: None,
             port: DEFAULT_PORT,
             timeout: DEFAULT_TIMEOUT,
@@ -182,30 +180,54 @@ impl PolicyFetcherBuilder {
         // A PKIX-verifying rustls configuration on the ring provider; the
         // host name checked is the URL's host, `mta-sts.<domain>`, which is
         // also the SNI sent (§3.3).
-        let config = tls.pkix_config().map_err(|e| setup(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured((*config).clone())
-            .dns_resolver(self.resolver)
-            // §3.3: redirects are not followed; a 3xx is an error.
-            .redirect(reqwest::redirect::Policy::none())
-            // Never through a proxy from the environment: the policy host
-            // must be reached directly, by the name we resolved.
-            .no_proxy()
-            .https_only(true)
-            .http1_only()
-            .timeout(self.timeout)
-            .connect_timeout(self.timeout)
-            // Fetches are rare; an idle pooled connection would outlive a
-            // certificate change on the policy host.
-            .pool_max_idle_per_host(0)
-            .user_agent(concat!("portcullis-mta-sts/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| setup(e.to_string()))?;
+        // §3.3: redirects are not followed; the certificate is checked for
+        // `mta-sts.<domain>`, the URL's host, which is also the SNI sent.
+        let client = strict_https_client(
+            &tls,
+            self.resolver,
+            self.timeout,
+            concat!("portcullis-mta-sts/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(setup)?;
         Ok(PolicyFetcher {
             client,
             port: self.port,
         })
     }
+}
+
+/// The HTTPS client for policy fetches and report POSTs: PKIX-verifying
+/// rustls on ring under `tls`'s trust anchors, names resolved through our
+/// [`Resolver`] (so `[dns]` governs them), no redirects, no proxy from the
+/// environment, HTTPS and HTTP/1.1 only, no idle pooled connections (they
+/// would outlive a certificate change), `timeout` for connect and request.
+pub(crate) fn strict_https_client(
+    tls: &ClientTls,
+    resolver: Arc<dyn Resolve>,
+    timeout: Duration,
+    user_agent: &'static str,
+) -> Result<reqwest::Client, String> {
+    let config = tls.pkix_config().map_err(|e| e.to_string())?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured((*config).clone())
+        .dns_resolver(resolver)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .https_only(true)
+        .http1_only()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_max_idle_per_host(0)
+        .user_agent(user_agent)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `resolver` as reqwest's resolver hook.
+pub(crate) fn resolve_with<R: Resolver>(resolver: R) -> Arc<dyn Resolve> {
+    Arc::new(ResolverAdapter {
+        resolver: Arc::new(resolver),
+    })
 }
 
 /// reqwest's resolver hook over our [`Resolver`]: A and AAAA asked together;

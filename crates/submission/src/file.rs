@@ -70,7 +70,10 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 
 /// A hash that is verified for unknown users, so that an unknown name costs
 /// as much time as a wrong password.
-static DUMMY: LazyLock<String> = LazyLock::new(|| hash_password("portcullis-dummy"));
+// A failure leaves an empty hash, which never verifies: unknown users
+// are still refused, only the timing equalisation would be lost.
+static DUMMY: LazyLock<String> =
+    LazyLock::new(|| hash_password("portcullis-dummy").unwrap_or_default());
 
 impl Users {
     /// Parses the text of a users file; errors name the line.
@@ -182,7 +185,7 @@ impl Users {
         }
         self.lines.push(Line::User {
             name: name.to_string(),
-            hash: hash_password(password),
+            hash: hash_password(password).map_err(UsersError::Edit)?,
         });
         Ok(())
     }
@@ -193,7 +196,7 @@ impl Users {
             if let Line::User { name: n, hash } = line
                 && n == name
             {
-                *hash = hash_password(password);
+                *hash = hash_password(password).map_err(UsersError::Edit)?;
                 return Ok(());
             }
         }
@@ -279,7 +282,7 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_line() {
-        let h = hash_password("pw");
+        let h = hash_password("pw").unwrap();
         let cases = [
             ("# c\n\nalice\n".to_string(), 3, "expected name"),
             (format!("bad name:{h}\n"), 1, "invalid user name"),

@@ -5,14 +5,14 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 /// Hashes `password` with argon2id (default parameters, random 16-byte
-/// salt) into a PHC string.
-pub fn hash_password(password: &str) -> String {
+/// salt) into a PHC string; an error says why argon2 refused.
+pub fn hash_password(password: &str) -> Result<String, String> {
     let salt: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+    let salt = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 with default parameters cannot fail")
-        .to_string()
+        .map(|h| h.to_string())
+        .map_err(|e| format!("argon2: {e}"))
 }
 
 /// True when `password` matches the PHC string `phc` (any argon2 variant
@@ -37,12 +37,12 @@ mod tests {
 
     #[test]
     fn hash_and_verify() {
-        let h = hash_password("correct horse");
+        let h = hash_password("correct horse").unwrap();
         assert!(h.starts_with("$argon2id$"), "{h}");
         assert!(is_argon2id(&h));
         assert!(verify_password(&h, "correct horse"));
         assert!(!verify_password(&h, "wrong"));
         assert!(!verify_password("not a hash", "correct horse"));
-        assert_ne!(h, hash_password("correct horse"), "salted");
+        assert_ne!(h, hash_password("correct horse").unwrap(), "salted");
     }
 }

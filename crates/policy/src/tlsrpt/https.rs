@@ -7,13 +7,12 @@
 //! request under a timeout. A 2xx answer means delivered; anything else is
 //! retried later by the sender.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_dns::{DnsError, Resolver};
+use portcullis_dns::Resolver;
 use portcullis_tls::ClientTls;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::dns::Resolve;
 
 use super::TlsRptError;
 
@@ -61,9 +60,7 @@ impl HttpsPoster {
     /// A builder whose host lookups go through `resolver`.
     pub fn builder<R: Resolver>(resolver: R) -> HttpsPosterBuilder {
         HttpsPosterBuilder {
-            resolver: Arc::new(ResolverAdapter {
-                resolver: Arc::new(resolver),
-            }),
+            resolver: crate::fetch::resolve_with(resolver),
             tls: None,
             timeout: DEFAULT_POST_TIMEOUT,
         }
@@ -109,21 +106,14 @@ impl HttpsPosterBuilder {
             Some(tls) => tls,
             None => ClientTls::new(&[]).map_err(|e| setup(e.to_string()))?,
         };
-        let config = tls.pkix_config().map_err(|e| setup(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured((*config).clone())
-            .dns_resolver(self.resolver)
-            // A report goes where the record says, not where a 3xx says.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .https_only(true)
-            .http1_only()
-            .timeout(self.timeout)
-            .connect_timeout(self.timeout)
-            .pool_max_idle_per_host(0)
-            .user_agent(concat!("portcullis-tlsrpt/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| setup(e.to_string()))?;
+        // A report goes where the record says, not where a 3xx says.
+        let client = crate::fetch::strict_https_client(
+            &tls,
+            self.resolver,
+            self.timeout,
+            concat!("portcullis-tlsrpt/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(setup)?;
         Ok(HttpsPoster { client })
     }
 }
@@ -141,43 +131,4 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
-}
-
-/// reqwest's resolver hook over our [`Resolver`] (as in the policy
-/// fetcher): A and AAAA asked together; any address wins; with none, a
-/// temporary failure is reported as such.
-struct ResolverAdapter<R> {
-    resolver: Arc<R>,
-}
-
-impl<R: Resolver> Resolve for ResolverAdapter<R> {
-    fn resolve(&self, name: Name) -> Resolving {
-        let resolver = Arc::clone(&self.resolver);
-        let name = name.as_str().to_owned();
-        Box::pin(async move {
-            let (v4, v6) = tokio::join!(resolver.ipv4(&name), resolver.ipv6(&name));
-            let mut out: Vec<SocketAddr> = Vec::new();
-            let mut errors: Vec<DnsError> = Vec::new();
-            match v4 {
-                Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::from((ip, 0)))),
-                Err(e) => errors.push(e),
-            }
-            match v6 {
-                Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::from((ip, 0)))),
-                Err(e) => errors.push(e),
-            }
-            if out.is_empty() {
-                let e = match errors.iter().position(DnsError::is_temporary) {
-                    Some(i) => errors.swap_remove(i),
-                    None => errors
-                        .into_iter()
-                        .next()
-                        .unwrap_or(DnsError::NoRecords { name, rtype: "A" }),
-                };
-                return Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            let addrs: Addrs = Box::new(out.into_iter());
-            Ok(addrs)
-        })
-    }
 }
