@@ -139,6 +139,67 @@ pub struct SubmissionFile {
     /// `[[submission.dkim]]`: DKIM keys that sign authenticated mail, one
     /// per domain of ours.
     pub dkim: Option<Vec<DkimKeyFile>>,
+    /// `auth_failures_per_ip`: failed AUTH attempts from one address (an
+    /// IPv6 /64) within `lockout_window` before it is locked out (default 10).
+    pub auth_failures_per_ip: Option<u32>,
+    /// `auth_failures_per_user`: failed AUTH attempts for one user within
+    /// `lockout_window` before the user is locked out, except from addresses
+    /// the user recently authenticated from (default 10).
+    pub auth_failures_per_user: Option<u32>,
+    /// `lockout_window`: how long failures are counted and how long a
+    /// lockout lasts (default "15m").
+    pub lockout_window: Option<String>,
+    /// `auth_failure_delay`: the delay before a failed AUTH is answered,
+    /// doubled for each earlier failure in the window, at most 16 times it
+    /// (default "1s"; "0s" turns delays off).
+    pub auth_failure_delay: Option<String>,
+    /// `messages_per_hour`: messages one authenticated user may submit per
+    /// hour (default 1000; 0: no limit).
+    pub messages_per_hour: Option<u32>,
+    /// `recipients_per_message`: recipients per message for authenticated
+    /// users (default 100; 0: only `[limits] max_recipients`).
+    pub recipients_per_message: Option<u32>,
+    /// `[submission.user_limits.NAME]`: per-user overrides of the two
+    /// sending limits.
+    pub user_limits: Option<std::collections::BTreeMap<String, UserLimitsFile>>,
+    /// `[submission.oauth]`: OAUTHBEARER and XOAUTH2 with token
+    /// introspection; absent: not offered.
+    pub oauth: Option<OAuthFile>,
+}
+
+/// One `[submission.user_limits.NAME]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserLimitsFile {
+    /// `messages_per_hour` for this user (0: no limit).
+    pub messages_per_hour: Option<u32>,
+    /// `recipients_per_message` for this user (0: no per-user limit).
+    pub recipients_per_message: Option<u32>,
+}
+
+/// `[submission.oauth]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthFile {
+    /// `introspection_url`: the RFC 7662 endpoint (https).
+    pub introspection_url: Option<String>,
+    /// `client_id`: our client id at the endpoint.
+    pub client_id: Option<String>,
+    /// `client_secret_file`: a file holding our client secret.
+    pub client_secret_file: Option<String>,
+    /// `required_scope`: a scope the token must carry (e.g. a mail scope).
+    pub required_scope: Option<String>,
+    /// `username_claim`: the response member naming the user (default
+    /// "username"; "sub" or "email" are common).
+    pub username_claim: Option<String>,
+    /// `cache_ttl`: how long an active token is remembered, never past its
+    /// expiry (default "60s"; "0s": ask every time).
+    pub cache_ttl: Option<String>,
+    /// `timeout`: connect and request timeout (default "10s").
+    pub timeout: Option<String>,
+    /// `ca_file`: extra trust anchors (PEM) for a private identity
+    /// provider; the system roots are used otherwise.
+    pub ca_file: Option<String>,
 }
 
 /// One `[[submission.dkim]]` entry.

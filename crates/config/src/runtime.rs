@@ -292,6 +292,79 @@ pub struct Submission {
     pub senders: std::collections::BTreeMap<String, Vec<SenderPattern>>,
     /// `[[submission.dkim]]`: the keys that sign authenticated mail.
     pub dkim: Vec<DkimKey>,
+    /// Brute-force defence across sessions.
+    pub lockout: Lockout,
+    /// Sending limits for every authenticated user.
+    pub limits: UserLimits,
+    /// Per-user overrides of `limits`.
+    pub user_limits: std::collections::BTreeMap<String, UserLimits>,
+    /// OAUTHBEARER/XOAUTH2 through token introspection (none: not offered).
+    pub oauth: Option<OAuth>,
+}
+
+/// Failed-AUTH limits across sessions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Lockout {
+    /// Failures from one address (IPv6: its /64) before it is locked out.
+    pub failures_per_ip: u32,
+    /// Failures for one user before the user is locked out (except from
+    /// addresses the user recently authenticated from).
+    pub failures_per_user: u32,
+    /// How long failures count, and how long a lockout lasts.
+    pub window: std::time::Duration,
+    /// The delay before answering the first failure; doubled per earlier
+    /// failure in the window, at most 16 times it.
+    pub failure_delay: std::time::Duration,
+}
+
+impl Default for Lockout {
+    fn default() -> Self {
+        Lockout {
+            failures_per_ip: 10,
+            failures_per_user: 10,
+            window: std::time::Duration::from_secs(15 * 60),
+            failure_delay: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+/// Sending limits of an authenticated user; 0 means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct UserLimits {
+    /// Messages per hour.
+    pub messages_per_hour: u32,
+    /// Recipients per message.
+    pub recipients_per_message: u32,
+}
+
+impl Default for UserLimits {
+    fn default() -> Self {
+        UserLimits {
+            messages_per_hour: 1000,
+            recipients_per_message: 100,
+        }
+    }
+}
+
+/// `[submission.oauth]`: token introspection (RFC 7662).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OAuth {
+    /// The https introspection endpoint.
+    pub introspection_url: String,
+    /// Our client id.
+    pub client_id: String,
+    /// The file with our client secret (read at start).
+    pub client_secret_file: PathBuf,
+    /// A scope tokens must carry.
+    pub required_scope: Option<String>,
+    /// The response member that names the user.
+    pub username_claim: String,
+    /// How long an active token is remembered (never past its expiry).
+    pub cache_ttl: std::time::Duration,
+    /// Connect and request timeout.
+    pub timeout: std::time::Duration,
+    /// Extra trust anchors for the endpoint.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One `[[submission.dkim]]` key: mail from an authenticated user whose
@@ -313,6 +386,10 @@ impl Default for Submission {
             max_auth_failures: 3,
             senders: Default::default(),
             dkim: Vec::new(),
+            lockout: Lockout::default(),
+            limits: UserLimits::default(),
+            user_limits: Default::default(),
+            oauth: None,
         }
     }
 }
@@ -340,6 +417,11 @@ impl SenderPattern {
 }
 
 impl Submission {
+    /// The sending limits of `user` (their override, or the defaults).
+    pub fn limits_for(&self, user: &str) -> UserLimits {
+        self.user_limits.get(user).copied().unwrap_or(self.limits)
+    }
+
     /// True when `user` may use `sender` as MAIL FROM: the addresses
     /// `senders` lists for the user, or, for a user not listed there,
     /// `user@<any accepted domain>` (and the user name itself when it is

@@ -527,12 +527,136 @@ fn build_submission(f: &SubmissionFile, c: &mut Checker) -> Submission {
             key: PathBuf::from(&k.key),
         });
     }
+    let lockout_defaults = Lockout::default();
+    let lockout = Lockout {
+        failures_per_ip: positive(
+            c,
+            "submission.auth_failures_per_ip",
+            f.auth_failures_per_ip,
+            lockout_defaults.failures_per_ip,
+        ),
+        failures_per_user: positive(
+            c,
+            "submission.auth_failures_per_user",
+            f.auth_failures_per_user,
+            lockout_defaults.failures_per_user,
+        ),
+        window: c.duration(
+            "submission.lockout_window",
+            &f.lockout_window,
+            lockout_defaults.window,
+        ),
+        failure_delay: c.duration(
+            "submission.auth_failure_delay",
+            &f.auth_failure_delay,
+            lockout_defaults.failure_delay,
+        ),
+    };
+    if lockout.window.is_zero() {
+        c.fail("submission.lockout_window", "must be longer than zero");
+    }
+    if lockout.failure_delay > Duration::from_secs(10) {
+        // 16 doublings of more would outlast a client's command timeout.
+        c.fail("submission.auth_failure_delay", "must be at most 10s");
+    }
+    let limit_defaults = UserLimits::default();
+    let limits = UserLimits {
+        messages_per_hour: f
+            .messages_per_hour
+            .unwrap_or(limit_defaults.messages_per_hour),
+        recipients_per_message: f
+            .recipients_per_message
+            .unwrap_or(limit_defaults.recipients_per_message),
+    };
+    let user_limits = f
+        .user_limits
+        .iter()
+        .flatten()
+        .map(|(user, l)| {
+            (
+                user.clone(),
+                UserLimits {
+                    messages_per_hour: l.messages_per_hour.unwrap_or(limits.messages_per_hour),
+                    recipients_per_message: l
+                        .recipients_per_message
+                        .unwrap_or(limits.recipients_per_message),
+                },
+            )
+        })
+        .collect();
     Submission {
         dkim,
         auth_on_smtp: f.auth_on_smtp.unwrap_or(false),
         max_auth_failures: positive(c, "submission.max_auth_failures", f.max_auth_failures, 3),
         senders,
+        lockout,
+        limits,
+        user_limits,
+        oauth: f.oauth.as_ref().and_then(|o| build_oauth(o, c)),
     }
+}
+
+/// `[submission.oauth]`: the endpoint must be https; id and secret file
+/// are required.
+fn build_oauth(o: &OAuthFile, c: &mut Checker) -> Option<OAuth> {
+    let url = match o.introspection_url.as_deref() {
+        None => {
+            c.fail("submission.oauth.introspection_url", "is required");
+            None
+        }
+        Some(u) if !u.starts_with("https://") || u.len() <= "https://".len() => {
+            c.fail(
+                "submission.oauth.introspection_url",
+                format!("{u:?} is not an https:// URL (tokens are never sent in clear)"),
+            );
+            None
+        }
+        Some(u) => Some(u.to_string()),
+    };
+    let client_id = match o.client_id.as_deref() {
+        Some(id) if !id.is_empty() => Some(id.to_string()),
+        _ => {
+            c.fail("submission.oauth.client_id", "is required");
+            None
+        }
+    };
+    let secret = match o.client_secret_file.as_deref() {
+        Some(f) if !f.is_empty() => Some(PathBuf::from(f)),
+        _ => {
+            c.fail(
+                "submission.oauth.client_secret_file",
+                "is required (a file holding the client secret)",
+            );
+            None
+        }
+    };
+    let username_claim = o
+        .username_claim
+        .clone()
+        .unwrap_or_else(|| "username".into());
+    if username_claim.is_empty() {
+        c.fail("submission.oauth.username_claim", "must not be empty");
+    }
+    let cache_ttl = c.duration(
+        "submission.oauth.cache_ttl",
+        &o.cache_ttl,
+        Duration::from_secs(60),
+    );
+    let timeout = c.duration(
+        "submission.oauth.timeout",
+        &o.timeout,
+        Duration::from_secs(10),
+    );
+    Some(OAuth {
+        introspection_url: url?,
+        client_id: client_id?,
+        client_secret_file: secret?,
+        required_scope: o.required_scope.clone().filter(|s| !s.is_empty()),
+        username_claim,
+        cache_ttl,
+        timeout,
+        ca_file: o.ca_file.as_deref().map(PathBuf::from),
+    })
 }
 
 /// `[verify]`: every value checked, defaults from [`Verify::default`].

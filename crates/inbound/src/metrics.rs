@@ -129,6 +129,19 @@ pub struct InboundMetrics {
     starttls_injection: AtomicU64,
     smtp_auth_success: AtomicU64,
     smtp_auth_failure: AtomicU64,
+    smtp_auth_lockouts: [AtomicU64; 2],
+    smtp_auth_locked: AtomicU64,
+    smtp_auth_temporary: AtomicU64,
+    user_limited: [AtomicU64; 2],
+}
+
+/// Which per-user sending limit refused something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserLimit {
+    /// `messages_per_hour` (a MAIL FROM refused).
+    MessagesPerHour,
+    /// `recipients_per_message` (a RCPT TO refused).
+    RecipientsPerMessage,
 }
 
 impl InboundMetrics {
@@ -208,6 +221,26 @@ impl InboundMetrics {
     /// An SMTP AUTH failed (bad credentials).
     pub fn smtp_auth_failure(&self) {
         self.smtp_auth_failure.fetch_add(1, Relaxed);
+    }
+
+    /// A lockout began (`ip`: an address; otherwise a user).
+    pub fn smtp_auth_lockout(&self, ip: bool) {
+        self.smtp_auth_lockouts[usize::from(!ip)].fetch_add(1, Relaxed);
+    }
+
+    /// AUTH attempts refused because of a lockout.
+    pub fn smtp_auth_locked(&self, n: u64) {
+        self.smtp_auth_locked.fetch_add(n, Relaxed);
+    }
+
+    /// An AUTH could not be checked (introspection endpoint unreachable).
+    pub fn smtp_auth_temporary(&self) {
+        self.smtp_auth_temporary.fetch_add(1, Relaxed);
+    }
+
+    /// Refusals by a per-user sending limit.
+    pub fn user_limited(&self, which: UserLimit, n: u64) {
+        self.user_limited[which as usize].fetch_add(n, Relaxed);
     }
 
     /// Appends every counter to `w`.
@@ -316,5 +349,36 @@ impl InboundMetrics {
             &[],
             self.smtp_auth_failure.load(Relaxed),
         );
+        for (i, scope) in ["ip", "user"].into_iter().enumerate() {
+            w.counter(
+                "portcullis_smtp_auth_lockouts_total",
+                "Lockouts begun by the brute-force defence, by what was locked out.",
+                &[("scope", scope)],
+                self.smtp_auth_lockouts[i].load(Relaxed),
+            );
+        }
+        w.counter(
+            "portcullis_smtp_auth_locked_total",
+            "SMTP AUTH attempts refused (421) during a lockout.",
+            &[],
+            self.smtp_auth_locked.load(Relaxed),
+        );
+        w.counter(
+            "portcullis_smtp_auth_temporary_total",
+            "SMTP AUTH attempts answered 454 (token introspection unavailable).",
+            &[],
+            self.smtp_auth_temporary.load(Relaxed),
+        );
+        for (i, limit) in ["messages_per_hour", "recipients_per_message"]
+            .into_iter()
+            .enumerate()
+        {
+            w.counter(
+                "portcullis_user_limit_refusals_total",
+                "Commands of authenticated users refused (452) by a per-user sending limit.",
+                &[("limit", limit)],
+                self.user_limited[i].load(Relaxed),
+            );
+        }
     }
 }

@@ -4,14 +4,18 @@
 
 use crate::conn_limit::{ConnLimit, Refusal};
 use crate::dkim::DkimSigners;
-use crate::metrics::{ConnRefusal, InboundMetrics, RejectReason, SessionOutcome};
+use crate::metrics::{ConnRefusal, InboundMetrics, RejectReason, SessionOutcome, UserLimit};
 use crate::received::{TraceInfo, received_header};
-use crate::session::AuthCheck;
+use crate::session::{AuthCheck, AuthOutcome};
 use crate::session::{Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope};
 use portcullis_auth::{Disposition, Envelope as AuthEnvelope, Verifier};
 use portcullis_config::{Config, Role, SpfFail};
 use portcullis_queue::Queue;
-use portcullis_submission::UsersDb;
+use portcullis_submission::lockout::{AuthGuard, Lock};
+use portcullis_submission::oauth::{self, Introspector};
+use portcullis_submission::rate::SendRate;
+use portcullis_submission::scram::ScramSecret;
+use portcullis_submission::{Credential, UsersDb};
 use portcullis_tls::{ServerTls, TlsInfo};
 use portcullis_types::{Clock, Envelope, QueueId, TlsSummary};
 use std::borrow::Cow;
@@ -19,7 +23,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -46,6 +50,10 @@ pub struct Inbound {
     verifier: Option<Arc<Verifier>>,
     dkim: DkimSigners,
     users: Arc<UsersDb>,
+    guard: Arc<AuthGuard>,
+    oauth: Option<Arc<Introspector>>,
+    /// Keys the fake SCRAM salts of unknown users (random per process).
+    scram_key: [u8; 32],
     salt: u32,
     session_ids: AtomicU64,
 }
@@ -59,7 +67,9 @@ impl Inbound {
     /// Builds the service from the runtime config. With a `verifier`, mail
     /// on `smtp` listeners is verified as `[verify]` says; without one it
     /// is not verified at all. Mail from authenticated users is signed
-    /// with the `dkim` key of its From domain (see [`DkimSigners`]).
+    /// with the `dkim` key of its From domain (see [`DkimSigners`]). With
+    /// `oauth`, OAUTHBEARER and XOAUTH2 are offered and checked by it.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &Config,
         queue: Queue,
@@ -68,7 +78,10 @@ impl Inbound {
         clock: Arc<dyn Clock>,
         verifier: Option<Arc<Verifier>>,
         dkim: DkimSigners,
+        oauth: Option<Arc<Introspector>>,
     ) -> Arc<Inbound> {
+        let guard = Arc::new(AuthGuard::new(config.submission.lockout.clone()));
+        let rate = Arc::new(SendRate::new());
         let configs = [Role::Smtp, Role::Submission, Role::Submissions]
             .into_iter()
             .map(|role| {
@@ -87,6 +100,9 @@ impl Inbound {
                         auth: config.users_file.is_some()
                             && (role != Role::Smtp || config.submission.auth_on_smtp),
                         submission: config.submission.clone(),
+                        oauth: oauth.is_some(),
+                        guard: guard.clone(),
+                        rate: rate.clone(),
                         verify: match role {
                             // Submission is authenticated mail from our own
                             // users: only port 25 is verified.
@@ -116,6 +132,9 @@ impl Inbound {
             verifier,
             dkim,
             users: Arc::new(UsersDb::new(config.users_file.clone())),
+            guard,
+            oauth,
+            scram_key: rand::random(),
             salt: rand::random(),
             session_ids: AtomicU64::new(rand::random::<u32>() as u64),
         })
@@ -459,28 +478,172 @@ impl Inbound {
             .rejected(RejectReason::Size, stats.too_big.into());
         self.metrics
             .rejected(RejectReason::BareNewline, stats.bare_newline.into());
+        self.metrics.smtp_auth_locked(stats.auth_locked.into());
+        self.metrics
+            .user_limited(UserLimit::MessagesPerHour, stats.user_rate_limited.into());
+        self.metrics.user_limited(
+            UserLimit::RecipientsPerMessage,
+            stats.user_recipient_limited.into(),
+        );
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
     }
 
-    /// SMTP AUTH: the argon2 check runs on the blocking pool (it takes tens
-    /// of milliseconds of CPU); the users file is reloaded first when it
-    /// changed. Each failure is logged with the user, never the password.
+    /// SMTP AUTH: lockouts first (a locked address or user costs no
+    /// argon2 and no HTTP request), then the mechanism's check: argon2 on
+    /// the blocking pool for passwords (the users file reloaded first when
+    /// it changed), the SCRAM proof, or token introspection. Every failure
+    /// is recorded for the lockout, delayed, logged with the user (never
+    /// the secret) and counted.
     async fn check_auth(&self, check: AuthCheck, session: &mut Session, out: &mut Vec<u8>) {
-        let users = self.users.clone();
-        let user = check.user.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            users.current().verify(&check.user, &check.password)
-        })
-        .await
-        .unwrap_or(false);
-        if ok {
-            self.metrics.smtp_auth_success();
-            info!(user = %user, "authenticated");
-        } else {
-            self.metrics.smtp_auth_failure();
-            warn!(user = %user, failures = session.auth_failures() + 1, "authentication failed");
+        let ip = session.peer();
+        let mechanism = check.mechanism();
+        let claimed = check.user().to_string();
+        if let Some(lock) = self.guard.locked(
+            ip,
+            Some(&claimed).filter(|u| !u.is_empty()).map(|u| u.as_str()),
+            Instant::now(),
+        ) {
+            warn!(user = %claimed, mechanism, scope = lock.scope.as_str(), remaining_secs = lock.remaining.as_secs(), "AUTH refused: locked out");
+            session.auth_checked(AuthOutcome::Locked(lock), out);
+            return;
         }
-        session.auth_checked(ok, out);
+        let outcome = match check {
+            AuthCheck::Password { user, password } => {
+                let users = self.users.clone();
+                let name = user.clone();
+                let verified =
+                    tokio::task::spawn_blocking(move || users.current().verify(&name, &password))
+                        .await
+                        .ok()
+                        .flatten();
+                match verified {
+                    Some(credential) => {
+                        let via = match &credential {
+                            Credential::Password => "password".to_string(),
+                            Credential::App(label) => format!("app password {label}"),
+                        };
+                        self.auth_success(ip, user, mechanism, &via)
+                    }
+                    None => self.auth_failure(ip, &user, mechanism, None).await,
+                }
+            }
+            AuthCheck::ScramStart(first) => {
+                let user = first.username().to_string();
+                if first.authzid().is_some_and(|a| a != user) {
+                    // Acting as another user is not supported.
+                    self.auth_failure(ip, &user, mechanism, None).await
+                } else {
+                    let users = self.users.current();
+                    let secret = users.scram_secret(&user).unwrap_or_else(|| {
+                        if users.contains(&user) {
+                            warn!(user = %user, "user has no SCRAM-SHA-256 secret; `portcullis user passwd` makes one");
+                        }
+                        // Unknown users get a fake exchange that fails at the
+                        // proof: the reply does not tell who exists.
+                        ScramSecret::fake(&user, &self.scram_key)
+                    });
+                    let (server, server_first) = first.server_first(&secret);
+                    AuthOutcome::ScramChallenge {
+                        server: Box::new(server),
+                        server_first,
+                    }
+                }
+            }
+            AuthCheck::ScramFinal { server, message } => {
+                let user = server.username().to_string();
+                match server.client_final(&message) {
+                    Ok(server_final) => match self.auth_success(ip, user, mechanism, "password") {
+                        AuthOutcome::Success { user } => {
+                            AuthOutcome::ScramSuccess { user, server_final }
+                        }
+                        other => other,
+                    },
+                    Err(e) => {
+                        debug!(user = %user, error = %e, "SCRAM exchange failed");
+                        self.auth_failure(ip, &user, mechanism, None).await
+                    }
+                }
+            }
+            AuthCheck::Bearer { response, .. } => {
+                let challenge = |i: &Introspector| {
+                    Some(oauth::error_challenge(
+                        i.settings().required_scope.as_deref(),
+                    ))
+                };
+                match &self.oauth {
+                    None => self.auth_failure(ip, &claimed, mechanism, None).await,
+                    Some(introspector) => match introspector.check(&response.token).await {
+                        Ok(owner) => {
+                            if response
+                                .user
+                                .as_deref()
+                                .is_some_and(|asked| !asked.eq_ignore_ascii_case(&owner))
+                            {
+                                info!(user = %claimed, token_user = %owner, "bearer token belongs to another user");
+                                self.auth_failure(ip, &claimed, mechanism, challenge(introspector))
+                                    .await
+                            } else {
+                                self.auth_success(ip, owner, mechanism, "bearer token")
+                            }
+                        }
+                        Err(e) if e.is_temporary() => {
+                            self.metrics.smtp_auth_temporary();
+                            warn!(user = %claimed, mechanism, error = %e, "token introspection failed; answered 454");
+                            AuthOutcome::Temporary
+                        }
+                        Err(e) => {
+                            info!(user = %claimed, mechanism, error = %e, "bearer token refused");
+                            self.auth_failure(ip, &claimed, mechanism, challenge(introspector))
+                                .await
+                        }
+                    },
+                }
+            }
+        };
+        session.auth_checked(outcome, out);
+    }
+
+    fn auth_success(&self, ip: IpAddr, user: String, mechanism: &str, via: &str) -> AuthOutcome {
+        self.guard.success(ip, &user, Instant::now());
+        self.metrics.smtp_auth_success();
+        info!(user = %user, mechanism, via, "authenticated");
+        AuthOutcome::Success { user }
+    }
+
+    /// Records a failure for the lockout, waits its delay, logs and counts
+    /// it (and the lockout it may start).
+    async fn auth_failure(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        mechanism: &str,
+        challenge: Option<String>,
+    ) -> AuthOutcome {
+        let failure = self.guard.failure(ip, user, Instant::now());
+        self.metrics.smtp_auth_failure();
+        warn!(
+            user = %user,
+            mechanism,
+            delay_ms = failure.delay.as_millis() as u64,
+            "authentication failed"
+        );
+        if let Some(Lock { scope, remaining }) = failure.locked {
+            self.metrics
+                .smtp_auth_lockout(scope == portcullis_submission::lockout::Scope::Ip);
+            warn!(
+                user = %user,
+                scope = scope.as_str(),
+                lockout_secs = remaining.as_secs(),
+                "too many failed authentication attempts; lockout begins"
+            );
+        }
+        if !failure.delay.is_zero() {
+            tokio::time::sleep(failure.delay).await;
+        }
+        AuthOutcome::Failed {
+            challenge,
+            lockout: failure.locked,
+        }
     }
 
     /// SPF at MAIL FROM (`[verify] spf_fail = "reject"`): refuse a failing

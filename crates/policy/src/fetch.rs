@@ -196,12 +196,17 @@ impl PolicyFetcherBuilder {
     }
 }
 
-/// The HTTPS client for policy fetches and report POSTs: PKIX-verifying
-/// rustls on ring under `tls`'s trust anchors, names resolved through our
-/// [`Resolver`] (so `[dns]` governs them), no redirects, no proxy from the
-/// environment, HTTPS and HTTP/1.1 only, no idle pooled connections (they
-/// would outlive a certificate change), `timeout` for connect and request.
-pub(crate) fn strict_https_client(
+/// The strict HTTPS client used for policy fetches, report POSTs and OAuth
+/// token introspection: PKIX-verifying rustls on ring under `tls`'s trust
+/// anchors (TLS 1.2 and 1.3, as [`ClientTls::pkix_config`] builds it), names
+/// resolved through `resolver` (build it with [`resolve_with`] so `[dns]`
+/// governs them), no redirects followed, no proxy from the environment,
+/// HTTPS and HTTP/1.1 only, no idle pooled connections (they would outlive a
+/// certificate change), `timeout` for connecting and for each whole request.
+///
+/// Errors: the TLS configuration or the client could not be built (a
+/// description, for a setup error).
+pub fn strict_https_client(
     tls: &ClientTls,
     resolver: Arc<dyn Resolve>,
     timeout: Duration,
@@ -223,8 +228,10 @@ pub(crate) fn strict_https_client(
         .map_err(|e| e.to_string())
 }
 
-/// `resolver` as reqwest's resolver hook.
-pub(crate) fn resolve_with<R: Resolver>(resolver: R) -> Arc<dyn Resolve> {
+/// `resolver` as reqwest's resolver hook: A and AAAA asked together, any
+/// address wins, and a lookup failure reaches reqwest's error chain as our
+/// [`DnsError`] (temporary failures stay temporary).
+pub fn resolve_with<R: Resolver>(resolver: R) -> Arc<dyn Resolve> {
     Arc::new(ResolverAdapter {
         resolver: Arc::new(resolver),
     })

@@ -99,13 +99,40 @@ pub enum UserCmd {
         /// User name.
         name: String,
     },
-    /// Remove a user.
+    /// Remove a user (and their app passwords).
     Remove {
         /// User name.
         name: String,
     },
-    /// List the users.
+    /// List the users, whether each has a SCRAM-SHA-256 secret, and their
+    /// app passwords (labels only).
     List,
+    /// App passwords: generated secrets, one per device or application,
+    /// each revocable on its own.
+    App {
+        #[command(subcommand)]
+        cmd: AppCmd,
+    },
+}
+
+/// `portcullis user app ...`.
+#[derive(Debug, Subcommand)]
+pub enum AppCmd {
+    /// Make an app password for a user and print it (once: only a digest
+    /// is kept).
+    Add {
+        /// User name.
+        name: String,
+        /// A label naming the device or application (e.g. "phone").
+        label: String,
+    },
+    /// Revoke an app password.
+    Remove {
+        /// User name.
+        name: String,
+        /// Its label.
+        label: String,
+    },
 }
 
 /// `portcullis serve`.

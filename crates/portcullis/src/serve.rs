@@ -221,6 +221,10 @@ async fn run(config: Config) -> Result<()> {
     // DKIM keys of submission, loaded now so a bad key stops the start.
     let dkim = portcullis_inbound::DkimSigners::load(&config.submission.dkim)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let oauth = match &config.submission.oauth {
+        Some(o) => Some(Arc::new(build_introspector(&config, o, &resolver)?)),
+        None => None,
+    };
     let metrics = Arc::new(InboundMetrics::default());
     let inbound = Inbound::new(
         &config,
@@ -230,6 +234,7 @@ async fn run(config: Config) -> Result<()> {
         Arc::new(SystemClock),
         verifier,
         dkim,
+        oauth,
     );
     let tlsrpt_metrics = Arc::new(ReportMetrics::default());
     let tlsrpt_sender = if config.tlsrpt.enabled {
@@ -571,4 +576,50 @@ fn build_tlsrpt_sender(
     builder
         .build()
         .map_err(|e| anyhow::anyhow!("[tlsrpt]: {e}"))
+}
+
+/// The token introspector of `[submission.oauth]`: the strict HTTPS client
+/// of policy fetches (PKIX under the web roots, `[tls] extra_roots` and
+/// the section's `ca_file`; TLS 1.2+; no redirects; names through `[dns]`)
+/// and the client secret read from its file now, so a missing file stops
+/// the start.
+fn build_introspector(
+    config: &Config,
+    o: &portcullis_config::OAuth,
+    resolver: &HickoryResolver,
+) -> anyhow::Result<portcullis_submission::oauth::Introspector> {
+    use portcullis_submission::oauth::{IntrospectionSettings, Introspector};
+    let secret = std::fs::read_to_string(&o.client_secret_file).with_context(|| {
+        format!(
+            "reading [submission.oauth] client_secret_file {}",
+            o.client_secret_file.display()
+        )
+    })?;
+    let secret = secret.trim();
+    if secret.is_empty() {
+        anyhow::bail!(
+            "[submission.oauth] client_secret_file {} is empty",
+            o.client_secret_file.display()
+        );
+    }
+    let mut roots = config.tls.extra_roots.clone();
+    roots.extend(o.ca_file.iter().cloned());
+    let tls = portcullis_tls::ClientTls::new(&roots)
+        .context("loading trust anchors for [submission.oauth]")?;
+    let client = portcullis_policy::strict_https_client(
+        &tls,
+        portcullis_policy::resolve_with(resolver.clone()),
+        o.timeout,
+        concat!("portcullis-oauth/", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(|e| anyhow::anyhow!("building the token introspection client: {e}"))?;
+    let mut settings = IntrospectionSettings::new(&o.introspection_url, &o.client_id, secret);
+    settings.required_scope = o.required_scope.clone();
+    settings.username_claim = o.username_claim.clone();
+    settings.cache_ttl = o.cache_ttl;
+    settings
+        .validate()
+        .map_err(|e| anyhow::anyhow!("[submission.oauth]: {e}"))?;
+    info!(endpoint = %o.introspection_url, "OAUTHBEARER and XOAUTH2 offered (token introspection)");
+    Ok(Introspector::new(client, settings, Arc::new(SystemClock)))
 }

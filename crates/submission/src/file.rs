@@ -1,6 +1,8 @@
 //! The users file: parse with line numbers, edit, write atomically.
 
+use crate::app;
 use crate::password::{hash_password, is_argon2id, verify_password};
+use crate::scram::{DEFAULT_ITERATIONS, ScramSecret};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,11 +38,47 @@ pub enum UsersError {
 enum Line {
     /// A comment or blank line, kept as written.
     Other(String),
-    /// A user and the PHC string of their password.
-    User { name: String, hash: String },
+    /// A user, the PHC string of their password and its SCRAM-SHA-256
+    /// secret (none for users made before SCRAM, until `user passwd`).
+    User {
+        name: String,
+        hash: String,
+        scram: Option<String>,
+    },
+    /// An app password of a user: a label, the digest and the day it was
+    /// made.
+    App {
+        name: String,
+        label: String,
+        digest: String,
+        created: String,
+    },
+}
+
+/// Which credential a successful login used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// The user's password.
+    Password,
+    /// The app password with this label.
+    App(String),
+}
+
+/// One app password, as `user list` shows it (never the password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPassword {
+    /// The user it belongs to.
+    pub user: String,
+    /// Its label.
+    pub label: String,
+    /// The day it was made (`YYYY-MM-DD`).
+    pub created: String,
 }
 
 /// The parsed users file, comments kept so that edits rewrite it faithfully.
+///
+/// Lines: `name:<argon2id PHC>[:<SCRAM-SHA-256 secret>]` for a user and
+/// `name:app:<label>:<digest>:<YYYY-MM-DD>` for an app password.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Users {
     lines: Vec<Line>,
@@ -68,6 +106,29 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks an app password label: 1 to 32 characters of `A-Z a-z 0-9 . _ -`.
+pub fn validate_label(label: &str) -> Result<(), String> {
+    if label.is_empty()
+        || label.len() > 32
+        || !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(format!(
+            "invalid app password label {label:?}: 1 to 32 letters, digits, . _ -"
+        ));
+    }
+    Ok(())
+}
+
+/// The argon2id hash and the SCRAM-SHA-256 secret of a new password.
+fn hashes(password: &str) -> Result<(String, String), UsersError> {
+    let hash = hash_password(password).map_err(UsersError::Edit)?;
+    let scram = ScramSecret::derive(password, DEFAULT_ITERATIONS)
+        .map_err(|e| UsersError::Edit(format!("SCRAM secret: {e}")))?;
+    Ok((hash, scram.to_string()))
+}
+
 /// A hash that is verified for unknown users, so that an unknown name costs
 /// as much time as a wrong password.
 // A failure leaves an empty hash, which never verifies: unknown users
@@ -90,21 +151,57 @@ impl Users {
                 users.lines.push(Line::Other(raw.to_string()));
                 continue;
             }
-            let Some((name, hash)) = trimmed.split_once(':') else {
-                return Err(err("expected name:argon2id-hash".into()));
-            };
+            let fields: Vec<&str> = trimmed.split(':').collect();
+            let name = fields[0];
             validate_name(name).map_err(err)?;
+            if fields.get(1) == Some(&"app") {
+                let [_, _, label, digest, created] = fields[..] else {
+                    return Err(err("expected name:app:label:digest:date".into()));
+                };
+                validate_label(label).map_err(err)?;
+                if !app::is_digest(digest) {
+                    return Err(err(format!("app password {label:?}: malformed digest")));
+                }
+                if !users.contains(name) {
+                    return Err(err(format!(
+                        "app password {label:?} of {name:?} before (or without) the user's line"
+                    )));
+                }
+                if users.apps(name).any(|a| a.label == label) {
+                    return Err(err(format!(
+                        "app password {label:?} of {name:?} appears twice"
+                    )));
+                }
+                users.lines.push(Line::App {
+                    name: name.to_string(),
+                    label: label.to_string(),
+                    digest: digest.to_string(),
+                    created: created.to_string(),
+                });
+                continue;
+            }
+            let (hash, scram) = match fields[..] {
+                [_, hash] => (hash, None),
+                [_, hash, scram] => (hash, Some(scram)),
+                _ => return Err(err("expected name:argon2id-hash[:scram-secret]".into())),
+            };
             if !is_argon2id(hash) {
                 return Err(err(format!(
                     "the hash of {name:?} is not an argon2id PHC string"
                 )));
             }
-            if users.get(name).is_some() {
+            if let Some(secret) = scram
+                && let Err(e) = ScramSecret::parse(secret)
+            {
+                return Err(err(format!("the SCRAM secret of {name:?}: {e}")));
+            }
+            if users.contains(name) {
                 return Err(err(format!("user {name:?} appears twice")));
             }
             users.lines.push(Line::User {
                 name: name.to_string(),
                 hash: hash.to_string(),
+                scram: scram.map(str::to_string),
             });
         }
         Ok(users)
@@ -139,7 +236,49 @@ impl Users {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.lines.iter().filter_map(|l| match l {
             Line::User { name, .. } => Some(name.as_str()),
-            Line::Other(_) => None,
+            _ => None,
+        })
+    }
+
+    /// The app passwords of `name` (all users' with `None`), in file order.
+    pub fn app_passwords<'a>(
+        &'a self,
+        name: Option<&'a str>,
+    ) -> impl Iterator<Item = AppPassword> + 'a {
+        self.lines.iter().filter_map(move |l| match l {
+            Line::App {
+                name: n,
+                label,
+                created,
+                ..
+            } if name.is_none_or(|want| want == n) => Some(AppPassword {
+                user: n.clone(),
+                label: label.clone(),
+                created: created.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    fn apps<'a>(&'a self, name: &'a str) -> impl Iterator<Item = AppPassword> + 'a {
+        self.app_passwords(Some(name))
+    }
+
+    /// True when `name` has a SCRAM-SHA-256 secret.
+    pub fn has_scram(&self, name: &str) -> bool {
+        self.scram_secret(name).is_some()
+    }
+
+    /// The SCRAM-SHA-256 secret of `name` (none for an unknown user or one
+    /// whose password was set before SCRAM existed).
+    pub fn scram_secret(&self, name: &str) -> Option<ScramSecret> {
+        self.lines.iter().find_map(|l| match l {
+            Line::User {
+                name: n,
+                scram: Some(secret),
+                ..
+            } if n == name => ScramSecret::parse(secret).ok(),
+            _ => None,
         })
     }
 
@@ -155,7 +294,7 @@ impl Users {
 
     fn get(&self, name: &str) -> Option<&str> {
         self.lines.iter().find_map(|l| match l {
-            Line::User { name: n, hash } if n == name => Some(hash.as_str()),
+            Line::User { name: n, hash, .. } if n == name => Some(hash.as_str()),
             _ => None,
         })
     }
@@ -165,51 +304,131 @@ impl Users {
         self.get(name).is_some()
     }
 
-    /// True when `name` exists and `password` is theirs. Slow (argon2):
-    /// call it off the async runtime. Unknown users take as long.
-    pub fn verify(&self, name: &str, password: &str) -> bool {
-        match self.get(name) {
-            Some(hash) => verify_password(hash, password),
-            None => {
-                let _ = verify_password(&DUMMY, password);
-                false
+    /// Which of `name`'s credentials `password` is: one of their app
+    /// passwords (checked first: a digest comparison) or their password
+    /// (argon2, slow: call this off the async runtime). Unknown users take
+    /// as long as a wrong password.
+    pub fn verify(&self, name: &str, password: &str) -> Option<Credential> {
+        let Some(hash) = self.get(name) else {
+            let _ = verify_password(&DUMMY, password);
+            return None;
+        };
+        let candidate = app::digest(password);
+        for line in &self.lines {
+            if let Line::App {
+                name: n,
+                label,
+                digest,
+                ..
+            } = line
+                && n == name
+                && app::digest_matches(digest, &candidate)
+            {
+                return Some(Credential::App(label.clone()));
             }
         }
+        verify_password(hash, password).then_some(Credential::Password)
     }
 
-    /// Adds a user; fails when the name is invalid or taken.
+    /// Adds a user with an argon2id hash and a SCRAM-SHA-256 secret of
+    /// `password`; fails when the name is invalid or taken.
     pub fn add(&mut self, name: &str, password: &str) -> Result<(), UsersError> {
         validate_name(name).map_err(UsersError::Edit)?;
         if self.contains(name) {
             return Err(UsersError::Edit(format!("user {name:?} already exists")));
         }
+        let (hash, scram) = hashes(password)?;
         self.lines.push(Line::User {
             name: name.to_string(),
-            hash: hash_password(password).map_err(UsersError::Edit)?,
+            hash,
+            scram: Some(scram),
         });
         Ok(())
     }
 
-    /// Sets a user's password; fails when the user does not exist.
+    /// Sets a user's password (hash and SCRAM secret); fails when the user
+    /// does not exist. App passwords stay.
     pub fn set_password(&mut self, name: &str, password: &str) -> Result<(), UsersError> {
+        if !self.contains(name) {
+            return Err(UsersError::Edit(format!("no user {name:?}")));
+        }
+        let (new_hash, new_scram) = hashes(password)?;
         for line in &mut self.lines {
-            if let Line::User { name: n, hash } = line
+            if let Line::User {
+                name: n,
+                hash,
+                scram,
+            } = line
                 && n == name
             {
-                *hash = hash_password(password).map_err(UsersError::Edit)?;
-                return Ok(());
+                *hash = new_hash;
+                *scram = Some(new_scram);
+                break;
             }
         }
-        Err(UsersError::Edit(format!("no user {name:?}")))
+        Ok(())
     }
 
-    /// Removes a user; fails when the user does not exist.
+    /// Removes a user and their app passwords; fails when the user does
+    /// not exist.
     pub fn remove(&mut self, name: &str) -> Result<(), UsersError> {
-        let before = self.lines.len();
-        self.lines
-            .retain(|l| !matches!(l, Line::User { name: n, .. } if n == name));
-        if self.lines.len() == before {
+        if !self.contains(name) {
             return Err(UsersError::Edit(format!("no user {name:?}")));
+        }
+        self.lines.retain(|l| match l {
+            Line::User { name: n, .. } | Line::App { name: n, .. } => n != name,
+            Line::Other(_) => true,
+        });
+        Ok(())
+    }
+
+    /// Makes a new app password for `name` labelled `label` (made on
+    /// `created`, `YYYY-MM-DD`) and returns it: it is shown once and only
+    /// its digest is kept.
+    pub fn add_app_password(
+        &mut self,
+        name: &str,
+        label: &str,
+        created: &str,
+    ) -> Result<String, UsersError> {
+        if !self.contains(name) {
+            return Err(UsersError::Edit(format!("no user {name:?}")));
+        }
+        validate_label(label).map_err(UsersError::Edit)?;
+        if self.apps(name).any(|a| a.label == label) {
+            return Err(UsersError::Edit(format!(
+                "{name:?} already has an app password labelled {label:?}"
+            )));
+        }
+        let password = app::generate();
+        let line = Line::App {
+            name: name.to_string(),
+            label: label.to_string(),
+            digest: app::stored_digest(&password),
+            created: created.to_string(),
+        };
+        // Kept after the user's other lines, so the file reads by user.
+        let at = self
+            .lines
+            .iter()
+            .rposition(|l| {
+                matches!(l, Line::User { name: n, .. } | Line::App { name: n, .. } if n == name)
+            })
+            .map_or(self.lines.len(), |i| i + 1);
+        self.lines.insert(at, line);
+        Ok(password)
+    }
+
+    /// Revokes the app password `label` of `name`.
+    pub fn remove_app_password(&mut self, name: &str, label: &str) -> Result<(), UsersError> {
+        let before = self.lines.len();
+        self.lines.retain(
+            |l| !matches!(l, Line::App { name: n, label: l2, .. } if n == name && l2 == label),
+        );
+        if self.lines.len() == before {
+            return Err(UsersError::Edit(format!(
+                "{name:?} has no app password labelled {label:?}"
+            )));
         }
         Ok(())
     }
@@ -258,7 +477,22 @@ impl fmt::Display for Users {
         for line in &self.lines {
             match line {
                 Line::Other(text) => writeln!(f, "{text}")?,
-                Line::User { name, hash } => writeln!(f, "{name}:{hash}")?,
+                Line::User {
+                    name,
+                    hash,
+                    scram: None,
+                } => writeln!(f, "{name}:{hash}")?,
+                Line::User {
+                    name,
+                    hash,
+                    scram: Some(scram),
+                } => writeln!(f, "{name}:{hash}:{scram}")?,
+                Line::App {
+                    name,
+                    label,
+                    digest,
+                    created,
+                } => writeln!(f, "{name}:app:{label}:{digest}:{created}")?,
             }
         }
         Ok(())
@@ -292,6 +526,27 @@ mod tests {
                 "not an argon2id",
             ),
             (format!("alice:{h}\n# x\nalice:{h}\n"), 3, "twice"),
+            (format!("alice:{h}:SCRAM-SHA-256$1$x\n"), 1, "SCRAM secret"),
+            (format!("alice:{h}:a:b\n"), 1, "expected name"),
+            (
+                "bob:app:phone:$sha256$x:2026-01-01\n".to_string(),
+                1,
+                "malformed digest",
+            ),
+            (
+                format!(
+                    "bob:app:phone:{}:2026-01-01\n",
+                    crate::app::stored_digest("p")
+                ),
+                1,
+                "without",
+            ),
+            (format!("bob:{h}\nbob:app:a b:x:y\n"), 2, "label"),
+            (
+                format!("bob:{h}\nbob:app:phone:x\n"),
+                2,
+                "expected name:app",
+            ),
             ("alice:plain\n".to_string(), 1, "not an argon2id"),
         ];
         for (text, line, msg) in cases {
@@ -331,15 +586,16 @@ mod tests {
         let text = format!("# our users\n{}", std::fs::read_to_string(&path).unwrap());
         std::fs::write(&path, text).unwrap();
         let mut users = Users::load(&path, false).unwrap();
-        assert!(users.verify("alice", "a-pw"));
-        assert!(!users.verify("alice", "b-pw"));
-        assert!(!users.verify("nobody", "a-pw"));
+        assert_eq!(users.verify("alice", "a-pw"), Some(Credential::Password));
+        assert_eq!(users.verify("alice", "b-pw"), None);
+        assert_eq!(users.verify("nobody", "a-pw"), None);
+        assert!(users.has_scram("alice"));
         users.set_password("alice", "new").unwrap();
         users.remove("bob").unwrap();
         users.save(&path).unwrap();
         let users = Users::load(&path, false).unwrap();
         assert_eq!(users.names().collect::<Vec<_>>(), ["alice"]);
-        assert!(users.verify("alice", "new"));
+        assert_eq!(users.verify("alice", "new"), Some(Credential::Password));
         assert!(
             std::fs::read_to_string(&path)
                 .unwrap()
@@ -347,5 +603,76 @@ mod tests {
         );
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn app_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        let mut users = Users::default();
+        users.add("alice", "main-pw").unwrap();
+        users.add("bob", "bob-pw").unwrap();
+        let phone = users
+            .add_app_password("alice", "phone", "2026-11-23")
+            .unwrap();
+        let laptop = users
+            .add_app_password("alice", "laptop", "2026-11-24")
+            .unwrap();
+        assert!(users.add_app_password("alice", "phone", "x").is_err());
+        assert!(users.add_app_password("carol", "phone", "x").is_err());
+        assert!(users.add_app_password("alice", "bad label", "x").is_err());
+        users.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Only digests are stored, right after alice's line.
+        assert!(!text.contains(&phone) && !text.contains(&laptop));
+        let kinds: Vec<&str> = text
+            .lines()
+            .map(|l| l.split(':').nth(1).unwrap_or(""))
+            .collect();
+        assert_eq!(kinds[1], "app");
+        assert_eq!(kinds[2], "app");
+        let mut users = Users::load(&path, false).unwrap();
+        assert_eq!(
+            users.verify("alice", &phone),
+            Some(Credential::App("phone".into()))
+        );
+        assert_eq!(
+            users.verify("alice", &laptop.to_uppercase().replace('-', " ")),
+            Some(Credential::App("laptop".into()))
+        );
+        assert_eq!(users.verify("alice", "main-pw"), Some(Credential::Password));
+        // Another user's app password is not yours.
+        assert_eq!(users.verify("bob", &phone), None);
+        let listed: Vec<(String, String)> = users
+            .app_passwords(None)
+            .map(|a| (a.user, a.label))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("alice".into(), "phone".into()),
+                ("alice".into(), "laptop".into())
+            ]
+        );
+        // A password change keeps app passwords; a revoked one stops working.
+        users.set_password("alice", "new-pw").unwrap();
+        users.remove_app_password("alice", "phone").unwrap();
+        assert!(users.remove_app_password("alice", "phone").is_err());
+        assert_eq!(users.verify("alice", &phone), None);
+        assert!(users.verify("alice", &laptop).is_some());
+        // Removing the user removes their app passwords.
+        users.remove("alice").unwrap();
+        assert_eq!(users.app_passwords(None).count(), 0);
+        users.save(&path).unwrap();
+        assert!(Users::load(&path, false).is_ok());
+    }
+
+    #[test]
+    fn files_without_scram_secrets_still_load() {
+        let h = hash_password("pw").unwrap();
+        let users = Users::parse(&format!("alice:{h}\n")).unwrap();
+        assert_eq!(users.verify("alice", "pw"), Some(Credential::Password));
+        assert!(!users.has_scram("alice"));
+        assert_eq!(users.to_string(), format!("alice:{h}\n"));
     }
 }

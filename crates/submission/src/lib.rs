@@ -1,14 +1,21 @@
-//! Submission users: the users file of `[submission] users_file` (one
-//! `name:argon2id-PHC-hash` per line, `#` comments), password hashing and
-//! verification (argon2id, default parameters), atomic rewriting (temp file
-//! + rename, mode 0600) and a reloading handle for the running server.
+//! Submission: the users file of `[submission] users_file` (a user per
+//! line with an argon2id hash and a SCRAM-SHA-256 secret, app passwords,
+//! `#` comments), password hashing and verification, atomic rewriting
+//! (temp file + rename, mode 0600) and a reloading handle for the running
+//! server; SCRAM-SHA-256 and OAuth bearer-token mechanisms; the
+//! brute-force lockout and the per-user sending rate.
 
 #![forbid(unsafe_code)]
 
+mod app;
 mod file;
+pub mod lockout;
+pub mod oauth;
 mod password;
+pub mod rate;
 mod reload;
+pub mod scram;
 
-pub use file::{Users, UsersError, validate_name};
+pub use file::{AppPassword, Credential, Users, UsersError, validate_label, validate_name};
 pub use password::{hash_password, verify_password};
 pub use reload::UsersDb;

@@ -121,7 +121,8 @@ fn sample(page: &str, name: &str) -> f64 {
 }
 
 /// The CLI: add from stdin, duplicates and missing users refused, bad
-/// names refused, list (table and JSON), passwd, remove; the file is 0600.
+/// names refused, app passwords made and revoked, list (table and JSON),
+/// passwd, remove; the file is 0600 and holds no password.
 #[test]
 fn user_cli_manages_the_users_file() {
     let mx = start();
@@ -137,12 +138,49 @@ fn user_cli_manages_the_users_file() {
     let out = user(s, &["add", "carol"], Some(""));
     assert!(!out.status.success(), "an empty password is refused");
     assert!(user(s, &["add", "bob"], Some("pw-b\r\n")).status.success());
+    let out = user(s, &["app", "add", "bob", "phone"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(shown.contains("app password phone of bob: "), "{shown}");
+    assert!(
+        !user(s, &["app", "add", "bob", "phone"], None)
+            .status
+            .success()
+    );
+    assert!(
+        !user(s, &["app", "add", "nobody", "phone"], None)
+            .status
+            .success()
+    );
     let out = user(s, &["list", "--json"], None);
-    let names: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(names, serde_json::json!(["alice", "bob"]));
+    let users: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(users[0]["name"], "alice");
+    assert_eq!(users[0]["scram"], true);
+    assert_eq!(users[0]["app_passwords"], serde_json::json!([]));
+    assert_eq!(users[1]["name"], "bob");
+    assert_eq!(users[1]["app_passwords"][0]["label"], "phone");
+    assert_eq!(users.as_array().map(Vec::len), Some(2));
     let out = user(s, &["list"], None);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.trim() == "bob"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("bob ") && l.contains("yes") && l.contains("phone (")),
+        "{text}"
+    );
+    assert!(
+        user(s, &["app", "remove", "bob", "phone"], None)
+            .status
+            .success()
+    );
+    assert!(
+        !user(s, &["app", "remove", "bob", "phone"], None)
+            .status
+            .success()
+    );
     assert!(user(s, &["passwd", "bob"], Some("pw-2\n")).status.success());
     assert!(user(s, &["remove", "bob"], None).status.success());
     assert!(!user(s, &["remove", "bob"], None).status.success());

@@ -2,7 +2,9 @@
 //! 1.2) on 127.0.0.x:<ephemeral port>, presenting a certificate from the
 //! test PKI (normally for `mta-sts.<domain>`), answering every request with
 //! a scripted [`Reply`] through a minimal HTTP/1.1 responder (one request
-//! per connection, `Connection: close`).
+//! per connection, `Connection: close`). It records every request with its
+//! headers and its body (when sent with `Content-Length`), so it also
+//! serves as an OAuth token introspection endpoint or any small HTTPS API.
 //!
 //! Test code: setup failures panic with a message; failures while serving
 //! (a client that goes away) are logged and end that connection only.
@@ -22,6 +24,9 @@ use crate::pki::Issued;
 
 /// The longest request head the server reads.
 const MAX_HEAD: usize = 16 * 1024;
+
+/// The longest request body the server reads (by `Content-Length`).
+const MAX_BODY: usize = 1024 * 1024;
 
 /// What the server answers to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +57,11 @@ impl Reply {
             delay: Duration::ZERO,
             content_length: true,
         }
+    }
+
+    /// `200 OK`, `application/json`, `json` as the body.
+    pub fn json(json: &str) -> Reply {
+        Reply::policy(json).with_content_type(Some("application/json"))
     }
 
     /// The status `status` with a short `text/plain` body.
@@ -108,6 +118,21 @@ pub struct Request {
     pub host: Option<String>,
     /// The SNI name the client sent, if any.
     pub sni: Option<String>,
+    /// Every header line as sent (name, value trimmed), in order.
+    pub headers: Vec<(String, String)>,
+    /// The body: the `Content-Length` bytes after the head (empty without
+    /// that header; at most 1 MiB).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The value of the first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 struct State {
@@ -258,6 +283,23 @@ async fn serve(
     let mut request = parse_head(&head)
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad request head"))?;
     request.sni = sni;
+    // The bytes read past the head start the body.
+    let head_end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(head.len(), |i| i + 4);
+    request.body = head[head_end..].to_vec();
+    let length = request
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(MAX_BODY);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        read_body(&mut tls, &mut request.body, length),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "body timeout"))??;
     let reply = {
         let mut state = lock(&state);
         state.requests.push(request);
@@ -306,21 +348,46 @@ async fn read_head<S: AsyncReadExt + Unpin>(stream: &mut S) -> std::io::Result<V
     Ok(head)
 }
 
+/// Reads until `body` holds `length` bytes (any extra is cut off).
+async fn read_body<S: AsyncReadExt + Unpin>(
+    stream: &mut S,
+    body: &mut Vec<u8>,
+    length: usize,
+) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    while body.len() < length {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    body.truncate(length);
+    Ok(())
+}
+
 fn parse_head(head: &[u8]) -> Option<Request> {
-    let text = std::str::from_utf8(head).ok()?;
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let text = std::str::from_utf8(&head[..end]).ok()?;
     let mut lines = text.split("\r\n");
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_owned();
     let path = first.next()?.to_owned();
-    let host = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    let host = headers
+        .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case("host"))
-        .map(|(_, value)| value.trim().to_owned());
+        .map(|(_, value)| value.clone());
     Some(Request {
         method,
         path,
         host,
         sni: None,
+        headers,
+        body: Vec::new(),
     })
 }
 
@@ -391,6 +458,43 @@ mod tests {
         assert_eq!(log[0].path, "/.well-known/mta-sts.txt");
         assert_eq!(log[0].host.as_deref(), Some(name));
         assert_eq!(log[0].sni.as_deref(), Some(name));
+    }
+
+    #[tokio::test]
+    async fn records_request_headers_and_body() {
+        let pki = TestPki::new();
+        let name = "auth.example.test";
+        let server = PolicyServer::start(Ipv4Addr::LOCALHOST, &pki.issue(&[name])).await;
+        server.set_reply(Reply::json("{}"));
+        let tcp = TcpStream::connect(server.addr()).await.unwrap();
+        let connector = TlsConnector::from(pki.client_config());
+        let mut tls = connector
+            .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+            .await
+            .unwrap();
+        // The head and the body arrive in separate writes.
+        tls.write_all(
+            b"POST /introspect HTTP/1.1\r\nHost: auth.example.test\r\nContent-Length: 9\r\nX-Test:  a: b \r\n\r\ntoken",
+        )
+        .await
+        .unwrap();
+        tls.flush().await.unwrap();
+        tls.write_all(b"=abc").await.unwrap();
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8(response).unwrap();
+        assert!(
+            response.contains("Content-Type: application/json\r\n"),
+            "{response}"
+        );
+        assert!(response.ends_with("\r\n\r\n{}"), "{response}");
+        let log = server.request_log();
+        assert_eq!(log[0].method, "POST");
+        assert_eq!(log[0].host.as_deref(), Some(name));
+        assert_eq!(log[0].header("content-length"), Some("9"));
+        assert_eq!(log[0].header("x-test"), Some("a: b"));
+        assert_eq!(log[0].header("authorization"), None);
+        assert_eq!(log[0].body, b"token=abc");
     }
 
     #[tokio::test]

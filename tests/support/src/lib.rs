@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod https;
 pub mod pki;
+pub mod scram;
 pub mod server;
 pub mod sink;
 pub mod smtp;

@@ -1,32 +1,143 @@
-//! SMTP AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN, over TLS only.
-//! The session decodes the exchange; the password check (argon2, slow) is
-//! the driver's: [`Event::CheckAuth`], answered by [`Session::auth_checked`].
+//! SMTP AUTH (RFC 4954), over TLS only: PLAIN (RFC 4616), LOGIN,
+//! SCRAM-SHA-256 (RFC 5802, RFC 7677) and, with `[submission.oauth]`,
+//! OAUTHBEARER (RFC 7628) and XOAUTH2. CRAM-MD5 is not offered: it needs
+//! the password stored in a recoverable form and rests on HMAC-MD5.
+//!
+//! The session decodes the exchange; everything that needs the users file,
+//! the lockout state, argon2 or an HTTP request is the driver's:
+//! [`Event::CheckAuth`], answered by [`Session::auth_checked`]. An address
+//! locked out by the brute-force defence is refused at the AUTH command,
+//! before any credential is sent.
 
 use super::{Event, Session, State, reply};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
+use portcullis_submission::lockout::Lock;
+use portcullis_submission::oauth::{self, BearerResponse};
+use portcullis_submission::scram::{self, ClientFirst, ScramServer};
+use smtp_proto::{AUTH_LOGIN, AUTH_OAUTHBEARER, AUTH_PLAIN, AUTH_SCRAM_SHA_256, AUTH_XOAUTH2};
 use std::fmt;
+use std::time::{Duration, Instant};
 
-/// Credentials to check.
-pub struct AuthCheck {
-    /// The user name (authentication identity).
-    pub user: String,
-    /// The password. Never logged: `Debug` hides it.
-    pub password: String,
+/// The bearer-token mechanisms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerMechanism {
+    /// RFC 7628.
+    OAuthBearer,
+    /// Google's XOAUTH2.
+    XOAuth2,
+}
+
+impl BearerMechanism {
+    /// The SASL name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BearerMechanism::OAuthBearer => "OAUTHBEARER",
+            BearerMechanism::XOAuth2 => "XOAUTH2",
+        }
+    }
+}
+
+/// Credentials (or a step of an exchange) for the driver to check.
+pub enum AuthCheck {
+    /// PLAIN or LOGIN: a user name and a password (or app password).
+    Password {
+        /// The user name (authentication identity).
+        user: String,
+        /// The password. Never logged: `Debug` hides it.
+        password: String,
+    },
+    /// SCRAM-SHA-256 client-first-message: look up the user's secret (a
+    /// fake one for an unknown user) and answer
+    /// [`AuthOutcome::ScramChallenge`], or refuse.
+    ScramStart(Box<ClientFirst>),
+    /// SCRAM-SHA-256 client-final-message: verify the proof.
+    ScramFinal {
+        /// The exchange so far.
+        server: Box<ScramServer>,
+        /// The client-final-message.
+        message: String,
+    },
+    /// OAUTHBEARER or XOAUTH2: introspect the token.
+    Bearer {
+        /// Which mechanism.
+        mechanism: BearerMechanism,
+        /// The user asked for and the token.
+        response: BearerResponse,
+    },
+}
+
+impl AuthCheck {
+    /// The user name the client gave (empty when it gave none), for logs
+    /// and the lockout.
+    pub fn user(&self) -> &str {
+        match self {
+            AuthCheck::Password { user, .. } => user,
+            AuthCheck::ScramStart(first) => first.username(),
+            AuthCheck::ScramFinal { server, .. } => server.username(),
+            AuthCheck::Bearer { response, .. } => response.user.as_deref().unwrap_or(""),
+        }
+    }
+
+    /// The SASL mechanism name.
+    pub fn mechanism(&self) -> &'static str {
+        match self {
+            AuthCheck::Password { .. } => "PLAIN/LOGIN",
+            AuthCheck::ScramStart(_) | AuthCheck::ScramFinal { .. } => "SCRAM-SHA-256",
+            AuthCheck::Bearer { mechanism, .. } => mechanism.as_str(),
+        }
+    }
 }
 
 impl fmt::Debug for AuthCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthCheck")
-            .field("user", &self.user)
-            .field("password", &"<hidden>")
-            .finish()
+            .field("mechanism", &self.mechanism())
+            .field("user", &self.user())
+            .finish_non_exhaustive()
     }
 }
 
+/// The driver's answer to an [`AuthCheck`].
+#[derive(Debug)]
+pub enum AuthOutcome {
+    /// Authenticated as `user`: 235.
+    Success {
+        /// The user.
+        user: String,
+    },
+    /// SCRAM: send server-first-message and wait for client-final.
+    ScramChallenge {
+        /// The exchange state.
+        server: Box<ScramServer>,
+        /// server-first-message.
+        server_first: String,
+    },
+    /// SCRAM proof verified: send server-final-message as a 334 challenge;
+    /// 235 follows the client's empty response (RFC 4954 §4).
+    ScramSuccess {
+        /// The user.
+        user: String,
+        /// server-final-message.
+        server_final: String,
+    },
+    /// Bad credentials: 535 5.7.8 (after `challenge`, a 334 error the
+    /// client answers first, for the bearer mechanisms); with `lockout`,
+    /// then 421 4.7.0 and close.
+    Failed {
+        /// A base64 334 challenge to send first (RFC 7628 §3.2.2).
+        challenge: Option<String>,
+        /// The lockout this failure started.
+        lockout: Option<Lock>,
+    },
+    /// The address or user is locked out: 421 4.7.0 and close.
+    Locked(Lock),
+    /// The check could not be made (introspection endpoint down): 454 4.7.0.
+    Temporary,
+}
+
 /// Where an AUTH exchange is waiting for a client response line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(super) enum AuthStep {
     /// PLAIN without an initial response: `334 ` sent.
     Plain,
@@ -34,6 +145,16 @@ pub(super) enum AuthStep {
     LoginUser,
     /// LOGIN: the password is asked for.
     LoginPassword(String),
+    /// SCRAM: `334 ` sent, client-first-message expected.
+    ScramFirst,
+    /// SCRAM: server-first-message sent, client-final-message expected.
+    ScramFinal(Box<ScramServer>),
+    /// SCRAM: server-final-message sent, an empty response expected.
+    ScramDone(String),
+    /// OAUTHBEARER/XOAUTH2 without an initial response: `334 ` sent.
+    Bearer(BearerMechanism),
+    /// A bearer failure challenge was sent; any response gets the 535.
+    FailAfterChallenge(Option<Lock>),
 }
 
 /// `334` prompts of LOGIN: "Username:" and "Password:" in base64.
@@ -41,7 +162,7 @@ const USERNAME: &str = "VXNlcm5hbWU6";
 const PASSWORD: &str = "UGFzc3dvcmQ6";
 
 enum Decoded {
-    Ok(String),
+    Ok(Vec<u8>),
     Cancelled,
     Bad,
 }
@@ -53,12 +174,27 @@ fn decode(text: &str) -> Decoded {
     }
     // RFC 4954 §4: "=" is an empty initial response.
     if text == "=" {
-        return Decoded::Ok(String::new());
+        return Decoded::Ok(Vec::new());
     }
-    match STANDARD.decode(text).ok().map(String::from_utf8) {
-        Some(Ok(s)) => Decoded::Ok(s),
-        _ => Decoded::Bad,
+    match STANDARD.decode(text) {
+        Ok(bytes) => Decoded::Ok(bytes),
+        Err(_) => Decoded::Bad,
     }
+}
+
+fn decode_text(text: &str) -> Decoded {
+    match decode(text) {
+        Decoded::Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(s) => Decoded::Ok(s.into_bytes()),
+            Err(_) => Decoded::Bad,
+        },
+        other => other,
+    }
+}
+
+/// Minutes, rounded up, for a reply text.
+fn minutes(d: Duration) -> u64 {
+    d.as_secs().div_ceil(60).max(1)
 }
 
 impl Session {
@@ -67,9 +203,23 @@ impl Session {
         self.cfg.auth && self.tls.is_some()
     }
 
+    /// The mechanisms advertised after EHLO (when AUTH is offered).
+    pub(super) fn auth_mechanisms(&self) -> &'static [u8] {
+        if self.cfg.oauth {
+            b"AUTH PLAIN LOGIN SCRAM-SHA-256 OAUTHBEARER XOAUTH2"
+        } else {
+            b"AUTH PLAIN LOGIN SCRAM-SHA-256"
+        }
+    }
+
     /// The user this session authenticated as.
     pub fn authenticated(&self) -> Option<&str> {
         self.auth_user.as_deref()
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> std::net::IpAddr {
+        self.peer
     }
 
     pub(super) fn auth(
@@ -78,10 +228,15 @@ impl Session {
         initial: &str,
         out: &mut Vec<u8>,
     ) -> Option<Event> {
+        let bearer = match mechanism {
+            AUTH_OAUTHBEARER if self.cfg.oauth => Some(BearerMechanism::OAuthBearer),
+            AUTH_XOAUTH2 if self.cfg.oauth => Some(BearerMechanism::XOAuth2),
+            _ => None,
+        };
         if !self.cfg.auth {
             self.error(out, 502, (5, 5, 1), "AUTH not available");
         } else if self.tls.is_none() {
-            // RFC 4954 §4 / RFC 5248: PLAIN and LOGIN need encryption.
+            // RFC 4954 §4 / RFC 5248: credentials only over TLS.
             self.error(
                 out,
                 538,
@@ -99,10 +254,19 @@ impl Session {
                 (5, 5, 1),
                 "AUTH not permitted during a mail transaction",
             );
+        } else if let Some(lock) = self.cfg.guard.locked(self.peer, None, Instant::now()) {
+            // Refused before any credential is sent: no work for a locked
+            // address, and nothing learnt.
+            self.stats.auth_locked += 1;
+            tracing::warn!(
+                scope = lock.scope.as_str(),
+                remaining_secs = lock.remaining.as_secs(),
+                "AUTH refused: locked out"
+            );
+            self.locked_out(lock, out);
         } else if mechanism == AUTH_PLAIN {
             if initial.is_empty() {
-                out.extend_from_slice(b"334 \r\n");
-                self.state = State::Auth(AuthStep::Plain);
+                self.challenge("", AuthStep::Plain, out);
             } else {
                 return self.auth_plain(initial, out);
             }
@@ -112,20 +276,39 @@ impl Session {
             } else {
                 return self.auth_response(AuthStep::LoginUser, initial, out);
             }
+        } else if mechanism == AUTH_SCRAM_SHA_256 {
+            if initial.is_empty() {
+                self.challenge("", AuthStep::ScramFirst, out);
+            } else {
+                return self.auth_response(AuthStep::ScramFirst, initial, out);
+            }
+        } else if let Some(m) = bearer {
+            if initial.is_empty() {
+                self.challenge("", AuthStep::Bearer(m), out);
+            } else {
+                return self.auth_response(AuthStep::Bearer(m), initial, out);
+            }
         } else {
             self.error(out, 504, (5, 5, 4), "Unrecognized authentication type");
         }
         self.closed_event()
     }
 
+    /// A `334` challenge (base64 text) and the step that reads the answer.
+    fn challenge(&mut self, b64: &str, step: AuthStep, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"334 ");
+        out.extend_from_slice(b64.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        self.state = State::Auth(step);
+    }
+
     fn login_prompt(&mut self, step: AuthStep, out: &mut Vec<u8>) {
-        let prompt = if step == AuthStep::LoginUser {
+        let prompt = if matches!(step, AuthStep::LoginUser) {
             USERNAME
         } else {
             PASSWORD
         };
-        out.extend_from_slice(format!("334 {prompt}\r\n").as_bytes());
-        self.state = State::Auth(step);
+        self.challenge(prompt, step, out);
     }
 
     /// A response line while an exchange is waiting (`line` without CRLF).
@@ -138,23 +321,74 @@ impl Session {
         self.state = State::Command;
         match step {
             AuthStep::Plain => self.auth_plain(line, out),
-            AuthStep::LoginUser => match decode(line) {
+            AuthStep::LoginUser => match decode_text(line) {
                 Decoded::Ok(user) => {
+                    let user = String::from_utf8_lossy(&user).into_owned();
                     self.login_prompt(AuthStep::LoginPassword(user), out);
                     None
                 }
                 other => self.bad_response(other, out),
             },
-            AuthStep::LoginPassword(user) => match decode(line) {
-                Decoded::Ok(password) => self.check(user, password),
+            AuthStep::LoginPassword(user) => match decode_text(line) {
+                Decoded::Ok(password) => {
+                    let password = String::from_utf8_lossy(&password).into_owned();
+                    self.check(AuthCheck::Password { user, password })
+                }
                 other => self.bad_response(other, out),
             },
+            AuthStep::ScramFirst => match decode_text(line) {
+                Decoded::Ok(bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    match scram::client_first(&text) {
+                        Ok(first) => self.check(AuthCheck::ScramStart(Box::new(first))),
+                        Err(e) => self.malformed(&e.to_string(), out),
+                    }
+                }
+                other => self.bad_response(other, out),
+            },
+            AuthStep::ScramFinal(server) => match decode_text(line) {
+                Decoded::Ok(bytes) => self.check(AuthCheck::ScramFinal {
+                    server,
+                    message: String::from_utf8_lossy(&bytes).into_owned(),
+                }),
+                other => self.bad_response(other, out),
+            },
+            AuthStep::ScramDone(user) => {
+                if line.trim().is_empty() {
+                    self.authenticated_as(user, out);
+                } else {
+                    // RFC 4954 §4: the response to a final challenge is
+                    // empty; anything else (including "*") cancels.
+                    self.error(out, 501, (5, 7, 0), "Authentication cancelled");
+                }
+                self.closed_event()
+            }
+            AuthStep::Bearer(mechanism) => match decode(line) {
+                Decoded::Ok(bytes) => {
+                    let parsed = match mechanism {
+                        BearerMechanism::OAuthBearer => oauth::parse_oauthbearer(&bytes),
+                        BearerMechanism::XOAuth2 => oauth::parse_xoauth2(&bytes),
+                    };
+                    match parsed {
+                        Ok(response) => self.check(AuthCheck::Bearer {
+                            mechanism,
+                            response,
+                        }),
+                        Err(e) => self.malformed(&e.to_string(), out),
+                    }
+                }
+                other => self.bad_response(other, out),
+            },
+            AuthStep::FailAfterChallenge(lockout) => {
+                self.auth_failed(lockout, out);
+                self.closed_event()
+            }
         }
     }
 
     fn auth_plain(&mut self, text: &str, out: &mut Vec<u8>) -> Option<Event> {
-        let message = match decode(text) {
-            Decoded::Ok(m) => m,
+        let message = match decode_text(text) {
+            Decoded::Ok(m) => String::from_utf8_lossy(&m).into_owned(),
             other => return self.bad_response(other, out),
         };
         // RFC 4616: [authzid] NUL authcid NUL passwd.
@@ -163,15 +397,27 @@ impl Session {
             (Some(authz), Some(user), Some(password)) => {
                 if !authz.is_empty() && authz != user {
                     // Acting as another user is not supported: a failure.
-                    return self.check(String::new(), String::new());
+                    return self.check(AuthCheck::Password {
+                        user: user.to_string(),
+                        password: String::new(),
+                    });
                 }
-                self.check(user.to_string(), password.to_string())
+                self.check(AuthCheck::Password {
+                    user: user.to_string(),
+                    password: password.to_string(),
+                })
             }
-            _ => {
-                self.error(out, 501, (5, 5, 2), "Malformed PLAIN response");
-                self.closed_event()
-            }
+            _ => self.malformed("malformed PLAIN response", out),
         }
+    }
+
+    /// A response that decoded but does not parse: 501, and the exchange
+    /// ends (it is not a guess at a password, so not a failure).
+    fn malformed(&mut self, why: &str, out: &mut Vec<u8>) -> Option<Event> {
+        self.stats.syntax_errors += 1;
+        tracing::info!(reason = why, "malformed AUTH response");
+        self.error(out, 501, (5, 5, 2), "Malformed authentication response");
+        self.closed_event()
     }
 
     fn bad_response(&mut self, d: Decoded, out: &mut Vec<u8>) -> Option<Event> {
@@ -182,26 +428,38 @@ impl Session {
         self.closed_event()
     }
 
-    fn check(&mut self, user: String, password: String) -> Option<Event> {
-        self.state = State::CheckingAuth(user.clone());
-        Some(Event::CheckAuth(Box::new(AuthCheck { user, password })))
+    fn check(&mut self, check: AuthCheck) -> Option<Event> {
+        self.state = State::CheckingAuth;
+        Some(Event::CheckAuth(Box::new(check)))
     }
 
-    /// The driver checked the credentials of [`Event::CheckAuth`]: 235 on
-    /// success; 535 5.7.8 otherwise, and after
-    /// `[submission] max_auth_failures` failures 421 4.7.0 and close.
-    pub fn auth_checked(&mut self, ok: bool, out: &mut Vec<u8>) {
-        let State::CheckingAuth(user) = std::mem::replace(&mut self.state, State::Command) else {
-            return;
-        };
-        if ok {
-            self.auth_user = Some(user);
-            reply(out, 235, (2, 7, 0), "Authentication successful");
-            return;
-        }
+    fn authenticated_as(&mut self, user: String, out: &mut Vec<u8>) {
+        self.auth_user = Some(user);
+        reply(out, 235, (2, 7, 0), "Authentication successful");
+    }
+
+    fn locked_out(&mut self, lock: Lock, out: &mut Vec<u8>) {
+        reply(
+            out,
+            421,
+            (4, 7, 0),
+            format_args!(
+                "{} Too many failed authentication attempts; try again in {} minutes",
+                self.cfg.hostname,
+                minutes(lock.remaining)
+            ),
+        );
+        self.state = State::Closed;
+    }
+
+    /// 535 5.7.8; then 421 4.7.0 and close at a lockout or after
+    /// `[submission] max_auth_failures` failures in this session.
+    fn auth_failed(&mut self, lockout: Option<Lock>, out: &mut Vec<u8>) {
         self.auth_failures += 1;
         reply(out, 535, (5, 7, 8), "Authentication credentials invalid");
-        if self.auth_failures >= self.cfg.submission.max_auth_failures {
+        if let Some(lock) = lockout {
+            self.locked_out(lock, out);
+        } else if self.auth_failures >= self.cfg.submission.max_auth_failures {
             reply(
                 out,
                 421,
@@ -212,6 +470,47 @@ impl Session {
                 ),
             );
             self.state = State::Closed;
+        }
+    }
+
+    /// The driver checked an [`Event::CheckAuth`]: writes the reply (or the
+    /// next challenge) for `outcome`.
+    pub fn auth_checked(&mut self, outcome: AuthOutcome, out: &mut Vec<u8>) {
+        if !matches!(self.state, State::CheckingAuth) {
+            return;
+        }
+        self.state = State::Command;
+        match outcome {
+            AuthOutcome::Success { user } => self.authenticated_as(user, out),
+            AuthOutcome::ScramChallenge {
+                server,
+                server_first,
+            } => {
+                let b64 = STANDARD.encode(server_first);
+                self.challenge(&b64, AuthStep::ScramFinal(server), out);
+            }
+            AuthOutcome::ScramSuccess { user, server_final } => {
+                let b64 = STANDARD.encode(server_final);
+                self.challenge(&b64, AuthStep::ScramDone(user), out);
+            }
+            AuthOutcome::Failed {
+                challenge: Some(challenge),
+                lockout,
+            } => self.challenge(&challenge, AuthStep::FailAfterChallenge(lockout), out),
+            AuthOutcome::Failed {
+                challenge: None,
+                lockout,
+            } => self.auth_failed(lockout, out),
+            AuthOutcome::Locked(lock) => {
+                self.stats.auth_locked += 1;
+                self.locked_out(lock, out);
+            }
+            AuthOutcome::Temporary => reply(
+                out,
+                454,
+                (4, 7, 0),
+                "Temporary authentication failure, try again later",
+            ),
         }
     }
 

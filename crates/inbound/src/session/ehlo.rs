@@ -49,10 +49,10 @@ impl Session {
         if offer_starttls {
             lines.push(b"STARTTLS");
         }
-        // RFC 4954 §4 with RFC 8314: PLAIN and LOGIN only over TLS, so AUTH
-        // is not even advertised before it.
+        // RFC 4954 §4 with RFC 8314: credentials only over TLS, so AUTH is
+        // not even advertised before it.
         if self.auth_offered() {
-            lines.push(b"AUTH PLAIN LOGIN");
+            lines.push(self.auth_mechanisms());
         }
         let _ = write!(out, "250-SIZE {}\r\n", self.cfg.limits.max_message_size);
         for (i, ext) in lines.iter().enumerate() {

@@ -9,6 +9,7 @@ use smtp_proto::{
     MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom,
 };
 use std::borrow::Cow;
+use std::time::Instant;
 
 impl Session {
     pub(super) fn mail(&mut self, from: MailFrom<Cow<'_, str>>, out: &mut Vec<u8>) {
@@ -80,6 +81,25 @@ impl Session {
                 (5, 7, 1),
                 format_args!("<{address}>: Sender address not owned by user {user}"),
             );
+        }
+        // Per-user hourly limit (`[submission] messages_per_hour`): 452, so
+        // the client keeps the message and tries later.
+        if let Some(user) = &self.auth_user {
+            let per_hour = self.cfg.submission.limits_for(user).messages_per_hour;
+            if let Err(wait) = self.cfg.rate.check(user, per_hour, Instant::now()) {
+                self.stats.user_rate_limited += 1;
+                tracing::warn!(user = %user, per_hour, retry_after_secs = wait.as_secs(), "sending rate limit reached");
+                reply(
+                    out,
+                    452,
+                    (4, 7, 1),
+                    format_args!(
+                        "Sending limit of {per_hour} messages per hour reached for {user}; try again in {} minutes",
+                        wait.as_secs().div_ceil(60).max(1)
+                    ),
+                );
+                return;
+            }
         }
         let body_type = if from.flags & MAIL_BODY_8BITMIME != 0 {
             BodyType::EightBitMime

@@ -11,9 +11,11 @@ mod rcpt;
 #[cfg(test)]
 mod tests;
 
-pub use auth::AuthCheck;
 use auth::AuthStep;
+pub use auth::{AuthCheck, AuthOutcome, BearerMechanism};
 use portcullis_config::{BareNewline, Limits, Relay, Role, Submission};
+use portcullis_submission::lockout::AuthGuard;
+use portcullis_submission::rate::SendRate;
 use portcullis_types::{BodyType, DsnRet, QueueId, Recipient, Reply, ReversePath, TlsSummary};
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ProtoError, Request};
@@ -46,6 +48,12 @@ pub struct SessionConfig {
     pub auth: bool,
     /// `[submission]`: failure limit and who may send as whom.
     pub submission: Submission,
+    /// True when OAUTHBEARER and XOAUTH2 are offered (`[submission.oauth]`).
+    pub oauth: bool,
+    /// Failed-AUTH accounting shared by every session.
+    pub guard: Arc<AuthGuard>,
+    /// Per-user sending rate shared by every session.
+    pub rate: Arc<SendRate>,
 }
 
 /// Whose mail a listener verifies (SPF, DKIM, DMARC, ARC) and when.
@@ -157,8 +165,8 @@ enum State {
     CheckingSender,
     /// Reading an AUTH response line.
     Auth(AuthStep),
-    /// Waiting for the driver to check AUTH credentials of this user.
-    CheckingAuth(String),
+    /// Waiting for the driver to check AUTH credentials.
+    CheckingAuth,
     /// Waiting for the driver to store the message.
     Storing,
     /// The connection is to be closed.
@@ -209,6 +217,12 @@ pub struct Stats {
     pub syntax_errors: u32,
     /// Octets discarded after STARTTLS.
     pub discarded_after_starttls: u64,
+    /// AUTH attempts refused because of a lockout.
+    pub auth_locked: u32,
+    /// Messages refused by a user's hourly sending limit.
+    pub user_rate_limited: u32,
+    /// Recipients refused by a user's per-message limit.
+    pub user_recipient_limited: u32,
 }
 
 impl Session {
@@ -339,6 +353,12 @@ impl Session {
     /// The message was stored under `id`: reply 250 and end the transaction.
     pub fn message_stored(&mut self, id: QueueId, out: &mut Vec<u8>) {
         self.tx = None;
+        if let Some(user) = &self.auth_user {
+            let per_hour = self.cfg.submission.limits_for(user).messages_per_hour;
+            self.cfg
+                .rate
+                .record(user, per_hour, std::time::Instant::now());
+        }
         self.state = State::Command;
         reply(out, 250, (2, 0, 0), format_args!("Ok: queued as {id}"));
     }
@@ -393,12 +413,12 @@ impl Session {
         loop {
             match &mut self.state {
                 State::Closed => return Event::Close,
-                State::Storing | State::CheckingSender | State::CheckingAuth(_) => {
+                State::Storing | State::CheckingSender | State::CheckingAuth => {
                     return Event::NeedInput;
                 }
                 State::Command | State::Auth(_) => {
                     let rest = &self.input[self.pos..];
-                    let limit = self.cfg.limits.max_line_length as usize;
+                    let limit = self.line_limit();
                     match memchr::memchr(b'\n', rest) {
                         Some(nl) if nl < limit => {
                             self.line.clear();
@@ -447,6 +467,18 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// The longest command line: `[limits] max_line_length`, but at least
+    /// the 12,288 octets RFC 4954 §4 allows AUTH lines once AUTH is offered
+    /// (OAuth tokens are long).
+    fn line_limit(&self) -> usize {
+        let limit = self.cfg.limits.max_line_length as usize;
+        if self.auth_offered() {
+            limit.max(12_288)
+        } else {
+            limit
         }
     }
 

@@ -28,6 +28,23 @@ impl Session {
             reply(out, 452, (4, 5, 3), "Too many recipients");
             return;
         }
+        if let Some(user) = &self.auth_user {
+            let per_message = self.cfg.submission.limits_for(user).recipients_per_message;
+            if per_message > 0 && count >= per_message as usize {
+                // 452: the client sends the rest in another transaction.
+                self.stats.user_recipient_limited += 1;
+                tracing::info!(user = %user, per_message, "recipient limit of the user reached");
+                reply(
+                    out,
+                    452,
+                    (4, 7, 1),
+                    format_args!(
+                        "Too many recipients: {user} may send to {per_message} per message"
+                    ),
+                );
+                return;
+            }
+        }
         if !smtputf8 && !to.address.is_ascii() {
             return self.error(out, 553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
         }

@@ -4,6 +4,8 @@
 use super::*;
 use ipnet::IpNet;
 use portcullis_config::{BareNewline, Limits, Relay, Role};
+use portcullis_submission::lockout::AuthGuard;
+use portcullis_submission::rate::SendRate;
 use portcullis_types::Domain;
 use std::time::Duration;
 
@@ -41,6 +43,9 @@ fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
         verify: VerifyScope::default(),
         auth: role != Role::Smtp,
         submission: Default::default(),
+        oauth: role != Role::Smtp,
+        guard: Arc::new(AuthGuard::new(Default::default())),
+        rate: Arc::new(SendRate::new()),
     })
 }
 
@@ -124,9 +129,8 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
                     s.sender_checked(refusal.as_ref(), &mut out);
                 }
                 Event::CheckAuth(c) => {
-                    // The driver's password check, played.
-                    let ok = c.user == "alice" && c.password == "secret";
-                    s.auth_checked(ok, &mut out);
+                    let outcome = played_auth_check(*c);
+                    s.auth_checked(outcome, &mut out);
                 }
                 Event::Message(m) => {
                     run.verified.push(m.verify);
@@ -707,6 +711,65 @@ fn a_message_refused_by_verification_ends_the_transaction() {
     assert!(r.messages.is_empty());
 }
 
+/// The RFC 7677 §3 example: user "user", password "pencil".
+const SCRAM_SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
+const SCRAM_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+
+/// The driver's checks, played: alice/secret by password; "user"/"pencil"
+/// by SCRAM (the RFC 7677 vector, with its server nonce); the bearer token
+/// "good-token" belongs to alice, "down" means the endpoint is down.
+fn played_auth_check(c: AuthCheck) -> AuthOutcome {
+    use base64::Engine;
+    use portcullis_submission::scram::ScramSecret;
+    let failed = AuthOutcome::Failed {
+        challenge: None,
+        lockout: None,
+    };
+    match c {
+        AuthCheck::Password { user, password } => {
+            if user == "alice" && password == "secret" {
+                AuthOutcome::Success { user }
+            } else {
+                failed
+            }
+        }
+        AuthCheck::ScramStart(first) => {
+            let salt = base64::engine::general_purpose::STANDARD
+                .decode(SCRAM_SALT)
+                .unwrap();
+            let secret = if first.username() == "user" {
+                ScramSecret::derive_with_salt("pencil", &salt, 4096).unwrap()
+            } else {
+                ScramSecret::fake(first.username(), b"k")
+            };
+            let (server, server_first) = first.server_first_with_nonce(&secret, SCRAM_SERVER_NONCE);
+            AuthOutcome::ScramChallenge {
+                server: Box::new(server),
+                server_first,
+            }
+        }
+        AuthCheck::ScramFinal { server, message } => match server.client_final(&message) {
+            Ok(server_final) => AuthOutcome::ScramSuccess {
+                user: server.username().to_string(),
+                server_final,
+            },
+            Err(_) => failed,
+        },
+        AuthCheck::Bearer { response, .. } => match response.token.as_str() {
+            "down" => AuthOutcome::Temporary,
+            "good-token" if response.user.as_deref().is_none_or(|u| u == "alice") => {
+                AuthOutcome::Success {
+                    user: "alice".into(),
+                }
+            }
+            _ => AuthOutcome::Failed {
+                challenge: Some("eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=".into()),
+                lockout: None,
+            },
+        },
+    }
+}
+
 /// Submissions (implicit TLS) with AUTH; `senders` for alice when given.
 fn submissions(senders: &[&str]) -> Arc<SessionConfig> {
     let mut cfg = (*config(Role::Submissions, BareNewline::Reject)).clone();
@@ -779,6 +842,60 @@ fn auth_cases() {
             "MAIL FROM:<x@example.test>\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
             &["250 2.1.0", "503 5.5.1"],
         ),
+        // SCRAM-SHA-256, the RFC 7677 exchange: client-first as the initial
+        // response, server-first, client-final, server-final, empty, 235.
+        (
+            "AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=\r\nYz1iaXdzLHI9ck9wck5HZndFYmVSV2diTkVrcU8laHZZRHBXVWEyUmFUQ0FmdXhGSWxqKWhObEYkazAscD1kSHpiWmFwV0lrNGpVaE4rVXRlOXl0YWc5empmTUhnc3FtbWl6N0FuZFZRPQ==\r\n\r\n",
+            &[
+                "334 cj1yT3ByTkdmd0ViZVJXZ2JORWtxTyVodllEcFdVYTJSYVRDQWZ1eEZJbGopaE5sRiRrMCxzPVcyMlphSjBTTlk3c29Fc1VFamI2Z1E9PSxpPTQwOTY=",
+                "334 dj02cnJpVFJCaTIzV3BSUi93dHVwK21NaFVaVW4vZEI1bkxUSlJzamw5NUc0PQ==",
+                "235 2.7.0",
+            ],
+        ),
+        // SCRAM without an initial response.
+        (
+            "AUTH SCRAM-SHA-256\r\nbiwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=\r\n",
+            &["334 ", "334 cj1y"],
+        ),
+        // SCRAM with a wrong proof (the last base64 character changed).
+        (
+            "AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=\r\nYz1iaXdzLHI9ck9wck5HZndFYmVSV2diTkVrcU8laHZZRHBXVWEyUmFUQ0FmdXhGSWxqKWhObEYkazAscD1kSHpiWmFwV0lrNGpVaE4rVXRlOXl0YWc5empmTUhnc3FtbWl6N0FuZFZSPQ==\r\n",
+            &["334 cj1y", "535 5.7.8"],
+        ),
+        // SCRAM: channel binding asked for (p=), and garbage.
+        (
+            "AUTH SCRAM-SHA-256 cD10bHMtdW5pcXVlLCxuPXVzZXIscj1hYmM=\r\n",
+            &["501 5.5.2"],
+        ),
+        ("AUTH SCRAM-SHA-256 Z2FyYmFnZQ==\r\n", &["501 5.5.2"]),
+        // SCRAM: anything but an empty line after server-final cancels.
+        (
+            "AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=\r\nYz1iaXdzLHI9ck9wck5HZndFYmVSV2diTkVrcU8laHZZRHBXVWEyUmFUQ0FmdXhGSWxqKWhObEYkazAscD1kSHpiWmFwV0lrNGpVaE4rVXRlOXl0YWc5empmTUhnc3FtbWl6N0FuZFZRPQ==\r\n*\r\nMAIL FROM:<user@example.test>\r\n",
+            &["334 cj1y", "334 dj02", "501 5.7.0", "250 2.1.0"],
+        ),
+        // XOAUTH2 and OAUTHBEARER with a good token.
+        (
+            "AUTH XOAUTH2 dXNlcj1hbGljZQFhdXRoPUJlYXJlciBnb29kLXRva2VuAQE=\r\n",
+            &["235 2.7.0"],
+        ),
+        (
+            "AUTH OAUTHBEARER biw=\r\nbixhPWFsaWNlLAFhdXRoPUJlYXJlciBnb29kLXRva2VuAQE=\r\n",
+            &["501 5.5.2", "500 5.5.1"],
+        ),
+        (
+            "AUTH OAUTHBEARER bixhPWFsaWNlLAFhdXRoPUJlYXJlciBnb29kLXRva2VuAQE=\r\n",
+            &["235 2.7.0"],
+        ),
+        // A bad token: the 334 error challenge, the client's %x01, 535.
+        (
+            "AUTH OAUTHBEARER bixhPWFsaWNlLAFhdXRoPUJlYXJlciBiYWQBAQ==\r\nAQ==\r\n",
+            &["334 eyJ", "535 5.7.8"],
+        ),
+        // The endpoint is down: 454 4.7.0, nothing counted.
+        (
+            "AUTH XOAUTH2 dXNlcj1hbGljZQFhdXRoPUJlYXJlciBkb3duAQE=\r\n",
+            &["454 4.7.0"],
+        ),
         // A failure, then success; commands work after a cancelled exchange.
         (
             "AUTH PLAIN AGFsaWNlAHdyb25n\r\nAUTH PLAIN\r\n*\r\nNOOP\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
@@ -812,7 +929,9 @@ fn auth_only_after_tls() {
         b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
     );
     assert!(
-        !r.replies.iter().any(|l| l.ends_with("AUTH PLAIN LOGIN")),
+        !r.replies
+            .iter()
+            .any(|l| l.starts_with("250") && l.contains("AUTH ")),
         "{:?}",
         r.replies
     );
@@ -833,7 +952,7 @@ fn auth_only_after_tls() {
     assert!(
         r.replies
             .iter()
-            .any(|l| l == "250-AUTH PLAIN LOGIN" || l == "250 AUTH PLAIN LOGIN"),
+            .any(|l| &l[4..] == "AUTH PLAIN LOGIN SCRAM-SHA-256 OAUTHBEARER XOAUTH2"),
         "{:?}",
         r.replies
     );
@@ -845,7 +964,9 @@ fn auth_only_after_tls() {
     // Implicit TLS: offered at once.
     let r = run_all_ways(submissions(&[]), OUTSIDE, b"EHLO c.test\r\n");
     assert!(
-        r.replies.iter().any(|l| l.ends_with("AUTH PLAIN LOGIN")),
+        r.replies
+            .iter()
+            .any(|l| l.contains("AUTH PLAIN LOGIN SCRAM-SHA-256")),
         "{:?}",
         r.replies
     );
@@ -859,7 +980,9 @@ fn auth_only_after_tls() {
         ],
     );
     assert!(
-        !r.replies.iter().any(|l| l.ends_with("AUTH PLAIN LOGIN")),
+        !r.replies
+            .iter()
+            .any(|l| l.starts_with("250") && l.contains("AUTH ")),
         "{:?}",
         r.replies
     );
@@ -936,4 +1059,133 @@ fn authenticated_relay_and_sender_ownership() {
         "{:?}",
         r.replies
     );
+}
+
+/// Without `[submission.oauth]` the bearer mechanisms are neither
+/// advertised nor accepted.
+#[test]
+fn bearer_mechanisms_only_with_oauth() {
+    let mut cfg = (*submissions(&[])).clone();
+    cfg.oauth = false;
+    let r = run_all_ways(
+        Arc::new(cfg),
+        OUTSIDE,
+        b"EHLO c.test\r\nAUTH XOAUTH2 dXNlcj1hbGljZQFhdXRoPUJlYXJlciBnb29kLXRva2VuAQE=\r\n",
+    );
+    assert!(
+        r.replies
+            .iter()
+            .any(|l| l == "250 AUTH PLAIN LOGIN SCRAM-SHA-256"),
+        "{:?}",
+        r.replies
+    );
+    assert!(r.replies.last().unwrap().starts_with("504 5.5.4"));
+}
+
+/// An address locked out by the brute-force defence gets 421 4.7.0 at the
+/// AUTH command, before any credential; others are unaffected.
+#[test]
+fn locked_out_address_is_refused_at_auth() {
+    let cfg = submissions(&[]);
+    let now = std::time::Instant::now();
+    let mut started = None;
+    for _ in 0..10 {
+        started = cfg
+            .guard
+            .failure(OUTSIDE.parse().unwrap(), "someone", now)
+            .locked;
+    }
+    assert!(started.is_some());
+    let r = run_all_ways(
+        cfg.clone(),
+        OUTSIDE,
+        b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nNOOP\r\n",
+    );
+    let last = r.replies.last().unwrap();
+    assert!(last.starts_with("421 4.7.0"), "{:?}", r.replies);
+    assert!(last.contains("try again in 15 minutes"), "{last}");
+    assert!(r.closed);
+    let other = "192.0.2.200";
+    let r = run_all_ways(
+        cfg,
+        other,
+        b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+    );
+    assert!(
+        r.replies.last().unwrap().starts_with("235"),
+        "{:?}",
+        r.replies
+    );
+}
+
+/// A lockout started by a failure: 535, then 421 4.7.0 and close.
+#[test]
+fn failure_that_starts_a_lockout_closes() {
+    let cfg = submissions(&[]);
+    let mut s = Session::new(cfg, OUTSIDE.parse().unwrap());
+    s.set_tls(TlsSummary {
+        version: "TLSv1.3".into(),
+        cipher: "X".into(),
+    });
+    let mut out = Vec::new();
+    s.feed(b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHdyb25n\r\n");
+    assert!(matches!(s.step(&mut out), Event::CheckAuth(_)));
+    let lock = portcullis_submission::lockout::Lock {
+        scope: portcullis_submission::lockout::Scope::User,
+        remaining: Duration::from_secs(900),
+    };
+    s.auth_checked(
+        AuthOutcome::Failed {
+            challenge: None,
+            lockout: Some(lock),
+        },
+        &mut out,
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("535 5.7.8"), "{text}");
+    assert!(text.ends_with("try again in 15 minutes\r\n"), "{text}");
+    assert!(matches!(s.step(&mut Vec::new()), Event::Close));
+}
+
+/// Per-user limits: recipients per message (452 4.7.1 past it, the
+/// accepted ones kept) and messages per hour (452 4.7.1 at MAIL FROM once
+/// the hour's messages are sent); other users and unauthenticated
+/// trusted clients are not limited by them.
+#[test]
+fn per_user_sending_limits() {
+    let mut cfg = (*submissions(&["@example.test"])).clone();
+    cfg.submission.limits = portcullis_config::UserLimits {
+        messages_per_hour: 2,
+        recipients_per_message: 2,
+    };
+    let cfg = Arc::new(cfg);
+    let auth = "EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n";
+    let msg = "MAIL FROM:<alice@example.test>\r\nRCPT TO:<a@elsewhere.test>\r\nRCPT TO:<b@elsewhere.test>\r\nRCPT TO:<c@elsewhere.test>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n";
+    let r = run_chunks(
+        cfg.clone(),
+        OUTSIDE,
+        &[format!("{auth}{msg}{msg}{msg}").as_bytes()],
+    );
+    assert_eq!(r.messages.len(), 2, "{:?}", r.replies);
+    assert_eq!(r.messages[0].1, ["a@elsewhere.test", "b@elsewhere.test"]);
+    let limited: Vec<&String> = r.replies.iter().filter(|l| l.starts_with("452")).collect();
+    assert_eq!(limited.len(), 3, "{:?}", r.replies);
+    assert!(
+        limited[0].starts_with("452 4.7.1 Too many recipients"),
+        "{}",
+        limited[0]
+    );
+    assert!(
+        limited[2].starts_with("452 4.7.1 Sending limit of 2 messages per hour"),
+        "{}",
+        limited[2]
+    );
+    // Trusted, unauthenticated: no per-user limit.
+    let r = run_chunks(
+        cfg,
+        "10.1.2.3",
+        &[b"EHLO c.test\r\nMAIL FROM:<x@example.test>\r\nRCPT TO:<a@elsewhere.test>\r\nRCPT TO:<b@elsewhere.test>\r\nRCPT TO:<c@elsewhere.test>\r\n"],
+    );
+    let tail: Vec<&str> = codes(&r).into_iter().rev().take(4).collect();
+    assert_eq!(tail, ["250", "250", "250", "250"], "{:?}", r.replies);
 }
