@@ -39,6 +39,31 @@ impl Client<TcpStream> {
         }
     }
 
+    /// Connects from the local address `source` (e.g. 127.0.0.2: tests
+    /// that need clients at different addresses) without reading the
+    /// greeting.
+    pub fn connect_raw_from(addr: SocketAddr, source: std::net::IpAddr) -> Client<TcpStream> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .expect("bind the source address");
+        socket.connect(&addr.into()).expect("connect");
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects and checks the 220 greeting.
     pub fn connect(addr: SocketAddr) -> Client<TcpStream> {
         let mut c = Self::connect_raw(addr);
