@@ -68,17 +68,7 @@ fn expect(r: &Reply, code: u16, enhanced: &str) {
 
 /// `queue list --json`, parsed.
 fn queue(server: &Portcullis) -> Vec<serde_json::Value> {
-    let out = server.cli(&["queue", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "queue list: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .expect("queue list json")
-        .as_array()
-        .expect("array")
-        .clone()
+    server.queue_list()
 }
 
 /// The recipient addresses of the queued message `id`.
@@ -149,19 +139,9 @@ fn assert_closed<S: Read + Write>(c: &mut Client<S>) {
 /// The value of one metric line (`name` includes any labels) from a raw
 /// HTTP GET /metrics.
 fn metric(server: &Portcullis, name: &str) -> f64 {
-    let addr = server.metrics.expect("metrics enabled");
-    let mut s = TcpStream::connect(addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let text = String::from_utf8_lossy(&read_to_eof(&s)).into_owned();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    let page = server.metrics_page();
+    portcullis_test_support::server::metric(&page, name)
+        .unwrap_or_else(|| panic!("no {name} in\n{page}"))
 }
 
 /// Polls a counter until it reaches `at_least` (the server bumps some
@@ -180,14 +160,7 @@ fn metric_reaches(server: &Portcullis, name: &str, at_least: f64) -> f64 {
 /// Polls the log (it arrives through a pipe) until `message` was logged
 /// `at_least` times; returns the final count.
 fn log_count(server: &Portcullis, message: &str, at_least: usize) -> usize {
-    for _ in 0..200 {
-        let n = server.log_events(message).len();
-        if n >= at_least {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    server.log_events(message).len()
+    server.wait_log_events(message, at_least).len()
 }
 
 /// Connects, retrying while the server still counts a connection the test

@@ -246,10 +246,7 @@ fn send(server: &Portcullis, subject: &str) -> String {
 }
 
 fn status_json(server: &Portcullis) -> serde_json::Value {
-    let out = server.cli(&["status", "--json"]);
-    assert!(out.status.success(), "status: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {}", stdout(&out)))
+    server.cli_json(&["status", "--json"])
 }
 
 /// Contract: `portcullis status` reaches the running server over the admin

@@ -4,7 +4,7 @@
 //! handshake timeout, the Prometheus counters of a TLS session, and the
 //! EHLO extension list the README promises.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,83 +14,11 @@ use lettre::message::Message;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use portcullis_test_support::pki::TestPki;
-use portcullis_test_support::server::Portcullis;
+use portcullis_test_support::server::{Portcullis, TlsServer, metric};
 use portcullis_test_support::smtp::{Client, queued_id};
 use serde_json::Value;
 
 const TLS_NAME: &str = "mx.example.test";
-
-/// A running server with a certificate for mx.example.test issued by `pki`.
-struct Mx {
-    server: Portcullis,
-    pki: TestPki,
-    /// The CA certificate (PEM file) in the server's test directory.
-    ca: PathBuf,
-}
-
-/// Starts the binary with one listener per role in `roles`, the test PKI's
-/// certificate, `example.test` accepted, metrics on an ephemeral port, and
-/// `extra` TOML appended (whole tables only).
-fn start(roles: &[&str], extra: &str) -> Mx {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = TestPki::new();
-    pki.issue(&[TLS_NAME]).write(dir.path(), "mx");
-    let ca = pki.write_ca(dir.path());
-    let mut config = String::from("hostname = \"mx.example.test\"\n");
-    for role in roles {
-        config.push_str(&format!(
-            "[[listen]]\naddress = \"127.0.0.1:0\"\nrole = \"{role}\"\n"
-        ));
-    }
-    config.push_str(
-        r#"
-[tls]
-certificate = "{dir}/mx.crt"
-private_key = "{dir}/mx.key"
-[relay]
-accepted_domains = ["example.test"]
-[admin]
-socket = "{dir}/admin.sock"
-metrics = "127.0.0.1:0"
-"#,
-    );
-    config.push_str(extra);
-    let server = Portcullis::start_in(dir, &config);
-    Mx { server, pki, ca }
-}
-
-fn cli_json(server: &Portcullis, args: &[&str]) -> Value {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "portcullis {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} JSON: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// `queue list --json`.
-fn queue_list(server: &Portcullis) -> Vec<Value> {
-    cli_json(server, &["queue", "list", "--json"])
-        .as_array()
-        .expect("queue list is an array")
-        .clone()
-}
-
-/// The stored header block of queued message `id`.
-fn stored_headers(server: &Portcullis, id: &str) -> String {
-    let detail = cli_json(server, &["queue", "show", id, "--json"]);
-    detail["headers"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no headers in {detail}"))
-        .to_string()
-}
 
 /// The queue id in a lettre response ("2.0.0 Ok: queued as ID").
 fn lettre_queue_id(response: &lettre::transport::smtp::response::Response) -> String {
@@ -113,7 +41,7 @@ fn lettre_message(subject: &str) -> Message {
 }
 
 /// lettre TLS parameters trusting only the test CA, verifying mx.example.test.
-fn lettre_tls(mx: &Mx) -> TlsParameters {
+fn lettre_tls(mx: &TlsServer) -> TlsParameters {
     TlsParameters::builder(TLS_NAME.to_string())
         .add_root_certificate(Certificate::from_pem(mx.pki.ca_pem().as_bytes()).expect("CA PEM"))
         .build_rustls()
@@ -140,7 +68,7 @@ fn lettre_send(
 }
 
 /// The result of one run of tests/e2e/py/smtplib_client.py.
-fn smtplib(mx: &Mx, mode: &str, role: &str, max_tls: &str, api: &str) -> Value {
+fn smtplib(mx: &TlsServer, mode: &str, role: &str, max_tls: &str, api: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/smtplib_client.py");
     let addr = mx.server.addr(role);
     let out = Command::new("python3")
@@ -183,28 +111,9 @@ fn smtplib_queue_id(result: &Value) -> String {
     id
 }
 
-/// Scrapes `/metrics` with a raw HTTP/1.1 request.
-fn scrape(server: &Portcullis) -> String {
-    let addr = server.metrics.expect("metrics endpoint");
-    let mut s = TcpStream::connect(addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read metrics");
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body
-}
-
 /// The value of the sample named exactly `series` (name plus labels).
 fn sample(page: &str, series: &str) -> f64 {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            (k == series).then(|| v.parse::<f64>().expect("sample value"))
-        })
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{page}"))
+    metric(page, series).unwrap_or_else(|| panic!("no sample {series} in:\n{page}"))
 }
 
 /// Polls the metrics until `series` equals `want` (counters are bumped just
@@ -212,7 +121,7 @@ fn sample(page: &str, series: &str) -> f64 {
 fn wait_sample(server: &Portcullis, series: &str, want: f64) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let page = scrape(server);
+        let page = server.metrics_page();
         if sample(&page, series) == want || Instant::now() > deadline {
             assert_eq!(sample(&page, series), want, "{series}");
             return page;
@@ -235,7 +144,7 @@ fn extensions(ehlo: &str) -> Vec<String> {
 /// negotiated TLS 1.3.
 #[test]
 fn lettre_starttls_required_is_accepted_and_traced_as_esmtps_tls13() {
-    let mx = start(&["smtp"], "");
+    let mx = TlsServer::start(&["smtp"], "");
     let response = lettre_send(
         mx.server.smtp(),
         Tls::Required(lettre_tls(&mx)),
@@ -245,13 +154,13 @@ fn lettre_starttls_required_is_accepted_and_traced_as_esmtps_tls13() {
     assert_eq!(u16::from(response.code()), 250, "{response:?}");
     let id = lettre_queue_id(&response);
 
-    let list = queue_list(&mx.server);
+    let list = mx.server.queue_list();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["sender"], "<alice@sender.test>");
     assert_eq!(list[0]["recipients"][0]["address"], "bob@example.test");
 
-    let headers = stored_headers(&mx.server, &id);
+    let headers = mx.server.stored_headers(&id);
     assert!(
         headers.starts_with("Received: from lettre.client.test ([127.0.0.1])"),
         "{headers}"
@@ -273,7 +182,7 @@ fn lettre_starttls_required_is_accepted_and_traced_as_esmtps_tls13() {
 /// accepted (recipient in accepted_domains), traced as ESMTPS.
 #[test]
 fn lettre_implicit_tls_on_submissions_is_accepted() {
-    let mx = start(&["submissions"], "");
+    let mx = TlsServer::start(&["submissions"], "");
     let addr = mx.server.addr("submissions");
 
     // A raw socket sees nothing in plaintext, then the greeting inside TLS.
@@ -310,10 +219,10 @@ fn lettre_implicit_tls_on_submissions_is_accepted() {
         .expect("lettre send over implicit TLS");
     assert_eq!(u16::from(response.code()), 250, "{response:?}");
     let id = lettre_queue_id(&response);
-    let list = queue_list(&mx.server);
+    let list = mx.server.queue_list();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["id"], id.as_str());
-    let headers = stored_headers(&mx.server, &id);
+    let headers = mx.server.stored_headers(&id);
     assert!(
         headers.contains(&format!("with ESMTPS id {id}")),
         "{headers}"
@@ -327,15 +236,15 @@ fn lettre_implicit_tls_on_submissions_is_accepted() {
 /// with their subjects and ESMTPS traces.
 #[test]
 fn python_smtplib_starttls_and_smtp_ssl_are_accepted() {
-    let mx = start(&["smtp", "submissions"], "");
+    let mx = TlsServer::start(&["smtp", "submissions"], "");
 
     let r = smtplib(&mx, "starttls", "smtp", "default", "sendmail");
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["tls"], "TLSv1.3", "{r}");
-    let list = queue_list(&mx.server);
+    let list = mx.server.queue_list();
     assert_eq!(list.len(), 1, "{list:?}");
     let id = list[0]["id"].as_str().unwrap().to_string();
-    let headers = stored_headers(&mx.server, &id);
+    let headers = mx.server.stored_headers(&id);
     assert!(
         headers.starts_with("Received: from py.client.test ([127.0.0.1])"),
         "{headers}"
@@ -352,10 +261,10 @@ fn python_smtplib_starttls_and_smtp_ssl_are_accepted() {
     let r = smtplib(&mx, "ssl", "submissions", "default", "lowlevel");
     assert_eq!(r["tls"], "TLSv1.3", "{r}");
     let id2 = smtplib_queue_id(&r);
-    let list = queue_list(&mx.server);
+    let list = mx.server.queue_list();
     assert_eq!(list.len(), 2, "{list:?}");
     assert!(list.iter().any(|m| m["id"] == id2.as_str()), "{list:?}");
-    let headers = stored_headers(&mx.server, &id2);
+    let headers = mx.server.stored_headers(&id2);
     assert!(
         headers.contains(&format!("with ESMTPS id {id2}")),
         "{headers}"
@@ -372,12 +281,12 @@ fn python_smtplib_starttls_and_smtp_ssl_are_accepted() {
 /// the server from serving the next connection.
 #[test]
 fn python_tls12_is_served_tls11_is_refused_and_service_continues() {
-    let mx = start(&["smtp"], "");
+    let mx = TlsServer::start(&["smtp"], "");
 
     let r = smtplib(&mx, "starttls", "smtp", "1.2", "lowlevel");
     assert_eq!(r["tls"], "TLSv1.2", "{r}");
     let id = smtplib_queue_id(&r);
-    let headers = stored_headers(&mx.server, &id);
+    let headers = mx.server.stored_headers(&id);
     assert!(headers.contains("(using TLSv1.2 with cipher "), "{headers}");
     assert!(
         headers.contains(&format!("with ESMTPS id {id}")),
@@ -402,13 +311,13 @@ fn python_tls12_is_served_tls11_is_refused_and_service_continues() {
         ),
         1.0
     );
-    assert_eq!(queue_list(&mx.server).len(), 1);
+    assert_eq!(mx.server.queue_list().len(), 1);
 
     // The next client is served normally.
     let r = smtplib(&mx, "starttls", "smtp", "default", "lowlevel");
     assert_eq!(r["tls"], "TLSv1.3", "{r}");
     let id2 = smtplib_queue_id(&r);
-    let list = queue_list(&mx.server);
+    let list = mx.server.queue_list();
     assert_eq!(list.len(), 2, "{list:?}");
     assert!(list.iter().any(|m| m["id"] == id2.as_str()), "{list:?}");
 }
@@ -418,7 +327,7 @@ fn python_tls12_is_served_tls11_is_refused_and_service_continues() {
 /// transaction is accepted and queued.
 #[test]
 fn submission_requires_starttls_before_mail() {
-    let mx = start(&["submission"], "");
+    let mx = TlsServer::start(&["submission"], "");
     let mut c = Client::connect(mx.server.addr("submission"));
     let ehlo = c.ehlo("sub.client.test");
     assert!(
@@ -441,10 +350,10 @@ fn submission_requires_starttls_before_mail() {
     let id = queued_id(&r);
     t.cmd("QUIT", 221);
 
-    let list = queue_list(&mx.server);
+    let list = mx.server.queue_list();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["id"], id.as_str());
-    let headers = stored_headers(&mx.server, &id);
+    let headers = mx.server.stored_headers(&id);
     assert!(
         headers.contains(&format!("with ESMTPS id {id}")),
         "{headers}"
@@ -457,7 +366,7 @@ fn submission_requires_starttls_before_mail() {
 /// handshake; the listener keeps serving.
 #[test]
 fn implicit_tls_plaintext_client_is_dropped_after_handshake_timeout() {
-    let mx = start(
+    let mx = TlsServer::start(
         &["submissions"],
         "[limits]\ntls_handshake_timeout = \"1s\"\n",
     );
@@ -509,8 +418,8 @@ fn implicit_tls_plaintext_client_is_dropped_after_handshake_timeout() {
 /// (TLS 1.2: 0) and exactly one message is counted as accepted.
 #[test]
 fn metrics_count_one_starttls_session_and_one_message() {
-    let mx = start(&["smtp"], "");
-    let before = scrape(&mx.server);
+    let mx = TlsServer::start(&["smtp"], "");
+    let before = mx.server.metrics_page();
     assert_eq!(
         sample(
             &before,
@@ -562,7 +471,7 @@ fn metrics_count_one_starttls_session_and_one_message() {
 /// STARTTLS is refused.
 #[test]
 fn ehlo_advertises_the_readme_extensions_and_drops_starttls_after_tls() {
-    let mx = start(&["smtp"], "[limits]\nmax_message_size = 12345678\n");
+    let mx = TlsServer::start(&["smtp"], "[limits]\nmax_message_size = 12345678\n");
     let mut c = Client::connect(mx.server.smtp());
     let ehlo = c.ehlo("ext.client.test");
     assert!(

@@ -4,11 +4,14 @@
 //! by waiting out real schedules.
 
 use portcullis_test_support::dns::TestDns;
-use portcullis_test_support::server::{Portcullis, free_port};
+use portcullis_test_support::server::{Portcullis, background_runtime, eventually, free_port};
 use portcullis_test_support::sink::{ReceivedMail, Sink, SinkConfig};
 use portcullis_test_support::smtp::{Client, queued_id};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// How long [`eventually`] waits for the server to get somewhere.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// The DNS server (on its own runtime) and the port every "MX" listens on.
 struct World {
@@ -19,11 +22,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = background_runtime();
         let dns = rt.block_on(TestDns::start());
         World {
             _rt: rt,
@@ -88,26 +87,7 @@ fn send(server: &Portcullis, from: &str, to: &[&str], body: &str) -> String {
 }
 
 fn queue(server: &Portcullis) -> serde_json::Value {
-    let out = server.cli(&["queue", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Polls `f` until it returns Some, for at most 20 s.
-#[track_caller]
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.cli_json(&["queue", "list", "--json"])
 }
 
 fn text(m: &ReceivedMail) -> String {
@@ -117,7 +97,7 @@ fn text(m: &ReceivedMail) -> String {
 /// The queue empties: every recipient is done.
 #[track_caller]
 fn wait_empty(server: &Portcullis) {
-    eventually("an empty queue", || {
+    eventually("an empty queue", WAIT, || {
         queue(server).as_array().unwrap().is_empty().then_some(())
     });
 }
@@ -233,7 +213,7 @@ fn temporary_failure_is_retried_on_schedule() {
     );
     let server = w.server("[queue]\nretry = [\"1h\"]\n");
     let id = send(&server, "a@sender.test", &["u@later.test"], "later");
-    let entry = eventually("a deferred attempt", || {
+    let entry = eventually("a deferred attempt", WAIT, || {
         let q = queue(&server);
         let e = q.as_array()?.first()?.clone();
         (e["attempts"] == 1 && e["recipients"][0]["state"] == "deferred").then_some(e)
@@ -355,7 +335,7 @@ fn no_bounce_for_a_bounce() {
     );
     let server = w.server("");
     let id = send(&server, "", &["u@gone.test"], "bounce-of-bounce");
-    let entry = eventually("a failed notification", || {
+    let entry = eventually("a failed notification", WAIT, || {
         let q = queue(&server);
         let e = q
             .as_array()?
@@ -392,7 +372,7 @@ fn kill9_mid_delivery_then_delivered_after_restart() {
     );
     let mut server = w.server("[queue]\nretry = [\"1s\"]\n");
     let id = send(&server, "a@sender.test", &["u@stall.test"], "stalled");
-    eventually("the sink to receive the data", || {
+    eventually("the sink to receive the data", WAIT, || {
         (stalling.commands().iter().any(|c| c == "DATA")).then_some(())
     });
     server.kill9();
@@ -427,7 +407,7 @@ fn delivered_recipients_are_not_delivered_again() {
         "twice",
     );
     ok.wait_for(1, Duration::from_secs(20));
-    eventually("two attempts", || {
+    eventually("two attempts", WAIT, || {
         let q = queue(&server);
         (q.as_array()?.first()?["attempts"].as_u64()? >= 2).then_some(())
     });

@@ -46,15 +46,8 @@ fn send_one(addr: SocketAddr, data: &[u8]) -> String {
 
 /// The queue ids `queue list --json` reports.
 fn listed_ids(server: &Portcullis) -> HashSet<String> {
-    let out = server.cli(&["queue", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "queue list: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("queue list JSON");
-    list.as_array()
-        .expect("queue list is an array")
+    server
+        .queue_list()
         .iter()
         .map(|e| e["id"].as_str().expect("id").to_string())
         .collect()

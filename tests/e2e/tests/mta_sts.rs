@@ -14,12 +14,14 @@
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::https::{PolicyServer, Reply};
 use portcullis_test_support::pki::TestPki;
-use portcullis_test_support::server::{Portcullis, free_port};
+use portcullis_test_support::server::{Portcullis, background_runtime, eventually, free_port};
 use portcullis_test_support::sink::{ReceivedMail, Sink, SinkConfig, SinkTls};
 use portcullis_test_support::smtp::{Client, queued_id};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// How long [`eventually`] waits for the server to get somewhere.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// The DNS server and the policy servers (on their own runtime), the test
 /// CA, and the port every "MX" listens on.
@@ -32,11 +34,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = background_runtime();
         let dns = rt.block_on(TestDns::start());
         World {
             rt,
@@ -140,39 +138,15 @@ fn send(server: &Portcullis, from: &str, to: &str, body: &str) -> String {
     queued_id(&r)
 }
 
-#[track_caller]
-fn cli_ok(server: &Portcullis, args: &[&str]) -> Vec<u8> {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "portcullis {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 fn queue(server: &Portcullis) -> serde_json::Value {
-    serde_json::from_slice(&cli_ok(server, &["queue", "list", "--json"])).unwrap()
-}
-
-/// Polls `f` until it returns Some, for at most 30 s.
-#[track_caller]
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.cli_json(&["queue", "list", "--json"])
 }
 
 /// Waits until message `id` has been attempted and its recipient is
 /// deferred; returns its queue entry.
 #[track_caller]
 fn wait_deferred(server: &Portcullis, id: &str) -> serde_json::Value {
-    eventually(&format!("{id} to be deferred"), || {
+    eventually(&format!("{id} to be deferred"), WAIT, || {
         let q = queue(server);
         let e = q.as_array()?.iter().find(|e| e["id"] == id)?.clone();
         (e["attempts"].as_u64()? >= 1 && e["recipients"][0]["state"] == "deferred").then_some(e)
@@ -182,20 +156,9 @@ fn wait_deferred(server: &Portcullis, id: &str) -> serde_json::Value {
 /// The queue empties: every recipient is done.
 #[track_caller]
 fn wait_empty(server: &Portcullis) {
-    eventually("an empty queue", || {
+    eventually("an empty queue", WAIT, || {
         queue(server).as_array().unwrap().is_empty().then_some(())
     });
-}
-
-/// The Prometheus text from the server's metrics endpoint.
-fn scrape(server: &Portcullis) -> String {
-    let addr = server.metrics.expect("metrics enabled");
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: metrics\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// The sum of `name`'s samples whose labels include every `labels` pair.
@@ -282,7 +245,7 @@ fn enforce_row(
                     assert!(other.received().is_empty(), "{name}: {l} got mail too");
                 }
             }
-            let m = scrape(&server);
+            let m = server.metrics_page();
             assert!(
                 counter(
                     &m,
@@ -313,7 +276,7 @@ fn enforce_row(
                 assert_eq!(mails(sink), 0, "{name}: {l}: {:?}", sink.commands());
                 assert!(sink.received().is_empty(), "{name}: {l} got mail");
             }
-            let m = scrape(&server);
+            let m = server.metrics_page();
             assert!(
                 counter(
                     &m,
@@ -503,7 +466,7 @@ fn testing_mode_delivers_and_records_failures() {
             got[0].tls
         );
         wait_empty(&server);
-        let m = scrape(&server);
+        let m = server.metrics_page();
         assert!(
             counter(
                 &m,
@@ -605,7 +568,7 @@ fn downgrade_attempts_are_refused_until_a_new_policy_is_fetched() {
         "{entry}"
     );
     // A few more attempts on the one-second schedule: still nothing.
-    eventually("three attempts", || {
+    eventually("three attempts", WAIT, || {
         let q = queue(&server);
         let e = q
             .as_array()?
@@ -621,7 +584,7 @@ fn downgrade_attempts_are_refused_until_a_new_policy_is_fetched() {
         sink.commands()
     );
     assert_eq!(sink.received().len(), 1);
-    let m = scrape(&server);
+    let m = server.metrics_page();
     assert!(
         counter(
             &m,
@@ -644,7 +607,7 @@ fn downgrade_attempts_are_refused_until_a_new_policy_is_fetched() {
     sts.set_policy(&policy("none", &["mx1.downgrade.sts.test"], 86400));
     w.dns
         .add_txt(&format!("_mta-sts.{domain}"), "v=STSv1; id=2;");
-    cli_ok(&server, &["queue", "retry", "--all"]);
+    server.cli_ok(&["queue", "retry", "--all"]);
     let got = sink.wait_for(2, Duration::from_secs(30));
     assert!(text(&got[1]).contains("second"), "{}", text(&got[1]));
     assert_eq!(got[1].tls, None, "opportunistic, in clear");

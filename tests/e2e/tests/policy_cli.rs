@@ -5,7 +5,7 @@
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::https::{PolicyServer, Reply};
 use portcullis_test_support::pki::TestPki;
-use portcullis_test_support::server::{Portcullis, portcullis_bin};
+use portcullis_test_support::server::{Portcullis, background_runtime, portcullis_bin};
 use std::net::Ipv4Addr;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
@@ -26,11 +26,7 @@ impl World {
     /// `example.test` (and `bad.test`) publish `v=STSv1; id=1;` and their
     /// policy hosts resolve to the policy server, which serves [`GOOD`].
     fn new() -> World {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = background_runtime();
         let pki = TestPki::new();
         let cert = pki.issue(&["mta-sts.example.test", "mta-sts.bad.test"]);
         let (dns, https) = rt.block_on(async {
@@ -90,14 +86,7 @@ fn stderr(o: &Output) -> String {
 
 #[track_caller]
 fn ok(server: &Portcullis, args: &[&str]) -> String {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        stderr(&out),
-        stdout(&out)
-    );
-    stdout(&out)
+    String::from_utf8_lossy(&server.cli_ok(args)).into_owned()
 }
 
 #[track_caller]

@@ -6,10 +6,7 @@
 //! with and without AUTH); the Received header says ESMTPSA and the
 //! envelope names the user.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use lettre::message::Message;
@@ -17,8 +14,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use portcullis_test_support::pki::TestPki;
-use portcullis_test_support::server::{Portcullis, portcullis_bin};
+use portcullis_test_support::server::{Portcullis, TlsServer, metric};
 use portcullis_test_support::smtp::{Client, queued_id};
 use serde_json::Value;
 
@@ -27,97 +23,31 @@ const TLS_NAME: &str = "mx.example.test";
 const PLAIN_OK: &str = "AGFsaWNlAHNlY3JldA==";
 const PLAIN_BAD: &str = "AGFsaWNlAHdyb25n";
 
-struct Mx {
-    server: Portcullis,
-    pki: TestPki,
-    ca: PathBuf,
-}
-
 /// The binary with smtp, submission and submissions listeners, the users
 /// file `{dir}/users` and alice (password "secret") added through the CLI
 /// while the server runs (it picks the file up without a restart).
-fn start() -> Mx {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = TestPki::new();
-    pki.issue(&[TLS_NAME]).write(dir.path(), "mx");
-    let ca = pki.write_ca(dir.path());
-    let config = r#"hostname = "mx.example.test"
-[[listen]]
-address = "127.0.0.1:0"
-role = "smtp"
-[[listen]]
-address = "127.0.0.1:0"
-role = "submission"
-[[listen]]
-address = "127.0.0.1:0"
-role = "submissions"
-[tls]
-certificate = "{dir}/mx.crt"
-private_key = "{dir}/mx.key"
-[relay]
-accepted_domains = ["example.test"]
-[submission]
-users_file = "{dir}/users"
-[admin]
-socket = "{dir}/admin.sock"
-metrics = "127.0.0.1:0"
-"#;
-    let server = Portcullis::start_in(dir, config);
-    let out = user(&server, &["add", "alice"], Some("secret\n"));
+fn start() -> TlsServer {
+    let mx = TlsServer::start(
+        &["smtp", "submission", "submissions"],
+        "[submission]\nusers_file = \"{dir}/users\"\n",
+    );
+    let out = user(&mx.server, &["add", "alice"], Some("secret\n"));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Mx { server, pki, ca }
+    mx
 }
 
 /// `portcullis user ARGS --config ...` with `stdin` piped in (or none).
 fn user(server: &Portcullis, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(portcullis_bin())
-        .arg("user")
-        .args(args)
-        .arg("--config")
-        .arg(&server.config_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run portcullis user");
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        // The command may refuse before reading (e.g. the user exists).
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    server.cli_with_stdin(&[&["user"], args].concat(), stdin)
 }
 
-fn cli_json(server: &Portcullis, args: &[&str]) -> Value {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "portcullis {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-fn scrape(server: &Portcullis) -> String {
-    let addr = server.metrics.expect("metrics endpoint");
-    let mut s = TcpStream::connect(addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read metrics");
-    body
-}
-
+/// The sample `name` (with labels); panics when absent.
 fn sample(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in metrics"))
+    metric(page, name).unwrap_or_else(|| panic!("{name} not in metrics"))
 }
 
 /// The CLI: add from stdin, duplicates and missing users refused, bad
@@ -229,14 +159,14 @@ fn lettre_starttls_with_credentials_is_accepted_as_esmtpsa() {
         .unwrap()
         .trim()
         .to_string();
-    let detail = cli_json(&mx.server, &["queue", "show", &id, "--json"]);
+    let detail = mx.server.cli_json(&["queue", "show", &id, "--json"]);
     let headers = detail["headers"].as_str().unwrap();
     assert!(
         headers.contains(&format!("with ESMTPSA id {id}")),
         "{headers}"
     );
     assert_eq!(detail["envelope"]["authenticated"], "alice", "{detail}");
-    let metrics = scrape(&mx.server);
+    let metrics = mx.server.metrics_page();
     assert_eq!(sample(&metrics, "portcullis_smtp_auth_success_total"), 1.0);
 }
 
@@ -285,9 +215,9 @@ print(json.dumps({"login": code, "wrong": wrong}))
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["login"], 235, "{v}");
     assert_eq!(v["wrong"], 535, "{v}");
-    let list = cli_json(&mx.server, &["queue", "list", "--json"]);
+    let list = mx.server.cli_json(&["queue", "list", "--json"]);
     let id = list[0]["id"].as_str().unwrap();
-    let detail = cli_json(&mx.server, &["queue", "show", id, "--json"]);
+    let detail = mx.server.cli_json(&["queue", "show", id, "--json"]);
     assert_eq!(detail["envelope"]["authenticated"], "alice");
     assert!(detail["headers"].as_str().unwrap().contains("with ESMTPSA"));
 }
@@ -331,7 +261,7 @@ fn raw_auth_refusals_lockout_and_relay() {
     assert_eq!(r.code, 250, "{}", r.text);
     let id = queued_id(&r);
     c.cmd("QUIT", 221);
-    let detail = cli_json(&mx.server, &["queue", "show", &id, "--json"]);
+    let detail = mx.server.cli_json(&["queue", "show", &id, "--json"]);
     assert_eq!(detail["envelope"]["authenticated"], "alice");
 
     // Lockout: three failures end the session with 421 4.7.0.
@@ -347,14 +277,7 @@ fn raw_auth_refusals_lockout_and_relay() {
 
     // The server logs before it replies, but the harness reads its stderr
     // on another thread: wait (bounded) for the fourth line to arrive.
-    let mut failures = mx.server.log_events("authentication failed");
-    for _ in 0..100 {
-        if failures.len() >= 4 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        failures = mx.server.log_events("authentication failed");
-    }
+    let failures = mx.server.wait_log_events("authentication failed", 4);
     assert_eq!(failures.len(), 4, "{failures:?}");
     // The user and the peer (from the session span) are on every line.
     assert!(
@@ -368,7 +291,7 @@ fn raw_auth_refusals_lockout_and_relay() {
         !mx.server.logs().iter().any(|l| l.contains("wrong")),
         "a password was logged"
     );
-    let metrics = scrape(&mx.server);
+    let metrics = mx.server.metrics_page();
     assert_eq!(sample(&metrics, "portcullis_smtp_auth_failure_total"), 4.0);
     assert_eq!(sample(&metrics, "portcullis_smtp_auth_success_total"), 1.0);
 }

@@ -5,10 +5,8 @@
 //! sessions (per address and per user, from different loopback addresses)
 //! and the per-user sending limits.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::net::IpAddr;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use base64::Engine;
@@ -18,9 +16,8 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use portcullis_test_support::pki::TestPki;
 use portcullis_test_support::scram::ScramClient;
-use portcullis_test_support::server::{Portcullis, portcullis_bin};
+use portcullis_test_support::server::{Portcullis, TlsServer, log_field, metric};
 use portcullis_test_support::smtp::{Client, TlsStream, queued_id};
 use serde_json::Value;
 
@@ -29,37 +26,14 @@ const TLS_NAME: &str = "mx.example.test";
 const PLAIN_OK: &str = "AGFsaWNlAHNlY3JldA==";
 const PLAIN_BAD: &str = "AGFsaWNlAHdyb25n";
 
-struct Mx {
-    server: Portcullis,
-    pki: TestPki,
-    ca: PathBuf,
-}
-
 /// The binary with the three listeners; alice (password "secret") and
 /// bulk (no sending limits) added through the CLI. Lockouts: 3 failures
 /// per user, 4 per address, 100 ms first delay; limits: 2 messages per
 /// hour and 2 recipients per message.
-fn start() -> Mx {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = TestPki::new();
-    pki.issue(&[TLS_NAME]).write(dir.path(), "mx");
-    let ca = pki.write_ca(dir.path());
-    let config = r#"hostname = "mx.example.test"
-[[listen]]
-address = "127.0.0.1:0"
-role = "smtp"
-[[listen]]
-address = "127.0.0.1:0"
-role = "submission"
-[[listen]]
-address = "127.0.0.1:0"
-role = "submissions"
-[tls]
-certificate = "{dir}/mx.crt"
-private_key = "{dir}/mx.key"
-[relay]
-accepted_domains = ["example.test"]
-[submission]
+fn start() -> TlsServer {
+    let mx = TlsServer::start(
+        &["smtp", "submission", "submissions"],
+        r#"[submission]
 users_file = "{dir}/users"
 max_auth_failures = 10
 auth_failures_per_ip = 4
@@ -70,13 +44,10 @@ recipients_per_message = 2
 [submission.user_limits.bulk]
 messages_per_hour = 0
 recipients_per_message = 0
-[admin]
-socket = "{dir}/admin.sock"
-metrics = "127.0.0.1:0"
-"#;
-    let server = Portcullis::start_in(dir, config);
+"#,
+    );
     for (name, password) in [("alice", "secret"), ("bulk", "bulk-pw")] {
-        let out = user(&server, &["add", name], Some(&format!("{password}\n")));
+        let out = user(&mx.server, &["add", name], Some(&format!("{password}\n")));
         assert!(
             out.status.success(),
             "{}",
@@ -85,82 +56,22 @@ metrics = "127.0.0.1:0"
     }
     // The server looks at the file at most once a second.
     std::thread::sleep(Duration::from_millis(1100));
-    Mx { server, pki, ca }
+    mx
 }
 
 /// `portcullis user ARGS --config ...` with `stdin` piped in (or none).
 fn user(server: &Portcullis, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(portcullis_bin())
-        .arg("user")
-        .args(args)
-        .arg("--config")
-        .arg(&server.config_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run portcullis user");
-    let mut pipe = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    drop(pipe);
-    child.wait_with_output().expect("portcullis user")
-}
-
-fn cli_json(server: &Portcullis, args: &[&str]) -> Value {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "portcullis {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-fn scrape(server: &Portcullis) -> String {
-    let addr = server.metrics.expect("metrics endpoint");
-    let mut s = TcpStream::connect(addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read metrics");
-    body
+    server.cli_with_stdin(&[&["user"], args].concat(), stdin)
 }
 
 /// The value of the sample `series` (name with labels), 0 when absent.
 fn sample(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Log events with `message`, waiting (bounded) until there are `n`: the
-/// harness reads the server's stderr on another thread.
-fn events(server: &Portcullis, message: &str, n: usize) -> Vec<Value> {
-    let mut found = server.log_events(message);
-    for _ in 0..100 {
-        if found.len() >= n {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        found = server.log_events(message);
-    }
-    found
-}
-
-fn field<'a>(event: &'a Value, name: &str) -> &'a Value {
-    if event[name].is_null() {
-        &event["fields"][name]
-    } else {
-        &event[name]
-    }
+    metric(page, series).unwrap_or(0.0)
 }
 
 /// A TLS session on `submissions` from the loopback address `source`,
 /// after EHLO.
-fn tls_from(mx: &Mx, source: &str) -> Client<TlsStream> {
+fn tls_from(mx: &TlsServer, source: &str) -> Client<TlsStream> {
     let source: IpAddr = source.parse().expect("source address");
     let raw = Client::connect_raw_from(mx.server.addr("submissions"), source);
     let mut c = raw.into_tls(mx.pki.client_config(), TLS_NAME);
@@ -173,7 +84,7 @@ fn plain(user: &str, password: &str) -> String {
     STANDARD.encode(format!("\0{user}\0{password}"))
 }
 
-fn lettre_tls(mx: &Mx) -> TlsParameters {
+fn lettre_tls(mx: &TlsServer) -> TlsParameters {
     TlsParameters::builder(TLS_NAME.to_string())
         .add_root_certificate(Certificate::from_pem(mx.pki.ca_pem().as_bytes()).unwrap())
         .build_rustls()
@@ -222,7 +133,7 @@ fn lettre_implicit_tls_on_submissions() {
             .block_on(mailer.send(message("carol@elsewhere.test")))
             .unwrap_or_else(|e| panic!("lettre {mechanism:?}: {e}"));
         let id = queued(&response);
-        let detail = cli_json(&mx.server, &["queue", "show", &id, "--json"]);
+        let detail = mx.server.cli_json(&["queue", "show", &id, "--json"]);
         let headers = detail["headers"].as_str().unwrap();
         assert!(
             headers.contains(&format!("with ESMTPSA id {id}")),
@@ -298,10 +209,10 @@ print("ok")
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let logins = events(&mx.server, "authenticated", 2);
+    let logins = mx.server.wait_log_events("authenticated", 2);
     let via: Vec<&str> = logins
         .iter()
-        .filter_map(|e| field(e, "via").as_str())
+        .filter_map(|e| log_field(e, "via").as_str())
         .collect();
     assert_eq!(via, ["password", "app password laptop"], "{logins:?}");
     assert!(
@@ -326,7 +237,7 @@ print("ok")
 /// Runs a SCRAM-SHA-256 exchange for `user`/`password` on a new session;
 /// returns the final reply, after checking the server's signature when the
 /// server accepted the proof.
-fn scram_login(mx: &Mx, user: &str, password: &str) -> (u16, String) {
+fn scram_login(mx: &TlsServer, user: &str, password: &str) -> (u16, String) {
     let mut c = tls_from(mx, "127.0.0.1");
     let mut client = ScramClient::new(user, password);
     let first = STANDARD.encode(client.client_first());
@@ -429,19 +340,17 @@ fn lockouts_per_user_and_per_address_across_sessions() {
             assert!(c.is_closed());
         }
     }
-    let failed = events(&mx.server, "authentication failed", 3);
+    let failed = mx.server.wait_log_events("authentication failed", 3);
     let delays: Vec<u64> = failed
         .iter()
-        .filter_map(|e| field(e, "delay_ms").as_u64())
+        .filter_map(|e| log_field(e, "delay_ms").as_u64())
         .collect();
     assert_eq!(delays, [100, 200, 400], "{failed:?}");
-    let began = events(
-        &mx.server,
-        "too many failed authentication attempts; lockout begins",
-        1,
-    );
-    assert_eq!(field(&began[0], "scope"), "user", "{began:?}");
-    assert_eq!(field(&began[0], "user"), "alice", "{began:?}");
+    let began = mx
+        .server
+        .wait_log_events("too many failed authentication attempts; lockout begins", 1);
+    assert_eq!(log_field(&began[0], "scope"), "user", "{began:?}");
+    assert_eq!(log_field(&began[0], "user"), "alice", "{began:?}");
 
     let mut c = tls_from(&mx, "127.0.0.3");
     c.send(format!("AUTH PLAIN {PLAIN_OK}\r\n").as_bytes());
@@ -471,7 +380,7 @@ fn lockouts_per_user_and_per_address_across_sessions() {
     assert!(r.text.starts_with("421 4.7.0"), "{}", r.text);
     assert!(c.is_closed());
 
-    let metrics = scrape(&mx.server);
+    let metrics = mx.server.metrics_page();
     assert_eq!(
         sample(
             &metrics,
@@ -511,7 +420,7 @@ fn per_user_sending_limits() {
     let r = c.data(b"Subject: one\r\n\r\nhi");
     assert_eq!(r.code, 250, "{}", r.text);
     let id = queued_id(&r);
-    let detail = cli_json(&mx.server, &["queue", "show", &id, "--json"]);
+    let detail = mx.server.cli_json(&["queue", "show", &id, "--json"]);
     assert_eq!(
         detail["envelope"]["recipients"].as_array().map(Vec::len),
         Some(2),
@@ -548,13 +457,13 @@ fn per_user_sending_limits() {
     // Session counters reach the metrics when the session ends, just after
     // its last reply: wait (bounded) for them.
     let series = "portcullis_user_limit_refusals_total{limit=\"messages_per_hour\"}";
-    let mut metrics = scrape(&mx.server);
+    let mut metrics = mx.server.metrics_page();
     for _ in 0..50 {
         if sample(&metrics, series) >= 2.0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
-        metrics = scrape(&mx.server);
+        metrics = mx.server.metrics_page();
     }
     assert_eq!(sample(&metrics, series), 2.0, "{metrics}");
     assert_eq!(

@@ -6,15 +6,15 @@
 //! with an error naming it.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 use portcullis_dns::HickoryResolver;
 use portcullis_test_support::dns::TestDns;
+use portcullis_test_support::keys::dkim_rsa_key;
 use portcullis_test_support::pki::TestPki;
-use portcullis_test_support::server::{Portcullis, free_port, portcullis_bin};
+use portcullis_test_support::server::{Portcullis, background_runtime, free_port, portcullis_bin};
 use portcullis_test_support::sink::{Sink, SinkConfig};
 use portcullis_test_support::smtp::{Client, queued_id};
 
@@ -22,41 +22,6 @@ const TLS_NAME: &str = "mx.example.test";
 const SELECTOR: &str = "s1";
 /// base64 of "\0alice\0secret".
 const PLAIN_OK: &str = "AGFsaWNlAHNlY3JldA==";
-
-/// A 2048-bit RSA key in PEM, by openssl; returns the `p=` value of its
-/// DKIM record, derived as config/portcullis.toml tells operators to.
-fn genpkey(path: &Path) -> String {
-    let out = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(path)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl genpkey: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("openssl pkey -in \"$1\" -pubout -outform DER | base64 -w0")
-        .arg("sh")
-        .arg(path)
-        .output()
-        .expect("run openssl pkey");
-    assert!(
-        out.status.success(),
-        "openssl pkey: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 /// The raw message's header section (up to the empty line).
 fn header_section(raw: &[u8]) -> String {
@@ -66,11 +31,7 @@ fn header_section(raw: &[u8]) -> String {
 
 #[test]
 fn submitted_mail_is_dkim_signed_and_inbound_mail_is_not() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = background_runtime();
     let dns = rt.block_on(TestDns::start());
     let pki = TestPki::new();
 
@@ -86,7 +47,7 @@ fn submitted_mail_is_dkim_signed_and_inbound_mail_is_not() {
 
     let dir = tempfile::tempdir().unwrap();
     pki.issue(&[TLS_NAME]).write(dir.path(), "mx");
-    let p = genpkey(&dir.path().join("dkim.key"));
+    let p = dkim_rsa_key(&dir.path().join("dkim.key"));
     dns.add_txt(
         &format!("{SELECTOR}._domainkey.example.test"),
         &format!("v=DKIM1; k=rsa; p={p}"),
@@ -125,19 +86,7 @@ key = "{{dir}}/dkim.key"
             dns.addr()
         ),
     );
-    let out = Command::new(portcullis_bin())
-        .args(["user", "add", "alice", "--config"])
-        .arg(&server.config_path)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(b"secret\n")?;
-            child.wait_with_output()
-        })
-        .expect("portcullis user add");
+    let out = server.cli_with_stdin(&["user", "add", "alice"], Some("secret\n"));
     assert!(
         out.status.success(),
         "{}",

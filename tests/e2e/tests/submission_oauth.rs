@@ -14,8 +14,7 @@
 //! `[submission.oauth]` neither mechanism is offered or accepted, and
 //! `config check` refuses an introspection URL that is not https.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,7 +29,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use portcullis_test_support::dns::{FailMode, TestDns};
 use portcullis_test_support::https::{PolicyServer, Reply, Request};
 use portcullis_test_support::pki::TestPki;
-use portcullis_test_support::server::{Portcullis, portcullis_bin};
+use portcullis_test_support::server::{
+    Portcullis, TlsServer, background_runtime, log_field, metric, portcullis_bin,
+};
 use portcullis_test_support::smtp::{Client, TlsStream, queued_id};
 use serde_json::{Value, json};
 
@@ -64,38 +65,17 @@ impl World {
     /// it), the introspection endpoint there, and the server with
     /// `[submission.oauth]` pointing at it.
     fn new() -> World {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = background_runtime();
         let dns = rt.block_on(TestDns::start());
         dns.add_a(IDP_HOST, IDP_IP);
         dns.fail("elsewhere.test", FailMode::ServFail);
         let pki = TestPki::new();
         let idp = rt.block_on(PolicyServer::start(IDP_IP, &pki.issue(&[IDP_HOST])));
         let dir = tempfile::tempdir().unwrap();
-        pki.issue(&[TLS_NAME]).write(dir.path(), "mx");
-        let ca = pki.write_ca(dir.path());
         // A trailing newline: the secret is read trimmed.
         std::fs::write(dir.path().join("oauth-secret"), format!("{SECRET}\n")).unwrap();
-        let config = format!(
-            r#"hostname = "mx.example.test"
-[[listen]]
-address = "127.0.0.1:0"
-role = "smtp"
-[[listen]]
-address = "127.0.0.1:0"
-role = "submission"
-[[listen]]
-address = "127.0.0.1:0"
-role = "submissions"
-[tls]
-certificate = "{{dir}}/mx.crt"
-private_key = "{{dir}}/mx.key"
-[relay]
-accepted_domains = ["example.test"]
-[submission]
+        let extra = format!(
+            r#"[submission]
 users_file = "{{dir}}/users"
 auth_failure_delay = "0s"
 [submission.oauth]
@@ -109,14 +89,12 @@ ca_file = "{{dir}}/ca.pem"
 [dns]
 nameservers = ["{dns}"]
 timeout = "2s"
-[admin]
-socket = "{{dir}}/admin.sock"
-metrics = "127.0.0.1:0"
 "#,
             port = idp.port(),
             dns = dns.addr(),
         );
-        let server = Portcullis::start_in(dir, &config);
+        let TlsServer { server, pki, ca } =
+            TlsServer::start_in(dir, pki, &["smtp", "submission", "submissions"], &extra);
         World {
             server,
             idp,
@@ -220,52 +198,9 @@ fn assert_introspection(request: &Request, token: &str, port: u16) {
     );
 }
 
-fn cli_json(server: &Portcullis, args: &[&str]) -> Value {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "portcullis {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-fn scrape(server: &Portcullis) -> String {
-    let addr = server.metrics.expect("metrics endpoint");
-    let mut s = TcpStream::connect(addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read metrics");
-    body
-}
-
+/// The sample `name` (with labels); panics when absent.
 fn sample(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in metrics:\n{page}"))
-}
-
-/// A field of a JSON log event, at the top level or under `fields`.
-fn field<'a>(event: &'a Value, name: &str) -> &'a Value {
-    match &event[name] {
-        Value::Null => &event["fields"][name],
-        v => v,
-    }
-}
-
-/// The log events with `message`, once there are at least `n` (the harness
-/// reads the server's stderr on another thread; bounded wait).
-fn events(server: &Portcullis, message: &str, n: usize) -> Vec<Value> {
-    for _ in 0..200 {
-        let found = server.log_events(message);
-        if found.len() >= n {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server.log_events(message)
+    metric(page, name).unwrap_or_else(|| panic!("{name} not in metrics:\n{page}"))
 }
 
 /// No log line carries any of `secrets`.
@@ -324,7 +259,7 @@ fn lettre_xoauth2_over_starttls_relays_as_the_token_user() {
         .unwrap()
         .trim()
         .to_string();
-    let detail = cli_json(&w.server, &["queue", "show", &id, "--json"]);
+    let detail = w.server.cli_json(&["queue", "show", &id, "--json"]);
     assert_eq!(detail["envelope"]["authenticated"], ALICE, "{detail}");
     assert_eq!(detail["entry"]["sender"], format!("<{ALICE}>"), "{detail}");
     let headers = detail["headers"].as_str().unwrap();
@@ -337,13 +272,13 @@ fn lettre_xoauth2_over_starttls_relays_as_the_token_user() {
     assert_eq!(log.len(), 1, "{log:?}");
     assert_introspection(&log[0], token, w.idp.port());
 
-    let ok = events(&w.server, "authenticated", 1);
+    let ok = w.server.wait_log_events("authenticated", 1);
     assert_eq!(ok.len(), 1, "{ok:?}");
-    assert_eq!(field(&ok[0], "user"), ALICE);
-    assert_eq!(field(&ok[0], "mechanism"), "XOAUTH2");
-    assert_eq!(field(&ok[0], "via"), "bearer token");
+    assert_eq!(log_field(&ok[0], "user"), ALICE);
+    assert_eq!(log_field(&ok[0], "mechanism"), "XOAUTH2");
+    assert_eq!(log_field(&ok[0], "via"), "bearer token");
     assert_not_logged(&w.server, &[token, SECRET]);
-    let metrics = scrape(&w.server);
+    let metrics = w.server.metrics_page();
     assert_eq!(sample(&metrics, "portcullis_smtp_auth_success_total"), 1.0);
     assert_eq!(sample(&metrics, "portcullis_smtp_auth_failure_total"), 0.0);
 }
@@ -397,7 +332,7 @@ fn raw_oauthbearer_success_refusals_and_endpoint_failures() {
     assert_eq!(r.code, 250, "{}", r.text);
     let id = queued_id(&r);
     c.cmd("QUIT", 221);
-    let detail = cli_json(&w.server, &["queue", "show", &id, "--json"]);
+    let detail = w.server.cli_json(&["queue", "show", &id, "--json"]);
     assert_eq!(detail["envelope"]["authenticated"], ALICE, "{detail}");
     let log = w.idp.request_log();
     assert_eq!(log.len(), 1, "{log:?}");
@@ -472,7 +407,7 @@ fn raw_oauthbearer_success_refusals_and_endpoint_failures() {
     c.cmd("QUIT", 221);
     assert_eq!(w.idp.requests(), 1 + refusals.len() + 3);
 
-    let metrics = scrape(&w.server);
+    let metrics = w.server.metrics_page();
     assert_eq!(sample(&metrics, "portcullis_smtp_auth_success_total"), 3.0);
     assert_eq!(
         sample(&metrics, "portcullis_smtp_auth_failure_total"),
@@ -483,14 +418,16 @@ fn raw_oauthbearer_success_refusals_and_endpoint_failures() {
         2.0
     );
 
-    let ok = events(&w.server, "authenticated", 3);
+    let ok = w.server.wait_log_events("authenticated", 3);
     assert_eq!(ok.len(), 3, "{ok:?}");
     for e in &ok {
-        assert_eq!(field(e, "user"), ALICE, "{e}");
-        assert_eq!(field(e, "mechanism"), "OAUTHBEARER", "{e}");
-        assert_eq!(field(e, "via"), "bearer token", "{e}");
+        assert_eq!(log_field(e, "user"), ALICE, "{e}");
+        assert_eq!(log_field(e, "mechanism"), "OAUTHBEARER", "{e}");
+        assert_eq!(log_field(e, "via"), "bearer token", "{e}");
     }
-    let failed = events(&w.server, "authentication failed", refusals.len());
+    let failed = w
+        .server
+        .wait_log_events("authentication failed", refusals.len());
     assert_eq!(failed.len(), refusals.len(), "{failed:?}");
     let mut secrets: Vec<&str> = refusals.iter().map(|(t, _, _)| *t).collect();
     secrets.extend([good, "t500", "t-text", "retry-token", SECRET]);
@@ -567,21 +504,21 @@ print(json.dumps({"mechanisms": mechanisms, "good": code, "bad": bad, "challenge
     let challenge: Value = serde_json::from_str(challenges[0].as_str().unwrap()).unwrap();
     assert_eq!(challenge, invalid_token_challenge());
 
-    let list = cli_json(&w.server, &["queue", "list", "--json"]);
+    let list = w.server.cli_json(&["queue", "list", "--json"]);
     let entries = list.as_array().unwrap();
     assert_eq!(entries.len(), 1, "{list}");
     let id = entries[0]["id"].as_str().unwrap();
-    let detail = cli_json(&w.server, &["queue", "show", id, "--json"]);
+    let detail = w.server.cli_json(&["queue", "show", id, "--json"]);
     assert_eq!(detail["envelope"]["authenticated"], ALICE, "{detail}");
     let log = w.idp.request_log();
     assert_eq!(log.len(), 2, "{log:?}");
     assert_introspection(&log[0], "py-good-token", w.idp.port());
     assert_introspection(&log[1], "py-bad-token", w.idp.port());
-    let ok = events(&w.server, "authenticated", 1);
+    let ok = w.server.wait_log_events("authenticated", 1);
     assert_eq!(ok.len(), 1, "{ok:?}");
-    assert_eq!(field(&ok[0], "user"), ALICE);
-    assert_eq!(field(&ok[0], "mechanism"), "XOAUTH2");
-    let metrics = scrape(&w.server);
+    assert_eq!(log_field(&ok[0], "user"), ALICE);
+    assert_eq!(log_field(&ok[0], "mechanism"), "XOAUTH2");
+    let metrics = w.server.metrics_page();
     assert_eq!(sample(&metrics, "portcullis_smtp_auth_success_total"), 1.0);
     assert_eq!(sample(&metrics, "portcullis_smtp_auth_failure_total"), 1.0);
     assert_not_logged(&w.server, &["py-good-token", "py-bad-token", SECRET]);

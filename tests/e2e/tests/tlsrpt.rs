@@ -22,15 +22,18 @@
 
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::https::{PolicyServer, Reply};
+use portcullis_test_support::keys::dkim_rsa_key;
 use portcullis_test_support::pki::TestPki;
-use portcullis_test_support::server::{Portcullis, free_port};
+use portcullis_test_support::server::{Portcullis, background_runtime, eventually, free_port};
 use portcullis_test_support::sink::{Sink, SinkConfig, SinkTls};
 use portcullis_test_support::smtp::{Client, queued_id};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long [`eventually`] waits for the server to get somewhere.
+const WAIT: Duration = Duration::from_secs(30);
 
 const STS: &str = "sts.tlsrpt.test";
 const TESTING: &str = "testing.tlsrpt.test";
@@ -49,11 +52,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = background_runtime();
         let dns = rt.block_on(TestDns::start());
         World {
             rt,
@@ -142,7 +141,7 @@ impl World {
     fn server(&self, https_port: u16, tlsrpt: &str) -> Portcullis {
         let dir = tempfile::tempdir().unwrap();
         self.pki.write_ca(dir.path());
-        genpkey(&dir.path().join("tlsrpt.key"));
+        dkim_rsa_key(&dir.path().join("tlsrpt.key"));
         Portcullis::start_in(
             dir,
             &format!(
@@ -187,27 +186,6 @@ dkim_selector = "tlsrpt"
 dkim_key = "{dir}/tlsrpt.key"
 "#;
 
-/// A 2048-bit RSA key in PEM, by openssl (installed by .ci/run).
-fn genpkey(path: &Path) {
-    let out = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(path)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl genpkey: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Today as `YYYY-MM-DD` (UTC).
 fn today() -> String {
     let days = SystemTime::now()
@@ -242,25 +220,6 @@ fn send(server: &Portcullis, to: &str, body: &str) -> String {
 }
 
 #[track_caller]
-fn cli_ok(server: &Portcullis, args: &[&str]) -> Vec<u8> {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "portcullis {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-#[track_caller]
-fn cli_json(server: &Portcullis, args: &[&str]) -> Value {
-    let out = cli_ok(server, args);
-    serde_json::from_slice(&out)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out)))
-}
-
-#[track_caller]
 fn cli_fails(server: &Portcullis, args: &[&str]) -> Output {
     let out = server.cli(args);
     assert!(
@@ -271,26 +230,13 @@ fn cli_fails(server: &Portcullis, args: &[&str]) -> Output {
     out
 }
 
-/// Polls `f` until it returns Some, for at most 30 s.
-#[track_caller]
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Sends one message to `to` and waits until the queue is empty again, so
 /// that every message has sessions of its own.
 #[track_caller]
 fn deliver(server: &Portcullis, to: &str, body: &str) {
     let id = send(server, to, body);
-    eventually(&format!("{id} to {to} delivered"), || {
-        let q = cli_json(server, &["queue", "list", "--json"]);
+    eventually(&format!("{id} to {to} delivered"), WAIT, || {
+        let q = server.cli_json(&["queue", "list", "--json"]);
         q.as_array().unwrap().is_empty().then_some(())
     });
 }
@@ -310,7 +256,7 @@ fn row(list: &Value, day: &str, domain: &str) -> Value {
 /// message to each domain.
 #[track_caller]
 fn check_reports(server: &Portcullis, day: &str, n: u64) {
-    let list = cli_json(server, &["tlsrpt", "list", "--json"]);
+    let list = server.cli_json(&["tlsrpt", "list", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 3, "{list:#}");
     for (domain, ok, failed) in [(STS, n, n), (TESTING, 0, n), (PLAIN, n, 0)] {
         let r = row(&list, day, domain);
@@ -323,7 +269,7 @@ fn check_reports(server: &Portcullis, day: &str, n: u64) {
     }
 
     // enforce: one policy, n successes at mx2, n certificate-not-trusted at mx1.
-    let sts = cli_json(server, &["tlsrpt", "show", STS, "--json"]);
+    let sts = server.cli_json(&["tlsrpt", "show", STS, "--json"]);
     assert_eq!(sts["organization-name"], "Portcullis Test Org", "{sts:#}");
     assert_eq!(sts["contact-info"], "mailto:postmaster@example.test");
     assert_eq!(
@@ -364,7 +310,7 @@ fn check_reports(server: &Portcullis, day: &str, n: u64) {
     assert_eq!(details[0]["failed-session-count"], n);
 
     // testing: delivered, and still a failure in the report.
-    let testing = cli_json(server, &["tlsrpt", "show", TESTING, "--day", day, "--json"]);
+    let testing = server.cli_json(&["tlsrpt", "show", TESTING, "--day", day, "--json"]);
     let p = &testing["policies"][0];
     assert_eq!(p["policy"]["policy-type"], "sts", "{testing:#}");
     assert_eq!(p["policy"]["policy-domain"], TESTING);
@@ -380,7 +326,7 @@ fn check_reports(server: &Portcullis, day: &str, n: u64) {
     );
 
     // No policy: `no-policy-found`, no policy-string, no failures.
-    let plain = cli_json(server, &["tlsrpt", "show", PLAIN, "--json"]);
+    let plain = server.cli_json(&["tlsrpt", "show", PLAIN, "--json"]);
     let p = &plain["policies"][0];
     assert_eq!(p["policy"]["policy-type"], "no-policy-found", "{plain:#}");
     assert_eq!(p["policy"]["policy-domain"], PLAIN);
@@ -419,7 +365,7 @@ fn sessions_are_counted_reported_and_survive_a_restart() {
     check_reports(&server, &day, 2);
 
     // The human table.
-    let table = String::from_utf8(cli_ok(&server, &["tlsrpt", "list"])).unwrap();
+    let table = String::from_utf8(server.cli_ok(&["tlsrpt", "list"])).unwrap();
     let header = table.lines().next().unwrap();
     for col in ["DAY", "DOMAIN", "OK", "FAILED", "DESTINATIONS", "STATE"] {
         assert!(header.contains(col), "{table}");
@@ -431,8 +377,7 @@ fn sessions_are_counted_reported_and_survive_a_restart() {
         "{table}"
     );
     // `show` without --json prints the same JSON: it is the content.
-    let plain: Value =
-        serde_json::from_slice(&cli_ok(&server, &["tlsrpt", "show", PLAIN])).unwrap();
+    let plain: Value = serde_json::from_slice(&server.cli_ok(&["tlsrpt", "show", PLAIN])).unwrap();
     assert_eq!(plain["policies"][0]["policy"]["policy-domain"], PLAIN);
 
     // Unknown domains and days are errors, not empty reports.
@@ -454,16 +399,16 @@ fn sessions_are_counted_reported_and_survive_a_restart() {
     );
 
     // The day is not over: nothing is due, nothing is sent, and it says so.
-    let sent = cli_json(&server, &["tlsrpt", "send", "--json"]);
+    let sent = server.cli_json(&["tlsrpt", "send", "--json"]);
     assert_eq!(sent["outcomes"], serde_json::json!([]), "{sent:#}");
     assert_eq!(sent["collecting"], 3, "{sent:#}");
-    let text = String::from_utf8(cli_ok(&server, &["tlsrpt", "send"])).unwrap();
+    let text = String::from_utf8(server.cli_ok(&["tlsrpt", "send"])).unwrap();
     assert!(text.contains("nothing to send"), "{text}");
     assert!(
         text.contains("3 report(s) of today are still being collected"),
         "{text}"
     );
-    let list = cli_json(&server, &["tlsrpt", "list", "--json"]);
+    let list = server.cli_json(&["tlsrpt", "list", "--json"]);
     assert_eq!(row(&list, &day, STS)["state"], "collecting");
     // Nothing went to the reporting address's MX (there is none) nor
     // anywhere else: the sinks hold only the six messages.
@@ -497,7 +442,7 @@ fn with_reporting_disabled_sessions_are_still_counted_but_nothing_is_sent() {
     w.next_fetch_is_sts();
     deliver(&named, &format!("u@{STS}"), "sts-disabled");
     deliver(&named, &format!("u@{PLAIN}"), "plain-disabled");
-    let list = cli_json(&named, &["tlsrpt", "list", "--json"]);
+    let list = named.cli_json(&["tlsrpt", "list", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
     let r = row(&list, &day, STS);
     assert_eq!(
@@ -512,7 +457,7 @@ fn with_reporting_disabled_sessions_are_still_counted_but_nothing_is_sent() {
         (Some(1), Some(0)),
         "{r}"
     );
-    let sts = cli_json(&named, &["tlsrpt", "show", STS, "--json"]);
+    let sts = named.cli_json(&["tlsrpt", "show", STS, "--json"]);
     assert_eq!(
         sts["policies"][0]["policy"]["policy-type"], "sts",
         "{sts:#}"
@@ -531,7 +476,7 @@ fn with_reporting_disabled_sessions_are_still_counted_but_nothing_is_sent() {
     // Disabled and nothing named: `list` works, `show` says why it cannot.
     let bare = w.server(https_port, "enabled = false\n");
     deliver(&bare, &format!("u@{PLAIN}"), "plain-bare");
-    let list = cli_json(&bare, &["tlsrpt", "list", "--json"]);
+    let list = bare.cli_json(&["tlsrpt", "list", "--json"]);
     let r = row(&list, &day, PLAIN);
     assert_eq!(r["successful"], 1, "{r}");
     let out = cli_fails(&bare, &["tlsrpt", "show", PLAIN]);

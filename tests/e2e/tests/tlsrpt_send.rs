@@ -23,8 +23,9 @@ use portcullis_policy::tlsrpt::{Day, TlsRptRecorder};
 use portcullis_policy::{ReportPolicy, ReportPolicyType, TlsResultSink, TlsSessionResult};
 use portcullis_store::Store;
 use portcullis_test_support::dns::TestDns;
+use portcullis_test_support::keys::dkim_rsa_key;
 use portcullis_test_support::pki::{Issued, TestPki};
-use portcullis_test_support::server::{Portcullis, free_port};
+use portcullis_test_support::server::{Portcullis, background_runtime, eventually, free_port};
 use portcullis_test_support::sink::{Sink, SinkConfig, SinkTls};
 use portcullis_tls::TlsResultType;
 use portcullis_types::{Clock, Domain};
@@ -32,12 +33,14 @@ use serde_json::{Value, json};
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+/// How long [`eventually`] waits for the server to get somewhere.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// The policy domain the report is about.
 const DOMAIN: &str = "report.test";
@@ -222,71 +225,6 @@ fn record_day(data_dir: &Path, at: SystemTime) {
     std::thread::sleep(Duration::from_millis(200));
 }
 
-/// A 2048-bit RSA key in PEM, by openssl; returns the `p=` value of its
-/// DKIM record, derived as the README tells operators to.
-fn genpkey(path: &Path) -> String {
-    let out = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(path)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl genpkey: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("openssl pkey -in \"$1\" -pubout -outform DER | base64 -w0")
-        .arg("sh")
-        .arg(path)
-        .output()
-        .expect("run openssl pkey");
-    assert!(
-        out.status.success(),
-        "openssl pkey: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-#[track_caller]
-fn cli_json(server: &Portcullis, args: &[&str]) -> Value {
-    let out = server.cli(args);
-    assert!(
-        out.status.success(),
-        "portcullis {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "portcullis {args:?}: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// Polls `f` until it returns Some, for at most 30 s.
-#[track_caller]
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn gunzip(gz: &[u8]) -> Value {
     let mut json = Vec::new();
     GzDecoder::new(gz).read_to_end(&mut json).expect("gunzip");
@@ -295,11 +233,7 @@ fn gunzip(gz: &[u8]) -> Value {
 
 #[test]
 fn a_finished_day_is_reported_by_mail_and_https_once() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = background_runtime();
     let dns = rt.block_on(TestDns::start());
     let pki = TestPki::new();
     let port = free_port();
@@ -327,7 +261,7 @@ fn a_finished_day_is_reported_by_mail_and_https_once() {
     // Yesterday, before the binary starts; the DKIM key and its record.
     let dir = tempfile::tempdir().unwrap();
     pki.write_ca(dir.path());
-    let p = genpkey(&dir.path().join("tlsrpt.key"));
+    let p = dkim_rsa_key(&dir.path().join("tlsrpt.key"));
     dns.add_txt(
         &format!("{SELECTOR}._domainkey.{SUBMITTER}"),
         &format!("v=DKIM1; k=rsa; s=tlsrpt; p={p}"),
@@ -374,7 +308,7 @@ socket = "{{dir}}/admin.sock"
     );
 
     // The day is over and counted, not sent yet.
-    let list = cli_json(&server, &["tlsrpt", "list", "--json"]);
+    let list = server.cli_json(&["tlsrpt", "list", "--json"]);
     assert_eq!(
         list,
         json!([{
@@ -391,20 +325,17 @@ socket = "{{dir}}/admin.sock"
     assert!(sink.received().is_empty());
     assert!(receiver.requests().is_empty());
     // The report as it will be sent (the report-id is fixed now).
-    let expected = cli_json(
-        &server,
-        &[
-            "tlsrpt",
-            "show",
-            DOMAIN,
-            "--day",
-            &day.to_string(),
-            "--json",
-        ],
-    );
+    let expected = server.cli_json(&[
+        "tlsrpt",
+        "show",
+        DOMAIN,
+        "--day",
+        &day.to_string(),
+        "--json",
+    ]);
 
     // Send.
-    let sent = cli_json(&server, &["tlsrpt", "send", "--json"]);
+    let sent = server.cli_json(&["tlsrpt", "send", "--json"]);
     assert_eq!(sent["collecting"], 0, "{sent:#}");
     let outcomes = sent["outcomes"].as_array().unwrap();
     assert_eq!(outcomes.len(), 2, "{sent:#}");
@@ -531,11 +462,11 @@ socket = "{{dir}}/admin.sock"
     assert_eq!((sig.d.as_str(), sig.s.as_str()), (SUBMITTER, SELECTOR));
 
     // The queue has let go of it, and the day is sent.
-    eventually("an empty queue", || {
-        let q = cli_json(&server, &["queue", "list", "--json"]);
+    eventually("an empty queue", WAIT, || {
+        let q = server.cli_json(&["queue", "list", "--json"]);
         q.as_array().unwrap().is_empty().then_some(())
     });
-    let list = cli_json(&server, &["tlsrpt", "list", "--json"]);
+    let list = server.cli_json(&["tlsrpt", "list", "--json"]);
     let rows = list.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{list:#}");
     assert_eq!(rows[0]["day"], day.to_string());
@@ -550,7 +481,7 @@ socket = "{{dir}}/admin.sock"
 
     // The report's own SMTP session was seen by the recorder and not
     // counted (RFC 8460 §3): no row for rua.test, nothing collecting today.
-    eventually("the report session to be recognised", || {
+    eventually("the report session to be recognised", WAIT, || {
         server
             .log_events("TLS-RPT: session carried a report; not counted")
             .iter()
@@ -559,15 +490,15 @@ socket = "{{dir}}/admin.sock"
     });
 
     // Never twice.
-    let again = cli_json(&server, &["tlsrpt", "send", "--json"]);
+    let again = server.cli_json(&["tlsrpt", "send", "--json"]);
     assert_eq!(again, json!({"outcomes": [], "collecting": 0}), "{again:#}");
     // Nothing more was queued: an empty queue now means anything queued
     // by that pass has already reached the sink.
-    let q = cli_json(&server, &["queue", "list", "--json"]);
+    let q = server.cli_json(&["queue", "list", "--json"]);
     assert_eq!(q, json!([]), "{q:#}");
     assert_eq!(sink.received().len(), 1);
     assert_eq!(receiver.requests().len(), 1);
-    let list = cli_json(&server, &["tlsrpt", "list", "--json"]);
+    let list = server.cli_json(&["tlsrpt", "list", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list:#}");
     assert_eq!(list[0]["state"], "sent", "{list:#}");
 }

@@ -5,11 +5,8 @@
 //! 7489), ARC (RFC 8617) and Authentication-Results (RFC 8601); every row
 //! uses its own domains, so the resolver's cache cannot mix rows.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -19,7 +16,8 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 use mail_auth::{ArcOutput, AuthenticatedMessage, AuthenticationResults};
 use portcullis_test_support::dns::{FailMode, TestDns};
-use portcullis_test_support::server::Portcullis;
+use portcullis_test_support::keys::{dkim_rsa_key, pkcs8_der};
+use portcullis_test_support::server::{Portcullis, background_runtime};
 use portcullis_test_support::smtp::{Client, queued_id};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -31,11 +29,7 @@ struct Dns {
 
 impl Dns {
     fn start() -> Dns {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = background_runtime();
         let dns = rt.block_on(TestDns::start());
         Dns { dns, _rt: rt }
     }
@@ -99,40 +93,8 @@ impl Keys {
 /// PKCS#8 DER and the SubjectPublicKeyInfo in base64.
 fn rsa_key(dir: &Path) -> (Vec<u8>, String) {
     let pem = dir.join("rsa.pem");
-    let der = dir.join("rsa.der");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .expect("the RSA rows need the openssl command (apt-get install openssl)");
-        assert!(out.status.success(), "openssl {args:?} failed");
-        out.stdout
-    };
-    let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        &path(&pem),
-    ]);
-    // PKCS#8 whatever the openssl version writes by default.
-    openssl(&[
-        "pkcs8",
-        "-topk8",
-        "-nocrypt",
-        "-in",
-        &path(&pem),
-        "-outform",
-        "DER",
-        "-out",
-        &path(&der),
-    ]);
-    let public = openssl(&["pkey", "-in", &path(&pem), "-pubout", "-outform", "DER"]);
-    (std::fs::read(&der).expect("rsa key"), B64.encode(public))
+    let public = dkim_rsa_key(&pem);
+    (pkcs8_der(&pem), public)
 }
 
 /// A plain message from `from`.
@@ -237,30 +199,9 @@ impl Row {
     }
 }
 
-fn stored_headers(server: &Portcullis, id: &str) -> String {
-    let out = server.cli(&["queue", "show", id, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let detail: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    detail["headers"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no headers in {detail}"))
-        .to_owned()
-}
-
 fn queued_senders(server: &Portcullis) -> Vec<String> {
-    let out = server.cli(&["queue", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    list.as_array()
-        .expect("array")
+    server
+        .queue_list()
         .iter()
         .map(|m| m["sender"].as_str().unwrap_or_default().to_owned())
         .collect()
@@ -283,7 +224,7 @@ fn run(server: &Portcullis, row: &Row) -> Option<String> {
         return None;
     }
     let id = queued_id(&r);
-    let headers = stored_headers(server, &id);
+    let headers = server.stored_headers(&id);
     // Ours comes right after our Received field, once.
     assert!(
         headers.starts_with("Received: from "),
@@ -336,18 +277,6 @@ metrics = "127.0.0.1:0"
 "#,
         dns.addr()
     )
-}
-
-fn metrics(server: &Portcullis) -> String {
-    let addr = server.metrics.expect("metrics enabled");
-    let mut s = TcpStream::connect(addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
-    text
 }
 
 fn ar(line: &str) -> String {
@@ -859,7 +788,7 @@ fn verification_table() {
     assert_eq!(exc["exception"], "forwarder.test");
 
     // Metrics per result.
-    let text = metrics(&server);
+    let text = server.metrics_page();
     for (line, at_least) in [
         (
             "portcullis_auth_results_total{method=\"spf\",result=\"pass\"}",
@@ -931,14 +860,14 @@ fn spf_reject_at_mail_from_and_quarantine_reject() {
     assert_eq!(r.code, 250, "{}", r.text);
     let id = queued_id(&r);
     c.cmd("QUIT", 221);
-    let headers = stored_headers(&server, &id);
+    let headers = server.stored_headers(&id);
     assert!(
         headers.contains("\tspf=pass smtp.mailfrom=alice@b-pass.test;"),
         "{headers}"
     );
     assert_eq!(server.log_events("sender refused by SPF").len(), 2);
     assert_eq!(queued_senders(&server), ["<alice@b-pass.test>"]);
-    let text = metrics(&server);
+    let text = server.metrics_page();
     assert!(
         text.contains("portcullis_rejections_total{reason=\"spf\"} 1"),
         "{text}"
@@ -965,7 +894,7 @@ fn exception_by_forward_confirmed_reverse_name() {
     c.cmd("RCPT TO:<bob@example.test>", 250);
     let r = c.data(message("alice@c-fail.test", "excepted").as_bytes());
     assert_eq!(r.code, 250, "{}", r.text);
-    let headers = stored_headers(&server, &queued_id(&r));
+    let headers = server.stored_headers(&queued_id(&r));
     c.cmd("QUIT", 221);
     assert!(
         headers.contains("\tspf=fail smtp.mailfrom=alice@c-fail.test;"),
@@ -1003,7 +932,7 @@ fn trusted_networks_skip_verification() {
     c.cmd("RCPT TO:<bob@example.test>", 250);
     let r = c.data(message("alice@trusted-spoof.test", "outbound").as_bytes());
     assert_eq!(r.code, 250, "{}", r.text);
-    let headers = stored_headers(&server, &queued_id(&r));
+    let headers = server.stored_headers(&queued_id(&r));
     c.cmd("QUIT", 221);
     assert!(!headers.contains("Authentication-Results"), "{headers}");
     assert!(!headers.contains("Received-SPF"), "{headers}");

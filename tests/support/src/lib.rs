@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod https;
+pub mod keys;
 pub mod pki;
 pub mod scram;
 pub mod server;

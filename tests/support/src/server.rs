@@ -1,12 +1,14 @@
 //! The real `portcullis` binary as a child process: written config, its own
 //! data directory, ephemeral ports read back from its JSON log.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::pki::TestPki;
 
 /// Path of the `portcullis` binary built alongside the running test:
 /// `$PORTCULLIS_BIN`, else `<target>/<profile>/portcullis` next to the
@@ -253,15 +255,121 @@ impl Portcullis {
         self.spawn();
     }
 
-    /// Runs `portcullis ARGS --config <this config>` and returns its output.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(portcullis_bin())
+    /// `portcullis ARGS --config <this config>`, run in the test directory.
+    fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(portcullis_bin());
+        command
             .args(args)
             .arg("--config")
             .arg(&self.config_path)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run portcullis cli")
+            .current_dir(self.dir.path());
+        command
+    }
+
+    /// Runs `portcullis ARGS --config <this config>` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_command(args).output().expect("run portcullis cli")
+    }
+
+    /// Like [`Portcullis::cli`] with stdin, stdout and stderr piped: `stdin`
+    /// is written to the command when given (a write error is ignored: the
+    /// command may refuse before it reads, e.g. `user add` of a user that
+    /// exists), then stdin is closed.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = self
+            .cli_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run portcullis cli");
+        let mut pipe = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            let _ = pipe.write_all(text.as_bytes());
+        }
+        drop(pipe);
+        child.wait_with_output().expect("portcullis cli output")
+    }
+
+    /// Runs [`Portcullis::cli`] and returns its stdout; panics with the
+    /// command's stderr and stdout when it fails.
+    #[track_caller]
+    pub fn cli_ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "portcullis {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        out.stdout
+    }
+
+    /// Runs [`Portcullis::cli`] (give it `--json`) and parses its stdout;
+    /// panics with the command's stderr and stdout when it fails, and with
+    /// its stdout when that is not JSON.
+    #[track_caller]
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli_ok(args);
+        serde_json::from_slice(&out).unwrap_or_else(|e| {
+            panic!(
+                "portcullis {args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out)
+            )
+        })
+    }
+
+    /// `queue list --json`: one object per queued message.
+    #[track_caller]
+    pub fn queue_list(&self) -> Vec<serde_json::Value> {
+        match self.cli_json(&["queue", "list", "--json"]) {
+            serde_json::Value::Array(list) => list,
+            other => panic!("queue list --json is not an array: {other}"),
+        }
+    }
+
+    /// The stored header section of queued message `id` (`queue show ID
+    /// --json`, its `headers`).
+    #[track_caller]
+    pub fn stored_headers(&self, id: &str) -> String {
+        let detail = self.cli_json(&["queue", "show", id, "--json"]);
+        detail["headers"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no headers in {detail}"))
+            .to_owned()
+    }
+
+    /// The Prometheus text of `GET /metrics` (status line and headers
+    /// included) from the metrics endpoint, which must be enabled; asserts
+    /// a 200. The endpoint closes the connection after one response.
+    #[track_caller]
+    pub fn metrics_page(&self) -> String {
+        let addr = self.metrics.expect("metrics endpoint enabled");
+        let mut s = TcpStream::connect(addr).expect("connect metrics");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .expect("send metrics request");
+        let mut page = String::new();
+        s.read_to_string(&mut page).expect("read metrics");
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        page
+    }
+
+    /// The log events whose message is `message` (see
+    /// [`Portcullis::log_events`]), once there are at least `n`: the server
+    /// logs before it answers, but its stderr is read on another thread.
+    /// Waits at most 10 s, then returns what there is.
+    pub fn wait_log_events(&self, message: &str, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.log_events(message);
+            if found.len() >= n || Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 }
 
@@ -281,6 +389,79 @@ impl Drop for Portcullis {
     }
 }
 
+/// The name the certificate of a [`TlsServer`] is issued for.
+pub const MX_NAME: &str = "mx.example.test";
+
+/// The binary with a certificate for [`MX_NAME`] from a test PKI.
+pub struct TlsServer {
+    /// The running server.
+    pub server: Portcullis,
+    /// The PKI that issued its certificate (clients trust its CA).
+    pub pki: TestPki,
+    /// The CA certificate (PEM file) in the server's test directory.
+    pub ca: PathBuf,
+}
+
+impl TlsServer {
+    /// [`TlsServer::start_in`] a fresh temp dir with a new PKI.
+    pub fn start(roles: &[&str], extra: &str) -> TlsServer {
+        Self::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            TestPki::new(),
+            roles,
+            extra,
+        )
+    }
+
+    /// Writes `pki`'s certificate for [`MX_NAME`] (`mx.crt`, `mx.key`) and
+    /// its CA (`ca.pem`) into `dir`, and starts the binary there
+    /// ([`Portcullis::start_in`]) with `hostname = "mx.example.test"`, one
+    /// listener on an ephemeral loopback port per role in `roles`, that
+    /// certificate, `example.test` accepted, metrics on an ephemeral port,
+    /// and `extra` TOML appended (whole tables only; `{dir}` is replaced
+    /// there too).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        pki: TestPki,
+        roles: &[&str],
+        extra: &str,
+    ) -> TlsServer {
+        pki.issue(&[MX_NAME]).write(dir.path(), "mx");
+        let ca = pki.write_ca(dir.path());
+        let mut config = format!("hostname = \"{MX_NAME}\"\n");
+        for role in roles {
+            config.push_str(&format!(
+                "[[listen]]\naddress = \"127.0.0.1:0\"\nrole = \"{role}\"\n"
+            ));
+        }
+        config.push_str(
+            r#"[tls]
+certificate = "{dir}/mx.crt"
+private_key = "{dir}/mx.key"
+[relay]
+accepted_domains = ["example.test"]
+[admin]
+socket = "{dir}/admin.sock"
+metrics = "127.0.0.1:0"
+"#,
+        );
+        config.push_str(extra);
+        let server = Portcullis::start_in(dir, &config);
+        TlsServer { server, pki, ca }
+    }
+}
+
+/// A multi-thread runtime with one worker, for the test DNS, policy and
+/// report servers that run beside the binary (keep it alive as long as they
+/// serve).
+pub fn background_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; tests that need a
 /// fixed port across restarts use this).
 pub fn free_port() -> u16 {
@@ -289,4 +470,41 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The value of the sample `series` (metric name with its labels, exactly as
+/// printed: `name{label="value"}`) in a Prometheus text page: the part of a
+/// line before its last space must equal `series`. Comment lines are
+/// skipped; `None` when there is no such sample or its value is not a number.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == series).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// A field of a JSON log event: at the top level, else under `fields`
+/// (where the JSON log puts an event's fields depends on the formatter).
+pub fn log_field<'a>(event: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    match &event[name] {
+        serde_json::Value::Null => &event["fields"][name],
+        v => v,
+    }
+}
+
+/// Calls `f` every 50 ms until it returns `Some`, and returns that; panics
+/// naming `what` when `timeout` has passed.
+#[track_caller]
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
