@@ -95,9 +95,10 @@ impl Inbound {
                         relay: config.relay.clone(),
                         bare_newline: config.bare_newline,
                         tls_available: tls.is_some(),
-                        // AUTH needs a users file; on port 25 it is off
-                        // unless `[submission] auth_on_smtp`.
-                        auth: config.users_file.is_some()
+                        // AUTH needs a users file or token introspection;
+                        // on port 25 it is off unless
+                        // `[submission] auth_on_smtp`.
+                        auth: (config.users_file.is_some() || config.submission.oauth.is_some())
                             && (role != Role::Smtp || config.submission.auth_on_smtp),
                         submission: config.submission.clone(),
                         oauth: oauth.is_some(),

@@ -433,8 +433,14 @@ impl Users {
         Ok(())
     }
 
-    /// Writes the file atomically: a temporary file (mode 0600) in the same
-    /// directory, fsynced, renamed over `path`, directory fsynced.
+    /// Writes the file atomically: a temporary file in the same directory,
+    /// fsynced, renamed over `path`, directory fsynced.
+    ///
+    /// The server must go on reading the file whoever edits it (an admin
+    /// running `portcullis user` as root, say), so an existing file keeps
+    /// its owner, group and mode; a new one gets the directory's group and
+    /// mode 0640 (0600 when that group cannot be given). Never readable by
+    /// others.
     pub fn save(&self, path: &Path) -> Result<(), UsersError> {
         let io = |source| UsersError::Io {
             path: path.to_path_buf(),
@@ -456,6 +462,8 @@ impl Users {
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
             let mut f = opts.open(&tmp)?;
+            #[cfg(unix)]
+            keep_ownership(&f, path, &dir)?;
             f.write_all(self.to_string().as_bytes())?;
             f.sync_all()?;
             drop(f);
@@ -469,6 +477,40 @@ impl Users {
             let _ = std::fs::remove_file(&tmp);
         }
         result.map_err(io)
+    }
+}
+
+/// Gives the new file `f` the owner, group and mode of the file at `path`
+/// (or, for a new file, the group of `dir` and 0640). Failing to keep an
+/// existing owner is an error: the server might no longer read the file.
+#[cfg(unix)]
+fn keep_ownership(f: &std::fs::File, path: &Path, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, fchown};
+    match std::fs::metadata(path) {
+        Ok(old) => {
+            if old.uid() != f.metadata()?.uid() || old.gid() != f.metadata()?.gid() {
+                fchown(f, Some(old.uid()), Some(old.gid())).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot keep the file's owner {}:{} ({e}); run as that user or root",
+                            old.uid(),
+                            old.gid()
+                        ),
+                    )
+                })?;
+            }
+            // Never readable by others, whatever it was.
+            let mode = old.mode() & 0o770;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let gid = std::fs::metadata(dir)?.gid();
+            let grouped = gid == f.metadata()?.gid() || fchown(f, None, Some(gid)).is_ok();
+            let mode = if grouped { 0o640 } else { 0o600 };
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -578,9 +620,22 @@ mod tests {
         users.save(&path).unwrap();
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            // New: the directory's group may read it, others may not.
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+            assert_eq!(meta.gid(), std::fs::metadata(dir.path()).unwrap().gid());
+            // Existing: its mode is kept (less "other" bits) on every edit.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
+            let mut again = Users::load(&path, false).unwrap();
+            again.set_password("bob", "b-pw").unwrap();
+            again.save(&path).unwrap();
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+            again.save(&path).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o660);
         }
         // Comments survive an edit.
         let text = format!("# our users\n{}", std::fs::read_to_string(&path).unwrap());

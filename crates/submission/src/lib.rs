@@ -1,7 +1,7 @@
 //! Submission: the users file of `[submission] users_file` (a user per
 //! line with an argon2id hash and a SCRAM-SHA-256 secret, app passwords,
 //! `#` comments), password hashing and verification, atomic rewriting
-//! (temp file + rename, mode 0600) and a reloading handle for the running
+//! (temp file + rename, ownership kept) and a reloading handle for the running
 //! server; SCRAM-SHA-256 and OAuth bearer-token mechanisms; the
 //! brute-force lockout and the per-user sending rate.
 

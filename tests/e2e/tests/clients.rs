@@ -182,7 +182,9 @@ fn lettre_starttls_required_is_accepted_and_traced_as_esmtps_tls13() {
 /// accepted (recipient in accepted_domains), traced as ESMTPS.
 #[test]
 fn lettre_implicit_tls_on_submissions_is_accepted() {
-    let mx = TlsServer::start(&["submissions"], "");
+    // Loopback trusted: without AUTH, the submission listeners take
+    // mail only from trusted networks (AUTH: submission*.rs).
+    let mx = TlsServer::start_trusted(&["submissions"], "");
     let addr = mx.server.addr("submissions");
 
     // A raw socket sees nothing in plaintext, then the greeting inside TLS.
@@ -236,7 +238,9 @@ fn lettre_implicit_tls_on_submissions_is_accepted() {
 /// with their subjects and ESMTPS traces.
 #[test]
 fn python_smtplib_starttls_and_smtp_ssl_are_accepted() {
-    let mx = TlsServer::start(&["smtp", "submissions"], "");
+    // Loopback trusted: without AUTH, the submission listeners take
+    // mail only from trusted networks (AUTH: submission*.rs).
+    let mx = TlsServer::start_trusted(&["smtp", "submissions"], "");
 
     let r = smtplib(&mx, "starttls", "smtp", "default", "sendmail");
     assert_eq!(r["ok"], true, "{r}");
@@ -327,7 +331,9 @@ fn python_tls12_is_served_tls11_is_refused_and_service_continues() {
 /// transaction is accepted and queued.
 #[test]
 fn submission_requires_starttls_before_mail() {
-    let mx = TlsServer::start(&["submission"], "");
+    // Loopback trusted: without AUTH, the submission listeners take
+    // mail only from trusted networks (AUTH: submission*.rs).
+    let mx = TlsServer::start_trusted(&["submission"], "");
     let mut c = Client::connect(mx.server.addr("submission"));
     let ehlo = c.ehlo("sub.client.test");
     assert!(

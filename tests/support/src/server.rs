@@ -413,6 +413,19 @@ impl TlsServer {
         )
     }
 
+    /// [`TlsServer::start`] with loopback in `[relay] trusted_networks`:
+    /// for tests of TLS with real clients on the submission listeners,
+    /// which take mail without AUTH only from trusted networks.
+    pub fn start_trusted(roles: &[&str], extra: &str) -> TlsServer {
+        Self::start_with(
+            tempfile::tempdir().expect("tempdir"),
+            TestPki::new(),
+            roles,
+            "trusted_networks = [\"127.0.0.0/8\"]\n",
+            extra,
+        )
+    }
+
     /// Writes `pki`'s certificate for [`MX_NAME`] (`mx.crt`, `mx.key`) and
     /// its CA (`ca.pem`) into `dir`, and starts the binary there
     /// ([`Portcullis::start_in`]) with `hostname = "mx.example.test"`, one
@@ -424,6 +437,16 @@ impl TlsServer {
         dir: tempfile::TempDir,
         pki: TestPki,
         roles: &[&str],
+        extra: &str,
+    ) -> TlsServer {
+        Self::start_with(dir, pki, roles, "", extra)
+    }
+
+    fn start_with(
+        dir: tempfile::TempDir,
+        pki: TestPki,
+        roles: &[&str],
+        relay: &str,
         extra: &str,
     ) -> TlsServer {
         pki.issue(&[MX_NAME]).write(dir.path(), "mx");
@@ -440,7 +463,11 @@ certificate = "{dir}/mx.crt"
 private_key = "{dir}/mx.key"
 [relay]
 accepted_domains = ["example.test"]
-[admin]
+"#,
+        );
+        config.push_str(relay);
+        config.push_str(
+            r#"[admin]
 socket = "{dir}/admin.sock"
 metrics = "127.0.0.1:0"
 "#,

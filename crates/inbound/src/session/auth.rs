@@ -12,6 +12,7 @@
 use super::{Event, Session, State, reply};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use portcullis_config::Role;
 use portcullis_submission::lockout::Lock;
 use portcullis_submission::oauth::{self, BearerResponse};
 use portcullis_submission::scram::{self, ClientFirst, ScramServer};
@@ -192,9 +193,12 @@ fn decode_text(text: &str) -> Decoded {
     }
 }
 
-/// Minutes, rounded up, for a reply text.
-fn minutes(d: Duration) -> u64 {
-    d.as_secs().div_ceil(60).max(1)
+/// "N minutes" (rounded up, at least one) for a reply text.
+pub(super) fn minutes(d: Duration) -> String {
+    match d.as_secs().div_ceil(60).max(1) {
+        1 => "1 minute".to_string(),
+        n => format!("{n} minutes"),
+    }
 }
 
 impl Session {
@@ -235,6 +239,9 @@ impl Session {
         };
         if !self.cfg.auth {
             self.error(out, 502, (5, 5, 1), "AUTH not available");
+        } else if self.tls.is_none() && self.cfg.role == Role::Submission {
+            // RFC 6409/8314: on port 587 nothing but STARTTLS comes first.
+            self.error(out, 530, (5, 7, 0), "Must issue a STARTTLS command first");
         } else if self.tls.is_none() {
             // RFC 4954 §4 / RFC 5248: credentials only over TLS.
             self.error(
@@ -444,7 +451,7 @@ impl Session {
             421,
             (4, 7, 0),
             format_args!(
-                "{} Too many failed authentication attempts; try again in {} minutes",
+                "{} Too many failed authentication attempts; try again in {}",
                 self.cfg.hostname,
                 minutes(lock.remaining)
             ),

@@ -23,6 +23,12 @@ impl Session {
         if self.cfg.role == Role::Submission && self.tls.is_none() {
             return self.error(out, 530, (5, 7, 0), "Must issue a STARTTLS command first");
         }
+        // RFC 6409 §4.3 / RFC 4954 §6: the submission ports are for our
+        // users; mail from anyone else (outside trusted networks) goes to
+        // port 25, where it is verified.
+        if self.cfg.role != Role::Smtp && self.auth_user.is_none() && !self.trusted {
+            return self.error(out, 530, (5, 7, 0), "Authentication required");
+        }
         // Parameters we did not advertise are refused, not ignored.
         let unoffered = from.flags
             & (MAIL_BODY_BINARYMIME
@@ -94,8 +100,8 @@ impl Session {
                     452,
                     (4, 7, 1),
                     format_args!(
-                        "Sending limit of {per_hour} messages per hour reached for {user}; try again in {} minutes",
-                        wait.as_secs().div_ceil(60).max(1)
+                        "Sending limit of {per_hour} messages per hour reached for {user}; try again in {}",
+                        super::auth::minutes(wait)
                     ),
                 );
                 return;

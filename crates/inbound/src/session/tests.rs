@@ -447,6 +447,19 @@ fn submission_needs_tls_before_mail() {
             b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n",
         ],
     );
+    // After TLS, MAIL needs AUTH (outside trusted networks).
+    assert_eq!(
+        r.replies.last().unwrap(),
+        "530 5.7.0 Authentication required"
+    );
+    let r = run_chunks(
+        config(Role::Submission, BareNewline::Reject),
+        "10.9.9.9",
+        &[
+            b"EHLO c.test\r\nSTARTTLS\r\n",
+            b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n",
+        ],
+    );
     assert_eq!(r.replies.last().unwrap(), "250 2.1.0 Sender OK");
 }
 
@@ -837,11 +850,13 @@ fn auth_cases() {
             "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
             &["235 2.7.0", "503 5.5.1"],
         ),
-        // AUTH inside a transaction.
+        // AUTH inside a transaction (after AUTH, so MAIL was accepted).
         (
-            "MAIL FROM:<x@example.test>\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
-            &["250 2.1.0", "503 5.5.1"],
+            "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nMAIL FROM:<alice@example.test>\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+            &["235 2.7.0", "250 2.1.0", "503 5.5.1"],
         ),
+        // MAIL without AUTH on a submission listener.
+        ("MAIL FROM:<x@example.test>\r\n", &["530 5.7.0"]),
         // SCRAM-SHA-256, the RFC 7677 exchange: client-first as the initial
         // response, server-first, client-final, server-final, empty, 235.
         (
@@ -868,10 +883,11 @@ fn auth_cases() {
             &["501 5.5.2"],
         ),
         ("AUTH SCRAM-SHA-256 Z2FyYmFnZQ==\r\n", &["501 5.5.2"]),
-        // SCRAM: anything but an empty line after server-final cancels.
+        // SCRAM: anything but an empty line after server-final cancels, and
+        // the session is not authenticated.
         (
             "AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=\r\nYz1iaXdzLHI9ck9wck5HZndFYmVSV2diTkVrcU8laHZZRHBXVWEyUmFUQ0FmdXhGSWxqKWhObEYkazAscD1kSHpiWmFwV0lrNGpVaE4rVXRlOXl0YWc5empmTUhnc3FtbWl6N0FuZFZRPQ==\r\n*\r\nMAIL FROM:<user@example.test>\r\n",
-            &["334 cj1y", "334 dj02", "501 5.7.0", "250 2.1.0"],
+            &["334 cj1y", "334 dj02", "501 5.7.0", "530 5.7.0"],
         ),
         // XOAUTH2 and OAUTHBEARER with a good token.
         (
@@ -919,7 +935,8 @@ fn auth_cases() {
 }
 
 /// AUTH is advertised only with TLS on a listener that offers it; before
-/// TLS it is refused with 538 5.7.11 (RFC 4954 §4).
+/// TLS it is refused: 530 5.7.0 on `submission` (STARTTLS first), 538
+/// 5.7.11 on `smtp` with `auth_on_smtp` (RFC 4954 §4).
 #[test]
 fn auth_only_after_tls() {
     let sub = config(Role::Submission, BareNewline::Reject);
@@ -934,6 +951,18 @@ fn auth_only_after_tls() {
             .any(|l| l.starts_with("250") && l.contains("AUTH ")),
         "{:?}",
         r.replies
+    );
+    assert!(
+        r.replies.last().unwrap().starts_with("530 5.7.0"),
+        "{:?}",
+        r.replies
+    );
+    let mut on_smtp = (*smtp()).clone();
+    on_smtp.auth = true;
+    let r = run_all_ways(
+        Arc::new(on_smtp),
+        OUTSIDE,
+        b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
     );
     assert!(
         r.replies.last().unwrap().starts_with("538 5.7.11"),
@@ -1048,9 +1077,20 @@ fn authenticated_relay_and_sender_ownership() {
         let last = r.replies.last().unwrap();
         assert_eq!(last.starts_with("250"), ok, "{from}: {last}");
     }
-    // Without AUTH: only accepted domains.
+    // Without AUTH: no mail at all on a submission listener (it would
+    // bypass port 25's verification); on port 25 only accepted domains.
     let r = run_all_ways(
         submissions(&[]),
+        OUTSIDE,
+        b"EHLO c.test\r\nMAIL FROM:<alice@example.test>\r\n",
+    );
+    assert!(
+        r.replies.last().unwrap().starts_with("530 5.7.0"),
+        "{:?}",
+        r.replies
+    );
+    let r = run_all_ways(
+        smtp(),
         OUTSIDE,
         b"EHLO c.test\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@elsewhere.test>\r\n",
     );
