@@ -499,11 +499,8 @@ impl Inbound {
         let ip = session.peer();
         let mechanism = check.mechanism();
         let claimed = check.user().to_string();
-        if let Some(lock) = self.guard.locked(
-            ip,
-            Some(&claimed).filter(|u| !u.is_empty()).map(|u| u.as_str()),
-            Instant::now(),
-        ) {
+        let named = (!claimed.is_empty()).then_some(claimed.as_str());
+        if let Some(lock) = self.guard.locked(ip, named, Instant::now()) {
             warn!(user = %claimed, mechanism, scope = lock.scope.as_str(), remaining_secs = lock.remaining.as_secs(), "AUTH refused: locked out");
             session.auth_checked(AuthOutcome::Locked(lock), out);
             return;

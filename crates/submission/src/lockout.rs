@@ -242,7 +242,8 @@ impl AuthGuard {
         list.push((key, now));
     }
 
-    /// Addresses and users with failures or a lockout (for metrics).
+    /// Addresses and users currently tracked (what the memory bound
+    /// applies to).
     pub fn tracked(&self) -> usize {
         let st = self.state();
         st.ips.len() + st.users.len()
