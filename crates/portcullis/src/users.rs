@@ -151,12 +151,18 @@ fn lock(path: &Path) -> Result<std::fs::File, String> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = std::path::PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    // Opened read-only when it exists (flock needs no write access), so a
+    // lock file root created does not stop the service user's edits.
+    let file = match std::fs::File::open(&lock_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?,
+        Err(e) => return Err(format!("{}: {e}", lock_path.display())),
+    };
     file.lock()
         .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
     Ok(file)
