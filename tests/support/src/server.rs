@@ -51,6 +51,9 @@ pub struct Portcullis {
     pub listeners: Vec<(SocketAddr, String)>,
     /// Metrics address, when enabled.
     pub metrics: Option<SocketAddr>,
+    /// True when the config asks for text logs (`[log] format = "text"`);
+    /// otherwise the server logs JSON, which the helpers here parse.
+    text_logs: bool,
 }
 
 impl Portcullis {
@@ -84,7 +87,7 @@ impl Portcullis {
             text.push_str(&format!("\n[admin]\nsocket = \"{d}/admin.sock\"\n"));
         }
         let config_path = dir.path().join("portcullis.toml");
-        std::fs::write(&config_path, text).expect("write config");
+        std::fs::write(&config_path, &text).expect("write config");
         let mut p = Portcullis {
             child: None,
             dir,
@@ -92,6 +95,7 @@ impl Portcullis {
             logs: Arc::new((Mutex::new(LogState::default()), Condvar::new())),
             listeners: vec![],
             metrics: None,
+            text_logs: text.contains("format = \"text\""),
         };
         p.spawn();
         p
@@ -99,12 +103,12 @@ impl Portcullis {
 
     fn spawn(&mut self) {
         self.logs = Arc::new((Mutex::new(LogState::default()), Condvar::new()));
-        let mut child = Command::new(portcullis_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(&self.config_path)
-            .arg("--log-format")
-            .arg("json")
+        let mut command = Command::new(portcullis_bin());
+        command.arg("serve").arg("--config").arg(&self.config_path);
+        if !self.text_logs {
+            command.arg("--log-format").arg("json");
+        }
+        let mut child = command
             .env("RUST_LOG", "debug")
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -130,6 +134,20 @@ impl Portcullis {
         });
         self.child = Some(child);
         self.wait_for_log("portcullis ready", Duration::from_secs(20));
+        if self.text_logs {
+            self.listeners = self
+                .logs()
+                .iter()
+                .filter(|l| l.contains(" listening "))
+                .map(|l| {
+                    (
+                        text_field(l, "address").parse().unwrap(),
+                        text_field(l, "role"),
+                    )
+                })
+                .collect();
+            return;
+        }
         self.listeners = self
             .log_events("listening")
             .iter()
@@ -476,6 +494,18 @@ metrics = "127.0.0.1:0"
         let server = Portcullis::start_in(dir, &config);
         TlsServer { server, pki, ca }
     }
+}
+
+/// The value of `name=` in a text log line, without quotes.
+fn text_field(line: &str, name: &str) -> String {
+    let start = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name}= in {line}"))
+        + name.len()
+        + 1;
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    rest[..end].trim_matches('"').to_string()
 }
 
 /// A multi-thread runtime with one worker, for the test DNS, policy and
