@@ -12,7 +12,7 @@ use portcullis_policy::tlsrpt::{Day, ReportInfo, SendOutcome, TlsRptError, build
 use portcullis_policy::{
     CachedPolicy, Mode, MxPattern, NoPolicy, Pin, PinSource, PolicyLookup, RefreshOutcome, StsError,
 };
-use portcullis_queue::QueueRecord;
+use portcullis_queue::{QueueError, QueueRecord};
 use portcullis_tls::TlsResultType;
 use portcullis_types::{Clock, Domain, QueueId, SystemClock};
 use std::collections::{BTreeSet, HashMap};
@@ -666,20 +666,41 @@ impl Handler for AdminHandler {
                 Request::QueueShow { id } => {
                     let id = parse_id(&id)?;
                     let record = queue.get(id).map_err(|e| Response::error(e.to_string()))?;
-                    let message = queue
-                        .message(id)
-                        .map_err(|e| Response::error(e.to_string()))?;
+                    // A record without its body is shown (that is how the
+                    // operator finds it), with the inconsistency named.
+                    let (message, body_error) = match queue.message(id) {
+                        Ok(m) => (m, None),
+                        Err(e @ QueueError::BodyMissing { .. }) => (Vec::new(), Some(e.to_string())),
+                        Err(e) => return Err(Response::error(e.to_string())),
+                    };
                     let mut envelope = serde_json::to_value(&record.envelope).unwrap_or_default();
-                    // Every attempt with its per-recipient outcomes and replies.
+                    // The attempts kept (the first and the last ones) with
+                    // their per-recipient outcomes and replies.
                     if let Some(obj) = envelope.as_object_mut() {
                         obj.insert(
                             "history".into(),
                             serde_json::to_value(&record.history).unwrap_or_default(),
                         );
+                        if record.attempts_omitted() > 0 {
+                            obj.insert(
+                                "history_note".into(),
+                                format!(
+                                    "{} of {} attempts shown: the first {} and the last {}",
+                                    record.history.len(),
+                                    record.attempts,
+                                    portcullis_queue::HISTORY_FIRST,
+                                    portcullis_queue::HISTORY_LAST
+                                )
+                                .into(),
+                            );
+                        }
                         obj.insert(
                             "recipient_states".into(),
                             serde_json::to_value(&record.recipients).unwrap_or_default(),
                         );
+                        if let Some(e) = body_error {
+                            obj.insert("body_error".into(), e.into());
+                        }
                     }
                     Response::ok(&QueueDetail {
                         entry: entry(&record),

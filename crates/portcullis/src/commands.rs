@@ -334,17 +334,22 @@ fn render(request: &Request, body: serde_json::Value) -> Result<String, String> 
             let rows: Vec<Vec<String>> = entries
                 .into_iter()
                 .map(|e| {
+                    // Senders, addresses and remote replies come from
+                    // the network: no control character reaches the
+                    // operator's terminal.
                     vec![
                         e.id,
-                        e.sender,
-                        e.recipients
-                            .iter()
-                            .map(|r| format!("{} ({})", r.address, r.state))
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        escape_terminal(&e.sender),
+                        escape_terminal(
+                            &e.recipients
+                                .iter()
+                                .map(|r| format!("{} ({})", r.address, r.state))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ),
                         e.size.to_string(),
                         e.attempts.to_string(),
-                        e.last_error.unwrap_or_default(),
+                        escape_terminal(&e.last_error.unwrap_or_default()),
                     ]
                 })
                 .collect();
@@ -363,7 +368,15 @@ fn render(request: &Request, body: serde_json::Value) -> Result<String, String> 
         Request::QueueShow { .. } => {
             let d: QueueDetail = serde_json::from_value(body).map_err(decode_err)?;
             let envelope = serde_json::to_string_pretty(&d.envelope).unwrap_or_default();
-            format!("{}\n\n{}", envelope, d.headers.trim_end())
+            // The headers are the sender's bytes: escaped, so that they
+            // cannot drive the operator's terminal (JSON escapes C0 but
+            // not DEL or C1, so the envelope goes through it too).
+            let headers = d.headers.trim_end().replace("\r\n", "\n");
+            format!(
+                "{}\n\n{}",
+                escape_terminal(&envelope),
+                escape_terminal(&headers)
+            )
         }
         Request::PolicyList => {
             let entries: Vec<PolicyEntry> = serde_json::from_value(body).map_err(decode_err)?;
@@ -831,9 +844,51 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `text` with every control character a terminal could act on written
+/// as `\xHH` (C0 but tab and line feed, DEL, C1): what a sender or a
+/// remote server wrote can be shown to the operator but can never move the
+/// cursor, change the title or colours, or hide a line (ECMA-48 escape and
+/// control sequences all start with such a character).
+fn escape_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let code = u32::from(c);
+        let control = (code < 0x20 && c != '\t' && c != '\n') || (0x7f..=0x9f).contains(&code);
+        if control {
+            out.push_str(&format!("\\x{code:02x}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_escaping_neutralises_every_control_character() {
+        #[track_caller]
+        fn case(input: &str, want: &str) {
+            assert_eq!(escape_terminal(input), want, "{input:?}");
+        }
+        case("Subject: plain text", "Subject: plain text");
+        case("a\tb\nc", "a\tb\nc");
+        case("\x1b[2J\x1b]0;owned\x07", "\\x1b[2J\\x1b]0;owned\\x07");
+        case("bare\rCR", "bare\\x0dCR");
+        case("nul\0 del\x7f", "nul\\x00 del\\x7f");
+        case("c1 \u{9b}31m \u{85}", "c1 \\x9b31m \\x85");
+        case("Grüße ✓ \u{a0}", "Grüße ✓ \u{a0}");
+        for c in (0u32..0x20).chain(0x7f..0xa0).filter_map(char::from_u32) {
+            let out = escape_terminal(&c.to_string());
+            if c == '\t' || c == '\n' {
+                assert_eq!(out, c.to_string());
+            } else {
+                assert!(out.chars().all(|o| !o.is_control()), "{c:?} -> {out:?}");
+            }
+        }
+    }
 
     #[test]
     fn dates_round_trip_and_bad_dates_are_refused() {

@@ -80,6 +80,14 @@ pub struct DsnRecipient<'a> {
     pub will_retry_until: Option<SystemTime>,
 }
 
+/// The most of the original message a DSN returns (octets): a message up
+/// to this size is returned whole when RET=FULL (or RET absent) asks for
+/// it; a larger one only by its header section, itself cut to this size.
+/// So the server cannot be used to reflect large payloads at a forged
+/// sender (RFC 3461 §4.3 lets the MTA return headers only; RFC 6522
+/// `text/rfc822-headers` is the type for that).
+pub const MAX_RETURNED: usize = 64 * 1024;
+
 /// Everything needed to write one notification.
 #[derive(Debug, Clone)]
 pub struct DsnRequest<'a> {
@@ -94,8 +102,8 @@ pub struct DsnRequest<'a> {
     pub recipients: Vec<DsnRecipient<'a>>,
     /// The time of the report (its `Date:`).
     pub now: SystemTime,
-    /// With RET absent, a message larger than this is returned as headers
-    /// only (e.g. 50_000).
+    /// A message larger than this is returned as headers only, whatever
+    /// RET asks, and the header section is cut to it ([`MAX_RETURNED`]).
     pub max_returned: usize,
 }
 
@@ -279,7 +287,7 @@ enum Returned<'m> {
 enum HeadersWhy {
     /// RET=HDRS.
     Asked,
-    /// RET absent and the message is over `max_returned`.
+    /// RET=FULL or absent, and the message is over `max_returned`.
     TooLarge,
     /// BODY=BINARYMIME: the body cannot go in an 8bit part.
     Binary,
@@ -298,8 +306,11 @@ impl<'m> Returned<'m> {
 /// RET=FULL asks for the message in a "failed" DSN (RFC 3461 §4.3); a
 /// delay warning or success report carries the headers only, as is common
 /// practice (the message is not lost, so there is nothing to give back).
+/// Whatever RET says, no more than `max_returned` octets of the original
+/// go back: a larger message is returned as (at most that many octets of)
+/// its headers.
 fn choose_returned<'m>(req: &DsnRequest<'m>, overall: Action) -> Returned<'m> {
-    let headers = header_section(req.message);
+    let headers = cap_lines(header_section(req.message), req.max_returned);
     if overall != Action::Failed {
         return Returned::Headers(headers, HeadersWhy::NotFailed);
     }
@@ -308,11 +319,21 @@ fn choose_returned<'m>(req: &DsnRequest<'m>, overall: Action) -> Returned<'m> {
     }
     match req.envelope.ret {
         Some(DsnRet::Headers) => Returned::Headers(headers, HeadersWhy::Asked),
-        Some(DsnRet::Full) => Returned::Full(req.message),
-        None if req.message.len() > req.max_returned => {
+        Some(DsnRet::Full) | None if req.message.len() > req.max_returned => {
             Returned::Headers(headers, HeadersWhy::TooLarge)
         }
-        None => Returned::Full(req.message),
+        Some(DsnRet::Full) | None => Returned::Full(req.message),
+    }
+}
+
+/// `block` cut after its last whole line (CRLF) within `max` octets.
+fn cap_lines(block: &[u8], max: usize) -> &[u8] {
+    if block.len() <= max {
+        return block;
+    }
+    match block[..max].windows(2).rposition(|w| w == b"\r\n") {
+        Some(i) => &block[..i + 2],
+        None => &[],
     }
 }
 
@@ -772,6 +793,8 @@ mod tests {
         EightBit(bool),
         /// `smtputf8`.
         Utf8(bool),
+        /// The whole DSN is at most this many octets.
+        AtMost(usize),
     }
     use Check::*;
 
@@ -796,7 +819,7 @@ mod tests {
             envid: None,
             body: BodyType::SevenBit,
             body_len: 100,
-            max_returned: 50_000,
+            max_returned: MAX_RETURNED,
             expect: None,
         }
     }
@@ -1026,6 +1049,12 @@ mod tests {
                 Lacks(s) => assert!(!whole.contains(s), "{}: has {s:?}", c.name),
                 EightBit(b) => assert_eq!(needs_8bit(&dsn), *b, "{}", c.name),
                 Utf8(b) => assert_eq!(dsn.smtputf8, *b, "{}", c.name),
+                AtMost(n) => assert!(
+                    dsn.message.len() <= *n,
+                    "{}: DSN of {} octets",
+                    c.name,
+                    dsn.message.len()
+                ),
             }
         }
     }
@@ -1165,13 +1194,20 @@ mod tests {
                 ]),
                 ..case("RET=HDRS", A, vec![r("b@example.test", "", Failed)])
             },
+            // Regression: RET=FULL used to return the whole message at any
+            // size, so a forged sender could have megabytes reflected at it.
             Case {
                 ret: Some(DsnRet::Full),
                 body_len: 5_000,
                 max_returned: 1_000,
-                expect: Some(vec![Part3("message/rfc822"), Has("BODY-MARKER")]),
+                expect: Some(vec![
+                    Part3("text/rfc822-headers"),
+                    Has("Subject: test"),
+                    Lacks("BODY-MARKER"),
+                    Text("more than the 1000 octets returned in full"),
+                ]),
                 ..case(
-                    "RET=FULL, large message",
+                    "RET=FULL, message over the limit: headers only",
                     A,
                     vec![r("b@example.test", "", Failed)],
                 )
@@ -1272,6 +1308,58 @@ mod tests {
         for c in &cases {
             run(c);
         }
+    }
+
+    /// Issue 11: RET=FULL returns at most the first 64 KiB: a 1 MiB
+    /// message bounces with its headers only and the DSN stays small; a
+    /// 10 KiB one (and one of exactly 64 KiB) is returned whole.
+    #[test]
+    fn ret_full_returns_at_most_64_kib() {
+        let rcpt = || vec![r("b@example.test", "", Failed)];
+        run(&Case {
+            ret: Some(DsnRet::Full),
+            body_len: 1024 * 1024,
+            expect: Some(vec![
+                Part3("text/rfc822-headers"),
+                Has("Message-ID: <m1@example.test>"),
+                Lacks("BODY-MARKER"),
+                AtMost(8 * 1024),
+            ]),
+            ..case("RET=FULL, 1 MiB", A, rcpt())
+        });
+        run(&Case {
+            ret: Some(DsnRet::Full),
+            body_len: 10 * 1024,
+            expect: Some(vec![
+                Part3("message/rfc822"),
+                Has("BODY-MARKER"),
+                Text("The original message is attached."),
+            ]),
+            ..case("RET=FULL, 10 KiB", A, rcpt())
+        });
+        let whole = message(BodyType::SevenBit, 0).len();
+        run(&Case {
+            ret: Some(DsnRet::Full),
+            // `message` fills in 42-octet lines: the largest at the limit.
+            body_len: (MAX_RETURNED - whole) / 42 * 42,
+            expect: Some(vec![Part3("message/rfc822"), Has("BODY-MARKER")]),
+            ..case("RET=FULL, just under 64 KiB", A, rcpt())
+        });
+    }
+
+    /// A header section larger than the limit is itself cut, after a whole
+    /// line.
+    #[test]
+    fn huge_header_section_is_cut_on_a_line() {
+        let mut block = Vec::new();
+        for i in 0..5000 {
+            block.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(40)).as_bytes());
+        }
+        let cut = cap_lines(&block, MAX_RETURNED);
+        assert!(cut.len() <= MAX_RETURNED && cut.len() > MAX_RETURNED - 100);
+        assert!(cut.ends_with(b"\r\n") && block.starts_with(cut));
+        assert_eq!(cap_lines(b"A: b\r\n", 100), b"A: b\r\n");
+        assert_eq!(cap_lines(b"no line end at all", 4), b"");
     }
 
     #[test]

@@ -11,29 +11,50 @@
 //! DSNs ([`dsn`]) on permanent failure or expiry.
 //!
 //! Layout: `queue.records` maps the 8-byte queue id to a JSON
-//! [`QueueRecord`]; `queue.bodies` maps id ‖ chunk number to at most
-//! [`portcullis_store::MAX_VALUE`] bytes of the message. The record is
-//! written last, so a record always has its whole body; a body without a
-//! record (a crash mid-write, before any 250) is swept at open.
+//! [`QueueRecord`] (or, for a record larger than one value, a pointer to its
+//! chunks in `queue.record_chunks`: see `stored`); `queue.bodies` maps id ‖
+//! chunk number to at most [`portcullis_store::MAX_VALUE`] bytes of the
+//! message. The record is written last, so a record always has its whole
+//! body; a body without a record (a crash mid-write, before any 250) is
+//! swept at open.
+//!
+//! Concurrency: a delivery attempt can take minutes, and the operator can
+//! retry or delete a message meanwhile. So no change of a record is ever a
+//! blind write of a copy read earlier: every change goes through
+//! [`Queue::modify`], which re-reads the record, applies a small pure edit
+//! and writes it back only if the record is still the one it read (sled
+//! compare-and-swap), all under the queue's one writer lock, which also
+//! keeps the due-index equal to the store. A change to a message that was
+//! deleted meanwhile finds no record and writes nothing, so a deleted
+//! message never comes back. Deletion removes the record first and the
+//! body after, and [`Queue::message`] checks the record again after reading
+//! the body, so no reader ever takes a half-removed body for a message.
 
 #![forbid(unsafe_code)]
 
+mod bounds;
 mod deliver;
 pub mod dsn;
 mod record;
 pub mod schedule;
 pub mod scheduler;
+mod stored;
 
+pub use bounds::{OUTCOMES_LIMIT, RECORD_LIMIT, REPLY_LIMIT, cap_outcomes, truncate_text};
 pub use deliver::{Deliver, DeliveryJob, RecipientOutcome, RecipientResult};
-pub use record::{Attempt, HISTORY_LIMIT, QueueRecord, RecipientState, RecipientStatus};
+pub use record::{
+    Attempt, HISTORY_FIRST, HISTORY_LAST, HISTORY_LIMIT, QueueRecord, RecipientState,
+    RecipientStatus,
+};
 pub use scheduler::{QueueMetrics, SchedulerSettings};
 
-use portcullis_store::{MAX_VALUE, Store, StoreError, Tree, TreeName};
+use portcullis_store::{MAX_VALUE, Store, StoreError, Tree, TreeName, check_value_size};
 use portcullis_types::{Envelope, QueueId};
 use schedule::DueIndex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use stored::Records;
 use tokio::sync::Notify;
 
 /// Errors of the queue.
@@ -46,27 +67,76 @@ pub enum QueueError {
     /// No message with that id.
     #[error("no message {0} in the queue")]
     NotFound(QueueId),
+    /// A message with that id is already queued: nothing was written (the
+    /// caller picks another id).
+    #[error("a message {0} is already in the queue")]
+    Exists(QueueId),
+    /// The record exists but its body is missing or incomplete in the store
+    /// (an inconsistency for the operator): the message must not be sent.
+    #[error(
+        "message {id}: the body is missing from the store ({found} of {expected} octets found)"
+    )]
+    BodyMissing {
+        /// The message.
+        id: QueueId,
+        /// Octets found.
+        found: u64,
+        /// Octets the record says it has (0 when the record predates that).
+        expected: u64,
+    },
+    /// The record would be larger than [`RECORD_LIMIT`] even trimmed.
+    #[error("message {id}: its queue record would be {len} octets, more than {max}")]
+    RecordTooLarge {
+        /// The message.
+        id: QueueId,
+        /// Encoded size after trimming.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Conditional writes of one record that lose to another writer before
+/// giving up (they cannot lose under the writer lock; this bounds the loop
+/// should anything ever write around it).
+const SWAP_TRIES: usize = 64;
+
+/// What an edit passed to [`Queue::modify`] does with the record it was
+/// given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    /// Nothing to write.
+    Keep,
+    /// Write the changed record.
+    Write,
+    /// Remove the message (record, then body).
+    Remove,
 }
 
 /// The queue. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
     store: Store,
-    records: Tree,
+    records: Records,
     bodies: Tree,
     size: Arc<AtomicU64>,
-    index: Arc<Mutex<Index>>,
+    state: Arc<Mutex<State>>,
     kick: Arc<Notify>,
 }
 
-/// The in-memory due-index, rebuilt from the records at open.
+/// What the writer lock guards: the in-memory due-index (rebuilt from the
+/// records at open) and the ids being enqueued. Every write of a record
+/// happens with it held, so the index always matches the store.
 #[derive(Default)]
-struct Index {
+struct State {
     by_due: DueIndex,
     due_of: HashMap<QueueId, u64>,
+    /// Ids whose body is being written by [`Queue::enqueue_parts`]: taken,
+    /// though no record exists yet.
+    reserved: HashSet<QueueId>,
 }
 
-impl Index {
+impl State {
     fn set(&mut self, id: QueueId, due: Option<u64>) {
         if let Some(old) = self.due_of.remove(&id) {
             self.by_due.remove(&(old, id));
@@ -76,30 +146,42 @@ impl Index {
             self.due_of.insert(id, due);
         }
     }
+
+    fn reindex(&mut self, record: &QueueRecord) {
+        let due = (!record.is_finished()).then_some(record.next_attempt);
+        self.set(record.envelope.id, due);
+    }
 }
 
 impl Queue {
     /// Opens the queue in `store`, sweeping bodies whose record was never
-    /// written (those messages were never acknowledged).
+    /// written (those messages were never acknowledged) and record chunks
+    /// no record points at.
     pub fn open(store: &Store) -> Result<Queue, QueueError> {
-        let records = store.tree(TreeName::QueueRecords)?;
+        let records = Records::new(
+            store.tree(TreeName::QueueRecords)?,
+            store.tree(TreeName::QueueRecordChunks)?,
+        );
         let bodies = store.tree(TreeName::QueueBodies)?;
         let queue = Queue {
             store: store.clone(),
-            size: Arc::new(AtomicU64::new(records.len() as u64)),
+            size: Arc::new(AtomicU64::new(records.heads.len() as u64)),
             records,
             bodies,
-            index: Arc::new(Mutex::new(Index::default())),
+            state: Arc::new(Mutex::new(State::default())),
             kick: Arc::new(Notify::new()),
         };
-        for record in queue.list()? {
-            queue.reindex(&record);
+        {
+            let mut state = queue.lock();
+            for record in queue.list()? {
+                state.reindex(&record);
+            }
         }
-        let swept = queue.sweep_orphans()?;
+        let swept = queue.sweep_orphans()? + queue.records.sweep()?;
         if swept > 0 {
             tracing::warn!(
                 swept,
-                "removed message bodies without a queue record (never acknowledged)"
+                "removed message bodies or record chunks without a queue record (never acknowledged)"
             );
             queue.store.flush_now()?;
         }
@@ -118,7 +200,11 @@ impl Queue {
             let orphan = if last == Some(id) {
                 true
             } else {
-                !self.records.contains_key(id).map_err(StoreError::from)?
+                !self
+                    .records
+                    .heads
+                    .contains_key(id)
+                    .map_err(StoreError::from)?
             };
             if orphan {
                 last = Some(id);
@@ -130,7 +216,8 @@ impl Queue {
     }
 
     /// Stores a message durably. Returns after the fsync that covers it;
-    /// only then may the caller say 250.
+    /// only then may the caller say 250. Refuses ([`QueueError::Exists`])
+    /// an id that is already queued, without touching that message.
     pub async fn enqueue(&self, envelope: Envelope, message: &[u8]) -> Result<(), QueueError> {
         self.enqueue_parts(envelope, &[message]).await
     }
@@ -145,48 +232,187 @@ impl Queue {
     ) -> Result<(), QueueError> {
         let id = envelope.id;
         let key = id.to_bytes();
-        let mut n: u32 = 0;
-        for part in parts {
-            for chunk in part.chunks(MAX_VALUE) {
-                self.bodies
-                    .insert(body_key(key, n), chunk)
+        // Check-and-reserve: the body chunks of an existing message share
+        // its key prefix, so an id in use must be refused before any write.
+        {
+            let mut state = self.lock();
+            let taken = state.reserved.contains(&id)
+                || self
+                    .records
+                    .heads
+                    .contains_key(key)
                     .map_err(StoreError::from)?;
-                n += 1;
+            if taken {
+                return Err(QueueError::Exists(id));
             }
+            state.reserved.insert(id);
         }
-        let record = QueueRecord::new(envelope);
-        self.records
-            .insert(key, record.encode())
-            .map_err(StoreError::from)?;
-        self.store.commit().await?;
-        self.size.fetch_add(1, Ordering::Relaxed);
-        self.reindex(&record);
+        let result = self.write_new(envelope, parts).await;
+        let mut state = self.lock();
+        state.reserved.remove(&id);
+        if let Ok(record) = &result {
+            state.reindex(record);
+        }
+        drop(state);
+        let _ = result?;
         self.kick.notify_one();
         Ok(())
     }
 
-    fn reindex(&self, record: &QueueRecord) {
-        let due = (!record.is_finished()).then_some(record.next_attempt);
-        self.index_lock().set(record.envelope.id, due);
-    }
-
-    fn index_lock(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Writes a changed record durably and updates the due-index.
-    pub async fn update(&self, record: &QueueRecord) -> Result<(), QueueError> {
-        self.records
-            .insert(record.envelope.id.to_bytes(), record.encode())
-            .map_err(StoreError::from)?;
+    /// Body chunks, then the record (check-and-insert), then the fsync.
+    async fn write_new(
+        &self,
+        envelope: Envelope,
+        parts: &[&[u8]],
+    ) -> Result<QueueRecord, QueueError> {
+        let id = envelope.id;
+        let key = id.to_bytes();
+        let mut n: u32 = 0;
+        let mut len: u64 = 0;
+        let written: Result<(), QueueError> = (|| {
+            for part in parts {
+                for chunk in part.chunks(MAX_VALUE) {
+                    check_value_size(TreeName::QueueBodies, chunk.len())?;
+                    self.bodies
+                        .insert(body_key(key, n), chunk)
+                        .map_err(StoreError::from)?;
+                    n += 1;
+                    len += chunk.len() as u64;
+                }
+            }
+            Ok(())
+        })();
+        let inserted = written.and_then(|()| {
+            let mut record = QueueRecord::new(envelope);
+            record.body_len = Some(len);
+            let json = bounds::encode_within_limit(&mut record).map_err(|len| {
+                QueueError::RecordTooLarge {
+                    id,
+                    len,
+                    max: RECORD_LIMIT,
+                }
+            })?;
+            if !self.records.swap(key, None, &json)? {
+                return Err(QueueError::Exists(id));
+            }
+            Ok(record)
+        });
+        let record = match inserted {
+            Ok(record) => record,
+            Err(e) => {
+                // Nothing was acknowledged: take back the chunks written.
+                for i in 0..n {
+                    let _ = self.bodies.remove(body_key(key, i));
+                }
+                return Err(e);
+            }
+        };
+        self.size.fetch_add(1, Ordering::Relaxed);
         self.store.commit().await?;
-        self.reindex(record);
-        Ok(())
+        Ok(record)
+    }
+
+    /// Enqueues a message the server made itself (a bounce, a report) under
+    /// a fresh id from `next_id`: an id already in use is never overwritten,
+    /// another is drawn (a few times, then the error). Returns the id used.
+    pub async fn enqueue_fresh(
+        &self,
+        mut envelope: Envelope,
+        message: &[u8],
+        mut next_id: impl FnMut() -> QueueId,
+    ) -> Result<QueueId, QueueError> {
+        let mut tries = 0;
+        loop {
+            envelope.id = next_id();
+            match self.enqueue(envelope.clone(), message).await {
+                Ok(()) => return Ok(envelope.id),
+                Err(QueueError::Exists(id)) if tries < 8 => {
+                    tracing::warn!(queue_id = %id, "queue id already in use; drawing another");
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the record of `id` with `edit`, conditionally: under the
+    /// writer lock, the record is read, `edit` is applied to it, and the
+    /// result is written only if the stored record is still the one read
+    /// (compare-and-swap; on a conflict, read and apply again, so `edit`
+    /// must be a pure function of the record). The due-index follows.
+    /// Returns the record as edited and what was done, after the fsync;
+    /// `None` when the message is not (or no longer) in the queue: nothing
+    /// is written then.
+    pub async fn modify(
+        &self,
+        id: QueueId,
+        edit: impl FnMut(&mut QueueRecord) -> Edit,
+    ) -> Result<Option<(QueueRecord, Edit)>, QueueError> {
+        let done = self.apply(id, edit)?;
+        if matches!(done, Some((_, Edit::Write | Edit::Remove))) {
+            self.store.commit().await?;
+        }
+        Ok(done)
+    }
+
+    /// [`Queue::modify`] without the fsync (for batches).
+    fn apply(
+        &self,
+        id: QueueId,
+        mut edit: impl FnMut(&mut QueueRecord) -> Edit,
+    ) -> Result<Option<(QueueRecord, Edit)>, QueueError> {
+        let key = id.to_bytes();
+        let mut state = self.lock();
+        for _ in 0..SWAP_TRIES {
+            let Some((head, mut record)) = self.records.read(key)? else {
+                return Ok(None);
+            };
+            match edit(&mut record) {
+                Edit::Keep => return Ok(Some((record, Edit::Keep))),
+                Edit::Write => {
+                    let json = bounds::encode_within_limit(&mut record).map_err(|len| {
+                        QueueError::RecordTooLarge {
+                            id,
+                            len,
+                            max: RECORD_LIMIT,
+                        }
+                    })?;
+                    if self.records.swap(key, Some(&head), &json)? {
+                        state.reindex(&record);
+                        return Ok(Some((record, Edit::Write)));
+                    }
+                }
+                Edit::Remove => {
+                    // The record goes first: from here on no reader finds
+                    // the message, and `message` re-checks the record after
+                    // reading the body, so a half-removed body is never
+                    // taken for the message.
+                    if self.records.remove(key, &head)? {
+                        state.set(id, None);
+                        self.size.fetch_sub(1, Ordering::Relaxed);
+                        for item in self.bodies.scan_prefix(key).keys() {
+                            let k = item.map_err(StoreError::from)?;
+                            self.bodies.remove(k).map_err(StoreError::from)?;
+                        }
+                        return Ok(Some((record, Edit::Remove)));
+                    }
+                }
+            }
+            // Someone wrote the record between our read and our swap (a
+            // writer outside the lock): read it again and re-apply.
+        }
+        Err(QueueError::Store(StoreError::Io(format!(
+            "queue record {id} kept changing under a conditional write"
+        ))))
     }
 
     /// Runs `f` over the due-index (for the scheduler's pure functions).
     pub fn with_index<T>(&self, f: impl FnOnce(&DueIndex) -> T) -> T {
-        f(&self.index_lock().by_due)
+        f(&self.lock().by_due)
     }
 
     /// Wakes the scheduler (new mail, a retry request).
@@ -199,35 +425,49 @@ impl Queue {
         self.kick.notified().await
     }
 
-    /// Makes one message (or, with `None`, every message) due at `now`.
-    /// Returns how many were affected.
+    /// Makes one message (or, with `None`, every message) with pending
+    /// recipients due at `now`. Only `next_attempt` of the record as it is
+    /// now is changed: delivery outcomes written meanwhile by an attempt
+    /// are never overwritten. Returns how many messages are now due.
     pub async fn retry_now(&self, id: Option<QueueId>, now: u64) -> Result<usize, QueueError> {
-        let targets = match id {
-            Some(id) => vec![self.get(id)?],
-            None => self.list()?,
+        let targets: Vec<QueueId> = match id {
+            Some(id) => vec![id],
+            None => self.list()?.into_iter().map(|r| r.envelope.id).collect(),
         };
+        let mut due = 0;
+        let mut wrote = false;
+        for target in targets {
+            let done = self.apply(target, |record| {
+                if record.is_finished() || record.next_attempt <= now {
+                    return Edit::Keep;
+                }
+                record.next_attempt = now;
+                Edit::Write
+            })?;
+            match done {
+                None if id.is_some() => return Err(QueueError::NotFound(target)),
+                None => {}
+                Some((record, edit)) => {
+                    wrote |= edit == Edit::Write;
+                    if !record.is_finished() {
+                        due += 1;
+                    }
+                }
+            }
+        }
         // One commit for the whole batch: `retry --all` on a large backlog
         // must not cost an fsync per message.
-        let mut changed = Vec::new();
-        for mut record in targets.into_iter().filter(|r| !r.is_finished()) {
-            record.next_attempt = now;
-            self.records
-                .insert(record.envelope.id.to_bytes(), record.encode())
-                .map_err(StoreError::from)?;
-            changed.push(record);
-        }
-        self.store.commit().await?;
-        for record in &changed {
-            self.reindex(record);
+        if wrote {
+            self.store.commit().await?;
         }
         self.kick();
-        Ok(changed.len())
+        Ok(due)
     }
 
     /// Arrival time (unix milliseconds) of the oldest message: queue ids
     /// sort by arrival, so it is the first key.
     pub fn oldest_millis(&self) -> Option<u64> {
-        let (key, _) = self.records.first().ok()??;
+        let (key, _) = self.records.heads.first().ok()??;
         let bytes: [u8; 8] = key.as_ref().try_into().ok()?;
         Some(QueueId::from_bytes(bytes).unix_millis())
     }
@@ -244,62 +484,76 @@ impl Queue {
 
     /// All queue records, oldest first.
     pub fn list(&self) -> Result<Vec<QueueRecord>, QueueError> {
-        self.records
-            .iter()
-            .values()
-            .map(|v| {
-                let v = v.map_err(StoreError::from)?;
-                Ok(QueueRecord::decode(&v)?)
-            })
-            .collect()
-    }
-
-    /// One record.
-    pub fn get(&self, id: QueueId) -> Result<QueueRecord, QueueError> {
-        let v = self
-            .records
-            .get(id.to_bytes())
-            .map_err(StoreError::from)?
-            .ok_or(QueueError::NotFound(id))?;
-        Ok(QueueRecord::decode(&v)?)
-    }
-
-    /// The stored message bytes (with our trace headers).
-    pub fn message(&self, id: QueueId) -> Result<Vec<u8>, QueueError> {
         let mut out = Vec::new();
-        for item in self.bodies.scan_prefix(id.to_bytes()) {
-            let (_, v) = item.map_err(StoreError::from)?;
-            out.extend_from_slice(&v);
-        }
-        if out.is_empty()
-            && !self
-                .records
-                .contains_key(id.to_bytes())
-                .map_err(StoreError::from)?
-        {
-            return Err(QueueError::NotFound(id));
+        for item in self.records.heads.iter() {
+            let (key, head) = item.map_err(StoreError::from)?;
+            let Ok(id) = <[u8; 8]>::try_from(key.as_ref()) else {
+                continue;
+            };
+            match self.records.decode(id, &head)? {
+                Some(record) => out.push(record),
+                // Replaced while we read it: read it again (or it is gone).
+                None => out.extend(self.records.read(id)?.map(|(_, r)| r)),
+            }
         }
         Ok(out)
     }
 
-    /// Removes a message and its body, durably.
-    pub async fn remove(&self, id: QueueId) -> Result<(), QueueError> {
-        let existed = self
-            .records
-            .remove(id.to_bytes())
-            .map_err(StoreError::from)?
-            .is_some();
-        for item in self.bodies.scan_prefix(id.to_bytes()).keys() {
-            let k = item.map_err(StoreError::from)?;
-            self.bodies.remove(k).map_err(StoreError::from)?;
+    /// One record.
+    pub fn get(&self, id: QueueId) -> Result<QueueRecord, QueueError> {
+        self.records
+            .read(id.to_bytes())?
+            .map(|(_, r)| r)
+            .ok_or(QueueError::NotFound(id))
+    }
+
+    /// The stored message bytes (with our trace headers).
+    /// [`QueueError::NotFound`] when there is no record (also when it was
+    /// deleted while the body was read); [`QueueError::BodyMissing`] when
+    /// the record exists but its body is missing, empty, has a gap or is
+    /// shorter or longer than the record says: such a message must never
+    /// be sent.
+    pub fn message(&self, id: QueueId) -> Result<Vec<u8>, QueueError> {
+        let key = id.to_bytes();
+        let record = self.get(id)?;
+        let mut out = Vec::new();
+        let mut next = 0u32;
+        let mut gap = false;
+        for item in self.bodies.scan_prefix(key) {
+            let (k, v) = item.map_err(StoreError::from)?;
+            gap |= k.get(8..12) != Some(&next.to_be_bytes()[..]);
+            next = next.wrapping_add(1);
+            out.extend_from_slice(&v);
         }
-        self.store.commit().await?;
-        self.index_lock().set(id, None);
-        if !existed {
+        // Deletion removes the record before the body: if the record is
+        // still there now, nothing of the body was removed before we read it.
+        if !self
+            .records
+            .heads
+            .contains_key(key)
+            .map_err(StoreError::from)?
+        {
             return Err(QueueError::NotFound(id));
         }
-        self.size.fetch_sub(1, Ordering::Relaxed);
-        Ok(())
+        let found = out.len() as u64;
+        let expected = record.body_len.unwrap_or(0);
+        if out.is_empty() || gap || record.body_len.is_some_and(|l| l != found) {
+            return Err(QueueError::BodyMissing {
+                id,
+                found,
+                expected,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes a message and its body, durably (the record first; see
+    /// [`Queue::modify`]).
+    pub async fn remove(&self, id: QueueId) -> Result<(), QueueError> {
+        match self.modify(id, |_| Edit::Remove).await? {
+            Some(_) => Ok(()),
+            None => Err(QueueError::NotFound(id)),
+        }
     }
 }
 
@@ -312,3 +566,6 @@ fn body_key(id: [u8; 8], chunk: u32) -> [u8; 12] {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod race_tests;

@@ -50,6 +50,10 @@ pub struct RecipientState {
 /// One delivery attempt, for `queue show`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attempt {
+    /// Its number (1 for the first attempt); 0 in records written before
+    /// attempts were numbered.
+    #[serde(default)]
+    pub number: u32,
     /// Unix seconds when it started.
     pub at: u64,
     /// Per-recipient outcomes as text (`rcpt: outcome`), once finished.
@@ -69,16 +73,27 @@ pub struct QueueRecord {
     pub next_attempt: u64,
     /// The last error, for `queue list`.
     pub last_error: Option<String>,
-    /// Every attempt so far (bounded: the last 50 are kept).
+    /// The attempts: the first [`HISTORY_FIRST`] and the last
+    /// [`HISTORY_LAST`] (see [`QueueRecord::push_attempt`]).
     #[serde(default)]
     pub history: Vec<Attempt>,
     /// True once the delay notification was sent (it is sent once).
     #[serde(default)]
     pub delay_warned: bool,
+    /// Length of the stored message in octets, so a read can tell a whole
+    /// body from a missing or cut one; `None` in records written before it
+    /// was recorded.
+    #[serde(default)]
+    pub body_len: Option<u64>,
 }
 
-/// Attempts kept in a record's history.
-pub const HISTORY_LIMIT: usize = 50;
+/// The first attempts kept in a record's history (the first one says what
+/// went wrong from the start).
+pub const HISTORY_FIRST: usize = 5;
+/// The most recent attempts kept in a record's history.
+pub const HISTORY_LAST: usize = 20;
+/// Attempts kept in a record's history at most.
+pub const HISTORY_LIMIT: usize = HISTORY_FIRST + HISTORY_LAST;
 
 impl QueueRecord {
     /// A fresh record: every recipient queued, first attempt due at once.
@@ -98,6 +113,7 @@ impl QueueRecord {
             last_error: None,
             history: Vec::new(),
             delay_warned: false,
+            body_len: None,
             envelope,
         }
     }
@@ -110,6 +126,21 @@ impl QueueRecord {
             .filter(|(_, r)| r.status.is_pending())
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Appends an attempt to the history, keeping the first
+    /// [`HISTORY_FIRST`] and the last [`HISTORY_LAST`] attempts: the
+    /// record stays bounded however long the message is retried.
+    pub fn push_attempt(&mut self, attempt: Attempt) {
+        self.history.push(attempt);
+        while self.history.len() > HISTORY_LIMIT {
+            self.history.remove(HISTORY_FIRST);
+        }
+    }
+
+    /// Attempts made but no longer in [`QueueRecord::history`].
+    pub fn attempts_omitted(&self) -> u32 {
+        self.attempts.saturating_sub(self.history.len() as u32)
     }
 
     /// True when no recipient is pending: the record can go.

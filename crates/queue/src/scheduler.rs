@@ -8,8 +8,8 @@
 use crate::dsn::{self, Action, DsnRecipient, DsnRequest};
 use crate::schedule::{backoff, claim_due, next_due};
 use crate::{
-    Attempt, Deliver, DeliveryJob, HISTORY_LIMIT, Queue, QueueError, QueueRecord, RecipientOutcome,
-    RecipientStatus,
+    Attempt, Deliver, DeliveryJob, Edit, Queue, QueueError, QueueRecord, REPLY_LIMIT,
+    RecipientOutcome, RecipientResult, RecipientStatus, cap_outcomes, truncate_text,
 };
 use portcullis_types::{Clock, Envelope, Notify, QueueId, Recipient, ReversePath};
 use std::collections::HashSet;
@@ -119,7 +119,19 @@ fn unix_millis(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// How long a message whose body is missing from the store waits before it
+/// is looked at again: it is kept for the operator, not retried in a loop.
+pub const PARK: Duration = Duration::from_secs(24 * 3600);
+
 /// One attempt at one message, start to finish.
+///
+/// Every write is a conditional edit of the record as it is at that moment
+/// ([`Queue::modify`]), never a copy read before delivery: an operator's
+/// `queue retry` during the attempt keeps its new time, and a `queue
+/// delete` during the attempt stays a deletion (the results are dropped
+/// and logged). A message whose body is missing is never delivered: it is
+/// logged as an error and parked for [`PARK`] with the reason in its
+/// `last_error`.
 pub async fn attempt<D: Deliver>(
     queue: &Queue,
     deliver: &D,
@@ -128,26 +140,58 @@ pub async fn attempt<D: Deliver>(
     metrics: &QueueMetrics,
     id: QueueId,
 ) -> Result<(), QueueError> {
-    let mut record = queue.get(id)?;
-    let pending = record.pending();
-    if pending.is_empty() {
+    let snapshot = match queue.get(id) {
+        Ok(r) => r,
+        Err(QueueError::NotFound(_)) => {
+            info!(queue_id = %id, "message left the queue before its attempt");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    if snapshot.pending().is_empty() {
         return Ok(());
     }
+    let message = match queue.message(id) {
+        Ok(m) => Arc::new(m),
+        Err(QueueError::NotFound(_)) => {
+            info!(queue_id = %id, "message deleted before its attempt");
+            return Ok(());
+        }
+        Err(e @ QueueError::BodyMissing { .. }) => {
+            error!(queue_id = %id, error = %e, "message body missing from the store: not delivered, kept for the operator");
+            return park(queue, clock, id, &e).await;
+        }
+        Err(e) => return Err(e),
+    };
+
     // Record the attempt and the next retry before connecting (STYLE 7).
     let now = clock.unix_secs();
-    record.attempts += 1;
-    record.next_attempt = now + backoff(&settings.retry, record.attempts).as_secs();
-    record.history.push(Attempt {
-        at: now,
-        outcomes: Vec::new(),
-    });
-    if record.history.len() > HISTORY_LIMIT {
-        record.history.remove(0);
-    }
-    queue.update(&record).await?;
+    let started = queue
+        .modify(id, |r| {
+            if r.pending().is_empty() {
+                return Edit::Keep;
+            }
+            r.attempts += 1;
+            r.next_attempt = now + backoff(&settings.retry, r.attempts).as_secs();
+            r.push_attempt(Attempt {
+                number: r.attempts,
+                at: now,
+                outcomes: Vec::new(),
+            });
+            Edit::Write
+        })
+        .await?;
+    let record = match started {
+        Some((record, Edit::Write)) => record,
+        Some(_) => return Ok(()),
+        None => {
+            info!(queue_id = %id, "message deleted before its attempt");
+            return Ok(());
+        }
+    };
     metrics.attempts.fetch_add(1, Relaxed);
 
-    let message = Arc::new(queue.message(id)?);
+    let pending = record.pending();
     let job = DeliveryJob {
         id,
         envelope: Arc::new(record.envelope.clone()),
@@ -156,130 +200,264 @@ pub async fn attempt<D: Deliver>(
         attempt: record.attempts,
     };
     let results = deliver.deliver(job).await;
+    let found = Found {
+        attempt: record.attempts,
+        pending: &pending,
+        results: &results,
+        now: clock.unix_secs(),
+        max_age: settings.max_age,
+    };
 
-    let mut failed: Vec<(usize, (u8, u16, u16))> = Vec::new();
-    let mut outcomes = Vec::new();
-    for &i in &pending {
-        let outcome = results
-            .iter()
-            .find(|r| r.index == i)
-            .map(|r| r.outcome.clone())
-            .unwrap_or(RecipientOutcome::Deferred {
-                remote_mta: None,
-                reason: "no result from delivery".into(),
-            });
-        let Some(state) = record.recipients.get_mut(i) else {
-            continue;
-        };
-        let rcpt = record
-            .envelope
-            .recipients
-            .get(i)
-            .map(|r| r.address.to_string())
-            .unwrap_or_default();
-        match outcome {
-            RecipientOutcome::Delivered { remote_mta, reply } => {
-                metrics.delivered.fetch_add(1, Relaxed);
-                info!(rcpt = %rcpt, mx = %remote_mta, reply = %reply, "delivered");
-                outcomes.push(format!("{rcpt}: delivered to {remote_mta}: {reply}"));
-                state.status = RecipientStatus::Delivered;
-                state.last_reply = Some(reply);
-                state.remote_mta = Some(remote_mta);
-            }
-            RecipientOutcome::Deferred { remote_mta, reason } => {
-                metrics.deferred.fetch_add(1, Relaxed);
-                info!(rcpt = %rcpt, mx = remote_mta.as_deref().unwrap_or("-"), reason = %reason, next_attempt = record.next_attempt, "deferred");
-                outcomes.push(format!("{rcpt}: deferred: {reason}"));
-                state.status = RecipientStatus::Deferred;
-                record.last_error = Some(reason.clone());
-                state.last_reply = Some(reason);
-                state.remote_mta = remote_mta;
-            }
-            RecipientOutcome::Failed {
-                remote_mta,
-                status,
-                reason,
-            } => {
-                metrics.failed.fetch_add(1, Relaxed);
-                warn!(rcpt = %rcpt, mx = remote_mta.as_deref().unwrap_or("-"), reason = %reason, "failed permanently");
-                outcomes.push(format!("{rcpt}: failed: {reason}"));
-                state.status = RecipientStatus::Failed;
-                record.last_error = Some(reason.clone());
-                state.last_reply = Some(reason);
-                state.remote_mta = remote_mta;
-                failed.push((i, status));
-            }
+    // Plan on the record as it is now (the operator may have acted while
+    // delivery ran), so the notifications match what will be written.
+    let mut planned = match queue.get(id) {
+        Ok(r) => r,
+        Err(QueueError::NotFound(_)) => {
+            info!(queue_id = %id, "message deleted during its attempt: results dropped");
+            return Ok(());
         }
-    }
-    if let Some(last) = record.history.last_mut() {
-        last.outcomes = outcomes;
-    }
-
-    let now = clock.unix_secs();
-    let age = Duration::from_secs(now.saturating_sub(record.envelope.received_at));
-    if age >= settings.max_age {
-        // RFC 5321 §4.5.4.1: give up; what is still pending bounces.
-        let expired = fail_pending(&mut record, (4, 4, 7), |state| {
-            format!(
-                "gave up after {}s in the queue; last error: {}",
-                age.as_secs(),
-                state.last_reply.as_deref().unwrap_or("none")
-            )
-        });
-        warn!(recipients = expired.len(), "expired");
-        metrics.failed.fetch_add(expired.len() as u64, Relaxed);
-        failed.extend(expired);
-    }
-    if !failed.is_empty() {
+        Err(e) => return Err(e),
+    };
+    let applied = found.apply(&mut planned);
+    applied.log(metrics, planned.next_attempt);
+    if !applied.failed.is_empty() {
         send_dsn(
             queue,
             settings,
             clock,
             metrics,
-            &record,
+            &planned,
             &message,
-            &failed,
+            &applied.failed,
             Action::Failed,
         )
         .await?;
     }
-    let deferred: Vec<(usize, (u8, u16, u16))> = record
+    let deferred: Vec<(usize, (u8, u16, u16))> = planned
         .pending()
         .into_iter()
         .map(|i| (i, (4, 0, 0)))
         .collect();
-    if !deferred.is_empty() && !record.delay_warned && age >= settings.delay_warning {
+    let warn_delay =
+        !deferred.is_empty() && !planned.delay_warned && applied.age >= settings.delay_warning;
+    if warn_delay {
         send_dsn(
             queue,
             settings,
             clock,
             metrics,
-            &record,
+            &planned,
             &message,
             &deferred,
             Action::Delayed,
         )
         .await?;
-        record.delay_warned = true;
     }
 
-    let keep_failed_bounce = record.envelope.sender == ReversePath::Null
-        && record
-            .recipients
-            .iter()
-            .any(|r| r.status == RecipientStatus::Failed);
-    if record.is_finished() && !keep_failed_bounce {
-        queue.remove(id).await?;
-        info!("removed from the queue: every recipient done");
-    } else {
-        if record.is_finished() {
+    let done = queue
+        .modify(id, |r| {
+            found.apply(r);
+            if warn_delay {
+                r.delay_warned = true;
+            }
+            let keep_failed_bounce = r.envelope.sender == ReversePath::Null
+                && r.recipients
+                    .iter()
+                    .any(|s| s.status == RecipientStatus::Failed);
+            if r.is_finished() && !keep_failed_bounce {
+                Edit::Remove
+            } else {
+                Edit::Write
+            }
+        })
+        .await?;
+    match done {
+        None => info!(queue_id = %id, "message deleted during its attempt: results dropped"),
+        Some((_, Edit::Remove)) => info!("removed from the queue: every recipient done"),
+        Some((r, _)) if r.is_finished() => {
             // A notification that cannot be delivered stays visible (never
             // bounced: that would loop) until an operator deletes it.
             warn!("undeliverable notification kept in the queue for the operator");
         }
-        queue.update(&record).await?;
+        Some(_) => {}
     }
     Ok(())
+}
+
+/// Parks a message that cannot be sent as stored (its body is missing):
+/// far next attempt, the reason in `last_error` for `queue list/show`.
+async fn park(
+    queue: &Queue,
+    clock: &dyn Clock,
+    id: QueueId,
+    why: &QueueError,
+) -> Result<(), QueueError> {
+    let until = clock.unix_secs() + PARK.as_secs();
+    let note = format!(
+        "not delivered: {why}; kept for the operator (queue show / queue delete), looked at again in {}h",
+        PARK.as_secs() / 3600
+    );
+    queue
+        .modify(id, |r| {
+            r.next_attempt = until;
+            r.last_error = Some(note.clone());
+            Edit::Write
+        })
+        .await?;
+    Ok(())
+}
+
+/// What one attempt found out, as a pure edit of a record (it is applied
+/// twice: once to plan the notifications, once in the conditional write).
+struct Found<'a> {
+    attempt: u32,
+    pending: &'a [usize],
+    results: &'a [RecipientResult],
+    now: u64,
+    max_age: Duration,
+}
+
+/// One recipient's outcome, for the logs and metrics.
+enum Event {
+    Delivered(String, String, String),
+    Deferred(String, Option<String>, String),
+    Failed(String, Option<String>, String),
+}
+
+/// The result of [`Found::apply`].
+struct Applied {
+    /// Recipients that failed (or expired) in this attempt, for the DSN.
+    failed: Vec<(usize, (u8, u16, u16))>,
+    events: Vec<Event>,
+    expired: usize,
+    age: Duration,
+}
+
+impl Applied {
+    fn log(&self, metrics: &QueueMetrics, next_attempt: u64) {
+        for e in &self.events {
+            match e {
+                Event::Delivered(rcpt, mx, reply) => {
+                    metrics.delivered.fetch_add(1, Relaxed);
+                    info!(rcpt = %rcpt, mx = %mx, reply = %reply, "delivered");
+                }
+                Event::Deferred(rcpt, mx, reason) => {
+                    metrics.deferred.fetch_add(1, Relaxed);
+                    info!(rcpt = %rcpt, mx = mx.as_deref().unwrap_or("-"), reason = %reason, next_attempt, "deferred");
+                }
+                Event::Failed(rcpt, mx, reason) => {
+                    metrics.failed.fetch_add(1, Relaxed);
+                    warn!(rcpt = %rcpt, mx = mx.as_deref().unwrap_or("-"), reason = %reason, "failed permanently");
+                }
+            }
+        }
+        if self.expired > 0 {
+            warn!(recipients = self.expired, "expired");
+            metrics.failed.fetch_add(self.expired as u64, Relaxed);
+        }
+    }
+}
+
+impl Found<'_> {
+    /// Writes the outcomes into `record` for recipients it still has
+    /// pending (an outcome already recorded is never overwritten), fills
+    /// this attempt's history entry, and fails what is still pending when
+    /// the message is past `max_age`. Texts are cut to
+    /// [`crate::REPLY_LIMIT`].
+    fn apply(&self, record: &mut QueueRecord) -> Applied {
+        let mut failed = Vec::new();
+        let mut events = Vec::new();
+        let mut outcomes = Vec::new();
+        for &i in self.pending {
+            let outcome = self
+                .results
+                .iter()
+                .find(|r| r.index == i)
+                .map(|r| r.outcome.clone())
+                .unwrap_or(RecipientOutcome::Deferred {
+                    remote_mta: None,
+                    reason: "no result from delivery".into(),
+                });
+            let rcpt = record
+                .envelope
+                .recipients
+                .get(i)
+                .map(|r| r.address.to_string())
+                .unwrap_or_default();
+            let Some(state) = record.recipients.get_mut(i) else {
+                continue;
+            };
+            if !state.status.is_pending() {
+                continue;
+            }
+            let cut = |s: &str| truncate_text(s, REPLY_LIMIT);
+            let cut_host = |h: Option<String>| h.map(|h| truncate_text(&h, 255));
+            match outcome {
+                RecipientOutcome::Delivered { remote_mta, reply } => {
+                    let (remote_mta, reply) = (truncate_text(&remote_mta, 255), cut(&reply));
+                    outcomes.push(format!("{rcpt}: delivered to {remote_mta}: {reply}"));
+                    state.status = RecipientStatus::Delivered;
+                    state.last_reply = Some(reply.clone());
+                    state.remote_mta = Some(remote_mta.clone());
+                    events.push(Event::Delivered(rcpt, remote_mta, reply));
+                }
+                RecipientOutcome::Deferred { remote_mta, reason } => {
+                    let (remote_mta, reason) = (cut_host(remote_mta), cut(&reason));
+                    outcomes.push(format!("{rcpt}: deferred: {reason}"));
+                    state.status = RecipientStatus::Deferred;
+                    state.last_reply = Some(reason.clone());
+                    state.remote_mta = remote_mta.clone();
+                    record.last_error = Some(reason.clone());
+                    events.push(Event::Deferred(rcpt, remote_mta, reason));
+                }
+                RecipientOutcome::Failed {
+                    remote_mta,
+                    status,
+                    reason,
+                } => {
+                    let (remote_mta, reason) = (cut_host(remote_mta), cut(&reason));
+                    outcomes.push(format!("{rcpt}: failed: {reason}"));
+                    state.status = RecipientStatus::Failed;
+                    state.last_reply = Some(reason.clone());
+                    state.remote_mta = remote_mta.clone();
+                    record.last_error = Some(reason.clone());
+                    failed.push((i, status));
+                    events.push(Event::Failed(rcpt, remote_mta, reason));
+                }
+            }
+        }
+        if let Some(entry) = record
+            .history
+            .iter_mut()
+            .rev()
+            .find(|a| a.number == self.attempt)
+        {
+            entry.outcomes = cap_outcomes(outcomes);
+        }
+        let age = Duration::from_secs(self.now.saturating_sub(record.envelope.received_at));
+        let mut expired = 0;
+        if age >= self.max_age {
+            // RFC 5321 §4.5.4.1: give up; what is still pending bounces.
+            let gone = fail_pending(record, (4, 4, 7), |state| {
+                truncate_text(
+                    &format!(
+                        "gave up after {}s in the queue; last error: {}",
+                        age.as_secs(),
+                        state.last_reply.as_deref().unwrap_or("none")
+                    ),
+                    REPLY_LIMIT,
+                )
+            });
+            expired = gone.len();
+            failed.extend(gone);
+        }
+        Applied {
+            failed,
+            events,
+            expired,
+            age,
+        }
+    }
 }
 
 /// Builds and queues a DSN about `which` recipients (if RFC 3461 allows one).
@@ -319,7 +497,7 @@ async fn send_dsn(
         message,
         recipients,
         now,
-        max_returned: 50_000,
+        max_returned: dsn::MAX_RETURNED,
     };
     let Some(report) = dsn::build(&request) else {
         return Ok(());
@@ -348,8 +526,12 @@ async fn send_dsn(
         authenticated: None,
         size: report.message.len() as u64,
     };
-    let dsn_id = envelope.id;
-    queue.enqueue(envelope, &report.message).await?;
+    // A fresh id for the DSN, never one in use (check-and-insert).
+    let dsn_id = queue
+        .enqueue_fresh(envelope, &report.message, || {
+            QueueId::generate(millis, rand::random())
+        })
+        .await?;
     metrics.dsns.fetch_add(1, Relaxed);
     info!(dsn_id = %dsn_id, to = %report.to, action = ?action, "delivery status notification queued");
     Ok(())
@@ -357,7 +539,10 @@ async fn send_dsn(
 
 /// Removes a message on the operator's word; with `bounce`, the sender gets
 /// a failure DSN for every recipient not yet delivered ("deleted by the
-/// postmaster", 5.0.0) first.
+/// postmaster", 5.0.0). The record is removed first, conditionally, and the
+/// DSN is built from the record as it was removed, so it never names a
+/// recipient an attempt delivered meanwhile; an attempt in flight drops its
+/// results when it finds the message gone.
 pub async fn delete(
     queue: &Queue,
     settings: &SchedulerSettings,
@@ -366,9 +551,23 @@ pub async fn delete(
     id: QueueId,
     bounce: bool,
 ) -> Result<(), QueueError> {
-    let mut record = queue.get(id)?;
+    // The body is read before the record goes (afterwards it is gone too).
+    let message = if bounce {
+        match queue.message(id) {
+            Ok(m) => m,
+            Err(e @ QueueError::BodyMissing { .. }) => {
+                warn!(queue_id = %id, error = %e, "bouncing a message whose body is missing: the notification returns none of it");
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        Vec::new()
+    };
+    let Some((mut record, _)) = queue.modify(id, |_| Edit::Remove).await? else {
+        return Err(QueueError::NotFound(id));
+    };
     if bounce {
-        let message = queue.message(id)?;
         let failed = fail_pending(&mut record, (5, 0, 0), |_| {
             "deleted from the queue by the postmaster".into()
         });
@@ -387,7 +586,6 @@ pub async fn delete(
             .await?;
         }
     }
-    queue.remove(id).await?;
     info!(queue_id = %id, bounce, "deleted by the postmaster");
     Ok(())
 }

@@ -60,6 +60,33 @@ pub enum StoreError {
     /// The committer task is gone (the server is shutting down).
     #[error("store is closed")]
     Closed,
+    /// A caller tried to write a value larger than [`MAX_VALUE`]: it would
+    /// become a sled blob file that `flush` does not fsync. Nothing was
+    /// written.
+    #[error("refusing to write {len} octets as one value in {tree} (at most {max})")]
+    ValueTooLarge {
+        /// The tree.
+        tree: &'static str,
+        /// The size of the value.
+        len: usize,
+        /// The limit ([`MAX_VALUE`]).
+        max: usize,
+    },
+}
+
+/// Checks, before a write, that a value of `len` octets stays within
+/// [`MAX_VALUE`] (so sled keeps it in the log that `flush` syncs, never in
+/// an unsynced blob file). Every writer of values whose size depends on
+/// input calls it on the code path that writes.
+pub fn check_value_size(tree: TreeName, len: usize) -> Result<(), StoreError> {
+    if len > MAX_VALUE {
+        return Err(StoreError::ValueTooLarge {
+            tree: tree.as_str(),
+            len,
+            max: MAX_VALUE,
+        });
+    }
+    Ok(())
 }
 
 impl From<sled::Error> for StoreError {
@@ -76,6 +103,10 @@ pub enum TreeName {
     QueueRecords,
     /// Queue id ‖ chunk number → message bytes.
     QueueBodies,
+    /// Queue id ‖ generation ‖ chunk number → part of a queue record too
+    /// large for one value (the record's entry in [`TreeName::QueueRecords`]
+    /// then names the generation).
+    QueueRecordChunks,
     /// Domain → cached MTA-STS policy (JSON, RFC 8461 §5.1).
     MtaStsPolicies,
     /// Domain → operator pin of an MTA-STS policy (JSON).
@@ -95,6 +126,7 @@ impl TreeName {
         match self {
             TreeName::QueueRecords => "queue.records",
             TreeName::QueueBodies => "queue.bodies",
+            TreeName::QueueRecordChunks => "queue.record_chunks",
             TreeName::MtaStsPolicies => "mta_sts.policies",
             TreeName::MtaStsPins => "mta_sts.pins",
             TreeName::TlsRptResults => "tlsrpt.results",
@@ -228,6 +260,20 @@ mod tests {
             .map(|d| d.count())
             .unwrap_or(0);
         assert_eq!(blobs, 0, "sled wrote blob files");
+    }
+
+    #[test]
+    fn value_size_check_refuses_only_values_over_the_limit() {
+        assert!(check_value_size(TreeName::QueueRecords, MAX_VALUE).is_ok());
+        match check_value_size(TreeName::QueueRecords, MAX_VALUE + 1) {
+            Err(StoreError::ValueTooLarge { tree, len, max }) => {
+                assert_eq!(
+                    (tree, len, max),
+                    ("queue.records", MAX_VALUE + 1, MAX_VALUE)
+                );
+            }
+            other => panic!("not refused: {other:?}"),
+        }
     }
 
     #[test]

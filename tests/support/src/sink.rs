@@ -72,6 +72,9 @@ pub struct SinkConfig {
     pub data_reply: Option<String>,
     /// Read the data, then never answer (the connection stays open).
     pub stall_after_data: bool,
+    /// Read the data, then wait this long before recording the message and
+    /// answering: a slow far end, so deliveries stay in flight.
+    pub data_delay: Option<Duration>,
     /// The name in the greeting and the EHLO reply.
     pub hostname: String,
 }
@@ -91,6 +94,7 @@ impl Default for SinkConfig {
             mail_reply: None,
             data_reply: None,
             stall_after_data: false,
+            data_delay: None,
             hostname: "sink.example.test".to_owned(),
         }
     }
@@ -533,6 +537,9 @@ async fn session(io: Box<dyn Io>, live: Arc<Live>, shared: Arc<Shared>) {
                         shared.update(|r| r.stalled += 1);
                         while conn.read_line().await.is_some() {}
                         return;
+                    }
+                    if let Some(delay) = cfg.data_delay {
+                        tokio::time::sleep(delay).await;
                     }
                     queued += 1;
                     let reply = cfg
