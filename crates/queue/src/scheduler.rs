@@ -347,6 +347,7 @@ async fn send_dsn(
         tls: None,
         authenticated: None,
         size: report.message.len() as u64,
+        origin: portcullis_types::Origin::Bounce,
     };
     let dsn_id = envelope.id;
     queue.enqueue(envelope, &report.message).await?;
