@@ -414,7 +414,7 @@ fn render_metrics(state: &ServerState) -> String {
     for (mx, result, n) in state.delivery_metrics.attempts() {
         w.counter(
             "portcullis_delivery_attempts_by_mx_total",
-            "Connection attempts by MX host and result.",
+            "Attempts at MX hosts by host and result (loops_to_self: not contacted, it is this server).",
             &[("mx", &mx), ("result", result)],
             n,
         );
