@@ -2,14 +2,22 @@
 //! (STYLE 6): group recipients by domain → plan the route → for each host
 //! and address: connect → one SMTP session (TLS as decided) → per-recipient
 //! results. Timing of retries is the queue's business, not ours.
+//!
+//! Two facts decide what delivery may do, and both are recorded, never
+//! sniffed: the MTA-STS policy (from the policy engine; a policy store that
+//! cannot be read defers, it never means "no policy") and the message's
+//! origin (from its envelope; only our own TLS reports get the RFC 8460
+//! §5.3 exemption). MX hosts that are this server itself are never
+//! contacted ([`SelfAddresses`]).
 
 use crate::client::{
     RcptSpec, SessionError, SessionReport, Stage, Timeouts, TlsDecision, TlsOutcome, Transaction,
     deliver_session,
 };
 use crate::connect::Connector;
+use crate::loops::SelfAddresses;
 use crate::metrics::DeliveryMetrics;
-use crate::plan::{PlanError, plan};
+use crate::plan::{Hop, PlanError, plan};
 use portcullis_config::Route;
 use portcullis_dns::Resolver;
 use portcullis_policy::{LogTlsResults, TlsResultSink, TlsSessionResult};
@@ -39,6 +47,7 @@ pub struct Deliverer<R, C> {
     metrics: Arc<DeliveryMetrics>,
     policy: Option<Arc<PolicyEngine<R>>>,
     reporter: Arc<dyn TlsResultSink>,
+    myself: SelfAddresses,
 }
 
 /// How TLS is decided for the sessions of one delivery.
@@ -94,7 +103,16 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             metrics,
             policy: None,
             reporter: Arc::new(LogTlsResults::default()),
+            myself: SelfAddresses::default(),
         }
+    }
+
+    /// Never connects to `myself` (our own listeners) for an MX found in
+    /// DNS: such a recipient fails with 5.4.6 "loops back to myself" when
+    /// no other host is left. Without it, nothing counts as ourselves.
+    pub fn with_self_addresses(mut self, myself: SelfAddresses) -> Self {
+        self.myself = myself;
+        self
     }
 
     /// Applies MTA-STS (RFC 8461) from `engine` to MX deliveries.
@@ -143,10 +161,22 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             (Some(engine), false) => Some(engine.policy_for(domain).await),
             _ => None,
         };
+        if let Some(reason) = lookup.as_ref().and_then(PolicyLookup::unavailable) {
+            // Unknown is not "none": the unreadable entry may be an
+            // enforce policy (RFC 8461 §10.2), so wait for it.
+            self.metrics.policy_deferral("policy_unavailable");
+            warn!(policy_domain = %domain, %reason, "MTA-STS policy unavailable; delivery deferred");
+            return all(idxs, |_| RecipientOutcome::Deferred {
+                remote_mta: None,
+                reason: reason.clone(),
+            });
+        }
         let tls_policy = match lookup.as_ref().and_then(PolicyLookup::mode) {
             // RFC 8460 §5.3: reports are delivered despite TLS failures (a
-            // broken TLS setup is what they are about).
-            Some(Mode::Enforce) if is_tls_report(job) => {
+            // broken TLS setup is what they are about). Only our own
+            // reports, as recorded when we made them: anyone can write
+            // report-like headers (STYLE 8a).
+            Some(Mode::Enforce) if job.envelope.origin.is_tls_report() => {
                 info!(policy_domain = %domain, "TLS report: delivered without MTA-STS enforcement (RFC 8460 §5.3)");
                 TlsPolicy::Testing
             }
@@ -159,7 +189,13 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             TlsPolicy::Testing => "testing",
             TlsPolicy::Opportunistic => "none",
         });
-        let hops = match plan(&self.resolver, &self.routes, self.port, domain).await {
+        let planned = match plan(&self.resolver, &self.routes, self.port, domain).await {
+            // A configured route is the operator's own choice of hop.
+            Ok(h) if routed => Ok(h),
+            Ok(h) => self.without_myself(domain, h),
+            Err(e) => Err(e),
+        };
+        let hops = match planned {
             Ok(h) => h,
             Err(PlanError::Permanent { status, reason }) => {
                 return all(idxs, |_| RecipientOutcome::Failed {
@@ -305,6 +341,49 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
         })
     }
 
+    /// Removes the addresses that are this server from MX `hops`; fails
+    /// when nothing else is left (RFC 5321 §5.1: never deliver to
+    /// ourselves). Permanently, 5.4.6 as Postfix words it, unless a host
+    /// whose addresses are unknown (a temporary DNS failure) may still turn
+    /// out to be someone else.
+    fn without_myself(&self, domain: &Domain, mut hops: Vec<Hop>) -> Result<Vec<Hop>, PlanError> {
+        let mut looped = false;
+        for hop in &mut hops {
+            let (name, port) = (&hop.name, hop.port);
+            let before = hop.addrs.len();
+            hop.addrs.retain(|addr| {
+                let target = SocketAddr::new(*addr, port);
+                let me = self.myself.is_self(target);
+                if me {
+                    warn!(%domain, mx = %name, %target, "MX host is this server itself; not contacted");
+                }
+                !me
+            });
+            if hop.addrs.len() < before {
+                self.metrics.attempt(&hop.name, "loops_to_self");
+                looped = true;
+            }
+        }
+        if !looped || hops.iter().any(|h| !h.addrs.is_empty()) {
+            return Ok(hops);
+        }
+        let reason = format!("mail for {domain} loops back to myself");
+        if hops.iter().any(|h| h.temporary) {
+            let others: Vec<&str> = hops
+                .iter()
+                .filter(|h| h.temporary)
+                .filter_map(|h| h.error.as_deref())
+                .collect();
+            return Err(PlanError::Temporary {
+                reason: format!("{reason}; other MX hosts unresolved: {}", others.join("; ")),
+            });
+        }
+        Err(PlanError::Permanent {
+            status: (5, 4, 6),
+            reason,
+        })
+    }
+
     /// Hands one session's TLS outcome to the TLS-RPT recorder.
     #[allow(clippy::too_many_arguments)]
     fn report(
@@ -331,7 +410,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             receiving_helo: helo,
             failure,
             detail: detail.chars().take(200).collect(),
-            is_report: is_tls_report(job),
+            is_report: job.envelope.origin.is_tls_report(),
         });
     }
 
@@ -524,71 +603,5 @@ fn tls_failure(tls: &TlsOutcome) -> Option<TlsResultType> {
             Some(failure.unwrap_or(TlsResultType::ValidationFailure))
         }
         other => other.failure(),
-    }
-}
-
-/// True for a TLS-RPT report message: from the null sender, with
-/// `report-type="tlsrpt"` (or unquoted) in its header section (RFC 8460 §5.3).
-fn is_tls_report(job: &DeliveryJob) -> bool {
-    if job.envelope.sender != portcullis_types::ReversePath::Null {
-        return false;
-    }
-    let end = job
-        .message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(job.message.len());
-    let headers = String::from_utf8_lossy(&job.message[..end]).to_ascii_lowercase();
-    headers.contains("report-type=\"tlsrpt\"") || headers.contains("report-type=tlsrpt")
-}
-
-#[cfg(test)]
-mod report_detection {
-    use super::*;
-    use portcullis_types::{BodyType, Envelope, QueueId, ReversePath};
-
-    fn job(sender: &str, message: &[u8]) -> DeliveryJob {
-        DeliveryJob {
-            id: QueueId::generate(0, 0),
-            envelope: Arc::new(Envelope {
-                id: QueueId::generate(0, 0),
-                sender: ReversePath::parse(sender).unwrap(),
-                recipients: vec![],
-                ret: None,
-                envid: None,
-                body: BodyType::SevenBit,
-                smtputf8: false,
-                received_at: 0,
-                client_ip: "127.0.0.1".parse().unwrap(),
-                helo: "h".into(),
-                tls: None,
-                authenticated: None,
-                size: 0,
-            }),
-            pending: vec![],
-            message: Arc::new(message.to_vec()),
-            attempt: 1,
-        }
-    }
-
-    /// Regression test: the check compared 28-byte windows with a 20-byte
-    /// string, so no report was ever recognised.
-    #[test]
-    fn tls_reports_are_recognised_and_only_they() {
-        let report =
-            b"Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n boundary=x\r\n\r\nbody";
-        assert!(is_tls_report(&job("", report)));
-        assert!(
-            !is_tls_report(&job("a@b.test", report)),
-            "only from the null sender"
-        );
-        assert!(!is_tls_report(&job(
-            "",
-            b"Subject: x\r\n\r\nreport-type=\"tlsrpt\" in the body"
-        )));
-        assert!(!is_tls_report(&job(
-            "",
-            b"Content-Type: multipart/report; report-type=delivery-status\r\n\r\n"
-        )));
     }
 }

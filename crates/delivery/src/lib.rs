@@ -12,11 +12,13 @@
 pub mod client;
 mod connect;
 mod deliverer;
+pub mod loops;
 mod metrics;
 pub mod plan;
 
 pub use client::Timeouts;
 pub use connect::{Connector, TcpConnector};
 pub use deliverer::Deliverer;
+pub use loops::SelfAddresses;
 pub use metrics::DeliveryMetrics;
 pub use portcullis_policy::{LogTlsResults, TlsResultSink, TlsSessionResult};

@@ -794,6 +794,12 @@ impl Inbound {
             client_ip: msg.client_ip,
             helo: msg.helo,
             tls: msg.tls,
+            // Recorded where it is known, never guessed later (STYLE 8a).
+            origin: if msg.authenticated.is_some() {
+                portcullis_types::Origin::Submission
+            } else {
+                portcullis_types::Origin::Relay
+            },
             authenticated: msg.authenticated,
             size: size as u64,
         };

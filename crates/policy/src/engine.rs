@@ -73,6 +73,21 @@ pub enum PolicyLookup {
         /// What went wrong.
         error: StsError,
     },
+    /// Whether a policy is in force cannot be known now: the store could
+    /// not be read (an I/O error, or a cached entry or operator pin that
+    /// does not decode) and no fresh fetch replaced the unreadable entry.
+    /// A temporary delivery failure, never "no policy": the unreadable
+    /// entry may be an `enforce` policy (RFC 8461 §10.2 relies on the
+    /// cache).
+    Unavailable {
+        /// The policy domain.
+        domain: Domain,
+        /// The store error.
+        error: StsError,
+        /// The fresh fetch that was tried instead, if one was (none for an
+        /// unreadable pin: pins are not fetched).
+        fetch: Option<StsError>,
+    },
 }
 
 /// RFC 8460 §4.4 `policy-type`.
@@ -121,15 +136,38 @@ impl PolicyLookup {
         }
     }
 
-    /// The mode in force (`None` when no policy applies).
+    /// The mode in force (`None` when no policy applies, and also for
+    /// [`PolicyLookup::Unavailable`]: check [`unavailable`](Self::unavailable)
+    /// first).
     pub fn mode(&self) -> Option<Mode> {
         self.policy().map(|p| p.mode)
+    }
+
+    /// For [`PolicyLookup::Unavailable`], why delivery must wait (for the
+    /// queue and the DSN); `None` for every lookup that decides.
+    pub fn unavailable(&self) -> Option<String> {
+        match self {
+            PolicyLookup::Unavailable {
+                domain,
+                error,
+                fetch,
+            } => Some(match fetch {
+                Some(fetch) => format!(
+                    "MTA-STS: the policy store entry of {domain} cannot be read ({error}) and a fresh fetch failed ({fetch}); waiting for a policy (`portcullis policy fetch {domain}`, or `policy evict {domain}` to forget the entry)"
+                ),
+                None => format!(
+                    "MTA-STS: the policy store cannot be read for {domain} ({error}); waiting (`portcullis policy unpin {domain}` removes an unreadable pin)"
+                ),
+            }),
+            _ => None,
+        }
     }
 
     /// The policy-level error behind this lookup, if any.
     pub fn error(&self) -> Option<&StsError> {
         match self {
             PolicyLookup::FetchFailed { error, .. } => Some(error),
+            PolicyLookup::Unavailable { fetch, .. } => fetch.as_ref(),
             PolicyLookup::Policy {
                 source: PolicySource::CacheAfterFailure { error },
                 ..
@@ -149,13 +187,15 @@ impl PolicyLookup {
                 mx_host: policy.mx.iter().map(ToString::to_string).collect(),
                 failure,
             },
-            PolicyLookup::FetchFailed { domain, .. } => ReportPolicy {
-                policy_type: ReportPolicyType::Sts,
-                policy_domain: domain.clone(),
-                policy_string: Vec::new(),
-                mx_host: Vec::new(),
-                failure,
-            },
+            PolicyLookup::FetchFailed { domain, .. } | PolicyLookup::Unavailable { domain, .. } => {
+                ReportPolicy {
+                    policy_type: ReportPolicyType::Sts,
+                    policy_domain: domain.clone(),
+                    policy_string: Vec::new(),
+                    mx_host: Vec::new(),
+                    failure,
+                }
+            }
             PolicyLookup::None(_) => ReportPolicy {
                 policy_type: ReportPolicyType::NoPolicyFound,
                 policy_domain: domain.clone(),
@@ -274,20 +314,38 @@ impl<R: Resolver> PolicyEngine<R> {
     ///    fetch → [`PolicyLookup::FetchFailed`] (deliver as without a
     ///    policy, report the failure).
     ///
-    /// Never fails: store errors are logged and treated as an empty cache.
+    /// A store that cannot be read is never taken for an empty cache (that
+    /// would turn an `enforce` policy off): an unreadable cached entry is
+    /// replaced by a fresh fetch if one succeeds, and otherwise, like an
+    /// unreadable operator pin, gives [`PolicyLookup::Unavailable`], a
+    /// temporary failure. Each is logged as an error naming the domain.
     pub async fn policy_for(&self, domain: &Domain) -> PolicyLookup {
         let now = self.now();
-        if let Some(pin) = self.pins.active(domain, now) {
-            tracing::warn!(%domain, mode = %pin.mode, reason = %pin.reason, "using pinned MTA-STS policy");
-            return PolicyLookup::Policy {
-                policy: Arc::new(pin.to_cached()),
-                source: PolicySource::Pinned {
-                    reason: pin.reason.clone(),
-                    source: pin.source.clone(),
-                },
-            };
+        match self.pins.active(domain, now) {
+            Ok(Some(pin)) => {
+                tracing::warn!(%domain, mode = %pin.mode, reason = %pin.reason, "using pinned MTA-STS policy");
+                return PolicyLookup::Policy {
+                    policy: Arc::new(pin.to_cached()),
+                    source: PolicySource::Pinned {
+                        reason: pin.reason.clone(),
+                        source: pin.source.clone(),
+                    },
+                };
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%domain, error = %error, "cannot read the MTA-STS pin; delivery waits until it is readable or removed");
+                return PolicyLookup::Unavailable {
+                    domain: domain.clone(),
+                    error,
+                    fetch: None,
+                };
+            }
         }
-        let cached = self.cached_unexpired(domain, now);
+        let cached = match self.cached_unexpired(domain, now) {
+            Ok(cached) => cached,
+            Err(error) => return self.replace_unreadable(domain, error).await,
+        };
         match lookup_record(&self.resolver, domain).await {
             RecordLookup::Found(record) => {
                 if let Some(c) = cached.as_ref().filter(|c| c.id == record.id) {
@@ -489,20 +547,57 @@ impl<R: Resolver> PolicyEngine<R> {
         self.pins.list()
     }
 
-    /// The cached policy of `domain` if it has not expired; a store error is
-    /// logged and treated as "nothing cached".
-    fn cached_unexpired(&self, domain: &Domain, now: u64) -> Option<CachedPolicy> {
-        match self.cache.get(domain) {
-            Ok(cached) => cached.filter(|c| !c.is_expired(now)),
-            Err(e) => {
-                tracing::error!(%domain, error = %e, "cannot read the MTA-STS cache");
-                None
+    /// The cached policy of `domain` if it has not expired. A store error
+    /// (or an entry that does not decode) is an error, never "nothing
+    /// cached".
+    fn cached_unexpired(
+        &self,
+        domain: &Domain,
+        now: u64,
+    ) -> Result<Option<CachedPolicy>, StsError> {
+        Ok(self.cache.get(domain)?.filter(|c| !c.is_expired(now)))
+    }
+
+    /// The lookup when `domain`'s cached entry cannot be read: whatever it
+    /// held may be an `enforce` policy, so only a successfully fetched
+    /// policy may stand in for it (and replace it); without one, delivery
+    /// waits ([`PolicyLookup::Unavailable`]). The fetch is tried even when
+    /// the TXT record is missing or its lookup failed, as a refresh does
+    /// (§10.2: removing DNS records must not make a policy lapse); it is
+    /// then stored under an empty id, which any id published later
+    /// replaces.
+    async fn replace_unreadable(&self, domain: &Domain, error: StsError) -> PolicyLookup {
+        tracing::error!(%domain, error = %error, "cannot read the cached MTA-STS policy; fetching it afresh, delivery waits if that fails");
+        let id = match lookup_record(&self.resolver, domain).await {
+            RecordLookup::Found(record) => record.id,
+            RecordLookup::NoPolicy(_) | RecordLookup::Temporary(_) => String::new(),
+        };
+        match self.fetch_once(domain, &id).await {
+            Ok((policy, fresh)) => {
+                tracing::warn!(%domain, mode = %policy.mode, "MTA-STS policy fetched in place of the unreadable cache entry");
+                PolicyLookup::Policy {
+                    policy: Arc::new(policy),
+                    source: if fresh {
+                        PolicySource::Fetched
+                    } else {
+                        PolicySource::Cache
+                    },
+                }
+            }
+            Err(fetch) => {
+                tracing::error!(%domain, error = %error, fetch_error = %fetch, "MTA-STS cache entry unreadable and the policy could not be fetched: delivery deferred");
+                PolicyLookup::Unavailable {
+                    domain: domain.clone(),
+                    error,
+                    fetch: Some(fetch),
+                }
             }
         }
     }
 
     /// Fetches `domain`'s policy for TXT `id` unless a concurrent caller
-    /// has just done so; `(policy, true)` when this call fetched it.
+    /// has just done so; `(policy, true)` when this call fetched it. An
+    /// unreadable cache entry counts as "not fetched yet".
     async fn fetch_once(
         &self,
         domain: &Domain,
@@ -510,7 +605,7 @@ impl<R: Resolver> PolicyEngine<R> {
     ) -> Result<(CachedPolicy, bool), StsError> {
         self.locked(domain, async {
             match self.cached_unexpired(domain, self.now()) {
-                Some(c) if c.id == id => Ok((c, false)),
+                Ok(Some(c)) if c.id == id => Ok((c, false)),
                 _ => self
                     .fetch_and_store(domain, id)
                     .await
@@ -640,6 +735,7 @@ mod tests {
         engine: PolicyEngine<MemoryResolver>,
         dns: MemoryResolver,
         clock: Arc<HandClock>,
+        store: Store,
         _dir: tempfile::TempDir,
     }
 
@@ -666,6 +762,7 @@ mod tests {
             engine,
             dns,
             clock,
+            store,
             _dir: dir,
         }
     }
@@ -687,6 +784,86 @@ mod tests {
         async fn lookup(&self) -> PolicyLookup {
             self.engine.policy_for(&domain()).await
         }
+
+        /// Writes `bytes` as the domain's raw entry in `tree`.
+        fn raw_put(&self, tree: portcullis_store::TreeName, bytes: &[u8]) {
+            self.store
+                .tree(tree)
+                .unwrap()
+                .insert(domain().as_str(), bytes)
+                .unwrap();
+        }
+
+        fn raw_get(&self, tree: portcullis_store::TreeName) -> Option<Vec<u8>> {
+            self.store
+                .tree(tree)
+                .unwrap()
+                .get(domain().as_str())
+                .unwrap()
+                .map(|v| v.to_vec())
+        }
+    }
+
+    #[track_caller]
+    fn assert_unavailable(lookup: &PolicyLookup, fetched: bool) {
+        match lookup {
+            PolicyLookup::Unavailable {
+                domain: d,
+                error,
+                fetch,
+            } => {
+                assert_eq!(d, &domain());
+                assert!(matches!(error, StsError::Store(_)), "{error:?}");
+                assert_eq!(fetch.is_some(), fetched, "{fetch:?}");
+            }
+            other => panic!("expected a temporary failure, got {other:?}"),
+        }
+        assert_eq!(lookup.mode(), None);
+        let reason = lookup.unavailable().expect("a deferral reason");
+        assert!(
+            reason.contains("MTA-STS") && reason.contains("example.test"),
+            "{reason}"
+        );
+    }
+
+    /// Regression test: an undecodable cached entry was logged and read as
+    /// "nothing cached", so with the TXT record gone (or its fetch failing)
+    /// an `enforce` domain got no policy at all. Now the lookup is a
+    /// temporary failure, and the failed fetch does not touch the entry.
+    #[tokio::test]
+    async fn unreadable_cache_entry_with_failed_fetch_is_a_temporary_failure() {
+        use portcullis_store::TreeName::MtaStsPolicies;
+        let garbage = b"{\"domain\": \"example.test\", \"mode\": \"enf";
+        for txt in [None, Some("v=STSv1; id=abc")] {
+            let f = fixture();
+            if let Some(txt) = txt {
+                f.dns.add_txt(TXT, txt);
+            }
+            f.raw_put(MtaStsPolicies, garbage);
+            let got = f.lookup().await;
+            assert_unavailable(&got, true);
+            assert!(got.unavailable().unwrap().contains("fresh fetch failed"));
+            assert_eq!(
+                f.raw_get(MtaStsPolicies).as_deref(),
+                Some(&garbage[..]),
+                "only a fetched policy may replace the entry ({txt:?})"
+            );
+            // Still so on the next attempt: nothing was cached meanwhile.
+            assert_unavailable(&f.lookup().await, true);
+        }
+    }
+
+    /// An operator pin that cannot be read may be the pin that enforces TLS:
+    /// a temporary failure, not "no pin" (and not the cache behind it).
+    #[tokio::test]
+    async fn unreadable_operator_pin_is_a_temporary_failure() {
+        let f = fixture();
+        f.seed("abc", "none", 86_400).await;
+        f.dns.add_txt(TXT, "v=STSv1; id=abc");
+        f.raw_put(portcullis_store::TreeName::MtaStsPins, b"not json");
+        assert_unavailable(&f.lookup().await, false);
+        assert!(f.engine.unpin(&domain()).await.unwrap());
+        assert_cache(&f.lookup().await, "abc");
     }
 
     #[track_caller]

@@ -182,19 +182,19 @@ impl PinStore {
     }
 
     /// The pin that wins for `domain` at `now`: an active operator pin, else
-    /// a file pin. A store error is logged and the file pins still apply.
-    pub(crate) fn active(&self, domain: &Domain, now: u64) -> Option<Pin> {
-        match self.operator_pin(domain) {
-            Ok(Some(pin)) if pin.is_active(now) => return Some(pin),
-            Ok(_) => {}
-            Err(e) => tracing::error!(%domain, error = %e, "cannot read MTA-STS pin"),
+    /// a file pin. An operator pin that cannot be read is an error, never
+    /// "no pin": it may be the pin that enforces TLS for this domain.
+    pub(crate) fn active(&self, domain: &Domain, now: u64) -> Result<Option<Pin>, StsError> {
+        if let Some(pin) = self.operator_pin(domain)?.filter(|p| p.is_active(now)) {
+            return Ok(Some(pin));
         }
-        self.files
+        Ok(self
+            .files
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(domain)
             .filter(|p| p.is_active(now))
-            .cloned()
+            .cloned())
     }
 
     pub(crate) async fn put(&self, pin: &Pin) -> Result<(), StsError> {

@@ -29,8 +29,9 @@ pub struct TlsSessionResult {
     pub failure: Option<TlsResultType>,
     /// A short human explanation (additional-information).
     pub detail: String,
-    /// True when the session carried a TLS report itself: such sessions
-    /// are never counted in reports (RFC 8460 §3: no report loops).
+    /// True when the session carried one of our own TLS reports (its
+    /// envelope's recorded origin, never its content): such sessions are
+    /// never counted in reports (RFC 8460 §3: no report loops).
     pub is_report: bool,
 }
 

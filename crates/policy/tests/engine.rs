@@ -41,6 +41,7 @@ struct Env {
     server: PolicyServer,
     engine: Arc<PolicyEngine<HickoryResolver>>,
     clock: Arc<HandClock>,
+    store: Store,
     _dir: tempfile::TempDir,
 }
 
@@ -67,6 +68,7 @@ impl Env {
             server,
             engine,
             clock,
+            store,
             _dir: dir,
         }
     }
@@ -288,4 +290,62 @@ async fn refresh_pass_keeps_policies_from_lapsing() {
     env.server.set_reply(Reply::status(500));
     env.set_txt(None).await;
     assert_eq!(env.lookup().await.mode(), Some(Mode::Enforce));
+}
+
+/// A cached entry that cannot be decoded is never "no policy": while the
+/// policy host fails, the lookup is a temporary failure (logged as an
+/// error naming the domain) and the entry stays as it was; the first
+/// successful fetch replaces it.
+#[tokio::test]
+async fn unreadable_cache_entry_waits_for_a_successful_fetch() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let env = Env::start(Ipv4Addr::new(127, 0, 3, 6)).await;
+    env.dns.add_txt(TXT, "v=STSv1; id=1");
+    let tree = env
+        .store
+        .tree(portcullis_store::TreeName::MtaStsPolicies)
+        .unwrap();
+    tree.insert(DOMAIN, &b"\xff not a policy"[..]).unwrap();
+
+    env.server.set_reply(Reply::status(500));
+    let got = env.lookup().await;
+    assert!(matches!(got, PolicyLookup::Unavailable { .. }), "{got:?}");
+    let reason = got.unavailable().unwrap();
+    assert!(
+        reason.contains(DOMAIN) && reason.contains("500"),
+        "{reason}"
+    );
+    assert_eq!(
+        tree.get(DOMAIN).unwrap().as_deref(),
+        Some(&b"\xff not a policy"[..])
+    );
+    let text = logs.text();
+    assert!(
+        text.lines().any(|l| l.contains("ERROR")
+            && l.contains("domain=example.test")
+            && l.contains("cannot read the cached MTA-STS policy")),
+        "{text}"
+    );
+
+    env.server.set_policy(ENFORCE);
+    let got = env.lookup().await;
+    assert!(matches!(
+        mode_and_source(&got),
+        (Mode::Enforce, PolicySource::Fetched)
+    ));
+    let cached = env.engine.get(&domain()).unwrap().unwrap();
+    assert_eq!((cached.id.as_str(), cached.mode), ("1", Mode::Enforce));
+    // From now on, the ordinary cache.
+    assert!(matches!(
+        mode_and_source(&env.lookup().await),
+        (Mode::Enforce, PolicySource::Cache)
+    ));
 }

@@ -268,6 +268,14 @@ impl AdminHandler {
                         ));
                         None
                     }
+                    lookup @ PolicyLookup::Unavailable { .. } => {
+                        // Unknown is not "none": delivery defers.
+                        notes.push(format!(
+                            "{}: delivery is deferred",
+                            lookup.unavailable().unwrap_or_default()
+                        ));
+                        None
+                    }
                     other => {
                         notes.push(format!("no MTA-STS policy ({other:?}): opportunistic TLS"));
                         None

@@ -4,12 +4,14 @@
 use portcullis_policy::tlsrpt::ReportMailer;
 use portcullis_queue::Queue;
 use portcullis_types::{
-    Address, BodyType, Clock, Envelope, Notify, QueueId, Recipient, ReversePath,
+    Address, BodyType, Clock, Envelope, Notify, Origin, QueueId, Recipient, ReversePath,
 };
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// Submits report messages to the queue from the null sender.
+/// Submits TLS-RPT report messages to the queue from the null sender, with
+/// the envelope's origin recorded as [`Origin::TlsReport`]. Only for
+/// TLS reports: that origin exempts a message from MTA-STS enforcement.
 pub struct QueueMailer {
     /// The queue.
     pub queue: Queue,
@@ -48,10 +50,16 @@ impl ReportMailer for QueueMailer {
             tls: None,
             authenticated: None,
             size: message.len() as u64,
+            // The one place TLS reports are made: only this origin earns
+            // the RFC 8460 §5.3 exemption at delivery.
+            origin: Origin::TlsReport,
         };
-        let id = envelope.id;
-        self.queue
-            .enqueue(envelope, &message)
+        // An id already in use is never overwritten: another is drawn.
+        let id = self
+            .queue
+            .enqueue_fresh(envelope, &message, || {
+                QueueId::generate(millis, rand_salt())
+            })
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(queue_id = %id, to, "TLS report queued");

@@ -7,7 +7,9 @@ use crate::report_mailer::QueueMailer;
 use anyhow::{Context, Result};
 use portcullis_admin::MetricsWriter;
 use portcullis_config::{Config, LogFormat};
-use portcullis_delivery::{Deliverer, DeliveryMetrics, LogTlsResults, TcpConnector, Timeouts};
+use portcullis_delivery::{
+    Deliverer, DeliveryMetrics, LogTlsResults, SelfAddresses, TcpConnector, Timeouts,
+};
 use portcullis_dns::HickoryResolver;
 use portcullis_inbound::{Inbound, InboundMetrics, ListenerHandle};
 use portcullis_policy::tlsrpt::{
@@ -198,7 +200,12 @@ async fn run(config: Config) -> Result<()> {
             delivery_metrics.clone(),
         )
         .with_policy(policy.clone())
-        .with_reporter(reporter),
+        .with_reporter(reporter)
+        // Every socket we listen on: an MX that points at one of them
+        // would hand the message back to us (5.4.6, loops back to myself).
+        .with_self_addresses(SelfAddresses::new(
+            bound.iter().map(|(_, h)| h.local_addr).collect(),
+        )),
     );
     let queue_metrics = Arc::new(QueueMetrics::default());
     let scheduler = Arc::new(SchedulerSettings {
@@ -407,7 +414,7 @@ fn render_metrics(state: &ServerState) -> String {
     for (mx, result, n) in state.delivery_metrics.attempts() {
         w.counter(
             "portcullis_delivery_attempts_by_mx_total",
-            "Connection attempts by MX host and result.",
+            "Attempts at MX hosts by host and result (loops_to_self: not contacted, it is this server).",
             &[("mx", &mx), ("result", result)],
             n,
         );

@@ -955,6 +955,7 @@ mod tests {
             tls: None,
             authenticated: None,
             size: 0,
+            origin: Default::default(),
         };
         let msg = message(c.body, c.body_len);
         let now = UNIX_EPOCH + Duration::from_secs(NOW);

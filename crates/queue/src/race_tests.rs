@@ -61,6 +61,7 @@ fn envelope(n: u64, rcpts: &[&str]) -> Envelope {
         client_ip: "127.0.0.1".parse().unwrap(),
         helo: "client.test".into(),
         tls: None,
+        origin: portcullis_types::Origin::Relay,
         authenticated: None,
         size: 0,
     }

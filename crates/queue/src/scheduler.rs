@@ -525,6 +525,7 @@ async fn send_dsn(
         tls: None,
         authenticated: None,
         size: report.message.len() as u64,
+        origin: portcullis_types::Origin::Bounce,
     };
     // A fresh id for the DSN, never one in use (check-and-insert).
     let dsn_id = queue

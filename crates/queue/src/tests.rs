@@ -20,6 +20,7 @@ fn envelope(n: u64) -> Envelope {
         tls: None,
         authenticated: None,
         size: 0,
+        origin: Default::default(),
     }
 }
 

@@ -62,6 +62,58 @@ pub struct TlsSummary {
     pub cipher: String,
 }
 
+/// Which part of this server made the message, recorded by the code that
+/// creates it and never re-derived from the message's bytes (STYLE 8a):
+/// anyone can write `report-type=tlsrpt` into a header or an address, so
+/// content proves nothing. Only [`Origin::TlsReport`] earns the RFC 8460
+/// §5.3 exemption from a recipient's MTA-STS `enforce` mode.
+///
+/// Serialized in kebab-case (`"relay"`, `"tls-report"`, …); a record
+/// written before the field existed has none and decodes as
+/// [`Origin::Relay`], the origin with no privileges.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Origin {
+    /// Received over SMTP without authentication (port 25, or a client in
+    /// `trusted_networks`).
+    #[default]
+    Relay,
+    /// Received from a client that authenticated (SMTP AUTH, RFC 4954).
+    Submission,
+    /// A delivery status notification we generated (RFC 3464).
+    Bounce,
+    /// A TLS-RPT aggregate report we generated (RFC 8460 §5.3).
+    TlsReport,
+}
+
+impl Origin {
+    /// The name as serialized and shown by `queue show`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Relay => "relay",
+            Origin::Submission => "submission",
+            Origin::Bounce => "bounce",
+            Origin::TlsReport => "tls-report",
+        }
+    }
+
+    /// True only for our own TLS reports: RFC 8460 §5.3 lets them reach an
+    /// MTA-STS `enforce` domain despite TLS failures (broken TLS is what
+    /// they report), and RFC 8460 §3 keeps their sessions out of reports.
+    pub fn is_tls_report(self) -> bool {
+        self == Origin::TlsReport
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The envelope of one accepted message.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Envelope {
@@ -91,4 +143,60 @@ pub struct Envelope {
     pub authenticated: Option<String>,
     /// Size of the stored message in octets (with our trace header).
     pub size: u64,
+    /// Who made the message; absent in records older than the field, which
+    /// then count as [`Origin::Relay`].
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(origin: Origin) -> Envelope {
+        Envelope {
+            id: QueueId::generate(1_700_000_000_000, 0),
+            sender: ReversePath::Null,
+            recipients: vec![],
+            ret: None,
+            envid: None,
+            body: BodyType::SevenBit,
+            smtputf8: false,
+            received_at: 1_700_000_000,
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            helo: "h.test".into(),
+            tls: None,
+            authenticated: None,
+            size: 0,
+            origin,
+        }
+    }
+
+    /// Every origin survives the queue's JSON encoding.
+    #[test]
+    fn origin_round_trips() {
+        for origin in [
+            Origin::Relay,
+            Origin::Submission,
+            Origin::Bounce,
+            Origin::TlsReport,
+        ] {
+            let json = serde_json::to_value(envelope(origin)).unwrap();
+            assert_eq!(json["origin"], origin.as_str());
+            let back: Envelope = serde_json::from_value(json).unwrap();
+            assert_eq!(back.origin, origin);
+        }
+    }
+
+    /// A record written before the field existed is a plain relay: it gets
+    /// no exemption it was never given.
+    #[test]
+    fn a_record_without_origin_is_relay() {
+        let mut json = serde_json::to_value(envelope(Origin::TlsReport)).unwrap();
+        json.as_object_mut().unwrap().remove("origin");
+        let back: Envelope = serde_json::from_value(json).unwrap();
+        assert_eq!(back.origin, Origin::Relay);
+        assert!(!back.origin.is_tls_report());
+        assert!(Origin::TlsReport.is_tls_report());
+    }
 }

@@ -21,6 +21,6 @@ pub mod reply;
 pub use address::{Address, AddressError, ReversePath};
 pub use clock::{Clock, SystemClock};
 pub use domain::{Domain, DomainError};
-pub use envelope::{BodyType, DsnRet, Envelope, Notify, Recipient, TlsSummary};
+pub use envelope::{BodyType, DsnRet, Envelope, Notify, Origin, Recipient, TlsSummary};
 pub use queue_id::QueueId;
 pub use reply::Reply;

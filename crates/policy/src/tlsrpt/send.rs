@@ -37,9 +37,12 @@ pub trait ReportMailer: Send + Sync + 'static {
     /// Queues `message` (a complete, DKIM-signed RFC 5322 message) for
     /// `to`. `from` is the envelope sender: always `""`, the null
     /// reverse-path `<>` (RFC 5321 §4.5.5), so that an undeliverable report
-    /// does not bounce and delivery recognises the session as a report
-    /// session (`is_report`, RFC 8460 §3: not counted). Returns the queue
-    /// id, or why the queue refused the message.
+    /// does not bounce. The implementation records the message's origin as
+    /// a TLS report in the envelope (`Origin::TlsReport`): that recorded
+    /// fact, never the message's content, is what lets delivery apply the
+    /// RFC 8460 §5.3 exemption and leave the session out of reports
+    /// (`is_report`, RFC 8460 §3). Returns the queue id, or why the queue
+    /// refused the message.
     fn submit(
         &self,
         from: &str,
