@@ -479,6 +479,8 @@ impl Inbound {
             .rejected(RejectReason::Size, stats.too_big.into());
         self.metrics
             .rejected(RejectReason::BareNewline, stats.bare_newline.into());
+        self.metrics
+            .rejected(RejectReason::Loop, stats.too_many_hops.into());
         self.metrics.smtp_auth_locked(stats.auth_locked.into());
         self.metrics
             .user_limited(UserLimit::MessagesPerHour, stats.user_rate_limited.into());
