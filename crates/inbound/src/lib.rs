@@ -17,8 +17,10 @@
 //! A client outside `trusted_networks` may only send to `accepted_domains`.
 //! Mail on `smtp` listeners is verified (SPF, DKIM, DMARC, ARC; RFC 7208,
 //! 6376, 7489, 8617) by the `auth` crate before the final reply, in the
-//! driver, so the session stays sans-IO: forged Authentication-Results
-//! with our authserv-id are removed (RFC 8601 §5) and ours added.
+//! driver, so the session stays sans-IO. From every accepted message
+//! (verified, authenticated or from a trusted network) forged
+//! Authentication-Results with our authserv-id (RFC 8601 §5) and any
+//! X-Portcullis-Quarantine field are removed; verified mail gets ours.
 //! Accepted mail is handed to the `queue` crate; we reply 250 only after it
 //! is on disk.
 
