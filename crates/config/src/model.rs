@@ -240,6 +240,9 @@ pub struct LimitsFile {
     pub max_recipients: Option<u32>,
     /// `max_errors`: error replies before the session is closed (default 10).
     pub max_errors: Option<u32>,
+    /// `max_received_headers`: `Received:` fields a message may carry;
+    /// more is a mail loop, refused with 554 5.4.6 (default 100).
+    pub max_received_headers: Option<u32>,
     /// `command_timeout`: wait for a command (default `"5m"`).
     pub command_timeout: Option<String>,
     /// `data_timeout`: wait for each DATA/BDAT read (default `"10m"`).

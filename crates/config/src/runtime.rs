@@ -193,6 +193,9 @@ pub struct Limits {
     pub max_recipients: u32,
     /// Error replies before disconnecting.
     pub max_errors: u32,
+    /// `Received:` fields a message may carry before it is refused as a
+    /// mail loop (RFC 5321 §6.3).
+    pub max_received_headers: u32,
     /// Wait for a command line.
     pub command_timeout: Duration,
     /// Wait for message data (per read).

@@ -150,6 +150,27 @@ fn display_lists_file_line_and_key() {
     );
 }
 
+/// `[limits] max_received_headers`: 100 by default, any positive count,
+/// zero refused with its key and line.
+#[test]
+fn max_received_headers_default_value_and_zero() {
+    let c = parse("", None, "h").unwrap();
+    assert_eq!(c.limits.max_received_headers, 100);
+    let c = parse("[limits]\nmax_received_headers = 30\n", None, "h").unwrap();
+    assert_eq!(c.limits.max_received_headers, 30);
+    let err = parse(
+        "[limits]\nmax_received_headers = 0\n",
+        Some(Path::new("x.toml")),
+        "h",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("x.toml:2: limits.max_received_headers: must be greater than zero"),
+        "{text}"
+    );
+}
+
 #[test]
 fn next_hops() {
     use validate::parse_next_hop;

@@ -354,6 +354,12 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
         max_message_size: l.max_message_size.unwrap_or(25 * 1024 * 1024),
         max_recipients: positive(c, "limits.max_recipients", l.max_recipients, 100),
         max_errors: positive(c, "limits.max_errors", l.max_errors, 10),
+        max_received_headers: positive(
+            c,
+            "limits.max_received_headers",
+            l.max_received_headers,
+            100,
+        ),
         command_timeout: c.duration(
             "limits.command_timeout",
             &l.command_timeout,

@@ -9,14 +9,18 @@
 //! Threat model: every byte comes from an untrusted client. The session is
 //! sans-IO ([`Session::feed`] / [`Session::step`]) so that every parser path
 //! is tested with input split at every byte. Message data ends only at
-//! `<CRLF>.<CRLF>`; a bare CR or LF inside data is refused or normalised,
-//! never allowed to end a message (SMTP smuggling). Bytes pipelined behind
+//! `<CRLF>.<CRLF>` (our own scanner, [`session::dot`]); a bare CR or LF
+//! inside data is refused or normalised, never allowed to end a message
+//! (SMTP smuggling). A message with more `Received:` fields than
+//! `[limits] max_received_headers` is a mail loop (RFC 5321 §6.3, 554 5.4.6). Bytes pipelined behind
 //! STARTTLS are discarded, never executed (RFC 3207 §4.2, CVE-2011-0411).
 //! A client outside `trusted_networks` may only send to `accepted_domains`.
 //! Mail on `smtp` listeners is verified (SPF, DKIM, DMARC, ARC; RFC 7208,
 //! 6376, 7489, 8617) by the `auth` crate before the final reply, in the
-//! driver, so the session stays sans-IO: forged Authentication-Results
-//! with our authserv-id are removed (RFC 8601 §5) and ours added.
+//! driver, so the session stays sans-IO. From every accepted message
+//! (verified, authenticated or from a trusted network) forged
+//! Authentication-Results with our authserv-id (RFC 8601 §5) and any
+//! X-Portcullis-Quarantine field are removed; verified mail gets ours.
 //! Accepted mail is handed to the `queue` crate; we reply 250 only after it
 //! is on disk.
 
@@ -25,6 +29,7 @@
 mod body;
 mod conn_limit;
 pub mod dkim;
+mod hops;
 pub mod metrics;
 mod received;
 pub mod server;

@@ -72,10 +72,12 @@ pub enum RejectReason {
     Spf,
     /// Verification could not finish (DNS): 451 4.7.x.
     AuthTemporary,
+    /// A mail loop: more than `limits.max_received_headers` (554 5.4.6).
+    Loop,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 8] = [
+    const ALL: [RejectReason; 9] = [
         RejectReason::Size,
         RejectReason::BareNewline,
         RejectReason::Relay,
@@ -84,6 +86,7 @@ impl RejectReason {
         RejectReason::Dmarc,
         RejectReason::Spf,
         RejectReason::AuthTemporary,
+        RejectReason::Loop,
     ];
 
     /// Label value.
@@ -97,6 +100,7 @@ impl RejectReason {
             RejectReason::Dmarc => "dmarc",
             RejectReason::Spf => "spf",
             RejectReason::AuthTemporary => "auth_temperror",
+            RejectReason::Loop => "mail_loop",
         }
     }
 }
@@ -121,7 +125,7 @@ pub struct InboundMetrics {
     sessions: [AtomicU64; 8],
     accepted: AtomicU64,
     accepted_bytes: AtomicU64,
-    rejected: [AtomicU64; 8],
+    rejected: [AtomicU64; 9],
     auth_results: [[AtomicU64; 7]; 4],
     auth_verdicts: [AtomicU64; 4],
     tls_ok: [AtomicU64; 2],

@@ -479,6 +479,8 @@ impl Inbound {
             .rejected(RejectReason::Size, stats.too_big.into());
         self.metrics
             .rejected(RejectReason::BareNewline, stats.bare_newline.into());
+        self.metrics
+            .rejected(RejectReason::Loop, stats.too_many_hops.into());
         self.metrics.smtp_auth_locked(stats.auth_locked.into());
         self.metrics
             .user_limited(UserLimit::MessagesPerHour, stats.user_rate_limited.into());
@@ -733,21 +735,18 @@ impl Inbound {
             }
         }
         // RFC 8601 §5: results that claim to be ours but come from outside
-        // are removed before ours are added (only for verified mail: the
-        // mail of trusted clients is passed on as it is).
-        let (auth_headers, data) = match verdict {
-            Some(v) => {
-                let data = match portcullis_auth::strip_forged(&msg.data, &hostname) {
-                    Some(stripped) => {
-                        debug!(queue_id = %id, "removed Authentication-Results claiming to be ours");
-                        Cow::Owned(stripped)
-                    }
-                    None => Cow::Borrowed(msg.data.as_slice()),
-                };
-                (v.headers, data)
+        // the trust boundary are removed before ours are added, and so is
+        // our quarantine tag. On every path: verified, authenticated and
+        // trusted mail alike (a submitting user or a trusted application
+        // is still outside the boundary of what we vouch for).
+        let data = match portcullis_auth::strip_forged(&msg.data, &hostname) {
+            Some(stripped) => {
+                debug!(queue_id = %id, "removed Authentication-Results or X-Portcullis-Quarantine claiming to be ours");
+                Cow::Owned(stripped)
             }
-            None => (String::new(), Cow::Borrowed(msg.data.as_slice())),
+            None => Cow::Borrowed(msg.data.as_slice()),
         };
+        let auth_headers = verdict.map(|v| v.headers).unwrap_or_default();
         let header = received_header(&TraceInfo {
             helo: &msg.helo,
             client_ip: msg.client_ip,

@@ -131,6 +131,10 @@ fn effective(c: &Config) -> String {
     line("limits.max_recipients", l.max_recipients.to_string());
     line("limits.max_line_length", l.max_line_length.to_string());
     line("limits.max_errors", l.max_errors.to_string());
+    line(
+        "limits.max_received_headers",
+        l.max_received_headers.to_string(),
+    );
     line("limits.command_timeout", d(l.command_timeout));
     line("limits.data_timeout", d(l.data_timeout));
     line("limits.greet_pause", d(l.greet_pause));

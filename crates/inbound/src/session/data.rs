@@ -1,14 +1,15 @@
 //! DATA (RFC 5321 §4.1.1.4) and BDAT (RFC 3030): receiving the message.
 //!
-//! DATA ends only at `<CRLF>.<CRLF>` (smtp-proto's receiver); BDAT chunks
-//! are counted, never scanned for terminators. Whatever is wrong with a
+//! DATA ends only at `<CRLF>.<CRLF>` (our own scanner, [`super::dot`]);
+//! BDAT chunks are counted, never scanned for terminators. Whatever is wrong with a
 //! message, its bytes are always consumed to their declared end before we
 //! answer, so that message content is never read as commands.
 
+use super::dot::DotScanner;
 use super::{Event, IncomingMessage, Rejection, Session, State, reply};
-use crate::body;
+use crate::{body, hops};
 use portcullis_config::BareNewline;
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 
 impl Session {
     pub(super) fn data(&mut self, out: &mut Vec<u8>) -> Option<Event> {
@@ -22,7 +23,7 @@ impl Session {
             }
             Some(_) => {
                 self.body.clear();
-                self.state = State::Data(DataReceiver::new());
+                self.state = State::Data(DotScanner::new());
                 reply(out, 354, (2, 0, 0), "End data with <CR><LF>.<CR><LF>");
             }
         }
@@ -68,38 +69,42 @@ impl Session {
     /// data (or chunk) is complete.
     pub(super) fn data_step(&mut self, out: &mut Vec<u8>) -> Option<Event> {
         let max = self.cfg.limits.max_message_size as usize;
-        let mut iter = self.input[self.pos..].iter();
-        let before = iter.len();
+        let input = &self.input[self.pos..];
         let state = std::mem::replace(&mut self.state, State::Command);
-        let (next, done) = match state {
-            State::Data(mut rcv) => {
-                let done = rcv.ingest(&mut iter, &mut self.body);
-                if !done && self.body.len() > max {
+        let (next, consumed, done) = match state {
+            State::Data(mut scanner) => {
+                let s = scanner.scan(input, Some(&mut self.body));
+                if !s.done && self.body.len() > max {
                     // Keep reading to the end, but stop keeping.
                     self.body = Vec::new();
                     (
-                        State::DataDiscard(DummyDataReceiver::new_data(&rcv), Rejection::TooBig),
+                        State::DataDiscard(scanner, Rejection::TooBig),
+                        s.consumed,
                         false,
                     )
                 } else {
-                    (State::Data(rcv), done)
+                    (State::Data(scanner), s.consumed, s.done)
                 }
             }
-            State::DataDiscard(mut rcv, why) => {
-                let done = rcv.ingest(&mut iter);
-                (State::DataDiscard(rcv, why), done)
+            State::DataDiscard(mut scanner, why) => {
+                let s = scanner.scan(input, None);
+                (State::DataDiscard(scanner, why), s.consumed, s.done)
             }
             State::Bdat { mut rcv, last } => {
+                let mut iter = input.iter();
                 let done = rcv.ingest(&mut iter, &mut self.body);
-                (State::Bdat { rcv, last }, done)
+                let consumed = input.len() - iter.len();
+                (State::Bdat { rcv, last }, consumed, done)
             }
             State::BdatDiscard(mut rcv, why) => {
+                let mut iter = input.iter();
                 let done = rcv.ingest(&mut iter);
-                (State::BdatDiscard(rcv, why), done)
+                let consumed = input.len() - iter.len();
+                (State::BdatDiscard(rcv, why), consumed, done)
             }
-            other => (other, false),
+            other => (other, 0, false),
         };
-        self.pos += before - iter.len();
+        self.pos += consumed;
         if !done {
             self.state = next;
             return None;
@@ -175,6 +180,17 @@ impl Session {
                 }
                 BareNewline::Normalize => self.body = body::normalize(&self.body),
             }
+        }
+        if hops::too_many_received(&self.body, self.cfg.limits.max_received_headers) {
+            self.state = State::Command;
+            self.tx = None;
+            self.body = Vec::new();
+            self.stats.too_many_hops += 1;
+            // RFC 5321 §6.3: too many Received fields is a mail loop; RFC
+            // 3463: 5.4.6 routing loop detected. Not the client's protocol
+            // error, so it does not count towards `max_errors`.
+            reply(out, 554, (5, 4, 6), "Too many hops");
+            return None;
         }
         let Some(tx) = self.tx.take() else {
             self.state = State::Command;

@@ -5,6 +5,7 @@
 
 mod auth;
 mod data;
+pub mod dot;
 mod ehlo;
 mod mail;
 mod rcpt;
@@ -13,11 +14,12 @@ mod tests;
 
 use auth::AuthStep;
 pub use auth::{AuthCheck, AuthOutcome, BearerMechanism};
+use dot::DotScanner;
 use portcullis_config::{BareNewline, Limits, Relay, Role, Submission};
 use portcullis_submission::lockout::AuthGuard;
 use portcullis_submission::rate::SendRate;
 use portcullis_types::{BodyType, DsnRet, QueueId, Recipient, Reply, ReversePath, TlsSummary};
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ProtoError, Request};
 use std::fmt::Display;
 use std::io::Write;
@@ -154,9 +156,9 @@ enum State {
     /// Skipping the rest of an over-long command line.
     SkipLine,
     /// Receiving DATA into the body.
-    Data(DataReceiver),
+    Data(DotScanner),
     /// Reading DATA to its end without keeping it; the reply says why.
-    DataDiscard(DummyDataReceiver, Rejection),
+    DataDiscard(DotScanner, Rejection),
     /// Receiving a BDAT chunk into the body.
     Bdat { rcv: BdatReceiver, last: bool },
     /// Reading a BDAT chunk without keeping it.
@@ -213,6 +215,8 @@ pub struct Stats {
     pub too_big: u32,
     /// Messages refused for bare CR/LF.
     pub bare_newline: u32,
+    /// Messages refused as looping (too many `Received:` fields).
+    pub too_many_hops: u32,
     /// Command syntax errors.
     pub syntax_errors: u32,
     /// Octets discarded after STARTTLS.

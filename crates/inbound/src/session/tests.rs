@@ -9,6 +9,8 @@ use portcullis_submission::rate::SendRate;
 use portcullis_types::Domain;
 use std::time::Duration;
 
+mod smuggling;
+
 fn limits() -> Limits {
     Limits {
         max_connections: 100,
@@ -17,6 +19,7 @@ fn limits() -> Limits {
         max_message_size: 100_000,
         max_recipients: 100,
         max_errors: 10,
+        max_received_headers: 100,
         command_timeout: Duration::from_secs(300),
         data_timeout: Duration::from_secs(600),
         tls_handshake_timeout: Duration::from_secs(30),
