@@ -381,7 +381,11 @@ impl Inbound {
             if shutdown.is_cancelled() {
                 session.begin_shutdown();
             }
-            match session.step(out) {
+            let event = session.step(out);
+            for reason in session.take_refusals() {
+                info!(reason, "message refused at the end of its data");
+            }
+            match event {
                 Event::NeedInput => {
                     if !out.is_empty() && !self.write(stream, out, limits.0).await {
                         return Flow::Done(SessionOutcome::IoError);

@@ -111,6 +111,16 @@ fn the_issue_reproduction_gets_one_550_and_nothing_is_queued() {
     c.cmd("QUIT", 221);
     assert_eq!(mx.server.queue_list(), Vec::<serde_json::Value>::new());
     assert!(mx.sink.received().is_empty());
+    // The operator sees why, once.
+    mx.server.wait_for_log(
+        "message refused at the end of its data",
+        Duration::from_secs(10),
+    );
+    let refused = mx
+        .server
+        .log_events("message refused at the end of its data");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["reason"], "bare_newline");
 }
 
 /// With `bare_newline = "normalize"` the same bytes are one message with

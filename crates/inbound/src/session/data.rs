@@ -150,6 +150,7 @@ impl Session {
         self.tx = None;
         self.body = Vec::new();
         self.stats.too_big += 1;
+        self.refusals.push("message_too_big");
         // RFC 5321 §4.5.3.1.10 / RFC 1870 §6.2.
         self.error(
             out,
@@ -169,6 +170,7 @@ impl Session {
                     self.tx = None;
                     self.body = Vec::new();
                     self.stats.bare_newline += 1;
+                    self.refusals.push("bare_newline");
                     // RFC 5321 §2.3.8: CR and LF only as CRLF.
                     self.error(
                         out,
@@ -178,7 +180,14 @@ impl Session {
                     );
                     return self.closed_event();
                 }
-                BareNewline::Normalize => self.body = body::normalize(&self.body),
+                BareNewline::Normalize => {
+                    self.body = body::normalize(&self.body);
+                    // Each bare CR/LF grows by one octet: the stored copy,
+                    // not only what was sent, stays within SIZE.
+                    if self.body.len() as u64 > self.cfg.limits.max_message_size {
+                        return self.reject_too_big(out);
+                    }
+                }
             }
         }
         if hops::too_many_received(&self.body, self.cfg.limits.max_received_headers) {
@@ -186,6 +195,7 @@ impl Session {
             self.tx = None;
             self.body = Vec::new();
             self.stats.too_many_hops += 1;
+            self.refusals.push("mail_loop");
             // RFC 5321 §6.3: too many Received fields is a mail loop; RFC
             // 3463: 5.4.6 routing loop detected. Not the client's protocol
             // error, so it does not count towards `max_errors`.

@@ -202,6 +202,9 @@ pub struct Session {
     shutting_down: bool,
     quit: bool,
     stats: Stats,
+    /// Messages the session itself refused since the driver last asked
+    /// ([`Session::take_refusals`]), for one log line each.
+    refusals: Vec<&'static str>,
 }
 
 /// Per-session counters the driver turns into metrics and log fields.
@@ -252,6 +255,7 @@ impl Session {
             shutting_down: false,
             quit: false,
             stats: Stats::default(),
+            refusals: Vec::new(),
         }
     }
 
@@ -317,6 +321,14 @@ impl Session {
         } else {
             SessionOutcome::Errors
         }
+    }
+
+    /// The reasons (`message_too_big`, `bare_newline`, `mail_loop`) of the
+    /// messages this session refused at the end of their data since the
+    /// last call, oldest first. The driver logs each: the session is
+    /// sans-IO and does not log.
+    pub fn take_refusals(&mut self) -> std::vec::Drain<'_, &'static str> {
+        self.refusals.drain(..)
     }
 
     /// Per-session counters so far.

@@ -77,6 +77,8 @@ struct Run {
     closed: bool,
     /// Per message: the authenticated user.
     users: Vec<Option<String>>,
+    /// Messages the session refused at the end of their data, by reason.
+    refusals: Vec<&'static str>,
 }
 
 /// Feeds `chunks` to a fresh session, playing the driver: stores messages,
@@ -92,6 +94,7 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
         starttls: false,
         closed: false,
         users: vec![],
+        refusals: vec![],
     };
     if s.config().role == Role::Submissions {
         // Implicit TLS: the driver's handshake came before the greeting.
@@ -104,7 +107,9 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
     'outer: for chunk in chunks {
         s.feed(chunk);
         loop {
-            match s.step(&mut out) {
+            let event = s.step(&mut out);
+            run.refusals.extend(s.take_refusals());
+            match event {
                 Event::NeedInput => break,
                 Event::StartTls => {
                     run.starttls = true;
@@ -385,6 +390,32 @@ fn normalize_policy_turns_bare_newlines_into_crlf_in_one_message() {
     let r = run_all_ways(cfg, OUTSIDE, b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\na\n.\nMAIL FROM:<e@b.test>\r\nb\r\n.\r\n");
     assert_eq!(r.messages.len(), 1);
     assert_eq!(r.messages[0].2, b"a\r\n.\r\nMAIL FROM:<e@b.test>\r\nb\r\n");
+}
+
+#[test]
+fn normalized_data_still_fits_the_size_limit() {
+    // 60,000 bare LFs are 60,000 octets as sent and 120,000 as stored:
+    // over the 100,000-octet limit once normalised.
+    let cfg = config(Role::Smtp, BareNewline::Normalize);
+    let mut input =
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n".to_vec();
+    input.extend(std::iter::repeat_n(b'\n', 60_000));
+    input.extend_from_slice(b"\r\n.\r\nNOOP\r\n");
+    let r = run_all_ways(cfg.clone(), OUTSIDE, &input);
+    assert!(r.messages.is_empty());
+    assert_eq!(
+        codes(&r).iter().rev().take(2).collect::<Vec<_>>(),
+        [&"250", &"552"]
+    );
+    assert_eq!(r.refusals, ["message_too_big"]);
+    // Half as many fit.
+    let mut input =
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n".to_vec();
+    input.extend(std::iter::repeat_n(b'\n', 30_000));
+    input.extend_from_slice(b"\r\n.\r\n");
+    let r = run_all_ways(cfg, OUTSIDE, &input);
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].2.len(), 60_002);
 }
 
 #[test]

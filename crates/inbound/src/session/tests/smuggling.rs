@@ -179,6 +179,7 @@ fn issue_11_reproduction_is_one_message() {
     let rest = after_ehlo(&r);
     assert_eq!(rest.len(), 4, "{rest:?}");
     assert!(rest[3].starts_with("550 5.5.2 "), "{rest:?}");
+    assert_eq!(r.refusals, ["bare_newline"]);
 
     let r = run_all_ways(config(Role::Smtp, BareNewline::Normalize), OUTSIDE, input);
     let rest = after_ehlo(&r);
@@ -257,6 +258,7 @@ fn too_many_received_fields_are_a_loop() {
         if refused {
             assert_eq!(last_two, ["554 5.4.6 Too many hops", "250 2.0.0 OK"]);
             assert!(r.messages.is_empty());
+            assert_eq!(r.refusals, ["mail_loop"]);
         } else {
             assert_eq!(last_two[0], "250 2.0.0 Ok: queued as ID");
             assert_eq!(r.messages.len(), 1);
