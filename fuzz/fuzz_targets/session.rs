@@ -25,6 +25,8 @@ fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
         limits: Limits {
             max_connections: 100,
             max_connections_per_ip: 10,
+            max_session_duration: Duration::from_secs(3600),
+            max_junk_commands: 100,
             max_line_length: 512,
             max_message_size: 4096,
             max_recipients: 5,

@@ -219,4 +219,6 @@ fn section(s: &mut Sections, key: &str, value: toml::Value, c: &mut Checker) {
 }
 
 #[cfg(test)]
+mod slots_tests;
+#[cfg(test)]
 mod tests;

@@ -16,6 +16,11 @@ pub struct ListenFile {
     /// STARTTLS required before MAIL) or `submissions` (465, implicit TLS).
     #[serde(default = "default_role")]
     pub role: String,
+    /// `max_connections`: open connections on this listener; past it a new
+    /// connection gets 421 4.7.0. Default: an even share of what
+    /// `[limits] max_connections` leaves after the listeners that set
+    /// theirs, so no listener can take another's slots.
+    pub max_connections: Option<u32>,
 }
 
 fn default_role() -> String {
@@ -230,8 +235,17 @@ pub struct AdminFile {
 pub struct LimitsFile {
     /// `max_connections`: open connections in total (default 1000).
     pub max_connections: Option<u32>,
-    /// `max_connections_per_ip`: open connections from one IP (default 20).
+    /// `max_connections_per_ip`: open connections from one IPv4 address or
+    /// IPv6 /64, on each listener (default 20).
     pub max_connections_per_ip: Option<u32>,
+    /// `max_session_duration`: how long one connection may last; then
+    /// 421 4.4.2 at the next command (default `"1h"`).
+    pub max_session_duration: Option<String>,
+    /// `max_junk_commands`: commands that make no progress (NOOP, RSET,
+    /// VRFY, EXPN, HELP, a repeated EHLO/HELO, any refused command) before
+    /// the session is closed with 421 4.7.0; an accepted message starts the
+    /// count again (default 100).
+    pub max_junk_commands: Option<u32>,
     /// `max_line_length`: command line length with CRLF (default 2048).
     pub max_line_length: Option<u32>,
     /// `max_message_size`: octets, advertised with SIZE (default 26214400).

@@ -37,6 +37,9 @@ pub struct Listener {
     pub address: SocketAddr,
     /// What the listener is for.
     pub role: Role,
+    /// Open connections this listener takes at most (`[[listen]]
+    /// max_connections`, or its share of `[limits] max_connections`).
+    pub max_connections: u32,
 }
 
 /// The server certificate source and outbound trust anchors.
@@ -183,8 +186,15 @@ pub enum BareNewline {
 pub struct Limits {
     /// Open connections in total.
     pub max_connections: u32,
-    /// Open connections per client IP.
+    /// Open connections per client IPv4 address or IPv6 /64, on each
+    /// listener.
     pub max_connections_per_ip: u32,
+    /// How long one connection may last before it is closed with 421 4.4.2
+    /// (at the next command; data in progress may finish).
+    pub max_session_duration: Duration,
+    /// Commands that make no progress before the session is closed with
+    /// 421 4.7.0 (Postfix's `smtpd_junk_command_limit`).
+    pub max_junk_commands: u32,
     /// Longest command line accepted, CRLF included.
     pub max_line_length: u32,
     /// Largest message accepted, in octets.

@@ -114,11 +114,18 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
     };
     let data_dir = PathBuf::from(s.data_dir.unwrap_or_else(|| "data".into()));
 
-    let listeners = match s.listen {
-        None => vec![Listener {
-            address: SocketAddr::from(([127, 0, 0, 1], 2525)),
-            role: Role::Smtp,
-        }],
+    // Each listener with the `max_connections` it sets (and its index for
+    // errors); the defaults are shared out once `[limits]` is known.
+    let listeners: Vec<(Listener, Option<u32>, usize)> = match s.listen {
+        None => vec![(
+            Listener {
+                address: SocketAddr::from(([127, 0, 0, 1], 2525)),
+                role: Role::Smtp,
+                max_connections: 0,
+            },
+            None,
+            0,
+        )],
         Some(list) => {
             if list.is_empty() {
                 c.fail("listen", "at least one [[listen]] is needed");
@@ -139,16 +146,32 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
                             None
                         }
                     };
-                    Some(Listener {
-                        address: address?,
-                        role: role?,
-                    })
+                    let max = l.max_connections;
+                    if max == Some(0) {
+                        c.fail(
+                            format!("listen[{i}].max_connections"),
+                            "must be greater than zero",
+                        );
+                    }
+                    Some((
+                        Listener {
+                            address: address?,
+                            role: role?,
+                            max_connections: 0,
+                        },
+                        max.filter(|&m| m > 0),
+                        i,
+                    ))
                 })
                 .collect()
         }
     };
-    for (i, a) in listeners.iter().enumerate() {
-        if a.address.port() != 0 && listeners[..i].iter().any(|b| b.address == a.address) {
+    for (n, (a, _, i)) in listeners.iter().enumerate() {
+        if a.address.port() != 0
+            && listeners[..n]
+                .iter()
+                .any(|(b, _, _)| b.address == a.address)
+        {
             c.fail(
                 format!("listen[{i}].address"),
                 format!("{} is listed twice", a.address),
@@ -350,6 +373,17 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
             l.max_connections_per_ip,
             20,
         ),
+        // One hour: far longer than any honest client needs (a 25 MiB
+        // message at 100 kbit/s takes 35 minutes, and MTAs reuse a
+        // connection for minutes, not hours), short enough that a client
+        // cannot hold a slot for ever with a trickle of commands.
+        max_session_duration: c.duration(
+            "limits.max_session_duration",
+            &l.max_session_duration,
+            Duration::from_secs(3600),
+        ),
+        // Postfix's smtpd_junk_command_limit default.
+        max_junk_commands: positive(c, "limits.max_junk_commands", l.max_junk_commands, 100),
         max_line_length: positive(c, "limits.max_line_length", l.max_line_length, 2048),
         max_message_size: l.max_message_size.unwrap_or(25 * 1024 * 1024),
         max_recipients: positive(c, "limits.max_recipients", l.max_recipients, 100),
@@ -382,6 +416,10 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
             Duration::from_secs(30),
         ),
     };
+    let listeners = share_connections(listeners, limits.max_connections, c);
+    if limits.max_session_duration.is_zero() {
+        c.fail("limits.max_session_duration", "must be greater than zero");
+    }
     if limits.max_line_length < 512 {
         // RFC 5321 §4.5.3.1.4: a command line may be 512 octets.
         c.fail(
@@ -730,6 +768,54 @@ fn build_verify(v: &VerifyFile, c: &mut Checker) -> Verify {
         exceptions,
         timeout,
     }
+}
+
+/// Gives every listener its `max_connections`: the value it sets, or an
+/// even share of what `[limits] max_connections` leaves after the
+/// listeners that set theirs. With the defaults the shares add up to at
+/// most the total, so filling one listener (port 25) never takes the
+/// slots of another (587, 465).
+fn share_connections(
+    listeners: Vec<(Listener, Option<u32>, usize)>,
+    total: u32,
+    c: &mut Checker,
+) -> Vec<Listener> {
+    let set: u32 = listeners
+        .iter()
+        .filter_map(|(_, m, _)| *m)
+        .fold(0, u32::saturating_add);
+    let unset = listeners.iter().filter(|(_, m, _)| m.is_none()).count() as u32;
+    let left = total.saturating_sub(set);
+    let share = left.checked_div(unset).unwrap_or(0);
+    listeners
+        .into_iter()
+        .map(|(mut l, max, i)| {
+            l.max_connections = match max {
+                Some(m) => {
+                    if m > total {
+                        c.fail(
+                            format!("listen[{i}].max_connections"),
+                            format!(
+                                "{m} is more than limits.max_connections ({total}), which caps all listeners together"
+                            ),
+                        );
+                    }
+                    m
+                }
+                None if share == 0 => {
+                    c.fail(
+                        format!("listen[{i}].max_connections"),
+                        format!(
+                            "unset, and the other listeners' max_connections ({set}) leave no share of limits.max_connections ({total}): set it, or raise limits.max_connections"
+                        ),
+                    );
+                    1
+                }
+                None => share,
+            };
+            l
+        })
+        .collect()
 }
 
 fn positive(c: &mut Checker, key: &str, value: Option<u32>, default: u32) -> u32 {

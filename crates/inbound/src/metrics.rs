@@ -3,7 +3,9 @@
 
 use portcullis_admin::MetricsWriter;
 use portcullis_auth::{AuthResult, Disposition, Method};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,10 +26,15 @@ pub enum SessionOutcome {
     IoError,
     /// Refused at connect (limits, talking before the greeting).
     Refused,
+    /// Closed at `[limits] max_session_duration` (421 4.4.2).
+    TooLong,
+    /// Closed after `[limits] max_junk_commands` commands without progress
+    /// (421 4.7.0).
+    Junk,
 }
 
 impl SessionOutcome {
-    const ALL: [SessionOutcome; 8] = [
+    const ALL: [SessionOutcome; 10] = [
         SessionOutcome::Quit,
         SessionOutcome::Disconnect,
         SessionOutcome::Timeout,
@@ -36,6 +43,8 @@ impl SessionOutcome {
         SessionOutcome::TlsFailed,
         SessionOutcome::IoError,
         SessionOutcome::Refused,
+        SessionOutcome::TooLong,
+        SessionOutcome::Junk,
     ];
 
     /// Label value.
@@ -49,6 +58,8 @@ impl SessionOutcome {
             SessionOutcome::TlsFailed => "tls_failed",
             SessionOutcome::IoError => "io_error",
             SessionOutcome::Refused => "refused",
+            SessionOutcome::TooLong => "session_too_long",
+            SessionOutcome::Junk => "junk_commands",
         }
     }
 }
@@ -108,21 +119,67 @@ impl RejectReason {
 /// Why a connection was refused before the greeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnRefusal {
-    /// Total connection limit.
+    /// Total connection limit (`[limits] max_connections`).
     LimitTotal,
-    /// Per-IP connection limit.
+    /// Per-address connection limit (`[limits] max_connections_per_ip`:
+    /// an IPv4 address or an IPv6 /64, on one listener).
     LimitPerIp,
     /// The client talked before the greeting.
     Pregreet,
+    /// The listener's own limit (`[[listen]] max_connections`).
+    LimitListener,
+}
+
+impl ConnRefusal {
+    const ALL: [ConnRefusal; 4] = [
+        ConnRefusal::LimitTotal,
+        ConnRefusal::LimitPerIp,
+        ConnRefusal::Pregreet,
+        ConnRefusal::LimitListener,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnRefusal::LimitTotal => "limit_total",
+            ConnRefusal::LimitPerIp => "limit_per_ip",
+            ConnRefusal::Pregreet => "pregreet",
+            ConnRefusal::LimitListener => "limit_listener",
+        }
+    }
+}
+
+/// The counters of one listener, labelled with its address and role.
+#[derive(Debug)]
+pub struct ListenerMetrics {
+    address: String,
+    role: &'static str,
+    refused: [AtomicU64; 4],
+    open: AtomicU64,
+}
+
+impl ListenerMetrics {
+    /// A connection was refused on this listener before the greeting.
+    pub fn refused(&self, why: ConnRefusal) {
+        self.refused[why as usize].fetch_add(1, Relaxed);
+    }
+    /// A connection took one of this listener's places.
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Relaxed);
+    }
+    /// A connection gave its place back.
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
 }
 
 /// All inbound counters.
 #[derive(Debug, Default)]
 pub struct InboundMetrics {
     connections: AtomicU64,
-    refused: [AtomicU64; 3],
+    refused: [AtomicU64; 4],
     open: AtomicU64,
-    sessions: [AtomicU64; 8],
+    sessions: [AtomicU64; 10],
     accepted: AtomicU64,
     accepted_bytes: AtomicU64,
     rejected: [AtomicU64; 9],
@@ -137,6 +194,7 @@ pub struct InboundMetrics {
     smtp_auth_locked: AtomicU64,
     smtp_auth_temporary: AtomicU64,
     user_limited: [AtomicU64; 2],
+    listeners: Mutex<Vec<Arc<ListenerMetrics>>>,
 }
 
 /// Which per-user sending limit refused something.
@@ -156,6 +214,21 @@ impl InboundMetrics {
     /// A connection was refused before the greeting.
     pub fn refused(&self, why: ConnRefusal) {
         self.refused[why as usize].fetch_add(1, Relaxed);
+    }
+    /// The counters of a listener bound at `address` with `role`, rendered
+    /// with these labels from now on.
+    pub fn listener(&self, address: SocketAddr, role: &'static str) -> Arc<ListenerMetrics> {
+        let m = Arc::new(ListenerMetrics {
+            address: address.to_string(),
+            role,
+            refused: Default::default(),
+            open: AtomicU64::new(0),
+        });
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(m.clone());
+        m
     }
     /// A session started.
     pub fn session_open(&self) {
@@ -255,15 +328,39 @@ impl InboundMetrics {
             &[],
             self.connections.load(Relaxed),
         );
-        for (i, reason) in ["limit_total", "limit_per_ip", "pregreet"]
-            .iter()
-            .enumerate()
-        {
+        for r in ConnRefusal::ALL {
             w.counter(
                 "portcullis_connections_refused_total",
                 "Connections refused before the greeting.",
-                &[("reason", reason)],
-                self.refused[i].load(Relaxed),
+                &[("reason", r.as_str())],
+                self.refused[r as usize].load(Relaxed),
+            );
+        }
+        let listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for l in &listeners {
+            for r in ConnRefusal::ALL {
+                w.counter(
+                    "portcullis_listener_connections_refused_total",
+                    "Connections refused before the greeting, by listener and reason.",
+                    &[
+                        ("listener", &l.address),
+                        ("role", l.role),
+                        ("reason", r.as_str()),
+                    ],
+                    l.refused[r as usize].load(Relaxed),
+                );
+            }
+        }
+        for l in &listeners {
+            w.gauge(
+                "portcullis_listener_connections_open",
+                "Connections holding a place on each listener now.",
+                &[("listener", &l.address), ("role", l.role)],
+                l.open.load(Relaxed),
             );
         }
         w.gauge(

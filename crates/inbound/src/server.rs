@@ -2,9 +2,11 @@
 //! backoff, a connection permit per task, every read under a timeout and
 //! raced against shutdown, STARTTLS as a change of stream type.
 
-use crate::conn_limit::{ConnLimit, Refusal};
+use crate::conn_limit::{ConnLimit, ListenerSlots, Refusal};
 use crate::dkim::DkimSigners;
-use crate::metrics::{ConnRefusal, InboundMetrics, RejectReason, SessionOutcome, UserLimit};
+use crate::metrics::{
+    ConnRefusal, InboundMetrics, ListenerMetrics, RejectReason, SessionOutcome, UserLimit,
+};
 use crate::received::{TraceInfo, received_header};
 use crate::session::{AuthCheck, AuthOutcome};
 use crate::session::{Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope};
@@ -37,6 +39,9 @@ pub struct ListenerHandle {
     pub local_addr: SocketAddr,
     /// The listener's role.
     pub role: Role,
+    /// Connections it takes at most (`[[listen]] max_connections` or its
+    /// share of `[limits] max_connections`).
+    pub max_connections: u32,
 }
 
 /// The inbound service: shared by all listeners and sessions.
@@ -45,7 +50,9 @@ pub struct Inbound {
     tls: Option<ServerTls>,
     metrics: Arc<InboundMetrics>,
     clock: Arc<dyn Clock>,
+    /// The total over all listeners.
     limits: ConnLimit,
+    max_per_addr: u32,
     configs: Vec<(Role, Arc<SessionConfig>)>,
     verifier: Option<Arc<Verifier>>,
     dkim: DkimSigners,
@@ -56,6 +63,13 @@ pub struct Inbound {
     scram_key: [u8; 32],
     salt: u32,
     session_ids: AtomicU64,
+}
+
+/// What every connection of one listener shares.
+struct Listening {
+    cfg: Arc<SessionConfig>,
+    slots: ListenerSlots,
+    metrics: Arc<ListenerMetrics>,
 }
 
 enum Flow {
@@ -125,10 +139,8 @@ impl Inbound {
             tls,
             metrics,
             clock,
-            limits: ConnLimit::new(
-                config.limits.max_connections,
-                config.limits.max_connections_per_ip,
-            ),
+            limits: ConnLimit::new(config.limits.max_connections),
+            max_per_addr: config.limits.max_connections_per_ip,
             configs,
             verifier,
             dkim,
@@ -154,17 +166,30 @@ impl Inbound {
     }
 
     /// Serves one listener until `shutdown`; each connection runs in a task
-    /// tracked by `tracker` so shutdown can wait for them.
+    /// tracked by `tracker` so shutdown can wait for them. The listener
+    /// takes at most `handle.max_connections` connections (and its
+    /// per-address share), whatever the other listeners carry.
     pub async fn run(
         self: Arc<Self>,
         listener: TcpListener,
-        role: Role,
+        handle: ListenerHandle,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
-        let Some(cfg) = self.session_config(role) else {
+        let Some(cfg) = self.session_config(handle.role) else {
             return;
         };
+        let listening = Arc::new(Listening {
+            cfg,
+            slots: ListenerSlots::new(
+                self.limits.clone(),
+                handle.max_connections,
+                self.max_per_addr,
+            ),
+            metrics: self
+                .metrics
+                .listener(handle.local_addr, handle.role.as_str()),
+        });
         let mut backoff = Duration::from_millis(10);
         loop {
             let accepted = tokio::select! {
@@ -175,12 +200,12 @@ impl Inbound {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(10);
                     let this = self.clone();
-                    let cfg = cfg.clone();
+                    let listening = listening.clone();
                     let shutdown = shutdown.clone();
                     let sid = this.session_ids.fetch_add(1, Ordering::Relaxed);
                     let span = tracing::info_span!("session", session = %format_args!("{sid:08x}"), %peer, tls = tracing::field::Empty);
                     tracker.spawn(
-                        async move { this.connection(stream, peer, cfg, shutdown).await }
+                        async move { this.connection(stream, peer, listening, shutdown).await }
                             .instrument(span),
                     );
                 }
@@ -201,20 +226,31 @@ impl Inbound {
         self: Arc<Self>,
         mut tcp: TcpStream,
         peer: SocketAddr,
-        cfg: Arc<SessionConfig>,
+        listening: Arc<Listening>,
         shutdown: CancellationToken,
     ) {
+        // The session's end is counted from the connection, before any
+        // handshake: RFC 5321 §4.5.3.2 timeouts bound each wait, this
+        // bounds the whole.
+        let deadline = tokio::time::Instant::now() + listening.cfg.limits.max_session_duration;
+        let cfg = listening.cfg.clone();
         self.metrics.connection();
         let ip = canonical_ip(peer.ip());
-        let _guard = match self.limits.acquire(ip) {
+        let _guard = match listening.slots.acquire(ip) {
             Ok(g) => g,
             Err(why) => {
                 let metric = match why {
                     Refusal::Total => ConnRefusal::LimitTotal,
-                    Refusal::PerIp => ConnRefusal::LimitPerIp,
+                    Refusal::Listener => ConnRefusal::LimitListener,
+                    Refusal::PerAddress => ConnRefusal::LimitPerIp,
                 };
                 self.metrics.refused(metric);
-                info!(reason = ?why, "connection refused: too many connections");
+                listening.metrics.refused(metric);
+                info!(
+                    reason = metric.as_str(),
+                    address = %crate::conn_limit::AddrKey::of(ip),
+                    "connection refused: too many connections"
+                );
                 let line = format!(
                     "421 4.7.0 {} Too many connections, try again later\r\n",
                     cfg.hostname
@@ -227,9 +263,11 @@ impl Inbound {
         };
         let _ = tcp.set_nodelay(true);
         debug!("connected");
+        listening.metrics.opened();
         self.metrics.session_open();
-        let outcome = self.session(tcp, ip, cfg, &shutdown).await;
+        let outcome = self.session(tcp, ip, cfg, &shutdown, deadline).await;
         self.metrics.session_closed(outcome);
+        listening.metrics.closed();
         debug!(outcome = outcome.as_str(), "disconnected");
     }
 
@@ -239,6 +277,7 @@ impl Inbound {
         ip: IpAddr,
         cfg: Arc<SessionConfig>,
         shutdown: &CancellationToken,
+        deadline: tokio::time::Instant,
     ) -> SessionOutcome {
         let mut session = Session::new(cfg.clone(), ip);
         let mut out = Vec::with_capacity(256);
@@ -249,7 +288,10 @@ impl Inbound {
                 return SessionOutcome::TlsFailed;
             };
             session.greeting(&mut out);
-            let outcome = match self.drive(&mut tls, &mut session, &mut out, shutdown).await {
+            let outcome = match self
+                .drive(&mut tls, &mut session, &mut out, shutdown, deadline)
+                .await
+            {
                 Flow::Done(o) => o,
                 Flow::StartTls => SessionOutcome::Errors,
             };
@@ -266,7 +308,10 @@ impl Inbound {
             return SessionOutcome::Shutdown;
         }
         session.greeting(&mut out);
-        match self.drive(&mut tcp, &mut session, &mut out, shutdown).await {
+        match self
+            .drive(&mut tcp, &mut session, &mut out, shutdown, deadline)
+            .await
+        {
             Flow::Done(o) => {
                 self.finish(&session, &mut tcp).await;
                 o
@@ -275,7 +320,10 @@ impl Inbound {
                 let Some(mut tls) = self.handshake(tcp, &cfg, &mut session).await else {
                     return SessionOutcome::TlsFailed;
                 };
-                let outcome = match self.drive(&mut tls, &mut session, &mut out, shutdown).await {
+                let outcome = match self
+                    .drive(&mut tls, &mut session, &mut out, shutdown, deadline)
+                    .await
+                {
                     Flow::Done(o) => o,
                     Flow::StartTls => SessionOutcome::Errors,
                 };
@@ -369,29 +417,61 @@ impl Inbound {
     }
 
     /// Runs the session over one stream until it ends or asks for TLS.
+    /// At `deadline` (`[limits] max_session_duration` after the connection)
+    /// the session ends with 421 4.4.2: at once when it waits for a
+    /// command, after the message when data is arriving, but no later than
+    /// one data timeout past the deadline.
     async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         stream: &mut S,
         session: &mut Session,
         out: &mut Vec<u8>,
         shutdown: &CancellationToken,
+        deadline: tokio::time::Instant,
     ) -> Flow {
         let limits = session_limits(session);
+        // Data under way at the deadline may finish within one data timeout.
+        let data_deadline = deadline + limits.1;
         loop {
             if shutdown.is_cancelled() {
                 session.begin_shutdown();
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                session.expire();
             }
             let event = session.step(out);
             for reason in session.take_refusals() {
                 info!(reason, "message refused at the end of its data");
             }
+            if let Event::Close = event {
+                log_limit_close(session);
+            }
             match event {
                 Event::NeedInput => {
+                    let in_data = session.in_data();
+                    if session.is_expired() && (!in_data || now >= data_deadline) {
+                        // Idle at the end of its time, or data that outlived
+                        // its grace: say so now rather than at a command
+                        // that may never come.
+                        session.close_expired(out);
+                        log_limit_close(session);
+                        let _ = self.write(stream, out, limits.0).await;
+                        return Flow::Done(SessionOutcome::TooLong);
+                    }
                     if !out.is_empty() && !self.write(stream, out, limits.0).await {
                         return Flow::Done(SessionOutcome::IoError);
                     }
-                    let in_data = session.in_data();
-                    let wait = if in_data { limits.1 } else { limits.0 };
+                    // Each wait stops at the session's end too, so an idle
+                    // client is told at the deadline, not a timeout later.
+                    let (timeout, end) = if in_data {
+                        (limits.1, data_deadline)
+                    } else {
+                        (limits.0, deadline)
+                    };
+                    let until_end = end.saturating_duration_since(now);
+                    let wait = timeout.min(until_end);
+                    let ends_session = until_end <= timeout;
                     let buf = session.input_buffer();
                     buf.reserve(if in_data { 64 * 1024 } else { 1024 });
                     let read = tokio::select! {
@@ -410,6 +490,9 @@ impl Inbound {
                             let _ = self.write(stream, out, limits.0).await;
                             return Flow::Done(SessionOutcome::Shutdown);
                         }
+                        // The wait ran into the session's end: the next
+                        // turn of the loop closes it with 421 4.4.2.
+                        Some(Err(_)) if ends_session => {}
                         Some(Err(_)) => {
                             // RFC 5321 §4.5.3.2: the server may close after its timeout.
                             info!(in_data, "timeout");
@@ -832,6 +915,21 @@ impl Inbound {
                 session.message_failed(out);
             }
         }
+    }
+}
+
+/// One log line when a session limit (not the client) ended the session.
+fn log_limit_close(session: &Session) {
+    match session.close_outcome() {
+        SessionOutcome::TooLong => info!(
+            max_session_duration_secs = session.config().limits.max_session_duration.as_secs(),
+            "session too long; closed"
+        ),
+        SessionOutcome::Junk => info!(
+            max_junk_commands = session.config().limits.max_junk_commands,
+            "too many commands without progress; closed"
+        ),
+        _ => {}
     }
 }
 

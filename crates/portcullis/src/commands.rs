@@ -46,7 +46,15 @@ fn effective(c: &Config) -> String {
     line("hostname", c.hostname.clone());
     line("data_dir", c.data_dir.display().to_string());
     for l in &c.listeners {
-        line("listen", format!("{} ({})", l.address, l.role.as_str()));
+        line(
+            "listen",
+            format!(
+                "{} ({}, max_connections {})",
+                l.address,
+                l.role.as_str(),
+                l.max_connections
+            ),
+        );
     }
     line(
         "tls",
@@ -131,6 +139,8 @@ fn effective(c: &Config) -> String {
     line("limits.max_recipients", l.max_recipients.to_string());
     line("limits.max_line_length", l.max_line_length.to_string());
     line("limits.max_errors", l.max_errors.to_string());
+    line("limits.max_junk_commands", l.max_junk_commands.to_string());
+    line("limits.max_session_duration", d(l.max_session_duration));
     line(
         "limits.max_received_headers",
         l.max_received_headers.to_string(),

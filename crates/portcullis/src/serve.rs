@@ -140,6 +140,7 @@ async fn run(config: Config) -> Result<()> {
             ListenerHandle {
                 local_addr: local,
                 role: l.role,
+                max_connections: l.max_connections,
             },
         ));
     }
@@ -301,13 +302,12 @@ async fn run(config: Config) -> Result<()> {
     ));
 
     for (listener, handle) in bound {
-        info!(address = %handle.local_addr, role = handle.role.as_str(), "listening");
-        services.spawn(inbound.clone().run(
-            listener,
-            handle.role,
-            shutdown.clone(),
-            sessions.clone(),
-        ));
+        info!(address = %handle.local_addr, role = handle.role.as_str(), max_connections = handle.max_connections, "listening");
+        services.spawn(
+            inbound
+                .clone()
+                .run(listener, handle, shutdown.clone(), sessions.clone()),
+        );
     }
     info!(socket = %config.admin.socket.display(), "admin socket ready");
     let handler = Arc::new(AdminHandler::new(state.clone()));

@@ -200,6 +200,12 @@ pub struct Session {
     line: Vec<u8>,
     body: Vec<u8>,
     shutting_down: bool,
+    /// `[limits] max_session_duration` has passed (the driver said so).
+    expired: bool,
+    /// Commands without progress since the last accepted message.
+    junk: u32,
+    /// Why the session closed itself, when a limit closed it.
+    closed_by: Option<crate::metrics::SessionOutcome>,
     quit: bool,
     stats: Stats,
     /// Messages the session itself refused since the driver last asked
@@ -253,6 +259,9 @@ impl Session {
             line: Vec::new(),
             body: Vec::new(),
             shutting_down: false,
+            expired: false,
+            junk: 0,
+            closed_by: None,
             quit: false,
             stats: Stats::default(),
             refusals: Vec::new(),
@@ -316,6 +325,8 @@ impl Session {
         use crate::metrics::SessionOutcome;
         if self.quit {
             SessionOutcome::Quit
+        } else if let Some(outcome) = self.closed_by {
+            outcome
         } else if self.shutting_down {
             SessionOutcome::Shutdown
         } else {
@@ -340,6 +351,37 @@ impl Session {
     /// 421 4.3.2 and the session closes. Data in progress may finish.
     pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;
+    }
+
+    /// The session has lasted `[limits] max_session_duration`: the next
+    /// command is answered 421 4.4.2 and the session closes. Data in
+    /// progress may finish (the driver bounds how long).
+    pub fn expire(&mut self) {
+        self.expired = true;
+    }
+
+    /// True once [`Session::expire`] was called.
+    pub fn is_expired(&self) -> bool {
+        self.expired
+    }
+
+    /// The session is past its end with no command to answer (idle, or
+    /// its data took too long): answer 421 4.4.2 now and close. RFC 5321
+    /// §4.3.2 lets a server send 421 at any time when it must close.
+    pub fn close_expired(&mut self, out: &mut Vec<u8>) {
+        self.expired = true;
+        self.expired_reply(out);
+    }
+
+    fn expired_reply(&mut self, out: &mut Vec<u8>) {
+        reply(
+            out,
+            421,
+            (4, 4, 2),
+            format_args!("{} Session too long, closing connection", self.cfg.hostname),
+        );
+        self.closed_by = Some(crate::metrics::SessionOutcome::TooLong);
+        self.state = State::Closed;
     }
 
     /// The TLS handshake after STARTTLS succeeded: RFC 3207 §4.2 — forget
@@ -369,6 +411,9 @@ impl Session {
     /// The message was stored under `id`: reply 250 and end the transaction.
     pub fn message_stored(&mut self, id: QueueId, out: &mut Vec<u8>) {
         self.tx = None;
+        // An accepted message is progress: the junk count starts again
+        // (as Postfix resets its junk count when mail is delivered).
+        self.junk = 0;
         if let Some(user) = &self.auth_user {
             let per_hour = self.cfg.submission.limits_for(user).messages_per_hour;
             self.cfg
@@ -398,6 +443,7 @@ impl Session {
             Some(r) => {
                 self.tx = None;
                 r.write_to(out);
+                self.count_junk(out);
             }
         }
     }
@@ -408,6 +454,7 @@ impl Session {
         self.tx = None;
         self.state = State::Command;
         refusal.write_to(out);
+        self.count_junk(out);
     }
 
     /// The message could not be stored: a temporary failure, so the client
@@ -501,6 +548,7 @@ impl Session {
     fn line_too_long(&mut self, out: &mut Vec<u8>) {
         self.stats.syntax_errors += 1;
         self.error(out, 500, (5, 5, 2), "Line too long");
+        self.count_junk(out);
     }
 
     /// One complete command line is in `self.line`.
@@ -518,12 +566,17 @@ impl Session {
             self.state = State::Closed;
             return Some(Event::Close);
         }
+        if self.expired {
+            self.expired_reply(out);
+            return Some(Event::Close);
+        }
         // A CR anywhere but before the final LF is not a line ending we
         // accept: refusing it keeps command framing unambiguous.
         let body_len = self.line.len() - 1 - usize::from(self.line.ends_with(b"\r\n"));
         if memchr::memchr(b'\r', &self.line[..body_len]).is_some() {
             self.stats.syntax_errors += 1;
             self.error(out, 500, (5, 5, 2), "Bare CR in command line");
+            self.count_junk(out);
             return self.closed_event();
         }
         if let State::Auth(step) = &self.state {
@@ -532,15 +585,63 @@ impl Session {
             return self.auth_response(step, &text, out);
         }
         let line = std::mem::take(&mut self.line);
+        let start = out.len();
         let event = match Request::parse(&mut line.iter()) {
-            Ok(request) => self.dispatch(request, out),
+            Ok(request) => {
+                let junk = self.is_junk_request(&request);
+                let event = self.dispatch(request, out);
+                if junk || refused(&out[start..]) {
+                    self.count_junk(out);
+                }
+                event.or_else(|| self.closed_event())
+            }
             Err(e) => {
                 self.protocol_error(e, out);
+                self.count_junk(out);
                 self.closed_event()
             }
         };
         self.line = line;
         event
+    }
+
+    /// Commands that make no progress whatever their reply: NOOP, RSET,
+    /// VRFY, EXPN, HELP (Postfix's junk commands), and EHLO/HELO once the
+    /// client has greeted (one greeting before and one after STARTTLS is
+    /// what the protocol needs). A refused command of any kind is junk too
+    /// ([`refused`]); a successful MAIL, RCPT, DATA, BDAT, AUTH or STARTTLS
+    /// is not, and an accepted message sets the count back to zero.
+    fn is_junk_request(&self, request: &Request<std::borrow::Cow<'_, str>>) -> bool {
+        match request {
+            Request::Noop { .. }
+            | Request::Rset
+            | Request::Vrfy { .. }
+            | Request::Expn { .. }
+            | Request::Help { .. } => true,
+            Request::Ehlo { .. } | Request::Helo { .. } => self.helo.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Counts one command without progress; at `[limits] max_junk_commands`
+    /// the session ends with 421 4.7.0, as Postfix's
+    /// `smtpd_junk_command_limit` ends a client that holds a connection
+    /// with commands that do nothing (RFC 5321 §4.3.2 allows the 421).
+    fn count_junk(&mut self, out: &mut Vec<u8>) {
+        self.junk += 1;
+        if self.junk >= self.cfg.limits.max_junk_commands && !self.is_closed() {
+            reply(
+                out,
+                421,
+                (4, 7, 0),
+                format_args!(
+                    "{} Too many commands without progress, closing connection",
+                    self.cfg.hostname
+                ),
+            );
+            self.closed_by = Some(crate::metrics::SessionOutcome::Junk);
+            self.state = State::Closed;
+        }
     }
 
     fn dispatch(
@@ -674,6 +775,12 @@ impl Session {
         self.tx = None;
         reply(out, 250, (2, 0, 0), "Reset OK");
     }
+}
+
+/// True when `written` (the replies to one command) starts with a 4xx or
+/// 5xx reply: the command was refused.
+fn refused(written: &[u8]) -> bool {
+    matches!(written.first(), Some(b'4' | b'5'))
 }
 
 /// Writes one reply line straight into the output buffer (no allocation).

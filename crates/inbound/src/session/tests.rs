@@ -9,12 +9,15 @@ use portcullis_submission::rate::SendRate;
 use portcullis_types::Domain;
 use std::time::Duration;
 
+mod limits;
 mod smuggling;
 
 fn limits() -> Limits {
     Limits {
         max_connections: 100,
         max_connections_per_ip: 10,
+        max_session_duration: Duration::from_secs(3600),
+        max_junk_commands: 100,
         max_line_length: 512,
         max_message_size: 100_000,
         max_recipients: 100,
