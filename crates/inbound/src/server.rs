@@ -469,7 +469,7 @@ impl Inbound {
                     } else {
                         (limits.0, deadline)
                     };
-                    let until_end = end.saturating_duration_since(now);
+                    let until_end = end.saturating_duration_since(tokio::time::Instant::now());
                     let wait = timeout.min(until_end);
                     let ends_session = until_end <= timeout;
                     let buf = session.input_buffer();

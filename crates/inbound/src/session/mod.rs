@@ -606,9 +606,9 @@ impl Session {
     }
 
     /// Commands that make no progress whatever their reply: NOOP, RSET,
-    /// VRFY, EXPN, HELP (Postfix's junk commands), and EHLO/HELO once the
+    /// VRFY, EXPN, HELP (Postfix's junk commands), EHLO/HELO once the
     /// client has greeted (one greeting before and one after STARTTLS is
-    /// what the protocol needs). A refused command of any kind is junk too
+    /// what the protocol needs) and an empty BDAT chunk that is not LAST. A refused command of any kind is junk too
     /// ([`refused`]); a successful MAIL, RCPT, DATA, BDAT, AUTH or STARTTLS
     /// is not, and an accepted message sets the count back to zero.
     fn is_junk_request(&self, request: &Request<std::borrow::Cow<'_, str>>) -> bool {
@@ -619,6 +619,11 @@ impl Session {
             | Request::Expn { .. }
             | Request::Help { .. } => true,
             Request::Ehlo { .. } | Request::Helo { .. } => self.helo.is_some(),
+            // An empty chunk that is not the last adds nothing.
+            Request::Bdat {
+                chunk_size: 0,
+                is_last: false,
+            } => true,
             _ => false,
         }
     }

@@ -86,6 +86,25 @@ fn every_kind_of_junk_counts() {
     }
 }
 
+/// An empty BDAT chunk that is not LAST (RFC 3030 allows it) adds nothing:
+/// a stream of them inside a transaction is junk.
+#[test]
+fn empty_bdat_chunks_are_junk() {
+    let input = format!(
+        "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.test>\r\n{}",
+        "BDAT 0\r\n".repeat(6)
+    );
+    let r = run_all_ways(junky(smtp()), OUTSIDE, input.as_bytes());
+    let c: Vec<_> = codes(&r).into_iter().skip(9).collect();
+    assert_eq!(
+        c,
+        ["250", "250", "250", "250", "250", "250", "250", "421"],
+        "{:?}",
+        r.replies
+    );
+    assert!(r.closed);
+}
+
 /// Recipients refused for relaying (554 5.7.1, not an error reply that
 /// ends the session on its own) are junk: a dictionary or relay probe
 /// cannot go on for ever.
