@@ -49,7 +49,7 @@ fn effective(c: &Config) -> String {
         line(
             "listen",
             format!(
-                "{} ({}, max_connections {})",
+                "{} ({}) max_connections {}",
                 l.address,
                 l.role.as_str(),
                 l.max_connections
