@@ -322,9 +322,13 @@ async fn run(config: Config) -> Result<()> {
         let state = state.clone();
         services.spawn(m.run(Arc::new(move || render_metrics(&state)), shutdown.clone()));
     }
+    // The handlers exist before "ready" is said: a SIGTERM or SIGHUP sent
+    // the moment a supervisor (or a test) reads that line must not find the
+    // default disposition, which kills the process without a drain.
+    let signals = Signals::install()?;
     info!(hostname = %config.hostname, startup_ms = started.elapsed().as_millis() as u64, "portcullis ready");
 
-    wait_for_signals(&tls).await?;
+    signals.wait(&tls).await;
 
     // Phase one: stop accepting; idle sessions get 421 4.3.2 at once, those
     // in DATA may finish within the grace period.
@@ -349,19 +353,36 @@ async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate.
-async fn wait_for_signals(tls: &ServerTls) -> Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!(signal = "SIGTERM", "signal received"); return Ok(()) }
-            _ = int.recv() => { info!(signal = "SIGINT", "signal received"); return Ok(()) }
-            _ = hup.recv() => match tls.reload() {
-                Ok(()) => info!(certificate = %tls.describe(), "SIGHUP: tls certificate reloaded"),
-                Err(e) => warn!(error = %e, "SIGHUP: tls reload failed; keeping the current certificate"),
-            },
+/// The process's signal handlers: SIGTERM and SIGINT stop the server,
+/// SIGHUP reloads the TLS certificate.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; from here on these signals are queued for
+    /// [`Signals::wait`] instead of taking their default action.
+    fn install() -> Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT, reloading the certificate on SIGHUP.
+    async fn wait(mut self, tls: &ServerTls) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { info!(signal = "SIGTERM", "signal received"); return }
+                _ = self.int.recv() => { info!(signal = "SIGINT", "signal received"); return }
+                _ = self.hup.recv() => match tls.reload() {
+                    Ok(()) => info!(certificate = %tls.describe(), "SIGHUP: tls certificate reloaded"),
+                    Err(e) => warn!(error = %e, "SIGHUP: tls reload failed; keeping the current certificate"),
+                },
+            }
         }
     }
 }

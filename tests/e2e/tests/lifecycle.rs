@@ -366,6 +366,28 @@ fn sigterm_lets_data_in_progress_finish_within_the_grace_period() {
 
 /// STARTTLS on a fresh connection; returns the leaf certificate the server
 /// presented.
+/// Regression test: the signal handlers were installed just after "portcullis
+/// ready" was logged, so a SIGHUP or SIGTERM sent as soon as a supervisor
+/// (or a test) read that line could meet the default disposition and kill
+/// the process without a drain (seen as flaky lifecycle tests under load).
+/// Each round signals the instant "ready" is read.
+#[test]
+fn signals_sent_the_moment_ready_is_logged_are_handled() {
+    for _ in 0..5 {
+        let mut server = Portcullis::start(CONFIG);
+        server.signal(libc::SIGHUP);
+        // Handled: a reload line (the development certificate is reloaded
+        // from the data directory), not a dead process.
+        server.wait_for_log("SIGHUP: tls", LOG_WAIT);
+        let status = server.terminate(EXIT_WAIT);
+        assert!(status.success(), "SIGTERM right after ready: {status:?}");
+        assert!(
+            server.logs().iter().any(|l| l.contains("\"stopped\"")),
+            "no clean stop"
+        );
+    }
+}
+
 fn starttls_peer_certificate(addr: SocketAddr, pki: &TestPki) -> CertificateDer<'static> {
     let mut c = Client::connect(addr);
     c.ehlo("client.test");
