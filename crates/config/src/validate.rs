@@ -381,6 +381,8 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
             &l.shutdown_grace,
             Duration::from_secs(30),
         ),
+        spool_threshold: memory_size(c, "limits.spool_threshold", l.spool_threshold),
+        max_header_size: memory_size(c, "limits.max_header_size", l.max_header_size),
     };
     if limits.max_line_length < 512 {
         // RFC 5321 §4.5.3.1.4: a command line may be 512 octets.
@@ -729,6 +731,21 @@ fn build_verify(v: &VerifyFile, c: &mut Checker) -> Verify {
         spf_fail,
         exceptions,
         timeout,
+    }
+}
+
+/// A size of what a session holds in memory: 256 KiB by default, from 4 KiB
+/// (a header section of some length must fit) to 64 MiB (more defeats the
+/// point of the bound: 1,000 sessions would hold 64 GiB).
+fn memory_size(c: &mut Checker, key: &str, value: Option<u64>) -> usize {
+    const DEFAULT: usize = 256 * 1024;
+    match value {
+        None => DEFAULT,
+        Some(v) if (4096..=64 * 1024 * 1024).contains(&v) => v as usize,
+        Some(_) => {
+            c.fail(key, "must be between 4096 and 67108864 octets");
+            DEFAULT
+        }
     }
 }
 

@@ -315,8 +315,16 @@ mod tests {
         let big_header = data(MAX_VALUE + 7);
         let mut ids = Vec::new();
         for (n, writes, prefix) in [
-            (1u64, vec![body.len()], vec![&b"Received: x\r\n"[..], b"H: v\r\n\r\n"]),
-            (2, vec![1, 5, MAX_VALUE, 17, usize::MAX], vec![&big_header[..], b""]),
+            (
+                1u64,
+                vec![body.len()],
+                vec![&b"Received: x\r\n"[..], b"H: v\r\n\r\n"],
+            ),
+            (
+                2,
+                vec![1, 5, MAX_VALUE, 17, usize::MAX],
+                vec![&big_header[..], b""],
+            ),
             (3, vec![usize::MAX], vec![]),
         ] {
             let e = envelope(n);

@@ -10,6 +10,7 @@ use portcullis_types::Domain;
 use std::time::Duration;
 
 mod smuggling;
+mod spool;
 
 fn limits() -> Limits {
     Limits {
@@ -25,6 +26,8 @@ fn limits() -> Limits {
         tls_handshake_timeout: Duration::from_secs(30),
         greet_pause: Duration::ZERO,
         shutdown_grace: Duration::from_secs(30),
+        spool_threshold: 262_144,
+        max_header_size: 262_144,
     }
 }
 
