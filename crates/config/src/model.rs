@@ -268,6 +268,13 @@ pub struct LimitsFile {
     pub greet_pause: Option<String>,
     /// `shutdown_grace`: how long open sessions may finish on shutdown (default `"30s"`).
     pub shutdown_grace: Option<String>,
+    /// `spool_threshold`: octets of a message held in memory while it
+    /// arrives; a larger message is written to the store as it arrives,
+    /// only its header section staying in memory (default 262144).
+    pub spool_threshold: Option<u64>,
+    /// `max_header_size`: octets the header section of a message may take;
+    /// a larger one is refused with 552 5.3.4 (default 262144).
+    pub max_header_size: Option<u64>,
 }
 
 /// `[smtp]`: protocol policy.

@@ -216,6 +216,11 @@ pub struct Limits {
     pub greet_pause: Duration,
     /// Grace period for open sessions at shutdown.
     pub shutdown_grace: Duration,
+    /// Octets of a message held in memory while it arrives; past them the
+    /// data after the header section goes to the store as it arrives.
+    pub spool_threshold: usize,
+    /// Largest header section accepted, in octets (it is held in memory).
+    pub max_header_size: usize,
 }
 
 /// What a DMARC failure under `p=quarantine` does.

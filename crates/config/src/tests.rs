@@ -316,3 +316,33 @@ fn submission_dkim_keys() {
         "{found:#?}"
     );
 }
+
+/// `[limits] spool_threshold` and `max_header_size`: 256 KiB by default;
+/// values outside 4 KiB..64 MiB refused with their key and line.
+#[test]
+fn message_memory_limits_default_value_and_range() {
+    let c = parse("", None, "h").unwrap();
+    assert_eq!(c.limits.spool_threshold, 262_144);
+    assert_eq!(c.limits.max_header_size, 262_144);
+    let c = parse(
+        "[limits]\nspool_threshold = 65536\nmax_header_size = 1048576\n",
+        None,
+        "h",
+    )
+    .unwrap();
+    assert_eq!(c.limits.spool_threshold, 65_536);
+    assert_eq!(c.limits.max_header_size, 1_048_576);
+    let err = parse(
+        "[limits]\nspool_threshold = 100\nmax_header_size = 1000000000\n",
+        Some(Path::new("x.toml")),
+        "h",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for want in [
+        "x.toml:2: limits.spool_threshold: must be between 4096 and 67108864 octets",
+        "x.toml:3: limits.max_header_size: must be between 4096 and 67108864 octets",
+    ] {
+        assert!(text.contains(want), "{text}");
+    }
+}

@@ -415,6 +415,8 @@ pub fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Config {
             &l.shutdown_grace,
             Duration::from_secs(30),
         ),
+        spool_threshold: memory_size(c, "limits.spool_threshold", l.spool_threshold),
+        max_header_size: memory_size(c, "limits.max_header_size", l.max_header_size),
     };
     let listeners = share_connections(listeners, limits.max_connections, c);
     if limits.max_session_duration.is_zero() {
@@ -816,6 +818,21 @@ fn share_connections(
             l
         })
         .collect()
+}
+
+/// A size of what a session holds in memory: 256 KiB by default, from 4 KiB
+/// (a header section of some length must fit) to 64 MiB (more defeats the
+/// point of the bound: 1,000 sessions would hold 64 GiB).
+fn memory_size(c: &mut Checker, key: &str, value: Option<u64>) -> usize {
+    const DEFAULT: usize = 256 * 1024;
+    match value {
+        None => DEFAULT,
+        Some(v) if (4096..=64 * 1024 * 1024).contains(&v) => v as usize,
+        Some(_) => {
+            c.fail(key, "must be between 4096 and 67108864 octets");
+            DEFAULT
+        }
+    }
 }
 
 fn positive(c: &mut Checker, key: &str, value: Option<u32>, default: u32) -> u32 {

@@ -34,9 +34,11 @@ pub mod metrics;
 mod received;
 pub mod server;
 pub mod session;
+pub mod spooler;
 
 pub use dkim::DkimSigners;
 pub use metrics::InboundMetrics;
 pub use received::received_header;
 pub use server::{Inbound, ListenerHandle};
 pub use session::{Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope};
+pub use spooler::{ReadBudget, Spooler};

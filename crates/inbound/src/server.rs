@@ -10,6 +10,7 @@ use crate::metrics::{
 use crate::received::{TraceInfo, received_header};
 use crate::session::{AuthCheck, AuthOutcome};
 use crate::session::{Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope};
+use crate::spooler::{ReadBudget, Spooler};
 use portcullis_auth::{Disposition, Envelope as AuthEnvelope, Verifier};
 use portcullis_config::{Config, Role, SpfFail};
 use portcullis_queue::Queue;
@@ -19,7 +20,7 @@ use portcullis_submission::rate::SendRate;
 use portcullis_submission::scram::ScramSecret;
 use portcullis_submission::{Credential, UsersDb};
 use portcullis_tls::{ServerTls, TlsInfo};
-use portcullis_types::{Clock, Envelope, QueueId, TlsSummary};
+use portcullis_types::{Clock, Envelope, TlsSummary};
 use std::borrow::Cow;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -61,7 +62,11 @@ pub struct Inbound {
     oauth: Option<Arc<Introspector>>,
     /// Keys the fake SCRAM salts of unknown users (random per process).
     scram_key: [u8; 32],
-    salt: u32,
+    /// Draws queue ids; writes large messages to the store as they arrive.
+    spooler: Spooler,
+    /// Octets of spooled messages read back whole (for verification and
+    /// signing) at once.
+    read_budget: ReadBudget,
     session_ids: AtomicU64,
 }
 
@@ -95,6 +100,12 @@ impl Inbound {
         oauth: Option<Arc<Introspector>>,
     ) -> Arc<Inbound> {
         let guard = Arc::new(AuthGuard::new(config.submission.lockout.clone()));
+        let spooler = Spooler::new(queue.clone(), clock.clone(), rand::random());
+        // As many largest messages as there are cores (verification is CPU
+        // work: more at once would not finish sooner), and 32 MiB at least.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+        let read_budget =
+            ReadBudget::new((config.limits.max_message_size * cores).max(32 * 1024 * 1024));
         let rate = Arc::new(SendRate::new());
         let configs = [Role::Smtp, Role::Submission, Role::Submissions]
             .into_iter()
@@ -148,7 +159,8 @@ impl Inbound {
             guard,
             oauth,
             scram_key: rand::random(),
-            salt: rand::random(),
+            spooler,
+            read_budget,
             session_ids: AtomicU64::new(rand::random::<u32>() as u64),
         })
     }
@@ -279,7 +291,7 @@ impl Inbound {
         shutdown: &CancellationToken,
         deadline: tokio::time::Instant,
     ) -> SessionOutcome {
-        let mut session = Session::new(cfg.clone(), ip);
+        let mut session = Session::new(cfg.clone(), ip).with_spooler(self.spooler.clone());
         let mut out = Vec::with_capacity(256);
         if cfg.role == Role::Submissions {
             // RFC 8314 §3.3: TLS from the first byte; the greeting follows
@@ -768,14 +780,30 @@ impl Inbound {
     /// Verifies (when the session says so), stores a complete message and
     /// answers: 250 only after the fsync; a refusal from verification
     /// before anything is stored.
-    async fn store(&self, msg: IncomingMessage, session: &mut Session, out: &mut Vec<u8>) {
+    async fn store(&self, mut msg: IncomingMessage, session: &mut Session, out: &mut Vec<u8>) {
         let now = self.clock.now();
-        let millis = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let id = QueueId::generate(millis, self.salt);
+        // A spooled message already has its id: its chunks are filed under it.
+        let id = msg
+            .spooled
+            .as_ref()
+            .map_or_else(|| self.spooler.new_id(), |s| s.id());
         let hostname = session_hostname(session);
+        // A spooled message is read back whole only for what needs it as
+        // one slice (verification now, DKIM signing below), within the
+        // read budget; a small one is all in `msg.data` already.
+        let whole = match (msg.spooled.as_mut(), msg.verify && self.verifier.is_some()) {
+            (Some(spool), true) => match self.read_whole(&msg.data, spool).await {
+                Ok(whole) => Some(whole),
+                Err(e) => {
+                    self.metrics.rejected(RejectReason::Store, 1);
+                    error!(queue_id = %id, error = %e, "could not read the spooled message back; answered 451");
+                    session.message_failed(out);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let verify_bytes: &[u8] = whole.as_ref().map_or(&msg.data[..], |(w, _)| &w[..]);
         // The message is verified exactly as received: before our Received
         // header and before anything is removed from it.
         let verdict = match (&self.verifier, msg.verify) {
@@ -785,10 +813,12 @@ impl Inbound {
                     helo: &msg.helo,
                     sender: &msg.sender,
                 };
-                Some(verifier.verify(&envelope, &msg.data).await)
+                Some(verifier.verify(&envelope, verify_bytes).await)
             }
             _ => None,
         };
+        // Verified: the whole copy and its share of the budget go now.
+        drop(whole);
         if let Some(v) = &verdict {
             for (method, result) in v.results.each() {
                 self.metrics.auth_result(method, result);
@@ -850,7 +880,7 @@ impl Inbound {
         // received (never lost: a failure leaves it unsigned).
         let signature = match &msg.authenticated {
             Some(user) if !self.dkim.is_empty() => match self.dkim.signer_for(&data, &msg.sender) {
-                Some(signer) => match signer.signature_header(&data) {
+                Some(signer) => match self.sign_whole(signer, &data, msg.spooled.as_mut()).await {
                     Ok(sig) => {
                         debug!(queue_id = %id, user = %user, domain = signer.domain(), selector = signer.selector(), "DKIM-signed");
                         sig
@@ -864,7 +894,9 @@ impl Inbound {
             },
             _ => String::new(),
         };
-        let size = signature.len() + header.len() + auth_headers.len() + data.len();
+        let spooled_len = msg.spooled.as_ref().map_or(0, |s| s.len());
+        let size =
+            signature.len() + header.len() + auth_headers.len() + data.len() + spooled_len as usize;
         let envelope = Envelope {
             id,
             sender: msg.sender,
@@ -891,19 +923,18 @@ impl Inbound {
         };
         let sender = envelope.sender.to_string();
         let rcpts = envelope.recipients.len();
-        match self
-            .queue
-            .enqueue_parts(
-                envelope,
-                &[
-                    signature.as_bytes(),
-                    header.as_bytes(),
-                    auth_headers.as_bytes(),
-                    &data,
-                ],
-            )
-            .await
-        {
+        let parts: [&[u8]; 4] = [
+            signature.as_bytes(),
+            header.as_bytes(),
+            auth_headers.as_bytes(),
+            &data,
+        ];
+        let stored = match msg.spooled {
+            // The spooled chunks become the end of the body, where they are.
+            Some(spool) => spool.commit(envelope, &parts).await,
+            None => self.queue.enqueue_parts(envelope, &parts).await,
+        };
+        match stored {
             Ok(()) => {
                 self.metrics.accepted(size);
                 info!(queue_id = %id, from = %format_args!("<{sender}>"), rcpts, size, "message accepted");
@@ -930,6 +961,47 @@ fn log_limit_close(session: &Session) {
             "too many commands without progress; closed"
         ),
         _ => {}
+    }
+}
+
+impl Inbound {
+    /// A spooled message in one piece, `head` then the spooled octets,
+    /// with its share of the read budget (waiting for it when other large
+    /// messages are in memory): the verifier and the DKIM signer need one
+    /// slice.
+    async fn read_whole(
+        &self,
+        head: &[u8],
+        spool: &mut portcullis_queue::Spool,
+    ) -> Result<(Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>), portcullis_queue::QueueError>
+    {
+        let len = head.len() as u64 + spool.len();
+        // The budget's semaphore is never closed; `None` cannot happen.
+        let permit = self.read_budget.acquire(len).await;
+        let mut whole = Vec::with_capacity(len as usize);
+        whole.extend_from_slice(head);
+        spool.read_into(&mut whole)?;
+        Ok((whole, permit))
+    }
+
+    /// The DKIM signature of the message whose header section (and, when
+    /// not spooled, everything) is `data`.
+    async fn sign_whole(
+        &self,
+        signer: &portcullis_policy::tlsrpt::ReportSigner,
+        data: &[u8],
+        spool: Option<&mut portcullis_queue::Spool>,
+    ) -> Result<String, String> {
+        match spool {
+            None => signer.signature_header(data).map_err(|e| e.to_string()),
+            Some(spool) => {
+                let (whole, _permit) = self
+                    .read_whole(data, spool)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                signer.signature_header(&whole).map_err(|e| e.to_string())
+            }
+        }
     }
 }
 

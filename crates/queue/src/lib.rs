@@ -14,9 +14,11 @@
 //! [`QueueRecord`] (or, for a record larger than one value, a pointer to its
 //! chunks in `queue.record_chunks`: see `stored`); `queue.bodies` maps id ‖
 //! chunk number to at most [`portcullis_store::MAX_VALUE`] bytes of the
-//! message. The record is written last, so a record always has its whole
-//! body; a body without a record (a crash mid-write, before any 250) is
-//! swept at open.
+//! message, consecutive chunk numbers from 0, or, for a large message
+//! written while it arrived ([`Spool`]), around [`SPOOL_BASE`]. The record
+//! is written last, so a record always has its whole body; a body without
+//! a record (a crash mid-write or mid-arrival, before any 250) is swept at
+//! open.
 //!
 //! Concurrency: a delivery attempt can take minutes, and the operator can
 //! retry or delete a message meanwhile. So no change of a record is ever a
@@ -38,6 +40,7 @@ pub mod dsn;
 mod record;
 pub mod schedule;
 pub mod scheduler;
+mod spool;
 mod stored;
 
 pub use bounds::{OUTCOMES_LIMIT, RECORD_LIMIT, REPLY_LIMIT, cap_outcomes, truncate_text};
@@ -47,6 +50,7 @@ pub use record::{
     RecipientStatus,
 };
 pub use scheduler::{QueueMetrics, SchedulerSettings};
+pub use spool::{SPOOL_BASE, Spool};
 
 use portcullis_store::{MAX_VALUE, Store, StoreError, Tree, TreeName, check_value_size};
 use portcullis_types::{Envelope, QueueId};
@@ -231,43 +235,54 @@ impl Queue {
         parts: &[&[u8]],
     ) -> Result<(), QueueError> {
         let id = envelope.id;
-        let key = id.to_bytes();
-        // Check-and-reserve: the body chunks of an existing message share
-        // its key prefix, so an id in use must be refused before any write.
-        {
-            let mut state = self.lock();
-            let taken = state.reserved.contains(&id)
-                || self
-                    .records
-                    .heads
-                    .contains_key(key)
-                    .map_err(StoreError::from)?;
-            if taken {
-                return Err(QueueError::Exists(id));
-            }
-            state.reserved.insert(id);
-        }
-        let result = self.write_new(envelope, parts).await;
-        let mut state = self.lock();
-        state.reserved.remove(&id);
-        if let Ok(record) = &result {
-            state.reindex(record);
-        }
-        drop(state);
+        self.reserve(id)?;
+        let result = self.write_new(envelope, parts, 0, 0).await;
+        self.release(id, result.as_ref().ok());
         let _ = result?;
         self.kick.notify_one();
         Ok(())
     }
 
-    /// Body chunks, then the record (check-and-insert), then the fsync.
+    /// Check-and-reserve: the body chunks of an existing message share its
+    /// key prefix, so an id in use (queued, or being written by
+    /// [`Queue::enqueue_parts`] or a [`Spool`]) is refused before any write.
+    fn reserve(&self, id: QueueId) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        let taken = state.reserved.contains(&id)
+            || self
+                .records
+                .heads
+                .contains_key(id.to_bytes())
+                .map_err(StoreError::from)?;
+        if taken {
+            return Err(QueueError::Exists(id));
+        }
+        state.reserved.insert(id);
+        Ok(())
+    }
+
+    /// Ends a reservation; with the record written, indexes it.
+    fn release(&self, id: QueueId, written: Option<&QueueRecord>) {
+        let mut state = self.lock();
+        state.reserved.remove(&id);
+        if let Some(record) = written {
+            state.reindex(record);
+        }
+    }
+
+    /// Body chunks of `parts` from chunk number `first` on, then the record
+    /// (check-and-insert) whose body is those octets and the `tail` octets
+    /// already written right after them (a [`Spool`]), then the fsync.
     async fn write_new(
         &self,
         envelope: Envelope,
         parts: &[&[u8]],
+        first: u32,
+        tail: u64,
     ) -> Result<QueueRecord, QueueError> {
         let id = envelope.id;
         let key = id.to_bytes();
-        let mut n: u32 = 0;
+        let mut n: u32 = first;
         let mut len: u64 = 0;
         let written: Result<(), QueueError> = (|| {
             for part in parts {
@@ -284,7 +299,7 @@ impl Queue {
         })();
         let inserted = written.and_then(|()| {
             let mut record = QueueRecord::new(envelope);
-            record.body_len = Some(len);
+            record.body_len = Some(len + tail);
             let json = bounds::encode_within_limit(&mut record).map_err(|len| {
                 QueueError::RecordTooLarge {
                     id,
@@ -301,7 +316,7 @@ impl Queue {
             Ok(record) => record,
             Err(e) => {
                 // Nothing was acknowledged: take back the chunks written.
-                for i in 0..n {
+                for i in first..n {
                     let _ = self.bodies.remove(body_key(key, i));
                 }
                 return Err(e);
@@ -517,12 +532,21 @@ impl Queue {
         let key = id.to_bytes();
         let record = self.get(id)?;
         let mut out = Vec::new();
-        let mut next = 0u32;
+        // Chunks are numbered consecutively from 0, or, for a message
+        // spooled while it arrived, from just below `SPOOL_BASE` (see
+        // `spool`): the first number is free, the rest must follow it, and
+        // the length must be the recorded one (a record from before
+        // `body_len` was recorded starts at 0).
+        let mut next: Option<u32> = record.body_len.is_none().then_some(0);
         let mut gap = false;
         for item in self.bodies.scan_prefix(key) {
             let (k, v) = item.map_err(StoreError::from)?;
-            gap |= k.get(8..12) != Some(&next.to_be_bytes()[..]);
-            next = next.wrapping_add(1);
+            let n = k
+                .get(8..12)
+                .and_then(|s| <[u8; 4]>::try_from(s).ok())
+                .map(u32::from_be_bytes);
+            gap |= n.is_none() || next.is_some_and(|want| n != Some(want));
+            next = n.map(|n| n.wrapping_add(1));
             out.extend_from_slice(&v);
         }
         // Deletion removes the record before the body: if the record is

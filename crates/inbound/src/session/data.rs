@@ -3,12 +3,15 @@
 //! DATA ends only at `<CRLF>.<CRLF>` (our own scanner, [`super::dot`]);
 //! BDAT chunks are counted, never scanned for terminators. Whatever is wrong with a
 //! message, its bytes are always consumed to their declared end before we
-//! answer, so that message content is never read as commands.
+//! answer, so that message content is never read as commands. The content
+//! goes to a [`MessageBuffer`](super::buffer::MessageBuffer), which holds
+//! a large message's header section only and writes the rest to the store
+//! as it arrives.
 
+use super::buffer::Refusal;
 use super::dot::DotScanner;
 use super::{Event, IncomingMessage, Rejection, Session, State, reply};
-use crate::{body, hops};
-use portcullis_config::BareNewline;
+use crate::hops;
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 
 impl Session {
@@ -22,7 +25,7 @@ impl Session {
                 self.error(out, 503, (5, 5, 1), "DATA not allowed after BDAT")
             }
             Some(_) => {
-                self.body.clear();
+                self.body.reset();
                 self.state = State::Data(DotScanner::new());
                 reply(out, 354, (2, 0, 0), "End data with <CR><LF>.<CR><LF>");
             }
@@ -46,9 +49,8 @@ impl Session {
             Some(r) => self.state = State::BdatDiscard(DummyDataReceiver::new_bdat(size), r),
             None => {
                 if self.tx.as_ref().is_some_and(|t| t.bdat_octets == 0) {
-                    self.body.clear();
+                    self.body.reset();
                 }
-                self.body.reserve(size.min(1 << 20));
                 if let Some(tx) = self.tx.as_mut() {
                     tx.bdat_octets += size as u64;
                 }
@@ -68,31 +70,23 @@ impl Session {
     /// Feeds buffered input to the data receiver; returns an event when the
     /// data (or chunk) is complete.
     pub(super) fn data_step(&mut self, out: &mut Vec<u8>) -> Option<Event> {
-        let max = self.cfg.limits.max_message_size as usize;
         let input = &self.input[self.pos..];
         let state = std::mem::replace(&mut self.state, State::Command);
         let (next, consumed, done) = match state {
             State::Data(mut scanner) => {
-                let s = scanner.scan(input, Some(&mut self.body));
-                if !s.done && self.body.len() > max {
-                    // Keep reading to the end, but stop keeping.
-                    self.body = Vec::new();
-                    (
-                        State::DataDiscard(scanner, Rejection::TooBig),
-                        s.consumed,
-                        false,
-                    )
+                let s = if self.body.discarding() {
+                    // Too big: read to the end without looking.
+                    scanner.scan(input, None)
                 } else {
-                    (State::Data(scanner), s.consumed, s.done)
-                }
-            }
-            State::DataDiscard(mut scanner, why) => {
-                let s = scanner.scan(input, None);
-                (State::DataDiscard(scanner, why), s.consumed, s.done)
+                    self.body.reserve_incoming(input.len());
+                    scanner.scan(input, Some(&mut self.body.incoming))
+                };
+                (State::Data(scanner), s.consumed, s.done)
             }
             State::Bdat { mut rcv, last } => {
                 let mut iter = input.iter();
-                let done = rcv.ingest(&mut iter, &mut self.body);
+                self.body.reserve_incoming(input.len());
+                let done = rcv.ingest(&mut iter, &mut self.body.incoming);
                 let consumed = input.len() - iter.len();
                 (State::Bdat { rcv, last }, consumed, done)
             }
@@ -105,18 +99,13 @@ impl Session {
             other => (other, 0, false),
         };
         self.pos += consumed;
+        self.body.absorb(&self.cfg, self.spooler.as_ref());
         if !done {
             self.state = next;
             return None;
         }
         match next {
-            State::Data(_) => {
-                if self.body.len() > max {
-                    return self.reject_too_big(out);
-                }
-                self.complete(out)
-            }
-            State::Bdat { last: true, .. } => self.complete(out),
+            State::Data(_) | State::Bdat { last: true, .. } => self.complete(out),
             State::Bdat {
                 rcv: _,
                 last: false,
@@ -131,7 +120,6 @@ impl Session {
                 );
                 None
             }
-            State::DataDiscard(_, _) => self.reject_too_big(out),
             State::BdatDiscard(_, Rejection::TooBig) => self.reject_too_big(out),
             State::BdatDiscard(_, Rejection::NoTransaction) => {
                 self.state = State::Command;
@@ -148,7 +136,7 @@ impl Session {
     fn reject_too_big(&mut self, out: &mut Vec<u8>) -> Option<Event> {
         self.state = State::Command;
         self.tx = None;
-        self.body = Vec::new();
+        self.body.reset();
         self.stats.too_big += 1;
         self.refusals.push("message_too_big");
         // RFC 5321 §4.5.3.1.10 / RFC 1870 §6.2.
@@ -161,39 +149,61 @@ impl Session {
         self.closed_event()
     }
 
-    /// The message is complete: check it and hand it to the driver.
-    fn complete(&mut self, out: &mut Vec<u8>) -> Option<Event> {
-        if body::has_bare_newline(&self.body) {
-            match self.cfg.bare_newline {
-                BareNewline::Reject => {
-                    self.state = State::Command;
-                    self.tx = None;
-                    self.body = Vec::new();
-                    self.stats.bare_newline += 1;
-                    self.refusals.push("bare_newline");
-                    // RFC 5321 §2.3.8: CR and LF only as CRLF.
-                    self.error(
-                        out,
-                        550,
-                        (5, 5, 2),
-                        "Message contains bare CR or LF, which RFC 5321 forbids",
-                    );
-                    return self.closed_event();
-                }
-                BareNewline::Normalize => {
-                    self.body = body::normalize(&self.body);
-                    // Each bare CR/LF grows by one octet: the stored copy,
-                    // not only what was sent, stays within SIZE.
-                    if self.body.len() as u64 > self.cfg.limits.max_message_size {
-                        return self.reject_too_big(out);
-                    }
-                }
+    /// Answers a message refused while it arrived, now that its data has
+    /// been read to the end.
+    fn refuse(&mut self, refusal: Refusal, out: &mut Vec<u8>) -> Option<Event> {
+        self.state = State::Command;
+        self.tx = None;
+        match refusal {
+            Refusal::TooBig => self.reject_too_big(out),
+            Refusal::BareNewline => {
+                self.stats.bare_newline += 1;
+                self.refusals.push("bare_newline");
+                // RFC 5321 §2.3.8: CR and LF only as CRLF.
+                self.error(
+                    out,
+                    550,
+                    (5, 5, 2),
+                    "Message contains bare CR or LF, which RFC 5321 forbids",
+                );
+                self.closed_event()
+            }
+            Refusal::HeaderTooBig => {
+                self.stats.too_big += 1;
+                self.refusals.push("header_too_big");
+                // RFC 3463: 5.3.4, too big for the system.
+                self.error(
+                    out,
+                    552,
+                    (5, 3, 4),
+                    "Message header section exceeds fixed maximum size",
+                );
+                self.closed_event()
+            }
+            Refusal::Unstored => {
+                // Our failure, not the client's: not counted as its error.
+                self.refusals.push("spool_failed");
+                reply(
+                    out,
+                    451,
+                    (4, 3, 0),
+                    "Local error in processing, try again later",
+                );
+                None
             }
         }
-        if hops::too_many_received(&self.body, self.cfg.limits.max_received_headers) {
+    }
+
+    /// The message is complete: check it and hand it to the driver.
+    fn complete(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        let (data, spooled) = match self.body.finish(self.cfg.bare_newline) {
+            Ok(message) => message,
+            Err(refusal) => return self.refuse(refusal, out),
+        };
+        // The header section is always in `data`.
+        if hops::too_many_received(&data, self.cfg.limits.max_received_headers) {
             self.state = State::Command;
             self.tx = None;
-            self.body = Vec::new();
             self.stats.too_many_hops += 1;
             self.refusals.push("mail_loop");
             // RFC 5321 §6.3: too many Received fields is a mail loop; RFC
@@ -219,7 +229,8 @@ impl Session {
             esmtp: self.esmtp,
             tls: self.tls.clone(),
             client_ip: self.peer,
-            data: std::mem::take(&mut self.body),
+            data,
+            spooled,
             verify: self.verifies(),
             authenticated: self.auth_user.clone(),
         })))

@@ -4,6 +4,7 @@
 //! closing). One file per verb group.
 
 mod auth;
+mod buffer;
 mod data;
 pub mod dot;
 mod ehlo;
@@ -12,8 +13,10 @@ mod rcpt;
 #[cfg(test)]
 mod tests;
 
+use crate::spooler::Spooler;
 use auth::AuthStep;
 pub use auth::{AuthCheck, AuthOutcome, BearerMechanism};
+use buffer::MessageBuffer;
 use dot::DotScanner;
 use portcullis_config::{BareNewline, Limits, Relay, Role, Submission};
 use portcullis_submission::lockout::AuthGuard;
@@ -127,8 +130,14 @@ pub struct IncomingMessage {
     pub tls: Option<TlsSummary>,
     /// The client.
     pub client_ip: IpAddr,
-    /// The message exactly as received (dot-unstuffed, CRLF lines).
+    /// The message exactly as received (dot-unstuffed, CRLF lines): all
+    /// of it, or, when [`IncomingMessage::spooled`] is set, its header
+    /// section (with the empty line that ends it).
     pub data: Vec<u8>,
+    /// The rest of a large message, written to the store as it arrived
+    /// (`[limits] spool_threshold`); committed with the record, removed
+    /// when dropped.
+    pub spooled: Option<portcullis_queue::Spool>,
     /// True when the message is to be verified (SPF, DKIM, DMARC, ARC)
     /// before it is stored.
     pub verify: bool,
@@ -155,10 +164,9 @@ enum State {
     Command,
     /// Skipping the rest of an over-long command line.
     SkipLine,
-    /// Receiving DATA into the body.
+    /// Receiving DATA into the body (or only read to its end once the
+    /// message is refused).
     Data(DotScanner),
-    /// Reading DATA to its end without keeping it; the reply says why.
-    DataDiscard(DotScanner, Rejection),
     /// Receiving a BDAT chunk into the body.
     Bdat { rcv: BdatReceiver, last: bool },
     /// Reading a BDAT chunk without keeping it.
@@ -198,7 +206,10 @@ pub struct Session {
     input: Vec<u8>,
     pos: usize,
     line: Vec<u8>,
-    body: Vec<u8>,
+    body: MessageBuffer,
+    /// Where a large message's data goes while it arrives; `None`: held
+    /// in memory (sessions without a store: tests, fuzzing).
+    spooler: Option<Spooler>,
     shutting_down: bool,
     /// `[limits] max_session_duration` has passed (the driver said so).
     expired: bool,
@@ -257,7 +268,8 @@ impl Session {
             input: Vec::new(),
             pos: 0,
             line: Vec::new(),
-            body: Vec::new(),
+            body: MessageBuffer::default(),
+            spooler: None,
             shutting_down: false,
             expired: false,
             junk: 0,
@@ -266,6 +278,26 @@ impl Session {
             stats: Stats::default(),
             refusals: Vec::new(),
         }
+    }
+
+    /// Writes the data of messages larger than `[limits] spool_threshold`
+    /// to `spooler` as it arrives, instead of holding it in memory.
+    pub fn with_spooler(mut self, spooler: Spooler) -> Session {
+        self.spooler = Some(spooler);
+        self
+    }
+
+    /// Octets of memory held now for the message being received
+    /// (allocated capacity, input buffer aside): at most `[limits]
+    /// spool_threshold` (or the header section) plus one read plus one
+    /// store chunk. A hook for tests of that bound.
+    pub fn message_memory(&self) -> usize {
+        self.body.held()
+    }
+
+    /// The most [`Session::message_memory`] held at once so far.
+    pub fn message_memory_peak(&self) -> usize {
+        self.body.peak()
     }
 
     /// Writes the 220 greeting.
@@ -306,7 +338,7 @@ impl Session {
     pub fn in_data(&self) -> bool {
         matches!(
             self.state,
-            State::Data(_) | State::DataDiscard(..) | State::Bdat { .. } | State::BdatDiscard(..)
+            State::Data(_) | State::Bdat { .. } | State::BdatDiscard(..)
         )
     }
 
@@ -518,10 +550,7 @@ impl Session {
                         }
                     }
                 }
-                State::Data(_)
-                | State::DataDiscard(..)
-                | State::Bdat { .. }
-                | State::BdatDiscard(..) => {
+                State::Data(_) | State::Bdat { .. } | State::BdatDiscard(..) => {
                     if self.pos == self.input.len() {
                         return Event::NeedInput;
                     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 mod limits;
 mod smuggling;
+mod spool;
 
 fn limits() -> Limits {
     Limits {
@@ -28,6 +29,8 @@ fn limits() -> Limits {
         tls_handshake_timeout: Duration::from_secs(30),
         greet_pause: Duration::ZERO,
         shutdown_grace: Duration::from_secs(30),
+        spool_threshold: 262_144,
+        max_header_size: 262_144,
     }
 }
 
