@@ -685,7 +685,7 @@ impl Inbound {
     /// Verifies (when the session says so), stores a complete message and
     /// answers: 250 only after the fsync; a refusal from verification
     /// before anything is stored.
-    async fn store(&self, msg: IncomingMessage, session: &mut Session, out: &mut Vec<u8>) {
+    async fn store(&self, mut msg: IncomingMessage, session: &mut Session, out: &mut Vec<u8>) {
         let now = self.clock.now();
         let millis = now
             .duration_since(UNIX_EPOCH)
@@ -702,7 +702,13 @@ impl Inbound {
                     helo: &msg.helo,
                     sender: &msg.sender,
                 };
-                Some(verifier.verify(&envelope, &msg.data).await)
+                // The checks run on the verification pool and share the
+                // bytes; they come back when the checks are done (a copy
+                // only if a check is still busy after its timeout).
+                let shared = Arc::new(std::mem::take(&mut msg.data));
+                let verdict = verifier.verify(&envelope, Arc::clone(&shared)).await;
+                msg.data = Arc::try_unwrap(shared).unwrap_or_else(|s| s.as_ref().clone());
+                Some(verdict)
             }
             _ => None,
         };
