@@ -20,10 +20,10 @@
 //!   verification is bounded by `[verify] timeout`;
 //! - the work one message can cause is bounded before mail-auth sees it
 //!   (`bounds`: signatures per message, `h=` entries, header fields), and
-//!   the checks run on a bounded pool of blocking threads (`pool`), never
-//!   on the threads that serve sessions, so a heavy message costs at most
-//!   its share of the cores and its sender gets the timeout's answer even
-//!   while a check is still busy;
+//!   the checks run on a runtime of their own with a thread per core
+//!   (`pool`), never on the threads that serve sessions, so a heavy message
+//!   costs at most its share of the cores and its sender gets the
+//!   timeout's answer even while a check is still busy;
 //! - our verdict cannot be forged: incoming Authentication-Results fields
 //!   carrying our authserv-id, and our quarantine tag, are removed before
 //!   ours are added (RFC 8601 §5), and every client- or DNS-supplied value
@@ -80,6 +80,9 @@ pub enum AuthError {
     /// One of our own lookups (DMARC `pct`, iprev) failed.
     #[error("dns lookup failed: {0}")]
     Dns(#[from] DnsError),
+    /// The verification runtime could not be started (threads).
+    #[error("cannot start the verification runtime: {0}")]
+    Runtime(String),
 }
 
 /// The SMTP envelope of a message, as far as verification needs it.
@@ -112,7 +115,7 @@ impl Envelope<'_> {
 }
 
 /// Verifies messages: one per server, shared by every session (a clone
-/// shares the resolver and the verification pool).
+/// shares the resolver and the verification runtime).
 #[derive(Clone)]
 pub struct Verifier {
     authenticator: MessageAuthenticator,
@@ -134,16 +137,21 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// A verifier on `resolver` (shared, cache included, with mail-auth);
     /// `hostname` is the authserv-id of our Authentication-Results. Its
-    /// checks run on a pool of blocking threads as large as the machine
-    /// has cores.
-    pub fn new(resolver: &HickoryResolver, hostname: &str, config: Verify) -> Verifier {
-        Verifier {
+    /// checks run on a runtime of their own with a worker thread per core,
+    /// started here (the error says why it could not be).
+    pub fn new(
+        resolver: &HickoryResolver,
+        hostname: &str,
+        config: Verify,
+    ) -> Result<Verifier, AuthError> {
+        let pool = Pool::for_this_machine().map_err(|e| AuthError::Runtime(e.to_string()))?;
+        Ok(Verifier {
             authenticator: MessageAuthenticator(resolver.inner().clone()),
             resolver: resolver.clone(),
             hostname: hostname.to_owned(),
             config,
-            pool: Arc::new(Pool::for_this_machine()),
-        }
+            pool: Arc::new(pool),
+        })
     }
 
     /// The `[verify]` settings.
@@ -183,11 +191,11 @@ impl Verifier {
     /// Verifies `message` (exactly as received, without our trace header)
     /// and decides what happens to it.
     ///
-    /// The checks run on the verification pool, not on the caller's task
-    /// (which only waits), so they share `message`; the verdict comes
+    /// The checks run on the verification runtime, not in the caller's
+    /// task (which only waits), so they share `message`; the verdict comes
     /// within `[verify] timeout` even when a check is still busy (then it
-    /// is the temporary failure of a timeout, and the check's result is
-    /// dropped when it stops). Must be called within a tokio runtime.
+    /// is the temporary failure of a timeout, and the check is aborted at
+    /// its next await point). Must be called within a tokio runtime.
     pub async fn verify<M>(&self, envelope: &Envelope<'_>, message: Arc<M>) -> Verdict
     where
         M: AsRef<[u8]> + Send + Sync + ?Sized + 'static,

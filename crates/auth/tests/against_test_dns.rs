@@ -22,7 +22,7 @@ async fn setup(config: Verify) -> (TestDns, Verifier) {
     let dns = TestDns::start().await;
     let resolver =
         HickoryResolver::new(&[dns.addr()], Duration::from_millis(200)).expect("resolver");
-    let verifier = Verifier::new(&resolver, "mx.example.test", config);
+    let verifier = Verifier::new(&resolver, "mx.example.test", config).expect("verifier");
     (dns, verifier)
 }
 

@@ -702,7 +702,7 @@ impl Inbound {
                     helo: &msg.helo,
                     sender: &msg.sender,
                 };
-                // The checks run on the verification pool and share the
+                // The checks run on the verification runtime and share the
                 // bytes; they come back when the checks are done (a copy
                 // only if a check is still busy after its timeout).
                 let shared = Arc::new(std::mem::take(&mut msg.data));
