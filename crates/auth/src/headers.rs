@@ -135,6 +135,7 @@ pub fn received_spf(receiver: &str, results: &Results, client_ip: IpAddr) -> Str
         AuthResult::None => format!("{subject}: no SPF record"),
         AuthResult::TempError => format!("{subject}: temporary DNS error"),
         AuthResult::PermError => format!("{subject}: SPF record error"),
+        AuthResult::Policy => format!("{subject}: not evaluated by local policy"),
     };
     let mut h = format!("Received-SPF: {} (", spf.result);
     push_comment(&mut h, &format!("{receiver}: {comment}"));

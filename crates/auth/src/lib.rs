@@ -18,6 +18,12 @@
 //!   that matters for the outcome gives 451 (never a false 550, never a
 //!   false accept of mail the domain asks us to refuse), and the whole
 //!   verification is bounded by `[verify] timeout`;
+//! - the work one message can cause is bounded before mail-auth sees it
+//!   (`bounds`: signatures per message, `h=` entries, header fields), and
+//!   the checks run on a runtime of their own with a thread per core
+//!   (`pool`), never on the threads that serve sessions, so a heavy message
+//!   costs at most its share of the cores and its sender gets the
+//!   timeout's answer even while a check is still busy;
 //! - our verdict cannot be forged: incoming Authentication-Results fields
 //!   carrying our authserv-id, and our quarantine tag, are removed before
 //!   ours are added (RFC 8601 §5), and every client- or DNS-supplied value
@@ -30,11 +36,14 @@
 
 #![forbid(unsafe_code)]
 
+mod bounds;
 mod headers;
+mod pool;
 mod results;
 mod verdict;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mail_auth::dmarc::verify::DmarcParameters;
@@ -43,7 +52,10 @@ use mail_auth::{AuthenticatedMessage, MessageAuthenticator, SpfOutput, SpfResult
 use portcullis_config::Verify;
 use portcullis_dns::{DnsError, HickoryResolver, Resolver};
 use portcullis_types::ReversePath;
-use tracing::debug;
+use tracing::{debug, error};
+
+use crate::bounds::Limits;
+use crate::pool::{Pool, Unfinished};
 
 pub use headers::{QUARANTINE_HEADER, authentication_results, received_spf, strip_forged};
 pub use results::{
@@ -68,6 +80,9 @@ pub enum AuthError {
     /// One of our own lookups (DMARC `pct`, iprev) failed.
     #[error("dns lookup failed: {0}")]
     Dns(#[from] DnsError),
+    /// The verification runtime could not be started (threads).
+    #[error("cannot start the verification runtime: {0}")]
+    Runtime(String),
 }
 
 /// The SMTP envelope of a message, as far as verification needs it.
@@ -99,13 +114,15 @@ impl Envelope<'_> {
     }
 }
 
-/// Verifies messages: one per server, shared by every session.
+/// Verifies messages: one per server, shared by every session (a clone
+/// shares the resolver and the verification runtime).
 #[derive(Clone)]
 pub struct Verifier {
     authenticator: MessageAuthenticator,
     resolver: HickoryResolver,
     hostname: String,
     config: Verify,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -119,14 +136,22 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     /// A verifier on `resolver` (shared, cache included, with mail-auth);
-    /// `hostname` is the authserv-id of our Authentication-Results.
-    pub fn new(resolver: &HickoryResolver, hostname: &str, config: Verify) -> Verifier {
-        Verifier {
+    /// `hostname` is the authserv-id of our Authentication-Results. Its
+    /// checks run on a runtime of their own with a worker thread per core,
+    /// started here (the error says why it could not be).
+    pub fn new(
+        resolver: &HickoryResolver,
+        hostname: &str,
+        config: Verify,
+    ) -> Result<Verifier, AuthError> {
+        let pool = Pool::for_this_machine().map_err(|e| AuthError::Runtime(e.to_string()))?;
+        Ok(Verifier {
             authenticator: MessageAuthenticator(resolver.inner().clone()),
             resolver: resolver.clone(),
             hostname: hostname.to_owned(),
             config,
-        }
+            pool: Arc::new(pool),
+        })
     }
 
     /// The `[verify]` settings.
@@ -165,13 +190,42 @@ impl Verifier {
 
     /// Verifies `message` (exactly as received, without our trace header)
     /// and decides what happens to it.
-    pub async fn verify(&self, envelope: &Envelope<'_>, message: &[u8]) -> Verdict {
+    ///
+    /// The checks run on the verification runtime, not in the caller's
+    /// task (which only waits), so they share `message`; the verdict comes
+    /// within `[verify] timeout` even when a check is still busy (then it
+    /// is the temporary failure of a timeout, and the check is aborted at
+    /// its next await point). Must be called within a tokio runtime.
+    pub async fn verify<M>(&self, envelope: &Envelope<'_>, message: Arc<M>) -> Verdict
+    where
+        M: AsRef<[u8]> + Send + Sync + ?Sized + 'static,
+    {
         let limit = self.config.timeout;
-        let results = match tokio::time::timeout(limit, self.run(envelope, message)).await {
+        let deadline = tokio::time::Instant::now() + limit;
+        let this = self.clone();
+        let (client_ip, helo, sender) = (
+            envelope.client_ip,
+            envelope.helo.to_owned(),
+            envelope.sender.clone(),
+        );
+        let job = async move {
+            let envelope = Envelope {
+                client_ip,
+                helo: &helo,
+                sender: &sender,
+            };
+            this.run(&envelope, (*message).as_ref()).await
+        };
+        let results = match self.pool.run(deadline, job).await {
             Ok(results) => results,
-            Err(_) => {
+            Err(Unfinished::TimedOut) => {
                 let error = AuthError::Timeout { limit };
                 debug!(%error, "verification timed out");
+                Results::timed_out(self.spf_verdict(envelope, SpfResult::TempError))
+            }
+            Err(Unfinished::Failed(error)) => {
+                // Never a verdict from a check that broke: try again later.
+                error!(%error, "verification failed");
                 Results::timed_out(self.spf_verdict(envelope, SpfResult::TempError))
             }
         };
@@ -214,9 +268,10 @@ impl Verifier {
         }
     }
 
-    /// Every check, unbounded (the caller bounds it).
+    /// Every check, with the work bounded by `bounds` and the time by the
+    /// caller.
     async fn run(&self, envelope: &Envelope<'_>, message: &[u8]) -> Results {
-        let Some(parsed) = AuthenticatedMessage::parse(message) else {
+        let Some(mut parsed) = AuthenticatedMessage::parse(message) else {
             // No header section: nothing to sign, no From to align with.
             let spf = self.spf(envelope).await;
             return Results {
@@ -238,6 +293,8 @@ impl Verifier {
                 timed_out: false,
             };
         };
+        let skipped = bounds::apply(&mut parsed, &Limits::from(&self.config));
+        let parsed = parsed;
         // SPF, DKIM and ARC are independent: run them together.
         let (spf, dkim, arc) = tokio::join!(
             self.spf(envelope),
@@ -256,11 +313,22 @@ impl Verifier {
             .await;
         let mut dmarc = DmarcVerdict::from_output(&output);
         self.apply_pct(&mut dmarc).await;
+        // mail-auth reports malformed signatures without a signature.
+        let (verified, malformed): (Vec<_>, Vec<_>) =
+            dkim.iter().partition(|o| o.signature().is_some());
+        let mut unverified: Vec<DkimVerdict> = malformed
+            .into_iter()
+            .map(DkimVerdict::from_output)
+            .collect();
+        unverified.extend(skipped.dkim);
         Results {
             spf: self.spf_verdict(envelope, spf.result()),
-            dkim: dkim.iter().map(DkimVerdict::from_output).collect(),
+            dkim: bounds::recorded(
+                verified.into_iter().map(DkimVerdict::from_output).collect(),
+                unverified,
+            ),
             dmarc,
-            arc: ArcVerdict::from_output(&arc),
+            arc: skipped.arc.unwrap_or_else(|| ArcVerdict::from_output(&arc)),
             timed_out: false,
         }
     }

@@ -26,11 +26,14 @@ pub enum AuthResult {
     TempError,
     /// A permanent error: a broken record or signature.
     PermError,
+    /// Signed, but not verified by local policy (RFC 8601 §2.7.1): a
+    /// signature over one of the `[verify]` bounds on work.
+    Policy,
 }
 
 impl AuthResult {
     /// Every result, in metrics order.
-    pub const ALL: [AuthResult; 7] = [
+    pub const ALL: [AuthResult; 8] = [
         AuthResult::Pass,
         AuthResult::Fail,
         AuthResult::SoftFail,
@@ -38,6 +41,7 @@ impl AuthResult {
         AuthResult::None,
         AuthResult::TempError,
         AuthResult::PermError,
+        AuthResult::Policy,
     ];
 
     /// The RFC 8601 keyword (also the metrics label value).
@@ -50,6 +54,7 @@ impl AuthResult {
             AuthResult::None => "none",
             AuthResult::TempError => "temperror",
             AuthResult::PermError => "permerror",
+            AuthResult::Policy => "policy",
         }
     }
 }
@@ -181,13 +186,18 @@ impl DkimVerdict {
                 .map(|s| s.d.to_ascii_lowercase())
                 .unwrap_or_default(),
             selector: signature.map(|s| s.s.clone()).unwrap_or_default(),
-            algorithm: signature.map(|s| match s.a {
-                Algorithm::RsaSha1 => "rsa-sha1",
-                Algorithm::RsaSha256 => "rsa-sha256",
-                Algorithm::Ed25519Sha256 => "ed25519-sha256",
-            }),
+            algorithm: signature.map(|s| algorithm_name(s.a)),
             reason,
         }
+    }
+}
+
+/// The `a=` of a signature as written (RFC 6376 §3.5, RFC 8463).
+pub(crate) fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::RsaSha1 => "rsa-sha1",
+        Algorithm::RsaSha256 => "rsa-sha256",
+        Algorithm::Ed25519Sha256 => "ed25519-sha256",
     }
 }
 

@@ -22,7 +22,7 @@ async fn setup(config: Verify) -> (TestDns, Verifier) {
     let dns = TestDns::start().await;
     let resolver =
         HickoryResolver::new(&[dns.addr()], Duration::from_millis(200)).expect("resolver");
-    let verifier = Verifier::new(&resolver, "mx.example.test", config);
+    let verifier = Verifier::new(&resolver, "mx.example.test", config).expect("verifier");
     (dns, verifier)
 }
 
@@ -65,7 +65,8 @@ async fn verify(v: &Verifier, mail_from: &str, message: &str) -> portcullis_auth
         helo: "client.test",
         sender: &sender,
     };
-    v.verify(&envelope, message.as_bytes()).await
+    v.verify(&envelope, std::sync::Arc::new(message.as_bytes().to_vec()))
+        .await
 }
 
 /// RFC 7208 §2.6: every SPF result, each from its own domain.
@@ -206,4 +207,192 @@ async fn spf_check_at_mail_from() {
         let verdict = v.check_sender(&envelope).await;
         assert_eq!(verdict.reply.map(|r| r.code), code, "{sender}");
     }
+}
+
+/// The `bh=` of a real signature of `message` (the body hash does not
+/// depend on the key or the signed fields).
+fn body_hash(key: &Key, message: &str) -> String {
+    let signed = key.sign(message, "any.test");
+    let start = signed.find("bh=").expect("bh=") + 3;
+    let end = start + signed[start..].find(';').expect("end of bh=");
+    signed[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+/// A DKIM-Signature by `domain` (selector `s`) whose `h=` lists `names`
+/// fields (From, then made-up names), with a correct `bh=` and a bogus
+/// `b=`, folded so that no line is long: the crafted signature of the
+/// issue, which made mail-auth compare names `names`² / 2 times.
+fn flood_signature(key: &Key, message: &str, domain: &str, names: usize) -> String {
+    let mut h = String::from("From");
+    for i in 1..names {
+        h.push(':');
+        if i % 50 == 0 {
+            h.push_str("\r\n\t");
+        }
+        h.push_str(&format!("X-N{i}"));
+    }
+    format!(
+        "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d={domain}; s=s;\r\n\
+         \th={h};\r\n\tbh={}; b=AAAA\r\n",
+        body_hash(key, message)
+    )
+}
+
+/// Signs `message` for `domain` (selector `s`) listing `names` fields in
+/// `h=`: From, To, Subject and then made-up names (signed as absent).
+fn sign_listing(key: &Key, message: &str, domain: &str, names: usize) -> String {
+    let mut fields: Vec<String> = ["From", "To", "Subject"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    fields.extend((fields.len()..names).map(|i| format!("X-N{i}")));
+    let signature = DkimSigner::from_key(Ed25519Key::from_pkcs8_der(&key.0).expect("key"))
+        .domain(domain)
+        .selector("s")
+        .headers(fields)
+        .sign(message.as_bytes())
+        .expect("sign");
+    signature.to_header()
+}
+
+/// Regression test: a signature whose `h=` lists 100,000 names (correct
+/// `bh=`, bogus `b=`, a key in DNS) was verified, a quadratic loop of
+/// seconds of CPU. Now it is not verified: `dkim=policy` with the reason,
+/// in the results and in Authentication-Results.
+#[tokio::test]
+async fn flooded_signature_is_policy() {
+    let (dns, v) = setup(Verify::default()).await;
+    let key = Key::new();
+    dns.add_txt("s._domainkey.flood.test", &key.record());
+    let plain = message("alice@flood.test");
+    let crafted = format!(
+        "{}{plain}",
+        flood_signature(&key, &plain, "flood.test", 100_000)
+    );
+    let verdict = verify(&v, "alice@flood.test", &crafted).await;
+    assert_eq!(verdict.results.dkim.len(), 1, "{:?}", verdict.results.dkim);
+    let dkim = &verdict.results.dkim[0];
+    assert_eq!(
+        (dkim.result, dkim.reason, dkim.domain.as_str()),
+        (
+            AuthResult::Policy,
+            Some("too many signed header fields"),
+            "flood.test"
+        )
+    );
+    assert!(
+        verdict.headers.contains(
+            "\tdkim=policy (too many signed header fields) header.d=flood.test header.s=s"
+        ),
+        "{}",
+        verdict.headers
+    );
+    assert_eq!(verdict.disposition, Disposition::Accept);
+}
+
+/// `dkim_max_signed_headers` is inclusive: a real signature listing 64
+/// fields passes, one listing 65 is not verified.
+#[tokio::test]
+async fn signed_headers_bound() {
+    let (dns, v) = setup(Verify::default()).await;
+    let key = Key::new();
+    dns.add_txt("s._domainkey.h64.test", &key.record());
+    dns.add_txt("s._domainkey.h65.test", &key.record());
+    let plain = message("alice@h64.test");
+    let at = format!("{}{plain}", sign_listing(&key, &plain, "h64.test", 64));
+    let over = format!("{}{plain}", sign_listing(&key, &plain, "h65.test", 65));
+    let r = verify(&v, "alice@h64.test", &at).await.results;
+    assert_eq!(r.dkim[0].result, AuthResult::Pass, "{:?}", r.dkim);
+    let r = verify(&v, "alice@h64.test", &over).await.results;
+    assert_eq!(
+        (r.dkim[0].result, r.dkim[0].reason),
+        (AuthResult::Policy, Some("too many signed header fields"))
+    );
+}
+
+/// `dkim_max_signatures` + 1 valid signatures: five verified, one recorded
+/// as `dkim=policy (too many signatures)`. The author domain's signature
+/// is at the bottom and is still among the verified, so DMARC passes under
+/// `p=reject`.
+#[tokio::test]
+async fn one_signature_over_the_count() {
+    let (dns, v) = setup(Verify::default()).await;
+    let key = Key::new();
+    let author = "author.test";
+    dns.add_txt(&format!("s._domainkey.{author}"), &key.record());
+    dns.add_txt(&format!("_dmarc.{author}"), "v=DMARC1; p=reject");
+    let plain = message(&format!("alice@{author}"));
+    let mut signed = key.sign(&plain, author);
+    for i in 0..6 {
+        let d = format!("relay{i}.test");
+        dns.add_txt(&format!("s._domainkey.{d}"), &key.record());
+        signed = key.sign(&signed, &d);
+    }
+    let verdict = verify(&v, "bounce@esp.test", &signed).await;
+    let r = &verdict.results;
+    let summary: Vec<(AuthResult, &str)> = r
+        .dkim
+        .iter()
+        .map(|d| (d.result, d.domain.as_str()))
+        .collect();
+    assert_eq!(r.dkim.len(), 7, "{summary:?}");
+    assert_eq!(
+        r.dkim
+            .iter()
+            .filter(|d| d.result == AuthResult::Pass)
+            .count(),
+        5,
+        "{summary:?}"
+    );
+    let skipped: Vec<_> = r
+        .dkim
+        .iter()
+        .filter(|d| d.result == AuthResult::Policy)
+        .map(|d| (d.domain.as_str(), d.reason))
+        .collect();
+    // Newest on top: relay5 … relay0, then the author's. The two oldest
+    // relays make way for the author's signature.
+    assert_eq!(
+        skipped,
+        vec![
+            ("relay1.test", Some("too many signatures")),
+            ("relay0.test", Some("too many signatures")),
+        ]
+    );
+    assert_eq!(r.dmarc.result, AuthResult::Pass);
+    assert_eq!(verdict.disposition, Disposition::Accept);
+}
+
+/// `max_header_fields` + 1 header fields: a valid signature is not
+/// verified (`dkim=policy (too many header fields)`); at the bound it
+/// passes.
+#[tokio::test]
+async fn header_fields_bound() {
+    let config = Verify {
+        max_header_fields: 20,
+        ..Verify::default()
+    };
+    let (dns, v) = setup(config).await;
+    let key = Key::new();
+    dns.add_txt("s._domainkey.fields.test", &key.record());
+    // DKIM-Signature, the filler, and the five fields of `message`.
+    let with_filler = |n: usize| {
+        let filler: String = (0..n).map(|i| format!("X-Filler: {i}\r\n")).collect();
+        let m = format!("{filler}{}", message("alice@fields.test"));
+        key.sign(&m, "fields.test")
+    };
+    let r = verify(&v, "alice@fields.test", &with_filler(14))
+        .await
+        .results;
+    assert_eq!(r.dkim[0].result, AuthResult::Pass, "{:?}", r.dkim);
+    let r = verify(&v, "alice@fields.test", &with_filler(15))
+        .await
+        .results;
+    assert_eq!(
+        (r.dkim[0].result, r.dkim[0].reason),
+        (AuthResult::Policy, Some("too many header fields"))
+    );
 }

@@ -314,6 +314,15 @@ pub struct VerifyFile {
     /// `timeout`: the longest all checks of one message may take (default
     /// `"30s"`); then the message gets 451 4.7.0.
     pub timeout: Option<String>,
+    /// `dkim_max_signatures`: DKIM-Signature fields verified per message
+    /// (default 5); the others are recorded as `dkim=policy`.
+    pub dkim_max_signatures: Option<u32>,
+    /// `dkim_max_signed_headers`: `h=` entries a DKIM or ARC signature may
+    /// list and still be verified (default 64).
+    pub dkim_max_signed_headers: Option<u32>,
+    /// `max_header_fields`: header fields a message may have and still get
+    /// its DKIM and ARC signatures verified (default 1000).
+    pub max_header_fields: Option<u32>,
 }
 
 /// `[log]`: logging.

@@ -272,6 +272,12 @@ pub struct Verify {
     pub exceptions: Vec<VerifyException>,
     /// Bound on the checks of one message.
     pub timeout: Duration,
+    /// DKIM signatures verified per message; the others get `dkim=policy`.
+    pub dkim_max_signatures: u32,
+    /// Most `h=` entries of a DKIM or ARC signature that is verified.
+    pub dkim_max_signed_headers: u32,
+    /// Most header fields of a message whose signatures are verified.
+    pub max_header_fields: u32,
 }
 
 impl Default for Verify {
@@ -285,6 +291,9 @@ impl Default for Verify {
             spf_fail: SpfFail::Record,
             exceptions: Vec::new(),
             timeout: Duration::from_secs(30),
+            dkim_max_signatures: 5,
+            dkim_max_signed_headers: 64,
+            max_header_fields: 1000,
         }
     }
 }

@@ -244,6 +244,48 @@ skip = true\n",
     );
 }
 
+/// `[verify]` bounds on DKIM work: 5 signatures, 64 `h=` entries, 1000
+/// header fields by default; any positive count; zero refused with key and
+/// line.
+#[test]
+fn verify_dkim_bounds() {
+    let d = ok("").verify;
+    assert_eq!(
+        (
+            d.dkim_max_signatures,
+            d.dkim_max_signed_headers,
+            d.max_header_fields
+        ),
+        (5, 64, 1000)
+    );
+    let v = ok(
+        "[verify]\ndkim_max_signatures = 2\ndkim_max_signed_headers = 100\n\
+max_header_fields = 300\n",
+    )
+    .verify;
+    assert_eq!(
+        (
+            v.dkim_max_signatures,
+            v.dkim_max_signed_headers,
+            v.max_header_fields
+        ),
+        (2, 100, 300)
+    );
+    let found = issues(
+        "[verify]\ndkim_max_signatures = 0\ndkim_max_signed_headers = 0\nmax_header_fields = 0\n",
+    );
+    let keys: Vec<_> = found.iter().map(|i| (i.key.as_str(), i.line)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("verify.dkim_max_signatures", Some(2)),
+            ("verify.dkim_max_signed_headers", Some(3)),
+            ("verify.max_header_fields", Some(4)),
+        ],
+        "{found:#?}"
+    );
+}
+
 #[test]
 fn submission_defaults_and_senders() {
     let c = ok("");

@@ -769,6 +769,24 @@ fn build_verify(v: &VerifyFile, c: &mut Checker) -> Verify {
         spf_fail,
         exceptions,
         timeout,
+        dkim_max_signatures: positive(
+            c,
+            "verify.dkim_max_signatures",
+            v.dkim_max_signatures,
+            defaults.dkim_max_signatures,
+        ),
+        dkim_max_signed_headers: positive(
+            c,
+            "verify.dkim_max_signed_headers",
+            v.dkim_max_signed_headers,
+            defaults.dkim_max_signed_headers,
+        ),
+        max_header_fields: positive(
+            c,
+            "verify.max_header_fields",
+            v.max_header_fields,
+            defaults.max_header_fields,
+        ),
     }
 }
 

@@ -183,7 +183,7 @@ pub struct InboundMetrics {
     accepted: AtomicU64,
     accepted_bytes: AtomicU64,
     rejected: [AtomicU64; 9],
-    auth_results: [[AtomicU64; 7]; 4],
+    auth_results: [[AtomicU64; AuthResult::ALL.len()]; Method::ALL.len()],
     auth_verdicts: [AtomicU64; 4],
     tls_ok: [AtomicU64; 2],
     tls_failed: AtomicU64,

@@ -791,7 +791,7 @@ impl Inbound {
         // A spooled message is read back whole only for what needs it as
         // one slice (verification now, DKIM signing below), within the
         // read budget; a small one is all in `msg.data` already.
-        let whole = match (msg.spooled.as_mut(), msg.verify && self.verifier.is_some()) {
+        let mut whole = match (msg.spooled.as_mut(), msg.verify && self.verifier.is_some()) {
             (Some(spool), true) => match self.read_whole(&msg.data, spool).await {
                 Ok(whole) => Some(whole),
                 Err(e) => {
@@ -803,7 +803,6 @@ impl Inbound {
             },
             _ => None,
         };
-        let verify_bytes: &[u8] = whole.as_ref().map_or(&msg.data[..], |(w, _)| &w[..]);
         // The message is verified exactly as received: before our Received
         // header and before anything is removed from it.
         let verdict = match (&self.verifier, msg.verify) {
@@ -813,7 +812,20 @@ impl Inbound {
                     helo: &msg.helo,
                     sender: &msg.sender,
                 };
-                Some(verifier.verify(&envelope, verify_bytes).await)
+                // The checks run on the verification runtime and share the
+                // bytes: a spooled message's read-back copy (its budget
+                // permit held until the checks end), or the message itself,
+                // which comes back when the checks are done (a copy only if
+                // a check is still busy after its timeout).
+                match whole.take() {
+                    Some((copy, _permit)) => Some(verifier.verify(&envelope, Arc::new(copy)).await),
+                    None => {
+                        let shared = Arc::new(std::mem::take(&mut msg.data));
+                        let verdict = verifier.verify(&envelope, Arc::clone(&shared)).await;
+                        msg.data = Arc::try_unwrap(shared).unwrap_or_else(|s| s.as_ref().clone());
+                        Some(verdict)
+                    }
+                }
             }
             _ => None,
         };

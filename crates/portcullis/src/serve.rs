@@ -219,13 +219,13 @@ async fn run(config: Config) -> Result<()> {
 
     // Sender verification shares the one resolver (and its cache): mail-auth
     // verifies through it, so `[dns]` governs every lookup.
-    let verifier = config.verify.enabled.then(|| {
-        Arc::new(portcullis_auth::Verifier::new(
-            &resolver,
-            &config.hostname,
-            config.verify.clone(),
-        ))
-    });
+    let verifier = match config.verify.enabled {
+        true => Some(Arc::new(
+            portcullis_auth::Verifier::new(&resolver, &config.hostname, config.verify.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+        false => None,
+    };
     // DKIM keys of submission, loaded now so a bad key stops the start.
     let dkim = portcullis_inbound::DkimSigners::load(&config.submission.dkim)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

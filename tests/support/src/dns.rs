@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
@@ -47,6 +47,85 @@ pub enum FailMode {
 struct Zone {
     records: HashMap<String, Vec<Record>>,
     failures: HashMap<String, FailMode>,
+    holds: HashMap<String, Arc<HoldState>>,
+}
+
+/// The shared state of a [`Hold`]: how many queries arrived, and whether
+/// they may be answered.
+#[derive(Debug)]
+struct HoldState {
+    asked: Mutex<usize>,
+    arrived: Condvar,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl HoldState {
+    /// Counts a query, then waits until the hold is released.
+    async fn pass(&self) {
+        let mut open = self.open.subscribe();
+        *self.asked.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.arrived.notify_all();
+        // An error means the sender is gone: nothing holds the query then.
+        let _ = open.wait_for(|o| *o).await;
+    }
+}
+
+/// Queries for one name wait, unanswered, until [`Hold::release`] (or
+/// until the `Hold` is dropped): a test can tell that the server under test
+/// is in the middle of a lookup, and do something before it goes on. Made
+/// by [`TestDns::hold`].
+#[derive(Debug)]
+pub struct Hold {
+    name: String,
+    state: Arc<HoldState>,
+}
+
+impl Hold {
+    /// Blocks until a query for the name has arrived (and is being held);
+    /// panics after `timeout`.
+    #[track_caller]
+    pub fn wait_for_query(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut asked = self
+            .state
+            .asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while *asked == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "TestDns: no query for {} within {timeout:?}",
+                self.name
+            );
+            asked = self
+                .state
+                .arrived
+                .wait_timeout(asked, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// How many queries for the name have arrived so far.
+    pub fn queries(&self) -> usize {
+        *self
+            .state
+            .asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers the held queries, and every later one at once.
+    pub fn release(&self) {
+        self.state.open.send_replace(true);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// What the handler does with a query.
@@ -170,6 +249,10 @@ impl RequestHandler for Handler {
             Ok(info) => {
                 let qname = key(&info.query.name().to_string());
                 let qtype = info.query.query_type();
+                let hold = lock(&self.zone).holds.get(&qname).cloned();
+                if let Some(hold) = hold {
+                    hold.pass().await;
+                }
                 lock(&self.zone).answer(&qname, qtype)
             }
             Err(_) => Outcome::Answer {
@@ -363,6 +446,23 @@ impl TestDns {
     pub fn clear_fail(&self, name: &str) {
         lock(&self.zone).failures.remove(&key(name));
     }
+
+    /// Holds every query for `name` (any type) unanswered until the
+    /// returned [`Hold`] is released or dropped; then they get the answers
+    /// the records have at that moment. Set the resolver's timeout longer
+    /// than the hold, or it gives up first.
+    pub fn hold(&self, name: &str) -> Hold {
+        let state = Arc::new(HoldState {
+            asked: Mutex::new(0),
+            arrived: Condvar::new(),
+            open: tokio::sync::watch::Sender::new(false),
+        });
+        lock(&self.zone).holds.insert(key(name), state.clone());
+        Hold {
+            name: key(name),
+            state,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -449,6 +549,11 @@ mod tests {
             }
             assert!(z.records.contains_key("1.0.0.127.in-addr.arpa"));
         }
+        let hold = dns.hold("held.test");
+        assert_eq!(hold.queries(), 0);
+        assert!(!*lock(&dns.zone).holds["held.test"].open.borrow());
+        hold.release();
+        assert!(*lock(&dns.zone).holds["held.test"].open.borrow());
         dns.remove("host.test", "a");
         dns.fail("t.test", FailMode::ServFail);
         dns.remove("t.test", "*");
