@@ -3,12 +3,15 @@
 //! `#` comments), password hashing and verification, atomic rewriting
 //! (temp file + rename, ownership kept) and a reloading handle for the running
 //! server; SCRAM-SHA-256 and OAuth bearer-token mechanisms; the
-//! brute-force lockout and the per-user sending rate.
+//! brute-force lockout, the bound on concurrent password hashing and the
+//! per-user sending rate.
 
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod breaker;
 mod file;
+pub mod hashing;
 pub mod lockout;
 pub mod oauth;
 mod password;
