@@ -547,7 +547,7 @@ impl Inbound {
                 let name = user.clone();
                 let checked = self
                     .hashing
-                    .run(move || users.current().verify(&name, &password))
+                    .run(move |memory| users.current().verify_in(&name, &password, memory))
                     .await;
                 match checked {
                     Ok(Some(credential)) => {

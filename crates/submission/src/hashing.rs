@@ -9,10 +9,14 @@
 //! (`[submission] auth_queue_wait`); past it the caller answers `454 4.7.0`
 //! (RFC 4954 §6: a temporary authentication failure) and no hash is
 //! computed. The slot is held by the blocking job itself, so a session that
-//! goes away while its hash runs does not free a slot early: memory stays
-//! at `slots × 19 MiB` whatever clients do.
+//! goes away while its hash runs does not free a slot early. Each slot owns
+//! its argon2 working memory ([`HashMemory`]), allocated at its first use
+//! and reused by every later check: memory for hashing stays at
+//! `slots × 19 MiB` whatever clients do, and the allocator never sees the
+//! 19 MiB blocks come and go (it would keep them, per thread).
 
-use std::sync::Arc;
+use crate::password::HashMemory;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -37,6 +41,9 @@ pub struct HashGate {
     permits: Arc<Semaphore>,
     slots: usize,
     wait: Duration,
+    /// One working memory per slot; a job takes one with its permit and
+    /// puts it back when done.
+    memory: Arc<Mutex<Vec<HashMemory>>>,
 }
 
 impl HashGate {
@@ -48,6 +55,7 @@ impl HashGate {
             permits: Arc::new(Semaphore::new(slots)),
             slots,
             wait,
+            memory: Arc::new(Mutex::new((0..slots).map(|_| HashMemory::new()).collect())),
         }
     }
 
@@ -69,13 +77,24 @@ impl HashGate {
         self.slots.saturating_sub(self.permits.available_permits())
     }
 
-    /// Runs `job` on the blocking pool once a slot is free, waiting at most
-    /// the gate's wait for it; [`HashError::Busy`] when none came free in
-    /// time (the job is then not run at all). Waiters are served in order
-    /// of arrival (tokio's semaphore is fair).
+    /// Bytes of argon2 working memory the slots hold now.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(HashMemory::bytes)
+            .sum()
+    }
+
+    /// Runs `job` on the blocking pool once a slot is free, with the slot's
+    /// working memory, waiting at most the gate's wait for it;
+    /// [`HashError::Busy`] when none came free in time (the job is then not
+    /// run at all). Waiters are served in order of arrival (tokio's
+    /// semaphore is fair).
     pub async fn run<T, F>(&self, job: F) -> Result<T, HashError>
     where
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut HashMemory) -> T + Send + 'static,
         T: Send + 'static,
     {
         let permit =
@@ -84,11 +103,18 @@ impl HashGate {
                 // Timed out, or the semaphore was closed (it never is).
                 Ok(Err(_)) | Err(_) => return Err(HashError::Busy),
             };
+        let pool = self.memory.clone();
         tokio::task::spawn_blocking(move || {
             // The slot is released when the hash is done, not when the
             // caller stops waiting for it.
             let _permit = permit;
-            job()
+            let take = || pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            // There is a memory per permit; should one have been lost (a
+            // job that panicked), a new one takes its place.
+            let mut memory = take().unwrap_or_default();
+            let result = job(&mut memory);
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(memory);
+            result
         })
         .await
         .map_err(|_| HashError::Crashed)
@@ -115,7 +141,7 @@ mod tests {
             let gate = gate.clone();
             let hold = hold.clone();
             busy.push(tokio::spawn(async move {
-                gate.run(move || {
+                gate.run(move |_| {
                     let _ = hold.lock().unwrap().recv();
                 })
                 .await
@@ -128,7 +154,7 @@ mod tests {
         let flag = ran.clone();
         let started = tokio::time::Instant::now();
         let refused = gate
-            .run(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
+            .run(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst))
             .await;
         assert_eq!(refused, Err(HashError::Busy));
         assert!(
@@ -142,7 +168,7 @@ mod tests {
             assert_eq!(b.await.unwrap(), Ok(()));
         }
         assert_eq!(gate.running(), 0);
-        assert_eq!(gate.run(|| 7).await, Ok(7));
+        assert_eq!(gate.run(|_| 7).await, Ok(7));
     }
 
     /// A caller that stops waiting (its session went away) does not free
@@ -153,7 +179,7 @@ mod tests {
         let (release, hold) = mpsc::channel::<()>();
         let g = gate.clone();
         let task = tokio::spawn(async move {
-            g.run(move || {
+            g.run(move |_| {
                 let _ = hold.recv();
             })
             .await
@@ -164,12 +190,49 @@ mod tests {
         task.abort();
         let _ = task.await;
         assert_eq!(gate.running(), 1, "the hash still runs");
-        assert_eq!(gate.run(|| ()).await, Err(HashError::Busy));
+        assert_eq!(gate.run(|_| ()).await, Err(HashError::Busy));
         release.send(()).unwrap();
         while gate.running() > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(gate.run(|| 1).await, Ok(1));
+        assert_eq!(gate.run(|_| 1).await, Ok(1));
+    }
+
+    /// Checks reuse the slots' working memory: after many checks, the gate
+    /// holds one argon2 memory per slot that was used, no more.
+    #[tokio::test]
+    async fn working_memory_is_reused() {
+        let gate = Arc::new(HashGate::new(2, Duration::from_secs(30)));
+        assert_eq!(gate.memory_bytes(), 0, "allocated at first use");
+        let phc = crate::hash_password("pw").unwrap();
+        let mut checks = Vec::new();
+        for i in 0..6 {
+            let gate = gate.clone();
+            let phc = phc.clone();
+            checks.push(tokio::spawn(async move {
+                let password = if i % 2 == 0 { "pw" } else { "wrong" };
+                gate.run(move |memory| crate::verify_password_in(&phc, password, memory))
+                    .await
+            }));
+        }
+        let results: Vec<_> = futures_results(checks).await;
+        assert_eq!(results, [true, false, true, false, true, false]);
+        let one = 19 * 1024 * 1024;
+        assert!(
+            [one, 2 * one].contains(&gate.memory_bytes()),
+            "{}",
+            gate.memory_bytes()
+        );
+    }
+
+    async fn futures_results(
+        tasks: Vec<tokio::task::JoinHandle<Result<bool, HashError>>>,
+    ) -> Vec<bool> {
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap().unwrap());
+        }
+        out
     }
 
     #[test]

@@ -20,5 +20,5 @@ mod reload;
 pub mod scram;
 
 pub use file::{AppPassword, Credential, Users, UsersError, validate_label, validate_name};
-pub use password::{hash_password, verify_password};
+pub use password::{HashMemory, hash_password, verify_password, verify_password_in};
 pub use reload::UsersDb;
