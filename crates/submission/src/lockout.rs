@@ -235,8 +235,9 @@ impl AuthGuard {
 
     /// Records a failed attempt from `ip` as `user` (empty: no user
     /// named): the delay before the 535, and the lockout it started, if it
-    /// reached a limit. The same as [`AuthGuard::attempt`] followed by
-    /// [`AuthGuard::failed`], for callers that know the outcome already.
+    /// reached a limit. Counts like [`AuthGuard::attempt`] (without its
+    /// lockout check) followed by [`AuthGuard::failed`], for callers that
+    /// know the outcome already.
     pub fn failure(&self, ip: IpAddr, user: &str, now: Instant) -> Failure {
         let attempt = self.count(ip, user, now);
         self.failed(attempt)
