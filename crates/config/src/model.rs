@@ -158,6 +158,10 @@ pub struct SubmissionFile {
     /// doubled for each earlier failure in the window, at most 16 times it
     /// (default "1s"; "0s" turns delays off).
     pub auth_failure_delay: Option<String>,
+    /// `auth_queue_wait`: how long an AUTH PLAIN/LOGIN waits for a free
+    /// password-hashing slot (one per core) before it is answered 454 4.7.0
+    /// (default "2s").
+    pub auth_queue_wait: Option<String>,
     /// `messages_per_hour`: messages one authenticated user may submit per
     /// hour (default 1000; 0: no limit).
     pub messages_per_hour: Option<u32>,
@@ -202,6 +206,15 @@ pub struct OAuthFile {
     pub cache_ttl: Option<String>,
     /// `timeout`: connect and request timeout (default "10s").
     pub timeout: Option<String>,
+    /// `max_in_flight`: introspection requests at once; more get 454 4.7.0
+    /// without a request (default 8).
+    pub max_in_flight: Option<u32>,
+    /// `breaker_failures`: consecutive endpoint failures that open the
+    /// circuit breaker (default 5; 0: never).
+    pub breaker_failures: Option<u32>,
+    /// `breaker_open`: how long the open breaker answers 454 without a
+    /// request before one probe goes through (default "30s").
+    pub breaker_open: Option<String>,
     /// `ca_file`: extra trust anchors (PEM) for a private identity
     /// provider; the system roots are used otherwise.
     pub ca_file: Option<String>,

@@ -321,6 +321,9 @@ pub struct Submission {
     pub dkim: Vec<DkimKey>,
     /// Brute-force defence across sessions.
     pub lockout: Lockout,
+    /// How long an AUTH PLAIN/LOGIN waits for a password-hashing slot
+    /// before 454 4.7.0.
+    pub auth_queue_wait: std::time::Duration,
     /// Sending limits for every authenticated user.
     pub limits: UserLimits,
     /// Per-user overrides of `limits`.
@@ -390,6 +393,13 @@ pub struct OAuth {
     pub cache_ttl: std::time::Duration,
     /// Connect and request timeout.
     pub timeout: std::time::Duration,
+    /// Introspection requests at once, at most.
+    pub max_in_flight: u32,
+    /// Consecutive endpoint failures that open the circuit breaker (0:
+    /// never).
+    pub breaker_failures: u32,
+    /// How long the open breaker refuses before one probe.
+    pub breaker_open: std::time::Duration,
     /// Extra trust anchors for the endpoint.
     pub ca_file: Option<PathBuf>,
 }
@@ -414,6 +424,7 @@ impl Default for Submission {
             senders: Default::default(),
             dkim: Vec::new(),
             lockout: Lockout::default(),
+            auth_queue_wait: std::time::Duration::from_secs(2),
             limits: UserLimits::default(),
             user_limits: Default::default(),
             oauth: None,

@@ -329,6 +329,44 @@ alice = [\"ok@example.test\", \"not an address\", \"@bad..domain\"]\n",
     );
 }
 
+/// The bounds on AUTH work: the hashing wait and the introspection cap
+/// and breaker, with their defaults, values and errors (key and line).
+#[test]
+fn submission_auth_bounds() {
+    let c = ok("");
+    assert_eq!(c.submission.auth_queue_wait, Duration::from_secs(2));
+    let oauth = "[submission.oauth]\nintrospection_url = \"https://id.test/i\"\n\
+client_id = \"p\"\nclient_secret_file = \"/s\"\n";
+    let c = ok(oauth);
+    let o = c.submission.oauth.as_ref().unwrap();
+    assert_eq!(
+        (o.max_in_flight, o.breaker_failures, o.breaker_open),
+        (8, 5, Duration::from_secs(30))
+    );
+    let c = ok(&format!(
+        "[submission]\nauth_queue_wait = \"500ms\"\n{oauth}max_in_flight = 2\nbreaker_failures = 0\nbreaker_open = \"1s\"\n"
+    ));
+    assert_eq!(c.submission.auth_queue_wait, Duration::from_millis(500));
+    let o = c.submission.oauth.as_ref().unwrap();
+    assert_eq!(
+        (o.max_in_flight, o.breaker_failures, o.breaker_open),
+        (2, 0, Duration::from_secs(1))
+    );
+    let found = issues(&format!(
+        "[submission]\nauth_queue_wait = \"2m\"\n{oauth}max_in_flight = 0\nbreaker_open = \"0s\"\n"
+    ));
+    let keys: Vec<_> = found.iter().map(|i| (i.key.as_str(), i.line)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("submission.auth_queue_wait", Some(2)),
+            ("submission.oauth.max_in_flight", Some(7)),
+            ("submission.oauth.breaker_open", Some(8)),
+        ],
+        "{found:#?}"
+    );
+}
+
 #[test]
 fn submission_dkim_keys() {
     let c = ok(

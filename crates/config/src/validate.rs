@@ -605,6 +605,16 @@ fn build_submission(f: &SubmissionFile, c: &mut Checker) -> Submission {
         // 16 doublings of more would outlast a client's command timeout.
         c.fail("submission.auth_failure_delay", "must be at most 10s");
     }
+    let auth_queue_wait = c.duration(
+        "submission.auth_queue_wait",
+        &f.auth_queue_wait,
+        Submission::default().auth_queue_wait,
+    );
+    if auth_queue_wait > Duration::from_secs(60) {
+        // Longer than a client's patience for an AUTH reply (RFC 5321
+        // §4.5.3.2 gives 5 minutes per command, clients use less).
+        c.fail("submission.auth_queue_wait", "must be at most 60s");
+    }
     let limit_defaults = UserLimits::default();
     let limits = UserLimits {
         messages_per_hour: f
@@ -636,6 +646,7 @@ fn build_submission(f: &SubmissionFile, c: &mut Checker) -> Submission {
         max_auth_failures: positive(c, "submission.max_auth_failures", f.max_auth_failures, 3),
         senders,
         lockout,
+        auth_queue_wait,
         limits,
         user_limits,
         oauth: f.oauth.as_ref().and_then(|o| build_oauth(o, c)),
@@ -693,6 +704,18 @@ fn build_oauth(o: &OAuthFile, c: &mut Checker) -> Option<OAuth> {
         &o.timeout,
         Duration::from_secs(10),
     );
+    let max_in_flight = positive(c, "submission.oauth.max_in_flight", o.max_in_flight, 8);
+    let breaker_open = c.duration(
+        "submission.oauth.breaker_open",
+        &o.breaker_open,
+        Duration::from_secs(30),
+    );
+    if breaker_open.is_zero() {
+        c.fail(
+            "submission.oauth.breaker_open",
+            "must be longer than zero (breaker_failures = 0 turns the breaker off)",
+        );
+    }
     Some(OAuth {
         introspection_url: url?,
         client_id: client_id?,
@@ -701,6 +724,9 @@ fn build_oauth(o: &OAuthFile, c: &mut Checker) -> Option<OAuth> {
         username_claim,
         cache_ttl,
         timeout,
+        max_in_flight,
+        breaker_failures: o.breaker_failures.unwrap_or(5),
+        breaker_open,
         ca_file: o.ca_file.as_deref().map(PathBuf::from),
     })
 }

@@ -3,9 +3,44 @@
 
 use portcullis_admin::MetricsWriter;
 use portcullis_auth::{AuthResult, Disposition, Method};
+use portcullis_submission::breaker::BreakerState;
+use portcullis_submission::oauth::Introspector;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+
+/// Why an AUTH attempt was answered 454 4.7.0 without a verdict on its
+/// credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthUnchecked {
+    /// No password-hashing slot came free within `auth_queue_wait`.
+    HashBusy,
+    /// Token introspection at its `max_in_flight`.
+    IntrospectionBusy,
+    /// The introspection circuit breaker is open.
+    BreakerOpen,
+    /// The introspection endpoint failed (transport, status, body).
+    Endpoint,
+}
+
+impl AuthUnchecked {
+    const ALL: [AuthUnchecked; 4] = [
+        AuthUnchecked::HashBusy,
+        AuthUnchecked::IntrospectionBusy,
+        AuthUnchecked::BreakerOpen,
+        AuthUnchecked::Endpoint,
+    ];
+
+    /// The metric label and log field value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthUnchecked::HashBusy => "hash_busy",
+            AuthUnchecked::IntrospectionBusy => "introspection_busy",
+            AuthUnchecked::BreakerOpen => "breaker_open",
+            AuthUnchecked::Endpoint => "endpoint",
+        }
+    }
+}
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +228,10 @@ pub struct InboundMetrics {
     smtp_auth_lockouts: [AtomicU64; 2],
     smtp_auth_locked: AtomicU64,
     smtp_auth_temporary: AtomicU64,
+    smtp_auth_unchecked: [AtomicU64; 4],
+    password_checks: AtomicU64,
+    /// The token introspector whose breaker and requests are rendered.
+    introspector: Mutex<Option<Arc<Introspector>>>,
     user_limited: [AtomicU64; 2],
     listeners: Mutex<Vec<Arc<ListenerMetrics>>>,
 }
@@ -318,6 +357,22 @@ impl InboundMetrics {
     /// Refusals by a per-user sending limit.
     pub fn user_limited(&self, which: UserLimit, n: u64) {
         self.user_limited[which as usize].fetch_add(n, Relaxed);
+    }
+
+    /// An AUTH attempt was answered 454 without a verdict, for `why`.
+    pub fn smtp_auth_unchecked(&self, why: AuthUnchecked) {
+        self.smtp_auth_unchecked[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A password (argon2id) check ran.
+    pub fn password_check(&self) {
+        self.password_checks.fetch_add(1, Relaxed);
+    }
+
+    /// Renders the breaker state and requests in flight of `introspector`
+    /// (none: no OAuth series).
+    pub fn watch_introspector(&self, introspector: Option<Arc<Introspector>>) {
+        *self.introspector.lock().unwrap_or_else(|e| e.into_inner()) = introspector;
     }
 
     /// Appends every counter to `w`.
@@ -466,10 +521,56 @@ impl InboundMetrics {
         );
         w.counter(
             "portcullis_smtp_auth_temporary_total",
-            "SMTP AUTH attempts answered 454 (token introspection unavailable).",
+            "SMTP AUTH attempts answered 454 (credentials not checked; see portcullis_smtp_auth_unchecked_total).",
             &[],
             self.smtp_auth_temporary.load(Relaxed),
         );
+        for why in AuthUnchecked::ALL {
+            w.counter(
+                "portcullis_smtp_auth_unchecked_total",
+                "SMTP AUTH attempts answered 454 without checking the credentials, by reason.",
+                &[("reason", why.as_str())],
+                self.smtp_auth_unchecked[why as usize].load(Relaxed),
+            );
+        }
+        w.counter(
+            "portcullis_password_checks_total",
+            "Password (argon2id) checks run for SMTP AUTH PLAIN/LOGIN.",
+            &[],
+            self.password_checks.load(Relaxed),
+        );
+        let introspector = self
+            .introspector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(introspector) = introspector {
+            let stats = introspector.stats();
+            for state in [
+                BreakerState::Closed,
+                BreakerState::Open,
+                BreakerState::Probing,
+            ] {
+                w.gauge(
+                    "portcullis_oauth_breaker_state",
+                    "The token introspection circuit breaker: 1 for its current state.",
+                    &[("state", state.as_str())],
+                    u64::from(stats.breaker == state),
+                );
+            }
+            w.counter(
+                "portcullis_oauth_breaker_opened_total",
+                "Times the token introspection circuit breaker opened.",
+                &[],
+                stats.breaker_opened,
+            );
+            w.gauge(
+                "portcullis_oauth_requests_in_flight",
+                "Token introspection requests waiting for the endpoint now.",
+                &[],
+                stats.in_flight as u64,
+            );
+        }
         for (i, limit) in ["messages_per_hour", "recipients_per_message"]
             .into_iter()
             .enumerate()

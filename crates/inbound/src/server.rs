@@ -5,7 +5,8 @@
 use crate::conn_limit::{ConnLimit, ListenerSlots, Refusal};
 use crate::dkim::DkimSigners;
 use crate::metrics::{
-    ConnRefusal, InboundMetrics, ListenerMetrics, RejectReason, SessionOutcome, UserLimit,
+    AuthUnchecked, ConnRefusal, InboundMetrics, ListenerMetrics, RejectReason, SessionOutcome,
+    UserLimit,
 };
 use crate::received::{TraceInfo, received_header};
 use crate::session::{AuthCheck, AuthOutcome};
@@ -14,10 +15,11 @@ use crate::spooler::{ReadBudget, Spooler};
 use portcullis_auth::{Disposition, Envelope as AuthEnvelope, Verifier};
 use portcullis_config::{Config, Role, SpfFail};
 use portcullis_queue::Queue;
-use portcullis_submission::lockout::{AuthGuard, Lock};
+use portcullis_submission::hashing::{HashError, HashGate};
+use portcullis_submission::lockout::{Attempt, AuthGuard, Failure, Lock, Scope};
 use portcullis_submission::oauth::{self, Introspector};
 use portcullis_submission::rate::SendRate;
-use portcullis_submission::scram::ScramSecret;
+use portcullis_submission::scram::{ClientFirst, ScramSecret};
 use portcullis_submission::{Credential, UsersDb};
 use portcullis_tls::{ServerTls, TlsInfo};
 use portcullis_types::{Clock, Envelope, TlsSummary};
@@ -59,6 +61,8 @@ pub struct Inbound {
     dkim: DkimSigners,
     users: Arc<UsersDb>,
     guard: Arc<AuthGuard>,
+    /// Password checks (argon2id) at most one per core at a time.
+    hashing: HashGate,
     oauth: Option<Arc<Introspector>>,
     /// Keys the fake SCRAM salts of unknown users (random per process).
     scram_key: [u8; 32],
@@ -107,6 +111,7 @@ impl Inbound {
         let read_budget =
             ReadBudget::new((config.limits.max_message_size * cores).max(32 * 1024 * 1024));
         let rate = Arc::new(SendRate::new());
+        metrics.watch_introspector(oauth.clone());
         let configs = [Role::Smtp, Role::Submission, Role::Submissions]
             .into_iter()
             .map(|role| {
@@ -157,6 +162,7 @@ impl Inbound {
             dkim,
             users: Arc::new(UsersDb::new(config.users_file.clone())),
             guard,
+            hashing: HashGate::per_core(config.submission.auth_queue_wait),
             oauth,
             scram_key: rand::random(),
             spooler,
@@ -591,75 +597,91 @@ impl Inbound {
     }
 
     /// SMTP AUTH: lockouts first (a locked address or user costs no
-    /// argon2 and no HTTP request), then the mechanism's check: argon2 on
-    /// the blocking pool for passwords (the users file reloaded first when
-    /// it changed), the SCRAM proof, or token introspection. Every failure
-    /// is recorded for the lockout, delayed, logged with the user (never
-    /// the secret) and counted.
+    /// argon2 and no HTTP request), then the attempt is counted against
+    /// the address and the user BEFORE the check, so concurrent guesses
+    /// from one address stop at its limit without each costing a hash;
+    /// then the mechanism's check: argon2 through the per-core
+    /// [`HashGate`] for passwords (the users file reloaded first when it
+    /// changed), the SCRAM proof, or token introspection. The outcome
+    /// settles the count: a success takes it back, a failure keeps it and
+    /// is delayed, a check that could not be made (454: hashing saturated,
+    /// introspection busy, its breaker open or the endpoint failing) keeps
+    /// it against the address only. Everything is logged with the user
+    /// (never the secret) and counted.
     async fn check_auth(&self, check: AuthCheck, session: &mut Session, out: &mut Vec<u8>) {
         let ip = session.peer();
         let mechanism = check.mechanism();
         let claimed = check.user().to_string();
-        let named = (!claimed.is_empty()).then_some(claimed.as_str());
-        if let Some(lock) = self.guard.locked(ip, named, Instant::now()) {
-            warn!(user = %claimed, mechanism, scope = lock.scope.as_str(), remaining_secs = lock.remaining.as_secs(), "AUTH refused: locked out");
-            session.auth_checked(AuthOutcome::Locked(lock), out);
-            return;
-        }
+        let check = match check {
+            AuthCheck::ScramStart(first) => {
+                // Not a credential yet: nothing to count, only the lockouts.
+                let named = (!claimed.is_empty()).then_some(claimed.as_str());
+                let outcome = match self.guard.locked(ip, named, Instant::now()) {
+                    Some(lock) => {
+                        warn!(user = %claimed, mechanism, scope = lock.scope.as_str(), remaining_secs = lock.remaining.as_secs(), "AUTH refused: locked out");
+                        AuthOutcome::Locked(lock)
+                    }
+                    None => self.scram_start(*first, ip, mechanism).await,
+                };
+                session.auth_checked(outcome, out);
+                return;
+            }
+            other => other,
+        };
+        let attempt = match self.guard.attempt(ip, &claimed, Instant::now()) {
+            Ok(attempt) => attempt,
+            Err(lock) => {
+                warn!(user = %claimed, mechanism, scope = lock.scope.as_str(), remaining_secs = lock.remaining.as_secs(), "AUTH refused: locked out");
+                session.auth_checked(AuthOutcome::Locked(lock), out);
+                return;
+            }
+        };
         let outcome = match check {
             AuthCheck::Password { user, password } => {
                 let users = self.users.clone();
                 let name = user.clone();
-                let verified =
-                    tokio::task::spawn_blocking(move || users.current().verify(&name, &password))
-                        .await
-                        .ok()
-                        .flatten();
-                match verified {
-                    Some(credential) => {
+                let checked = self
+                    .hashing
+                    .run(move |memory| users.current().verify_in(&name, &password, memory))
+                    .await;
+                match checked {
+                    Ok(Some(credential)) => {
+                        self.metrics.password_check();
                         let via = match &credential {
                             Credential::Password => "password".to_string(),
                             Credential::App(label) => format!("app password {label}"),
                         };
-                        self.auth_success(ip, user, mechanism, &via)
+                        self.auth_success(attempt, ip, user, mechanism, &via)
                     }
-                    None => self.auth_failure(ip, &user, mechanism, None).await,
-                }
-            }
-            AuthCheck::ScramStart(first) => {
-                let user = first.username().to_string();
-                if first.authzid().is_some_and(|a| a != user) {
-                    // Acting as another user is not supported.
-                    self.auth_failure(ip, &user, mechanism, None).await
-                } else {
-                    let users = self.users.current();
-                    let secret = users.scram_secret(&user).unwrap_or_else(|| {
-                        if users.contains(&user) {
-                            warn!(user = %user, "user has no SCRAM-SHA-256 secret; `portcullis user passwd` makes one");
+                    Ok(None) => {
+                        self.metrics.password_check();
+                        self.auth_failure(attempt, &user, mechanism, None).await
+                    }
+                    Err(e) => {
+                        if e != HashError::Busy {
+                            error!(user = %user, error = %e, "password check failed");
                         }
-                        // Unknown users get a fake exchange that fails at the
-                        // proof: the reply does not tell who exists.
-                        ScramSecret::fake(&user, &self.scram_key)
-                    });
-                    let (server, server_first) = first.server_first(&secret);
-                    AuthOutcome::ScramChallenge {
-                        server: Box::new(server),
-                        server_first,
+                        self.auth_unchecked(attempt, &user, mechanism, AuthUnchecked::HashBusy)
+                            .await
                     }
                 }
             }
             AuthCheck::ScramFinal { server, message } => {
                 let user = server.username().to_string();
+                // The proof is a few SHA-256 operations against the stored
+                // secret: no PBKDF2 per attempt, so no gate is needed.
                 match server.client_final(&message) {
-                    Ok(server_final) => match self.auth_success(ip, user, mechanism, "password") {
-                        AuthOutcome::Success { user } => {
-                            AuthOutcome::ScramSuccess { user, server_final }
+                    Ok(server_final) => {
+                        match self.auth_success(attempt, ip, user, mechanism, "password") {
+                            AuthOutcome::Success { user } => {
+                                AuthOutcome::ScramSuccess { user, server_final }
+                            }
+                            other => other,
                         }
-                        other => other,
-                    },
+                    }
                     Err(e) => {
                         debug!(user = %user, error = %e, "SCRAM exchange failed");
-                        self.auth_failure(ip, &user, mechanism, None).await
+                        self.auth_failure(attempt, &user, mechanism, None).await
                     }
                 }
             }
@@ -670,7 +692,7 @@ impl Inbound {
                     ))
                 };
                 match &self.oauth {
-                    None => self.auth_failure(ip, &claimed, mechanism, None).await,
+                    None => self.auth_failure(attempt, &claimed, mechanism, None).await,
                     Some(introspector) => match introspector.check(&response.token).await {
                         Ok(owner) => {
                             if response
@@ -679,46 +701,98 @@ impl Inbound {
                                 .is_some_and(|asked| !asked.eq_ignore_ascii_case(&owner))
                             {
                                 info!(user = %claimed, token_user = %owner, "bearer token belongs to another user");
-                                self.auth_failure(ip, &claimed, mechanism, challenge(introspector))
-                                    .await
+                                self.auth_failure(
+                                    attempt,
+                                    &claimed,
+                                    mechanism,
+                                    challenge(introspector),
+                                )
+                                .await
                             } else {
-                                self.auth_success(ip, owner, mechanism, "bearer token")
+                                self.auth_success(attempt, ip, owner, mechanism, "bearer token")
                             }
                         }
                         Err(e) if e.is_temporary() => {
-                            self.metrics.smtp_auth_temporary();
-                            warn!(user = %claimed, mechanism, error = %e, "token introspection failed; answered 454");
-                            AuthOutcome::Temporary
+                            let why = match e {
+                                oauth::OAuthError::Busy => AuthUnchecked::IntrospectionBusy,
+                                oauth::OAuthError::CircuitOpen => AuthUnchecked::BreakerOpen,
+                                _ => AuthUnchecked::Endpoint,
+                            };
+                            warn!(user = %claimed, mechanism, error = %e, "token introspection failed");
+                            self.auth_unchecked(attempt, &claimed, mechanism, why).await
                         }
                         Err(e) => {
                             info!(user = %claimed, mechanism, error = %e, "bearer token refused");
-                            self.auth_failure(ip, &claimed, mechanism, challenge(introspector))
+                            self.auth_failure(attempt, &claimed, mechanism, challenge(introspector))
                                 .await
                         }
                     },
                 }
             }
+            // Answered above, before anything was counted.
+            AuthCheck::ScramStart(_) => return,
         };
         session.auth_checked(outcome, out);
     }
 
-    fn auth_success(&self, ip: IpAddr, user: String, mechanism: &str, via: &str) -> AuthOutcome {
-        self.guard.success(ip, &user, Instant::now());
+    /// SCRAM client-first: the user's secret (a fake one for an unknown
+    /// user, so the exchange does not tell who exists) and the
+    /// server-first-message. Acting as another user is a failure.
+    async fn scram_start(&self, first: ClientFirst, ip: IpAddr, mechanism: &str) -> AuthOutcome {
+        let user = first.username().to_string();
+        if first.authzid().is_some_and(|a| a != user) {
+            let failure = self.guard.failure(ip, &user, Instant::now());
+            return self.failed(failure, &user, mechanism, None).await;
+        }
+        let users = self.users.current();
+        let secret = users.scram_secret(&user).unwrap_or_else(|| {
+            if users.contains(&user) {
+                warn!(user = %user, "user has no SCRAM-SHA-256 secret; `portcullis user passwd` makes one");
+            }
+            ScramSecret::fake(&user, &self.scram_key)
+        });
+        let (server, server_first) = first.server_first(&secret);
+        AuthOutcome::ScramChallenge {
+            server: Box::new(server),
+            server_first,
+        }
+    }
+
+    fn auth_success(
+        &self,
+        attempt: Attempt,
+        ip: IpAddr,
+        user: String,
+        mechanism: &str,
+        via: &str,
+    ) -> AuthOutcome {
+        self.guard.succeeded(attempt, &user, ip, Instant::now());
         self.metrics.smtp_auth_success();
         info!(user = %user, mechanism, via, "authenticated");
         AuthOutcome::Success { user }
     }
 
-    /// Records a failure for the lockout, waits its delay, logs and counts
-    /// it (and the lockout it may start).
+    /// Settles `attempt` as a failure: waits its delay, logs and counts it
+    /// (and the lockout it may start).
     async fn auth_failure(
         &self,
-        ip: IpAddr,
+        attempt: Attempt,
         user: &str,
         mechanism: &str,
         challenge: Option<String>,
     ) -> AuthOutcome {
-        let failure = self.guard.failure(ip, user, Instant::now());
+        let failure = self.guard.failed(attempt);
+        self.failed(failure, user, mechanism, challenge).await
+    }
+
+    /// Logs and counts a failure, waits its delay: 535 follows.
+    async fn failed(
+        &self,
+        failure: Failure,
+        user: &str,
+        mechanism: &str,
+        challenge: Option<String>,
+    ) -> AuthOutcome {
         self.metrics.smtp_auth_failure();
         warn!(
             user = %user,
@@ -726,22 +800,55 @@ impl Inbound {
             delay_ms = failure.delay.as_millis() as u64,
             "authentication failed"
         );
-        if let Some(Lock { scope, remaining }) = failure.locked {
-            self.metrics
-                .smtp_auth_lockout(scope == portcullis_submission::lockout::Scope::Ip);
-            warn!(
-                user = %user,
-                scope = scope.as_str(),
-                lockout_secs = remaining.as_secs(),
-                "too many failed authentication attempts; lockout begins"
-            );
-        }
+        self.lockout_began(failure.locked, user);
         if !failure.delay.is_zero() {
             tokio::time::sleep(failure.delay).await;
         }
         AuthOutcome::Failed {
             challenge,
             lockout: failure.locked,
+        }
+    }
+
+    /// Settles `attempt` as a check that could not be made: 454 4.7.0
+    /// (RFC 4954 §6), counted against the address (and the session) but
+    /// not the user, after the failure delay.
+    async fn auth_unchecked(
+        &self,
+        attempt: Attempt,
+        user: &str,
+        mechanism: &str,
+        why: AuthUnchecked,
+    ) -> AuthOutcome {
+        let failure = self.guard.unchecked(attempt);
+        self.metrics.smtp_auth_temporary();
+        self.metrics.smtp_auth_unchecked(why);
+        warn!(
+            user = %user,
+            mechanism,
+            reason = why.as_str(),
+            delay_ms = failure.delay.as_millis() as u64,
+            "AUTH not checked; answered 454"
+        );
+        self.lockout_began(failure.locked, user);
+        if !failure.delay.is_zero() {
+            tokio::time::sleep(failure.delay).await;
+        }
+        AuthOutcome::Temporary {
+            lockout: failure.locked,
+        }
+    }
+
+    /// Logs and counts the lockout a failure started, if any.
+    fn lockout_began(&self, locked: Option<Lock>, user: &str) {
+        if let Some(Lock { scope, remaining }) = locked {
+            self.metrics.smtp_auth_lockout(scope == Scope::Ip);
+            warn!(
+                user = %user,
+                scope = scope.as_str(),
+                lockout_secs = remaining.as_secs(),
+                "too many failed authentication attempts; lockout begins"
+            );
         }
     }
 

@@ -645,6 +645,11 @@ fn build_introspector(
     settings.required_scope = o.required_scope.clone();
     settings.username_claim = o.username_claim.clone();
     settings.cache_ttl = o.cache_ttl;
+    settings.max_in_flight = o.max_in_flight as usize;
+    settings.breaker = portcullis_submission::breaker::BreakerSettings {
+        failures: o.breaker_failures,
+        open_for: o.breaker_open,
+    };
     settings
         .validate()
         .map_err(|e| anyhow::anyhow!("[submission.oauth]: {e}"))?;

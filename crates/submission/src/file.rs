@@ -1,7 +1,7 @@
 //! The users file: parse with line numbers, edit, write atomically.
 
 use crate::app;
-use crate::password::{hash_password, is_argon2id, verify_password};
+use crate::password::{HashMemory, hash_password, is_argon2id, verify_password_in};
 use crate::scram::{DEFAULT_ITERATIONS, ScramSecret};
 use std::fmt;
 use std::io::Write;
@@ -309,8 +309,19 @@ impl Users {
     /// (argon2, slow: call this off the async runtime). Unknown users take
     /// as long as a wrong password.
     pub fn verify(&self, name: &str, password: &str) -> Option<Credential> {
+        self.verify_in(name, password, &mut HashMemory::new())
+    }
+
+    /// [`Users::verify`] with argon2's working memory taken from `memory`
+    /// (reused across checks: see [`HashMemory`]).
+    pub fn verify_in(
+        &self,
+        name: &str,
+        password: &str,
+        memory: &mut HashMemory,
+    ) -> Option<Credential> {
         let Some(hash) = self.get(name) else {
-            let _ = verify_password(&DUMMY, password);
+            let _ = verify_password_in(&DUMMY, password, memory);
             return None;
         };
         let candidate = app::digest(password);
@@ -327,7 +338,7 @@ impl Users {
                 return Some(Credential::App(label.clone()));
             }
         }
-        verify_password(hash, password).then_some(Credential::Password)
+        verify_password_in(hash, password, memory).then_some(Credential::Password)
     }
 
     /// Adds a user with an argon2id hash and a SCRAM-SHA-256 secret of

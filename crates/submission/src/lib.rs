@@ -3,12 +3,15 @@
 //! `#` comments), password hashing and verification, atomic rewriting
 //! (temp file + rename, ownership kept) and a reloading handle for the running
 //! server; SCRAM-SHA-256 and OAuth bearer-token mechanisms; the
-//! brute-force lockout and the per-user sending rate.
+//! brute-force lockout, the bound on concurrent password hashing and the
+//! per-user sending rate.
 
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod breaker;
 mod file;
+pub mod hashing;
 pub mod lockout;
 pub mod oauth;
 mod password;
@@ -17,5 +20,5 @@ mod reload;
 pub mod scram;
 
 pub use file::{AppPassword, Credential, Users, UsersError, validate_label, validate_name};
-pub use password::{hash_password, verify_password};
+pub use password::{HashMemory, hash_password, verify_password, verify_password_in};
 pub use reload::UsersDb;

@@ -8,6 +8,17 @@
 //! in the last day: an attacker guessing alice's password locks out the
 //! attacker, not alice's phone.
 //!
+//! An attempt is counted *before* its credentials are checked
+//! ([`AuthGuard::attempt`]): a flood of guesses from one address reaches
+//! the limit after `failures_per_ip` attempts however many run at once, and
+//! the rest are refused without costing an argon2 hash or an HTTP request.
+//! The outcome then settles the count: a failure keeps it
+//! ([`AuthGuard::failed`]), a success takes it back, with any lockout it
+//! started ([`AuthGuard::succeeded`]), and a check that could not be made
+//! (454) keeps it against the address but not the user
+//! ([`AuthGuard::unchecked`]): the user did nothing wrong, the client did
+//! make us work.
+//!
 //! Time is a parameter (`now`) so tests drive it. The state is in memory
 //! behind this narrow interface, so that a shared backend (cluster mode)
 //! can take its place.
@@ -67,6 +78,28 @@ pub struct Failure {
     pub locked: Option<Lock>,
 }
 
+/// An attempt counted by [`AuthGuard::attempt`] before its check, to be
+/// settled by [`AuthGuard::failed`], [`AuthGuard::succeeded`] or
+/// [`AuthGuard::unchecked`].
+#[derive(Debug)]
+#[must_use = "an attempt is settled with failed, succeeded or unchecked"]
+pub struct Attempt {
+    key: IpKey,
+    user: String,
+    at: Instant,
+    delay: Duration,
+    ip_locked: bool,
+    user_locked: bool,
+}
+
+impl Attempt {
+    /// The delay before answering, should the attempt fail (it doubles
+    /// with the failures already in the window).
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+}
+
 /// The key an address is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum IpKey {
@@ -113,7 +146,9 @@ impl Record {
     }
 
     /// Records a failure; true when it reaches `limit` (and starts a
-    /// lockout until `now + window`).
+    /// lockout until `now + window`). The failures stay (they age out of
+    /// the window by the time the lockout ends) so that
+    /// [`Record::forget`] can take this one back.
     fn fail(&mut self, now: Instant, window: Duration, limit: u32) -> bool {
         self.prune(now, window);
         self.failures.push_back(now);
@@ -123,10 +158,20 @@ impl Record {
         }
         if self.failures.len() >= limit as usize && self.lock_remaining(now).is_none() {
             self.locked_until = Some(now + window);
-            self.failures.clear();
             return true;
         }
         false
+    }
+
+    /// Takes back the failure recorded at `at` (and the lockout it
+    /// started, when `started_lock`).
+    fn forget(&mut self, at: Instant, window: Duration, started_lock: bool) {
+        if let Some(i) = self.failures.iter().rposition(|t| *t == at) {
+            self.failures.remove(i);
+        }
+        if started_lock && self.locked_until == Some(at + window) {
+            self.locked_until = None;
+        }
     }
 
     fn idle(&self, now: Instant, window: Duration) -> bool {
@@ -188,9 +233,33 @@ impl AuthGuard {
         })
     }
 
-    /// Records a failed attempt from `ip` as `user`: the delay before the
-    /// 535, and the lockout it started, if it reached a limit.
+    /// Records a failed attempt from `ip` as `user` (empty: no user
+    /// named): the delay before the 535, and the lockout it started, if it
+    /// reached a limit. Counts like [`AuthGuard::attempt`] (without its
+    /// lockout check) followed by [`AuthGuard::failed`], for callers that
+    /// know the outcome already.
     pub fn failure(&self, ip: IpAddr, user: &str, now: Instant) -> Failure {
+        let attempt = self.count(ip, user, now);
+        self.failed(attempt)
+    }
+
+    /// Starts an attempt from `ip` as `user` (empty: no user named yet),
+    /// BEFORE its credentials are checked: refused with the lockout in
+    /// force, if any; otherwise counted as a failure now (so concurrent
+    /// attempts from one address cannot exceed the limit while their checks
+    /// run) and settled later by [`AuthGuard::failed`],
+    /// [`AuthGuard::succeeded`] or [`AuthGuard::unchecked`]. An attempt
+    /// that is dropped unsettled stays counted as a failure.
+    pub fn attempt(&self, ip: IpAddr, user: &str, now: Instant) -> Result<Attempt, Lock> {
+        let named = (!user.is_empty()).then_some(user);
+        if let Some(lock) = self.locked(ip, named, now) {
+            return Err(lock);
+        }
+        Ok(self.count(ip, user, now))
+    }
+
+    /// Counts a failure from `ip` as `user` at `now`.
+    fn count(&self, ip: IpAddr, user: &str, now: Instant) -> Attempt {
         let s = &self.settings;
         let key = IpKey::of(ip);
         let mut st = self.state();
@@ -209,21 +278,78 @@ impl AuthGuard {
         }
         let earlier = before_ip.max(before_user).min(31) as u32;
         let factor = 1u32.checked_shl(earlier).unwrap_or(u32::MAX);
-        let delay = s.failure_delay * factor.min(MAX_DELAY_FACTOR);
-        let locked = if ip_locked {
+        Attempt {
+            key,
+            user: user.to_string(),
+            at: now,
+            delay: s.failure_delay * factor.min(MAX_DELAY_FACTOR),
+            ip_locked,
+            user_locked,
+        }
+    }
+
+    /// Settles `attempt` as a failure (bad credentials): it stays counted;
+    /// the delay before the 535 and the lockout it started.
+    pub fn failed(&self, attempt: Attempt) -> Failure {
+        let window = self.settings.window;
+        let locked = if attempt.ip_locked {
             Some(Lock {
                 scope: Scope::Ip,
-                remaining: s.window,
+                remaining: window,
             })
-        } else if user_locked {
+        } else if attempt.user_locked {
             Some(Lock {
                 scope: Scope::User,
-                remaining: s.window,
+                remaining: window,
             })
         } else {
             None
         };
-        Failure { delay, locked }
+        Failure {
+            delay: attempt.delay,
+            locked,
+        }
+    }
+
+    /// Settles `attempt` as a check that could not be made (454: password
+    /// hashing saturated, the introspection endpoint failing): it stays
+    /// counted against the address, which made us work, but not against
+    /// the user, who did nothing wrong (a user lockout it started is lifted).
+    pub fn unchecked(&self, attempt: Attempt) -> Failure {
+        let window = self.settings.window;
+        if !attempt.user.is_empty() {
+            let mut st = self.state();
+            if let Some(record) = st.users.get_mut(&attempt.user) {
+                record.forget(attempt.at, window, attempt.user_locked);
+            }
+        }
+        Failure {
+            delay: attempt.delay,
+            locked: attempt.ip_locked.then_some(Lock {
+                scope: Scope::Ip,
+                remaining: window,
+            }),
+        }
+    }
+
+    /// Settles `attempt` as a success for `user` (the user the credentials
+    /// proved, which for a bearer token may differ from the name given):
+    /// the attempt is no longer counted, a lockout it started is lifted,
+    /// and the login is recorded as by [`AuthGuard::success`].
+    pub fn succeeded(&self, attempt: Attempt, user: &str, ip: IpAddr, now: Instant) {
+        let window = self.settings.window;
+        {
+            let mut st = self.state();
+            if let Some(record) = st.ips.get_mut(&attempt.key) {
+                record.forget(attempt.at, window, attempt.ip_locked);
+            }
+            if !attempt.user.is_empty()
+                && let Some(record) = st.users.get_mut(&attempt.user)
+            {
+                record.forget(attempt.at, window, attempt.user_locked);
+            }
+        }
+        self.success(ip, user, now);
     }
 
     /// Records a successful login: the address becomes one of the user's
@@ -397,6 +523,131 @@ mod tests {
         s.failure_delay = Duration::ZERO;
         let g = AuthGuard::new(s);
         assert_eq!(g.failure(ip("192.0.2.1"), "x", t0).delay, Duration::ZERO);
+    }
+
+    /// The flood the count-before-check order exists for: many attempts
+    /// from one address at once. Only `failures_per_ip` of them get to be
+    /// checked; every later one is refused before any work, even though
+    /// none of the checks has finished yet.
+    #[test]
+    fn attempts_are_counted_before_their_check() {
+        let g = AuthGuard::new(settings());
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        let mut admitted = Vec::new();
+        let mut refused = 0;
+        for i in 0..100 {
+            match g.attempt(a, &format!("u{i}"), t0) {
+                Ok(attempt) => admitted.push(attempt),
+                Err(lock) => {
+                    assert_eq!(lock.scope, Scope::Ip);
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(admitted.len(), 4, "failures_per_ip");
+        assert_eq!(refused, 96);
+        // The fourth started the lockout; its failure says so.
+        let failures: Vec<Failure> = admitted.into_iter().map(|a| g.failed(a)).collect();
+        assert_eq!(failures[3].locked.map(|l| l.scope), Some(Scope::Ip));
+        assert!(failures[..3].iter().all(|f| f.locked.is_none()));
+    }
+
+    /// A success takes its pending count back: a user who logs in
+    /// correctly over and over is never locked out, and the success of the
+    /// attempt that reached the limit lifts the lockout it started.
+    #[test]
+    fn a_success_takes_its_attempt_back() {
+        let g = AuthGuard::new(settings());
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        for i in 0..20 {
+            let t = t0 + Duration::from_secs(i);
+            let attempt = g.attempt(a, "alice", t).expect("not locked");
+            g.succeeded(attempt, "alice", a, t);
+        }
+        assert!(
+            g.locked(a, Some("alice"), t0 + Duration::from_secs(20))
+                .is_none()
+        );
+        // Three failures from another address for several users, then a
+        // fourth attempt that reaches the address limit but succeeds.
+        let b = ip("198.51.100.1");
+        for user in ["x", "y", "z"] {
+            let f = g.failed(g.attempt(b, user, t0).unwrap());
+            assert_eq!(f.locked, None);
+        }
+        let last = g.attempt(b, "bob", t0).unwrap();
+        // While it is being checked, the address is locked for others.
+        assert!(g.attempt(b, "w", t0).is_err());
+        g.succeeded(last, "bob", b, t0);
+        assert!(g.locked(b, None, t0).is_none(), "the lockout was lifted");
+        // The three failures still count: one more reaches the limit.
+        let f = g.failed(g.attempt(b, "v", t0).unwrap());
+        assert_eq!(f.locked.map(|l| l.scope), Some(Scope::Ip));
+    }
+
+    /// A 454 (the check could not be made) counts against the address,
+    /// not against the user.
+    #[test]
+    fn an_unchecked_attempt_counts_for_the_address_only() {
+        let mut s = settings();
+        s.failures_per_user = 2;
+        let g = AuthGuard::new(s);
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        for i in 0..3 {
+            let f = g.unchecked(g.attempt(a, "alice", t0).unwrap());
+            assert_eq!(f.locked, None, "attempt {i}");
+        }
+        // Not a user lockout: alice can still log in from elsewhere.
+        assert!(g.locked(ip("198.51.100.1"), Some("alice"), t0).is_none());
+        // The fourth reaches the address limit.
+        let f = g.unchecked(g.attempt(a, "alice", t0).unwrap());
+        assert_eq!(f.locked.map(|l| l.scope), Some(Scope::Ip));
+        assert_eq!(g.locked(a, None, t0).map(|l| l.scope), Some(Scope::Ip));
+    }
+
+    /// Every entry point keys the address the same way: an IPv6 /64 is one
+    /// client (the counting, the lockout check, the pending attempt and the
+    /// known addresses of a user), an IPv4-mapped address is its IPv4
+    /// address.
+    #[test]
+    fn the_key_is_the_ipv6_64_everywhere() {
+        let g = AuthGuard::new(settings());
+        let t0 = Instant::now();
+        let one = ip("2001:db8:5:6::1");
+        let other_host = ip("2001:db8:5:6:ffff:ffff:ffff:ffff");
+        let other_net = ip("2001:db8:5:7::1");
+        // Attempts from different hosts of one /64 add up.
+        for (i, from) in [one, other_host, one].into_iter().enumerate() {
+            let f = g.failed(g.attempt(from, &format!("u{i}"), t0).unwrap());
+            assert_eq!(f.locked, None);
+        }
+        let f = g.failed(g.attempt(other_host, "u3", t0).unwrap());
+        assert_eq!(f.locked.map(|l| l.scope), Some(Scope::Ip));
+        assert!(g.attempt(one, "u4", t0).is_err());
+        assert!(g.attempt(other_net, "u4", t0).is_ok());
+        // A login from one host of a /64 makes the whole /64 known.
+        let g = AuthGuard::new(settings());
+        g.success(one, "alice", t0);
+        for i in 0..3 {
+            let _ = g.failed(
+                g.attempt(ip("192.0.2.66"), "alice", t0 + Duration::from_secs(i))
+                    .unwrap(),
+            );
+        }
+        assert!(g.locked(ip("192.0.2.67"), Some("alice"), t0).is_some());
+        assert!(g.locked(other_host, Some("alice"), t0).is_none());
+        // IPv4-mapped IPv6 is the IPv4 address, in attempts too.
+        let g = AuthGuard::new(settings());
+        for i in 0..4 {
+            let _ = g.failed(
+                g.attempt(ip("::ffff:192.0.2.9"), &format!("u{i}"), t0)
+                    .unwrap(),
+            );
+        }
+        assert!(g.attempt(ip("192.0.2.9"), "x", t0).is_err());
     }
 
     #[test]

@@ -18,11 +18,21 @@
 //! holds only positive answers, is bounded in size and never keeps an
 //! answer past the token's `exp`; a revoked token can therefore be accepted
 //! for at most the configured TTL.
+//!
+//! A client must not be able to turn us into an amplifier against the
+//! identity provider: every request goes through the one pooled HTTPS
+//! client the introspector was built with, at most
+//! [`IntrospectionSettings::max_in_flight`] at once (over it:
+//! [`OAuthError::Busy`] at once, no request), and a circuit breaker
+//! ([`crate::breaker`]) stops asking an endpoint that keeps failing
+//! ([`OAuthError::CircuitOpen`]) until its open time has passed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use crate::breaker::{Admission, Breaker, BreakerSettings, BreakerState};
 use base64::Engine as _;
 use portcullis_types::Clock;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
@@ -45,6 +55,9 @@ pub const MAX_INTROSPECTION_BODY: usize = 64 * 1024;
 
 /// The most token answers the introspection cache holds.
 pub const MAX_CACHE_ENTRIES: usize = 10_000;
+
+/// Introspection requests in flight at once, by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 
 /// The response member naming the user by default (RFC 7662 §2.2).
 pub const DEFAULT_USERNAME_CLAIM: &str = "username";
@@ -75,13 +88,36 @@ pub enum OAuthError {
     /// try again later (SMTP 454 4.7.0).
     #[error("introspection endpoint failure: {0}")]
     Endpoint(String),
+    /// [`IntrospectionSettings::max_in_flight`] requests are already
+    /// waiting for the endpoint: not asked. Temporary (454 4.7.0).
+    #[error("too many introspection requests in flight")]
+    Busy,
+    /// The circuit breaker is open after repeated endpoint failures: not
+    /// asked. Temporary (454 4.7.0).
+    #[error("the introspection endpoint keeps failing; not asked for now")]
+    CircuitOpen,
 }
 
 impl OAuthError {
     /// True for failures that say nothing about the token (the endpoint
-    /// could not be asked): only [`OAuthError::Endpoint`].
+    /// could not be asked, or was not): [`OAuthError::Endpoint`],
+    /// [`OAuthError::Busy`] and [`OAuthError::CircuitOpen`].
     pub fn is_temporary(&self) -> bool {
-        matches!(self, OAuthError::Endpoint(_))
+        matches!(
+            self,
+            OAuthError::Endpoint(_) | OAuthError::Busy | OAuthError::CircuitOpen
+        )
+    }
+
+    /// `endpoint`, `busy` or `breaker_open` for a temporary failure (log
+    /// fields and metric labels); `None` for a verdict on the token.
+    pub fn temporary_reason(&self) -> Option<&'static str> {
+        match self {
+            OAuthError::Endpoint(_) => Some("endpoint"),
+            OAuthError::Busy => Some("busy"),
+            OAuthError::CircuitOpen => Some("breaker_open"),
+            _ => None,
+        }
     }
 }
 
@@ -373,11 +409,17 @@ pub struct IntrospectionSettings {
     /// How long a positive answer is reused (never past the token's `exp`);
     /// zero: every check asks the endpoint.
     pub cache_ttl: Duration,
+    /// Requests to the endpoint at once, at most (at least 1); a check
+    /// over it is [`OAuthError::Busy`] without waiting.
+    pub max_in_flight: usize,
+    /// When the circuit breaker opens and for how long.
+    pub breaker: BreakerSettings,
 }
 
 impl IntrospectionSettings {
     /// Settings for `url` with our client credentials, no required scope,
-    /// the `username` claim and no cache.
+    /// the `username` claim, no cache, [`DEFAULT_MAX_IN_FLIGHT`] requests
+    /// at once and the default breaker (5 failures, 30 s).
     pub fn new(url: &str, client_id: &str, client_secret: &str) -> IntrospectionSettings {
         IntrospectionSettings {
             url: url.to_owned(),
@@ -386,6 +428,8 @@ impl IntrospectionSettings {
             required_scope: None,
             username_claim: DEFAULT_USERNAME_CLAIM.to_owned(),
             cache_ttl: Duration::ZERO,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            breaker: BreakerSettings::default(),
         }
     }
 
@@ -422,6 +466,8 @@ impl std::fmt::Debug for IntrospectionSettings {
             .field("required_scope", &self.required_scope)
             .field("username_claim", &self.username_claim)
             .field("cache_ttl", &self.cache_ttl)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("breaker", &self.breaker)
             .finish()
     }
 }
@@ -441,10 +487,36 @@ fn https_url(url: &str) -> Result<reqwest::Url, &'static str> {
 /// Checks bearer tokens with a token introspection endpoint (RFC 7662),
 /// caching positive answers. Share it behind an `Arc`.
 pub struct Introspector {
+    /// One client for every request: its connection pool is shared, so
+    /// checks reuse TLS sessions with the endpoint instead of each opening
+    /// its own.
     client: reqwest::Client,
     settings: IntrospectionSettings,
     clock: Arc<dyn Clock>,
     cache: Mutex<Cache>,
+    in_flight: AtomicUsize,
+    breaker: Breaker,
+}
+
+/// What the introspector is doing, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntrospectionStats {
+    /// Requests waiting for the endpoint now.
+    pub in_flight: usize,
+    /// The circuit breaker's state now.
+    pub breaker: BreakerState,
+    /// How many times the breaker has opened.
+    pub breaker_opened: u64,
+}
+
+/// A slot of [`IntrospectionSettings::max_in_flight`], given back on drop
+/// (also when the check is abandoned mid-request).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Introspector {
@@ -465,12 +537,35 @@ impl Introspector {
         settings: IntrospectionSettings,
         clock: Arc<dyn Clock>,
     ) -> Introspector {
+        let breaker = Breaker::new(settings.breaker);
         Introspector {
             client,
             settings,
             clock,
             cache: Mutex::new(Cache::default()),
+            in_flight: AtomicUsize::new(0),
+            breaker,
         }
+    }
+
+    /// Requests in flight, the breaker's state and how often it opened.
+    pub fn stats(&self) -> IntrospectionStats {
+        IntrospectionStats {
+            in_flight: self.in_flight.load(Ordering::Acquire),
+            breaker: self.breaker.state(self.clock.now()),
+            breaker_opened: self.breaker.opened_total(),
+        }
+    }
+
+    /// Takes a slot of `max_in_flight`, if one is free.
+    fn slot(&self) -> Option<InFlight<'_>> {
+        let max = self.settings.max_in_flight.max(1);
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(&self.in_flight))
     }
 
     /// The settings this introspector was built with.
@@ -489,7 +584,11 @@ impl Introspector {
     /// the injected clock, every required scope in `scope`, and the username
     /// claim a non-empty string without control characters. A token outside
     /// the `b64token` alphabet or [`MAX_TOKEN_LEN`] is `Malformed` without
-    /// asking the endpoint.
+    /// asking the endpoint. A cached answer needs no request; otherwise
+    /// the request needs a free slot of `max_in_flight` ([`OAuthError::Busy`]
+    /// at once when none is) and a closed breaker
+    /// ([`OAuthError::CircuitOpen`] while it is open); every endpoint
+    /// failure, and every answer, is recorded by the breaker.
     pub async fn check(&self, token: &str) -> Result<String, OAuthError> {
         check_token(token)?;
         let key = token_key(token);
@@ -497,9 +596,31 @@ impl Introspector {
             tracing::debug!(%user, "bearer token accepted from the introspection cache");
             return Ok(user);
         }
-        let answer = self.introspect(token).await?;
+        let Some(_slot) = self.slot() else {
+            return Err(OAuthError::Busy);
+        };
+        let Some(admission) = self.breaker.admit(self.clock.now()) else {
+            return Err(OAuthError::CircuitOpen);
+        };
+        if admission == Admission::Probe {
+            tracing::info!("introspection circuit breaker: probing the endpoint");
+        }
+        let answer = self.introspect(token).await;
         let now = self.clock.now();
-        let user = judge(&answer, &self.settings, now)?;
+        // An answer that is not one (no boolean `active`, a bad date) is an
+        // endpoint failure too.
+        let judged =
+            answer.and_then(|answer| judge(&answer, &self.settings, now).map(|u| (u, answer)));
+        let endpoint_ok = !matches!(judged, Err(OAuthError::Endpoint(_)));
+        if self.breaker.record(admission, endpoint_ok, now) {
+            tracing::warn!(
+                open_secs = self.settings.breaker.open_for.as_secs(),
+                "introspection circuit breaker open: the endpoint keeps failing; bearer tokens get 454 without a request until a probe succeeds"
+            );
+        } else if admission == Admission::Probe && endpoint_ok {
+            tracing::info!("introspection circuit breaker closed: the endpoint answers again");
+        }
+        let (user, answer) = judged?;
         if !self.settings.cache_ttl.is_zero() {
             let mut until = now.checked_add(self.settings.cache_ttl).unwrap_or(now);
             if let Some(exp) = numeric_date(&answer, "exp")? {

@@ -418,3 +418,106 @@ async fn oauth_untrusted_or_unreachable_endpoint_is_temporary() {
     let got = env.introspector(settings).check(TOKEN).await;
     assert!(got.as_ref().is_err_and(OAuthError::is_temporary), "{got:?}");
 }
+
+/// The circuit breaker against a real failing endpoint (500, then 429):
+/// after `failures` consecutive failures the endpoint sees no request until
+/// the open time has passed on the injected clock; then exactly one probe
+/// goes through; a failed probe opens it again, a good one closes it.
+#[tokio::test]
+async fn oauth_breaker_stops_asking_a_failing_endpoint() {
+    use portcullis_submission::breaker::{BreakerSettings, BreakerState};
+    let env = Env::new().await;
+    let mut settings = env.settings();
+    settings.breaker = BreakerSettings {
+        failures: 3,
+        open_for: Duration::from_secs(30),
+    };
+    let introspector = env.introspector(settings);
+    env.server.set_reply(Reply::status(500));
+    for i in 1..=3 {
+        let got = introspector.check(TOKEN).await;
+        assert!(matches!(got, Err(OAuthError::Endpoint(_))), "{i}: {got:?}");
+        assert_eq!(env.server.requests(), i);
+    }
+    assert_eq!(introspector.stats().breaker, BreakerState::Open);
+    assert_eq!(introspector.stats().breaker_opened, 1);
+    for _ in 0..20 {
+        let got = introspector.check(TOKEN).await;
+        assert!(matches!(got, Err(OAuthError::CircuitOpen)), "{got:?}");
+        assert!(got.as_ref().is_err_and(OAuthError::is_temporary));
+    }
+    assert_eq!(env.server.requests(), 3, "asked while the breaker was open");
+    env.clock.advance(29);
+    assert!(matches!(
+        introspector.check(TOKEN).await,
+        Err(OAuthError::CircuitOpen)
+    ));
+    assert_eq!(env.server.requests(), 3);
+    // The open time has passed: one probe, answered 429, opens it again.
+    env.clock.advance(1);
+    assert_eq!(introspector.stats().breaker, BreakerState::Probing);
+    env.server.set_reply(Reply::status(429));
+    assert!(matches!(
+        introspector.check(TOKEN).await,
+        Err(OAuthError::Endpoint(_))
+    ));
+    assert_eq!(env.server.requests(), 4);
+    assert!(matches!(
+        introspector.check(TOKEN).await,
+        Err(OAuthError::CircuitOpen)
+    ));
+    assert_eq!(env.server.requests(), 4);
+    assert_eq!(introspector.stats().breaker_opened, 2);
+    // Another open time; the endpoint is back: the probe closes it.
+    env.clock.advance(30);
+    env.server.set_reply(Reply::json(&active(3600)));
+    assert_eq!(
+        introspector.check(TOKEN).await.expect("probe answered"),
+        "alice@example.test"
+    );
+    assert_eq!(introspector.stats().breaker, BreakerState::Closed);
+    // A verdict on a token is an answer, not an endpoint failure.
+    env.server.set_reply(Reply::json(r#"{"active":false}"#));
+    for _ in 0..5 {
+        assert!(matches!(
+            introspector.check("other-token").await,
+            Err(OAuthError::Inactive)
+        ));
+    }
+    assert_eq!(introspector.stats().breaker, BreakerState::Closed);
+    assert_eq!(env.server.requests(), 10);
+}
+
+/// At most `max_in_flight` requests wait for the endpoint; a check over it
+/// is refused at once (`Busy`, temporary) without a request.
+#[tokio::test]
+async fn oauth_requests_in_flight_are_capped() {
+    let env = Env::new().await;
+    let mut settings = env.settings();
+    settings.max_in_flight = 2;
+    let introspector = Arc::new(env.introspector(settings));
+    // A slow endpoint holds the first two checks.
+    env.server
+        .set_reply(Reply::json(&active(3600)).with_delay(Duration::from_secs(2)));
+    let mut slow = Vec::new();
+    for i in 0..2 {
+        let introspector = introspector.clone();
+        slow.push(tokio::spawn(async move {
+            introspector.check(&format!("slow-{i}")).await
+        }));
+    }
+    while introspector.stats().in_flight < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got = introspector.check("third").await;
+    assert!(matches!(got, Err(OAuthError::Busy)), "{got:?}");
+    assert!(got.as_ref().is_err_and(OAuthError::is_temporary));
+    for s in slow {
+        assert!(s.await.unwrap().is_ok());
+    }
+    assert_eq!(env.server.requests(), 2, "the refused check made a request");
+    assert_eq!(introspector.stats().in_flight, 0);
+    // Slots are given back: checks go through again.
+    env.server.set_reply(Reply::json(&active(3600)));
+    assert!(introspector.check("fourth").await.is_ok());
+}

@@ -9,7 +9,8 @@
 //! the user its `username` claim names (and only when that is the user the
 //! client asked for); any other answer about the token is `334` with the
 //! RFC 7628 JSON error challenge and then `535 5.7.8`; an endpoint that
-//! cannot answer is `454 4.7.0` and no failure; positive answers are
+//! cannot answer is `454 4.7.0`, not a credential failure (it counts
+//! against the session and the address only); positive answers are
 //! cached; tokens and the client secret never reach the logs. Without
 //! `[submission.oauth]` neither mechanism is offered or accepted, and
 //! `config check` refuses an introspection URL that is not https.
@@ -379,8 +380,8 @@ fn raw_oauthbearer_success_refusals_and_endpoint_failures() {
         assert_introspection(request, token, port);
     }
 
-    // The endpoint fails: 454, nothing counted as a failure, and the
-    // session can try again.
+    // The endpoint fails: 454, not a credential failure (two of the
+    // session's three attempts are used up), and the session can try again.
     let mut c = w.submissions();
     w.idp.push_reply(Reply::status(500));
     let r = c.cmd(

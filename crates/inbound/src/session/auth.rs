@@ -133,8 +133,15 @@ pub enum AuthOutcome {
     },
     /// The address or user is locked out: 421 4.7.0 and close.
     Locked(Lock),
-    /// The check could not be made (introspection endpoint down): 454 4.7.0.
-    Temporary,
+    /// The check could not be made (password hashing saturated, token
+    /// introspection busy or failing): 454 4.7.0. It counts as a failed
+    /// attempt of the session (RFC 4954 leaves the count to the server; a
+    /// client must not retry for free); with `lockout`, then 421 4.7.0 and
+    /// close.
+    Temporary {
+        /// The address lockout this attempt started.
+        lockout: Option<Lock>,
+    },
 }
 
 /// Where an AUTH exchange is waiting for a client response line.
@@ -462,8 +469,25 @@ impl Session {
     /// 535 5.7.8; then 421 4.7.0 and close at a lockout or after
     /// `[submission] max_auth_failures` failures in this session.
     fn auth_failed(&mut self, lockout: Option<Lock>, out: &mut Vec<u8>) {
-        self.auth_failures += 1;
         reply(out, 535, (5, 7, 8), "Authentication credentials invalid");
+        self.count_failure(lockout, out);
+    }
+
+    /// 454 4.7.0 (RFC 4954 §6); counted like a failure.
+    fn auth_temporary(&mut self, lockout: Option<Lock>, out: &mut Vec<u8>) {
+        reply(
+            out,
+            454,
+            (4, 7, 0),
+            "Temporary authentication failure, try again later",
+        );
+        self.count_failure(lockout, out);
+    }
+
+    /// Counts a failed attempt of this session, after its reply: 421 4.7.0
+    /// and close at a lockout or at `[submission] max_auth_failures`.
+    fn count_failure(&mut self, lockout: Option<Lock>, out: &mut Vec<u8>) {
+        self.auth_failures += 1;
         if let Some(lock) = lockout {
             self.locked_out(lock, out);
         } else if self.auth_failures >= self.cfg.submission.max_auth_failures {
@@ -512,12 +536,7 @@ impl Session {
                 self.stats.auth_locked += 1;
                 self.locked_out(lock, out);
             }
-            AuthOutcome::Temporary => reply(
-                out,
-                454,
-                (4, 7, 0),
-                "Temporary authentication failure, try again later",
-            ),
+            AuthOutcome::Temporary { lockout } => self.auth_temporary(lockout, out),
         }
     }
 

@@ -809,7 +809,7 @@ fn played_auth_check(c: AuthCheck) -> AuthOutcome {
             Err(_) => failed,
         },
         AuthCheck::Bearer { response, .. } => match response.token.as_str() {
-            "down" => AuthOutcome::Temporary,
+            "down" => AuthOutcome::Temporary { lockout: None },
             "good-token" if response.user.as_deref().is_none_or(|u| u == "alice") => {
                 AuthOutcome::Success {
                     user: "alice".into(),
@@ -947,7 +947,7 @@ fn auth_cases() {
             "AUTH OAUTHBEARER bixhPWFsaWNlLAFhdXRoPUJlYXJlciBiYWQBAQ==\r\nAQ==\r\n",
             &["334 eyJ", "535 5.7.8"],
         ),
-        // The endpoint is down: 454 4.7.0, nothing counted.
+        // The endpoint is down: 454 4.7.0, and the session goes on.
         (
             "AUTH XOAUTH2 dXNlcj1hbGljZQFhdXRoPUJlYXJlciBkb3duAQE=\r\n",
             &["454 4.7.0"],
@@ -1072,6 +1072,31 @@ fn auth_lockout() {
     assert_eq!(tail, ["421", "535", "535", "535"], "{:?}", r.replies);
     assert!(r.replies.last().unwrap().starts_with("421 4.7.0"));
     assert!(r.closed);
+}
+
+/// A 454 (the check could not be made) counts as a failed attempt of the
+/// session: three of them end it like three wrong passwords would, so a
+/// client cannot keep a session retrying for free while the endpoint (or
+/// the hashing queue) is overloaded; a temporary answer mixed with
+/// failures counts the same.
+#[test]
+fn auth_temporary_failures_count_for_the_session() {
+    let down = "AUTH XOAUTH2 dXNlcj1hbGljZQFhdXRoPUJlYXJlciBkb3duAQE=\r\n";
+    let bad = "AUTH PLAIN AGFsaWNlAHdyb25n\r\n";
+    for input in [
+        format!("EHLO c.test\r\n{down}{down}{down}NOOP\r\n"),
+        format!("EHLO c.test\r\n{bad}{down}{bad}NOOP\r\n"),
+    ] {
+        let r = run_all_ways(submissions(&[]), OUTSIDE, input.as_bytes());
+        let tail: Vec<_> = codes(&r).into_iter().rev().take(4).collect();
+        assert_eq!(tail[0], "421", "{input:?}: {:?}", r.replies);
+        assert!(
+            r.replies.last().unwrap().starts_with("421 4.7.0"),
+            "{:?}",
+            r.replies
+        );
+        assert!(r.closed, "{input:?}");
+    }
 }
 
 /// Authenticated: relay anywhere, the message names the user; MAIL FROM
