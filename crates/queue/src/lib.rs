@@ -592,4 +592,4 @@ fn body_key(id: [u8; 8], chunk: u32) -> [u8; 12] {
 mod tests;
 
 #[cfg(test)]
-mod race_tests;
+mod tests_races;
