@@ -206,7 +206,7 @@ fuzz_target!(|data: &[u8]| {
         .map(|r| DsnRecipient {
             recipient: r,
             action,
-            status: (pick >> 2 & 7, u16::from(pick >> 5), 1),
+            status: ((pick >> 2) & 7, u16::from(pick >> 5), 1),
             remote_mta: (!remote.is_empty()).then_some(remote.as_str()),
             diagnostic: (!diagnostic.is_empty()).then_some(diagnostic.as_str()),
             last_attempt: Some(now),
