@@ -64,21 +64,35 @@ struct Received {
     data: Vec<u8>,
 }
 
+/// True when the last reply line in `out` begins with `code`.
+fn last_reply_starts(out: &[u8], code: &[u8]) -> bool {
+    let Some(body) = out.strip_suffix(b"\r\n") else {
+        return false;
+    };
+    let last = body.rsplit(|&b| b == b'\n').next().unwrap_or(body);
+    last.starts_with(code)
+}
+
 /// Runs EHLO, MAIL, RCPT and DATA through the real session and returns the
 /// message as the session hands it to the queue (None when refused).
 fn receive(mail: &str, rcpt: &str, message: &[u8]) -> Option<Received> {
     let mut out = Vec::new();
     // Configuration 1: port 25, bare newlines normalised.
     let mut s = smtp::session(1, &mut out);
-    let mut input = format!(
+    let commands = format!(
         "EHLO client.test\r\nMAIL FROM:<sender@client.test> {mail}\r\n\
          RCPT TO:<rcpt@example.test> {rcpt}\r\nDATA\r\n"
-    )
-    .into_bytes();
-    input.extend_from_slice(&data_section(message));
-    s.feed(&input);
+    );
+    s.feed(commands.as_bytes());
     let mut got = None;
     let mut ids = 0;
+    let _ = smtp::drain(&mut s, &mut out, &mut ids, &mut |_| {});
+    // Only after a 354 is the message data (else a refused MAIL or RCPT
+    // would turn the message's lines into commands).
+    if !last_reply_starts(&out, b"354 ") {
+        return None;
+    }
+    s.feed(&data_section(message));
     let _ = smtp::drain(&mut s, &mut out, &mut ids, &mut |m: &IncomingMessage| {
         got = Some(Received {
             sender: m.sender.clone(),
@@ -226,7 +240,12 @@ fuzz_target!(|data: &[u8]| {
         max_returned: 1024,
     };
     let Some(d) = dsn::build(&req) else {
-        assert_eq!(reported, 0, "no DSN although {reported} recipients asked");
+        // Never a DSN to the null reverse path (RFC 3461 §6.2), else only
+        // when no recipient asked.
+        assert!(
+            envelope.sender.address().is_none() || reported == 0,
+            "no DSN although {reported} recipients asked"
+        );
         return;
     };
     assert!(reported > 0, "a DSN nobody asked for");
