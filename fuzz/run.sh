@@ -65,7 +65,7 @@ fi
 
 mkdir -p "$LOG_DIR"
 
-# extra_args TARGET: the dictionary and extra seed directories of a target.
+# extra_args TARGET: the dictionary of a target; extra_seeds: more seed dirs.
 extra_args() {
     case $1 in
         session | dsn) echo "-dict=session.dict" ;;
@@ -84,9 +84,10 @@ findings_of() { # findings_of TARGET: number of finding files in artifacts/
 }
 
 run_one() { # run_one TARGET: runs it and writes LOG_DIR/TARGET.result
-    local t=$1 log=$LOG_DIR/$1.log before after rc=0 execs
+    local t=$1 log=$LOG_DIR/$1.log before after rc=0 execs start
     mkdir -p "corpus/$t" "artifacts/$t"
     before=$(findings_of "$t")
+    start=$(date +%s)
     # shellcheck disable=SC2046,SC2086 # word splitting of the flag lists is meant
     nice -n "$NICE" "$BIN_DIR/$t" "corpus/$t" "seeds/$t" $(extra_seeds "$t") \
         -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
@@ -97,7 +98,8 @@ run_one() { # run_one TARGET: runs it and writes LOG_DIR/TARGET.result
         # Stopped by a finding: the last status line has the count.
         execs=$(grep -o '^#[0-9]*' "$log" | tail -n 1 | tr -d '#')
     fi
-    echo "$t $SECS ${execs:-0} $((after - before)) $rc" >"$LOG_DIR/$t.result"
+    # Seconds actually run: a finding stops the run early.
+    echo "$t $(($(date +%s) - start)) ${execs:-0} $((after - before)) $rc" >"$LOG_DIR/$t.result"
 }
 
 echo "== running each for ${SECS}s, $JOBS at a time" >&2
