@@ -7,6 +7,11 @@ passed), then holds the sockets until SIGTERM arrives or --hold seconds have
 passed. The caller measures the server while this holds.
 
 Usage: idle_conns.py --port PORT [--count 1000] [--deadline 60] [--hold 300]
+                     [--sources 127.0.0.2,127.0.0.3]
+
+--sources spreads the connections over several local addresses (bound
+before connecting, round robin), so that many thousands of connections do
+not run out of ephemeral ports of one address pair.
 """
 
 import argparse
@@ -27,6 +32,8 @@ def main() -> int:
                         help="seconds allowed to open all and read banners")
     parser.add_argument("--hold", type=float, default=300.0,
                         help="seconds to hold the connections at most")
+    parser.add_argument("--sources", default="",
+                        help="comma-separated local addresses to connect from")
     args = parser.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -37,15 +44,18 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     start = time.monotonic()
+    sources = [a for a in args.sources.split(",") if a]
     socks = []
     failed = 0
     sel = selectors.DefaultSelector()
-    for _ in range(args.count):
+    for i in range(args.count):
         if time.monotonic() - start > args.deadline:
             break
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.settimeout(5)
         try:
+            if sources:
+                s.bind((sources[i % len(sources)], 0))
             s.connect((args.host, args.port))
         except OSError as e:
             failed += 1

@@ -10,6 +10,8 @@
 #   PF_EXTRA_MAIN   lines appended to the Postfix main.cf (later settings win)
 #   PC_EXTRA_TOML   lines appended to portcullis.toml; the template's last
 #                   table is [admin], so leading bare keys land in [admin]
+#   PC_TEMPLATE     the Portcullis config template (default portcullis.toml.in;
+#                   the soak scripts bring their own, with other [limits])
 
 # shellcheck disable=SC2034 # used by the sourcing scripts
 SENDER=from@client.test
@@ -19,6 +21,7 @@ RCPT=bench@bench.test
 HELO=client.test
 PF_EXTRA_MAIN=${PF_EXTRA_MAIN:-}
 PC_EXTRA_TOML=${PC_EXTRA_TOML:-}
+PC_TEMPLATE=${PC_TEMPLATE:-}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -300,7 +303,7 @@ portcullis_start() {
         -e "s#@SMTP_PORT@#$PC_PORT#g" \
         -e "s#@SINK_PORT@#$SINK_PORT#g" \
         -e "s#@DNS_PORT@#$DNS_PORT#g" \
-        "$HERE/portcullis.toml.in" >"$PC_DIR/portcullis.toml"
+        "${PC_TEMPLATE:-$HERE/portcullis.toml.in}" >"$PC_DIR/portcullis.toml"
     [[ -n $PC_EXTRA_TOML ]] && printf '%s\n' "$PC_EXTRA_TOML" >>"$PC_DIR/portcullis.toml"
     if ! "$PORTCULLIS_BIN" config check --config "$PC_DIR/portcullis.toml" >"$PC_DIR/config-check.out" 2>&1; then
         log "portcullis config check rejected the bench config:"

@@ -148,7 +148,12 @@ impl Users {
             };
             let trimmed = raw.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
-                users.lines.push(Line::Other(raw.to_string()));
+                // A CR left at the end (`\r\r\n`, or `\r` at the end of the
+                // file) would be written back as a CRLF line end and read as
+                // one: drop it, so that a rewrite is a fixed point.
+                users
+                    .lines
+                    .push(Line::Other(raw.trim_end_matches('\r').to_string()));
                 continue;
             }
             let fields: Vec<&str> = trimmed.split(':').collect();
@@ -564,6 +569,24 @@ mod tests {
         let long = "a".repeat(65);
         for bad in ["", "-x", ".x", "a:b", "a b", "ü", long.as_str()] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Regression test (found by the `users_file` fuzz target): a comment
+    /// ending in a CR (`\r` at the end of the file, or `\r\r\n`) was kept
+    /// with it, written back as `comment\r\n` and then read as `comment`,
+    /// so the second rewrite of the file differed from the first.
+    #[test]
+    fn comments_ending_in_cr_rewrite_stably() {
+        let h = hash_password("pw").unwrap();
+        for text in [
+            format!("alice:{h}\n# last\r"),
+            format!("# first\r\r\nalice:{h}\n"),
+            format!("alice:{h}\n \r\r"),
+        ] {
+            let once = Users::parse(&text).unwrap().to_string();
+            let twice = Users::parse(&once).unwrap().to_string();
+            assert_eq!(twice, once, "{text:?}");
         }
     }
 

@@ -50,6 +50,14 @@ impl Session {
         if !self.esmtp && (from.flags != 0 || from.size != 0 || from.env_id.is_some()) {
             return self.error(out, 555, (5, 5, 4), "MAIL parameters need EHLO");
         }
+        if from
+            .env_id
+            .as_deref()
+            .is_some_and(|e| !super::rcpt::dsn_text_ok(e))
+        {
+            self.stats.syntax_errors += 1;
+            return self.error(out, 501, (5, 5, 4), "Bad ENVID parameter syntax");
+        }
         if from.size as u64 > self.cfg.limits.max_message_size {
             // RFC 1870 §6.1.
             self.stats.too_big += 1;

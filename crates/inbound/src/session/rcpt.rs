@@ -22,6 +22,10 @@ impl Session {
         if !self.esmtp && (to.flags != 0 || to.orcpt.is_some()) {
             return self.error(out, 555, (5, 5, 4), "RCPT parameters need EHLO");
         }
+        if to.orcpt.as_deref().is_some_and(|o| !dsn_text_ok(o)) {
+            self.stats.syntax_errors += 1;
+            return self.error(out, 501, (5, 5, 4), "Bad ORCPT parameter syntax");
+        }
         if count >= self.cfg.limits.max_recipients as usize {
             // RFC 5321 §4.5.3.1.10: 452 and the client sends the rest later.
             self.stats.too_many_recipients += 1;
@@ -109,4 +113,15 @@ impl Session {
         }
         reply(out, 250, (2, 1, 5), "Recipient OK");
     }
+}
+
+/// True when a decoded ENVID or ORCPT address is printable US-ASCII, as
+/// RFC 3461 §4.2 (an `rfc822` ORCPT, the only type smtp-proto accepts) and
+/// §4.4 (ENVID) require. Anything else is refused (501 5.5.4, as Postfix
+/// does): smtp-proto decodes xtext `+HH` to the character U+00HH rather
+/// than to the octet, so `caf+C3+A9` would be stored as `cafÃ©` and relayed
+/// (xtext of its UTF-8) as other octets than the client sent; control
+/// characters have no place in either.
+pub(super) fn dsn_text_ok(text: &str) -> bool {
+    text.bytes().all(|b| (b' '..=b'~').contains(&b))
 }

@@ -653,6 +653,35 @@ fn dsn_parameters_are_kept() {
     );
 }
 
+/// Regression test (found by the `dsn` fuzz target): smtp-proto decodes
+/// xtext `+HH` to the character U+00HH, not to an octet, so
+/// `ORCPT=rfc822;caf+C3+A9@…` was stored as `cafÃ©@…` and relayed as
+/// `+C3+83+C2+A9`: the next hop got other octets than the client sent.
+/// RFC 3461 §4.2 and §4.4 allow only printable US-ASCII there; anything
+/// else (also raw UTF-8 and control characters) is refused with 501 5.5.4.
+#[test]
+fn dsn_parameters_outside_printable_ascii_are_refused() {
+    let r = run_all_ways(
+        smtp(),
+        OUTSIDE,
+        "EHLO c.test\r\n\
+         MAIL FROM:<a@b.test> ENVID=caf+C3+A9\r\n\
+         MAIL FROM:<a@b.test> ENVID=a+0D+0AX-Injected:+20yes\r\n\
+         MAIL FROM:<a@b.test> ENVID=ok+2B1+20x\r\n\
+         RCPT TO:<u@example.test> ORCPT=rfc822;caf+C3+A9@example.test\r\n\
+         RCPT TO:<u@example.test> ORCPT=rfc822;café@example.test\r\n\
+         RCPT TO:<u@example.test> ORCPT=rfc822;a+0Ab@example.test\r\n\
+         RCPT TO:<u@example.test> ORCPT=rfc822;o+2Bk@example.test\r\n"
+            .as_bytes(),
+    );
+    assert_eq!(
+        &codes(&r)[9..],
+        ["501", "501", "250", "501", "501", "501", "250"],
+        "{:?}",
+        r.replies
+    );
+}
+
 #[test]
 fn smtputf8_rules() {
     let r = run_all_ways(smtp(), OUTSIDE, "EHLO c.test\r\nMAIL FROM:<jösé@b.test>\r\nMAIL FROM:<jösé@b.test> SMTPUTF8\r\nRCPT TO:<ü@bücher.example>\r\n".as_bytes());
