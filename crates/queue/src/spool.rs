@@ -269,31 +269,8 @@ impl Drop for Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::envelope;
     use portcullis_store::Store;
-    use portcullis_types::{Address, BodyType, Notify, Recipient, ReversePath};
-
-    fn envelope(n: u64) -> Envelope {
-        Envelope {
-            id: QueueId::generate(1_700_000_000_000 + n, 0),
-            sender: ReversePath::parse("a@example.test").unwrap(),
-            recipients: vec![Recipient {
-                address: Address::parse("b@example.test").unwrap(),
-                notify: Notify::default(),
-                orcpt: None,
-            }],
-            ret: None,
-            envid: None,
-            body: BodyType::SevenBit,
-            smtputf8: false,
-            received_at: 1_700_000_000,
-            client_ip: "127.0.0.1".parse().unwrap(),
-            helo: "client.test".into(),
-            tls: None,
-            authenticated: None,
-            size: 0,
-            origin: Default::default(),
-        }
-    }
 
     fn data(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8).collect()

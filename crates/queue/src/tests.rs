@@ -1,7 +1,8 @@
 use super::*;
 use portcullis_types::{Address, BodyType, Notify, Recipient, ReversePath};
 
-fn envelope(n: u64) -> Envelope {
+/// A one-recipient envelope with id number `n` (shared with the spool tests).
+pub(crate) fn envelope(n: u64) -> Envelope {
     Envelope {
         id: QueueId::generate(1_700_000_000_000 + n, 0),
         sender: ReversePath::parse("a@example.test").unwrap(),

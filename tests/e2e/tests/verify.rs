@@ -17,30 +17,11 @@ use mail_auth::dkim::DkimSigner;
 use mail_auth::{ArcOutput, AuthenticatedMessage, AuthenticationResults};
 use portcullis_test_support::dns::{FailMode, TestDns};
 use portcullis_test_support::keys::{dkim_rsa_key, pkcs8_der};
-use portcullis_test_support::server::{Portcullis, background_runtime};
+use portcullis_test_support::server::Portcullis;
 use portcullis_test_support::smtp::{Client, queued_id};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// The DNS server and the runtime it runs on (kept alive for the test).
-struct Dns {
-    dns: TestDns,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Dns {
-    fn start() -> Dns {
-        let rt = background_runtime();
-        let dns = rt.block_on(TestDns::start());
-        Dns { dns, _rt: rt }
-    }
-}
-
-impl std::ops::Deref for Dns {
-    type Target = TestDns;
-    fn deref(&self) -> &TestDns {
-        &self.dns
-    }
-}
+use portcullis_test_support::dns::BackgroundDns as Dns;
 
 /// Signing keys made for this test run.
 struct Keys {

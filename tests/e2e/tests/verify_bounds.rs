@@ -15,32 +15,13 @@ use mail_auth::common::crypto::Ed25519Key;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 use portcullis_test_support::dns::TestDns;
-use portcullis_test_support::server::{Portcullis, background_runtime, log_field};
+use portcullis_test_support::server::{Portcullis, log_field};
 use portcullis_test_support::smtp::{Client, queued_id};
 
 /// Longer than any wait of a passing test; a broken server fails there.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The DNS server and the runtime it runs on (kept alive for the test).
-struct Dns {
-    dns: TestDns,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Dns {
-    fn start() -> Dns {
-        let rt = background_runtime();
-        let dns = rt.block_on(TestDns::start());
-        Dns { dns, _rt: rt }
-    }
-}
-
-impl std::ops::Deref for Dns {
-    type Target = TestDns;
-    fn deref(&self) -> &TestDns {
-        &self.dns
-    }
-}
+use portcullis_test_support::dns::BackgroundDns as Dns;
 
 /// An Ed25519 DKIM key made for this test.
 struct Key(Vec<u8>);
