@@ -465,6 +465,29 @@ impl TestDns {
     }
 }
 
+/// A [`TestDns`] for synchronous tests, with the runtime it serves on
+/// (kept alive as long as the server is used). Derefs to the server.
+pub struct BackgroundDns {
+    dns: TestDns,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl BackgroundDns {
+    /// Starts a test DNS server on its own one-worker runtime.
+    pub fn start() -> BackgroundDns {
+        let rt = crate::server::background_runtime();
+        let dns = rt.block_on(TestDns::start());
+        BackgroundDns { dns, _rt: rt }
+    }
+}
+
+impl std::ops::Deref for BackgroundDns {
+    type Target = TestDns;
+    fn deref(&self) -> &TestDns {
+        &self.dns
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,28 +583,5 @@ mod tests {
         let z = lock(&dns.zone);
         assert!(!z.records.contains_key("host.test"));
         assert!(!z.failures.contains_key("t.test"));
-    }
-}
-
-/// A [`TestDns`] for synchronous tests, with the runtime it serves on
-/// (kept alive as long as the server is used). Derefs to the server.
-pub struct BackgroundDns {
-    dns: TestDns,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl BackgroundDns {
-    /// Starts a test DNS server on its own one-worker runtime.
-    pub fn start() -> BackgroundDns {
-        let rt = crate::server::background_runtime();
-        let dns = rt.block_on(TestDns::start());
-        BackgroundDns { dns, _rt: rt }
-    }
-}
-
-impl std::ops::Deref for BackgroundDns {
-    type Target = TestDns;
-    fn deref(&self) -> &TestDns {
-        &self.dns
     }
 }
