@@ -52,12 +52,7 @@ PC_TEMPLATE=$HERE/soak.toml.in
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-if ! command -v python3 >/dev/null; then
-    [[ $(id -u) == 0 ]] || die "python3 is needed; run as root to install it"
-    log "installing python3 (apt-get)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
-fi
+ensure_python3
 
 # The server and the idle client each need a descriptor per connection;
 # both inherit this limit.

@@ -54,12 +54,7 @@ PC_TEMPLATE=$HERE/soak.toml.in
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-if ! command -v python3 >/dev/null; then
-    [[ $(id -u) == 0 ]] || die "python3 is needed; run as root to install it"
-    log "installing python3 (apt-get)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
-fi
+ensure_python3
 
 RUN_DIR=$(mktemp -d "$BENCH_TMPDIR/portcullis-killsoak.XXXXXX")
 read -r SINK_PORT PC_PORT DNS_PORT <<<"$(pick_ports 3)"

@@ -99,6 +99,14 @@ find_tool() {    # find_tool NAME: print its path or nothing
     command -v "$1" 2>/dev/null || true
 }
 
+ensure_python3() {  # the soak scripts need python3 only (no Postfix)
+    command -v python3 >/dev/null && return 0
+    [[ $(id -u) == 0 ]] || die "python3 is needed; run as root to install it"
+    log "installing python3 (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
+}
+
 ensure_tools() {
     SMTP_SOURCE=$(find_tool smtp-source)
     SMTP_SINK=$(find_tool smtp-sink)

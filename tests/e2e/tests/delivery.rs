@@ -4,7 +4,9 @@
 //! by waiting out real schedules.
 
 use portcullis_test_support::dns::TestDns;
-use portcullis_test_support::server::{Portcullis, background_runtime, eventually, free_port};
+use portcullis_test_support::server::{
+    Portcullis, background_runtime, eventually, free_port, relay_config,
+};
 use portcullis_test_support::sink::{ReceivedMail, Sink, SinkConfig};
 use portcullis_test_support::smtp::{Client, queued_id};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -47,21 +49,8 @@ impl World {
     /// Starts the server with `extra` TOML appended.
     fn server(&self, extra: &str) -> Portcullis {
         Portcullis::start(&format!(
-            r#"hostname = "mx.portcullis.test"
-[[listen]]
-address = "127.0.0.1:0"
-role = "smtp"
-[relay]
-accepted_domains = ["example.test"]
-trusted_networks = ["127.0.0.0/8"]
-[dns]
-nameservers = ["{}"]
-timeout = "2s"
-[delivery]
-port = {}
-{extra}
-"#,
-            self.dns.addr(),
+            "{}[delivery]\nport = {}\n{extra}\n",
+            relay_config("127.0.0.1:0", self.dns.addr()),
             self.port
         ))
     }

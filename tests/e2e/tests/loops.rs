@@ -11,7 +11,7 @@
 
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::server::{
-    Portcullis, background_runtime, eventually, free_port, metric,
+    Portcullis, background_runtime, eventually, free_port, metric, relay_config,
 };
 use portcullis_test_support::sink::{Sink, SinkConfig};
 use portcullis_test_support::smtp::{Client, queued_id};
@@ -62,23 +62,13 @@ fn mx_pointing_at_ourselves_bounces_5_4_6_without_connecting() {
     let partial = sink(32);
 
     let server = Portcullis::start(&format!(
-        r#"hostname = "mx.portcullis.test"
-[[listen]]
-address = "127.0.0.1:{port}"
-role = "smtp"
-[relay]
-accepted_domains = ["example.test"]
-trusted_networks = ["127.0.0.0/8"]
-[dns]
-nameservers = ["{}"]
-timeout = "2s"
-[delivery]
+        r#"{}[delivery]
 port = {port}
 [admin]
 socket = "{{dir}}/admin.sock"
 metrics = "127.0.0.1:0"
 "#,
-        dns.addr()
+        relay_config(&format!("127.0.0.1:{port}"), dns.addr())
     ));
     assert_eq!(server.smtp(), SocketAddr::from(([127, 0, 0, 1], port)));
 

@@ -5,7 +5,9 @@
 //! Also `queue show` escaping control characters of stored headers.
 
 use portcullis_test_support::dns::TestDns;
-use portcullis_test_support::server::{Portcullis, background_runtime, eventually, free_port};
+use portcullis_test_support::server::{
+    Portcullis, background_runtime, eventually, free_port, relay_config,
+};
 use portcullis_test_support::sink::{Sink, SinkConfig};
 use portcullis_test_support::smtp::{Client, queued_id};
 use std::collections::{HashMap, HashSet};
@@ -20,22 +22,8 @@ const ROUNDS: usize = 3;
 
 fn server(dns: &TestDns, routes: &str) -> Portcullis {
     Portcullis::start(&format!(
-        r#"hostname = "mx.portcullis.test"
-[[listen]]
-address = "127.0.0.1:0"
-role = "smtp"
-[relay]
-accepted_domains = ["example.test"]
-trusted_networks = ["127.0.0.0/8"]
-[dns]
-nameservers = ["{}"]
-timeout = "2s"
-[queue]
-retry = ["1h"]
-[routes]
-{routes}
-"#,
-        dns.addr()
+        "{}[queue]\nretry = [\"1h\"]\n[routes]\n{routes}\n",
+        relay_config("127.0.0.1:0", dns.addr())
     ))
 }
 

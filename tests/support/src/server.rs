@@ -496,6 +496,27 @@ metrics = "127.0.0.1:0"
     }
 }
 
+/// The config head of the delivery tests: hostname `mx.portcullis.test`,
+/// one `smtp` listener on `listen` (`"127.0.0.1:0"` for an ephemeral
+/// port), `example.test` accepted, loopback trusted to relay, and names
+/// resolved by the test DNS server at `dns`. Append the tables a test
+/// needs (`[delivery]`, `[routes]`, ...).
+pub fn relay_config(listen: &str, dns: SocketAddr) -> String {
+    format!(
+        r#"hostname = "mx.portcullis.test"
+[[listen]]
+address = "{listen}"
+role = "smtp"
+[relay]
+accepted_domains = ["example.test"]
+trusted_networks = ["127.0.0.0/8"]
+[dns]
+nameservers = ["{dns}"]
+timeout = "2s"
+"#
+    )
+}
+
 /// The value of `name=` in a text log line, without quotes.
 fn text_field(line: &str, name: &str) -> String {
     let start = line
