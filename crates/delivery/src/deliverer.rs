@@ -445,7 +445,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
         let tx = Transaction {
             mail_from: &mail_from,
             recipients,
-            message: &job.message,
+            message: job.message.clone(),
             body: env.body,
             smtputf8: env.smtputf8,
             ret: env.ret,

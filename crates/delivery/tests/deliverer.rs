@@ -96,7 +96,7 @@ fn job(origin: Origin, sender: &str, rcpt: &str, message: &str) -> DeliveryJob {
             origin,
         }),
         pending: vec![0],
-        message: Arc::new(message.as_bytes().to_vec()),
+        message: message.as_bytes().into(),
         attempt: 1,
     }
 }

@@ -2,6 +2,7 @@
 //! hands a [`DeliveryJob`] to a [`Deliver`] implementation and gets one
 //! [`RecipientResult`] per pending recipient back.
 
+use crate::MessageData;
 use portcullis_types::{Envelope, QueueId};
 use std::future::Future;
 use std::sync::Arc;
@@ -15,8 +16,8 @@ pub struct DeliveryJob {
     pub envelope: Arc<Envelope>,
     /// Indexes into `envelope.recipients` still to be delivered.
     pub pending: Vec<usize>,
-    /// The stored message (trace headers included).
-    pub message: Arc<Vec<u8>>,
+    /// The stored message (trace headers included), read block by block.
+    pub message: MessageData,
     /// 1 for the first attempt.
     pub attempt: u32,
 }

@@ -95,8 +95,11 @@ pub struct DsnRequest<'a> {
     pub reporting_mta: &'a str,
     /// The envelope of the message reported on.
     pub envelope: &'a Envelope,
-    /// The stored message, header section and body.
+    /// The stored message, header section and body; when it is larger
+    /// than `max_returned`, at least its header section.
     pub message: &'a [u8],
+    /// The size of the whole stored message in octets.
+    pub size: u64,
     /// The recipients to report on. Those whose NOTIFY does not ask for
     /// their action are left out.
     pub recipients: Vec<DsnRecipient<'a>>,
@@ -319,7 +322,9 @@ fn choose_returned<'m>(req: &DsnRequest<'m>, overall: Action) -> Returned<'m> {
     }
     match req.envelope.ret {
         Some(DsnRet::Headers) => Returned::Headers(headers, HeadersWhy::Asked),
-        Some(DsnRet::Full) | None if req.message.len() > req.max_returned => {
+        Some(DsnRet::Full) | None
+            if req.size > req.max_returned as u64 || req.message.len() as u64 != req.size =>
+        {
             Returned::Headers(headers, HeadersWhy::TooLarge)
         }
         Some(DsnRet::Full) | None => Returned::Full(req.message),
@@ -426,7 +431,7 @@ fn human_text(
         }
         t.push_str("\r\n");
     }
-    let size = req.message.len();
+    let size = req.size;
     let note = match returned {
         Returned::Full(_) => "The original message is attached.".to_string(),
         Returned::Headers(_, HeadersWhy::Asked) => {
@@ -963,6 +968,7 @@ mod tests {
             reporting_mta: "mx.portcullis.test",
             envelope: &envelope,
             message: &msg,
+            size: msg.len() as u64,
             recipients: c
                 .rcpts
                 .iter()

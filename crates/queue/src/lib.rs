@@ -14,11 +14,14 @@
 //! [`QueueRecord`] (or, for a record larger than one value, a pointer to its
 //! chunks in `queue.record_chunks`: see `stored`); `queue.bodies` maps id ‖
 //! chunk number to at most [`portcullis_store::MAX_VALUE`] bytes of the
-//! message, consecutive chunk numbers from 0, or, for a large message
-//! written while it arrived ([`Spool`]), around [`SPOOL_BASE`]. The record
-//! is written last, so a record always has its whole body; a body without
-//! a record (a crash mid-write or mid-arrival, before any 250) is swept at
-//! open.
+//! message, consecutive chunk numbers from 0. A large message written
+//! while it arrived ([`Spool`]) keeps only its start there (our trace
+//! headers and its header section); the rest is in its own file in the
+//! store's `bodies/` directory (see `files`), which the record names with
+//! its length. The record is written last, so a record always has its
+//! whole body; a body without a record (a crash mid-write or mid-arrival,
+//! before any 250) is swept at open. Delivery reads a message as
+//! [`MessageData`]: the start in memory, the file block by block.
 //!
 //! Concurrency: a delivery attempt can take minutes, and the operator can
 //! retry or delete a message meanwhile. So no change of a record is ever a
@@ -37,6 +40,8 @@
 mod bounds;
 mod deliver;
 pub mod dsn;
+mod files;
+mod message;
 mod record;
 pub mod schedule;
 pub mod scheduler;
@@ -45,12 +50,13 @@ mod stored;
 
 pub use bounds::{OUTCOMES_LIMIT, RECORD_LIMIT, REPLY_LIMIT, cap_outcomes, truncate_text};
 pub use deliver::{Deliver, DeliveryJob, RecipientOutcome, RecipientResult};
+pub use message::{Blocks, MessageData};
 pub use record::{
     Attempt, HISTORY_FIRST, HISTORY_LAST, HISTORY_LIMIT, QueueRecord, RecipientState,
     RecipientStatus,
 };
 pub use scheduler::{QueueMetrics, SchedulerSettings};
-pub use spool::{SPOOL_BASE, Spool};
+pub use spool::Spool;
 
 use portcullis_store::{MAX_VALUE, Store, StoreError, Tree, TreeName, check_value_size};
 use portcullis_types::{Envelope, QueueId};
@@ -123,6 +129,7 @@ pub struct Queue {
     store: Store,
     records: Records,
     bodies: Tree,
+    files: files::BodyFiles,
     size: Arc<AtomicU64>,
     state: Arc<Mutex<State>>,
     kick: Arc<Notify>,
@@ -158,7 +165,8 @@ impl State {
 }
 
 impl Queue {
-    /// Opens the queue in `store`, sweeping bodies whose record was never
+    /// Opens the queue in `store` (message files in its `bodies/`
+    /// directory), sweeping bodies and files whose record was never
     /// written (those messages were never acknowledged) and record chunks
     /// no record points at.
     pub fn open(store: &Store) -> Result<Queue, QueueError> {
@@ -172,6 +180,7 @@ impl Queue {
             size: Arc::new(AtomicU64::new(records.heads.len() as u64)),
             records,
             bodies,
+            files: files::BodyFiles::open(store.path().join(files::DIR_NAME))?,
             state: Arc::new(Mutex::new(State::default())),
             kick: Arc::new(Notify::new()),
         };
@@ -181,7 +190,14 @@ impl Queue {
                 state.reindex(&record);
             }
         }
-        let swept = queue.sweep_orphans()? + queue.records.sweep()?;
+        let heads = queue.records.heads.clone();
+        let swept = queue.sweep_orphans()?
+            + queue.records.sweep()?
+            + queue.files.sweep(|id| {
+                Ok(heads
+                    .contains_key(id.to_bytes())
+                    .map_err(StoreError::from)?)
+            })?;
         if swept > 0 {
             tracing::warn!(
                 swept,
@@ -236,7 +252,7 @@ impl Queue {
     ) -> Result<(), QueueError> {
         let id = envelope.id;
         self.reserve(id)?;
-        let result = self.write_new(envelope, parts, 0, 0).await;
+        let result = self.write_new(envelope, parts, None).await;
         self.release(id, result.as_ref().ok());
         let _ = result?;
         self.kick.notify_one();
@@ -270,19 +286,19 @@ impl Queue {
         }
     }
 
-    /// Body chunks of `parts` from chunk number `first` on, then the record
-    /// (check-and-insert) whose body is those octets and the `tail` octets
-    /// already written right after them (a [`Spool`]), then the fsync.
+    /// Body chunks of `parts`, then the record (check-and-insert) whose
+    /// body is those octets followed, when `file` is given, by that many
+    /// octets already durable in the message's file (a [`Spool`]), then
+    /// the fsync.
     async fn write_new(
         &self,
         envelope: Envelope,
         parts: &[&[u8]],
-        first: u32,
-        tail: u64,
+        file: Option<u64>,
     ) -> Result<QueueRecord, QueueError> {
         let id = envelope.id;
         let key = id.to_bytes();
-        let mut n: u32 = first;
+        let mut n: u32 = 0;
         let mut len: u64 = 0;
         let written: Result<(), QueueError> = (|| {
             for part in parts {
@@ -299,7 +315,8 @@ impl Queue {
         })();
         let inserted = written.and_then(|()| {
             let mut record = QueueRecord::new(envelope);
-            record.body_len = Some(len + tail);
+            record.body_len = Some(len + file.unwrap_or(0));
+            record.body_file = file;
             let json = bounds::encode_within_limit(&mut record).map_err(|len| {
                 QueueError::RecordTooLarge {
                     id,
@@ -316,7 +333,7 @@ impl Queue {
             Ok(record) => record,
             Err(e) => {
                 // Nothing was acknowledged: take back the chunks written.
-                for i in first..n {
+                for i in 0..n {
                     let _ = self.bodies.remove(body_key(key, i));
                 }
                 return Err(e);
@@ -412,6 +429,11 @@ impl Queue {
                         for item in self.bodies.scan_prefix(key).keys() {
                             let k = item.map_err(StoreError::from)?;
                             self.bodies.remove(k).map_err(StoreError::from)?;
+                        }
+                        // A file left by a failure here is swept at the
+                        // next open (its record is gone).
+                        if let Err(e) = self.files.remove(id) {
+                            tracing::error!(queue_id = %id, error = %e, "could not remove the message file");
                         }
                         return Ok(Some((record, Edit::Remove)));
                     }
@@ -522,21 +544,33 @@ impl Queue {
             .ok_or(QueueError::NotFound(id))
     }
 
-    /// The stored message bytes (with our trace headers).
+    /// The stored message bytes (with our trace headers), whole: for
+    /// what is small or tests; delivery reads [`Queue::message_data`].
+    /// Errors as [`Queue::message_data`].
+    pub fn message(&self, id: QueueId) -> Result<Vec<u8>, QueueError> {
+        self.message_data(id)?.read_all().map_err(|e| {
+            QueueError::Store(StoreError::Io(format!(
+                "reading the file of message {id}: {e}"
+            )))
+        })
+    }
+
+    /// The stored message (with our trace headers) for sending: its start
+    /// in memory, the rest (a large message's file) read block by block.
     /// [`QueueError::NotFound`] when there is no record (also when it was
     /// deleted while the body was read); [`QueueError::BodyMissing`] when
-    /// the record exists but its body is missing, empty, has a gap or is
+    /// the record exists but its body is missing, empty, has a gap, or is
     /// shorter or longer than the record says: such a message must never
     /// be sent.
-    pub fn message(&self, id: QueueId) -> Result<Vec<u8>, QueueError> {
+    pub fn message_data(&self, id: QueueId) -> Result<MessageData, QueueError> {
         let key = id.to_bytes();
         let record = self.get(id)?;
-        let mut out = Vec::new();
-        // Chunks are numbered consecutively from 0, or, for a message
-        // spooled while it arrived, from just below `SPOOL_BASE` (see
-        // `spool`): the first number is free, the rest must follow it, and
-        // the length must be the recorded one (a record from before
-        // `body_len` was recorded starts at 0).
+        let mut head = Vec::new();
+        // Chunks are numbered consecutively from 0 (records written before
+        // message files kept a large body's chunks from just below 2^20 on:
+        // the first number is free, the rest must follow it), and the
+        // length must be the recorded one (a record from before `body_len`
+        // was recorded starts at 0).
         let mut next: Option<u32> = record.body_len.is_none().then_some(0);
         let mut gap = false;
         for item in self.bodies.scan_prefix(key) {
@@ -547,8 +581,14 @@ impl Queue {
                 .map(u32::from_be_bytes);
             gap |= n.is_none() || next.is_some_and(|want| n != Some(want));
             next = n.map(|n| n.wrapping_add(1));
-            out.extend_from_slice(&v);
+            head.extend_from_slice(&v);
         }
+        // Opened before the record is checked again: an open file stays
+        // whole even if the message is removed from now on.
+        let file = match record.body_file {
+            Some(_) => self.files.open_read(id)?,
+            None => None,
+        };
         // Deletion removes the record before the body: if the record is
         // still there now, nothing of the body was removed before we read it.
         if !self
@@ -559,16 +599,24 @@ impl Queue {
         {
             return Err(QueueError::NotFound(id));
         }
-        let found = out.len() as u64;
+        let file_len = match &file {
+            Some(f) => f.metadata().map(|m| m.len()).unwrap_or(0),
+            None => 0,
+        };
+        let found = head.len() as u64 + file_len;
         let expected = record.body_len.unwrap_or(0);
-        if out.is_empty() || gap || record.body_len.is_some_and(|l| l != found) {
+        let file_short = record.body_file.is_some_and(|want| want != file_len);
+        if found == 0 || gap || file_short || record.body_len.is_some_and(|l| l != found) {
             return Err(QueueError::BodyMissing {
                 id,
                 found,
                 expected,
             });
         }
-        Ok(out)
+        Ok(match (file, record.body_file) {
+            (Some(file), Some(len)) => MessageData::with_file(head, file, len),
+            _ => MessageData::from(head),
+        })
     }
 
     /// Removes a message and its body, durably (the record first; see

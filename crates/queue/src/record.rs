@@ -85,6 +85,11 @@ pub struct QueueRecord {
     /// was recorded.
     #[serde(default)]
     pub body_len: Option<u64>,
+    /// Octets of the message in its own file (a large message spooled
+    /// while it arrived; they follow the part in the store); `None` when
+    /// the whole message is in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_file: Option<u64>,
 }
 
 /// The first attempts kept in a record's history (the first one says what
@@ -114,6 +119,7 @@ impl QueueRecord {
             history: Vec::new(),
             delay_warned: false,
             body_len: None,
+            body_file: None,
             envelope,
         }
     }

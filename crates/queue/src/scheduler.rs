@@ -8,7 +8,7 @@
 use crate::dsn::{self, Action, DsnRecipient, DsnRequest};
 use crate::schedule::{backoff, claim_due, next_due};
 use crate::{
-    Attempt, Deliver, DeliveryJob, Edit, Queue, QueueError, QueueRecord, REPLY_LIMIT,
+    Attempt, Deliver, DeliveryJob, Edit, MessageData, Queue, QueueError, QueueRecord, REPLY_LIMIT,
     RecipientOutcome, RecipientResult, RecipientStatus, cap_outcomes, truncate_text,
 };
 use portcullis_types::{Clock, Envelope, Notify, QueueId, Recipient, ReversePath};
@@ -151,8 +151,8 @@ pub async fn attempt<D: Deliver>(
     if snapshot.pending().is_empty() {
         return Ok(());
     }
-    let message = match queue.message(id) {
-        Ok(m) => Arc::new(m),
+    let message = match queue.message_data(id) {
+        Ok(m) => m,
         Err(QueueError::NotFound(_)) => {
             info!(queue_id = %id, "message deleted before its attempt");
             return Ok(());
@@ -468,7 +468,7 @@ async fn send_dsn(
     clock: &dyn Clock,
     metrics: &QueueMetrics,
     record: &QueueRecord,
-    message: &[u8],
+    message: &MessageData,
     which: &[(usize, (u8, u16, u16))],
     action: Action,
 ) -> Result<(), QueueError> {
@@ -491,10 +491,20 @@ async fn send_dsn(
             })
         })
         .collect();
+    // A file that cannot be read back still gets the sender told: the
+    // notification then returns what is in memory (the headers).
+    let returned = match message.returnable(dsn::MAX_RETURNED).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            warn!(queue_id = %record.envelope.id, error = %e, "could not read the message back for its notification; returning its headers");
+            std::borrow::Cow::Borrowed(message.head())
+        }
+    };
     let request = DsnRequest {
         reporting_mta: &settings.hostname,
         envelope: &record.envelope,
-        message,
+        message: &returned,
+        size: message.len(),
         recipients,
         now,
         max_returned: dsn::MAX_RETURNED,
@@ -554,16 +564,16 @@ pub async fn delete(
 ) -> Result<(), QueueError> {
     // The body is read before the record goes (afterwards it is gone too).
     let message = if bounce {
-        match queue.message(id) {
+        match queue.message_data(id) {
             Ok(m) => m,
             Err(e @ QueueError::BodyMissing { .. }) => {
                 warn!(queue_id = %id, error = %e, "bouncing a message whose body is missing: the notification returns none of it");
-                Vec::new()
+                MessageData::default()
             }
             Err(e) => return Err(e),
         }
     } else {
-        Vec::new()
+        MessageData::default()
     };
     let Some((mut record, _)) = queue.modify(id, |_| Edit::Remove).await? else {
         return Err(QueueError::NotFound(id));

@@ -1,46 +1,47 @@
-//! Message data written to the store while it arrives, before the 250.
+//! Message data written while it arrives, before the 250.
 //!
 //! A large message is not held in memory until the end of its data: the
 //! inbound session appends everything after the header section to a
-//! [`Spool`], which writes it in [`MAX_VALUE`] chunks under the message's
-//! queue id in `queue.bodies`, numbered from [`SPOOL_BASE`] on, without an
-//! fsync. [`Spool::commit`] then writes what goes before those octets (our
-//! trace headers and the header section) as the chunks just below
-//! [`SPOOL_BASE`], so the whole body is one consecutive run of chunk
-//! numbers, writes the record and waits for the one fsync that covers all
-//! of it: only then may the 250 be sent (RFC 5321 §6.1; DESIGN.md, durable
-//! acceptance). The record adopts the chunks where they are; nothing is
-//! copied.
+//! [`Spool`], which writes it to the message's own file (see `files`) in
+//! blocks of [`MAX_VALUE`] octets, without an fsync. [`Spool::commit`] then
+//! makes the file durable (fsync of the file and of its directory entry),
+//! writes what goes before those octets (our trace headers and the header
+//! section) to the store, writes the record and waits for the store's
+//! fsync: only then may the 250 be sent (RFC 5321 §6.1; DESIGN.md, durable
+//! acceptance). The record adopts the file where it is; nothing is copied.
 //!
 //! A spool that is dropped without a commit (the message was refused, the
-//! client went away, the server is stopping) removes its chunks. A crash
-//! leaves chunks without a record, which [`crate::Queue::open`] sweeps: no
+//! client went away, the server is stopping) removes its file. A crash
+//! leaves a file without a record, which [`crate::Queue::open`] sweeps: no
 //! record, no 250, nothing lost that was acknowledged.
+//!
+//! The writes are plain `write(2)` calls into the page cache from the
+//! session's task: the kernel's dirty-page throttling, not our memory,
+//! absorbs a flood of large messages.
 
-use crate::{Queue, QueueError, body_key};
-use portcullis_store::{MAX_VALUE, StoreError, TreeName, check_value_size};
+use crate::{Queue, QueueError};
+use portcullis_store::{MAX_VALUE, StoreError};
 use portcullis_types::{Envelope, QueueId};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 
-/// The chunk number of a spooled message's first spooled octets. The
-/// prefix written at commit (at most `SPOOL_BASE` chunks, i.e. 64 GiB)
-/// takes the numbers just below it.
-pub const SPOOL_BASE: u32 = 1 << 20;
-
-/// The data of one message being received, written to the store as it
-/// arrives. Holds at most one partial chunk ([`MAX_VALUE`] octets) in
+/// The data of one message being received, written to its file as it
+/// arrives. Holds at most one partial block ([`MAX_VALUE`] octets) in
 /// memory. Dropping it without [`Spool::commit`] removes what it wrote.
 pub struct Spool {
     queue: Queue,
     id: QueueId,
-    /// Chunks written so far (numbered from [`SPOOL_BASE`]).
-    chunks: u32,
+    file: File,
+    /// Blocks written so far.
+    blocks: u32,
     /// Octets appended so far (written or pending).
     len: u64,
-    /// The partial chunk not yet written; its capacity never exceeds
+    /// The partial block not yet written; its capacity never exceeds
     /// [`MAX_VALUE`].
     pending: Vec<u8>,
-    /// Set once the record adopted the chunks (nothing to remove), or when
-    /// removing them failed (the id stays reserved: never reused).
+    /// Set once the record adopted the file (nothing to remove), or when
+    /// removing it failed (the id stays reserved: never reused).
     settled: bool,
 }
 
@@ -48,7 +49,7 @@ impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spool")
             .field("id", &self.id)
-            .field("chunks", &self.chunks)
+            .field("blocks", &self.blocks)
             .field("len", &self.len)
             .finish()
     }
@@ -61,15 +62,29 @@ impl Queue {
     /// another).
     pub fn spool(&self, id: QueueId) -> Result<Spool, QueueError> {
         self.reserve(id)?;
+        let file = match self.files.create(id) {
+            Ok(file) => file,
+            Err(e) => {
+                self.release(id, None);
+                return Err(e);
+            }
+        };
         Ok(Spool {
             queue: self.clone(),
             id,
-            chunks: 0,
+            file,
+            blocks: 0,
             len: 0,
             pending: Vec::new(),
             settled: false,
         })
     }
+}
+
+fn write_error(id: QueueId, e: std::io::Error) -> QueueError {
+    QueueError::Store(StoreError::Io(format!(
+        "writing the file of message {id}: {e}"
+    )))
 }
 
 impl Spool {
@@ -88,26 +103,26 @@ impl Spool {
         self.len == 0
     }
 
-    /// Octets of memory the spool holds (its partial chunk's buffer): at
+    /// Octets of memory the spool holds (its partial block's buffer): at
     /// most [`MAX_VALUE`].
     pub fn held(&self) -> usize {
         self.pending.capacity()
     }
 
-    /// Chunks written to the store so far.
-    pub fn chunks_written(&self) -> u32 {
-        self.chunks
+    /// Blocks written to the file so far.
+    pub fn blocks_written(&self) -> u32 {
+        self.blocks
     }
 
-    /// Appends `data`, writing every full chunk to the store (not synced:
+    /// Appends `data`, writing every full block to the file (not synced:
     /// the commit's fsync covers it).
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), QueueError> {
         self.len += data.len() as u64;
         while !data.is_empty() {
             if self.pending.is_empty() && data.len() >= MAX_VALUE {
-                // A whole chunk straight from the caller: no copy.
-                let (chunk, rest) = data.split_at(MAX_VALUE);
-                self.put(chunk)?;
+                // A whole block straight from the caller: no copy.
+                let (block, rest) = data.split_at(MAX_VALUE);
+                self.put(block)?;
                 data = rest;
                 continue;
             }
@@ -118,10 +133,10 @@ impl Spool {
             self.pending.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.pending.len() == MAX_VALUE {
-                let chunk = std::mem::take(&mut self.pending);
-                let put = self.put(&chunk);
-                // Keep the allocation for the next chunk.
-                self.pending = chunk;
+                let block = std::mem::take(&mut self.pending);
+                let put = self.put(&block);
+                // Keep the allocation for the next block.
+                self.pending = block;
                 self.pending.clear();
                 put?;
             }
@@ -129,52 +144,39 @@ impl Spool {
         Ok(())
     }
 
-    /// Writes the partial chunk, if any.
+    /// Writes the partial block, if any, and frees its buffer.
     fn flush(&mut self) -> Result<(), QueueError> {
         if !self.pending.is_empty() {
-            let chunk = std::mem::take(&mut self.pending);
-            self.put(&chunk)?;
+            let block = std::mem::take(&mut self.pending);
+            self.put(&block)?;
         }
         self.pending = Vec::new();
         Ok(())
     }
 
-    fn put(&mut self, chunk: &[u8]) -> Result<(), QueueError> {
-        check_value_size(TreeName::QueueBodies, chunk.len())?;
-        let n = SPOOL_BASE
-            .checked_add(self.chunks)
-            .ok_or_else(|| StoreError::Io("message too large for the spool".into()))?;
-        self.queue
-            .bodies
-            .insert(body_key(self.id.to_bytes(), n), chunk)
-            .map_err(StoreError::from)?;
-        self.chunks += 1;
+    fn put(&mut self, block: &[u8]) -> Result<(), QueueError> {
+        self.file
+            .write_all(block)
+            .map_err(|e| write_error(self.id, e))?;
+        self.blocks += 1;
         Ok(())
     }
 
     /// Appends every spooled octet to `out` (for the verifier and the DKIM
-    /// signer, which need the message in one piece). The partial chunk is
+    /// signer, which need the message in one piece). The partial block is
     /// written first, so the spool holds no memory afterwards.
     pub fn read_into(&mut self, out: &mut Vec<u8>) -> Result<(), QueueError> {
         self.flush()?;
-        let key = self.id.to_bytes();
-        let start = body_key(key, SPOOL_BASE);
-        let mut next = SPOOL_BASE;
-        for item in self.queue.bodies.range(start..) {
-            let (k, v) = item.map_err(StoreError::from)?;
-            if k.get(..8) != Some(&key[..]) {
-                break;
-            }
-            if k.get(8..12) != Some(&next.to_be_bytes()[..]) {
-                return Err(self.missing(out.len() as u64));
-            }
-            next += 1;
-            out.extend_from_slice(&v);
-        }
-        if next - SPOOL_BASE != self.chunks {
-            return Err(self.missing(out.len() as u64));
-        }
-        Ok(())
+        let start = out.len();
+        let len = usize::try_from(self.len).map_err(|_| self.missing(0))?;
+        out.resize(start + len, 0);
+        self.file.read_exact_at(&mut out[start..], 0).map_err(|e| {
+            out.truncate(start);
+            QueueError::Store(StoreError::Io(format!(
+                "reading back the file of message {}: {e}",
+                self.id
+            )))
+        })
     }
 
     fn missing(&self, found: u64) -> QueueError {
@@ -188,9 +190,9 @@ impl Spool {
     /// Queues the message: `prefix` (our headers, then the header section
     /// and whatever else preceded the spooled octets) goes in front of the
     /// spooled data, then the record of `envelope` (whose id must be this
-    /// spool's) is written and fsynced. Returns after the fsync; only then
-    /// may the caller say 250. On an error nothing is queued and the
-    /// chunks are removed.
+    /// spool's) is written and fsynced, the file having been fsynced
+    /// first. Returns after the fsync; only then may the caller say 250.
+    /// On an error nothing is queued and the file is removed.
     pub async fn commit(mut self, envelope: Envelope, prefix: &[&[u8]]) -> Result<(), QueueError> {
         if envelope.id != self.id {
             return Err(QueueError::Store(StoreError::Io(format!(
@@ -199,19 +201,9 @@ impl Spool {
             ))));
         }
         self.flush()?;
-        let prefix_len: usize = prefix.iter().map(|p| p.len()).sum();
-        let prefix_chunks: usize = prefix.iter().map(|p| p.len().div_ceil(MAX_VALUE)).sum();
-        let Some(first) = u32::try_from(prefix_chunks)
-            .ok()
-            .and_then(|k| SPOOL_BASE.checked_sub(k))
-        else {
-            return Err(QueueError::Store(StoreError::Io(format!(
-                "message {}: {prefix_len} octets before the spooled data is too much",
-                self.id
-            ))));
-        };
+        self.sync().await?;
         let queue = self.queue.clone();
-        let result = queue.write_new(envelope, prefix, first, self.len).await;
+        let result = queue.write_new(envelope, prefix, Some(self.len)).await;
         match &result {
             Ok(record) => {
                 self.settled = true;
@@ -220,8 +212,8 @@ impl Spool {
             }
             Err(_) => {
                 // A failed fsync comes after the record was written: the
-                // record owns the chunks now (it is indexed at the next
-                // open, as after any failed commit), so they must stay.
+                // record owns the file now (it is indexed at the next
+                // open, as after any failed commit), so it must stay.
                 let key = self.id.to_bytes();
                 if queue.records.heads.contains_key(key).unwrap_or(true) {
                     self.settled = true;
@@ -232,13 +224,23 @@ impl Spool {
         result.map(|_| ())
     }
 
-    /// Removes the chunks written so far (the message was not queued).
-    fn discard(&mut self) -> Result<(), StoreError> {
-        let key = self.id.to_bytes();
-        for i in 0..self.chunks {
-            self.queue.bodies.remove(body_key(key, SPOOL_BASE + i))?;
-        }
-        Ok(())
+    /// Makes the file and its name durable, on the blocking pool.
+    async fn sync(&self) -> Result<(), QueueError> {
+        let file = self.file.try_clone().map_err(|e| write_error(self.id, e))?;
+        let files = self.queue.files.clone();
+        tokio::task::spawn_blocking(move || {
+            file.sync_data()?;
+            files.sync_dir()
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| write_error(self.id, e))
+    }
+
+    /// Removes the file (the message was not queued).
+    fn discard(&mut self) -> Result<(), QueueError> {
+        self.queue.files.remove(self.id)
     }
 }
 
@@ -276,9 +278,20 @@ mod tests {
         (0..len).map(|i| (i % 251) as u8).collect()
     }
 
+    use portcullis_store::TreeName;
+
     fn chunk_count(store: &Store, id: QueueId) -> usize {
         let bodies = store.tree(TreeName::QueueBodies).unwrap();
         bodies.scan_prefix(id.to_bytes()).count()
+    }
+
+    /// The length of the message file of `id`, if there is one.
+    fn file_len(store: &Store, id: QueueId) -> Option<u64> {
+        let path = store
+            .path()
+            .join(crate::files::DIR_NAME)
+            .join(id.to_string());
+        std::fs::metadata(path).ok().map(|m| m.len())
     }
 
     /// The committed message is the prefix then the spooled octets, byte
@@ -328,13 +341,18 @@ mod tests {
             assert_eq!(q.get(e.id).unwrap().body_len, Some(want.len() as u64));
         }
         assert_eq!(q.len(), 3);
-        // Removal takes every chunk, below and above SPOOL_BASE.
-        assert!(chunk_count(&store, ids[1]) > 4);
+        // The spooled octets are in the file, never in the store: the
+        // store holds only the prefix (two chunks for the big header).
+        assert_eq!(file_len(&store, ids[1]), Some(body.len() as u64));
+        assert_eq!(chunk_count(&store, ids[1]), 2);
+        assert_eq!(chunk_count(&store, ids[2]), 0);
+        // Removal takes the prefix chunks and the file.
         q.remove(ids[1]).await.unwrap();
         assert_eq!(chunk_count(&store, ids[1]), 0);
+        assert_eq!(file_len(&store, ids[1]), None);
     }
 
-    /// A refused or abandoned message leaves no chunk behind, and its id is
+    /// A refused or abandoned message leaves no file behind, and its id is
     /// free again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dropped_spool_leaves_no_chunks() {
@@ -344,8 +362,9 @@ mod tests {
         let e = envelope(1);
         let mut spool = q.spool(e.id).unwrap();
         spool.write(&data(5 * MAX_VALUE + 3)).unwrap();
-        assert_eq!(spool.chunks_written(), 5);
-        assert_eq!(chunk_count(&store, e.id), 5);
+        assert_eq!(spool.blocks_written(), 5);
+        assert_eq!(file_len(&store, e.id), Some(5 * MAX_VALUE as u64));
+        assert_eq!(chunk_count(&store, e.id), 0);
         // While spooling, the id is taken.
         assert!(matches!(
             q.enqueue(e.clone(), b"x\r\n").await,
@@ -353,14 +372,13 @@ mod tests {
         ));
         assert!(matches!(q.spool(e.id), Err(QueueError::Exists(_))));
         drop(spool);
-        assert_eq!(chunk_count(&store, e.id), 0);
+        assert_eq!(file_len(&store, e.id), None);
         assert_eq!(q.len(), 0);
         q.enqueue(e.clone(), b"x\r\n").await.unwrap();
         assert_eq!(q.message(e.id).unwrap(), b"x\r\n");
     }
 
-    /// A commit that loses to an existing record queues nothing and leaves
-    /// no spooled chunk.
+    /// A commit under the wrong id queues nothing and leaves no file.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commit_under_another_id_is_refused_and_cleaned() {
         let dir = tempfile::tempdir().unwrap();
@@ -369,22 +387,29 @@ mod tests {
         let (one, two) = (envelope(1), envelope(2));
         let mut spool = q.spool(one.id).unwrap();
         spool.write(&data(2 * MAX_VALUE)).unwrap();
-        assert_eq!(chunk_count(&store, one.id), 2);
+        assert_eq!(file_len(&store, one.id), Some(2 * MAX_VALUE as u64));
         assert!(spool.commit(two.clone(), &[b"h\r\n"]).await.is_err());
-        assert_eq!(chunk_count(&store, one.id), 0);
+        assert_eq!(file_len(&store, one.id), None);
         assert_eq!(chunk_count(&store, two.id), 0);
         assert_eq!(q.len(), 0);
     }
 
     /// A crash while spooling (the spool never dropped, as after kill -9)
-    /// leaves chunks without a record: swept at the next open.
+    /// leaves a file without a record: swept at the next open, while the
+    /// file of a queued message stays.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chunks_of_a_crashed_spool_are_swept_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let e = envelope(1);
+        let queued = envelope(2);
         {
             let store = Store::open(dir.path()).unwrap();
             let q = Queue::open(&store).unwrap();
+            let mut kept = q.spool(queued.id).unwrap();
+            kept.write(&data(MAX_VALUE + 1)).unwrap();
+            kept.commit(queued.clone(), &[b"H: v\r\n\r\n"])
+                .await
+                .unwrap();
             let mut spool = q.spool(e.id).unwrap();
             spool.write(&data(3 * MAX_VALUE)).unwrap();
             spool.crash();
@@ -392,9 +417,62 @@ mod tests {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(chunk_count(&store, e.id), 3);
+        assert_eq!(file_len(&store, e.id), Some(3 * MAX_VALUE as u64));
+        // Not a queue id: not ours, removed as well.
+        let stray = store.path().join(crate::files::DIR_NAME).join("x.tmp");
+        std::fs::write(&stray, b"x").unwrap();
         let q = Queue::open(&store).unwrap();
-        assert_eq!(chunk_count(&store, e.id), 0);
-        assert_eq!(q.len(), 0);
+        assert_eq!(file_len(&store, e.id), None);
+        assert!(!stray.exists());
+        assert_eq!(q.len(), 1);
+        let mut want = b"H: v\r\n\r\n".to_vec();
+        want.extend_from_slice(&data(MAX_VALUE + 1));
+        assert_eq!(q.message(queued.id).unwrap(), want);
+    }
+
+    /// A spooled message is read for delivery block by block from its
+    /// file; a reader that has the message keeps reading it whole even if
+    /// the message is deleted meanwhile; a file cut short (or gone) makes
+    /// the message "body missing", never a shorter message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn message_data_reads_the_file_and_refuses_a_cut_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let q = Queue::open(&store).unwrap();
+        let body = data(4 * MAX_VALUE + 99);
+        let head = b"Received: x\r\nH: v\r\n\r\n";
+        let mut want = head.to_vec();
+        want.extend_from_slice(&body);
+        let (one, two) = (envelope(1), envelope(2));
+        for e in [&one, &two] {
+            let mut spool = q.spool(e.id).unwrap();
+            spool.write(&body).unwrap();
+            spool.commit(e.clone(), &[head]).await.unwrap();
+        }
+        let m = q.message_data(one.id).unwrap();
+        assert_eq!(m.len(), want.len() as u64);
+        assert_eq!(m.head(), head);
+        q.remove(one.id).await.unwrap();
+        assert_eq!(m.to_vec().await.unwrap(), want, "read after the delete");
+        assert!(matches!(
+            q.message_data(one.id),
+            Err(QueueError::NotFound(_))
+        ));
+
+        let path = store
+            .path()
+            .join(crate::files::DIR_NAME)
+            .join(two.id.to_string());
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(body.len() as u64 - 1).unwrap();
+        assert!(matches!(
+            q.message_data(two.id),
+            Err(QueueError::BodyMissing { .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            q.message_data(two.id),
+            Err(QueueError::BodyMissing { found, .. }) if found == head.len() as u64
+        ));
     }
 }

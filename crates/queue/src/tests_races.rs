@@ -115,7 +115,10 @@ impl Deliver for Slow {
     async fn deliver(&self, job: DeliveryJob) -> Vec<RecipientResult> {
         self.calls.fetch_add(1, SeqCst);
         self.in_flight.fetch_add(1, SeqCst);
-        self.lengths.lock().unwrap().push(job.message.len());
+        self.lengths
+            .lock()
+            .unwrap()
+            .push(job.message.len() as usize);
         if let Some(tx) = &self.started {
             tx.send(job.id).unwrap();
         }

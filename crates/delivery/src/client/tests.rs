@@ -81,7 +81,7 @@ fn tx<'a>(message: &'a [u8], rcpts: &[&'a str]) -> Transaction<'a> {
     Transaction {
         mail_from: "a@example.test",
         recipients: rcpts.iter().map(|r| RcptSpec::new(r)).collect(),
-        message,
+        message: message.into(),
         body: BodyType::SevenBit,
         smtputf8: false,
         ret: None,

@@ -18,7 +18,7 @@ fn tx<'a>(message: &'a [u8], rcpts: &[&'a str]) -> Transaction<'a> {
     Transaction {
         mail_from: "sender@example.org",
         recipients: rcpts.iter().map(|r| RcptSpec::new(r)).collect(),
-        message,
+        message: message.into(),
         body: BodyType::SevenBit,
         smtputf8: false,
         ret: None,

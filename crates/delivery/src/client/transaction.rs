@@ -1,6 +1,7 @@
 //! One mail transaction: checks before MAIL, the envelope (pipelined per
 //! RFC 2920 or lock-step), and the content by DATA or, for BINARYMIME, BDAT.
 
+use portcullis_queue::MessageData;
 use portcullis_types::{BodyType, DsnRet, Notify, Reply};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -21,9 +22,9 @@ pub struct Transaction<'a> {
     pub mail_from: &'a str,
     /// The recipients, in RCPT order.
     pub recipients: Vec<RcptSpec<'a>>,
-    /// The message as stored (CRLF line ends, not dot-stuffed); its length is
-    /// what `SIZE=` declares.
-    pub message: &'a [u8],
+    /// The message as stored (CRLF line ends, not dot-stuffed), read block
+    /// by block; its length is what `SIZE=` declares.
+    pub message: MessageData,
     /// `BODY=` (RFC 6152, RFC 3030).
     pub body: BodyType,
     /// SMTPUTF8 was given when the message was accepted (RFC 6531).
@@ -113,7 +114,7 @@ fn plan(caps: &Capabilities, tx: &Transaction<'_>) -> Result<Plan, SessionError>
     for rcpt in &tx.recipients {
         check_path("RCPT TO", rcpt.address)?;
     }
-    let size = tx.message.len();
+    let size = usize::try_from(tx.message.len()).unwrap_or(usize::MAX);
     // RFC 1870 §6: do not send what the peer has announced it will refuse.
     if let Some(max) = caps.size_limit()
         && size > max
@@ -124,7 +125,7 @@ fn plan(caps: &Capabilities, tx: &Transaction<'_>) -> Result<Plan, SessionError>
     // without it (and this client never downgrades it).
     let needs_utf8 = !tx.mail_from.is_ascii()
         || tx.recipients.iter().any(|r| !r.address.is_ascii())
-        || (tx.smtputf8 && !headers_are_ascii(tx.message));
+        || (tx.smtputf8 && !headers_are_ascii(tx.message.head()));
     if needs_utf8 && !caps.smtputf8 {
         return Err(SessionError::Smtputf8Unsupported);
     }
@@ -286,7 +287,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
 
     let data = if plan.bdat {
-        send_bdat(conn, tx.message, t).await?
+        send_bdat(conn, &tx.message, t).await?
     } else {
         let init = match data_init {
             Some(reply) => reply,
@@ -299,7 +300,7 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if init.code / 100 != 3 {
             init
         } else {
-            send_data(conn, tx.message, t).await?
+            send_data(conn, &tx.message, t).await?
         }
     };
     Ok(TransactionReport {
@@ -309,22 +310,33 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
-/// Sends the dot-stuffed content and the terminator, then reads the final reply.
+/// A block of the queued message could not be read: the transaction is
+/// abandoned without the terminator (dropping the connection makes the peer
+/// discard what it got, RFC 5321 §4.1.1.4), and the message is retried.
+fn unreadable(e: std::io::Error) -> SessionError {
+    SessionError::Io {
+        stage: Stage::DataBlock,
+        detail: format!("the queued message could not be read: {e}"),
+    }
+}
+
+/// Sends the dot-stuffed content and the terminator, then reads the final
+/// reply. The message is read block by block: one block (and its stuffed
+/// copy) in memory, whatever its size.
 async fn send_data<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
-    message: &[u8],
+    message: &MessageData,
     t: &Timeouts,
 ) -> Result<Reply, SessionError> {
     let mut stuffer = DotStuffer::new();
     let mut out = Vec::with_capacity(BLOCK + BLOCK / 8);
-    let mut blocks = message.chunks(BLOCK).peekable();
-    while let Some(block) = blocks.next() {
+    let mut blocks = message.blocks(BLOCK);
+    while let Some(block) = blocks.next().await.map_err(unreadable)? {
         out.clear();
-        stuffer.push(block, &mut out);
-        if blocks.peek().is_some() {
-            conn.send(&out, Stage::DataBlock, t.data_block).await?;
-        }
+        stuffer.push(&block, &mut out);
+        conn.send(&out, Stage::DataBlock, t.data_block).await?;
     }
+    out.clear();
     stuffer.finish(&mut out);
     conn.send(&out, Stage::DataBlock, t.data_block).await?;
     tracing::debug!(octets = message.len(), "smtp client: content sent");
@@ -335,15 +347,16 @@ async fn send_data<S: AsyncRead + AsyncWrite + Unpin>(
 /// Sends the content as one `BDAT n LAST` chunk (RFC 3030 §2), unstuffed.
 async fn send_bdat<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
-    message: &[u8],
+    message: &MessageData,
     t: &Timeouts,
 ) -> Result<Reply, SessionError> {
     let command = format!("BDAT {} LAST\r\n", message.len());
     tracing::debug!(command = %command.trim_end(), "smtp client: send");
     conn.send(command.as_bytes(), Stage::DataInit, t.data_init)
         .await?;
-    for block in message.chunks(BLOCK) {
-        conn.send(block, Stage::DataBlock, t.data_block).await?;
+    let mut blocks = message.blocks(BLOCK);
+    while let Some(block) = blocks.next().await.map_err(unreadable)? {
+        conn.send(&block, Stage::DataBlock, t.data_block).await?;
     }
     let RawReply { reply, .. } = conn.read_reply(Stage::DataEnd, t.data_end).await?;
     Ok(reply)

@@ -1,5 +1,6 @@
 //! Large messages through the whole session with a real store (sled on
-//! disk): the data is written to the store as it arrives, the session's
+//! disk, message files beside it): the data is written to the message's
+//! file as it arrives, the session's
 //! memory stays within `spool_threshold` plus one read plus one chunk
 //! ([`Session::message_memory_peak`]), a refused or abandoned message
 //! leaves no chunk behind, and bare newlines are found or normalised the
@@ -34,9 +35,16 @@ fn env() -> Env {
 }
 
 impl Env {
-    /// Body chunks in the store (spooled data of messages in progress).
+    /// Spooled data of messages in progress, in [`MAX_VALUE`] blocks: the
+    /// blocks in message files plus any body chunk in the store (there
+    /// should be none before a commit).
     fn chunks(&self) -> usize {
-        self.store.tree(TreeName::QueueBodies).unwrap().len()
+        let in_store = self.store.tree(TreeName::QueueBodies).unwrap().len();
+        let in_files: usize = std::fs::read_dir(self.store.path().join("bodies"))
+            .unwrap()
+            .map(|e| (e.unwrap().metadata().unwrap().len() as usize).div_ceil(MAX_VALUE))
+            .sum();
+        in_store + in_files
     }
 }
 
