@@ -22,7 +22,9 @@ use base64::engine::general_purpose::STANDARD;
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::https::{PolicyServer, Reply};
 use portcullis_test_support::pki::TestPki;
-use portcullis_test_support::server::{TlsServer, background_runtime, eventually, metric};
+use portcullis_test_support::server::{
+    TlsServer, background_runtime, eventually, metric, proc_status_kib,
+};
 use portcullis_test_support::smtp::{Client, TlsStream};
 use serde_json::json;
 
@@ -51,16 +53,6 @@ fn peak_rss_bound_kib() -> u64 {
 /// The value of the sample `series` (name with labels), 0 when absent.
 fn sample(page: &str, series: &str) -> f64 {
     metric(page, series).unwrap_or(0.0)
-}
-
-/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in {status}"))
 }
 
 /// A TLS session on `submissions` from the loopback address `source`,
@@ -116,7 +108,7 @@ max_connections_per_ip = 20
     // The server looks at the users file at most once a second.
     std::thread::sleep(Duration::from_millis(1100));
     let pid = mx.server.pid();
-    let before = status_kib(pid, "VmHWM");
+    let before = proc_status_kib(pid, "VmHWM");
 
     let mx = Arc::new(mx);
     let sessions = usize::from(ADDRESSES) * PER_ADDRESS;
@@ -148,7 +140,7 @@ max_connections_per_ip = 20
         );
     }
     connected.wait();
-    let open = status_kib(pid, "VmRSS");
+    let open = proc_status_kib(pid, "VmRSS");
     // Every session is open and past EHLO: the flood starts now.
     start.wait();
     // A new client is served while it lasts.
@@ -183,7 +175,7 @@ max_connections_per_ip = 20
         );
     }
 
-    let peak = status_kib(pid, "VmHWM");
+    let peak = proc_status_kib(pid, "VmHWM");
     eprintln!(
         "server peak RSS: {} KiB before the flood, {} KiB with every session open, {} KiB peak ({refused} checked, {unchecked} answered 454, {locked} locked out)",
         before, open, peak

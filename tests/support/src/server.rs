@@ -227,6 +227,12 @@ impl Portcullis {
         self.child.as_ref().expect("running").id()
     }
 
+    /// A memory field of the server's `/proc/PID/status` in KiB (`VmRSS`:
+    /// resident now; `VmHWM`: the peak since it started).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        proc_status_kib(self.pid(), field)
+    }
+
     /// Sends a signal to the server.
     pub fn signal(&self, sig: i32) {
         // SAFETY-free: libc::kill is a plain syscall wrapper.
@@ -585,4 +591,14 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
 }
