@@ -120,6 +120,8 @@ pub fn parse(
 }
 
 #[cfg(test)]
+mod sections_tests;
+#[cfg(test)]
 mod slots_tests;
 #[cfg(test)]
 mod tests;
