@@ -1,6 +1,8 @@
 //! Portcullis configuration: the TOML file model (serde,
 //! `deny_unknown_fields`, a doc comment per key), validation that gathers
 //! *every* error with its key and line, and the typed runtime [`Config`].
+//! Each section of the file has one module in [`section`] holding all
+//! three for it; [`runtime`] assembles the whole.
 //!
 //! Threat model: the file is trusted input from the operator, but a mistake
 //! in it must never silently weaken the server (an unknown key is an error,

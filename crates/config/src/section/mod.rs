@@ -6,9 +6,9 @@
 //! the second and records every problem with its key path.
 //!
 //! To add a section: write its module here, add its field to
-//! [`crate::file::Sections`] and its name to the match in
-//! [`crate::file::Sections::insert`], and add its runtime value to
-//! [`crate::Config`] and to [`crate::runtime::build`].
+//! `file::Sections` and its name to the match in
+//! `Sections::insert`, and add its runtime value to
+//! [`crate::Config`] and to `runtime::build`.
 
 pub mod admin;
 pub mod delivery;
