@@ -1,4 +1,5 @@
 use super::*;
+use std::path::PathBuf;
 use std::time::Duration;
 
 fn ok(text: &str) -> Config {
@@ -173,7 +174,7 @@ fn max_received_headers_default_value_and_zero() {
 
 #[test]
 fn next_hops() {
-    use validate::parse_next_hop;
+    use section::routes::parse_next_hop;
     assert_eq!(
         parse_next_hop("mail.example.test:25").unwrap().host,
         "mail.example.test"

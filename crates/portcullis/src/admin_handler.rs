@@ -436,18 +436,15 @@ impl AdminHandler {
         }
         // Reporting is off: the report as it would be sent, if the settings
         // naming the reporter are there.
-        let t = &self.state.config.tlsrpt;
-        let (Some(organization), Some(contact), Some(submitter)) =
-            (&t.organization, &t.contact, &t.submitter)
-        else {
+        let Some(reporter) = self.state.config.tlsrpt.reporter() else {
             return Err(Response::error(format!(
                 "{TLSRPT_DISABLED}, and organization, contact and submitter are not all set: no report to show"
             )));
         };
         let info = ReportInfo {
-            organization: organization.clone(),
-            contact: contact.clone(),
-            submitter: submitter.clone(),
+            organization: reporter.organization,
+            contact: reporter.contact,
+            submitter: reporter.submitter,
         };
         let domain = parse_domain(domain)?.to_string();
         let recorder = &self.state.tlsrpt_recorder;

@@ -6,7 +6,7 @@ use crate::logging;
 use crate::report_mailer::QueueMailer;
 use anyhow::{Context, Result};
 use portcullis_admin::MetricsWriter;
-use portcullis_config::{Config, LogFormat};
+use portcullis_config::{Config, LogFormat, TlsRptSending};
 use portcullis_delivery::{
     Deliverer, DeliveryMetrics, LogTlsResults, SelfAddresses, TcpConnector, Timeouts,
 };
@@ -245,9 +245,10 @@ async fn run(config: Config) -> Result<()> {
         oauth,
     );
     let tlsrpt_metrics = Arc::new(ReportMetrics::default());
-    let tlsrpt_sender = if config.tlsrpt.enabled {
+    let tlsrpt_sender = if let Some(sending) = config.tlsrpt.sending() {
         Some(Arc::new(build_tlsrpt_sender(
             &config,
+            sending,
             &store,
             &resolver,
             &client_tls_for_reports,
@@ -559,14 +560,14 @@ impl ReportMetrics {
 /// every key is present when reporting is on).
 fn build_tlsrpt_sender(
     config: &Config,
+    t: &TlsRptSending,
     store: &Store,
     resolver: &HickoryResolver,
     client_tls: &portcullis_tls::ClientTls,
     recorder: TlsRptRecorder,
     queue: Queue,
 ) -> Result<TlsRptSender> {
-    let t = &config.tlsrpt;
-    let from = t.from.clone().unwrap_or_default();
+    let from = t.from.clone();
     let from_domain = from
         .rsplit_once('@')
         .map(|(_, d)| d.to_string())
@@ -581,9 +582,9 @@ fn build_tlsrpt_sender(
         clock: Arc::new(SystemClock),
     };
     let info = ReportInfo {
-        organization: t.organization.clone().unwrap_or_default(),
-        contact: t.contact.clone().unwrap_or_default(),
-        submitter: t.submitter.clone().unwrap_or_default(),
+        organization: t.reporter.organization.clone(),
+        contact: t.reporter.contact.clone(),
+        submitter: t.reporter.submitter.clone(),
     };
     let mut builder = ReportSender::builder(
         store,
@@ -595,12 +596,10 @@ fn build_tlsrpt_sender(
         &from,
     )
     .send_window(t.send_window);
-    if let (Some(key), Some(selector)) = (&t.dkim_key, &t.dkim_selector) {
-        let signer = ReportSigner::from_pem_file(key, &from_domain, selector)
-            .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", key.display()))?;
-        info!(record = %signer.dns_name(), "TLS-RPT reports are DKIM-signed; publish the key's DNS record there");
-        builder = builder.signer(signer);
-    }
+    let signer = ReportSigner::from_pem_file(&t.dkim_key, &from_domain, &t.dkim_selector)
+        .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", t.dkim_key.display()))?;
+    info!(record = %signer.dns_name(), "TLS-RPT reports are DKIM-signed; publish the key's DNS record there");
+    builder = builder.signer(signer);
     builder
         .build()
         .map_err(|e| anyhow::anyhow!("[tlsrpt]: {e}"))

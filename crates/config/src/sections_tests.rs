@@ -1,0 +1,230 @@
+//! One row per section: a bad value is reported with its key, its line
+//! and the words of its message; the defaults an empty file gets are the
+//! runtime types' `Default`s; `[tlsrpt]` on and off.
+
+use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[track_caller]
+fn ok(text: &str) -> Config {
+    parse(text, None, "h.example.test").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `text` is refused with exactly these (key, line, words of the message).
+#[track_caller]
+fn refused(text: &str, want: &[(&str, usize, &str)]) {
+    let issues = match parse(text, Some(Path::new("x.toml")), "h.example.test") {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(ConfigError::Invalid { issues, .. }) => issues,
+        Err(e) => panic!("{e}"),
+    };
+    let got: Vec<_> = issues
+        .iter()
+        .map(|i| (i.key.as_str(), i.line.unwrap_or(0)))
+        .collect();
+    let keys: Vec<_> = want.iter().map(|(k, l, _)| (*k, *l)).collect();
+    assert_eq!(got, keys, "{issues:#?}");
+    for (issue, (_, _, words)) in issues.iter().zip(want) {
+        assert!(issue.message.contains(words), "{issue:?} lacks {words:?}");
+    }
+}
+
+#[test]
+fn hostname_must_be_fully_qualified() {
+    refused(
+        "hostname = \"mx\"\n",
+        &[("hostname", 1, "not a fully qualified host name")],
+    );
+    assert_eq!(ok("hostname = \"localhost\"\n").hostname, "localhost");
+}
+
+/// The missing half of the pair has no line: the error points at `[tls]`.
+#[test]
+fn tls_certificate_and_key_come_as_a_pair() {
+    refused(
+        "[tls]\ncertificate = \"/c.pem\"\n",
+        &[("tls.private_key", 1, "tls.private_key is not")],
+    );
+    refused(
+        "\n[tls]\nprivate_key = \"/k.pem\"\n",
+        &[("tls.certificate", 2, "tls.certificate is not")],
+    );
+    let c = ok("[tls]\ncertificate = \"/c\"\nprivate_key = \"/k\"\n");
+    assert_eq!(c.tls.files, Some(("/c".into(), "/k".into())));
+    assert_eq!(ok("").tls.files, None);
+}
+
+/// The key names the route's domain; as a domain has dots, the line
+/// found for it is the `[routes]` header's.
+#[test]
+fn routes_name_the_domain_in_the_key() {
+    refused(
+        "\n[routes]\n\"a.test\" = \"nohop\"\n\"bad..test\" = \"h.test:25\"\n",
+        &[
+            ("routes.a.test", 2, "is not host:port"),
+            ("routes.bad..test", 2, "invalid domain name"),
+        ],
+    );
+}
+
+#[test]
+fn dns_nameservers_and_timeout() {
+    refused(
+        "[dns]\nnameservers = [\"192.0.2.1\", \"nowhere\"]\ntimeout = \"5\"\n",
+        &[
+            ("dns.nameservers[1]", 2, "not an ip:port address"),
+            ("dns.timeout", 3, "has no unit"),
+        ],
+    );
+    let d = ok("[dns]\nnameservers = [\"192.0.2.1\"]\ntimeout = \"2s\"\n").dns;
+    assert_eq!(d.nameservers, ["192.0.2.1:53".parse().unwrap()]);
+    assert_eq!(d.timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn delivery_counts_must_not_be_zero() {
+    refused(
+        "[delivery]\nmax_concurrent = 0\nper_domain = 0\nconnect_timeout = \"x\"\n",
+        &[
+            ("delivery.max_concurrent", 2, "greater than zero"),
+            ("delivery.per_domain", 3, "greater than zero"),
+            ("delivery.connect_timeout", 4, "whole number"),
+        ],
+    );
+    let d = ok("[delivery]\nport = 2525\nper_domain = 2\n").delivery;
+    assert_eq!((d.port, d.per_domain, d.max_concurrent), (2525, 2, 50));
+}
+
+#[test]
+fn queue_delay_warning_comes_before_max_age() {
+    refused(
+        "[queue]\nmax_age = \"1h\"\ndelay_warning = \"2h\"\n",
+        &[("queue.delay_warning", 3, "shorter than max_age")],
+    );
+    refused(
+        "[queue]\nretry = []\n",
+        &[("queue.retry", 2, "at least one wait")],
+    );
+}
+
+#[test]
+fn mta_sts_fetch_timeout_and_pins_dir() {
+    refused(
+        "[mta_sts]\nfetch_timeout = \"1y\"\n",
+        &[("mta_sts.fetch_timeout", 2, "unknown unit")],
+    );
+    let m = ok("[mta_sts]\nhttps_port = 8443\npins_dir = \"/pins\"\n").mta_sts;
+    assert_eq!((m.https_port, m.pins_dir), (8443, Some("/pins".into())));
+}
+
+#[test]
+fn admin_socket_defaults_into_data_dir() {
+    refused(
+        "[admin]\nmetrics = \"nope\"\n",
+        &[("admin.metrics", 2, "not an ip:port address")],
+    );
+    let c = ok("data_dir = \"/var/lib/p\"\n");
+    assert_eq!(c.admin.socket, PathBuf::from("/var/lib/p/admin.sock"));
+    assert_eq!(c.admin.metrics, None);
+}
+
+#[test]
+fn smtp_and_log_choices() {
+    refused(
+        "[smtp]\nbare_newline = \"keep\"\n[log]\nformat = \"xml\"\n",
+        &[
+            (
+                "smtp.bare_newline",
+                2,
+                "\"keep\" is not \"reject\" or \"normalize\"",
+            ),
+            ("log.format", 4, "\"xml\" is not \"text\" or \"json\""),
+        ],
+    );
+    let c = ok(
+        "[smtp]\nbare_newline = \"normalize\"\nbanner = \"hi\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n",
+    );
+    assert_eq!(c.bare_newline, BareNewline::Normalize);
+    assert_eq!(c.banner, "hi");
+    assert_eq!(
+        (c.log_format, c.log_level.as_str()),
+        (LogFormat::Json, "debug")
+    );
+}
+
+/// The defaults are applied once, in validation, from the runtime types'
+/// `Default`s: an empty file gets exactly those.
+#[test]
+fn an_empty_file_gets_every_sections_default() {
+    let c = ok("");
+    assert_eq!(c.dns, Dns::default());
+    assert_eq!(c.delivery, Delivery::default());
+    assert_eq!(c.queue, Queue::default());
+    assert_eq!(c.mta_sts, MtaSts::default());
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.verify, Verify::default());
+    assert_eq!(c.submission, Submission::default());
+    assert_eq!(c.tlsrpt, TlsRpt::default());
+    assert_eq!(
+        c.queue.retry,
+        ["5m", "10m", "20m", "40m", "1h"].map(|t| parse_duration(t).unwrap())
+    );
+    assert_eq!(c.banner, "ESMTP Portcullis");
+    assert_eq!(
+        (c.log_format, c.log_level.as_str()),
+        (LogFormat::Text, "info")
+    );
+}
+
+const REPORTER: &str =
+    "organization = \"Org\"\ncontact = \"mailto:p@example.test\"\nsubmitter = \"example.test\"\n";
+
+/// `enabled = true`: every key sending takes, present, no `Option` left.
+#[test]
+fn tlsrpt_on_holds_every_sending_key() {
+    let c = ok(&format!(
+        "[tlsrpt]\nenabled = true\n{REPORTER}from = \"r@example.test\"\n\
+dkim_selector = \"s\"\ndkim_key = \"/k.pem\"\nsend_window = \"1h\"\n"
+    ));
+    let s = c.tlsrpt.sending().expect("reports are sent");
+    assert_eq!(s.reporter.organization, "Org");
+    assert_eq!(s.reporter.submitter, "example.test");
+    assert_eq!(s.from, "r@example.test");
+    assert_eq!(
+        (s.dkim_selector.as_str(), s.dkim_key.as_path()),
+        ("s", Path::new("/k.pem"))
+    );
+    assert_eq!(s.send_window, Duration::from_secs(3600));
+    assert_eq!(c.tlsrpt.reporter().as_ref(), Some(&s.reporter));
+}
+
+/// Off: nothing is sent; the reporter is known only when all three keys
+/// naming it are set.
+#[test]
+fn tlsrpt_off_names_a_reporter_only_when_complete() {
+    let c = ok(&format!("[tlsrpt]\n{REPORTER}"));
+    assert!(c.tlsrpt.sending().is_none());
+    assert_eq!(
+        c.tlsrpt.reporter().map(|r| r.contact),
+        Some("mailto:p@example.test".into())
+    );
+    let c = ok("[tlsrpt]\norganization = \"Org\"\n");
+    assert!(c.tlsrpt.sending().is_none() && c.tlsrpt.reporter().is_none());
+    assert!(ok("").tlsrpt.reporter().is_none());
+}
+
+#[test]
+fn tlsrpt_on_requires_every_sending_key() {
+    refused(
+        "[tlsrpt]\nenabled = true\norganization = \"Org\"\nsend_window = \"4x\"\n",
+        &[
+            ("tlsrpt.contact", 1, "required when tlsrpt.enabled = true"),
+            ("tlsrpt.submitter", 1, "required"),
+            ("tlsrpt.from", 1, "required"),
+            ("tlsrpt.dkim_selector", 1, "required"),
+            ("tlsrpt.dkim_key", 1, "required"),
+            ("tlsrpt.send_window", 4, "unknown unit"),
+        ],
+    );
+}
