@@ -398,20 +398,20 @@ fn submission_dkim_keys() {
     );
 }
 
-/// `[limits] spool_threshold` and `max_header_size`: 256 KiB by default;
+/// `[limits] spool_threshold` (64 KiB) and `max_header_size` (256 KiB) by default;
 /// values outside 4 KiB..64 MiB refused with their key and line.
 #[test]
 fn message_memory_limits_default_value_and_range() {
     let c = parse("", None, "h").unwrap();
-    assert_eq!(c.limits.spool_threshold, 262_144);
+    assert_eq!(c.limits.spool_threshold, 65_536);
     assert_eq!(c.limits.max_header_size, 262_144);
     let c = parse(
-        "[limits]\nspool_threshold = 65536\nmax_header_size = 1048576\n",
+        "[limits]\nspool_threshold = 131072\nmax_header_size = 1048576\n",
         None,
         "h",
     )
     .unwrap();
-    assert_eq!(c.limits.spool_threshold, 65_536);
+    assert_eq!(c.limits.spool_threshold, 131_072);
     assert_eq!(c.limits.max_header_size, 1_048_576);
     let err = parse(
         "[limits]\nspool_threshold = 100\nmax_header_size = 1000000000\n",

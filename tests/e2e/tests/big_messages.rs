@@ -1,5 +1,5 @@
-//! Large messages end to end: a 5 MiB message (20 times `[limits]
-//! spool_threshold`, so it is written to the store while it arrives) sent to
+//! Large messages end to end: a 5 MiB message (80 times `[limits]
+//! spool_threshold`, so it is written to its own file while it arrives) sent to
 //! the real binary over DATA and over BDAT, DKIM-signed by the sender and
 //! verified by the server, relayed to a sink. The sink must get the message
 //! byte for byte after our trace headers, and `dkim=pass` proves that the

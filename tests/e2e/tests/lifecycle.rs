@@ -86,7 +86,7 @@ fn kill9_right_after_250_loses_nothing() {
     kill9_after_250(body);
 }
 
-/// The same for a message past `[limits] spool_threshold` (256 KiB), whose
+/// The same for a message past `[limits] spool_threshold` (64 KiB), whose
 /// data after the header section went to its own file while it arrived:
 /// the file is part of what the 250 promises, and the restart's sweep of
 /// files without a record leaves it alone.

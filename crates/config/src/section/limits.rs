@@ -45,8 +45,9 @@ pub struct LimitsFile {
     /// `shutdown_grace`: how long open sessions may finish on shutdown (default `"30s"`).
     pub shutdown_grace: Option<String>,
     /// `spool_threshold`: octets of a message held in memory while it
-    /// arrives; a larger message is written to the store as it arrives,
-    /// only its header section staying in memory (default 262144).
+    /// arrives; past them the rest of the message is written to its own
+    /// file as it arrives, only its header section staying in memory
+    /// (default 65536).
     pub spool_threshold: Option<u64>,
     /// `max_header_size`: octets the header section of a message may take;
     /// a larger one is refused with 552 5.3.4 (default 262144).
@@ -118,7 +119,10 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_secs(30),
             greet_pause: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
-            spool_threshold: 256 * 1024,
+            // One store chunk: a larger body goes to its own file (see
+            // queue/src/files.rs), so sled, which keeps what is written to
+            // it in memory, holds only small messages (README, Benchmark).
+            spool_threshold: 64 * 1024,
             max_header_size: 256 * 1024,
         }
     }
