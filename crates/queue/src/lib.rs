@@ -37,6 +37,7 @@
 mod bounds;
 mod deliver;
 pub mod dsn;
+mod metrics;
 mod record;
 pub mod schedule;
 pub mod scheduler;
