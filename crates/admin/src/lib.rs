@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod conn;
 mod error;
 mod metrics_http;
 mod protocol;

@@ -613,6 +613,76 @@ mod tests {
         assert_eq!(req, Request::QueueRetry { id: None });
     }
 
+    /// `queue show --json` prints the body as the server sent it: the
+    /// stored envelope's fields beside `history` and `recipient_states`,
+    /// `history_note` and `body_error` only when there is something to say.
+    /// The typed form must read it back whole.
+    #[test]
+    fn queue_detail_round_trips_in_the_flat_envelope_form() {
+        use portcullis_types::{
+            Address, BodyType, Notify, Origin, QueueId, Recipient, ReversePath,
+        };
+        let envelope = Envelope {
+            id: QueueId::generate(1_700_000_000_000, 7),
+            sender: ReversePath::Mailbox(Address::parse("a@b.test").unwrap()),
+            recipients: vec![Recipient {
+                address: Address::parse("c@d.test").unwrap(),
+                notify: Notify::default(),
+                orcpt: None,
+            }],
+            ret: None,
+            envid: None,
+            body: BodyType::SevenBit,
+            smtputf8: false,
+            received_at: 1_700_000_000,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            helo: "h.test".into(),
+            tls: None,
+            authenticated: None,
+            size: 10,
+            origin: Origin::Bounce,
+        };
+        let detail = QueueDetail {
+            entry: QueueEntry {
+                id: envelope.id.to_string(),
+                sender: "<a@b.test>".into(),
+                recipients: vec![],
+                size: 10,
+                received_at: 1_700_000_000,
+                attempts: 1,
+                next_attempt: Some(1_700_000_300),
+                last_error: None,
+            },
+            envelope: QueueEnvelope {
+                envelope,
+                history: vec![AttemptEntry {
+                    number: 1,
+                    at: 1_700_000_001,
+                    outcomes: vec!["c@d.test: deferred: 451 later".into()],
+                }],
+                history_note: None,
+                recipient_states: vec![RecipientStateEntry {
+                    status: "deferred".into(),
+                    last_reply: Some("451 later".into()),
+                    remote_mta: None,
+                }],
+                body_error: None,
+            },
+            headers: "Subject: x\r\n".into(),
+        };
+        let wire = serde_json::to_value(&detail).unwrap();
+        let env = &wire["envelope"];
+        assert_eq!(env["origin"], "bounce");
+        assert_eq!(env["client_ip"], "192.0.2.1");
+        assert_eq!(env["history"][0]["number"], 1);
+        assert_eq!(env["recipient_states"][0]["status"], "deferred");
+        assert!(env.get("history_note").is_none() && env.get("body_error").is_none());
+        let request = Request::QueueShow { id: "x".into() };
+        let back = Answer::decode(&request, wire).unwrap();
+        assert_eq!(back, Answer::QueueShow(Box::new(detail)));
+        assert!(Answer::decode(&Request::Status, serde_json::json!([1])).is_err());
+    }
+
     #[test]
     fn responses_are_tagged_by_status() {
         let ok = serde_json::to_string(&Response::ok(&vec![1, 2])).unwrap();

@@ -26,17 +26,20 @@ impl Queue {
             &[],
             oldest,
         );
-        w.counter(
-            "portcullis_delivery_attempts_total",
-            "Message delivery attempts started.",
-            &[],
-            counters.attempts.load(Relaxed),
-        );
-        w.counter(
-            "portcullis_dsns_total",
-            "Delivery status notifications queued.",
-            &[],
-            counters.dsns.load(Relaxed),
-        );
+        // Plain counters, without labels.
+        for (name, help, value) in [
+            (
+                "portcullis_delivery_attempts_total",
+                "Message delivery attempts started.",
+                &counters.attempts,
+            ),
+            (
+                "portcullis_dsns_total",
+                "Delivery status notifications queued.",
+                &counters.dsns,
+            ),
+        ] {
+            w.counter(name, help, &[], value.load(Relaxed));
+        }
     }
 }

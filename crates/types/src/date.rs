@@ -52,9 +52,9 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// The (year, month, day) of day `z` counted from 1970-01-01 (negative
-/// before it): Howard Hinnant's days-to-civil algorithm, proleptic
-/// Gregorian, UTC.
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian, UTC):
+/// the (year, month 1–12, day 1–31) of day `z` after 1970-01-01 (negative
+/// before it).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -68,10 +68,8 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// The inverse of [`civil_from_days`]: the day number of (year, month,
-/// day) counted from 1970-01-01. Out-of-range months or days give a day
-/// that does not round-trip; callers that parse check with
-/// [`civil_from_days`].
+/// The inverse of [`civil_from_days`]: days since 1970-01-01 of the
+/// (proleptic Gregorian) date `y`-`m`-`d`; not checked (`m` must be 1–12).
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
