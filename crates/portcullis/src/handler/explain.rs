@@ -2,7 +2,7 @@
 //! them now, and what the policy in force demands of each.
 
 use super::policy::{cache_entry, pin_entry, store_err};
-use super::{Refused, parse_domain};
+use super::refused::{Refused, parse_domain};
 use crate::state::PolicyAccess;
 use portcullis_admin::{ExplainHost, PolicyEntry, PolicyExplain};
 use portcullis_config::Route;

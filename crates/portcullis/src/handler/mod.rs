@@ -5,11 +5,13 @@
 mod explain;
 mod policy;
 mod queue;
+mod refused;
 mod tlsrpt;
 
 use crate::state::{PolicyAccess, QueueAccess, ServerInfo, TlsRptAccess};
 use portcullis_admin::{Answer, Handler, ListenerStatus, Request, Response, StatusReport};
 use portcullis_inbound::InboundMetrics;
+use refused::Refused;
 use std::sync::Arc;
 
 /// Answers admin requests.
@@ -25,10 +27,6 @@ pub struct AdminHandler {
     /// `tlsrpt ...`.
     pub tlsrpt: TlsRptAccess,
 }
-
-/// Why a request is refused: the error response, with the message the
-/// operator sees.
-type Refused = Response;
 
 impl AdminHandler {
     fn status(&self) -> StatusReport {
@@ -98,10 +96,4 @@ impl Handler for AdminHandler {
             Err(refused) => refused,
         }
     }
-}
-
-/// `domain` parsed, or the refusal naming it.
-fn parse_domain(domain: &str) -> Result<portcullis_types::Domain, Refused> {
-    portcullis_types::Domain::parse(domain)
-        .map_err(|e| Response::error(format!("invalid domain {domain:?}: {e}")))
 }

@@ -1,7 +1,7 @@
 //! `policy list|show|fetch|refresh|evict|pin|unpin`: the MTA-STS cache and
 //! pins.
 
-use super::{Refused, parse_domain};
+use super::refused::{Refused, parse_domain};
 use crate::dates::format_rfc3339;
 use crate::state::PolicyAccess;
 use portcullis_admin::{

@@ -1,6 +1,6 @@
 //! `queue list|show|retry|delete`.
 
-use super::Refused;
+use super::refused::Refused;
 use crate::state::QueueAccess;
 use portcullis_admin::{
     AttemptEntry, QueueDeleted, QueueDetail, QueueEntry, QueueEnvelope, QueueRetried,

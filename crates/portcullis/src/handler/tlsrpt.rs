@@ -1,6 +1,6 @@
 //! `tlsrpt list|show|send`.
 
-use super::{Refused, parse_domain};
+use super::refused::{Refused, parse_domain};
 use crate::state::TlsRptAccess;
 use portcullis_admin::{Response, TlsrptEntry, TlsrptOutcome, TlsrptSendResult};
 use portcullis_policy::tlsrpt::{Day, ReportInfo, SendOutcome, TlsRptError, build_report};

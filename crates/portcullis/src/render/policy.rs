@@ -1,6 +1,6 @@
 //! `policy ...`: the cache and pins as tables and detail pages.
 
-use super::{fields, format_age, format_expiry};
+use super::text::{fields, format_age, format_expiry};
 use crate::dates::{format_rfc3339, format_time};
 use portcullis_admin::{PolicyEntry, PolicyExplain, PolicyRefresh, PolicyShow, render_table};
 

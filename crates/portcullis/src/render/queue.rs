@@ -2,7 +2,7 @@
 //! it (envelope, recipients, attempt history, header section), in the
 //! manner of Postfix's `postcat -q`.
 
-use super::{escape_terminal, fields};
+use super::text::{escape_terminal, fields};
 use crate::dates::format_rfc3339;
 use portcullis_admin::{
     AttemptEntry, QueueDeleted, QueueDetail, QueueEntry, QueueEnvelope, QueueRetried, render_table,
