@@ -13,14 +13,16 @@
 //! input (over-long lines, malformed JSON, oversized or slow HTTP heads) gets
 //! a clear error reply and a closed connection, never a panic, and every read
 //! is bounded in size and time. This crate holds no business logic: the
-//! binary implements [`Handler`] and renders the metrics.
+//! binary implements [`Handler`] and hands the endpoint a function that
+//! draws the page (each crate renders its own metrics through
+//! `portcullis_metrics::MetricsWriter`).
 
 #![forbid(unsafe_code)]
 
 mod client;
+mod conn;
 mod error;
 mod metrics_http;
-mod metrics_text;
 mod protocol;
 mod server;
 mod table;
@@ -28,11 +30,11 @@ mod table;
 pub use client::{CALL_TIMEOUT, call, call_as};
 pub use error::AdminError;
 pub use metrics_http::{MetricsListener, bind_metrics};
-pub use metrics_text::{MetricValue, MetricsWriter};
 pub use protocol::{
-    ExplainHost, ListenerStatus, PolicyEntry, PolicyExplain, PolicyRefresh, PolicyShow,
-    QueueDetail, QueueEntry, RecipientEntry, Request, Response, StatusReport, TlsrptEntry,
-    TlsrptOutcome, TlsrptSendResult,
+    Answer, AttemptEntry, ExplainHost, ListenerStatus, PolicyEntry, PolicyEvicted, PolicyExplain,
+    PolicyRefresh, PolicyShow, PolicyUnpinned, QueueDeleted, QueueDetail, QueueEntry,
+    QueueEnvelope, QueueRetried, RecipientEntry, RecipientStateEntry, Request, Response,
+    StatusReport, TlsrptEntry, TlsrptOutcome, TlsrptSendResult,
 };
 pub use server::{AdminListener, Handler, MAX_REQUEST_LINE, bind, serve};
 pub use table::render_table;

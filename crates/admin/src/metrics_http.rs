@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::AdminError;
+use crate::conn::{accept_loop, drain, write_and_close};
 
 /// The largest request head accepted, in bytes.
 const MAX_HEAD: usize = 8 * 1024;
@@ -69,43 +69,27 @@ impl MetricsListener {
     /// `HEAD`) gets `render()`; other paths 404, other methods 405, a
     /// malformed or over-long head 400, a head not finished in time 408.
     pub async fn run(self, render: Render, shutdown: CancellationToken) {
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let tracker = TaskTracker::new();
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                permit = Arc::clone(&limit).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break, // the semaphore is never closed
-                },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => {
-                        backoff = Duration::from_millis(10);
-                        accepted
+        let listener = &self.listener;
+        accept_loop(
+            "metrics",
+            MAX_CONNECTIONS,
+            &shutdown,
+            &tracker,
+            || listener.accept(),
+            |(stream, peer)| {
+                let render = Arc::clone(&render);
+                let shutdown = shutdown.clone();
+                async move {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = serve_scrape(stream, &render) => {}
                     }
-                    Err(e) => {
-                        warn!(error = %e, "metrics accept failed");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                        continue;
-                    }
-                },
-            };
-            let render = Arc::clone(&render);
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = serve_scrape(stream, &render) => {}
+                    debug!(%peer, "metrics connection done");
                 }
-                debug!(%peer, "metrics connection done");
-                drop(permit);
-            });
-        }
+            },
+        )
+        .await;
         drop(self.listener);
         tracker.close();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
@@ -169,24 +153,10 @@ async fn serve_scrape(mut stream: TcpStream, render: &Render) {
     if reply.send_body {
         out.push_str(&reply.body);
     }
-    let write = async {
-        stream.write_all(out.as_bytes()).await?;
-        stream.shutdown().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            debug!(error = %e, "metrics write failed");
-            return;
-        }
-        Err(_) => {
-            debug!("metrics write timed out");
-            return;
-        }
+    if !write_and_close(&mut stream, out.as_bytes(), WRITE_TIMEOUT, "metrics").await {
+        return;
     }
-    let mut sink = tokio::io::sink();
-    let mut rest = stream.take(DRAIN_LIMIT);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, tokio::io::copy(&mut rest, &mut sink)).await;
+    drain(stream, DRAIN_LIMIT, DRAIN_TIMEOUT).await;
 }
 
 /// Reads until the empty line that ends the head, at most [`MAX_HEAD`]

@@ -1,9 +1,13 @@
-//! The admin protocol's message types.
+//! The admin protocol's message types, shared by the server and the CLI.
 //!
 //! One JSON object per line. A request is tagged by `op`
 //! (`{"op":"queue_show","id":"..."}`), a response by `status`
 //! (`{"status":"ok","body":...}` or `{"status":"error","message":"..."}`).
+//! The body of a successful response is one [`Answer`]: the server builds
+//! it from typed values and the client decodes it into the same types
+//! ([`Answer::decode`]), so neither side picks fields out of JSON by hand.
 
+use portcullis_types::Envelope;
 use serde::{Deserialize, Serialize};
 
 /// One admin request, written by the CLI and handled by the server.
@@ -139,6 +143,95 @@ impl Response {
     }
 }
 
+/// The body of a successful [`Response`], one variant per [`Request`].
+///
+/// On the wire it is the inner value alone (no tag): the request says which
+/// variant to expect, see [`Answer::decode`].
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum Answer {
+    /// To [`Request::Status`].
+    Status(StatusReport),
+    /// To [`Request::QueueList`].
+    QueueList(Vec<QueueEntry>),
+    /// To [`Request::QueueShow`].
+    QueueShow(Box<QueueDetail>),
+    /// To [`Request::QueueRetry`].
+    QueueRetry(QueueRetried),
+    /// To [`Request::QueueDelete`].
+    QueueDelete(QueueDeleted),
+    /// To [`Request::PolicyList`].
+    PolicyList(Vec<PolicyEntry>),
+    /// To [`Request::PolicyShow`].
+    PolicyShow(Box<PolicyShow>),
+    /// To [`Request::PolicyFetch`]: the policy now cached.
+    PolicyFetch(Box<PolicyEntry>),
+    /// To [`Request::PolicyRefresh`].
+    PolicyRefresh(Vec<PolicyRefresh>),
+    /// To [`Request::PolicyEvict`].
+    PolicyEvict(PolicyEvicted),
+    /// To [`Request::PolicyExplain`].
+    PolicyExplain(Box<PolicyExplain>),
+    /// To [`Request::PolicyPin`]: the pin now in force.
+    PolicyPin(Box<PolicyEntry>),
+    /// To [`Request::PolicyUnpin`].
+    PolicyUnpin(PolicyUnpinned),
+    /// To [`Request::TlsrptList`].
+    TlsrptList(Vec<TlsrptEntry>),
+    /// To [`Request::TlsrptShow`]: the RFC 8460 report JSON itself, kept
+    /// as a JSON value because it is the content (exactly what is sent).
+    TlsrptShow(serde_json::Value),
+    /// To [`Request::TlsrptSend`].
+    TlsrptSend(TlsrptSendResult),
+}
+
+impl Answer {
+    /// Decodes `body`, the answer to `request`, into the variant that
+    /// request promises; an error when the body does not have its shape.
+    pub fn decode(request: &Request, body: serde_json::Value) -> Result<Answer, serde_json::Error> {
+        use serde_json::from_value as v;
+        Ok(match request {
+            Request::Status => Answer::Status(v(body)?),
+            Request::QueueList => Answer::QueueList(v(body)?),
+            Request::QueueShow { .. } => Answer::QueueShow(v(body)?),
+            Request::QueueRetry { .. } => Answer::QueueRetry(v(body)?),
+            Request::QueueDelete { .. } => Answer::QueueDelete(v(body)?),
+            Request::PolicyList => Answer::PolicyList(v(body)?),
+            Request::PolicyShow { .. } => Answer::PolicyShow(v(body)?),
+            Request::PolicyFetch { .. } => Answer::PolicyFetch(v(body)?),
+            Request::PolicyRefresh { .. } => Answer::PolicyRefresh(v(body)?),
+            Request::PolicyEvict { .. } => Answer::PolicyEvict(v(body)?),
+            Request::PolicyExplain { .. } => Answer::PolicyExplain(v(body)?),
+            Request::PolicyPin { .. } => Answer::PolicyPin(v(body)?),
+            Request::PolicyUnpin { .. } => Answer::PolicyUnpin(v(body)?),
+            Request::TlsrptList => Answer::TlsrptList(v(body)?),
+            Request::TlsrptShow { .. } => Answer::TlsrptShow(body),
+            Request::TlsrptSend => Answer::TlsrptSend(v(body)?),
+        })
+    }
+
+    /// False when the server answered but part of the work failed: a
+    /// refresh of every policy where one refresh failed, a `tlsrpt send`
+    /// where a report could not be delivered now (the CLI then exits
+    /// non-zero after printing the answer).
+    pub fn all_succeeded(&self) -> bool {
+        match self {
+            Answer::PolicyRefresh(items) => items.iter().all(|i| i.outcome != "failed"),
+            Answer::TlsrptSend(result) => result
+                .outcomes
+                .iter()
+                .all(|o| o.outcome != "retry" && o.outcome != "gave-up"),
+            _ => true,
+        }
+    }
+}
+
+impl From<Answer> for Response {
+    fn from(answer: Answer) -> Response {
+        Response::ok(&answer)
+    }
+}
+
 /// What `portcullis status` shows.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct StatusReport {
@@ -202,10 +295,85 @@ pub struct RecipientEntry {
 pub struct QueueDetail {
     /// The summary.
     pub entry: QueueEntry,
-    /// The stored envelope, as the queue records it.
-    pub envelope: serde_json::Value,
+    /// The stored envelope with the delivery state the queue keeps.
+    pub envelope: QueueEnvelope,
     /// The message's header section.
     pub headers: String,
+}
+
+/// The envelope of a queued message as `queue show` gives it: the stored
+/// [`Envelope`]'s fields, with the attempt history and the per-recipient
+/// states beside them (one JSON object, as operators' scripts read it).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct QueueEnvelope {
+    /// The envelope as accepted.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+    /// The attempts kept (the first ones and the last ones), oldest first.
+    pub history: Vec<AttemptEntry>,
+    /// Says how many attempts the history leaves out, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_note: Option<String>,
+    /// One state per envelope recipient, same order.
+    pub recipient_states: Vec<RecipientStateEntry>,
+    /// Why the message's body cannot be read (the record is shown anyway:
+    /// that is how the operator finds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_error: Option<String>,
+}
+
+/// One delivery attempt in a [`QueueEnvelope`]'s history.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AttemptEntry {
+    /// Its number (1 for the first); 0 in records older than numbering.
+    #[serde(default)]
+    pub number: u32,
+    /// When it started, in Unix seconds.
+    pub at: u64,
+    /// Per-recipient outcomes as text (`rcpt: outcome`), once finished.
+    pub outcomes: Vec<String>,
+}
+
+/// Where one recipient of a [`QueueEnvelope`] stands.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RecipientStateEntry {
+    /// `queued`, `deferred`, `delivered` or `failed`.
+    pub status: String,
+    /// The last remote reply or local error, whole.
+    pub last_reply: Option<String>,
+    /// The host that gave it.
+    #[serde(default)]
+    pub remote_mta: Option<String>,
+}
+
+/// What `portcullis queue retry` did.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct QueueRetried {
+    /// Messages made due now.
+    pub scheduled: u64,
+}
+
+/// What `portcullis queue delete` did.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct QueueDeleted {
+    /// The queue id removed.
+    pub deleted: String,
+    /// True when a non-delivery report went to the sender first.
+    pub bounced: bool,
+}
+
+/// What `portcullis policy evict` did.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PolicyEvicted {
+    /// The domain whose cached policy was removed.
+    pub evicted: String,
+}
+
+/// What `portcullis policy unpin` did.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PolicyUnpinned {
+    /// The domain whose operator pin was removed.
+    pub unpinned: String,
 }
 
 /// One MTA-STS policy as `portcullis policy list` shows it: a cached
@@ -443,6 +611,76 @@ mod tests {
     fn retry_without_id_means_all() {
         let req: Request = serde_json::from_str(r#"{"op":"queue_retry"}"#).unwrap();
         assert_eq!(req, Request::QueueRetry { id: None });
+    }
+
+    /// `queue show --json` prints the body as the server sent it: the
+    /// stored envelope's fields beside `history` and `recipient_states`,
+    /// `history_note` and `body_error` only when there is something to say.
+    /// The typed form must read it back whole.
+    #[test]
+    fn queue_detail_round_trips_in_the_flat_envelope_form() {
+        use portcullis_types::{
+            Address, BodyType, Notify, Origin, QueueId, Recipient, ReversePath,
+        };
+        let envelope = Envelope {
+            id: QueueId::generate(1_700_000_000_000, 7),
+            sender: ReversePath::Mailbox(Address::parse("a@b.test").unwrap()),
+            recipients: vec![Recipient {
+                address: Address::parse("c@d.test").unwrap(),
+                notify: Notify::default(),
+                orcpt: None,
+            }],
+            ret: None,
+            envid: None,
+            body: BodyType::SevenBit,
+            smtputf8: false,
+            received_at: 1_700_000_000,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            helo: "h.test".into(),
+            tls: None,
+            authenticated: None,
+            size: 10,
+            origin: Origin::Bounce,
+        };
+        let detail = QueueDetail {
+            entry: QueueEntry {
+                id: envelope.id.to_string(),
+                sender: "<a@b.test>".into(),
+                recipients: vec![],
+                size: 10,
+                received_at: 1_700_000_000,
+                attempts: 1,
+                next_attempt: Some(1_700_000_300),
+                last_error: None,
+            },
+            envelope: QueueEnvelope {
+                envelope,
+                history: vec![AttemptEntry {
+                    number: 1,
+                    at: 1_700_000_001,
+                    outcomes: vec!["c@d.test: deferred: 451 later".into()],
+                }],
+                history_note: None,
+                recipient_states: vec![RecipientStateEntry {
+                    status: "deferred".into(),
+                    last_reply: Some("451 later".into()),
+                    remote_mta: None,
+                }],
+                body_error: None,
+            },
+            headers: "Subject: x\r\n".into(),
+        };
+        let wire = serde_json::to_value(&detail).unwrap();
+        let env = &wire["envelope"];
+        assert_eq!(env["origin"], "bounce");
+        assert_eq!(env["client_ip"], "192.0.2.1");
+        assert_eq!(env["history"][0]["number"], 1);
+        assert_eq!(env["recipient_states"][0]["status"], "deferred");
+        assert!(env.get("history_note").is_none() && env.get("body_error").is_none());
+        let request = Request::QueueShow { id: "x".into() };
+        let back = Answer::decode(&request, wire).unwrap();
+        assert_eq!(back, Answer::QueueShow(Box::new(detail)));
+        assert!(Answer::decode(&Request::Status, serde_json::json!([1])).is_err());
     }
 
     #[test]

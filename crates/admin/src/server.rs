@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::AdminError;
+use crate::conn::{accept_loop, drain, write_and_close};
 use crate::protocol::{Request, Response};
 
 /// The longest request line the server reads, in bytes (newline excluded).
@@ -179,40 +179,20 @@ impl AdminListener {
                 path: file.path.clone(),
                 source,
             })?;
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let tracker = TaskTracker::new();
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                permit = Arc::clone(&limit).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break, // the semaphore is never closed
-                },
-            };
-            let stream = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        backoff = Duration::from_millis(10);
-                        stream
-                    }
-                    Err(e) => {
-                        // EMFILE and friends: wait, the condition may pass.
-                        warn!(error = %e, "admin socket accept failed");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                        continue;
-                    }
-                },
-            };
-            let handler = Arc::clone(&handler);
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                serve_connection(stream, &*handler, &shutdown).await;
-                drop(permit);
-            });
-        }
+        accept_loop(
+            "admin socket",
+            MAX_CONNECTIONS,
+            &shutdown,
+            &tracker,
+            || async { listener.accept().await.map(|(stream, _)| stream) },
+            |stream| {
+                let handler = Arc::clone(&handler);
+                let shutdown = shutdown.clone();
+                async move { serve_connection(stream, &*handler, &shutdown).await }
+            },
+        )
+        .await;
         // Stop being reachable first, then let in-flight requests finish.
         drop(listener);
         drop(file);
@@ -294,26 +274,12 @@ async fn serve_connection<H: Handler>(
         }
     };
     out.push(b'\n');
-    let write = async {
-        write_half.write_all(&out).await?;
-        write_half.shutdown().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            debug!(error = %e, "admin response write failed");
-            return;
-        }
-        Err(_) => {
-            debug!("admin response write timed out");
-            return;
-        }
+    if !write_and_close(&mut write_half, &out, WRITE_TIMEOUT, "admin response").await {
+        return;
     }
     // Drain what the client may still be sending (an over-long line) so it
     // can finish writing and read the answer.
-    let mut sink = tokio::io::sink();
-    let mut rest = reader.take(DRAIN_LIMIT);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, tokio::io::copy(&mut rest, &mut sink)).await;
+    drain(reader, DRAIN_LIMIT, DRAIN_TIMEOUT).await;
 }
 
 /// Reads one line of at most [`MAX_REQUEST_LINE`] bytes. A final line

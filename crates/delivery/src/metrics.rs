@@ -1,11 +1,13 @@
-//! Delivery counters: outcomes, and attempts by MX host.
+//! Delivery counters: outcomes, and attempts by MX host, rendered here
+//! into the server's metrics page.
 
+use portcullis_metrics::MetricsWriter;
 use portcullis_queue::RecipientOutcome;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Counters rendered by the binary.
+/// The delivery counters; [`DeliveryMetrics::render`] draws them.
 #[derive(Debug, Default)]
 pub struct DeliveryMetrics {
     delivered: AtomicU64,
@@ -60,7 +62,7 @@ impl DeliveryMetrics {
     }
 
     /// Deliveries by policy mode.
-    pub fn modes(&self) -> Vec<(&'static str, u64)> {
+    fn modes(&self) -> Vec<(&'static str, u64)> {
         self.by_mode
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -70,7 +72,7 @@ impl DeliveryMetrics {
     }
 
     /// Policy-caused deferrals by reason.
-    pub fn deferrals(&self) -> Vec<(&'static str, u64)> {
+    fn deferrals(&self) -> Vec<(&'static str, u64)> {
         self.policy_deferrals
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -80,7 +82,7 @@ impl DeliveryMetrics {
     }
 
     /// (delivered, deferred, failed) recipient counts.
-    pub fn outcomes(&self) -> (u64, u64, u64) {
+    fn outcomes(&self) -> (u64, u64, u64) {
         (
             self.delivered.load(Relaxed),
             self.deferred.load(Relaxed),
@@ -89,8 +91,50 @@ impl DeliveryMetrics {
     }
 
     /// Attempts by (MX host, result).
-    pub fn attempts(&self) -> Vec<(String, &'static str, u64)> {
+    fn attempts(&self) -> Vec<(String, &'static str, u64)> {
         let m = self.by_mx.lock().unwrap_or_else(|p| p.into_inner());
         m.iter().map(|((h, r), n)| (h.clone(), *r, *n)).collect()
+    }
+
+    /// Appends the delivery families to `w`: recipient outcomes, attempts
+    /// by MX host, deliveries by MTA-STS mode, policy deferrals.
+    pub fn render(&self, w: &mut MetricsWriter) {
+        let (delivered, deferred, failed) = self.outcomes();
+        for (outcome, n) in [
+            ("delivered", delivered),
+            ("deferred", deferred),
+            ("failed", failed),
+        ] {
+            w.counter(
+                "portcullis_deliveries_total",
+                "Recipient delivery outcomes.",
+                &[("outcome", outcome)],
+                n,
+            );
+        }
+        for (mx, result, n) in self.attempts() {
+            w.counter(
+                "portcullis_delivery_attempts_by_mx_total",
+                "Attempts at MX hosts by host and result (loops_to_self: not contacted, it is this server).",
+                &[("mx", &mx), ("result", result)],
+                n,
+            );
+        }
+        for (mode, n) in self.modes() {
+            w.counter(
+                "portcullis_deliveries_by_policy_mode_total",
+                "Deliveries to a domain, by the MTA-STS mode that applied.",
+                &[("mode", mode)],
+                n,
+            );
+        }
+        for (reason, n) in self.deferrals() {
+            w.counter(
+                "portcullis_policy_deferrals_total",
+                "Hosts or deliveries refused because of an MTA-STS policy, by reason.",
+                &[("reason", reason)],
+                n,
+            );
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Counters of the inbound side, rendered in the Prometheus text format.
 //! Plain atomics: incrementing one is a single instruction on the hot path.
 
-use portcullis_admin::MetricsWriter;
 use portcullis_auth::{AuthResult, Disposition, Method};
+use portcullis_metrics::MetricsWriter;
 use portcullis_submission::breaker::BreakerState;
 use portcullis_submission::oauth::Introspector;
 use std::net::SocketAddr;
@@ -375,8 +375,19 @@ impl InboundMetrics {
         *self.introspector.lock().unwrap_or_else(|e| e.into_inner()) = introspector;
     }
 
-    /// Appends every counter to `w`.
+    /// Appends every counter to `w`, in a fixed order of families.
     pub fn render(&self, w: &mut MetricsWriter) {
+        self.render_connections(w);
+        self.render_messages(w);
+        self.render_verification(w);
+        self.render_tls(w);
+        self.render_smtp_auth(w);
+        self.render_oauth(w);
+        self.render_user_limits(w);
+    }
+
+    /// Connections accepted and refused, overall and per listener.
+    fn render_connections(&self, w: &mut MetricsWriter) {
         w.counter(
             "portcullis_connections_total",
             "Connections accepted by the listeners.",
@@ -418,6 +429,10 @@ impl InboundMetrics {
                 l.open.load(Relaxed),
             );
         }
+    }
+
+    /// Sessions, and the messages and recipients they brought.
+    fn render_messages(&self, w: &mut MetricsWriter) {
         w.gauge(
             "portcullis_sessions_open",
             "SMTP sessions open now.",
@@ -452,6 +467,10 @@ impl InboundMetrics {
                 self.rejected[r as usize].load(Relaxed),
             );
         }
+    }
+
+    /// Results and verdicts of sender verification.
+    fn render_verification(&self, w: &mut MetricsWriter) {
         for m in Method::ALL {
             for r in AuthResult::ALL {
                 w.counter(
@@ -473,6 +492,10 @@ impl InboundMetrics {
                 self.auth_verdicts[i].load(Relaxed),
             );
         }
+    }
+
+    /// Inbound TLS handshakes, and bytes pipelined behind STARTTLS.
+    fn render_tls(&self, w: &mut MetricsWriter) {
         for (i, v) in ["TLSv1.2", "TLSv1.3"].iter().enumerate() {
             w.counter(
                 "portcullis_tls_handshakes_total",
@@ -493,6 +516,10 @@ impl InboundMetrics {
             &[],
             self.starttls_injection.load(Relaxed),
         );
+    }
+
+    /// SMTP AUTH outcomes, lockouts and the password checks run.
+    fn render_smtp_auth(&self, w: &mut MetricsWriter) {
         w.counter(
             "portcullis_smtp_auth_success_total",
             "SMTP AUTH attempts that succeeded.",
@@ -539,6 +566,11 @@ impl InboundMetrics {
             &[],
             self.password_checks.load(Relaxed),
         );
+    }
+
+    /// The token introspection breaker and requests in flight (only with
+    /// `[submission.oauth]`).
+    fn render_oauth(&self, w: &mut MetricsWriter) {
         let introspector = self
             .introspector
             .lock()
@@ -571,6 +603,10 @@ impl InboundMetrics {
                 stats.in_flight as u64,
             );
         }
+    }
+
+    /// Commands refused by a per-user sending limit.
+    fn render_user_limits(&self, w: &mut MetricsWriter) {
         for (i, limit) in ["messages_per_hour", "recipients_per_message"]
             .into_iter()
             .enumerate()

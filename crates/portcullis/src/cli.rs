@@ -311,12 +311,12 @@ fn parse_day(s: &str) -> Result<String, String> {
 }
 
 fn parse_until(s: &str) -> Result<u64, String> {
-    let until = crate::commands::parse_utc(s)?;
-    let now = crate::commands::now_secs();
+    let until = crate::dates::parse_utc(s)?;
+    let now = crate::dates::now_secs();
     if until <= now {
         return Err(format!(
             "{s} is not in the future (now is {})",
-            crate::commands::format_time(now)
+            crate::dates::format_time(now)
         ));
     }
     Ok(until)

@@ -6,12 +6,18 @@
 
 #![forbid(unsafe_code)]
 
-mod admin_handler;
 mod cli;
-mod commands;
+mod client;
+mod config_cmd;
+mod dates;
+mod handler;
 mod logging;
+mod metrics;
+mod render;
 mod report_mailer;
 mod serve;
+mod state;
+mod tlsrpt;
 mod users;
 
 use clap::Parser;
@@ -21,12 +27,12 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Serve(args) => serve::main(args),
-        cli::Command::Config(cli::ConfigCmd::Check(args)) => commands::config_check(&args),
+        cli::Command::Config(cli::ConfigCmd::Check(args)) => config_cmd::config_check(&args),
         cli::Command::User {
             cmd,
             config,
             output,
         } => users::main(cmd, config.config.as_deref(), output.json),
-        other => commands::client(other),
+        other => client::client(other),
     }
 }

@@ -3,7 +3,7 @@
 //! store, so no server is needed); the running server reloads it.
 
 use crate::cli::{AppCmd, UserCmd};
-use crate::commands::load_config;
+use crate::config_cmd::load_config;
 use portcullis_submission::{AppPassword, Users, validate_label, validate_name};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;

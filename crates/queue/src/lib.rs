@@ -42,6 +42,7 @@ mod deliver;
 pub mod dsn;
 mod files;
 mod message;
+mod metrics;
 mod record;
 pub mod schedule;
 pub mod scheduler;

@@ -34,7 +34,8 @@ pub struct SchedulerSettings {
     pub max_concurrent: usize,
 }
 
-/// Counters of the scheduler, rendered by the binary.
+/// Counters of the scheduler, rendered into the metrics page by
+/// [`Queue::render_metrics`](crate::Queue::render_metrics).
 #[derive(Debug, Default)]
 pub struct QueueMetrics {
     /// Recipients delivered.

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod commit;
+mod metrics;
 
 use std::path::{Path, PathBuf};
 

@@ -2,10 +2,11 @@
 //! (exit 0 with the effective config, or exit 2 with every error and its
 //! line) and the admin subcommands over the admin socket.
 
-use portcullis_test_support::server::{Portcullis, portcullis_bin};
+use portcullis_test_support::server::{Portcullis, eventually, free_port, portcullis_bin};
 use portcullis_test_support::smtp::{Client, queued_id};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 const CONFIG: &str = r#"
 hostname = "mx.example.test"
@@ -343,4 +344,117 @@ fn queue_delete_and_show_errors() {
             "unclear error for {bad}: {err}"
         );
     }
+}
+
+/// A server whose route for example.test points at a port nobody listens
+/// on: messages stay queued, each attempt deferred and recorded.
+fn server_with_dead_route() -> Portcullis {
+    Portcullis::start(&format!(
+        "{CONFIG}[routes]\n\"example.test\" = \"127.0.0.1:{}\"\n",
+        free_port()
+    ))
+}
+
+/// Contract: every admin command prints a human layout by default. `queue
+/// show` reads like Postfix's `postcat -q`: the envelope (arrival, origin,
+/// client, sender), the recipients with their states and last replies,
+/// the attempt history and the header section, each under its own
+/// heading; `--json` keeps the machine form scripts rely on.
+#[test]
+fn queue_show_prints_envelope_recipients_history_and_headers() {
+    let server = server_with_dead_route();
+    let id = send(&server, "postcat layout");
+    // The first attempt is made at once and deferred (nobody listens).
+    eventually(
+        "the first attempt recorded",
+        Duration::from_secs(20),
+        || {
+            let v = server.cli_json(&["queue", "show", &id, "--json"]);
+            (v["envelope"]["history"][0]["outcomes"].as_array()?.len() == 1).then_some(())
+        },
+    );
+
+    let text = String::from_utf8(server.cli_ok(&["queue", "show", &id])).unwrap();
+    let sections: Vec<&str> = text.lines().filter(|l| l.starts_with("*** ")).collect();
+    assert_eq!(
+        sections,
+        ["ENVELOPE", "RECIPIENTS", "HISTORY", "HEADERS"].map(|s| format!("*** {s} {id} ***")),
+        "{text}"
+    );
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name}: line in\n{text}"))
+            .to_owned()
+    };
+    assert_eq!(field("origin"), "relay");
+    assert_eq!(field("sender"), "<alice@sender.test>");
+    assert_eq!(field("client"), "client.test [127.0.0.1]");
+    assert_eq!(field("tls"), "none");
+    assert_eq!(field("attempts"), "1");
+    assert!(field("arrival").ends_with('Z'), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("bob@example.test")
+            && l.contains("deferred")
+            && l.contains("127.0.0.1")),
+        "recipient row: {text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("attempt 1 at ")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("bob@example.test: deferred: ")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "Subject: postcat layout"),
+        "{text}"
+    );
+    assert!(
+        !text.trim_start().starts_with('{'),
+        "JSON without --json: {text}"
+    );
+
+    // The JSON form: the stored envelope with history and states beside it.
+    let v = server.cli_json(&["queue", "show", &id, "--json"]);
+    assert_eq!(v["entry"]["id"], id.as_str());
+    assert_eq!(v["envelope"]["origin"], "relay");
+    assert_eq!(v["envelope"]["id"], id.as_str());
+    assert_eq!(v["envelope"]["history"][0]["number"], 1);
+    assert_eq!(v["envelope"]["recipient_states"][0]["status"], "deferred");
+    assert!(v["envelope"].get("history_note").is_none(), "{v:#}");
+    assert!(
+        v["headers"]
+            .as_str()
+            .unwrap()
+            .contains("Subject: postcat layout")
+    );
+}
+
+/// Contract: `queue retry` and `queue delete` say what they did in words,
+/// and in JSON with `--json` (`{"scheduled": N}`, `{"deleted": ID,
+/// "bounced": B}` as before).
+#[test]
+fn queue_retry_and_delete_print_what_they_did() {
+    let server = server_with_dead_route();
+    let id = send(&server, "retry me");
+
+    let text = String::from_utf8(server.cli_ok(&["queue", "retry", "--all"])).unwrap();
+    assert_eq!(text.trim(), "1 message(s) due for delivery now");
+    let v = server.cli_json(&["queue", "retry", &id, "--json"]);
+    assert_eq!(v, serde_json::json!({ "scheduled": 1 }));
+
+    let text = String::from_utf8(server.cli_ok(&["queue", "delete", &id])).unwrap();
+    assert_eq!(text.trim(), format!("deleted {id}"));
+    let other = send(&server, "delete me as JSON");
+    let v = server.cli_json(&["queue", "delete", &other, "--json"]);
+    assert_eq!(
+        v,
+        serde_json::json!({ "deleted": other.as_str(), "bounced": false })
+    );
+    let text = String::from_utf8(server.cli_ok(&["queue", "list"])).unwrap();
+    assert_eq!(text.trim(), "queue is empty");
 }

@@ -1,5 +1,17 @@
-//! A small writer for the Prometheus text exposition format 0.0.4, so every
-//! crate renders its metrics the same way.
+//! The Prometheus text exposition format 0.0.4, written one way for the
+//! whole server.
+//!
+//! Every crate that counts something owns its counters and renders them
+//! into a [`MetricsWriter`] (`InboundMetrics::render`,
+//! `DeliveryMetrics::render`, ...); the binary only hands one writer to
+//! each of them in turn and serves the finished page at `/metrics`. This
+//! crate is a ground floor: no I/O, no tokio, nothing but text.
+//!
+//! Threat model: label values can come from the network (an MX host name,
+//! a policy domain); they are escaped per the format, so no value can add
+//! a line or a sample to the page.
+
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -1,0 +1,99 @@
+//! The admin socket's requests, answered from the server's parts: one
+//! module per command group, each answering with the typed [`Answer`] the
+//! CLI decodes.
+
+mod explain;
+mod policy;
+mod queue;
+mod refused;
+mod tlsrpt;
+
+use crate::state::{PolicyAccess, QueueAccess, ServerInfo, TlsRptAccess};
+use portcullis_admin::{Answer, Handler, ListenerStatus, Request, Response, StatusReport};
+use portcullis_inbound::InboundMetrics;
+use refused::Refused;
+use std::sync::Arc;
+
+/// Answers admin requests.
+pub struct AdminHandler {
+    /// The process, for `status`.
+    pub info: ServerInfo,
+    /// The inbound counters (open sessions, for `status`).
+    pub sessions: Arc<InboundMetrics>,
+    /// `queue ...`.
+    pub queue: QueueAccess,
+    /// `policy ...`.
+    pub policy: PolicyAccess,
+    /// `tlsrpt ...`.
+    pub tlsrpt: TlsRptAccess,
+}
+
+impl AdminHandler {
+    fn status(&self) -> StatusReport {
+        let s = &self.info;
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").into(),
+            hostname: s.hostname.clone(),
+            uptime_secs: s.started.elapsed().as_secs(),
+            listeners: s
+                .listeners
+                .iter()
+                .map(|l| ListenerStatus {
+                    address: l.local_addr.to_string(),
+                    role: l.role.as_str().into(),
+                })
+                .collect(),
+            open_sessions: self.sessions.open_sessions(),
+            queue_size: self.queue.queue.len(),
+            data_dir: s.data_dir.display().to_string(),
+        }
+    }
+
+    /// The answer to `req`, or why it is refused.
+    async fn answer(&self, req: Request) -> Result<Answer, Refused> {
+        let (q, p, t) = (&self.queue, &self.policy, &self.tlsrpt);
+        Ok(match req {
+            Request::Status => Answer::Status(self.status()),
+            Request::QueueList => Answer::QueueList(q.list()?),
+            Request::QueueShow { id } => Answer::QueueShow(Box::new(q.show(&id)?)),
+            Request::QueueRetry { id } => Answer::QueueRetry(q.retry(id.as_deref()).await?),
+            Request::QueueDelete { id, bounce } => {
+                Answer::QueueDelete(q.delete(&id, bounce).await?)
+            }
+            Request::PolicyList => Answer::PolicyList(p.list()?),
+            Request::PolicyShow { domain } => Answer::PolicyShow(Box::new(p.show(&domain)?)),
+            Request::PolicyFetch { domain } => {
+                Answer::PolicyFetch(Box::new(p.fetch(&domain).await?))
+            }
+            Request::PolicyRefresh { domain } => {
+                Answer::PolicyRefresh(p.refresh(domain.as_deref()).await?)
+            }
+            Request::PolicyEvict { domain } => Answer::PolicyEvict(p.evict(&domain).await?),
+            Request::PolicyExplain { domain } => {
+                Answer::PolicyExplain(Box::new(p.explain(&domain).await?))
+            }
+            Request::PolicyPin {
+                domain,
+                mode,
+                mx,
+                until,
+                reason,
+            } => Answer::PolicyPin(Box::new(p.pin(&domain, &mode, &mx, until, &reason).await?)),
+            Request::PolicyUnpin { domain } => Answer::PolicyUnpin(p.unpin(&domain).await?),
+            Request::TlsrptList => Answer::TlsrptList(t.list()?),
+            Request::TlsrptShow { domain, day } => {
+                Answer::TlsrptShow(t.show(&domain, day.as_deref())?)
+            }
+            Request::TlsrptSend => Answer::TlsrptSend(t.send().await?),
+        })
+    }
+}
+
+impl Handler for AdminHandler {
+    async fn handle(&self, req: Request) -> Response {
+        match self.answer(req).await {
+            Ok(answer) => answer.into(),
+            Err(refused) => refused,
+        }
+    }
+}

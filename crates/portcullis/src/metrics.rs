@@ -1,0 +1,78 @@
+//! The `/metrics` page: each part of the server renders its own families
+//! through one `MetricsWriter`; this module only puts them one after the
+//! other (and draws the few the binary itself owns).
+
+use crate::state::Engine;
+use crate::tlsrpt::{ReportMetrics, render_tls_results};
+use portcullis_delivery::{DeliveryMetrics, LogTlsResults};
+use portcullis_inbound::InboundMetrics;
+use portcullis_metrics::MetricsWriter;
+use portcullis_queue::{Queue, QueueMetrics};
+use portcullis_store::Store;
+use portcullis_types::{Clock, SystemClock};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything that has metrics, as the page reads it at each scrape.
+pub struct MetricsPage {
+    /// Sessions, messages, verification, AUTH.
+    pub inbound: Arc<InboundMetrics>,
+    /// The queue (size, age of the oldest message).
+    pub queue: Queue,
+    /// The scheduler's counters.
+    pub queue_counters: Arc<QueueMetrics>,
+    /// Delivery outcomes and attempts.
+    pub delivery: Arc<DeliveryMetrics>,
+    /// Outbound TLS outcomes.
+    pub tls_results: Arc<LogTlsResults>,
+    /// MTA-STS fetches and the cache.
+    pub policy: Arc<Engine>,
+    /// TLS-RPT reports sent.
+    pub tlsrpt: Arc<ReportMetrics>,
+    /// The store (group commits).
+    pub store: Store,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl MetricsPage {
+    /// The page as Prometheus reads it now.
+    pub fn render(&self) -> String {
+        let mut w = MetricsWriter::new();
+        self.inbound.render(&mut w);
+        self.queue
+            .render_metrics(&self.queue_counters, SystemClock.unix_secs(), &mut w);
+        self.delivery.render(&mut w);
+        render_tls_results(&self.tls_results, &mut w);
+        render_policy(&self.policy, &mut w);
+        self.tlsrpt.render(&mut w);
+        self.store.render_metrics(&mut w);
+        w.gauge(
+            "portcullis_uptime_seconds",
+            "Seconds since the server started.",
+            &[],
+            self.started.elapsed().as_secs(),
+        );
+        w.finish()
+    }
+}
+
+/// The MTA-STS families: fetches by outcome and the policies cached.
+/// (Drawn here because `policy` has no metrics module of its own yet.)
+fn render_policy(engine: &Engine, w: &mut MetricsWriter) {
+    for (outcome, n) in engine.fetch_counts() {
+        w.counter(
+            "portcullis_mta_sts_fetches_total",
+            "MTA-STS policy fetches by outcome (ok or the TLS-RPT result type).",
+            &[("outcome", outcome)],
+            n,
+        );
+    }
+    let policies = engine.list().unwrap_or_default();
+    w.gauge(
+        "portcullis_mta_sts_policies_cached",
+        "MTA-STS policies in the cache.",
+        &[],
+        policies.len(),
+    );
+}

@@ -1,0 +1,57 @@
+//! The human layouts of the admin commands: one typed [`Answer`] in, the
+//! text an operator reads out (`--json` prints the answer itself instead).
+//!
+//! Everything shown here may contain what a sender or a remote server
+//! wrote (addresses, replies, headers): tables turn control characters
+//! into spaces and free text goes through `text::escape_terminal`, so nothing
+//! can drive the operator's terminal.
+
+mod policy;
+mod queue;
+mod text;
+mod tlsrpt;
+
+use portcullis_admin::{Answer, StatusReport};
+use text::fields;
+
+/// The human layout of `answer`.
+pub fn human(answer: &Answer) -> String {
+    match answer {
+        Answer::Status(s) => status(s),
+        Answer::QueueList(entries) => queue::list(entries),
+        Answer::QueueShow(detail) => queue::show(detail),
+        Answer::QueueRetry(r) => queue::retried(r),
+        Answer::QueueDelete(d) => queue::deleted(d),
+        Answer::PolicyList(entries) => policy::list(entries),
+        Answer::PolicyShow(show) => policy::show(show),
+        Answer::PolicyFetch(entry) => policy::fetched(entry),
+        Answer::PolicyRefresh(items) => policy::refreshed(items),
+        Answer::PolicyEvict(e) => format!("evicted the cached MTA-STS policy of {}", e.evicted),
+        Answer::PolicyExplain(x) => policy::explain(x),
+        Answer::PolicyPin(entry) => policy::pinned(entry),
+        Answer::PolicyUnpin(u) => format!("removed the operator pin of {}", u.unpinned),
+        Answer::TlsrptList(entries) => tlsrpt::list(entries),
+        // The report is the content: shown as it is (or would be) sent.
+        Answer::TlsrptShow(report) => serde_json::to_string_pretty(report).unwrap_or_default(),
+        Answer::TlsrptSend(result) => tlsrpt::sent(result),
+    }
+}
+
+/// `status`: one field per line, then one line per listener.
+fn status(s: &StatusReport) -> String {
+    let mut rows = vec![
+        vec!["version".into(), s.version.clone()],
+        vec!["hostname".into(), s.hostname.clone()],
+        vec!["uptime".into(), format!("{}s", s.uptime_secs)],
+        vec!["open sessions".into(), s.open_sessions.to_string()],
+        vec!["queue size".into(), s.queue_size.to_string()],
+        vec!["data dir".into(), s.data_dir.clone()],
+    ];
+    for l in &s.listeners {
+        rows.push(vec![
+            "listener".into(),
+            format!("{} ({})", l.address, l.role),
+        ]);
+    }
+    fields(&rows)
+}

@@ -1,0 +1,79 @@
+//! Signals and the two-phase shutdown.
+
+use anyhow::{Context, Result};
+use portcullis_inbound::InboundMetrics;
+use portcullis_tls::ServerTls;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// The process's signal handlers: SIGTERM and SIGINT stop the server,
+/// SIGHUP reloads the TLS certificate.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; from here on these signals are queued for
+    /// [`Signals::wait`] instead of taking their default action.
+    pub fn install() -> Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT, reloading the certificate on SIGHUP.
+    pub async fn wait(mut self, tls: &ServerTls) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { info!(signal = "SIGTERM", "signal received"); return }
+                _ = self.int.recv() => { info!(signal = "SIGINT", "signal received"); return }
+                _ = self.hup.recv() => match tls.reload() {
+                    Ok(()) => info!(certificate = %tls.describe(), "SIGHUP: tls certificate reloaded"),
+                    Err(e) => warn!(error = %e, "SIGHUP: tls reload failed; keeping the current certificate"),
+                },
+            }
+        }
+    }
+}
+
+/// The tasks of a running server and the token that stops them: sessions
+/// apart from the services, so that sessions get the grace period.
+#[derive(Default)]
+pub struct Lifecycle {
+    /// Cancelled once to stop everything.
+    pub shutdown: CancellationToken,
+    /// One task per SMTP session.
+    pub sessions: TaskTracker,
+    /// Listeners, the scheduler, the admin socket, the metrics endpoint,
+    /// the refresh and report loops.
+    pub services: TaskTracker,
+}
+
+impl Lifecycle {
+    /// Phase one: stop accepting; idle sessions get 421 4.3.2 at once,
+    /// those in DATA may finish within `grace`. Then the services get a few
+    /// seconds to stop.
+    pub async fn drain(self, grace: Duration, metrics: &InboundMetrics) {
+        info!(grace = ?grace, open = metrics.open_sessions(), "shutting down");
+        self.shutdown.cancel();
+        self.sessions.close();
+        self.services.close();
+        if tokio::time::timeout(grace, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = metrics.open_sessions(),
+                "grace period over; closing remaining sessions"
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.services.wait()).await;
+    }
+}

@@ -1,0 +1,62 @@
+//! What the admin handler and the metrics page reach of the running
+//! server, one small type per concern. `serve` builds them at start.
+
+use crate::tlsrpt::{ReportMetrics, TlsRptSender};
+use portcullis_config::{Route, TlsRpt};
+use portcullis_dns::HickoryResolver;
+use portcullis_inbound::ListenerHandle;
+use portcullis_policy::PolicyEngine;
+use portcullis_policy::tlsrpt::TlsRptRecorder;
+use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The MTA-STS engine as the binary builds it.
+pub type Engine = PolicyEngine<HickoryResolver>;
+
+/// The process itself, as `status` reports it.
+pub struct ServerInfo {
+    /// The hostname we announce.
+    pub hostname: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// When the server started.
+    pub started: Instant,
+    /// The bound listeners (ephemeral ports resolved).
+    pub listeners: Vec<ListenerHandle>,
+}
+
+/// The queue and what admin operations on it need.
+pub struct QueueAccess {
+    /// The queue.
+    pub queue: Queue,
+    /// Retry schedule and DSN settings (`delete --bounce` makes a DSN).
+    pub settings: Arc<SchedulerSettings>,
+    /// The scheduler's counters (a bounce counts as a DSN).
+    pub counters: Arc<QueueMetrics>,
+}
+
+/// MTA-STS, and what `policy explain` needs to plan a delivery.
+pub struct PolicyAccess {
+    /// The policy engine (cache, fetch, pins).
+    pub engine: Arc<Engine>,
+    /// The resolver built from `[dns]`.
+    pub resolver: HickoryResolver,
+    /// `[routes]`.
+    pub routes: Vec<Route>,
+    /// `[delivery] port`.
+    pub delivery_port: u16,
+}
+
+/// TLS-RPT: the recorder (always on) and the sender (with reporting on).
+pub struct TlsRptAccess {
+    /// The report sender; `None` with `[tlsrpt] enabled = false`.
+    pub sender: Option<Arc<TlsRptSender>>,
+    /// Daily aggregates (recorded even with reporting off).
+    pub recorder: TlsRptRecorder,
+    /// Reports sent, by transport and outcome.
+    pub metrics: Arc<ReportMetrics>,
+    /// `[tlsrpt]` (the reporter's names, for `show` with reporting off).
+    pub settings: TlsRpt,
+}

@@ -1,0 +1,196 @@
+//! TLS-RPT as the binary wires it: the recorder every outbound TLS outcome
+//! goes to, the report sender and its loop, and the counters of reports
+//! sent. (These lines move as they are into the `tlsrpt` crate's wiring
+//! when TLS-RPT leaves `policy`.)
+
+use crate::report_mailer::QueueMailer;
+use anyhow::{Context, Result};
+use portcullis_config::{Config, TlsRptSending};
+use portcullis_delivery::LogTlsResults;
+use portcullis_dns::HickoryResolver;
+use portcullis_metrics::MetricsWriter;
+use portcullis_policy::tlsrpt::{
+    HttpsPoster, ReportInfo, ReportSender, ReportSigner, TlsRptRecorder,
+};
+use portcullis_policy::{TlsResultSink, TlsSessionResult};
+use portcullis_queue::Queue;
+use portcullis_store::Store;
+use portcullis_types::SystemClock;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+/// The recorder of daily TLS-RPT aggregates, and the sink delivery reports
+/// every TLS outcome to.
+pub fn recorder(
+    store: &Store,
+    tls_results: &Arc<LogTlsResults>,
+) -> Result<(TlsRptRecorder, Arc<dyn TlsResultSink>)> {
+    // Every outbound TLS outcome: logged and counted, and recorded for the
+    // daily TLS-RPT reports (recorded even with reporting off, so turning
+    // it on later has the day's counts).
+    let tlsrpt_recorder = TlsRptRecorder::new(store, Arc::new(SystemClock))
+        .map_err(|e| anyhow::anyhow!("opening the TLS-RPT store: {e}"))?;
+    let reporter = Arc::new(Tee(tls_results.clone(), tlsrpt_recorder.clone()));
+    Ok((tlsrpt_recorder, reporter))
+}
+
+/// The report sender, with `[tlsrpt] enabled`; `None` without.
+pub fn sender(
+    config: &Config,
+    store: &Store,
+    resolver: &HickoryResolver,
+    tlsrpt_recorder: &TlsRptRecorder,
+    queue: &Queue,
+) -> Result<Option<Arc<TlsRptSender>>> {
+    let client_tls_for_reports = portcullis_tls::ClientTls::new(&config.tls.extra_roots)
+        .context("loading [tls] extra_roots")?;
+    let tlsrpt_sender = if let Some(sending) = config.tlsrpt.sending() {
+        Some(Arc::new(build_tlsrpt_sender(
+            config,
+            sending,
+            store,
+            resolver,
+            &client_tls_for_reports,
+            tlsrpt_recorder.clone(),
+            queue.clone(),
+        )?))
+    } else {
+        None
+    };
+    Ok(tlsrpt_sender)
+}
+
+/// Runs the sender's daily loop on `services` until `shutdown`, counting
+/// every outcome in `tlsrpt_metrics`.
+pub fn spawn_sender(
+    services: &TaskTracker,
+    sender: Arc<TlsRptSender>,
+    tlsrpt_metrics: &Arc<ReportMetrics>,
+    shutdown: &CancellationToken,
+) {
+    let m = tlsrpt_metrics.clone();
+    services.spawn(portcullis_policy::tlsrpt::run_with(
+        sender,
+        shutdown.clone(),
+        move |o| {
+            m.count(o.transport(), o.kind());
+        },
+    ));
+}
+
+/// The TLS-RPT sender as the binary builds it.
+pub type TlsRptSender = ReportSender<HickoryResolver, QueueMailer>;
+
+/// Hands each TLS outcome to the counters and to the TLS-RPT recorder.
+struct Tee(Arc<LogTlsResults>, TlsRptRecorder);
+
+impl TlsResultSink for Tee {
+    fn record(&self, result: TlsSessionResult) {
+        self.0.record(result.clone());
+        self.1.record(result);
+    }
+}
+
+/// Reports sent, by transport and outcome.
+#[derive(Debug, Default)]
+pub struct ReportMetrics(std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>);
+
+impl ReportMetrics {
+    /// Counts one report sent (or not) over `transport` with `outcome`.
+    pub(crate) fn count(&self, transport: &str, outcome: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((transport.to_string(), outcome.to_string()))
+            .or_insert(0) += 1;
+    }
+
+    fn snapshot(&self) -> Vec<(String, String, u64)> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .map(|((t, o), n)| (t.clone(), o.clone(), *n))
+            .collect()
+    }
+
+    /// Appends `portcullis_tlsrpt_reports_total` to `w`.
+    pub fn render(&self, w: &mut MetricsWriter) {
+        for (transport, outcome, n) in self.snapshot() {
+            w.counter(
+                "portcullis_tlsrpt_reports_total",
+                "TLS-RPT reports by transport and outcome.",
+                &[("transport", &transport), ("outcome", &outcome)],
+                n,
+            );
+        }
+    }
+}
+
+/// Appends the outbound TLS session families of `results` to `w`: the
+/// downgrade alerts and the sessions by policy domain and result.
+pub fn render_tls_results(results: &LogTlsResults, w: &mut MetricsWriter) {
+    for (domain, n) in results.downgrades() {
+        w.counter(
+            "portcullis_tls_policy_failures_total",
+            "Sessions that failed TLS where an MTA-STS policy expects it (a downgrade alert).",
+            &[("domain", &domain)],
+            n,
+        );
+    }
+    for (domain, result, n) in results.counts() {
+        w.counter(
+            "portcullis_tls_sessions_total",
+            "Outbound sessions by policy domain and TLS result.",
+            &[("domain", &domain), ("result", &result)],
+            n,
+        );
+    }
+}
+
+/// Builds the TLS-RPT sender from `[tlsrpt]` (validation already made sure
+/// every key is present when reporting is on).
+fn build_tlsrpt_sender(
+    config: &Config,
+    t: &TlsRptSending,
+    store: &Store,
+    resolver: &HickoryResolver,
+    client_tls: &portcullis_tls::ClientTls,
+    recorder: TlsRptRecorder,
+    queue: Queue,
+) -> Result<TlsRptSender> {
+    let from = t.from.clone();
+    let from_domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    let poster = HttpsPoster::builder(resolver.clone())
+        .tls(client_tls.clone())
+        .build()
+        .map_err(|e| anyhow::anyhow!("building the TLS-RPT HTTPS client: {e}"))?;
+    let mailer = QueueMailer {
+        queue,
+        hostname: config.hostname.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let info = ReportInfo {
+        organization: t.reporter.organization.clone(),
+        contact: t.reporter.contact.clone(),
+        submitter: t.reporter.submitter.clone(),
+    };
+    let mut builder = ReportSender::builder(
+        store,
+        recorder,
+        resolver.clone(),
+        mailer,
+        poster,
+        info,
+        &from,
+    )
+    .send_window(t.send_window);
+    let signer = ReportSigner::from_pem_file(&t.dkim_key, &from_domain, &t.dkim_selector)
+        .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", t.dkim_key.display()))?;
+    info!(record = %signer.dns_name(), "TLS-RPT reports are DKIM-signed; publish the key's DNS record there");
+    builder = builder.signer(signer);
+    builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("[tlsrpt]: {e}"))
+}
