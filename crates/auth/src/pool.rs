@@ -130,19 +130,31 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn deadline_answers_while_the_job_is_busy() {
         let pool = Pool::new(1).expect("pool");
-        let (release, rx) = mpsc::channel::<()>();
-        let (done_tx, done_rx) = mpsc::channel::<bool>();
-        let job = async move {
-            let released = rx.recv_timeout(NEVER).is_ok();
-            let _ = done_tx.send(released);
-        };
-        let answer = pool
-            .run(Instant::now() + Duration::from_millis(50), job)
-            .await;
-        assert_eq!(answer, Err(Unfinished::TimedOut));
-        assert!(done_rx.try_recv().is_err(), "answered while busy");
-        release.send(()).expect("job still waiting");
-        assert_eq!(done_rx.recv_timeout(NEVER), Ok(true));
+        // A job that has not started by its deadline is aborted unstarted,
+        // which proves nothing here: on a loaded machine, try again with a
+        // longer deadline until the job was busy when the answer came.
+        for wait in [50, 200, 1000, 5000] {
+            let (started_tx, started_rx) = mpsc::channel::<()>();
+            let (release, rx) = mpsc::channel::<()>();
+            let (done_tx, done_rx) = mpsc::channel::<bool>();
+            let job = async move {
+                let _ = started_tx.send(());
+                let released = rx.recv_timeout(NEVER).is_ok();
+                let _ = done_tx.send(released);
+            };
+            let answer = pool
+                .run(Instant::now() + Duration::from_millis(wait), job)
+                .await;
+            assert_eq!(answer, Err(Unfinished::TimedOut));
+            if started_rx.recv_timeout(NEVER).is_err() {
+                continue;
+            }
+            assert!(done_rx.try_recv().is_err(), "answered while busy");
+            release.send(()).expect("job still waiting");
+            assert_eq!(done_rx.recv_timeout(NEVER), Ok(true));
+            return;
+        }
+        panic!("the job never started within 5 s");
     }
 
     /// CPU is bounded by the threads: with the only thread busy, another

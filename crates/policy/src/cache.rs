@@ -217,8 +217,9 @@ mod tests {
             cache.put(&entry("b.test", 1000)).await.unwrap();
             cache.put(&entry("a.test", 1000)).await.unwrap();
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_when_released(dir.path(), std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
         let cache = PolicyCache::open(&store).unwrap();
         let a = Domain::parse("a.test").unwrap();
         let got = cache.get(&a).unwrap().unwrap();

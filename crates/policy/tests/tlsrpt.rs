@@ -512,9 +512,9 @@ async fn counts_survive_a_restart() {
     drop(recorder);
     drop(store);
     // sled's lock is released once every handle is dropped.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = Store::open_when_released(dir.path(), Duration::from_secs(10))
+        .await
+        .expect("reopen");
     let recorder = TlsRptRecorder::new(&store, clock.clone()).expect("recorder");
     let aggs = recorder.aggregates(day(), "example.test").expect("aggs");
     assert_eq!(aggs.len(), 1);

@@ -415,8 +415,9 @@ mod tests {
             spool.crash();
             store.flush_now().unwrap();
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_when_released(dir.path(), std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
         assert_eq!(file_len(&store, e.id), Some(3 * MAX_VALUE as u64));
         // Not a queue id: not ours, removed as well.
         let stray = store.path().join(crate::files::DIR_NAME).join("x.tmp");

@@ -64,8 +64,9 @@ async fn orphan_bodies_are_swept_at_open() {
             .unwrap();
         store.flush_now().unwrap();
     }
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_when_released(dir.path(), std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
     let q = Queue::open(&store).unwrap();
     assert_eq!(q.len(), 1);
     assert_eq!(store.tree(TreeName::QueueBodies).unwrap().len(), 1);

@@ -166,7 +166,9 @@ impl Deliver for Slow {
 }
 
 async fn open(dir: &tempfile::TempDir) -> (Store, Queue) {
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_when_released(dir.path(), Duration::from_secs(10))
+        .await
+        .unwrap();
     let queue = Queue::open(&store).unwrap();
     (store, queue)
 }
@@ -505,7 +507,6 @@ async fn worst_case_record_stays_bounded_and_under_the_value_limit() {
     // Reopened, the chunked record reads back the same, with nothing swept.
     drop(q);
     drop(store);
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let (_store, q) = open(&dir).await;
     assert_eq!(q.get(id).unwrap(), r);
 }

@@ -173,6 +173,25 @@ impl Store {
         })
     }
 
+    /// Opens the store in `dir` like [`Store::open`], waiting up to
+    /// `patience` for earlier handles in this process to let go of sled's
+    /// lock on the directory: a dropped store is released only once its
+    /// committer task has ended, which a busy runtime may delay (tests
+    /// that reopen a store in the same process).
+    pub async fn open_when_released(
+        dir: &Path,
+        patience: std::time::Duration,
+    ) -> Result<Store, StoreError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match Store::open(dir) {
+                Ok(store) => return Ok(store),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     /// The directory of the store.
     pub fn path(&self) -> &Path {
         &self.path
@@ -216,8 +235,9 @@ mod tests {
             store.commit().await.unwrap();
         }
         // sled's lock is released once every handle is dropped.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_when_released(dir.path(), std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
         let t = store.tree(TreeName::QueueRecords).unwrap();
         assert_eq!(t.get(b"k").unwrap().unwrap().as_ref(), b"v");
     }

@@ -121,7 +121,14 @@ fn assert_held(server: &Portcullis, what: &str, id: &str, attempts: u64) {
         WAIT,
         || match entry(server, id) {
             None => Some(None),
-            Some(e) if e["attempts"].as_u64()? >= attempts => Some(Some(e)),
+            // An attempt is counted before it connects: wait until its
+            // result is written too (the recipient is no longer "queued").
+            Some(e)
+                if e["attempts"].as_u64()? >= attempts
+                    && e["recipients"][0]["state"] != "queued" =>
+            {
+                Some(Some(e))
+            }
             Some(_) => None,
         },
     )
