@@ -43,6 +43,24 @@ fn signed_message(key: &[u8], n: usize) -> Vec<u8> {
     signed
 }
 
+/// A server relaying example.test to `sink`, taking messages up to 10 MiB,
+/// with the tables in `extra`.
+fn config(sink: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        r#"hostname = "mx.example.test"
+[[listen]]
+address = "127.0.0.1:0"
+role = "smtp"
+[relay]
+accepted_domains = ["example.test"]
+[routes]
+"example.test" = "{sink}"
+[limits]
+max_message_size = 10485760
+{extra}"#
+    )
+}
+
 #[test]
 fn five_mib_messages_arrive_byte_identical_and_verified() {
     let rt = background_runtime();
@@ -55,25 +73,12 @@ fn five_mib_messages_arrive_byte_identical_and_verified() {
     );
     dns.add_txt("big.test", "v=spf1 ip4:127.0.0.1 -all");
     let sink = Sink::start(SinkConfig::default());
-    let server = Portcullis::start(&format!(
-        r#"hostname = "mx.example.test"
-[[listen]]
-address = "127.0.0.1:0"
-role = "smtp"
-[relay]
-accepted_domains = ["example.test"]
-[routes]
-"example.test" = "{}"
-[dns]
-nameservers = ["{}"]
-timeout = "2s"
-[limits]
-max_message_size = 10485760
-[verify]
-enabled = true
-"#,
+    let server = Portcullis::start(&config(
         sink.addr(),
-        dns.addr()
+        &format!(
+            "[dns]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\n[verify]\nenabled = true\n",
+            dns.addr()
+        ),
     ));
 
     let messages = [signed_message(&key, 1), signed_message(&key, 2)];
@@ -153,22 +158,7 @@ const GROWTH_BOUND_KIB: u64 = 48 * 1024;
 #[test]
 fn concurrent_large_messages_stay_within_the_memory_bound() {
     let sink = Sink::start(SinkConfig::default());
-    let server = Portcullis::start(&format!(
-        r#"hostname = "mx.example.test"
-[[listen]]
-address = "127.0.0.1:0"
-role = "smtp"
-[relay]
-accepted_domains = ["example.test"]
-[routes]
-"example.test" = "{}"
-[limits]
-max_message_size = 10485760
-[verify]
-enabled = false
-"#,
-        sink.addr(),
-    ));
+    let server = Portcullis::start(&config(sink.addr(), "[verify]\nenabled = false\n"));
     let idle = server.status_kib("VmRSS");
     let smtp = server.smtp();
     let senders: Vec<_> = (0..CONCURRENT)
