@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use portcullis_dns::{DnsError, Resolver};
 use portcullis_tls::{ClientTls, classify};
-use portcullis_types::Domain;
+use portcullis_types::{Domain, error_chain};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 
@@ -361,7 +361,7 @@ fn classify_error(host: &str, error: &reqwest::Error) -> StsError {
             host: host.to_owned(),
         };
     }
-    let reason = chain(error);
+    let reason = error_chain(error);
     if error.is_connect() {
         return StsError::Connect {
             host: host.to_owned(),
@@ -372,21 +372,6 @@ fn classify_error(host: &str, error: &reqwest::Error) -> StsError {
         host: host.to_owned(),
         reason,
     }
-}
-
-/// `error: cause: cause` for logs.
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut current = error.source();
-    while let Some(e) = current {
-        let more = e.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        current = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use portcullis_dns::Resolver;
 use portcullis_tls::ClientTls;
+use portcullis_types::error_chain;
 use reqwest::dns::Resolve;
 
 use super::TlsRptError;
@@ -116,19 +117,4 @@ impl HttpsPosterBuilder {
         .map_err(setup)?;
         Ok(HttpsPoster { client })
     }
-}
-
-/// The error and its sources, joined (reqwest's own message is terse).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        cur = s.source();
-    }
-    out
 }
