@@ -51,7 +51,7 @@ pub use engine::{
 pub use error::StsError;
 pub use fetch::{
     DEFAULT_PORT, DEFAULT_TIMEOUT, MAX_POLICY_SIZE, PolicyFetcher, PolicyFetcherBuilder,
-    policy_host, resolve_with, strict_https_client,
+    policy_host,
 };
 pub use pin::{PIN_ID, Pin, PinSource, load_pins_dir};
 pub use policy::{MAX_MAX_AGE, Mode, MxPattern, Policy};
