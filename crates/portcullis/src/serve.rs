@@ -12,9 +12,7 @@ use portcullis_delivery::{
 };
 use portcullis_dns::HickoryResolver;
 use portcullis_inbound::{Inbound, InboundMetrics, ListenerHandle};
-use portcullis_policy::tlsrpt::{
-    HttpsPoster, ReportInfo, ReportSender, ReportSigner, TlsRptRecorder,
-};
+use portcullis_policy::tlsrpt::{HttpsPoster, ReportInfo, ReportSender, TlsRptRecorder};
 use portcullis_policy::{
     PolicyEngine, PolicyFetcher, TlsResultSink, TlsSessionResult, load_pins_dir,
 };
@@ -596,8 +594,9 @@ fn build_tlsrpt_sender(
     )
     .send_window(t.send_window);
     if let (Some(key), Some(selector)) = (&t.dkim_key, &t.dkim_selector) {
-        let signer = ReportSigner::from_pem_file(key, &from_domain, selector)
-            .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", key.display()))?;
+        let signer =
+            portcullis_policy::tlsrpt::report_signer_from_file(key, &from_domain, selector)
+                .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", key.display()))?;
         info!(record = %signer.dns_name(), "TLS-RPT reports are DKIM-signed; publish the key's DNS record there");
         builder = builder.signer(signer);
     }

@@ -18,7 +18,7 @@
 //!   "nobody to tell".
 //! - **Delivery** (RFC 8460 §5): `mailto:` destinations get a
 //!   multipart/report message (§5.3) that must be DKIM-signed
-//!   ([`ReportSigner`], [`build_report_message`]) and goes through the
+//!   ([`report_signer`], [`build_report_message`]) and goes through the
 //!   Portcullis queue ([`ReportMailer`]), so it is retried like any mail;
 //!   `https:` destinations get a POST of the gzip body (§5.2, [`HttpsPoster`]),
 //!   retried with backoff. [`ReportSender`] sends each (day, domain) report
@@ -50,7 +50,10 @@ pub use destinations::{
 };
 pub use error::TlsRptError;
 pub use https::{DEFAULT_POST_TIMEOUT, HttpsPoster, HttpsPosterBuilder, PostError};
-pub use mail::{MessageParts, ReportSigner, SignerKeyType, build_report_message, report_filename};
+pub use mail::{
+    MessageParts, REPORT_HEADERS, build_report_message, report_filename, report_signer,
+    report_signer_from_file,
+};
 pub use recorder::{
     AggregatePolicy, DayAggregate, FailureKey, MAX_FAILURE_KEYS, OTHER_FAILURES, TlsRptRecorder,
 };

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use portcullis_auth::DkimSigner;
 use portcullis_dns::Resolver;
 use portcullis_store::{Store, StoreError, Tree, TreeName};
 use portcullis_types::{Clock, Domain};
@@ -27,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::mail::MessageParts;
 use super::{
-    Day, Destination, DestinationLookup, HttpsPoster, ReportInfo, ReportJson, ReportSigner,
-    TlsRptError, TlsRptRecorder, build_report, build_report_message, lookup_destinations,
+    Day, Destination, DestinationLookup, HttpsPoster, ReportInfo, ReportJson, TlsRptError,
+    TlsRptRecorder, build_report, build_report_message, lookup_destinations,
 };
 
 /// Submits report mail into the queue (implemented by the binary over the
@@ -282,7 +283,7 @@ pub struct ReportSender<R, M> {
     resolver: R,
     mailer: M,
     poster: HttpsPoster,
-    signer: Option<ReportSigner>,
+    signer: Option<DkimSigner>,
     info: ReportInfo,
     from: String,
     send_window: Duration,
@@ -311,7 +312,7 @@ pub struct ReportSenderBuilder<R, M> {
     resolver: R,
     mailer: M,
     poster: HttpsPoster,
-    signer: Option<ReportSigner>,
+    signer: Option<DkimSigner>,
     info: ReportInfo,
     from: String,
     send_window: Duration,
@@ -366,7 +367,7 @@ impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
     /// The DKIM signer for report mail. Without one, `mailto:` destinations
     /// are given up (RFC 8460 §5.3 requires a signature); `https:` ones
     /// still get reports.
-    pub fn signer(mut self, signer: ReportSigner) -> Self {
+    pub fn signer(mut self, signer: DkimSigner) -> Self {
         self.signer = Some(signer);
         self
     }
