@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use portcullis_dns::{DnsError, Resolver};
 use portcullis_store::Store;
-use portcullis_tls::TlsResultType;
+use portcullis_tls::{ReportPolicy, ReportPolicyType, TlsResultType};
 use portcullis_types::{Clock, Domain};
 
 use crate::cache::{CachedPolicy, PolicyCache};
@@ -88,43 +88,6 @@ pub enum PolicyLookup {
         /// unreadable pin: pins are not fetched).
         fetch: Option<StsError>,
     },
-}
-
-/// RFC 8460 §4.4 `policy-type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportPolicyType {
-    /// `sts`: an MTA-STS policy applied (or was published but failed).
-    Sts,
-    /// `no-policy-found`.
-    NoPolicyFound,
-}
-
-impl ReportPolicyType {
-    /// The string as written in a report.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReportPolicyType::Sts => "sts",
-            ReportPolicyType::NoPolicyFound => "no-policy-found",
-        }
-    }
-}
-
-/// The TLS-RPT facts of a lookup (RFC 8460 §4.4 `policy` object), plus the
-/// policy-level failure to record, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportPolicy {
-    /// `policy-type`.
-    pub policy_type: ReportPolicyType,
-    /// `policy-domain`.
-    pub policy_domain: Domain,
-    /// `policy-string`: the policy's lines (empty without a policy).
-    pub policy_string: Vec<String>,
-    /// `mx-host`: the policy's MX patterns.
-    pub mx_host: Vec<String>,
-    /// A failure to fetch or validate the policy (`sts-policy-fetch-error`,
-    /// `sts-policy-invalid`, `sts-webpki-invalid`), to be recorded once per
-    /// delivery attempt in addition to the session's own result.
-    pub failure: Option<TlsResultType>,
 }
 
 impl PolicyLookup {

@@ -44,10 +44,7 @@ pub mod tlsrpt;
 
 pub use cache::{CachedPolicy, PolicyCache};
 pub use diff::line_diff;
-pub use engine::{
-    NoPolicy, PolicyEngine, PolicyLookup, PolicySource, RefreshOutcome, ReportPolicy,
-    ReportPolicyType,
-};
+pub use engine::{NoPolicy, PolicyEngine, PolicyLookup, PolicySource, RefreshOutcome};
 pub use error::StsError;
 pub use fetch::{
     DEFAULT_PORT, DEFAULT_TIMEOUT, MAX_POLICY_SIZE, PolicyFetcher, PolicyFetcherBuilder,

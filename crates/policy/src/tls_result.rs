@@ -5,8 +5,7 @@
 //! and not the other way round. [`LogTlsResults`] logs results and counts
 //! what a downgrade alert needs.
 
-use crate::ReportPolicy;
-use portcullis_tls::TlsResultType;
+use portcullis_tls::{ReportPolicy, ReportPolicyType, TlsResultType};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -68,7 +67,7 @@ impl LogTlsResults {
 impl TlsSessionResult {
     /// True when the policy type is `sts` (a policy expected TLS).
     pub fn under_policy(&self) -> bool {
-        matches!(self.policy.policy_type, crate::ReportPolicyType::Sts)
+        matches!(self.policy.policy_type, ReportPolicyType::Sts)
     }
 }
 

@@ -22,11 +22,12 @@ use portcullis_policy::tlsrpt::{
     Day, HttpsPoster, ReportInfo, ReportMailer, ReportSender, ReportState, SendOutcome,
     TlsRptError, TlsRptRecorder, report_signer, report_signer_from_file,
 };
-use portcullis_policy::{ReportPolicy, ReportPolicyType, TlsResultSink, TlsSessionResult};
+use portcullis_policy::{TlsResultSink, TlsSessionResult};
 use portcullis_store::Store;
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::pki::TestPki;
 use portcullis_tls::{ClientTls, TlsResultType};
+use portcullis_tls::{ReportPolicy, ReportPolicyType};
 use portcullis_types::{Clock, Domain};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
