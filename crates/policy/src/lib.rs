@@ -39,8 +39,6 @@ mod pin;
 mod policy;
 pub mod record;
 mod refresh;
-mod tls_result;
-pub mod tlsrpt;
 
 pub use cache::{CachedPolicy, PolicyCache};
 pub use diff::line_diff;
@@ -57,4 +55,3 @@ pub use refresh::{
     EXPIRED_GRACE, RefreshOptions, refresh_at, refresh_due, refresh_pass, run_refresh,
     run_refresh_with,
 };
-pub use tls_result::{LogTlsResults, TlsResultSink, TlsSessionResult};

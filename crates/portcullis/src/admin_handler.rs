@@ -8,12 +8,12 @@ use portcullis_admin::{
     TlsrptOutcome, TlsrptSendResult,
 };
 use portcullis_dns::Resolver;
-use portcullis_policy::tlsrpt::{Day, ReportInfo, SendOutcome, TlsRptError, build_report};
 use portcullis_policy::{
     CachedPolicy, Mode, MxPattern, NoPolicy, Pin, PinSource, PolicyLookup, RefreshOutcome, StsError,
 };
 use portcullis_queue::{QueueError, QueueRecord};
 use portcullis_tls::TlsResultType;
+use portcullis_tlsrpt::{Day, ReportInfo, SendOutcome, TlsRptError, build_report};
 use portcullis_types::{Clock, Domain, QueueId, SystemClock};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

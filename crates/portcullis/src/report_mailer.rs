@@ -1,8 +1,8 @@
 //! TLS-RPT reports by mail go through our own queue (RFC 8460 §5.3), so
 //! they are retried, expired and logged like any other message.
 
-use portcullis_policy::tlsrpt::ReportMailer;
 use portcullis_queue::Queue;
+use portcullis_tlsrpt::ReportMailer;
 use portcullis_types::{
     Address, BodyType, Clock, Envelope, Notify, Origin, QueueId, Recipient, ReversePath,
 };

@@ -12,13 +12,13 @@ use portcullis_delivery::{
 };
 use portcullis_dns::HickoryResolver;
 use portcullis_inbound::{Inbound, InboundMetrics, ListenerHandle};
-use portcullis_policy::tlsrpt::{HttpsPoster, ReportInfo, ReportSender, TlsRptRecorder};
-use portcullis_policy::{
-    PolicyEngine, PolicyFetcher, TlsResultSink, TlsSessionResult, load_pins_dir,
-};
+use portcullis_policy::{PolicyEngine, PolicyFetcher, load_pins_dir};
 use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
 use portcullis_store::Store;
 use portcullis_tls::ServerTls;
+use portcullis_tlsrpt::{
+    HttpsPoster, ReportInfo, ReportSender, TlsResultSink, TlsRptRecorder, TlsSessionResult,
+};
 use portcullis_types::{Clock, SystemClock};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -278,7 +278,7 @@ async fn run(config: Config) -> Result<()> {
     });
     if let Some(sender) = tlsrpt_sender {
         let m = tlsrpt_metrics.clone();
-        services.spawn(portcullis_policy::tlsrpt::run_with(
+        services.spawn(portcullis_tlsrpt::run_with(
             sender,
             shutdown.clone(),
             move |o| {
@@ -594,9 +594,8 @@ fn build_tlsrpt_sender(
     )
     .send_window(t.send_window);
     if let (Some(key), Some(selector)) = (&t.dkim_key, &t.dkim_selector) {
-        let signer =
-            portcullis_policy::tlsrpt::report_signer_from_file(key, &from_domain, selector)
-                .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", key.display()))?;
+        let signer = portcullis_tlsrpt::report_signer_from_file(key, &from_domain, selector)
+            .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", key.display()))?;
         info!(record = %signer.dns_name(), "TLS-RPT reports are DKIM-signed; publish the key's DNS record there");
         builder = builder.signer(signer);
     }

@@ -19,8 +19,6 @@ use flate2::read::GzDecoder;
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 use mail_parser::{MessageParser, MimeHeaders};
 use portcullis_dns::HickoryResolver;
-use portcullis_policy::tlsrpt::{Day, TlsRptRecorder};
-use portcullis_policy::{TlsResultSink, TlsSessionResult};
 use portcullis_store::Store;
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::keys::dkim_rsa_key;
@@ -29,6 +27,8 @@ use portcullis_test_support::server::{Portcullis, background_runtime, eventually
 use portcullis_test_support::sink::{Sink, SinkConfig, SinkTls};
 use portcullis_tls::TlsResultType;
 use portcullis_tls::{ReportPolicy, ReportPolicyType};
+use portcullis_tlsrpt::{Day, TlsRptRecorder};
+use portcullis_tlsrpt::{TlsResultSink, TlsSessionResult};
 use portcullis_types::{Clock, Domain};
 use serde_json::{Value, json};
 use std::io::Read;

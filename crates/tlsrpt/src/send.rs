@@ -26,8 +26,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::mail::MessageParts;
-use super::{
+use crate::mail::MessageParts;
+use crate::{
     Day, Destination, DestinationLookup, HttpsPoster, ReportInfo, ReportJson, TlsRptError,
     TlsRptRecorder, build_report, build_report_message, lookup_destinations,
 };

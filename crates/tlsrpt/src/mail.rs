@@ -22,7 +22,7 @@ use mail_builder::headers::text::Text;
 use mail_builder::mime::{BodyPart, MimePart};
 use portcullis_auth::DkimSigner;
 
-use super::{Day, ReportJson, TlsRptError};
+use crate::{Day, ReportJson, TlsRptError};
 
 /// The headers the DKIM signature of a report covers.
 pub const REPORT_HEADERS: [&str; 10] = [

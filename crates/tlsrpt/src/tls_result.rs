@@ -1,9 +1,9 @@
 //! The hand-over of every outbound TLS outcome to TLS-RPT (RFC 8460 §4):
 //! delivery produces one [`TlsSessionResult`] per session attempt, with the
 //! policy that applied, and gives it to a [`TlsResultSink`]. The trait lives
-//! here, beside the policy types it carries, so delivery depends on policy
-//! and not the other way round. [`LogTlsResults`] logs results and counts
-//! what a downgrade alert needs.
+//! here, in the crate that records the results, so delivery depends on
+//! TLS-RPT and not the other way round. [`LogTlsResults`] logs results and
+//! counts what a downgrade alert needs.
 
 use portcullis_tls::{ReportPolicy, ReportPolicyType, TlsResultType};
 use std::collections::BTreeMap;

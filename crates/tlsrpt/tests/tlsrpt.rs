@@ -18,16 +18,16 @@ use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 use mail_parser::{MessageParser, MimeHeaders};
 use portcullis_auth::{DkimSigner, SignerError, SignerKeyType};
 use portcullis_dns::{HickoryResolver, MemoryResolver};
-use portcullis_policy::tlsrpt::{
-    Day, HttpsPoster, ReportInfo, ReportMailer, ReportSender, ReportState, SendOutcome,
-    TlsRptError, TlsRptRecorder, report_signer, report_signer_from_file,
-};
-use portcullis_policy::{TlsResultSink, TlsSessionResult};
 use portcullis_store::Store;
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::pki::TestPki;
 use portcullis_tls::{ClientTls, TlsResultType};
 use portcullis_tls::{ReportPolicy, ReportPolicyType};
+use portcullis_tlsrpt::{
+    Day, HttpsPoster, ReportInfo, ReportMailer, ReportSender, ReportState, SendOutcome,
+    TlsRptError, TlsRptRecorder, report_signer, report_signer_from_file,
+};
+use portcullis_tlsrpt::{TlsResultSink, TlsSessionResult};
 use portcullis_types::{Clock, Domain};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1043,7 +1043,7 @@ async fn the_loop_sends_and_stops_on_shutdown() {
     let signer = report_signer(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
     let sender = Arc::new(env.sender(Some(signer)));
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(portcullis_policy::tlsrpt::run(sender, shutdown.clone()));
+    let task = tokio::spawn(portcullis_tlsrpt::run(sender, shutdown.clone()));
     for _ in 0..100 {
         if !env.queue.submitted().is_empty() {
             break;

@@ -11,11 +11,11 @@
 use std::time::Duration;
 
 use portcullis_dns::Resolver;
-use portcullis_https::HttpsClientBuilder;
+use portcullis_https::{HttpsClientBuilder, reqwest};
 use portcullis_tls::ClientTls;
 use portcullis_types::error_chain;
 
-use super::TlsRptError;
+use crate::TlsRptError;
 
 /// The default time allowed for one POST.
 pub const DEFAULT_POST_TIMEOUT: Duration = Duration::from_secs(60);

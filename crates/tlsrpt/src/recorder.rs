@@ -17,7 +17,7 @@ use portcullis_store::{Store, StoreError, Tree, TreeName};
 use portcullis_types::Clock;
 use serde::{Deserialize, Serialize};
 
-use super::{Day, TlsRptError};
+use crate::{Day, TlsRptError};
 use crate::{TlsResultSink, TlsSessionResult};
 use portcullis_tls::ReportPolicy;
 

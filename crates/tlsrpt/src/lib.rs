@@ -1,9 +1,12 @@
 //! SMTP TLS Reporting (RFC 8460): the daily aggregate reports Portcullis
 //! sends to the owners of the domains it delivered mail to.
 //!
+//! - **Session results** ([`TlsSessionResult`], [`TlsResultSink`]): what
+//!   delivery hands over for every outbound TLS session, with the policy
+//!   that applied ([`ReportPolicy`](portcullis_tls::ReportPolicy)).
 //! - **Recording** ([`TlsRptRecorder`]): delivery hands every outbound TLS
 //!   session's outcome to the recorder (it implements
-//!   [`TlsResultSink`](crate::TlsResultSink)), which counts it in sled per
+//!   [`TlsResultSink`]), which counts it in sled per
 //!   (UTC day, policy domain, policy), bounded in size, so that a restart
 //!   loses no counts and memory does not grow with traffic.
 //! - **No report loops** (RFC 8460 §3): sessions that carried a TLS report
@@ -35,6 +38,8 @@
 //! destination is only contacted with PKIX-verified TLS, no redirects and a
 //! timeout.
 
+#![forbid(unsafe_code)]
+
 mod day;
 mod destinations;
 mod error;
@@ -43,6 +48,7 @@ mod mail;
 mod recorder;
 mod report;
 mod send;
+mod tls_result;
 
 pub use day::Day;
 pub use destinations::{
@@ -63,3 +69,4 @@ pub use send::{
     DestinationStatus, ReportMailer, ReportSender, ReportSenderBuilder, ReportState, ReportSummary,
     SendOutcome, SentRecord, run, run_with,
 };
+pub use tls_result::{LogTlsResults, TlsResultSink, TlsSessionResult};
