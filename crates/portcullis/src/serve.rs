@@ -16,9 +16,7 @@ use portcullis_policy::{PolicyEngine, PolicyFetcher, load_pins_dir};
 use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
 use portcullis_store::Store;
 use portcullis_tls::ServerTls;
-use portcullis_tlsrpt::{
-    HttpsPoster, ReportInfo, ReportSender, TlsResultSink, TlsRptRecorder, TlsSessionResult,
-};
+use portcullis_tlsrpt::{HttpsPoster, ReportInfo, ReportSender, TlsRptRecorder, TlsRptSink};
 use portcullis_types::{Clock, SystemClock};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -175,13 +173,13 @@ async fn run(config: Config) -> Result<()> {
         info!(count = pins.len(), dir = %dir.display(), "MTA-STS pins loaded");
         policy.set_file_pins(pins);
     }
-    let tls_results = Arc::new(LogTlsResults::default());
     // Every outbound TLS outcome: logged and counted, and recorded for the
     // daily TLS-RPT reports (recorded even with reporting off, so turning
     // it on later has the day's counts).
     let tlsrpt_recorder = TlsRptRecorder::new(&store, Arc::new(SystemClock))
         .map_err(|e| anyhow::anyhow!("opening the TLS-RPT store: {e}"))?;
-    let reporter = Arc::new(Tee(tls_results.clone(), tlsrpt_recorder.clone()));
+    let reporter = Arc::new(TlsRptSink::new(tlsrpt_recorder.clone()));
+    let tls_results = reporter.log().clone();
     let delivery_metrics = Arc::new(DeliveryMetrics::default());
     let deliverer = Arc::new(
         Deliverer::new(
@@ -523,16 +521,6 @@ fn render_metrics(state: &ServerState) -> String {
 
 /// The TLS-RPT sender as the binary builds it.
 pub type TlsRptSender = ReportSender<HickoryResolver, QueueMailer>;
-
-/// Hands each TLS outcome to the counters and to the TLS-RPT recorder.
-struct Tee(Arc<LogTlsResults>, TlsRptRecorder);
-
-impl TlsResultSink for Tee {
-    fn record(&self, result: TlsSessionResult) {
-        self.0.record(result.clone());
-        self.1.record(result);
-    }
-}
 
 /// Reports sent, by transport and outcome.
 #[derive(Debug, Default)]

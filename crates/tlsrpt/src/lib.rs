@@ -6,7 +6,8 @@
 //!   that applied ([`ReportPolicy`](portcullis_tls::ReportPolicy)).
 //! - **Recording** ([`TlsRptRecorder`]): delivery hands every outbound TLS
 //!   session's outcome to the recorder (it implements
-//!   [`TlsResultSink`]), which counts it in sled per
+//!   [`TlsResultSink`]; delivery is given the [`TlsRptSink`], which also
+//!   logs and counts for metrics), which counts it in sled per
 //!   (UTC day, policy domain, policy), bounded in size, so that a restart
 //!   loses no counts and memory does not grow with traffic.
 //! - **No report loops** (RFC 8460 §3): sessions that carried a TLS report
@@ -48,6 +49,7 @@ mod mail;
 mod recorder;
 mod report;
 mod send;
+mod sink;
 mod tls_result;
 
 pub use day::Day;
@@ -69,4 +71,5 @@ pub use send::{
     DestinationStatus, ReportMailer, ReportSender, ReportSenderBuilder, ReportState, ReportSummary,
     SendOutcome, SentRecord, run, run_with,
 };
+pub use sink::TlsRptSink;
 pub use tls_result::{LogTlsResults, TlsResultSink, TlsSessionResult};
