@@ -10,7 +10,6 @@ mod admin_handler;
 mod cli;
 mod commands;
 mod logging;
-mod report_mailer;
 mod serve;
 mod users;
 

@@ -3,7 +3,6 @@
 use crate::admin_handler::AdminHandler;
 use crate::cli::ServeArgs;
 use crate::logging;
-use crate::report_mailer::QueueMailer;
 use anyhow::{Context, Result};
 use portcullis_admin::MetricsWriter;
 use portcullis_config::{Config, LogFormat};
@@ -16,7 +15,9 @@ use portcullis_policy::{PolicyEngine, PolicyFetcher, load_pins_dir};
 use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
 use portcullis_store::Store;
 use portcullis_tls::ServerTls;
-use portcullis_tlsrpt::{HttpsPoster, ReportInfo, ReportSender, TlsRptRecorder, TlsRptSink};
+use portcullis_tlsrpt::{
+    HttpsPoster, QueueMailer, ReportInfo, ReportSender, TlsRptRecorder, TlsRptSink,
+};
 use portcullis_types::{Clock, SystemClock};
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -23,7 +23,9 @@
 //! - **Delivery** (RFC 8460 §5): `mailto:` destinations get a
 //!   multipart/report message (§5.3) that must be DKIM-signed
 //!   ([`report_signer`], [`build_report_message`]) and goes through the
-//!   Portcullis queue ([`ReportMailer`]), so it is retried like any mail;
+//!   Portcullis queue ([`ReportMailer`], implemented over the queue by
+//!   [`QueueMailer`] with the origin recorded as a TLS report), so it is
+//!   retried like any mail;
 //!   `https:` destinations get a POST of the gzip body (§5.2, [`HttpsPoster`]),
 //!   retried with backoff. [`ReportSender`] sends each (day, domain) report
 //!   once, after 00:00 UTC plus a random delay within the configured window,
@@ -46,6 +48,7 @@ mod destinations;
 mod error;
 mod https;
 mod mail;
+mod queue_mailer;
 mod recorder;
 mod report;
 mod send;
@@ -62,6 +65,7 @@ pub use mail::{
     MessageParts, REPORT_HEADERS, build_report_message, report_filename, report_signer,
     report_signer_from_file,
 };
+pub use queue_mailer::QueueMailer;
 pub use recorder::{
     AggregatePolicy, DayAggregate, FailureKey, MAX_FAILURE_KEYS, OTHER_FAILURES, TlsRptRecorder,
 };
