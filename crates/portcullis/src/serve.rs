@@ -16,7 +16,8 @@ use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
 use portcullis_store::Store;
 use portcullis_tls::ServerTls;
 use portcullis_tlsrpt::{
-    HttpsPoster, QueueMailer, ReportInfo, ReportSender, TlsRptRecorder, TlsRptSink,
+    HttpsPoster, QueueMailer, ReportInfo, ReportParts, ReportSender, ReportSettings,
+    TlsRptRecorder, TlsRptSink,
 };
 use portcullis_types::{Clock, SystemClock};
 use std::process::ExitCode;
@@ -572,16 +573,15 @@ fn build_tlsrpt_sender(
         contact: t.contact.clone().unwrap_or_default(),
         submitter: t.submitter.clone().unwrap_or_default(),
     };
-    let mut builder = ReportSender::builder(
-        store,
+    let parts = ReportParts {
+        store: store.clone(),
         recorder,
-        resolver.clone(),
+        resolver: resolver.clone(),
         mailer,
         poster,
-        info,
-        &from,
-    )
-    .send_window(t.send_window);
+    };
+    let mut builder =
+        ReportSender::builder(parts, ReportSettings::new(info, &from)).send_window(t.send_window);
     if let (Some(key), Some(selector)) = (&t.dkim_key, &t.dkim_selector) {
         let signer = portcullis_tlsrpt::report_signer_from_file(key, &from_domain, selector)
             .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", key.display()))?;

@@ -72,8 +72,8 @@ pub use recorder::{
 pub use report::{ReportInfo, ReportJson, build_report, gzip};
 pub use send::{
     DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION_DAYS, DestinationState,
-    DestinationStatus, ReportMailer, ReportSender, ReportSenderBuilder, ReportState, ReportSummary,
-    SendOutcome, SentRecord, run, run_with,
+    DestinationStatus, ReportMailer, ReportParts, ReportSender, ReportSenderBuilder,
+    ReportSettings, ReportState, ReportSummary, SendOutcome, SentRecord, run, run_with,
 };
 pub use sink::TlsRptSink;
 pub use tls_result::{LogTlsResults, TlsResultSink, TlsSessionResult};

@@ -276,83 +276,48 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// Days of aggregates and sending state kept (for `tlsrpt list`).
 pub const DEFAULT_RETENTION_DAYS: i64 = 14;
 
-/// Sends the daily reports. Share it with `Arc`.
-pub struct ReportSender<R, M> {
-    store: Store,
-    recorder: TlsRptRecorder,
-    sent: Tree,
-    resolver: R,
-    mailer: M,
-    poster: HttpsPoster,
-    signer: Option<DkimSigner>,
-    info: ReportInfo,
-    from: String,
-    send_window: Duration,
-    clock: Arc<dyn Clock>,
-    backoff: Vec<Duration>,
-    max_attempts: u32,
-    retention_days: i64,
-    poll_interval: Duration,
-    pass: tokio::sync::Mutex<()>,
+/// What a [`ReportSender`] works with: where the aggregates and the
+/// sending state live, how destinations are found, and how reports reach
+/// them. Named fields instead of a positional constructor.
+pub struct ReportParts<R, M> {
+    /// The store of the sending state ([`TreeName::TlsRptSent`]).
+    pub store: Store,
+    /// The aggregates, and the clock days are cut by.
+    pub recorder: TlsRptRecorder,
+    /// Looks up `_smtp._tls` records.
+    pub resolver: R,
+    /// Queues report mail (`mailto:` destinations).
+    pub mailer: M,
+    /// POSTs reports (`https:` destinations).
+    pub poster: HttpsPoster,
 }
 
-impl<R, M> std::fmt::Debug for ReportSender<R, M> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReportSender")
-            .field("info", &self.info)
-            .field("from", &self.from)
-            .field("send_window", &self.send_window)
-            .finish_non_exhaustive()
-    }
+/// The `[tlsrpt]` settings of sending (STYLE 22: a settings value with
+/// defaults instead of a long constructor).
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    /// The reporting organisation, its contact and the submitter domain.
+    pub info: ReportInfo,
+    /// The `From` address of report mail.
+    pub from: String,
+    /// `[tlsrpt] send_window`: reports leave at a random time within this
+    /// long after 00:00 UTC (default 4 h).
+    pub send_window: Duration,
+    /// Waits between attempts; the last repeats (default
+    /// [`DEFAULT_BACKOFF`]). An empty list means one minute.
+    pub backoff: Vec<Duration>,
+    /// Attempts before giving up (default [`DEFAULT_MAX_ATTEMPTS`]).
+    pub max_attempts: u32,
+    /// Days of history kept (default [`DEFAULT_RETENTION_DAYS`]).
+    pub retention_days: i64,
+    /// How often [`run`] looks for due reports (default 5 min).
+    pub poll_interval: Duration,
 }
 
-/// Builds a [`ReportSender`] (STYLE 22).
-pub struct ReportSenderBuilder<R, M> {
-    store: Store,
-    recorder: TlsRptRecorder,
-    resolver: R,
-    mailer: M,
-    poster: HttpsPoster,
-    signer: Option<DkimSigner>,
-    info: ReportInfo,
-    from: String,
-    send_window: Duration,
-    backoff: Vec<Duration>,
-    max_attempts: u32,
-    retention_days: i64,
-    poll_interval: Duration,
-}
-
-impl<R, M> std::fmt::Debug for ReportSenderBuilder<R, M> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReportSenderBuilder")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
-    /// A builder. `recorder` supplies the aggregates and the clock;
-    /// `resolver` looks up `_smtp._tls`; `mailer` queues report mail;
-    /// `poster` POSTs reports; `info` names the reporting organisation;
-    /// `from` is the `From` address of report mail.
-    #[allow(clippy::too_many_arguments)]
-    pub fn builder(
-        store: &Store,
-        recorder: TlsRptRecorder,
-        resolver: R,
-        mailer: M,
-        poster: HttpsPoster,
-        info: ReportInfo,
-        from: &str,
-    ) -> ReportSenderBuilder<R, M> {
-        ReportSenderBuilder {
-            store: store.clone(),
-            recorder,
-            resolver,
-            mailer,
-            poster,
-            signer: None,
+impl ReportSettings {
+    /// The defaults, reporting as `info` from the address `from`.
+    pub fn new(info: ReportInfo, from: &str) -> ReportSettings {
+        ReportSettings {
             info,
             from: from.to_owned(),
             send_window: Duration::from_secs(4 * 3600),
@@ -362,51 +327,9 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             poll_interval: Duration::from_secs(300),
         }
     }
-}
 
-impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
-    /// The DKIM signer for report mail. Without one, `mailto:` destinations
-    /// are given up (RFC 8460 §5.3 requires a signature); `https:` ones
-    /// still get reports.
-    pub fn signer(mut self, signer: DkimSigner) -> Self {
-        self.signer = Some(signer);
-        self
-    }
-
-    /// `[tlsrpt] send_window`: reports leave at a random time within this
-    /// long after 00:00 UTC (default 4 h).
-    pub fn send_window(mut self, window: Duration) -> Self {
-        self.send_window = window;
-        self
-    }
-
-    /// Waits between attempts; the last repeats (default
-    /// [`DEFAULT_BACKOFF`]). An empty list means one minute.
-    pub fn backoff(mut self, backoff: Vec<Duration>) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    /// Attempts before giving up (default [`DEFAULT_MAX_ATTEMPTS`]).
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n.max(1);
-        self
-    }
-
-    /// Days of history kept (default [`DEFAULT_RETENTION_DAYS`]).
-    pub fn retention_days(mut self, days: u32) -> Self {
-        self.retention_days = i64::from(days.max(2));
-        self
-    }
-
-    /// How often [`run`] looks for due reports (default 5 min).
-    pub fn poll_interval(mut self, every: Duration) -> Self {
-        self.poll_interval = every.max(Duration::from_secs(1));
-        self
-    }
-
-    /// Builds the sender.
-    pub fn build(self) -> Result<ReportSender<R, M>, TlsRptError> {
+    /// Refuses settings that cannot produce a valid report.
+    fn check(&self) -> Result<(), TlsRptError> {
         if self.from.is_empty() || !self.from.contains('@') {
             return Err(TlsRptError::Setting {
                 key: "from",
@@ -425,22 +348,107 @@ impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
                 });
             }
         }
+        Ok(())
+    }
+}
+
+/// Sends the daily reports. Share it with `Arc`.
+pub struct ReportSender<R, M> {
+    parts: ReportParts<R, M>,
+    settings: ReportSettings,
+    signer: Option<DkimSigner>,
+    sent: Tree,
+    clock: Arc<dyn Clock>,
+    pass: tokio::sync::Mutex<()>,
+}
+
+impl<R, M> std::fmt::Debug for ReportSender<R, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportSender")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ReportSender`] (STYLE 22).
+pub struct ReportSenderBuilder<R, M> {
+    parts: ReportParts<R, M>,
+    settings: ReportSettings,
+    signer: Option<DkimSigner>,
+}
+
+impl<R, M> std::fmt::Debug for ReportSenderBuilder<R, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportSenderBuilder")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
+    /// A builder over `parts`, with `settings` (start from
+    /// [`ReportSettings::new`]).
+    pub fn builder(
+        parts: ReportParts<R, M>,
+        settings: ReportSettings,
+    ) -> ReportSenderBuilder<R, M> {
+        ReportSenderBuilder {
+            parts,
+            settings,
+            signer: None,
+        }
+    }
+}
+
+impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
+    /// The DKIM signer for report mail. Without one, `mailto:` destinations
+    /// are given up (RFC 8460 §5.3 requires a signature); `https:` ones
+    /// still get reports.
+    pub fn signer(mut self, signer: DkimSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Sets [`ReportSettings::send_window`].
+    pub fn send_window(mut self, window: Duration) -> Self {
+        self.settings.send_window = window;
+        self
+    }
+
+    /// Sets [`ReportSettings::backoff`].
+    pub fn backoff(mut self, backoff: Vec<Duration>) -> Self {
+        self.settings.backoff = backoff;
+        self
+    }
+
+    /// Sets [`ReportSettings::max_attempts`] (at least 1).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.settings.max_attempts = n.max(1);
+        self
+    }
+
+    /// Sets [`ReportSettings::retention_days`] (at least 2).
+    pub fn retention_days(mut self, days: u32) -> Self {
+        self.settings.retention_days = i64::from(days.max(2));
+        self
+    }
+
+    /// Sets [`ReportSettings::poll_interval`] (at least 1 s).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.settings.poll_interval = every.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Builds the sender; the settings must name the reporter and a `From`
+    /// address.
+    pub fn build(self) -> Result<ReportSender<R, M>, TlsRptError> {
+        self.settings.check()?;
         Ok(ReportSender {
-            sent: self.store.tree(TreeName::TlsRptSent)?,
-            clock: Arc::clone(self.recorder.clock()),
-            store: self.store,
-            recorder: self.recorder,
-            resolver: self.resolver,
-            mailer: self.mailer,
-            poster: self.poster,
+            sent: self.parts.store.tree(TreeName::TlsRptSent)?,
+            clock: Arc::clone(self.parts.recorder.clock()),
+            parts: self.parts,
+            settings: self.settings,
             signer: self.signer,
-            info: self.info,
-            from: self.from,
-            send_window: self.send_window,
-            backoff: self.backoff,
-            max_attempts: self.max_attempts,
-            retention_days: self.retention_days,
-            poll_interval: self.poll_interval,
             pass: tokio::sync::Mutex::new(()),
         })
     }
@@ -479,11 +487,11 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     /// The reports known, newest day first, domains in order.
     pub fn list(&self) -> Result<Vec<ReportSummary>, TlsRptError> {
         let today = Day::of(self.clock.now());
-        let mut reports: Vec<(Day, String)> = self.recorder.reports()?.into_iter().collect();
+        let mut reports: Vec<(Day, String)> = self.parts.recorder.reports()?.into_iter().collect();
         reports.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let mut out = Vec::new();
         for (day, domain) in reports {
-            let aggs = self.recorder.aggregates(day, &domain)?;
+            let aggs = self.parts.recorder.aggregates(day, &domain)?;
             let record = self.load(day, &domain)?;
             let state = match &record {
                 _ if day >= today => ReportState::Collecting,
@@ -517,6 +525,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         let day = match day {
             Some(d) => d,
             None => self
+                .parts
                 .recorder
                 .reports()?
                 .into_iter()
@@ -529,7 +538,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 })?,
         };
         let today = Day::of(self.clock.now());
-        let aggs = self.recorder.aggregates(day, &domain)?;
+        let aggs = self.parts.recorder.aggregates(day, &domain)?;
         if aggs.is_empty() {
             return Err(TlsRptError::NoData {
                 domain,
@@ -540,9 +549,9 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             self.record_for(day, &domain)?.report_id
         } else {
             // Still collecting: the id is fixed when the day is over.
-            self.info.new_report_id(day, &domain)
+            self.settings.info.new_report_id(day, &domain)
         };
-        Ok(build_report(&self.info, day, &domain, &report_id, &aggs)?.json)
+        Ok(build_report(&self.settings.info, day, &domain, &report_id, &aggs)?.json)
     }
 
     /// The stored state of (`day`, `domain`), if any.
@@ -576,7 +585,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         let r = SentRecord {
             day: day.to_string(),
             domain: domain.to_owned(),
-            report_id: self.info.new_report_id(day, domain),
+            report_id: self.settings.info.new_report_id(day, domain),
             state: ReportState::Pending,
             destinations: None,
             lookup_attempts: 0,
@@ -596,7 +605,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         {
             return Ok(Duration::from_secs(s.delay_secs));
         }
-        let window = self.send_window.as_secs();
+        let window = self.settings.send_window.as_secs();
         let delay_secs = if window == 0 {
             0
         } else {
@@ -611,9 +620,10 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     /// The wait before attempt `attempts + 1`.
     fn backoff(&self, attempts: u32) -> Duration {
         let i = usize::try_from(attempts.saturating_sub(1)).unwrap_or(usize::MAX);
-        self.backoff
+        self.settings
+            .backoff
             .get(i)
-            .or(self.backoff.last())
+            .or(self.settings.backoff.last())
             .copied()
             .unwrap_or(Duration::from_secs(60))
     }
@@ -624,7 +634,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         if let Err(e) = self.pass_inner(now, ignore_delay, &mut outcomes).await {
             tracing::warn!(error = %e, "TLS-RPT: send pass failed");
         }
-        if let Err(e) = self.store.commit().await {
+        if let Err(e) = self.parts.store.commit().await {
             tracing::warn!(error = %e, "TLS-RPT: commit failed");
         }
         outcomes
@@ -638,9 +648,9 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     ) -> Result<(), TlsRptError> {
         let today = Day::of(now);
         self.prune(Day::from_days_since_epoch(
-            today.days_since_epoch() - self.retention_days,
+            today.days_since_epoch() - self.settings.retention_days,
         ))?;
-        for (day, domain) in self.recorder.reports()? {
+        for (day, domain) in self.parts.recorder.reports()? {
             if day >= today {
                 continue;
             }
@@ -674,7 +684,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             if rec.next_try > now_s {
                 return Ok(());
             }
-            match lookup_destinations(&self.resolver, domain).await {
+            match lookup_destinations(&self.parts.resolver, domain).await {
                 DestinationLookup::Found(dests) => {
                     rec.destinations = Some(
                         dests
@@ -706,7 +716,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 DestinationLookup::Temporary(e) => {
                     rec.lookup_attempts += 1;
                     rec.last_error = Some(e.to_string());
-                    if rec.lookup_attempts >= self.max_attempts {
+                    if rec.lookup_attempts >= self.settings.max_attempts {
                         rec.state = ReportState::Failed;
                         outcomes.push(SendOutcome::GaveUp {
                             day: day_s,
@@ -731,8 +741,14 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             self.save(day, &rec)?;
         }
 
-        let aggregates = self.recorder.aggregates(day, domain)?;
-        let report = build_report(&self.info, day, domain, &rec.report_id, &aggregates)?;
+        let aggregates = self.parts.recorder.aggregates(day, domain)?;
+        let report = build_report(
+            &self.settings.info,
+            day,
+            domain,
+            &rec.report_id,
+            &aggregates,
+        )?;
         let gz = report.to_gzip()?;
         let count = rec.destinations.as_ref().map_or(0, Vec::len);
         for i in 0..count {
@@ -769,7 +785,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             let destination = dest.destination.clone();
             self.save(day, &rec)?;
             // Record the attempt before contacting anyone.
-            self.store.commit().await?;
+            self.parts.store.commit().await?;
             let result = self
                 .deliver(&destination, &report, &gz, day, domain, now)
                 .await;
@@ -795,7 +811,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 Err((error, permanent)) => {
                     dest.last_error = Some(error.clone());
                     rec.last_error = Some(format!("{uri}: {error}"));
-                    if permanent || attempts >= self.max_attempts {
+                    if permanent || attempts >= self.settings.max_attempts {
                         tracing::warn!(%day, %domain, destination = %uri, %error, "TLS-RPT: giving up on destination");
                         dest.status = DestinationStatus::Failed;
                         outcomes.push(SendOutcome::GaveUp {
@@ -818,7 +834,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 }
             }
             self.save(day, &rec)?;
-            self.store.commit().await?;
+            self.parts.store.commit().await?;
         }
 
         let dests = rec.destinations.as_deref().unwrap_or_default();
@@ -853,6 +869,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     ) -> Result<String, (String, bool)> {
         match destination {
             Destination::Https(url) => self
+                .parts
                 .poster
                 .post(url, gz.to_vec())
                 .await
@@ -868,8 +885,8 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 };
                 let parts = MessageParts {
                     domain,
-                    submitter: &self.info.submitter,
-                    from: &self.from,
+                    submitter: &self.settings.info.submitter,
+                    from: &self.settings.from,
                     to,
                     date: now,
                     day,
@@ -877,7 +894,8 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 let message = build_report_message(report, gz, parts, signer)
                     .map_err(|e| (e.to_string(), true))?;
                 // RFC 5321 §4.5.5: the null reverse-path.
-                self.mailer
+                self.parts
+                    .mailer
                     .submit("", to, message)
                     .await
                     .map_err(|e| (format!("queue refused the report: {e}"), false))
@@ -887,7 +905,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
 
     /// Deletes aggregates and states of days before `day`.
     fn prune(&self, day: Day) -> Result<(), TlsRptError> {
-        self.recorder.prune_before(day)?;
+        self.parts.recorder.prune_before(day)?;
         for item in self.sent.iter() {
             let (k, _) = item.map_err(StoreError::from)?;
             let text = String::from_utf8_lossy(&k);
@@ -931,7 +949,7 @@ pub async fn run_with<R: Resolver, M: ReportMailer>(
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(sender.poll_interval) => {}
+            () = tokio::time::sleep(sender.settings.poll_interval) => {}
         }
     }
     tracing::debug!("TLS-RPT sender stopped");

@@ -24,8 +24,8 @@ use portcullis_test_support::pki::TestPki;
 use portcullis_tls::{ClientTls, TlsResultType};
 use portcullis_tls::{ReportPolicy, ReportPolicyType};
 use portcullis_tlsrpt::{
-    Day, HttpsPoster, ReportInfo, ReportMailer, ReportSender, ReportState, SendOutcome,
-    TlsRptError, TlsRptRecorder, report_signer, report_signer_from_file,
+    Day, HttpsPoster, ReportInfo, ReportMailer, ReportParts, ReportSender, ReportSettings,
+    ReportState, SendOutcome, TlsRptError, TlsRptRecorder, report_signer, report_signer_from_file,
 };
 use portcullis_tlsrpt::{TlsResultSink, TlsSessionResult};
 use portcullis_types::{Clock, Domain};
@@ -239,17 +239,16 @@ impl Env {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("poster");
-        let mut b = ReportSender::builder(
-            &self.store,
-            self.recorder.clone(),
-            self.resolver.clone(),
-            self.queue.clone(),
+        let parts = ReportParts {
+            store: self.store.clone(),
+            recorder: self.recorder.clone(),
+            resolver: self.resolver.clone(),
+            mailer: self.queue.clone(),
             poster,
-            info(),
-            FROM,
-        )
-        .send_window(Duration::from_secs(4 * 3600))
-        .backoff(vec![Duration::from_secs(600)]);
+        };
+        let mut b = ReportSender::builder(parts, ReportSettings::new(info(), FROM))
+            .send_window(Duration::from_secs(4 * 3600))
+            .backoff(vec![Duration::from_secs(600)]);
         if let Some(s) = signer {
             b = b.signer(s);
         }
