@@ -454,6 +454,52 @@ impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
     }
 }
 
+/// One report being sent in a pass: its (day, policy domain) and the
+/// pass's time.
+#[derive(Debug, Clone, Copy)]
+struct Due<'a> {
+    now: SystemTime,
+    day: Day,
+    domain: &'a str,
+}
+
+impl Due<'_> {
+    /// The pass's time in Unix seconds.
+    fn now_s(&self) -> u64 {
+        unix(self.now)
+    }
+}
+
+/// A report built for sending: its JSON and the gzip body.
+#[derive(Debug, Clone, Copy)]
+struct Built<'a> {
+    report: &'a ReportJson,
+    gz: &'a [u8],
+}
+
+/// One attempt at a destination, as recorded before contacting it.
+#[derive(Debug)]
+struct Attempt {
+    attempts: u32,
+    next_try: u64,
+    destination: Destination,
+}
+
+impl DestinationState {
+    /// A destination not tried yet.
+    fn new(destination: Destination) -> DestinationState {
+        DestinationState {
+            destination,
+            status: DestinationStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            next_try: 0,
+            sent_at: None,
+            queue_id: None,
+        }
+    }
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -662,7 +708,12 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             if !ignore_delay && now < day.end() + self.delay(day)? {
                 continue;
             }
-            if let Err(e) = self.send_one(now, day, &domain, outcomes).await {
+            let due = Due {
+                now,
+                day,
+                domain: &domain,
+            };
+            if let Err(e) = self.send_one(due, outcomes).await {
                 tracing::warn!(error = %e, %day, %domain, "TLS-RPT: report not sent");
             }
         }
@@ -672,171 +723,225 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     /// Looks up, builds and sends one report, as far as is due.
     async fn send_one(
         &self,
-        now: SystemTime,
-        day: Day,
-        domain: &str,
+        due: Due<'_>,
         outcomes: &mut Vec<SendOutcome>,
     ) -> Result<(), TlsRptError> {
-        let now_s = unix(now);
-        let mut rec = self.record_for(day, domain)?;
-        let (day_s, dom) = (day.to_string(), domain.to_owned());
-        if rec.destinations.is_none() {
-            if rec.next_try > now_s {
-                return Ok(());
-            }
-            match lookup_destinations(&self.parts.resolver, domain).await {
-                DestinationLookup::Found(dests) => {
-                    rec.destinations = Some(
-                        dests
-                            .into_iter()
-                            .map(|destination| DestinationState {
-                                destination,
-                                status: DestinationStatus::Pending,
-                                attempts: 0,
-                                last_error: None,
-                                next_try: 0,
-                                sent_at: None,
-                                queue_id: None,
-                            })
-                            .collect(),
-                    );
-                }
-                DestinationLookup::None(reason) => {
-                    tracing::info!(%day, %domain, %reason, "TLS-RPT: domain wants no reports");
-                    rec.state = ReportState::NoDestination;
-                    rec.last_error = Some(reason.clone());
-                    self.save(day, &rec)?;
-                    outcomes.push(SendOutcome::NoDestination {
-                        day: day_s,
-                        domain: dom,
-                        reason,
-                    });
-                    return Ok(());
-                }
-                DestinationLookup::Temporary(e) => {
-                    rec.lookup_attempts += 1;
-                    rec.last_error = Some(e.to_string());
-                    if rec.lookup_attempts >= self.settings.max_attempts {
-                        rec.state = ReportState::Failed;
-                        outcomes.push(SendOutcome::GaveUp {
-                            day: day_s,
-                            domain: dom,
-                            destination: None,
-                            error: e.to_string(),
-                        });
-                    } else {
-                        rec.next_try = now_s + self.backoff(rec.lookup_attempts).as_secs();
-                        outcomes.push(SendOutcome::Retry {
-                            day: day_s,
-                            domain: dom,
-                            destination: None,
-                            error: e.to_string(),
-                            next_try: rec.next_try,
-                        });
-                    }
-                    self.save(day, &rec)?;
-                    return Ok(());
-                }
-            }
-            self.save(day, &rec)?;
+        let mut rec = self.record_for(due.day, due.domain)?;
+        if rec.destinations.is_none() && !self.look_up(due, &mut rec, outcomes).await? {
+            return Ok(());
         }
-
-        let aggregates = self.parts.recorder.aggregates(day, domain)?;
+        let aggregates = self.parts.recorder.aggregates(due.day, due.domain)?;
         let report = build_report(
             &self.settings.info,
-            day,
-            domain,
+            due.day,
+            due.domain,
             &rec.report_id,
             &aggregates,
         )?;
         let gz = report.to_gzip()?;
+        let built = Built {
+            report: &report,
+            gz: &gz,
+        };
         let count = rec.destinations.as_ref().map_or(0, Vec::len);
         for i in 0..count {
-            let Some(dest) = rec.destinations.as_mut().and_then(|d| d.get_mut(i)) else {
-                continue;
-            };
-            let uri = dest.destination.uri();
-            match dest.status {
-                DestinationStatus::Sent | DestinationStatus::Failed => continue,
-                DestinationStatus::InFlight => {
-                    // RFC 8460 at most once: a crash interrupted this
-                    // attempt; it may have been delivered.
-                    let error = "interrupted while being sent; not sent again to avoid a duplicate"
-                        .to_owned();
-                    dest.status = DestinationStatus::Failed;
-                    dest.last_error = Some(error.clone());
+            self.send_to(due, &mut rec, i, built, outcomes).await?;
+        }
+        self.settle(due, &mut rec)
+    }
+
+    /// Looks up the report's destinations when due (RFC 8460 §3): true when
+    /// they are known now; otherwise the record says why not (no record,
+    /// or a temporary failure to retry or give up on).
+    async fn look_up(
+        &self,
+        due: Due<'_>,
+        rec: &mut SentRecord,
+        outcomes: &mut Vec<SendOutcome>,
+    ) -> Result<bool, TlsRptError> {
+        let now_s = due.now_s();
+        if rec.next_try > now_s {
+            return Ok(false);
+        }
+        let (day, domain) = (due.day, due.domain);
+        match lookup_destinations(&self.parts.resolver, domain).await {
+            DestinationLookup::Found(dests) => {
+                rec.destinations = Some(dests.into_iter().map(DestinationState::new).collect());
+                self.save(day, rec)?;
+                return Ok(true);
+            }
+            DestinationLookup::None(reason) => {
+                tracing::info!(%day, %domain, %reason, "TLS-RPT: domain wants no reports");
+                rec.state = ReportState::NoDestination;
+                rec.last_error = Some(reason.clone());
+                outcomes.push(SendOutcome::NoDestination {
+                    day: day.to_string(),
+                    domain: domain.to_owned(),
+                    reason,
+                });
+            }
+            DestinationLookup::Temporary(e) => {
+                rec.lookup_attempts += 1;
+                rec.last_error = Some(e.to_string());
+                if rec.lookup_attempts >= self.settings.max_attempts {
+                    rec.state = ReportState::Failed;
                     outcomes.push(SendOutcome::GaveUp {
-                        day: day_s.clone(),
-                        domain: dom.clone(),
+                        day: day.to_string(),
+                        domain: domain.to_owned(),
+                        destination: None,
+                        error: e.to_string(),
+                    });
+                } else {
+                    rec.next_try = now_s + self.backoff(rec.lookup_attempts).as_secs();
+                    outcomes.push(SendOutcome::Retry {
+                        day: day.to_string(),
+                        domain: domain.to_owned(),
+                        destination: None,
+                        error: e.to_string(),
+                        next_try: rec.next_try,
+                    });
+                }
+            }
+        }
+        self.save(day, rec)?;
+        Ok(false)
+    }
+
+    /// Sends the report to destination `i` of `rec` if it is due: the
+    /// attempt is recorded and committed before anyone is contacted, then
+    /// what happened.
+    async fn send_to(
+        &self,
+        due: Due<'_>,
+        rec: &mut SentRecord,
+        i: usize,
+        built: Built<'_>,
+        outcomes: &mut Vec<SendOutcome>,
+    ) -> Result<(), TlsRptError> {
+        let Some(attempt) = self.begin_attempt(due, rec, i, outcomes)? else {
+            return Ok(());
+        };
+        // Record the attempt before contacting anyone.
+        self.parts.store.commit().await?;
+        let result = self.deliver(&attempt.destination, built, due).await;
+        self.record_result(due, rec, i, attempt, result, outcomes);
+        self.save(due.day, rec)?;
+        self.parts.store.commit().await?;
+        Ok(())
+    }
+
+    /// Marks destination `i` in flight (saved, not yet committed) and
+    /// returns the attempt, or `None` when it is not to be contacted now:
+    /// done, waiting for its retry, or found in flight (then given up).
+    fn begin_attempt(
+        &self,
+        due: Due<'_>,
+        rec: &mut SentRecord,
+        i: usize,
+        outcomes: &mut Vec<SendOutcome>,
+    ) -> Result<Option<Attempt>, TlsRptError> {
+        let now_s = due.now_s();
+        let Some(dest) = rec.destinations.as_mut().and_then(|d| d.get_mut(i)) else {
+            return Ok(None);
+        };
+        match dest.status {
+            DestinationStatus::Sent | DestinationStatus::Failed => return Ok(None),
+            DestinationStatus::InFlight => {
+                // RFC 8460 at most once: a crash interrupted this
+                // attempt; it may have been delivered.
+                let error =
+                    "interrupted while being sent; not sent again to avoid a duplicate".to_owned();
+                dest.status = DestinationStatus::Failed;
+                dest.last_error = Some(error.clone());
+                outcomes.push(SendOutcome::GaveUp {
+                    day: due.day.to_string(),
+                    domain: due.domain.to_owned(),
+                    destination: Some(dest.destination.uri()),
+                    error,
+                });
+                self.save(due.day, rec)?;
+                return Ok(None);
+            }
+            DestinationStatus::Pending if dest.next_try > now_s => return Ok(None),
+            DestinationStatus::Pending => {}
+        }
+        dest.attempts += 1;
+        dest.status = DestinationStatus::InFlight;
+        dest.next_try = now_s + self.backoff(dest.attempts).as_secs();
+        let attempt = Attempt {
+            attempts: dest.attempts,
+            next_try: dest.next_try,
+            destination: dest.destination.clone(),
+        };
+        self.save(due.day, rec)?;
+        Ok(Some(attempt))
+    }
+
+    /// Writes what one attempt at destination `i` did into `rec`.
+    fn record_result(
+        &self,
+        due: Due<'_>,
+        rec: &mut SentRecord,
+        i: usize,
+        attempt: Attempt,
+        result: Result<String, (String, bool)>,
+        outcomes: &mut Vec<SendOutcome>,
+    ) {
+        let (day, domain) = (due.day, due.domain);
+        let uri = attempt.destination.uri();
+        if let Err((error, _)) = &result {
+            rec.last_error = Some(format!("{uri}: {error}"));
+        }
+        let Some(dest) = rec.destinations.as_mut().and_then(|d| d.get_mut(i)) else {
+            return;
+        };
+        let (day_s, dom) = (day.to_string(), domain.to_owned());
+        match result {
+            Ok(detail) => {
+                tracing::info!(%day, %domain, destination = %uri, %detail, "TLS-RPT: report sent");
+                dest.status = DestinationStatus::Sent;
+                dest.sent_at = Some(due.now_s());
+                dest.last_error = None;
+                if matches!(attempt.destination, Destination::Mailto(_)) {
+                    dest.queue_id = Some(detail.clone());
+                }
+                outcomes.push(SendOutcome::Sent {
+                    day: day_s,
+                    domain: dom,
+                    destination: uri,
+                    detail,
+                });
+            }
+            Err((error, permanent)) => {
+                dest.last_error = Some(error.clone());
+                if permanent || attempt.attempts >= self.settings.max_attempts {
+                    tracing::warn!(%day, %domain, destination = %uri, %error, "TLS-RPT: giving up on destination");
+                    dest.status = DestinationStatus::Failed;
+                    outcomes.push(SendOutcome::GaveUp {
+                        day: day_s,
+                        domain: dom,
                         destination: Some(uri),
                         error,
                     });
-                    self.save(day, &rec)?;
-                    continue;
-                }
-                DestinationStatus::Pending if dest.next_try > now_s => continue,
-                DestinationStatus::Pending => {}
-            }
-            dest.attempts += 1;
-            dest.status = DestinationStatus::InFlight;
-            dest.next_try = now_s + self.backoff(dest.attempts).as_secs();
-            let attempts = dest.attempts;
-            let next_try = dest.next_try;
-            let destination = dest.destination.clone();
-            self.save(day, &rec)?;
-            // Record the attempt before contacting anyone.
-            self.parts.store.commit().await?;
-            let result = self
-                .deliver(&destination, &report, &gz, day, domain, now)
-                .await;
-            let Some(dest) = rec.destinations.as_mut().and_then(|d| d.get_mut(i)) else {
-                continue;
-            };
-            match result {
-                Ok(detail) => {
-                    tracing::info!(%day, %domain, destination = %uri, %detail, "TLS-RPT: report sent");
-                    dest.status = DestinationStatus::Sent;
-                    dest.sent_at = Some(now_s);
-                    dest.last_error = None;
-                    if matches!(destination, Destination::Mailto(_)) {
-                        dest.queue_id = Some(detail.clone());
-                    }
-                    outcomes.push(SendOutcome::Sent {
-                        day: day_s.clone(),
-                        domain: dom.clone(),
-                        destination: uri,
-                        detail,
+                } else {
+                    let attempts = attempt.attempts;
+                    tracing::info!(%day, %domain, destination = %uri, %error, attempts, "TLS-RPT: report not delivered; will retry");
+                    dest.status = DestinationStatus::Pending;
+                    outcomes.push(SendOutcome::Retry {
+                        day: day_s,
+                        domain: dom,
+                        destination: Some(uri),
+                        error,
+                        next_try: attempt.next_try,
                     });
                 }
-                Err((error, permanent)) => {
-                    dest.last_error = Some(error.clone());
-                    rec.last_error = Some(format!("{uri}: {error}"));
-                    if permanent || attempts >= self.settings.max_attempts {
-                        tracing::warn!(%day, %domain, destination = %uri, %error, "TLS-RPT: giving up on destination");
-                        dest.status = DestinationStatus::Failed;
-                        outcomes.push(SendOutcome::GaveUp {
-                            day: day_s.clone(),
-                            domain: dom.clone(),
-                            destination: Some(uri),
-                            error,
-                        });
-                    } else {
-                        tracing::info!(%day, %domain, destination = %uri, %error, attempts, "TLS-RPT: report not delivered; will retry");
-                        dest.status = DestinationStatus::Pending;
-                        outcomes.push(SendOutcome::Retry {
-                            day: day_s.clone(),
-                            domain: dom.clone(),
-                            destination: Some(uri),
-                            error,
-                            next_try,
-                        });
-                    }
-                }
             }
-            self.save(day, &rec)?;
-            self.parts.store.commit().await?;
         }
+    }
 
+    /// Once every destination is done, the report's state: sent if any got
+    /// it, failed otherwise.
+    fn settle(&self, due: Due<'_>, rec: &mut SentRecord) -> Result<(), TlsRptError> {
         let dests = rec.destinations.as_deref().unwrap_or_default();
         let done = dests.iter().all(|d| {
             matches!(
@@ -847,11 +952,11 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         if done {
             if dests.iter().any(|d| d.status == DestinationStatus::Sent) {
                 rec.state = ReportState::Sent;
-                rec.sent_at = Some(now_s);
+                rec.sent_at = Some(due.now_s());
             } else {
                 rec.state = ReportState::Failed;
             }
-            self.save(day, &rec)?;
+            self.save(due.day, rec)?;
         }
         Ok(())
     }
@@ -861,17 +966,14 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     async fn deliver(
         &self,
         destination: &Destination,
-        report: &ReportJson,
-        gz: &[u8],
-        day: Day,
-        domain: &str,
-        now: SystemTime,
+        built: Built<'_>,
+        due: Due<'_>,
     ) -> Result<String, (String, bool)> {
         match destination {
             Destination::Https(url) => self
                 .parts
                 .poster
-                .post(url, gz.to_vec())
+                .post(url, built.gz.to_vec())
                 .await
                 .map(|status| format!("HTTP {status}"))
                 .map_err(|e| (e.to_string(), false)),
@@ -884,14 +986,14 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                     ));
                 };
                 let parts = MessageParts {
-                    domain,
+                    domain: due.domain,
                     submitter: &self.settings.info.submitter,
                     from: &self.settings.from,
                     to,
-                    date: now,
-                    day,
+                    date: due.now,
+                    day: due.day,
                 };
-                let message = build_report_message(report, gz, parts, signer)
+                let message = build_report_message(built.report, built.gz, parts, signer)
                     .map_err(|e| (e.to_string(), true))?;
                 // RFC 5321 §4.5.5: the null reverse-path.
                 self.parts
