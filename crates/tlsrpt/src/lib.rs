@@ -52,7 +52,9 @@ mod queue_mailer;
 mod recorder;
 mod report;
 mod send;
+mod settings;
 mod sink;
+mod state;
 mod tls_result;
 
 pub use day::Day;
@@ -70,10 +72,13 @@ pub use recorder::{
     AggregatePolicy, DayAggregate, FailureKey, MAX_FAILURE_KEYS, OTHER_FAILURES, TlsRptRecorder,
 };
 pub use report::{ReportInfo, ReportJson, build_report, gzip};
-pub use send::{
-    DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION_DAYS, DestinationState,
-    DestinationStatus, ReportMailer, ReportParts, ReportSender, ReportSenderBuilder,
-    ReportSettings, ReportState, ReportSummary, SendOutcome, SentRecord, run, run_with,
+pub use send::{ReportMailer, ReportSender, run, run_with};
+pub use settings::{
+    DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION_DAYS, ReportParts,
+    ReportSenderBuilder, ReportSettings,
 };
 pub use sink::TlsRptSink;
+pub use state::{
+    DestinationState, DestinationStatus, ReportState, ReportSummary, SendOutcome, SentRecord,
+};
 pub use tls_result::{LogTlsResults, TlsResultSink, TlsSessionResult};

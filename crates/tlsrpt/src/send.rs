@@ -3,11 +3,12 @@
 //! stored, so a restart does not re-roll it), every (day, policy domain)
 //! with aggregates gets its destinations looked up and its report sent to
 //! each: `mailto:` through the Portcullis queue ([`ReportMailer`], so the
-//! mail is retried like any other), `https:` by POST ([`HttpsPoster`]),
-//! retried with backoff.
+//! mail is retried like any other), `https:` by POST
+//! ([`HttpsPoster`](crate::HttpsPoster)), retried with backoff.
 //!
 //! **At most once.** The state of every report and destination is kept in
-//! sled ([`TreeName::TlsRptSent`]); before a destination is contacted its
+//! sled ([`TreeName::TlsRptSent`](portcullis_store::TreeName::TlsRptSent),
+//! the records of [`crate::state`]); before a destination is contacted its
 //! attempt is recorded as in flight and committed to disk (STYLE 7: record
 //! the attempt before connecting). A destination found in flight by a
 //! later pass was interrupted by a crash; it is given up rather than risk a
@@ -20,16 +21,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use portcullis_auth::DkimSigner;
 use portcullis_dns::Resolver;
-use portcullis_store::{Store, StoreError, Tree, TreeName};
+use portcullis_store::{StoreError, Tree};
 use portcullis_types::{Clock, Domain};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::mail::MessageParts;
+use crate::settings::{ReportParts, ReportSettings};
+use crate::state::{
+    DestinationState, DestinationStatus, ReportState, ReportSummary, SendOutcome, SentRecord,
+};
 use crate::{
-    Day, Destination, DestinationLookup, HttpsPoster, ReportInfo, ReportJson, TlsRptError,
-    TlsRptRecorder, build_report, build_report_message, lookup_destinations,
+    Day, Destination, DestinationLookup, ReportJson, TlsRptError, build_report,
+    build_report_message, lookup_destinations,
 };
 
 /// Submits report mail into the queue ([`QueueMailer`](crate::QueueMailer)
@@ -64,93 +69,6 @@ impl<M: ReportMailer> ReportMailer for Arc<M> {
     }
 }
 
-/// The state of one report (day, policy domain).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReportState {
-    /// The day is not over yet: sessions are still being counted.
-    Collecting,
-    /// Due (or waiting for its send time, or for a retry).
-    Pending,
-    /// Sent to at least one destination; nothing left to try.
-    Sent,
-    /// The domain publishes no usable `_smtp._tls` record: nothing sent.
-    NoDestination,
-    /// Given up: no destination could be reached.
-    Failed,
-}
-
-impl ReportState {
-    /// The state as shown to operators.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReportState::Collecting => "collecting",
-            ReportState::Pending => "pending",
-            ReportState::Sent => "sent",
-            ReportState::NoDestination => "no-destination",
-            ReportState::Failed => "failed",
-        }
-    }
-}
-
-/// The state of one destination of a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DestinationStatus {
-    /// To be tried (again) at `next_try`.
-    Pending,
-    /// Being contacted right now (found by a later pass: interrupted).
-    InFlight,
-    /// Delivered (https: 2xx; mailto: accepted by the queue).
-    Sent,
-    /// Given up.
-    Failed,
-}
-
-/// One destination of a report and what happened to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct DestinationState {
-    /// Where to.
-    pub destination: Destination,
-    /// Its state.
-    pub status: DestinationStatus,
-    /// Attempts so far.
-    pub attempts: u32,
-    /// The last failure.
-    pub last_error: Option<String>,
-    /// Earliest next attempt (Unix seconds).
-    pub next_try: u64,
-    /// When it was sent (Unix seconds).
-    pub sent_at: Option<u64>,
-    /// The queue id of the report mail (mailto).
-    pub queue_id: Option<String>,
-}
-
-/// The sending state of one report, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct SentRecord {
-    /// The UTC day.
-    pub day: String,
-    /// The policy domain.
-    pub domain: String,
-    /// The report-id, fixed when the record is created.
-    pub report_id: String,
-    /// The report's state.
-    pub state: ReportState,
-    /// The destinations, once looked up.
-    pub destinations: Option<Vec<DestinationState>>,
-    /// Failed destination lookups so far.
-    pub lookup_attempts: u32,
-    /// The last failure (lookup or send).
-    pub last_error: Option<String>,
-    /// Earliest next lookup (Unix seconds).
-    pub next_try: u64,
-    /// When the report was sent to its last destination (Unix seconds).
-    pub sent_at: Option<u64>,
-}
-
 /// The per-day send time, picked once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -159,207 +77,14 @@ struct DaySchedule {
     delay_secs: u64,
 }
 
-/// One line of `portcullis tlsrpt list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ReportSummary {
-    /// The UTC day.
-    pub day: String,
-    /// The policy domain.
-    pub domain: String,
-    /// Successful sessions.
-    pub successful: u64,
-    /// Failed sessions.
-    pub failed: u64,
-    /// The destinations, when known.
-    pub destinations: Vec<String>,
-    /// The report's state.
-    pub state: ReportState,
-    /// The last failure, if any.
-    pub last_error: Option<String>,
-}
-
-/// What one pass did for one report or destination (for logs, metrics and
-/// `tlsrpt send`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "kebab-case")]
-pub enum SendOutcome {
-    /// Delivered to a destination (mailto: queued, `detail` the queue id;
-    /// https: `detail` the HTTP status).
-    Sent {
-        /// The UTC day.
-        day: String,
-        /// The policy domain.
-        domain: String,
-        /// The destination URI.
-        destination: String,
-        /// Queue id or HTTP status.
-        detail: String,
-    },
-    /// Failed for now; tried again at `next_try` (Unix seconds).
-    Retry {
-        /// The UTC day.
-        day: String,
-        /// The policy domain.
-        domain: String,
-        /// The destination URI (`None`: the TXT lookup).
-        destination: Option<String>,
-        /// Why.
-        error: String,
-        /// Next attempt (Unix seconds).
-        next_try: u64,
-    },
-    /// Given up.
-    GaveUp {
-        /// The UTC day.
-        day: String,
-        /// The policy domain.
-        domain: String,
-        /// The destination URI (`None`: the TXT lookup).
-        destination: Option<String>,
-        /// Why.
-        error: String,
-    },
-    /// The domain wants no reports.
-    NoDestination {
-        /// The UTC day.
-        day: String,
-        /// The policy domain.
-        domain: String,
-        /// Why (no record, several records, …).
-        reason: String,
-    },
-}
-
-impl SendOutcome {
-    /// The transport for metrics: `mailto`, `https` or `dns`.
-    pub fn transport(&self) -> &'static str {
-        let dest = match self {
-            SendOutcome::Sent { destination, .. } => Some(destination.as_str()),
-            SendOutcome::Retry { destination, .. } | SendOutcome::GaveUp { destination, .. } => {
-                destination.as_deref()
-            }
-            SendOutcome::NoDestination { .. } => None,
-        };
-        match dest {
-            Some(d) if d.starts_with("mailto:") => "mailto",
-            Some(_) => "https",
-            None => "dns",
-        }
-    }
-
-    /// The outcome for metrics: `sent`, `retry`, `gave-up`, `no-destination`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SendOutcome::Sent { .. } => "sent",
-            SendOutcome::Retry { .. } => "retry",
-            SendOutcome::GaveUp { .. } => "gave-up",
-            SendOutcome::NoDestination { .. } => "no-destination",
-        }
-    }
-}
-
-/// The default waits between attempts (the last one repeats until
-/// [`DEFAULT_MAX_ATTEMPTS`]).
-pub const DEFAULT_BACKOFF: [Duration; 6] = [
-    Duration::from_secs(5 * 60),
-    Duration::from_secs(15 * 60),
-    Duration::from_secs(30 * 60),
-    Duration::from_secs(60 * 60),
-    Duration::from_secs(2 * 60 * 60),
-    Duration::from_secs(4 * 60 * 60),
-];
-
-/// Attempts per destination (and failed TXT lookups) before giving up.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
-
-/// Days of aggregates and sending state kept (for `tlsrpt list`).
-pub const DEFAULT_RETENTION_DAYS: i64 = 14;
-
-/// What a [`ReportSender`] works with: where the aggregates and the
-/// sending state live, how destinations are found, and how reports reach
-/// them. Named fields instead of a positional constructor.
-pub struct ReportParts<R, M> {
-    /// The store of the sending state ([`TreeName::TlsRptSent`]).
-    pub store: Store,
-    /// The aggregates, and the clock days are cut by.
-    pub recorder: TlsRptRecorder,
-    /// Looks up `_smtp._tls` records.
-    pub resolver: R,
-    /// Queues report mail (`mailto:` destinations).
-    pub mailer: M,
-    /// POSTs reports (`https:` destinations).
-    pub poster: HttpsPoster,
-}
-
-/// The `[tlsrpt]` settings of sending (STYLE 22: a settings value with
-/// defaults instead of a long constructor).
-#[derive(Debug, Clone)]
-pub struct ReportSettings {
-    /// The reporting organisation, its contact and the submitter domain.
-    pub info: ReportInfo,
-    /// The `From` address of report mail.
-    pub from: String,
-    /// `[tlsrpt] send_window`: reports leave at a random time within this
-    /// long after 00:00 UTC (default 4 h).
-    pub send_window: Duration,
-    /// Waits between attempts; the last repeats (default
-    /// [`DEFAULT_BACKOFF`]). An empty list means one minute.
-    pub backoff: Vec<Duration>,
-    /// Attempts before giving up (default [`DEFAULT_MAX_ATTEMPTS`]).
-    pub max_attempts: u32,
-    /// Days of history kept (default [`DEFAULT_RETENTION_DAYS`]).
-    pub retention_days: i64,
-    /// How often [`run`] looks for due reports (default 5 min).
-    pub poll_interval: Duration,
-}
-
-impl ReportSettings {
-    /// The defaults, reporting as `info` from the address `from`.
-    pub fn new(info: ReportInfo, from: &str) -> ReportSettings {
-        ReportSettings {
-            info,
-            from: from.to_owned(),
-            send_window: Duration::from_secs(4 * 3600),
-            backoff: DEFAULT_BACKOFF.to_vec(),
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            retention_days: DEFAULT_RETENTION_DAYS,
-            poll_interval: Duration::from_secs(300),
-        }
-    }
-
-    /// Refuses settings that cannot produce a valid report.
-    fn check(&self) -> Result<(), TlsRptError> {
-        if self.from.is_empty() || !self.from.contains('@') {
-            return Err(TlsRptError::Setting {
-                key: "from",
-                reason: format!("{:?} is not an address", self.from),
-            });
-        }
-        for (key, value) in [
-            ("organization", &self.info.organization),
-            ("contact", &self.info.contact),
-            ("submitter", &self.info.submitter),
-        ] {
-            if value.trim().is_empty() {
-                return Err(TlsRptError::Setting {
-                    key,
-                    reason: "must be set to send reports".to_owned(),
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Sends the daily reports. Share it with `Arc`.
 pub struct ReportSender<R, M> {
-    parts: ReportParts<R, M>,
-    settings: ReportSettings,
-    signer: Option<DkimSigner>,
-    sent: Tree,
-    clock: Arc<dyn Clock>,
-    pass: tokio::sync::Mutex<()>,
+    pub(crate) parts: ReportParts<R, M>,
+    pub(crate) settings: ReportSettings,
+    pub(crate) signer: Option<DkimSigner>,
+    pub(crate) sent: Tree,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) pass: tokio::sync::Mutex<()>,
 }
 
 impl<R, M> std::fmt::Debug for ReportSender<R, M> {
@@ -367,90 +92,6 @@ impl<R, M> std::fmt::Debug for ReportSender<R, M> {
         f.debug_struct("ReportSender")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
-    }
-}
-
-/// Builds a [`ReportSender`] (STYLE 22).
-pub struct ReportSenderBuilder<R, M> {
-    parts: ReportParts<R, M>,
-    settings: ReportSettings,
-    signer: Option<DkimSigner>,
-}
-
-impl<R, M> std::fmt::Debug for ReportSenderBuilder<R, M> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReportSenderBuilder")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
-    /// A builder over `parts`, with `settings` (start from
-    /// [`ReportSettings::new`]).
-    pub fn builder(
-        parts: ReportParts<R, M>,
-        settings: ReportSettings,
-    ) -> ReportSenderBuilder<R, M> {
-        ReportSenderBuilder {
-            parts,
-            settings,
-            signer: None,
-        }
-    }
-}
-
-impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
-    /// The DKIM signer for report mail. Without one, `mailto:` destinations
-    /// are given up (RFC 8460 §5.3 requires a signature); `https:` ones
-    /// still get reports.
-    pub fn signer(mut self, signer: DkimSigner) -> Self {
-        self.signer = Some(signer);
-        self
-    }
-
-    /// Sets [`ReportSettings::send_window`].
-    pub fn send_window(mut self, window: Duration) -> Self {
-        self.settings.send_window = window;
-        self
-    }
-
-    /// Sets [`ReportSettings::backoff`].
-    pub fn backoff(mut self, backoff: Vec<Duration>) -> Self {
-        self.settings.backoff = backoff;
-        self
-    }
-
-    /// Sets [`ReportSettings::max_attempts`] (at least 1).
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.settings.max_attempts = n.max(1);
-        self
-    }
-
-    /// Sets [`ReportSettings::retention_days`] (at least 2).
-    pub fn retention_days(mut self, days: u32) -> Self {
-        self.settings.retention_days = i64::from(days.max(2));
-        self
-    }
-
-    /// Sets [`ReportSettings::poll_interval`] (at least 1 s).
-    pub fn poll_interval(mut self, every: Duration) -> Self {
-        self.settings.poll_interval = every.max(Duration::from_secs(1));
-        self
-    }
-
-    /// Builds the sender; the settings must name the reporter and a `From`
-    /// address.
-    pub fn build(self) -> Result<ReportSender<R, M>, TlsRptError> {
-        self.settings.check()?;
-        Ok(ReportSender {
-            sent: self.parts.store.tree(TreeName::TlsRptSent)?,
-            clock: Arc::clone(self.parts.recorder.clock()),
-            parts: self.parts,
-            settings: self.settings,
-            signer: self.signer,
-            pass: tokio::sync::Mutex::new(()),
-        })
     }
 }
 
@@ -483,21 +124,6 @@ struct Attempt {
     attempts: u32,
     next_try: u64,
     destination: Destination,
-}
-
-impl DestinationState {
-    /// A destination not tried yet.
-    fn new(destination: Destination) -> DestinationState {
-        DestinationState {
-            destination,
-            status: DestinationStatus::Pending,
-            attempts: 0,
-            last_error: None,
-            next_try: 0,
-            sent_at: None,
-            queue_id: None,
-        }
-    }
 }
 
 fn unix(t: SystemTime) -> u64 {
