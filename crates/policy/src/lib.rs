@@ -39,6 +39,7 @@ mod pin;
 mod policy;
 pub mod record;
 mod refresh;
+mod stored;
 
 pub use cache::{CachedPolicy, PolicyCache};
 pub use diff::line_diff;
