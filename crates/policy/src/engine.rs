@@ -284,68 +284,15 @@ impl<R: Resolver> PolicyEngine<R> {
     /// temporary failure. Each is logged as an error naming the domain.
     pub async fn policy_for(&self, domain: &Domain) -> PolicyLookup {
         let now = self.now();
-        match self.pins.active(domain, now) {
-            Ok(Some(pin)) => {
-                tracing::warn!(%domain, mode = %pin.mode, reason = %pin.reason, "using pinned MTA-STS policy");
-                return PolicyLookup::Policy {
-                    policy: Arc::new(pin.to_cached()),
-                    source: PolicySource::Pinned {
-                        reason: pin.reason.clone(),
-                        source: pin.source.clone(),
-                    },
-                };
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::error!(%domain, error = %error, "cannot read the MTA-STS pin; delivery waits until it is readable or removed");
-                return PolicyLookup::Unavailable {
-                    domain: domain.clone(),
-                    error,
-                    fetch: None,
-                };
-            }
+        if let Some(pinned) = self.pinned(domain, now) {
+            return pinned;
         }
         let cached = match self.cached_unexpired(domain, now) {
             Ok(cached) => cached,
             Err(error) => return self.replace_unreadable(domain, error).await,
         };
         match lookup_record(&self.resolver, domain).await {
-            RecordLookup::Found(record) => {
-                if let Some(c) = cached.as_ref().filter(|c| c.id == record.id) {
-                    return PolicyLookup::Policy {
-                        policy: Arc::new(c.clone()),
-                        source: PolicySource::Cache,
-                    };
-                }
-                match self.fetch_once(domain, &record.id).await {
-                    Ok((policy, fresh)) => PolicyLookup::Policy {
-                        policy: Arc::new(policy),
-                        source: if fresh {
-                            PolicySource::Fetched
-                        } else {
-                            PolicySource::Cache
-                        },
-                    },
-                    Err(error) => match cached {
-                        // §5.1: a failed fetch of a changed policy leaves the
-                        // cached one in force.
-                        Some(c) => {
-                            tracing::warn!(%domain, cached_id = %c.id, new_id = %record.id, error = %error, "MTA-STS policy fetch failed; cached policy stays in force");
-                            PolicyLookup::Policy {
-                                policy: Arc::new(c),
-                                source: PolicySource::CacheAfterFailure { error: Some(error) },
-                            }
-                        }
-                        None => {
-                            tracing::warn!(%domain, error = %error, "MTA-STS policy fetch failed; no cached policy");
-                            PolicyLookup::FetchFailed {
-                                domain: domain.clone(),
-                                error,
-                            }
-                        }
-                    },
-                }
-            }
+            RecordLookup::Found(record) => self.current(domain, &record.id, cached).await,
             RecordLookup::NoPolicy(reason) => match cached {
                 // §10.2: a vanished record does not remove a cached policy
                 // (an attacker can remove DNS records).
@@ -367,6 +314,76 @@ impl<R: Resolver> PolicyEngine<R> {
                     }
                 }
                 None => PolicyLookup::None(NoPolicy::DnsTemporary(e)),
+            },
+        }
+    }
+
+    /// The operator's or a file's pin for `domain` in force at `now`, if
+    /// any; an unreadable pin makes the domain wait (never "no policy").
+    fn pinned(&self, domain: &Domain, now: u64) -> Option<PolicyLookup> {
+        match self.pins.active(domain, now) {
+            Ok(Some(pin)) => {
+                tracing::warn!(%domain, mode = %pin.mode, reason = %pin.reason, "using pinned MTA-STS policy");
+                Some(PolicyLookup::Policy {
+                    policy: Arc::new(pin.to_cached()),
+                    source: PolicySource::Pinned {
+                        reason: pin.reason.clone(),
+                        source: pin.source.clone(),
+                    },
+                })
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::error!(%domain, error = %error, "cannot read the MTA-STS pin; delivery waits until it is readable or removed");
+                Some(PolicyLookup::Unavailable {
+                    domain: domain.clone(),
+                    error,
+                    fetch: None,
+                })
+            }
+        }
+    }
+
+    /// The policy with id `id` (the TXT record's): the cached one when the
+    /// ids match, else a fetch; a failed fetch leaves `cached` in force.
+    async fn current(
+        &self,
+        domain: &Domain,
+        id: &str,
+        cached: Option<CachedPolicy>,
+    ) -> PolicyLookup {
+        if let Some(c) = cached.as_ref().filter(|c| c.id == id) {
+            return PolicyLookup::Policy {
+                policy: Arc::new(c.clone()),
+                source: PolicySource::Cache,
+            };
+        }
+        match self.fetch_once(domain, id).await {
+            Ok((policy, fresh)) => PolicyLookup::Policy {
+                policy: Arc::new(policy),
+                source: if fresh {
+                    PolicySource::Fetched
+                } else {
+                    PolicySource::Cache
+                },
+            },
+            Err(error) => match cached {
+                // §5.1: a failed fetch of a changed policy leaves the
+                // cached one in force.
+                Some(c) => {
+                    tracing::warn!(%domain, cached_id = %c.id, new_id = %id, error = %error, "MTA-STS policy fetch failed; cached policy stays in force");
+                    PolicyLookup::Policy {
+                        policy: Arc::new(c),
+                        source: PolicySource::CacheAfterFailure { error: Some(error) },
+                    }
+                }
+                None => {
+                    tracing::warn!(%domain, error = %error, "MTA-STS policy fetch failed; no cached policy");
+                    PolicyLookup::FetchFailed {
+                        domain: domain.clone(),
+                        error,
+                    }
+                }
             },
         }
     }
