@@ -43,6 +43,7 @@
 
 #![forbid(unsafe_code)]
 
+mod builder;
 mod day;
 mod destinations;
 mod error;
@@ -57,6 +58,7 @@ mod sink;
 mod state;
 mod tls_result;
 
+pub use builder::ReportSenderBuilder;
 pub use day::Day;
 pub use destinations::{
     Destination, DestinationLookup, lookup_destinations, parse_destinations, record_name,
@@ -74,8 +76,7 @@ pub use recorder::{
 pub use report::{ReportInfo, ReportJson, build_report, gzip};
 pub use send::{ReportMailer, ReportSender, run, run_with};
 pub use settings::{
-    DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION_DAYS, ReportParts,
-    ReportSenderBuilder, ReportSettings,
+    DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION_DAYS, ReportParts, ReportSettings,
 };
 pub use sink::TlsRptSink;
 pub use state::{

@@ -37,9 +37,9 @@ use crate::{
     build_report_message, lookup_destinations,
 };
 
-/// Submits report mail into the queue ([`QueueMailer`](crate::QueueMailer)
-/// over the Portcullis queue, so reports are retried and bounced like any
-/// mail; tests record what would have been queued).
+/// Submits report mail into the queue (`QueueMailer` over the Portcullis
+/// queue, so reports are retried and bounced like any mail; tests record
+/// what would have been queued).
 pub trait ReportMailer: Send + Sync + 'static {
     /// Queues `message` (a complete, DKIM-signed RFC 5322 message) for
     /// `to`. `from` is the envelope sender: always `""`, the null

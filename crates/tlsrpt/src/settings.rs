@@ -1,15 +1,12 @@
-//! What a [`ReportSender`] is built from: its parts (store, recorder,
+//! What a report sender is built from: its parts (store, recorder,
 //! resolver, mailer, poster) and the `[tlsrpt]` settings of sending, with
-//! their defaults, and the builder (STYLE 22) that checks them.
+//! their defaults and their check.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_auth::DkimSigner;
-use portcullis_dns::Resolver;
-use portcullis_store::{Store, TreeName};
+use portcullis_store::Store;
 
-use crate::{HttpsPoster, ReportInfo, ReportMailer, ReportSender, TlsRptError, TlsRptRecorder};
+use crate::{HttpsPoster, ReportInfo, TlsRptError, TlsRptRecorder};
 
 /// The default waits between attempts (the last one repeats until
 /// [`DEFAULT_MAX_ATTEMPTS`]).
@@ -28,7 +25,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 /// Days of aggregates and sending state kept (for `tlsrpt list`).
 pub const DEFAULT_RETENTION_DAYS: i64 = 14;
 
-/// What a [`ReportSender`] works with: where the aggregates and the
+/// What a [`ReportSender`](crate::ReportSender) works with: where the aggregates and the
 /// sending state live, how destinations are found, and how reports reach
 /// them. Named fields instead of a positional constructor.
 pub struct ReportParts<R, M> {
@@ -62,7 +59,7 @@ pub struct ReportSettings {
     pub max_attempts: u32,
     /// Days of history kept (default [`DEFAULT_RETENTION_DAYS`]).
     pub retention_days: i64,
-    /// How often [`run`] looks for due reports (default 5 min).
+    /// How often [`run`](crate::run) looks for due reports (default 5 min).
     pub poll_interval: Duration,
 }
 
@@ -81,7 +78,7 @@ impl ReportSettings {
     }
 
     /// Refuses settings that cannot produce a valid report.
-    fn check(&self) -> Result<(), TlsRptError> {
+    pub(crate) fn check(&self) -> Result<(), TlsRptError> {
         if self.from.is_empty() || !self.from.contains('@') {
             return Err(TlsRptError::Setting {
                 key: "from",
@@ -101,89 +98,5 @@ impl ReportSettings {
             }
         }
         Ok(())
-    }
-}
-
-/// Builds a [`ReportSender`] (STYLE 22).
-pub struct ReportSenderBuilder<R, M> {
-    parts: ReportParts<R, M>,
-    settings: ReportSettings,
-    signer: Option<DkimSigner>,
-}
-
-impl<R, M> std::fmt::Debug for ReportSenderBuilder<R, M> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReportSenderBuilder")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
-    /// A builder over `parts`, with `settings` (start from
-    /// [`ReportSettings::new`]).
-    pub fn builder(
-        parts: ReportParts<R, M>,
-        settings: ReportSettings,
-    ) -> ReportSenderBuilder<R, M> {
-        ReportSenderBuilder {
-            parts,
-            settings,
-            signer: None,
-        }
-    }
-}
-
-impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
-    /// The DKIM signer for report mail. Without one, `mailto:` destinations
-    /// are given up (RFC 8460 §5.3 requires a signature); `https:` ones
-    /// still get reports.
-    pub fn signer(mut self, signer: DkimSigner) -> Self {
-        self.signer = Some(signer);
-        self
-    }
-
-    /// Sets [`ReportSettings::send_window`].
-    pub fn send_window(mut self, window: Duration) -> Self {
-        self.settings.send_window = window;
-        self
-    }
-
-    /// Sets [`ReportSettings::backoff`].
-    pub fn backoff(mut self, backoff: Vec<Duration>) -> Self {
-        self.settings.backoff = backoff;
-        self
-    }
-
-    /// Sets [`ReportSettings::max_attempts`] (at least 1).
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.settings.max_attempts = n.max(1);
-        self
-    }
-
-    /// Sets [`ReportSettings::retention_days`] (at least 2).
-    pub fn retention_days(mut self, days: u32) -> Self {
-        self.settings.retention_days = i64::from(days.max(2));
-        self
-    }
-
-    /// Sets [`ReportSettings::poll_interval`] (at least 1 s).
-    pub fn poll_interval(mut self, every: Duration) -> Self {
-        self.settings.poll_interval = every.max(Duration::from_secs(1));
-        self
-    }
-
-    /// Builds the sender; the settings must name the reporter and a `From`
-    /// address.
-    pub fn build(self) -> Result<ReportSender<R, M>, TlsRptError> {
-        self.settings.check()?;
-        Ok(ReportSender {
-            sent: self.parts.store.tree(TreeName::TlsRptSent)?,
-            clock: Arc::clone(self.parts.recorder.clock()),
-            parts: self.parts,
-            settings: self.settings,
-            signer: self.signer,
-            pass: tokio::sync::Mutex::new(()),
-        })
     }
 }
