@@ -278,3 +278,63 @@ fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
     out.extend(bits);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ed25519 key as OpenSSL writes it (PKCS#8 v1, no public key).
+    const ED25519: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MC4CAQAwBQYDK2VwBCIEIPduBFJ69OEeWd+/xMmq0/T5phXuEgLE//1Bjm6QGn5G\n\
+-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn the_caller_chooses_the_headers_and_the_service() {
+        let signer =
+            DkimSigner::from_pem(ED25519.as_bytes(), "example.test", "s1", &["From"]).expect("key");
+        assert_eq!(signer.key_type(), SignerKeyType::Ed25519);
+        assert_eq!(signer.dns_name(), "s1._domainkey.example.test");
+        let general = signer.dns_record(None);
+        assert!(general.starts_with("v=DKIM1; k=ed25519; p="), "{general}");
+        let reports = signer.dns_record(Some("tlsrpt"));
+        assert!(
+            reports.starts_with("v=DKIM1; k=ed25519; s=tlsrpt; p="),
+            "{reports}"
+        );
+        let header = signer
+            .signature_header(b"From: a@example.test\r\nSubject: x\r\n\r\nbody\r\n")
+            .expect("sign");
+        assert!(header.starts_with("DKIM-Signature:"), "{header}");
+        assert!(
+            header.contains("h=From;") || header.contains("h=From:"),
+            "{header}"
+        );
+        assert!(!header.contains("Subject"), "{header}");
+    }
+
+    #[test]
+    fn bad_settings_and_keys_are_refused_with_the_reason() {
+        let key = ED25519.as_bytes();
+        assert!(matches!(
+            DkimSigner::from_pem(key, "example.test", "bad selector", &["From"]),
+            Err(SignerError::Setting {
+                key: "dkim_selector",
+                ..
+            })
+        ));
+        assert!(matches!(
+            DkimSigner::from_pem(key, "", "s1", &["From"]),
+            Err(SignerError::Setting { key: "from", .. })
+        ));
+        assert!(matches!(
+            DkimSigner::from_pem(b"not a key", "example.test", "s1", &["From"]),
+            Err(SignerError::KeyUnsupported { .. })
+        ));
+        let missing = std::path::Path::new("/nonexistent/portcullis/dkim.key");
+        assert!(matches!(
+            DkimSigner::from_pem_file(missing, "example.test", "s1", &["From"]),
+            Err(SignerError::KeyRead { .. })
+        ));
+    }
+}
