@@ -109,6 +109,32 @@ impl Due<'_> {
     fn now_s(&self) -> u64 {
         unix(self.now)
     }
+
+    /// The outcome of a failure at `destination` (`None`: the TXT lookup):
+    /// to be retried at `retry_at` (Unix seconds), or given up.
+    fn failed(
+        &self,
+        destination: Option<String>,
+        error: String,
+        retry_at: Option<u64>,
+    ) -> SendOutcome {
+        let (day, domain) = (self.day.to_string(), self.domain.to_owned());
+        match retry_at {
+            Some(next_try) => SendOutcome::Retry {
+                day,
+                domain,
+                destination,
+                error,
+                next_try,
+            },
+            None => SendOutcome::GaveUp {
+                day,
+                domain,
+                destination,
+                error,
+            },
+        }
+    }
 }
 
 /// A report built for sending: its JSON and the gzip body.
@@ -409,24 +435,14 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             DestinationLookup::Temporary(e) => {
                 rec.lookup_attempts += 1;
                 rec.last_error = Some(e.to_string());
-                if rec.lookup_attempts >= self.settings.max_attempts {
+                let retry_at = if rec.lookup_attempts >= self.settings.max_attempts {
                     rec.state = ReportState::Failed;
-                    outcomes.push(SendOutcome::GaveUp {
-                        day: day.to_string(),
-                        domain: domain.to_owned(),
-                        destination: None,
-                        error: e.to_string(),
-                    });
+                    None
                 } else {
                     rec.next_try = now_s + self.backoff(rec.lookup_attempts).as_secs();
-                    outcomes.push(SendOutcome::Retry {
-                        day: day.to_string(),
-                        domain: domain.to_owned(),
-                        destination: None,
-                        error: e.to_string(),
-                        next_try: rec.next_try,
-                    });
-                }
+                    Some(rec.next_try)
+                };
+                outcomes.push(due.failed(None, e.to_string(), retry_at));
             }
         }
         self.save(day, rec)?;
@@ -479,12 +495,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                     "interrupted while being sent; not sent again to avoid a duplicate".to_owned();
                 dest.status = DestinationStatus::Failed;
                 dest.last_error = Some(error.clone());
-                outcomes.push(SendOutcome::GaveUp {
-                    day: due.day.to_string(),
-                    domain: due.domain.to_owned(),
-                    destination: Some(dest.destination.uri()),
-                    error,
-                });
+                outcomes.push(due.failed(Some(dest.destination.uri()), error, None));
                 self.save(due.day, rec)?;
                 return Ok(None);
             }
@@ -521,7 +532,6 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         let Some(dest) = rec.destinations.as_mut().and_then(|d| d.get_mut(i)) else {
             return;
         };
-        let (day_s, dom) = (day.to_string(), domain.to_owned());
         match result {
             Ok(detail) => {
                 tracing::info!(%day, %domain, destination = %uri, %detail, "TLS-RPT: report sent");
@@ -532,35 +542,25 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                     dest.queue_id = Some(detail.clone());
                 }
                 outcomes.push(SendOutcome::Sent {
-                    day: day_s,
-                    domain: dom,
+                    day: day.to_string(),
+                    domain: domain.to_owned(),
                     destination: uri,
                     detail,
                 });
             }
             Err((error, permanent)) => {
                 dest.last_error = Some(error.clone());
-                if permanent || attempt.attempts >= self.settings.max_attempts {
+                let retry_at = if permanent || attempt.attempts >= self.settings.max_attempts {
                     tracing::warn!(%day, %domain, destination = %uri, %error, "TLS-RPT: giving up on destination");
                     dest.status = DestinationStatus::Failed;
-                    outcomes.push(SendOutcome::GaveUp {
-                        day: day_s,
-                        domain: dom,
-                        destination: Some(uri),
-                        error,
-                    });
+                    None
                 } else {
                     let attempts = attempt.attempts;
                     tracing::info!(%day, %domain, destination = %uri, %error, attempts, "TLS-RPT: report not delivered; will retry");
                     dest.status = DestinationStatus::Pending;
-                    outcomes.push(SendOutcome::Retry {
-                        day: day_s,
-                        domain: dom,
-                        destination: Some(uri),
-                        error,
-                        next_try: attempt.next_try,
-                    });
-                }
+                    Some(attempt.next_try)
+                };
+                outcomes.push(due.failed(Some(uri), error, retry_at));
             }
         }
     }
