@@ -593,11 +593,11 @@ fn build_tlsrpt_sender(
         .map_err(|e| anyhow::anyhow!("[tlsrpt]: {e}"))
 }
 
-/// The token introspector of `[submission.oauth]`: the strict HTTPS client
-/// of policy fetches (PKIX under the web roots, `[tls] extra_roots` and
-/// the section's `ca_file`; TLS 1.2+; no redirects; names through `[dns]`)
-/// and the client secret read from its file now, so a missing file stops
-/// the start.
+/// The token introspector of `[submission.oauth]`: the one strict HTTPS
+/// client (`portcullis-https`, as for policy fetches; PKIX under the web
+/// roots, `[tls] extra_roots` and the section's `ca_file`; TLS 1.2+; no
+/// redirects; names through `[dns]`) and the client secret read from its
+/// file now, so a missing file stops the start.
 fn build_introspector(
     config: &Config,
     o: &portcullis_config::OAuth,

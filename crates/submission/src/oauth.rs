@@ -529,9 +529,9 @@ impl std::fmt::Debug for Introspector {
 
 impl Introspector {
     /// An introspector using `client`, the HTTPS client to use (build it
-    /// like the server's other strict HTTPS clients: PKIX, TLS 1.2+, no
-    /// redirects, timeouts), `settings`, and `clock` for `exp`, `nbf` and
-    /// the cache.
+    /// with `portcullis_https::builder`, the server's one strict client:
+    /// PKIX, TLS 1.2+, no redirects, timeouts), `settings`, and `clock` for
+    /// `exp`, `nbf` and the cache.
     pub fn new(
         client: reqwest::Client,
         settings: IntrospectionSettings,
