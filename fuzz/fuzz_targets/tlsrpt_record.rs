@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis_policy::tlsrpt::{Destination, parse_destinations};
+use portcullis_tlsrpt::{Destination, parse_destinations};
 
 fn clean(s: &str) -> bool {
     !s.contains(|c: char| c.is_whitespace() || c.is_control())

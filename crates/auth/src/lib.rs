@@ -40,6 +40,7 @@ mod bounds;
 mod headers;
 mod pool;
 mod results;
+mod signer;
 mod verdict;
 
 use std::net::IpAddr;
@@ -62,6 +63,7 @@ pub use results::{
     ArcVerdict, AuthResult, DkimVerdict, DmarcPolicy, DmarcVerdict, Method, Results, SpfIdentity,
     SpfVerdict,
 };
+pub use signer::{DkimSigner, SignerError, SignerKeyType};
 pub use verdict::{
     Disposition, Identities, SenderVerdict, Verdict, decide, matching_exception, spf_rule,
 };

@@ -21,4 +21,4 @@ pub use connect::{Connector, TcpConnector};
 pub use deliverer::Deliverer;
 pub use loops::SelfAddresses;
 pub use metrics::DeliveryMetrics;
-pub use portcullis_policy::{LogTlsResults, TlsResultSink, TlsSessionResult};
+pub use portcullis_tlsrpt::{LogTlsResults, TlsResultSink, TlsSessionResult};

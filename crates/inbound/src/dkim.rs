@@ -2,13 +2,13 @@
 //! from an authenticated user is signed with the key of the domain of its
 //! `From` header (the MAIL FROM domain when the message has no `From`),
 //! relaxed/relaxed, so that DMARC passes at the receivers. The signer is
-//! the one TLS reports are signed with (mail-auth's, through
-//! [`ReportSigner`]), with the headers of ordinary mail.
+//! the server's one DKIM signer ([`DkimSigner`], also used for TLS
+//! reports), with the headers of ordinary mail.
 
 use std::collections::HashMap;
 
+use portcullis_auth::{DkimSigner, SignerError};
 use portcullis_config::DkimKey;
-use portcullis_policy::tlsrpt::{ReportSigner, TlsRptError};
 use portcullis_types::ReversePath;
 
 /// The headers a submission signature covers (`h=`). mail-auth signs only
@@ -28,7 +28,7 @@ pub const SIGNED_HEADERS: [&str; 9] = [
 /// The submission signers, by (lower-case) domain.
 #[derive(Debug, Default)]
 pub struct DkimSigners {
-    by_domain: HashMap<String, ReportSigner>,
+    by_domain: HashMap<String, DkimSigner>,
 }
 
 impl DkimSigners {
@@ -37,18 +37,13 @@ impl DkimSigners {
         let mut by_domain = HashMap::new();
         for k in keys {
             let domain = k.domain.to_string().to_ascii_lowercase();
-            let signer = ReportSigner::from_pem_file_with_headers(
-                &k.key,
-                &domain,
-                &k.selector,
-                &SIGNED_HEADERS,
-            )
-            .map_err(|e| {
-                // The signer's errors speak of TLS-RPT: say it in our words.
+            let signer = DkimSigner::from_pem_file(&k.key, &domain, &k.selector, &SIGNED_HEADERS)
+                .map_err(|e| {
+                // The key is named below: the reason alone, in our words.
                 let reason = match e {
-                    TlsRptError::KeyRead { reason, .. } => format!("cannot read it: {reason}"),
-                    TlsRptError::KeyUnsupported { reason, .. } => format!("unusable: {reason}"),
-                    TlsRptError::Setting { reason, .. } => reason,
+                    SignerError::KeyRead { reason, .. } => format!("cannot read it: {reason}"),
+                    SignerError::KeyUnsupported { reason, .. } => format!("unusable: {reason}"),
+                    SignerError::Setting { reason, .. } => reason,
                     other => other.to_string(),
                 };
                 format!(
@@ -70,7 +65,7 @@ impl DkimSigners {
     /// The signer for `message`: the key of its `From` domain, or of the
     /// MAIL FROM domain when it has no `From` header. `None` when that
     /// domain has no key.
-    pub fn signer_for(&self, message: &[u8], sender: &ReversePath) -> Option<&ReportSigner> {
+    pub fn signer_for(&self, message: &[u8], sender: &ReversePath) -> Option<&DkimSigner> {
         let domain = match header_value(message, "from") {
             Some(from) => from_domain(&from)?,
             None => match sender {

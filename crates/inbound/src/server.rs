@@ -1107,7 +1107,7 @@ impl Inbound {
     /// not spooled, everything) is `data`.
     async fn sign_whole(
         &self,
-        signer: &portcullis_policy::tlsrpt::ReportSigner,
+        signer: &portcullis_auth::DkimSigner,
         data: &[u8],
         spool: Option<&mut portcullis_queue::Spool>,
     ) -> Result<String, String> {

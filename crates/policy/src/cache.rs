@@ -116,28 +116,13 @@ impl PolicyCache {
     /// Stores `policy` (replacing the domain's entry) and returns once it is
     /// on disk.
     pub async fn put(&self, policy: &CachedPolicy) -> Result<(), StsError> {
-        let json = serde_json::to_vec(policy).map_err(|e| StoreError::Corrupt {
-            tree: TREE,
-            reason: e.to_string(),
-        })?;
-        self.tree
-            .insert(policy.domain.as_str(), json)
-            .map_err(StoreError::from)?;
-        self.store.commit().await?;
-        Ok(())
+        let key = policy.domain.as_str();
+        crate::stored::put_stored(&self.store, &self.tree, TREE, key, policy).await
     }
 
     /// Removes `domain`'s entry; true if there was one.
     pub async fn evict(&self, domain: &Domain) -> Result<bool, StsError> {
-        let removed = self
-            .tree
-            .remove(domain.as_str())
-            .map_err(StoreError::from)?
-            .is_some();
-        if removed {
-            self.store.commit().await?;
-        }
-        Ok(removed)
+        crate::stored::remove_stored(&self.store, &self.tree, domain.as_str()).await
     }
 
     /// Every cached policy, expired or not, sorted by domain. Entries that
@@ -189,12 +174,7 @@ impl PolicyCache {
 }
 
 fn decode(bytes: &[u8]) -> Result<CachedPolicy, StsError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        StsError::Store(StoreError::Corrupt {
-            tree: TREE,
-            reason: e.to_string(),
-        })
-    })
+    crate::stored::decode_stored(TREE, bytes)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use portcullis_dns::{DnsError, Resolver};
 use portcullis_store::Store;
-use portcullis_tls::TlsResultType;
+use portcullis_tls::{ReportPolicy, ReportPolicyType, TlsResultType};
 use portcullis_types::{Clock, Domain};
 
 use crate::cache::{CachedPolicy, PolicyCache};
@@ -88,43 +88,6 @@ pub enum PolicyLookup {
         /// unreadable pin: pins are not fetched).
         fetch: Option<StsError>,
     },
-}
-
-/// RFC 8460 §4.4 `policy-type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportPolicyType {
-    /// `sts`: an MTA-STS policy applied (or was published but failed).
-    Sts,
-    /// `no-policy-found`.
-    NoPolicyFound,
-}
-
-impl ReportPolicyType {
-    /// The string as written in a report.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReportPolicyType::Sts => "sts",
-            ReportPolicyType::NoPolicyFound => "no-policy-found",
-        }
-    }
-}
-
-/// The TLS-RPT facts of a lookup (RFC 8460 §4.4 `policy` object), plus the
-/// policy-level failure to record, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportPolicy {
-    /// `policy-type`.
-    pub policy_type: ReportPolicyType,
-    /// `policy-domain`.
-    pub policy_domain: Domain,
-    /// `policy-string`: the policy's lines (empty without a policy).
-    pub policy_string: Vec<String>,
-    /// `mx-host`: the policy's MX patterns.
-    pub mx_host: Vec<String>,
-    /// A failure to fetch or validate the policy (`sts-policy-fetch-error`,
-    /// `sts-policy-invalid`, `sts-webpki-invalid`), to be recorded once per
-    /// delivery attempt in addition to the session's own result.
-    pub failure: Option<TlsResultType>,
 }
 
 impl PolicyLookup {
@@ -321,68 +284,15 @@ impl<R: Resolver> PolicyEngine<R> {
     /// temporary failure. Each is logged as an error naming the domain.
     pub async fn policy_for(&self, domain: &Domain) -> PolicyLookup {
         let now = self.now();
-        match self.pins.active(domain, now) {
-            Ok(Some(pin)) => {
-                tracing::warn!(%domain, mode = %pin.mode, reason = %pin.reason, "using pinned MTA-STS policy");
-                return PolicyLookup::Policy {
-                    policy: Arc::new(pin.to_cached()),
-                    source: PolicySource::Pinned {
-                        reason: pin.reason.clone(),
-                        source: pin.source.clone(),
-                    },
-                };
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::error!(%domain, error = %error, "cannot read the MTA-STS pin; delivery waits until it is readable or removed");
-                return PolicyLookup::Unavailable {
-                    domain: domain.clone(),
-                    error,
-                    fetch: None,
-                };
-            }
+        if let Some(pinned) = self.pinned(domain, now) {
+            return pinned;
         }
         let cached = match self.cached_unexpired(domain, now) {
             Ok(cached) => cached,
             Err(error) => return self.replace_unreadable(domain, error).await,
         };
         match lookup_record(&self.resolver, domain).await {
-            RecordLookup::Found(record) => {
-                if let Some(c) = cached.as_ref().filter(|c| c.id == record.id) {
-                    return PolicyLookup::Policy {
-                        policy: Arc::new(c.clone()),
-                        source: PolicySource::Cache,
-                    };
-                }
-                match self.fetch_once(domain, &record.id).await {
-                    Ok((policy, fresh)) => PolicyLookup::Policy {
-                        policy: Arc::new(policy),
-                        source: if fresh {
-                            PolicySource::Fetched
-                        } else {
-                            PolicySource::Cache
-                        },
-                    },
-                    Err(error) => match cached {
-                        // §5.1: a failed fetch of a changed policy leaves the
-                        // cached one in force.
-                        Some(c) => {
-                            tracing::warn!(%domain, cached_id = %c.id, new_id = %record.id, error = %error, "MTA-STS policy fetch failed; cached policy stays in force");
-                            PolicyLookup::Policy {
-                                policy: Arc::new(c),
-                                source: PolicySource::CacheAfterFailure { error: Some(error) },
-                            }
-                        }
-                        None => {
-                            tracing::warn!(%domain, error = %error, "MTA-STS policy fetch failed; no cached policy");
-                            PolicyLookup::FetchFailed {
-                                domain: domain.clone(),
-                                error,
-                            }
-                        }
-                    },
-                }
-            }
+            RecordLookup::Found(record) => self.current(domain, &record.id, cached).await,
             RecordLookup::NoPolicy(reason) => match cached {
                 // §10.2: a vanished record does not remove a cached policy
                 // (an attacker can remove DNS records).
@@ -404,6 +314,76 @@ impl<R: Resolver> PolicyEngine<R> {
                     }
                 }
                 None => PolicyLookup::None(NoPolicy::DnsTemporary(e)),
+            },
+        }
+    }
+
+    /// The operator's or a file's pin for `domain` in force at `now`, if
+    /// any; an unreadable pin makes the domain wait (never "no policy").
+    fn pinned(&self, domain: &Domain, now: u64) -> Option<PolicyLookup> {
+        match self.pins.active(domain, now) {
+            Ok(Some(pin)) => {
+                tracing::warn!(%domain, mode = %pin.mode, reason = %pin.reason, "using pinned MTA-STS policy");
+                Some(PolicyLookup::Policy {
+                    policy: Arc::new(pin.to_cached()),
+                    source: PolicySource::Pinned {
+                        reason: pin.reason.clone(),
+                        source: pin.source.clone(),
+                    },
+                })
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::error!(%domain, error = %error, "cannot read the MTA-STS pin; delivery waits until it is readable or removed");
+                Some(PolicyLookup::Unavailable {
+                    domain: domain.clone(),
+                    error,
+                    fetch: None,
+                })
+            }
+        }
+    }
+
+    /// The policy with id `id` (the TXT record's): the cached one when the
+    /// ids match, else a fetch; a failed fetch leaves `cached` in force.
+    async fn current(
+        &self,
+        domain: &Domain,
+        id: &str,
+        cached: Option<CachedPolicy>,
+    ) -> PolicyLookup {
+        if let Some(c) = cached.as_ref().filter(|c| c.id == id) {
+            return PolicyLookup::Policy {
+                policy: Arc::new(c.clone()),
+                source: PolicySource::Cache,
+            };
+        }
+        match self.fetch_once(domain, id).await {
+            Ok((policy, fresh)) => PolicyLookup::Policy {
+                policy: Arc::new(policy),
+                source: if fresh {
+                    PolicySource::Fetched
+                } else {
+                    PolicySource::Cache
+                },
+            },
+            Err(error) => match cached {
+                // §5.1: a failed fetch of a changed policy leaves the
+                // cached one in force.
+                Some(c) => {
+                    tracing::warn!(%domain, cached_id = %c.id, new_id = %id, error = %error, "MTA-STS policy fetch failed; cached policy stays in force");
+                    PolicyLookup::Policy {
+                        policy: Arc::new(c),
+                        source: PolicySource::CacheAfterFailure { error: Some(error) },
+                    }
+                }
+                None => {
+                    tracing::warn!(%domain, error = %error, "MTA-STS policy fetch failed; no cached policy");
+                    PolicyLookup::FetchFailed {
+                        domain: domain.clone(),
+                        error,
+                    }
+                }
             },
         }
     }

@@ -1,21 +1,19 @@
 //! The HTTPS fetch of a policy (RFC 8461 §3.3).
 //!
-//! `https://mta-sts.<domain>[:port]/.well-known/mta-sts.txt` with reqwest
-//! over rustls (ring): the host name is resolved through our own
+//! `https://mta-sts.<domain>[:port]/.well-known/mta-sts.txt` with the
+//! strict client of `portcullis-https`: the host name is resolved through our own
 //! [`Resolver`] (so `[dns]` applies), the certificate is checked for
 //! `mta-sts.<domain>` under the configured trust anchors, redirects are not
 //! followed, the whole fetch runs under a timeout, and the body is read up
 //! to 64 KiB and no further.
 
 use std::error::Error as StdError;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_dns::{DnsError, Resolver};
+use portcullis_https::HttpsClientBuilder;
 use portcullis_tls::{ClientTls, classify};
-use portcullis_types::Domain;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use portcullis_types::{Domain, error_chain};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 
 use crate::{Policy, StsError};
@@ -45,20 +43,20 @@ pub struct PolicyFetcher {
 
 /// Builds a [`PolicyFetcher`] (STYLE 22: more than three knobs).
 pub struct PolicyFetcherBuilder {
-    resolver: Arc<dyn Resolve>,
-    tls: Option<ClientTls>,
+    client: HttpsClientBuilder,
     port: u16,
-    timeout: Duration,
 }
 
 impl PolicyFetcher {
     /// Starts a builder whose policy-host lookups go through `resolver`.
     pub fn builder<R: Resolver>(resolver: R) -> PolicyFetcherBuilder {
         PolicyFetcherBuilder {
-            resolver: resolve_with(resolver),
-            tls: None,
+            client: portcullis_https::builder(
+                resolver,
+                concat!("portcullis-mta-sts/", env!("CARGO_PKG_VERSION")),
+            )
+            .timeout(DEFAULT_TIMEOUT),
             port: DEFAULT_PORT,
-            timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -143,8 +141,8 @@ impl std::fmt::Debug for PolicyFetcherBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicyFetcherBuilder")
             .field("port", &self.port)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+            .field("client", &self.client)
+            .finish()
     }
 }
 
@@ -153,7 +151,7 @@ impl PolicyFetcherBuilder {
     /// (default: the Web PKI roots, [`ClientTls::new`] with no extra roots).
     /// Build it with `ClientTls::new(&config.tls.extra_roots)`.
     pub fn tls(mut self, tls: ClientTls) -> Self {
-        self.tls = Some(tls);
+        self.client = self.client.tls(tls);
         self
     }
 
@@ -166,131 +164,22 @@ impl PolicyFetcherBuilder {
     /// The time allowed for a whole fetch: connect, handshake, request and
     /// body (default [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.client = self.client.timeout(timeout);
         self
     }
 
-    /// Builds the fetcher.
+    /// Builds the fetcher: the strict client of `portcullis-https`
+    /// (§3.3: redirects are not followed; the certificate is checked for
+    /// `mta-sts.<domain>`, the URL's host, which is also the SNI sent).
     pub fn build(self) -> Result<PolicyFetcher, StsError> {
-        let setup = |reason: String| StsError::Setup { reason };
-        let tls = match self.tls {
-            Some(tls) => tls,
-            None => ClientTls::new(&[]).map_err(|e| setup(e.to_string()))?,
-        };
-        // A PKIX-verifying rustls configuration on the ring provider; the
-        // host name checked is the URL's host, `mta-sts.<domain>`, which is
-        // also the SNI sent (§3.3).
-        // §3.3: redirects are not followed; the certificate is checked for
-        // `mta-sts.<domain>`, the URL's host, which is also the SNI sent.
-        let client = strict_https_client(
-            &tls,
-            self.resolver,
-            self.timeout,
-            concat!("portcullis-mta-sts/", env!("CARGO_PKG_VERSION")),
-        )
-        .map_err(setup)?;
+        let client = self.client.build().map_err(|e| StsError::Setup {
+            reason: e.to_string(),
+        })?;
         Ok(PolicyFetcher {
             client,
             port: self.port,
         })
     }
-}
-
-/// The strict HTTPS client used for policy fetches, report POSTs and OAuth
-/// token introspection: PKIX-verifying rustls on ring under `tls`'s trust
-/// anchors (TLS 1.2 and 1.3, as [`ClientTls::pkix_config`] builds it), names
-/// resolved through `resolver` (build it with [`resolve_with`] so `[dns]`
-/// governs them), no redirects followed, no proxy from the environment,
-/// HTTPS and HTTP/1.1 only, no idle pooled connections (they would outlive a
-/// certificate change), `timeout` for connecting and for each whole request.
-///
-/// Errors: the TLS configuration or the client could not be built (a
-/// description, for a setup error).
-pub fn strict_https_client(
-    tls: &ClientTls,
-    resolver: Arc<dyn Resolve>,
-    timeout: Duration,
-    user_agent: &'static str,
-) -> Result<reqwest::Client, String> {
-    let config = tls.pkix_config().map_err(|e| e.to_string())?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured((*config).clone())
-        .dns_resolver(resolver)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .https_only(true)
-        .http1_only()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .pool_max_idle_per_host(0)
-        .user_agent(user_agent)
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-/// `resolver` as reqwest's resolver hook: A and AAAA asked together, any
-/// address wins, and a lookup failure reaches reqwest's error chain as our
-/// [`DnsError`] (temporary failures stay temporary).
-pub fn resolve_with<R: Resolver>(resolver: R) -> Arc<dyn Resolve> {
-    Arc::new(ResolverAdapter {
-        resolver: Arc::new(resolver),
-    })
-}
-
-/// reqwest's resolver hook over our [`Resolver`]: A and AAAA asked together;
-/// an error is returned as our [`DnsError`] so that it can be recovered from
-/// reqwest's error chain.
-struct ResolverAdapter<R> {
-    resolver: Arc<R>,
-}
-
-impl<R> std::fmt::Debug for ResolverAdapter<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResolverAdapter").finish_non_exhaustive()
-    }
-}
-
-impl<R: Resolver> Resolve for ResolverAdapter<R> {
-    fn resolve(&self, name: Name) -> Resolving {
-        let resolver = Arc::clone(&self.resolver);
-        let name = name.as_str().to_owned();
-        Box::pin(async move {
-            let (v4, v6) = tokio::join!(resolver.ipv4(&name), resolver.ipv6(&name));
-            let addrs = addresses(v4, v6)?;
-            let addrs: Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
-/// Combines the A and AAAA answers: any address wins; with none, a temporary
-/// failure of either lookup is reported as such (never as "no address").
-fn addresses(
-    v4: Result<Vec<std::net::Ipv4Addr>, DnsError>,
-    v6: Result<Vec<std::net::Ipv6Addr>, DnsError>,
-) -> Result<Vec<SocketAddr>, Box<dyn StdError + Send + Sync>> {
-    // Port 0: reqwest puts the URL's port in.
-    let mut out: Vec<SocketAddr> = Vec::new();
-    let mut errors = Vec::new();
-    match v4 {
-        Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::from((ip, 0)))),
-        Err(e) => errors.push(e),
-    }
-    match v6 {
-        Ok(ips) => out.extend(ips.into_iter().map(|ip| SocketAddr::from((ip, 0)))),
-        Err(e) => errors.push(e),
-    }
-    if !out.is_empty() {
-        return Ok(out);
-    }
-    let error = match errors.iter().position(DnsError::is_temporary) {
-        Some(i) => errors.swap_remove(i),
-        None => errors.into_iter().next().unwrap_or(DnsError::NoRecords {
-            name: String::new(),
-            rtype: "A",
-        }),
-    };
-    Err(Box::new(error))
 }
 
 /// The value of header `name`, if present and printable.
@@ -361,7 +250,7 @@ fn classify_error(host: &str, error: &reqwest::Error) -> StsError {
             host: host.to_owned(),
         };
     }
-    let reason = chain(error);
+    let reason = error_chain(error);
     if error.is_connect() {
         return StsError::Connect {
             host: host.to_owned(),
@@ -374,24 +263,9 @@ fn classify_error(host: &str, error: &reqwest::Error) -> StsError {
     }
 }
 
-/// `error: cause: cause` for logs.
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut current = error.source();
-    while let Some(e) = current {
-        let more = e.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        current = e.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::Ipv4Addr;
 
     use portcullis_dns::MemoryResolver;
 
@@ -427,26 +301,6 @@ mod tests {
             f.url(&d),
             "https://mta-sts.example.test:8443/.well-known/mta-sts.txt"
         );
-    }
-
-    #[test]
-    fn address_combination() {
-        let temp = || DnsError::Temporary {
-            name: "h".into(),
-            reason: "t".into(),
-        };
-        let none = || DnsError::NoRecords {
-            name: "h".into(),
-            rtype: "A",
-        };
-        let got = addresses(Ok(vec![Ipv4Addr::LOCALHOST]), Err(temp())).unwrap();
-        assert_eq!(got, vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))]);
-        let got = addresses(Err(none()), Ok(vec![Ipv6Addr::LOCALHOST])).unwrap();
-        assert_eq!(got, vec![SocketAddr::from((Ipv6Addr::LOCALHOST, 0))]);
-        let err = addresses(Err(none()), Err(temp())).unwrap_err();
-        assert!(err.downcast_ref::<DnsError>().unwrap().is_temporary());
-        let err = addresses(Err(none()), Err(none())).unwrap_err();
-        assert!(err.downcast_ref::<DnsError>().unwrap().is_not_found());
     }
 
     #[tokio::test]

@@ -39,19 +39,15 @@ mod pin;
 mod policy;
 pub mod record;
 mod refresh;
-mod tls_result;
-pub mod tlsrpt;
+mod stored;
 
 pub use cache::{CachedPolicy, PolicyCache};
 pub use diff::line_diff;
-pub use engine::{
-    NoPolicy, PolicyEngine, PolicyLookup, PolicySource, RefreshOutcome, ReportPolicy,
-    ReportPolicyType,
-};
+pub use engine::{NoPolicy, PolicyEngine, PolicyLookup, PolicySource, RefreshOutcome};
 pub use error::StsError;
 pub use fetch::{
     DEFAULT_PORT, DEFAULT_TIMEOUT, MAX_POLICY_SIZE, PolicyFetcher, PolicyFetcherBuilder,
-    policy_host, resolve_with, strict_https_client,
+    policy_host,
 };
 pub use pin::{PIN_ID, Pin, PinSource, load_pins_dir};
 pub use policy::{MAX_MAX_AGE, Mode, MxPattern, Policy};
@@ -60,4 +56,3 @@ pub use refresh::{
     EXPIRED_GRACE, RefreshOptions, refresh_at, refresh_due, refresh_pass, run_refresh,
     run_refresh_with,
 };
-pub use tls_result::{LogTlsResults, TlsResultSink, TlsSessionResult};

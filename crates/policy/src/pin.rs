@@ -198,27 +198,12 @@ impl PinStore {
     }
 
     pub(crate) async fn put(&self, pin: &Pin) -> Result<(), StsError> {
-        let json = serde_json::to_vec(pin).map_err(|e| StoreError::Corrupt {
-            tree: TREE,
-            reason: e.to_string(),
-        })?;
-        self.tree
-            .insert(pin.domain.as_str(), json)
-            .map_err(StoreError::from)?;
-        self.store.commit().await?;
-        Ok(())
+        let key = pin.domain.as_str();
+        crate::stored::put_stored(&self.store, &self.tree, TREE, key, pin).await
     }
 
     pub(crate) async fn remove(&self, domain: &Domain) -> Result<bool, StsError> {
-        let removed = self
-            .tree
-            .remove(domain.as_str())
-            .map_err(StoreError::from)?
-            .is_some();
-        if removed {
-            self.store.commit().await?;
-        }
-        Ok(removed)
+        crate::stored::remove_stored(&self.store, &self.tree, domain.as_str()).await
     }
 
     /// Every pin: operator pins (active or expired), then file pins.
@@ -237,12 +222,7 @@ impl PinStore {
 }
 
 fn decode(bytes: &[u8]) -> Result<Pin, StsError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        StsError::Store(StoreError::Corrupt {
-            tree: TREE,
-            reason: e.to_string(),
-        })
-    })
+    crate::stored::decode_stored(TREE, bytes)
 }
 
 #[cfg(test)]

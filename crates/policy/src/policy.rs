@@ -186,21 +186,9 @@ impl Policy {
         let mut mx = Vec::new();
         for (index, raw) in text.split('\n').enumerate() {
             let n = index + 1;
-            let line = raw.strip_suffix('\r').unwrap_or(raw);
-            if line.contains('\r') {
-                return Err(invalid(format!("line {n}: bare CR")));
-            }
-            let line = line.trim_matches([' ', '\t']);
-            if line.is_empty() {
+            let Some((key, value)) = field(n, raw)? else {
                 continue;
-            }
-            let Some((key, value)) = line.split_once(':') else {
-                return Err(invalid(format!("line {n}: not a `key: value` line")));
             };
-            let value = value.trim_start_matches([' ', '\t']);
-            if !is_field_name(key) {
-                return Err(invalid(format!("line {n}: bad key {key:?}")));
-            }
             if !version_seen && key != "version" {
                 return Err(invalid(format!(
                     "line {n}: the first field must be `version`, not {key:?}"
@@ -316,6 +304,27 @@ fn reason(e: StsError) -> String {
         StsError::Invalid { reason } => reason,
         other => other.to_string(),
     }
+}
+
+/// The `key: value` of policy line `n` (§3.2), without its line end and
+/// the white space around it; `None` for a blank line. A bare CR, a line
+/// without a colon or a malformed key is invalid.
+fn field(n: usize, raw: &str) -> Result<Option<(&str, &str)>, StsError> {
+    let line = raw.strip_suffix('\r').unwrap_or(raw);
+    if line.contains('\r') {
+        return Err(invalid(format!("line {n}: bare CR")));
+    }
+    let line = line.trim_matches([' ', '\t']);
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let Some((key, value)) = line.split_once(':') else {
+        return Err(invalid(format!("line {n}: not a `key: value` line")));
+    };
+    if !is_field_name(key) {
+        return Err(invalid(format!("line {n}: bad key {key:?}")));
+    }
+    Ok(Some((key, value.trim_start_matches([' ', '\t']))))
 }
 
 #[cfg(test)]

@@ -305,7 +305,7 @@ fn parse_domain(s: &str) -> Result<Domain, String> {
 }
 
 fn parse_day(s: &str) -> Result<String, String> {
-    s.parse::<portcullis_policy::tlsrpt::Day>()
+    s.parse::<portcullis_tlsrpt::Day>()
         .map(|d| d.to_string())
         .map_err(|e| e.to_string())
 }

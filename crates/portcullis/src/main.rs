@@ -14,7 +14,6 @@ mod handler;
 mod logging;
 mod metrics;
 mod render;
-mod report_mailer;
 mod serve;
 mod state;
 mod tlsrpt;

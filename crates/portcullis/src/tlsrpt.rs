@@ -1,20 +1,18 @@
 //! TLS-RPT as the binary wires it: the recorder every outbound TLS outcome
 //! goes to, the report sender and its loop, and the counters of reports
-//! sent. (These lines move as they are into the `tlsrpt` crate's wiring
-//! when TLS-RPT leaves `policy`.)
+//! sent.
 
-use crate::report_mailer::QueueMailer;
 use anyhow::{Context, Result};
 use portcullis_config::{Config, TlsRptSending};
 use portcullis_delivery::LogTlsResults;
 use portcullis_dns::HickoryResolver;
 use portcullis_metrics::MetricsWriter;
-use portcullis_policy::tlsrpt::{
-    HttpsPoster, ReportInfo, ReportSender, ReportSigner, TlsRptRecorder,
-};
-use portcullis_policy::{TlsResultSink, TlsSessionResult};
 use portcullis_queue::Queue;
 use portcullis_store::Store;
+use portcullis_tlsrpt::{
+    HttpsPoster, QueueMailer, ReportInfo, ReportParts, ReportSender, ReportSettings,
+    TlsRptRecorder, TlsRptSink,
+};
 use portcullis_types::SystemClock;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -23,16 +21,13 @@ use tracing::info;
 
 /// The recorder of daily TLS-RPT aggregates, and the sink delivery reports
 /// every TLS outcome to.
-pub fn recorder(
-    store: &Store,
-    tls_results: &Arc<LogTlsResults>,
-) -> Result<(TlsRptRecorder, Arc<dyn TlsResultSink>)> {
+pub fn recorder(store: &Store) -> Result<(TlsRptRecorder, Arc<TlsRptSink>)> {
     // Every outbound TLS outcome: logged and counted, and recorded for the
     // daily TLS-RPT reports (recorded even with reporting off, so turning
     // it on later has the day's counts).
     let tlsrpt_recorder = TlsRptRecorder::new(store, Arc::new(SystemClock))
         .map_err(|e| anyhow::anyhow!("opening the TLS-RPT store: {e}"))?;
-    let reporter = Arc::new(Tee(tls_results.clone(), tlsrpt_recorder.clone()));
+    let reporter = Arc::new(TlsRptSink::new(tlsrpt_recorder.clone()));
     Ok((tlsrpt_recorder, reporter))
 }
 
@@ -71,7 +66,7 @@ pub fn spawn_sender(
     shutdown: &CancellationToken,
 ) {
     let m = tlsrpt_metrics.clone();
-    services.spawn(portcullis_policy::tlsrpt::run_with(
+    services.spawn(portcullis_tlsrpt::run_with(
         sender,
         shutdown.clone(),
         move |o| {
@@ -82,16 +77,6 @@ pub fn spawn_sender(
 
 /// The TLS-RPT sender as the binary builds it.
 pub type TlsRptSender = ReportSender<HickoryResolver, QueueMailer>;
-
-/// Hands each TLS outcome to the counters and to the TLS-RPT recorder.
-struct Tee(Arc<LogTlsResults>, TlsRptRecorder);
-
-impl TlsResultSink for Tee {
-    fn record(&self, result: TlsSessionResult) {
-        self.0.record(result.clone());
-        self.1.record(result);
-    }
-}
 
 /// Reports sent, by transport and outcome.
 #[derive(Debug, Default)]
@@ -176,18 +161,18 @@ fn build_tlsrpt_sender(
         contact: t.reporter.contact.clone(),
         submitter: t.reporter.submitter.clone(),
     };
-    let mut builder = ReportSender::builder(
-        store,
+    let parts = ReportParts {
+        store: store.clone(),
         recorder,
-        resolver.clone(),
+        resolver: resolver.clone(),
         mailer,
         poster,
-        info,
-        &from,
-    )
-    .send_window(t.send_window);
-    let signer = ReportSigner::from_pem_file(&t.dkim_key, &from_domain, &t.dkim_selector)
-        .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", t.dkim_key.display()))?;
+    };
+    let mut builder =
+        ReportSender::builder(parts, ReportSettings::new(info, &from)).send_window(t.send_window);
+    let signer =
+        portcullis_tlsrpt::report_signer_from_file(&t.dkim_key, &from_domain, &t.dkim_selector)
+            .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", t.dkim_key.display()))?;
     info!(record = %signer.dns_name(), "TLS-RPT reports are DKIM-signed; publish the key's DNS record there");
     builder = builder.signer(signer);
     builder

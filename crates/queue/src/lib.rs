@@ -41,6 +41,7 @@ mod bounds;
 mod deliver;
 pub mod dsn;
 mod files;
+mod local;
 mod message;
 mod metrics;
 mod record;
@@ -51,6 +52,7 @@ mod stored;
 
 pub use bounds::{OUTCOMES_LIMIT, RECORD_LIMIT, REPLY_LIMIT, cap_outcomes, truncate_text};
 pub use deliver::{Deliver, DeliveryJob, RecipientOutcome, RecipientResult};
+pub use local::LocalMessage;
 pub use message::{Blocks, MessageData};
 pub use record::{
     Attempt, HISTORY_FIRST, HISTORY_LAST, HISTORY_LIMIT, QueueRecord, RecipientState,

@@ -8,16 +8,19 @@
 use crate::dsn::{self, Action, DsnRecipient, DsnRequest};
 use crate::schedule::{backoff, claim_due, next_due};
 use crate::{
-    Attempt, Deliver, DeliveryJob, Edit, MessageData, Queue, QueueError, QueueRecord, REPLY_LIMIT,
-    RecipientOutcome, RecipientResult, RecipientStatus, cap_outcomes, truncate_text,
+    Attempt, Deliver, DeliveryJob, Edit, LocalMessage, MessageData, Queue, QueueError, QueueRecord,
+    REPLY_LIMIT, RecipientOutcome, RecipientResult, RecipientStatus, cap_outcomes, truncate_text,
 };
-use portcullis_types::{Clock, Envelope, Notify, QueueId, Recipient, ReversePath};
+use portcullis_types::{Clock, QueueId, ReversePath};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, warn};
+
+// Locally made mail (DSNs here, TLS reports in portcullis-tlsrpt) enters
+// the queue through `Queue::enqueue_local`.
 
 /// How the scheduler retries and gives up.
 #[derive(Debug, Clone)]
@@ -513,35 +516,21 @@ async fn send_dsn(
     let Some(report) = dsn::build(&request) else {
         return Ok(());
     };
-    let millis = unix_millis(now);
-    let envelope = Envelope {
-        id: QueueId::generate(millis, rand::random()),
-        sender: ReversePath::Null,
-        recipients: vec![Recipient {
-            address: report.to.clone(),
-            notify: Notify::default(),
-            orcpt: None,
-        }],
-        ret: None,
-        envid: None,
-        body: if dsn::needs_8bit(&report) {
-            portcullis_types::BodyType::EightBitMime
-        } else {
-            portcullis_types::BodyType::SevenBit
-        },
-        smtputf8: report.smtputf8,
-        received_at: millis / 1000,
-        client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
-        helo: settings.hostname.clone(),
-        tls: None,
-        authenticated: None,
-        size: report.message.len() as u64,
-        origin: portcullis_types::Origin::Bounce,
-    };
     // A fresh id for the DSN, never one in use (check-and-insert).
     let dsn_id = queue
-        .enqueue_fresh(envelope, &report.message, || {
-            QueueId::generate(millis, rand::random())
+        .enqueue_local(LocalMessage {
+            origin: portcullis_types::Origin::Bounce,
+            sender: ReversePath::Null,
+            recipient: report.to.clone(),
+            body: if dsn::needs_8bit(&report) {
+                portcullis_types::BodyType::EightBitMime
+            } else {
+                portcullis_types::BodyType::SevenBit
+            },
+            smtputf8: report.smtputf8,
+            hostname: &settings.hostname,
+            message: &report.message,
+            now,
         })
         .await?;
     metrics.dsns.fetch_add(1, Relaxed);

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::breaker::{Admission, Breaker, BreakerSettings, BreakerState};
 use base64::Engine as _;
-use portcullis_types::Clock;
+use portcullis_types::{Clock, error_chain};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use serde_json::{Map, Value};
 
@@ -529,9 +529,9 @@ impl std::fmt::Debug for Introspector {
 
 impl Introspector {
     /// An introspector using `client`, the HTTPS client to use (build it
-    /// like the server's other strict HTTPS clients: PKIX, TLS 1.2+, no
-    /// redirects, timeouts), `settings`, and `clock` for `exp`, `nbf` and
-    /// the cache.
+    /// with `portcullis_https::builder`, the server's one strict client:
+    /// PKIX, TLS 1.2+, no redirects, timeouts), `settings`, and `clock` for
+    /// `exp`, `nbf` and the cache.
     pub fn new(
         client: reqwest::Client,
         settings: IntrospectionSettings,
@@ -848,21 +848,6 @@ impl Cache {
         }
         self.entries.insert(key, CacheEntry { user, until });
     }
-}
-
-/// An error and its sources, for the log line of a temporary failure.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use portcullis_dns::MemoryResolver;
-use portcullis_policy::{resolve_with, strict_https_client};
 use portcullis_submission::oauth::{IntrospectionSettings, Introspector, OAuthError};
 use portcullis_test_support::https::{PolicyServer, Reply};
 use portcullis_test_support::pki::TestPki;
@@ -73,13 +72,11 @@ impl Env {
     /// server.
     fn introspector(&self, settings: IntrospectionSettings) -> Introspector {
         let resolver = MemoryResolver::new().a(HOST, IP);
-        let client = strict_https_client(
-            &ClientTls::with_roots(self.pki.root_store()),
-            resolve_with(resolver),
-            Duration::from_secs(10),
-            "portcullis-test",
-        )
-        .expect("client");
+        let client = portcullis_https::builder(resolver, "portcullis-test")
+            .tls(ClientTls::with_roots(self.pki.root_store()))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
         Introspector::new(client, settings, self.clock.clone())
     }
 }

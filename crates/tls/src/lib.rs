@@ -6,7 +6,8 @@
 //! (RFC 8314) use the acceptor from [`ServerTls`]; outbound delivery uses
 //! [`ClientTls`], PKIX-verifying when an MTA-STS policy is enforced (RFC 8461
 //! §4.2) and opportunistic otherwise; [`classify`] maps a failed handshake
-//! onto the RFC 8460 §4.3 [`TlsResultType`] recorded for TLS-RPT.
+//! onto the RFC 8460 §4.3 [`TlsResultType`] recorded for TLS-RPT, beside
+//! the [`ReportPolicy`] facts a session result carries.
 //!
 //! Threat model: the network between MTAs is hostile. Only TLS 1.3 and 1.2
 //! are offered, always with the ring provider chosen explicitly (never a
@@ -25,6 +26,7 @@ mod error;
 mod info;
 mod pem;
 mod provider;
+mod report_policy;
 mod result_type;
 mod selfsigned;
 mod server;
@@ -35,6 +37,7 @@ pub use error::TlsError;
 pub use info::TlsInfo;
 pub use pem::{load_certs, load_key};
 pub use provider::{PROTOCOL_VERSIONS, provider};
+pub use report_policy::{ReportPolicy, ReportPolicyType};
 pub use result_type::{TlsResultType, classify};
 pub use selfsigned::{CERT_FILE, KEY_FILE};
 pub use server::{ServerTls, ServerTlsSource};

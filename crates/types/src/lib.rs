@@ -15,6 +15,7 @@ pub mod clock;
 pub mod date;
 pub mod domain;
 pub mod envelope;
+pub mod error_chain;
 pub mod queue_id;
 pub mod reply;
 
@@ -22,5 +23,6 @@ pub use address::{Address, AddressError, ReversePath};
 pub use clock::{Clock, SystemClock};
 pub use domain::{Domain, DomainError};
 pub use envelope::{BodyType, DsnRet, Envelope, Notify, Origin, Recipient, TlsSummary};
+pub use error_chain::error_chain;
 pub use queue_id::QueueId;
 pub use reply::Reply;

@@ -22,8 +22,6 @@
 //! binary's own `tlsrpt send`) to a domain set up the same way still gets
 //! the exemption. `queue show` names each message's recorded origin.
 
-use portcullis_policy::tlsrpt::TlsRptRecorder;
-use portcullis_policy::{ReportPolicy, ReportPolicyType, TlsResultSink, TlsSessionResult};
 use portcullis_store::Store;
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::https::PolicyServer;
@@ -33,6 +31,9 @@ use portcullis_test_support::server::{Portcullis, background_runtime, eventually
 use portcullis_test_support::sink::{Sink, SinkConfig};
 use portcullis_test_support::smtp::{Client, queued_id};
 use portcullis_tls::TlsResultType;
+use portcullis_tls::{ReportPolicy, ReportPolicyType};
+use portcullis_tlsrpt::TlsRptRecorder;
+use portcullis_tlsrpt::{TlsResultSink, TlsSessionResult};
 use portcullis_types::{Clock, Domain};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -3,7 +3,7 @@
 use super::refused::{Refused, parse_domain};
 use crate::state::TlsRptAccess;
 use portcullis_admin::{Response, TlsrptEntry, TlsrptOutcome, TlsrptSendResult};
-use portcullis_policy::tlsrpt::{Day, ReportInfo, SendOutcome, TlsRptError, build_report};
+use portcullis_tlsrpt::{Day, ReportInfo, SendOutcome, TlsRptError, build_report};
 
 /// Why `tlsrpt send` (and `show`, when it lacks the report's settings) is
 /// refused with reporting off.

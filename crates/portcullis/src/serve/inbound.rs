@@ -140,12 +140,13 @@ fn build_introspector(
     roots.extend(o.ca_file.iter().cloned());
     let tls = portcullis_tls::ClientTls::new(&roots)
         .context("loading trust anchors for [submission.oauth]")?;
-    let client = portcullis_policy::strict_https_client(
-        &tls,
-        portcullis_policy::resolve_with(resolver.clone()),
-        o.timeout,
+    let client = portcullis_https::builder(
+        resolver.clone(),
         concat!("portcullis-oauth/", env!("CARGO_PKG_VERSION")),
     )
+    .tls(tls)
+    .timeout(o.timeout)
+    .build()
     .map_err(|e| anyhow::anyhow!("building the token introspection client: {e}"))?;
     let mut settings = IntrospectionSettings::new(&o.introspection_url, &o.client_id, secret);
     settings.required_scope = o.required_scope.clone();

@@ -8,10 +8,10 @@ use portcullis_delivery::{
     Deliverer, DeliveryMetrics, LogTlsResults, SelfAddresses, TcpConnector, Timeouts,
 };
 use portcullis_dns::HickoryResolver;
-use portcullis_policy::tlsrpt::TlsRptRecorder;
 use portcullis_policy::{PolicyEngine, PolicyFetcher, load_pins_dir};
 use portcullis_queue::{QueueMetrics, SchedulerSettings};
 use portcullis_store::Store;
+use portcullis_tlsrpt::TlsRptRecorder;
 use portcullis_types::SystemClock;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,8 +48,8 @@ impl Outbound {
         let client_tls = portcullis_tls::ClientTls::new(&config.tls.extra_roots)
             .context("loading [tls] extra_roots")?;
         let policy = policy_engine(config, store, resolver, &client_tls)?;
-        let tls_results = Arc::new(LogTlsResults::default());
-        let (tlsrpt_recorder, reporter) = crate::tlsrpt::recorder(store, &tls_results)?;
+        let (tlsrpt_recorder, reporter) = crate::tlsrpt::recorder(store)?;
+        let tls_results = reporter.log().clone();
         let delivery_metrics = Arc::new(DeliveryMetrics::default());
         let deliverer = Arc::new(
             Deliverer::new(

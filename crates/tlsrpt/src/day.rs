@@ -1,9 +1,12 @@
 //! UTC days: the unit of TLS-RPT aggregation (RFC 8460 §4.1: "the
-//! reporting period is one day", 00:00:00 to 23:59:59 UTC).
+//! reporting period is one day", 00:00:00 to 23:59:59 UTC). The calendar
+//! arithmetic is `portcullis_types::date`'s.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use portcullis_types::date::{civil_from_days, days_from_civil};
 
 /// Seconds in a UTC day (leap seconds do not exist in Unix time).
 const DAY_SECS: i64 = 86_400;
@@ -85,14 +88,14 @@ impl FromStr for Day {
         if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
             return Err(bad());
         }
-        let num = |r: std::ops::Range<usize>| -> Result<i64, BadDay> {
+        let num = |r: std::ops::Range<usize>| -> Result<u32, BadDay> {
             let part = s.get(r).ok_or_else(bad)?;
             if !part.bytes().all(|c| c.is_ascii_digit()) {
                 return Err(bad());
             }
-            part.parse::<i64>().map_err(|_| bad())
+            part.parse::<u32>().map_err(|_| bad())
         };
-        let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (y, m, d) = (i64::from(num(0..4)?), num(5..7)?, num(8..10)?);
         if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
             return Err(bad());
         }
@@ -104,38 +107,13 @@ fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
+fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         2 if is_leap(y) => 29,
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Howard Hinnant's days-from-civil (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Howard Hinnant's civil-from-days (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

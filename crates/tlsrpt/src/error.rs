@@ -1,7 +1,6 @@
 //! Errors of TLS reporting (STYLE 11: one enum, structured, classified).
 
-use std::path::PathBuf;
-
+use portcullis_auth::SignerError;
 use portcullis_store::StoreError;
 
 /// Errors from recording, building or sending TLS reports (RFC 8460).
@@ -19,24 +18,9 @@ pub enum TlsRptError {
         /// What is wrong.
         reason: String,
     },
-    /// The DKIM key file could not be read.
-    #[error("cannot read the TLS-RPT DKIM key {}: {reason}", path.display())]
-    KeyRead {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        reason: String,
-    },
-    /// The DKIM key file holds no usable key: RFC 8460 §5.3 requires report
-    /// mail to be DKIM-signed, and mail-auth signs with RSA (PKCS#1 or
-    /// PKCS#8 PEM) or Ed25519 (PKCS#8 PEM) keys only.
-    #[error("unusable TLS-RPT DKIM key {}: {reason}", path.display())]
-    KeyUnsupported {
-        /// The file (empty when the key came from memory).
-        path: PathBuf,
-        /// Why it cannot be used.
-        reason: String,
-    },
+    /// The DKIM key of report mail cannot be used, or signing failed.
+    #[error("TLS-RPT: {0}")]
+    Signer(#[from] SignerError),
     /// A setting needed to send reports is missing or invalid.
     #[error("TLS-RPT setting {key}: {reason}")]
     Setting {
@@ -45,9 +29,6 @@ pub enum TlsRptError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Signing the report message failed.
-    #[error("DKIM signing of the TLS report failed: {0}")]
-    Sign(String),
     /// Building the report (JSON, gzip, MIME) failed.
     #[error("building the TLS report failed: {0}")]
     Build(String),

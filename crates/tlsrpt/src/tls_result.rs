@@ -1,12 +1,11 @@
 //! The hand-over of every outbound TLS outcome to TLS-RPT (RFC 8460 §4):
 //! delivery produces one [`TlsSessionResult`] per session attempt, with the
 //! policy that applied, and gives it to a [`TlsResultSink`]. The trait lives
-//! here, beside the policy types it carries, so delivery depends on policy
-//! and not the other way round. [`LogTlsResults`] logs results and counts
-//! what a downgrade alert needs.
+//! here, in the crate that records the results, so delivery depends on
+//! TLS-RPT and not the other way round. [`LogTlsResults`] logs results and
+//! counts what a downgrade alert needs.
 
-use crate::ReportPolicy;
-use portcullis_tls::TlsResultType;
+use portcullis_tls::{ReportPolicy, ReportPolicyType, TlsResultType};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -68,7 +67,7 @@ impl LogTlsResults {
 impl TlsSessionResult {
     /// True when the policy type is `sts` (a policy expected TLS).
     pub fn under_policy(&self) -> bool {
-        matches!(self.policy.policy_type, crate::ReportPolicyType::Sts)
+        matches!(self.policy.policy_type, ReportPolicyType::Sts)
     }
 }
 

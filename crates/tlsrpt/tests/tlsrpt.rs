@@ -16,16 +16,18 @@ use std::time::{Duration, SystemTime};
 use mail_auth::report::tlsrpt::TlsReport;
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 use mail_parser::{MessageParser, MimeHeaders};
+use portcullis_auth::{DkimSigner, SignerError, SignerKeyType};
 use portcullis_dns::{HickoryResolver, MemoryResolver};
-use portcullis_policy::tlsrpt::{
-    Day, HttpsPoster, ReportInfo, ReportMailer, ReportSender, ReportSigner, ReportState,
-    SendOutcome, SignerKeyType, TlsRptError, TlsRptRecorder,
-};
-use portcullis_policy::{ReportPolicy, ReportPolicyType, TlsResultSink, TlsSessionResult};
 use portcullis_store::Store;
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::pki::TestPki;
 use portcullis_tls::{ClientTls, TlsResultType};
+use portcullis_tls::{ReportPolicy, ReportPolicyType};
+use portcullis_tlsrpt::{
+    Day, HttpsPoster, ReportInfo, ReportMailer, ReportParts, ReportSender, ReportSettings,
+    ReportState, SendOutcome, TlsRptError, TlsRptRecorder, report_signer, report_signer_from_file,
+};
+use portcullis_tlsrpt::{TlsResultSink, TlsSessionResult};
 use portcullis_types::{Clock, Domain};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -230,24 +232,23 @@ impl Env {
 
     fn sender(
         &self,
-        signer: Option<ReportSigner>,
+        signer: Option<DkimSigner>,
     ) -> ReportSender<Arc<MemoryResolver>, Arc<FakeQueue>> {
         let poster = HttpsPoster::builder(self.resolver.clone())
             .tls(ClientTls::with_roots(self.pki.root_store()))
             .timeout(Duration::from_secs(10))
             .build()
             .expect("poster");
-        let mut b = ReportSender::builder(
-            &self.store,
-            self.recorder.clone(),
-            self.resolver.clone(),
-            self.queue.clone(),
+        let parts = ReportParts {
+            store: self.store.clone(),
+            recorder: self.recorder.clone(),
+            resolver: self.resolver.clone(),
+            mailer: self.queue.clone(),
             poster,
-            info(),
-            FROM,
-        )
-        .send_window(Duration::from_secs(4 * 3600))
-        .backoff(vec![Duration::from_secs(600)]);
+        };
+        let mut b = ReportSender::builder(parts, ReportSettings::new(info(), FROM))
+            .send_window(Duration::from_secs(4 * 3600))
+            .backoff(vec![Duration::from_secs(600)]);
         if let Some(s) = signer {
             b = b.signer(s);
         }
@@ -546,7 +547,7 @@ async fn report_sessions_are_never_counted_and_get_no_report() {
     let reports = env.recorder.reports().expect("reports");
     assert!(reports.iter().all(|(_, d)| d != "loop.test"), "{reports:?}");
     let sender = env.sender(Some(
-        ReportSigner::from_pem(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key"),
+        report_signer(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key"),
     ));
     env.clock.set(day().end() + Duration::from_secs(60));
     let outcomes = sender.send_now().await;
@@ -573,9 +574,9 @@ async fn mailto_reports_are_signed_rfc_8460_messages_sent_once() {
         ("ed25519-pkcs8", ED25519_PKCS8_V1, SignerKeyType::Ed25519),
     ] {
         let selector = format!("tlsrpt-{name}");
-        let signer = ReportSigner::from_pem(pem.as_bytes(), SUBMITTER, &selector).expect(name);
+        let signer = report_signer(pem.as_bytes(), SUBMITTER, &selector).expect(name);
         assert_eq!(signer.key_type(), key_type, "{name}");
-        let record = signer.dns_record();
+        let record = signer.dns_record(Some("tlsrpt"));
         assert!(record.contains("s=tlsrpt"), "{record}");
         dns.add_txt(&signer.dns_name(), &record);
 
@@ -760,23 +761,25 @@ async fn no_unsigned_report_mail_and_clear_key_errors() {
         ("garbage", "not a key"),
         ("certificate", env.pki.ca_pem().as_str()),
     ] {
-        match ReportSigner::from_pem(pem.as_bytes(), SUBMITTER, SELECTOR) {
-            Err(TlsRptError::KeyUnsupported { reason, .. }) => assert!(!reason.is_empty()),
+        match report_signer(pem.as_bytes(), SUBMITTER, SELECTOR) {
+            Err(TlsRptError::Signer(SignerError::KeyUnsupported { reason, .. })) => {
+                assert!(!reason.is_empty())
+            }
             other => panic!("{name}: {other:?}"),
         }
     }
     let missing = env.dir.path().join("missing.pem");
     assert!(matches!(
-        ReportSigner::from_pem_file(&missing, SUBMITTER, SELECTOR),
-        Err(TlsRptError::KeyRead { .. })
+        report_signer_from_file(&missing, SUBMITTER, SELECTOR),
+        Err(TlsRptError::Signer(SignerError::KeyRead { .. }))
     ));
-    let bad_selector = ReportSigner::from_pem(RSA_PKCS1.as_bytes(), SUBMITTER, "bad selector");
+    let bad_selector = report_signer(RSA_PKCS1.as_bytes(), SUBMITTER, "bad selector");
     assert!(matches!(
         bad_selector,
-        Err(TlsRptError::Setting {
+        Err(TlsRptError::Signer(SignerError::Setting {
             key: "dkim_selector",
             ..
-        })
+        }))
     ));
 }
 
@@ -787,7 +790,7 @@ async fn a_temporary_dns_failure_delays_the_report() {
     let env = Env::new();
     env.recorder.record(ok(sts("example.test")));
     env.resolver.set_temp_fail("_smtp._tls.example.test", true);
-    let signer = ReportSigner::from_pem(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
+    let signer = report_signer(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
     let sender = env.sender(Some(signer));
     let at = day().end() + Duration::from_secs(4 * 3600);
     let outcomes = sender.send_due(at).await;
@@ -1009,7 +1012,7 @@ async fn send_now_ignores_the_random_delay() {
         "_smtp._tls.example.test",
         "v=TLSRPTv1; rua=mailto:tlsrpt@example.test",
     );
-    let signer = ReportSigner::from_pem(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
+    let signer = report_signer(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
     let sender = env.sender(Some(signer));
     // Just after midnight: before the random send time (almost surely;
     // the delay is stored, so check against it).
@@ -1036,10 +1039,10 @@ async fn the_loop_sends_and_stops_on_shutdown() {
         "v=TLSRPTv1; rua=mailto:tlsrpt@example.test",
     );
     env.clock.set(day().end() + Duration::from_secs(4 * 3600));
-    let signer = ReportSigner::from_pem(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
+    let signer = report_signer(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
     let sender = Arc::new(env.sender(Some(signer)));
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(portcullis_policy::tlsrpt::run(sender, shutdown.clone()));
+    let task = tokio::spawn(portcullis_tlsrpt::run(sender, shutdown.clone()));
     for _ in 0..100 {
         if !env.queue.submitted().is_empty() {
             break;
@@ -1064,7 +1067,7 @@ async fn a_refused_submission_is_retried() {
         "v=TLSRPTv1; rua=mailto:tlsrpt@example.test",
     );
     *env.queue.refuse.lock().expect("lock") = Some("queue full".into());
-    let signer = ReportSigner::from_pem(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
+    let signer = report_signer(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
     let sender = env.sender(Some(signer));
     let at = day().end() + Duration::from_secs(4 * 3600);
     let outcomes = sender.send_due(at).await;
@@ -1102,7 +1105,7 @@ async fn an_interrupted_attempt_is_never_repeated() {
         "v=TLSRPTv1; rua=mailto:tlsrpt@example.test",
     );
     env.queue.hang.store(true, Ordering::SeqCst);
-    let signer = ReportSigner::from_pem(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
+    let signer = report_signer(RSA_PKCS1.as_bytes(), SUBMITTER, SELECTOR).expect("key");
     let sender = env.sender(Some(signer));
     let at = day().end() + Duration::from_secs(4 * 3600);
     assert!(

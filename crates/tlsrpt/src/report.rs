@@ -20,7 +20,7 @@ use mail_auth::report::tlsrpt::{
 use rand::Rng;
 use serde_json::Value;
 
-use super::{Day, DayAggregate, TlsRptError};
+use crate::{Day, DayAggregate, TlsRptError};
 
 /// Who the report is from (`[tlsrpt]` settings).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,20 +1,21 @@
 //! Report delivery over HTTPS (RFC 8460 §5.2): a POST of the gzip report
 //! with `Content-Type: application/tlsrpt+gzip` to the `rua` URL. The
-//! client is built like the MTA-STS policy fetcher's (crate `fetch`): host
+//! client is the strict one of `portcullis-https`, as for MTA-STS policy
+//! fetches: host
 //! names resolved through our [`Resolver`] (so `[dns]` applies), the
 //! PKIX-verifying rustls configuration of [`ClientTls`] (the configured
 //! trust anchors), no redirects, no proxy, HTTPS only, and the whole
 //! request under a timeout. A 2xx answer means delivered; anything else is
 //! retried later by the sender.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_dns::Resolver;
+use portcullis_https::{HttpsClientBuilder, reqwest};
 use portcullis_tls::ClientTls;
-use reqwest::dns::Resolve;
+use portcullis_types::error_chain;
 
-use super::TlsRptError;
+use crate::TlsRptError;
 
 /// The default time allowed for one POST.
 pub const DEFAULT_POST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,16 +44,14 @@ pub struct HttpsPoster {
 
 /// Builds an [`HttpsPoster`].
 pub struct HttpsPosterBuilder {
-    resolver: Arc<dyn Resolve>,
-    tls: Option<ClientTls>,
-    timeout: Duration,
+    client: HttpsClientBuilder,
 }
 
 impl std::fmt::Debug for HttpsPosterBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpsPosterBuilder")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+            .field("client", &self.client)
+            .finish()
     }
 }
 
@@ -60,9 +59,11 @@ impl HttpsPoster {
     /// A builder whose host lookups go through `resolver`.
     pub fn builder<R: Resolver>(resolver: R) -> HttpsPosterBuilder {
         HttpsPosterBuilder {
-            resolver: crate::fetch::resolve_with(resolver),
-            tls: None,
-            timeout: DEFAULT_POST_TIMEOUT,
+            client: portcullis_https::builder(
+                resolver,
+                concat!("portcullis-tlsrpt/", env!("CARGO_PKG_VERSION")),
+            )
+            .timeout(DEFAULT_POST_TIMEOUT),
         }
     }
 
@@ -89,46 +90,23 @@ impl HttpsPosterBuilder {
     /// The trust anchors (default: the Web PKI roots). Build it with
     /// `ClientTls::new(&config.tls.extra_roots)`, as for policy fetches.
     pub fn tls(mut self, tls: ClientTls) -> Self {
-        self.tls = Some(tls);
+        self.client = self.client.tls(tls);
         self
     }
 
     /// The time allowed for one POST (default [`DEFAULT_POST_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.client = self.client.timeout(timeout);
         self
     }
 
-    /// Builds the poster.
+    /// Builds the poster (a report goes where the record says, not where a
+    /// 3xx says: the strict client follows no redirect).
     pub fn build(self) -> Result<HttpsPoster, TlsRptError> {
-        let setup = |e: String| TlsRptError::HttpSetup(e);
-        let tls = match self.tls {
-            Some(tls) => tls,
-            None => ClientTls::new(&[]).map_err(|e| setup(e.to_string()))?,
-        };
-        // A report goes where the record says, not where a 3xx says.
-        let client = crate::fetch::strict_https_client(
-            &tls,
-            self.resolver,
-            self.timeout,
-            concat!("portcullis-tlsrpt/", env!("CARGO_PKG_VERSION")),
-        )
-        .map_err(setup)?;
+        let client = self
+            .client
+            .build()
+            .map_err(|e| TlsRptError::HttpSetup(e.to_string()))?;
         Ok(HttpsPoster { client })
     }
-}
-
-/// The error and its sources, joined (reqwest's own message is terse).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        cur = s.source();
-    }
-    out
 }

@@ -17,8 +17,9 @@ use portcullis_store::{Store, StoreError, Tree, TreeName};
 use portcullis_types::Clock;
 use serde::{Deserialize, Serialize};
 
-use super::{Day, TlsRptError};
-use crate::{ReportPolicy, TlsResultSink, TlsSessionResult};
+use crate::{Day, TlsRptError};
+use crate::{TlsResultSink, TlsSessionResult};
+use portcullis_tls::ReportPolicy;
 
 /// The most distinct failure rows one aggregate keeps; further distinct
 /// rows are folded into one [`OTHER_FAILURES`] row per result type, so an
@@ -398,7 +399,7 @@ impl TlsResultSink for TlsRptRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ReportPolicyType;
+    use portcullis_tls::ReportPolicyType;
     use portcullis_tls::TlsResultType;
     use portcullis_types::Domain;
 

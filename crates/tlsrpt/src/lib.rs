@@ -1,9 +1,13 @@
 //! SMTP TLS Reporting (RFC 8460): the daily aggregate reports Portcullis
 //! sends to the owners of the domains it delivered mail to.
 //!
+//! - **Session results** ([`TlsSessionResult`], [`TlsResultSink`]): what
+//!   delivery hands over for every outbound TLS session, with the policy
+//!   that applied ([`ReportPolicy`](portcullis_tls::ReportPolicy)).
 //! - **Recording** ([`TlsRptRecorder`]): delivery hands every outbound TLS
 //!   session's outcome to the recorder (it implements
-//!   [`TlsResultSink`](crate::TlsResultSink)), which counts it in sled per
+//!   [`TlsResultSink`]; delivery is given the [`TlsRptSink`], which also
+//!   logs and counts for metrics), which counts it in sled per
 //!   (UTC day, policy domain, policy), bounded in size, so that a restart
 //!   loses no counts and memory does not grow with traffic.
 //! - **No report loops** (RFC 8460 §3): sessions that carried a TLS report
@@ -18,8 +22,10 @@
 //!   "nobody to tell".
 //! - **Delivery** (RFC 8460 §5): `mailto:` destinations get a
 //!   multipart/report message (§5.3) that must be DKIM-signed
-//!   ([`ReportSigner`], [`build_report_message`]) and goes through the
-//!   Portcullis queue ([`ReportMailer`]), so it is retried like any mail;
+//!   ([`report_signer`], [`build_report_message`]) and goes through the
+//!   Portcullis queue ([`ReportMailer`], implemented over the queue by
+//!   [`QueueMailer`] with the origin recorded as a TLS report), so it is
+//!   retried like any mail;
 //!   `https:` destinations get a POST of the gzip body (§5.2, [`HttpsPoster`]),
 //!   retried with backoff. [`ReportSender`] sends each (day, domain) report
 //!   once, after 00:00 UTC plus a random delay within the configured window,
@@ -35,28 +41,45 @@
 //! destination is only contacted with PKIX-verified TLS, no redirects and a
 //! timeout.
 
+#![forbid(unsafe_code)]
+
+mod builder;
 mod day;
 mod destinations;
 mod error;
 mod https;
 mod mail;
+mod queue_mailer;
 mod recorder;
 mod report;
 mod send;
+mod settings;
+mod sink;
+mod state;
+mod tls_result;
 
+pub use builder::ReportSenderBuilder;
 pub use day::Day;
 pub use destinations::{
     Destination, DestinationLookup, lookup_destinations, parse_destinations, record_name,
 };
 pub use error::TlsRptError;
 pub use https::{DEFAULT_POST_TIMEOUT, HttpsPoster, HttpsPosterBuilder, PostError};
-pub use mail::{MessageParts, ReportSigner, SignerKeyType, build_report_message, report_filename};
+pub use mail::{
+    MessageParts, REPORT_HEADERS, build_report_message, report_filename, report_signer,
+    report_signer_from_file,
+};
+pub use queue_mailer::QueueMailer;
 pub use recorder::{
     AggregatePolicy, DayAggregate, FailureKey, MAX_FAILURE_KEYS, OTHER_FAILURES, TlsRptRecorder,
 };
 pub use report::{ReportInfo, ReportJson, build_report, gzip};
-pub use send::{
-    DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION_DAYS, DestinationState,
-    DestinationStatus, ReportMailer, ReportSender, ReportSenderBuilder, ReportState, ReportSummary,
-    SendOutcome, SentRecord, run, run_with,
+pub use send::{ReportMailer, ReportSender, run, run_with};
+pub use settings::{
+    DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION_DAYS, ReportParts, ReportSettings,
 };
+pub use sink::TlsRptSink;
+pub use state::{
+    DestinationState, DestinationStatus, ReportState, ReportSummary, SendOutcome, SentRecord,
+};
+pub use tls_result::{LogTlsResults, TlsResultSink, TlsSessionResult};
