@@ -235,6 +235,7 @@ fuzz_target!(|data: &[u8]| {
         reporting_mta: "mx.example.test",
         envelope: &envelope,
         message: &m.data,
+        size: m.data.len() as u64,
         recipients,
         now,
         max_returned: 1024,
