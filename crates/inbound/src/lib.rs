@@ -26,7 +26,9 @@
 
 #![forbid(unsafe_code)]
 
+mod accept;
 mod body;
+mod builder;
 mod conn_limit;
 pub mod dkim;
 mod hops;
@@ -34,8 +36,10 @@ pub mod metrics;
 mod received;
 pub mod server;
 pub mod session;
+mod smtp_auth;
 pub mod spooler;
 
+pub use builder::InboundBuilder;
 pub use dkim::DkimSigners;
 pub use metrics::InboundMetrics;
 pub use received::received_header;
