@@ -44,5 +44,7 @@ pub use dkim::DkimSigners;
 pub use metrics::InboundMetrics;
 pub use received::received_header;
 pub use server::{Inbound, ListenerHandle};
-pub use session::{Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope};
+pub use session::{
+    Arrival, Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope,
+};
 pub use spooler::{ReadBudget, Spooler};

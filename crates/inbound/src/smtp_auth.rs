@@ -291,10 +291,7 @@ impl AuthChecker {
             delay_ms = failure.delay.as_millis() as u64,
             "authentication failed"
         );
-        self.lockout_began(failure.locked, user);
-        if !failure.delay.is_zero() {
-            tokio::time::sleep(failure.delay).await;
-        }
+        self.settle(&failure, user).await;
         AuthOutcome::Failed {
             challenge,
             lockout: failure.locked,
@@ -321,12 +318,18 @@ impl AuthChecker {
             delay_ms = failure.delay.as_millis() as u64,
             "AUTH not checked; answered 454"
         );
+        self.settle(&failure, user).await;
+        AuthOutcome::Temporary {
+            lockout: failure.locked,
+        }
+    }
+
+    /// What every failure costs after it is counted: the lockout it
+    /// started, logged and counted, and its delay before the answer.
+    async fn settle(&self, failure: &Failure, user: &str) {
         self.lockout_began(failure.locked, user);
         if !failure.delay.is_zero() {
             tokio::time::sleep(failure.delay).await;
-        }
-        AuthOutcome::Temporary {
-            lockout: failure.locked,
         }
     }
 

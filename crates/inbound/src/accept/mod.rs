@@ -6,7 +6,7 @@
 //! for what needs it as one slice (verification, DKIM signing), within the
 //! shared read budget.
 
-mod arrival;
+mod envelope;
 mod verify;
 
 use crate::dkim::DkimSigners;
@@ -14,7 +14,6 @@ use crate::metrics::{InboundMetrics, RejectReason};
 use crate::received::received_header;
 use crate::session::{IncomingMessage, SenderCheck};
 use crate::spooler::{ReadBudget, Spooler};
-use arrival::{Arrival, ClientMessage};
 use portcullis_auth::{Verdict, Verifier};
 use portcullis_queue::Queue;
 use portcullis_types::{Clock, QueueId, Reply};
@@ -97,15 +96,14 @@ impl AcceptPipeline {
     /// answers: stored only after the fsync; a refusal from verification
     /// before anything is stored. `hostname` is ours, as the session
     /// greeted with it.
-    pub async fn accept(&self, msg: IncomingMessage, hostname: &str) -> Answer {
+    pub async fn accept(&self, mut msg: IncomingMessage, hostname: &str) -> Answer {
         let now = self.clock.now();
         // A spooled message already has its id: its chunks are filed under it.
         let id = msg
             .spooled
             .as_ref()
             .map_or_else(|| self.spooler.new_id(), |s| s.id());
-        let (arrival, mut msg) = Arrival::split(msg);
-        let verdict = match self.verify(id, &arrival, &mut msg).await {
+        let verdict = match self.verify(id, &mut msg).await {
             Ok(verdict) => verdict,
             Err(answer) => return answer,
         };
@@ -123,15 +121,15 @@ impl AcceptPipeline {
             None => Cow::Borrowed(received.as_slice()),
         };
         let auth_headers = verdict.map(|v| v.headers).unwrap_or_default();
-        let header = received_header(&arrival.trace(hostname, &msg, id, now));
-        let signature = self.sign(id, &arrival, &mut msg, &data).await;
+        let header = received_header(&envelope::trace(&msg, hostname, id, now));
+        let signature = self.sign(id, &mut msg, &data).await;
         let parts: [&[u8]; 4] = [
             signature.as_bytes(),
             header.as_bytes(),
             auth_headers.as_bytes(),
             &data,
         ];
-        self.enqueue(id, now, arrival, msg, &parts).await
+        self.enqueue(id, now, msg, &parts).await
     }
 
     /// Verifies the message as received, when it is to be: the verdict
@@ -139,8 +137,7 @@ impl AcceptPipeline {
     async fn verify(
         &self,
         id: QueueId,
-        arrival: &Arrival,
-        msg: &mut ClientMessage,
+        msg: &mut IncomingMessage,
     ) -> Result<Option<Verdict>, Answer> {
         let Some(verification) = self.verification.as_ref().filter(|_| msg.verify) else {
             return Ok(None);
@@ -154,7 +151,7 @@ impl AcceptPipeline {
             Some(spool) => match self.read_whole(&msg.data, spool).await {
                 Ok((copy, _permit)) => {
                     verification
-                        .verify(arrival, &msg.sender, Arc::new(copy))
+                        .verify(&msg.arrival, &msg.sender, Arc::new(copy))
                         .await
                 }
                 Err(e) => {
@@ -166,7 +163,7 @@ impl AcceptPipeline {
             None => {
                 let shared = Arc::new(std::mem::take(&mut msg.data));
                 let verdict = verification
-                    .verify(arrival, &msg.sender, Arc::clone(&shared))
+                    .verify(&msg.arrival, &msg.sender, Arc::clone(&shared))
                     .await;
                 msg.data = Arc::try_unwrap(shared).unwrap_or_else(|s| s.as_ref().clone());
                 verdict
@@ -182,14 +179,8 @@ impl AcceptPipeline {
     /// The DKIM-Signature of submitted mail of our own domains, signed as
     /// it was received (never lost: a failure leaves it unsigned); empty
     /// for other mail.
-    async fn sign(
-        &self,
-        id: QueueId,
-        arrival: &Arrival,
-        msg: &mut ClientMessage,
-        data: &[u8],
-    ) -> String {
-        match &arrival.authenticated {
+    async fn sign(&self, id: QueueId, msg: &mut IncomingMessage, data: &[u8]) -> String {
+        match &msg.arrival.authenticated {
             Some(user) if !self.dkim.is_empty() => match self.dkim.signer_for(data, &msg.sender) {
                 Some(signer) => match self.sign_whole(signer, data, msg.spooled.as_mut()).await {
                     Ok(sig) => {
@@ -213,14 +204,13 @@ impl AcceptPipeline {
         &self,
         id: QueueId,
         now: SystemTime,
-        arrival: Arrival,
-        mut msg: ClientMessage,
+        mut msg: IncomingMessage,
         parts: &[&[u8]; 4],
     ) -> Answer {
         let spooled = msg.spooled.take();
         let spooled_len = spooled.as_ref().map_or(0, |s| s.len());
         let size = parts.iter().map(|p| p.len()).sum::<usize>() + spooled_len as usize;
-        let envelope = arrival.envelope(msg, id, now, size as u64);
+        let envelope = envelope::envelope(msg, id, now, size as u64);
         let sender = envelope.sender.to_string();
         let rcpts = envelope.recipients.len();
         let stored = match spooled {

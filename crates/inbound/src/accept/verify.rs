@@ -2,9 +2,8 @@
 //! spf_fail = "reject"`) and the checks of a whole message (SPF, DKIM,
 //! DMARC, ARC through the `auth` crate), each verdict counted and logged.
 
-use super::arrival::Arrival;
 use crate::metrics::{InboundMetrics, RejectReason};
-use crate::session::SenderCheck;
+use crate::session::{Arrival, SenderCheck};
 use portcullis_auth::{Disposition, Envelope as AuthEnvelope, Verdict, Verifier};
 use portcullis_types::{QueueId, Reply, ReversePath};
 use std::sync::Arc;

@@ -143,12 +143,8 @@ impl Session {
                 .may_send_as(&user, address, &self.cfg.relay)
         {
             tracing::info!(user = %user, from = %address, "sender not owned by the authenticated user");
-            self.error(
-                out,
-                553,
-                (5, 7, 1),
-                format_args!("<{address}>: Sender address not owned by user {user}"),
-            );
+            let text = format!("<{address}>: Sender address not owned by user {user}");
+            self.error(out, 553, (5, 7, 1), text);
             return true;
         }
         // Per-user hourly limit (`[submission] messages_per_hour`): 452, so

@@ -3,6 +3,7 @@
 //! [`Event`]s for what needs the outside world (STARTTLS, storing a message,
 //! closing). One file per verb group.
 
+mod arrival;
 mod auth;
 mod buffer;
 mod config;
@@ -16,6 +17,7 @@ mod sasl;
 mod tests;
 
 use crate::spooler::Spooler;
+pub use arrival::Arrival;
 use buffer::MessageBuffer;
 pub use config::{SessionConfig, VerifyScope};
 use dot::DotScanner;
@@ -77,14 +79,9 @@ pub struct IncomingMessage {
     pub body_type: BodyType,
     /// SMTPUTF8.
     pub smtputf8: bool,
-    /// The EHLO/HELO name.
-    pub helo: String,
-    /// True after EHLO.
-    pub esmtp: bool,
-    /// TLS state.
-    pub tls: Option<TlsSummary>,
-    /// The client.
-    pub client_ip: IpAddr,
+    /// What the session recorded about the client and the session the
+    /// message came in (its origin, TLS, the authenticated user).
+    pub arrival: Arrival,
     /// The message exactly as received (dot-unstuffed, CRLF lines): all
     /// of it, or, when [`IncomingMessage::spooled`] is set, its header
     /// section (with the empty line that ends it).
@@ -96,8 +93,6 @@ pub struct IncomingMessage {
     /// True when the message is to be verified (SPF, DKIM, DMARC, ARC)
     /// before it is stored.
     pub verify: bool,
-    /// The user the client authenticated as (SMTP AUTH).
-    pub authenticated: Option<String>,
 }
 
 /// The mail transaction in progress (after MAIL FROM).

@@ -103,12 +103,8 @@ impl Session {
             Ok(a) => a,
             Err(e) => {
                 self.stats.syntax_errors += 1;
-                self.error(
-                    out,
-                    501,
-                    (5, 1, 3),
-                    format_args!("Bad recipient address: {e}"),
-                );
+                let text = format!("Bad recipient address: {e}");
+                self.error(out, 501, (5, 1, 3), text);
                 return None;
             }
         };
@@ -119,12 +115,8 @@ impl Session {
         if !may_relay && !self.cfg.relay.accepts(&address.domain) {
             self.stats.relay_denied += 1;
             tracing::info!(rcpt = %address, "relay access denied");
-            self.error(
-                out,
-                554,
-                (5, 7, 1),
-                format_args!("<{address}>: Relay access denied"),
-            );
+            let text = format!("<{address}>: Relay access denied");
+            self.error(out, 554, (5, 7, 1), text);
             return None;
         }
         Some(address)

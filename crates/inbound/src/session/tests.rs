@@ -148,7 +148,7 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
                 }
                 Event::Message(m) => {
                     run.verified.push(m.verify);
-                    run.users.push(m.authenticated.clone());
+                    run.users.push(m.arrival.authenticated.clone());
                     if m.data.starts_with(b"Subject: reject me") {
                         // The driver's verification refused it.
                         s.message_rejected(&Reply::new(550, (5, 7, 1), "DMARC"), &mut out);
