@@ -180,3 +180,116 @@ fn read_budget(config: &Config) -> ReadBudget {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     ReadBudget::new((config.limits.max_message_size * cores).max(32 * 1024 * 1024))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row: what is configured, and what a listener of `role` offers.
+    struct Row {
+        role: Role,
+        users_file: bool,
+        auth_on_smtp: bool,
+        verifier: bool,
+        spf_reject: bool,
+        auth: bool,
+        verify: VerifyScope,
+    }
+
+    #[track_caller]
+    fn check(row: Row) {
+        let mut config = portcullis_config::development_defaults();
+        config.users_file = row.users_file.then(|| "/nonexistent/users".into());
+        config.submission.auth_on_smtp = row.auth_on_smtp;
+        config.verify.enabled = true;
+        config.verify.spf_fail = if row.spf_reject {
+            SpfFail::Reject
+        } else {
+            SpfFail::Record
+        };
+        let shared = Shared {
+            tls_available: true,
+            oauth: false,
+            verifier: row.verifier,
+            guard: Arc::new(AuthGuard::new(config.submission.lockout.clone())),
+            rate: Arc::new(SendRate::new()),
+        };
+        let cfg = session_config(&config, row.role, &shared);
+        assert_eq!(cfg.role, row.role);
+        assert_eq!(cfg.auth, row.auth, "auth offered on {:?}", row.role);
+        assert_eq!(cfg.verify, row.verify, "verification on {:?}", row.role);
+    }
+
+    const OFF: VerifyScope = VerifyScope {
+        enabled: false,
+        skip_trusted: false,
+        spf_at_mail: false,
+    };
+
+    /// AUTH needs a users file (or OAuth) and is off on port 25 unless
+    /// `auth_on_smtp`; only port 25 verifies, and only with a verifier.
+    #[test]
+    fn auth_and_verification_by_role() {
+        let smtp_verified = |spf_at_mail| VerifyScope {
+            enabled: true,
+            skip_trusted: portcullis_config::development_defaults()
+                .verify
+                .skip_trusted,
+            spf_at_mail,
+        };
+        check(Row {
+            role: Role::Smtp,
+            users_file: true,
+            auth_on_smtp: false,
+            verifier: true,
+            spf_reject: false,
+            auth: false,
+            verify: smtp_verified(false),
+        });
+        check(Row {
+            role: Role::Smtp,
+            users_file: true,
+            auth_on_smtp: true,
+            verifier: true,
+            spf_reject: true,
+            auth: true,
+            verify: smtp_verified(true),
+        });
+        check(Row {
+            role: Role::Smtp,
+            users_file: false,
+            auth_on_smtp: true,
+            verifier: false,
+            spf_reject: true,
+            auth: false,
+            verify: OFF,
+        });
+        check(Row {
+            role: Role::Submission,
+            users_file: true,
+            auth_on_smtp: false,
+            verifier: true,
+            spf_reject: true,
+            auth: true,
+            verify: OFF,
+        });
+        check(Row {
+            role: Role::Submissions,
+            users_file: true,
+            auth_on_smtp: false,
+            verifier: true,
+            spf_reject: false,
+            auth: true,
+            verify: OFF,
+        });
+        check(Row {
+            role: Role::Submissions,
+            users_file: false,
+            auth_on_smtp: false,
+            verifier: true,
+            spf_reject: false,
+            auth: false,
+            verify: OFF,
+        });
+    }
+}

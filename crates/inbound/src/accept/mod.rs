@@ -7,6 +7,8 @@
 //! shared read budget.
 
 mod envelope;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 use crate::dkim::DkimSigners;
