@@ -17,12 +17,18 @@
 //! A client outside `trusted_networks` may only send to `accepted_domains`.
 //! Mail on `smtp` listeners is verified (SPF, DKIM, DMARC, ARC; RFC 7208,
 //! 6376, 7489, 8617) by the `auth` crate before the final reply, in the
-//! driver, so the session stays sans-IO. From every accepted message
+//! accept pipeline the driver runs, so the session stays sans-IO. From
+//! every accepted message
 //! (verified, authenticated or from a trusted network) forged
 //! Authentication-Results with our authserv-id (RFC 8601 §5) and any
 //! X-Portcullis-Quarantine field are removed; verified mail gets ours.
 //! Accepted mail is handed to the `queue` crate; we reply 250 only after it
-//! is on disk.
+//! is on disk. Its envelope's origin, TLS and user come from what the
+//! session recorded ([`Arrival`]), never from the message's bytes.
+//!
+//! Layout: `server` (listeners, the connection driver), `builder`
+//! ([`InboundBuilder`]), `smtp_auth` (AUTH checks), `accept` (the accept
+//! pipeline), `session` (the sans-IO state machine).
 
 #![forbid(unsafe_code)]
 
