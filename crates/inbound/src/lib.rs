@@ -17,16 +17,24 @@
 //! A client outside `trusted_networks` may only send to `accepted_domains`.
 //! Mail on `smtp` listeners is verified (SPF, DKIM, DMARC, ARC; RFC 7208,
 //! 6376, 7489, 8617) by the `auth` crate before the final reply, in the
-//! driver, so the session stays sans-IO. From every accepted message
+//! accept pipeline the driver runs, so the session stays sans-IO. From
+//! every accepted message
 //! (verified, authenticated or from a trusted network) forged
 //! Authentication-Results with our authserv-id (RFC 8601 §5) and any
 //! X-Portcullis-Quarantine field are removed; verified mail gets ours.
 //! Accepted mail is handed to the `queue` crate; we reply 250 only after it
-//! is on disk.
+//! is on disk. Its envelope's origin, TLS and user come from what the
+//! session recorded ([`Arrival`]), never from the message's bytes.
+//!
+//! Layout: `server` (listeners, the connection driver), `builder`
+//! ([`InboundBuilder`]), `smtp_auth` (AUTH checks), `accept` (the accept
+//! pipeline), `session` (the sans-IO state machine).
 
 #![forbid(unsafe_code)]
 
+mod accept;
 mod body;
+mod builder;
 mod conn_limit;
 pub mod dkim;
 mod hops;
@@ -34,11 +42,15 @@ pub mod metrics;
 mod received;
 pub mod server;
 pub mod session;
+mod smtp_auth;
 pub mod spooler;
 
+pub use builder::InboundBuilder;
 pub use dkim::DkimSigners;
 pub use metrics::InboundMetrics;
 pub use received::received_header;
 pub use server::{Inbound, ListenerHandle};
-pub use session::{Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope};
+pub use session::{
+    Arrival, Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope,
+};
 pub use spooler::{ReadBudget, Spooler};

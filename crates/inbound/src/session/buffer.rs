@@ -25,7 +25,7 @@
 //! section, up to `max_header_size`) plus one read plus one store chunk (64
 //! KiB), measured as allocated capacity ([`MessageBuffer::held`]).
 
-use super::SessionConfig;
+use super::config::SessionConfig;
 use crate::body::NewlineFilter;
 use crate::spooler::Spooler;
 use portcullis_config::BareNewline;

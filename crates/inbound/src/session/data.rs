@@ -8,10 +8,12 @@
 //! a large message's header section only and writes the rest to the store
 //! as it arrives.
 
+use super::arrival::Arrival;
 use super::buffer::Refusal;
 use super::dot::DotScanner;
 use super::{Event, IncomingMessage, Rejection, Session, State, reply};
 use crate::hops;
+use portcullis_types::Origin;
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 
 impl Session {
@@ -225,14 +227,27 @@ impl Session {
             envid: tx.envid,
             body_type: tx.body_type,
             smtputf8: tx.smtputf8,
-            helo: self.helo.clone().unwrap_or_default(),
-            esmtp: self.esmtp,
-            tls: self.tls.clone(),
-            client_ip: self.peer,
+            arrival: self.arrival(),
             data,
             spooled,
             verify: self.verifies(),
-            authenticated: self.auth_user.clone(),
         })))
+    }
+
+    /// The record of the message ending now.
+    pub(super) fn arrival(&self) -> Arrival {
+        Arrival {
+            client_ip: self.peer,
+            helo: self.helo.clone().unwrap_or_default(),
+            esmtp: self.esmtp,
+            tls: self.tls.clone(),
+            authenticated: self.auth_user.clone(),
+            // Recorded where it is known, never guessed later (STYLE 8a).
+            origin: if self.auth_user.is_some() {
+                Origin::Submission
+            } else {
+                Origin::Relay
+            },
+        }
     }
 }

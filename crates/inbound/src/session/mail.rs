@@ -13,22 +13,80 @@ use std::time::Instant;
 
 impl Session {
     pub(super) fn mail(&mut self, from: MailFrom<Cow<'_, str>>, out: &mut Vec<u8>) {
+        if self.mail_out_of_order(out) || self.mail_parameters_refused(&from, out) {
+            return;
+        }
+        let sender = match ReversePath::parse(&from.address) {
+            Ok(s) => s,
+            Err(e) => {
+                self.stats.syntax_errors += 1;
+                return self.error(out, 501, (5, 1, 7), format_args!("Bad sender address: {e}"));
+            }
+        };
+        if self.sender_refused(&sender, out) {
+            return;
+        }
+        let body_type = if from.flags & MAIL_BODY_8BITMIME != 0 {
+            BodyType::EightBitMime
+        } else {
+            BodyType::SevenBit
+        };
+        let ret = if from.flags & MAIL_RET_FULL != 0 {
+            Some(DsnRet::Full)
+        } else if from.flags & MAIL_RET_HDRS != 0 {
+            Some(DsnRet::Headers)
+        } else {
+            None
+        };
+        self.tx = Some(Transaction {
+            sender,
+            smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+            body_type,
+            ret,
+            envid: from.env_id.map(Cow::into_owned),
+            recipients: Vec::new(),
+            bdat_octets: 0,
+        });
+        if self.cfg.verify.spf_at_mail && self.verifies() {
+            // RFC 7208 §2.4: check at MAIL FROM, so that a failing sender is
+            // refused before any data. The driver runs the check and answers
+            // through `sender_checked`.
+            self.state = State::CheckingSender;
+            return;
+        }
+        reply(out, 250, (2, 1, 0), "Sender OK");
+    }
+
+    /// Refuses MAIL where it may not come (before EHLO, inside a
+    /// transaction, before TLS or AUTH on the submission ports); true when
+    /// it did.
+    fn mail_out_of_order(&mut self, out: &mut Vec<u8>) -> bool {
         if self.helo.is_none() {
-            return self.error(out, 503, (5, 5, 1), "Send EHLO/HELO first");
+            self.error(out, 503, (5, 5, 1), "Send EHLO/HELO first");
+        } else if self.tx.is_some() {
+            self.error(out, 503, (5, 5, 1), "Nested MAIL command");
+        } else if self.cfg.role == Role::Submission && self.tls.is_none() {
+            // RFC 6409 §4 / RFC 8314: submission needs TLS before any mail.
+            self.error(out, 530, (5, 7, 0), "Must issue a STARTTLS command first");
+        } else if self.cfg.role != Role::Smtp && self.auth_user.is_none() && !self.trusted {
+            // RFC 6409 §4.3 / RFC 4954 §6: the submission ports are for our
+            // users; mail from anyone else (outside trusted networks) goes to
+            // port 25, where it is verified.
+            self.error(out, 530, (5, 7, 0), "Authentication required");
+        } else {
+            return false;
         }
-        if self.tx.is_some() {
-            return self.error(out, 503, (5, 5, 1), "Nested MAIL command");
-        }
-        // RFC 6409 §4 / RFC 8314: submission needs TLS before any mail.
-        if self.cfg.role == Role::Submission && self.tls.is_none() {
-            return self.error(out, 530, (5, 7, 0), "Must issue a STARTTLS command first");
-        }
-        // RFC 6409 §4.3 / RFC 4954 §6: the submission ports are for our
-        // users; mail from anyone else (outside trusted networks) goes to
-        // port 25, where it is verified.
-        if self.cfg.role != Role::Smtp && self.auth_user.is_none() && !self.trusted {
-            return self.error(out, 530, (5, 7, 0), "Authentication required");
-        }
+        true
+    }
+
+    /// Refuses MAIL parameters we did not advertise or cannot honour
+    /// (SIZE over the limit, a bad ENVID, a non-ASCII address without
+    /// SMTPUTF8); true when it did.
+    fn mail_parameters_refused(
+        &mut self,
+        from: &MailFrom<Cow<'_, str>>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         // Parameters we did not advertise are refused, not ignored.
         let unoffered = from.flags
             & (MAIL_BODY_BINARYMIME
@@ -45,41 +103,37 @@ impl Session {
             || from.hold_until != 0
             || from.mt_priority != 0;
         if unoffered {
-            return self.error(out, 555, (5, 5, 4), "Unsupported MAIL parameter");
-        }
-        if !self.esmtp && (from.flags != 0 || from.size != 0 || from.env_id.is_some()) {
-            return self.error(out, 555, (5, 5, 4), "MAIL parameters need EHLO");
-        }
-        if from
+            self.error(out, 555, (5, 5, 4), "Unsupported MAIL parameter");
+        } else if !self.esmtp && (from.flags != 0 || from.size != 0 || from.env_id.is_some()) {
+            self.error(out, 555, (5, 5, 4), "MAIL parameters need EHLO");
+        } else if from
             .env_id
             .as_deref()
             .is_some_and(|e| !super::rcpt::dsn_text_ok(e))
         {
             self.stats.syntax_errors += 1;
-            return self.error(out, 501, (5, 5, 4), "Bad ENVID parameter syntax");
-        }
-        if from.size as u64 > self.cfg.limits.max_message_size {
+            self.error(out, 501, (5, 5, 4), "Bad ENVID parameter syntax");
+        } else if from.size as u64 > self.cfg.limits.max_message_size {
             // RFC 1870 §6.1.
             self.stats.too_big += 1;
-            return self.error(
+            self.error(
                 out,
                 552,
                 (5, 3, 4),
                 "Message size exceeds fixed maximum message size",
             );
-        }
-        let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
-        if !smtputf8 && !from.address.is_ascii() {
+        } else if from.flags & MAIL_SMTPUTF8 == 0 && !from.address.is_ascii() {
             // RFC 6531 §3.7.4.
-            return self.error(out, 553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
+            self.error(out, 553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
+        } else {
+            return false;
         }
-        let sender = match ReversePath::parse(&from.address) {
-            Ok(s) => s,
-            Err(e) => {
-                self.stats.syntax_errors += 1;
-                return self.error(out, 501, (5, 1, 7), format_args!("Bad sender address: {e}"));
-            }
-        };
+        true
+    }
+
+    /// Refuses a sender the authenticated user may not use now: one they
+    /// do not own, or over their hourly limit; true when it did.
+    fn sender_refused(&mut self, sender: &ReversePath, out: &mut Vec<u8>) -> bool {
         // An authenticated user sends only as an address they own
         // (`[submission] senders`, by default user@<accepted domain>).
         if let (Some(user), Some(address)) = (self.auth_user.clone(), sender.address())
@@ -89,12 +143,9 @@ impl Session {
                 .may_send_as(&user, address, &self.cfg.relay)
         {
             tracing::info!(user = %user, from = %address, "sender not owned by the authenticated user");
-            return self.error(
-                out,
-                553,
-                (5, 7, 1),
-                format_args!("<{address}>: Sender address not owned by user {user}"),
-            );
+            let text = format!("<{address}>: Sender address not owned by user {user}");
+            self.error(out, 553, (5, 7, 1), text);
+            return true;
         }
         // Per-user hourly limit (`[submission] messages_per_hour`): 452, so
         // the client keeps the message and tries later.
@@ -112,37 +163,9 @@ impl Session {
                         super::auth::minutes(wait)
                     ),
                 );
-                return;
+                return true;
             }
         }
-        let body_type = if from.flags & MAIL_BODY_8BITMIME != 0 {
-            BodyType::EightBitMime
-        } else {
-            BodyType::SevenBit
-        };
-        let ret = if from.flags & MAIL_RET_FULL != 0 {
-            Some(DsnRet::Full)
-        } else if from.flags & MAIL_RET_HDRS != 0 {
-            Some(DsnRet::Headers)
-        } else {
-            None
-        };
-        self.tx = Some(Transaction {
-            sender,
-            smtputf8,
-            body_type,
-            ret,
-            envid: from.env_id.map(Cow::into_owned),
-            recipients: Vec::new(),
-            bdat_octets: 0,
-        });
-        if self.cfg.verify.spf_at_mail && self.verifies() {
-            // RFC 7208 §2.4: check at MAIL FROM, so that a failing sender is
-            // refused before any data. The driver runs the check and answers
-            // through `sender_checked`.
-            self.state = State::CheckingSender;
-            return;
-        }
-        reply(out, 250, (2, 1, 0), "Sender OK");
+        false
     }
 }

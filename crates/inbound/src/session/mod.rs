@@ -3,76 +3,33 @@
 //! [`Event`]s for what needs the outside world (STARTTLS, storing a message,
 //! closing). One file per verb group.
 
+mod arrival;
 mod auth;
 mod buffer;
+mod config;
 mod data;
 pub mod dot;
 mod ehlo;
 mod mail;
 mod rcpt;
+mod sasl;
 #[cfg(test)]
 mod tests;
 
 use crate::spooler::Spooler;
-use auth::AuthStep;
-pub use auth::{AuthCheck, AuthOutcome, BearerMechanism};
+pub use arrival::Arrival;
 use buffer::MessageBuffer;
+pub use config::{SessionConfig, VerifyScope};
 use dot::DotScanner;
-use portcullis_config::{BareNewline, Limits, Relay, Role, Submission};
-use portcullis_submission::lockout::AuthGuard;
-use portcullis_submission::rate::SendRate;
 use portcullis_types::{BodyType, DsnRet, QueueId, Recipient, Reply, ReversePath, TlsSummary};
+use sasl::AuthStep;
+pub use sasl::{AuthCheck, AuthOutcome, BearerMechanism};
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ProtoError, Request};
 use std::fmt::Display;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
-
-/// What a session needs to know about the server; shared by all sessions of
-/// a listener.
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// Our host name.
-    pub hostname: String,
-    /// Greeting text after the host name.
-    pub banner: String,
-    /// The listener's role.
-    pub role: Role,
-    /// Limits.
-    pub limits: Limits,
-    /// Relay policy.
-    pub relay: Relay,
-    /// Bare CR/LF policy for message data.
-    pub bare_newline: BareNewline,
-    /// True when STARTTLS can be offered.
-    pub tls_available: bool,
-    /// Sender verification on this listener (`[verify]`).
-    pub verify: VerifyScope,
-    /// True when AUTH is offered (after TLS) on this listener.
-    pub auth: bool,
-    /// `[submission]`: failure limit and who may send as whom.
-    pub submission: Submission,
-    /// True when OAUTHBEARER and XOAUTH2 are offered (`[submission.oauth]`).
-    pub oauth: bool,
-    /// Failed-AUTH accounting shared by every session.
-    pub guard: Arc<AuthGuard>,
-    /// Per-user sending rate shared by every session.
-    pub rate: Arc<SendRate>,
-}
-
-/// Whose mail a listener verifies (SPF, DKIM, DMARC, ARC) and when.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct VerifyScope {
-    /// Verify messages (role `smtp` with `[verify] enabled`; off for the
-    /// submission roles).
-    pub enabled: bool,
-    /// No verification for clients in trusted networks.
-    pub skip_trusted: bool,
-    /// Check SPF when MAIL FROM arrives (`spf_fail = "reject"`), so a
-    /// failing sender is refused before any data is sent.
-    pub spf_at_mail: bool,
-}
 
 /// What the driver must do next.
 #[derive(Debug)]
@@ -122,14 +79,9 @@ pub struct IncomingMessage {
     pub body_type: BodyType,
     /// SMTPUTF8.
     pub smtputf8: bool,
-    /// The EHLO/HELO name.
-    pub helo: String,
-    /// True after EHLO.
-    pub esmtp: bool,
-    /// TLS state.
-    pub tls: Option<TlsSummary>,
-    /// The client.
-    pub client_ip: IpAddr,
+    /// What the session recorded about the client and the session the
+    /// message came in (its origin, TLS, the authenticated user).
+    pub arrival: Arrival,
     /// The message exactly as received (dot-unstuffed, CRLF lines): all
     /// of it, or, when [`IncomingMessage::spooled`] is set, its header
     /// section (with the empty line that ends it).
@@ -141,8 +93,6 @@ pub struct IncomingMessage {
     /// True when the message is to be verified (SPF, DKIM, DMARC, ARC)
     /// before it is stored.
     pub verify: bool,
-    /// The user the client authenticated as (SMTP AUTH).
-    pub authenticated: Option<String>,
 }
 
 /// The mail transaction in progress (after MAIL FROM).

@@ -11,70 +11,101 @@ use std::borrow::Cow;
 
 impl Session {
     pub(super) fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>, out: &mut Vec<u8>) {
-        let Some(tx) = self.tx.as_ref() else {
-            return self.error(out, 503, (5, 5, 1), "Need MAIL command first");
-        };
-        if to.flags & (RCPT_CONNEG | RCPT_RRVS_REJECT | RCPT_RRVS_CONTINUE) != 0 || to.rrvs != 0 {
-            return self.error(out, 555, (5, 5, 4), "Unsupported RCPT parameter");
+        if self.rcpt_refused(&to, out) {
+            return;
         }
+        let Some(address) = self.recipient_address(&to.address, out) else {
+            return;
+        };
+        let recipient = Recipient {
+            address,
+            notify: notify(to.flags),
+            orcpt: to.orcpt.map(|o| format!("rfc822;{o}")),
+        };
+        if let Some(tx) = self.tx.as_mut() {
+            tx.recipients.push(recipient);
+        }
+        reply(out, 250, (2, 1, 5), "Recipient OK");
+    }
+
+    /// Refuses RCPT out of order, with parameters we did not advertise or
+    /// cannot take, over the recipient limits, or with a non-ASCII
+    /// address without SMTPUTF8; true when it did.
+    fn rcpt_refused(&mut self, to: &RcptTo<Cow<'_, str>>, out: &mut Vec<u8>) -> bool {
+        let Some(tx) = self.tx.as_ref() else {
+            self.error(out, 503, (5, 5, 1), "Need MAIL command first");
+            return true;
+        };
         let smtputf8 = tx.smtputf8;
         let count = tx.recipients.len();
-        if !self.esmtp && (to.flags != 0 || to.orcpt.is_some()) {
-            return self.error(out, 555, (5, 5, 4), "RCPT parameters need EHLO");
-        }
-        if to.orcpt.as_deref().is_some_and(|o| !dsn_text_ok(o)) {
+        if to.flags & (RCPT_CONNEG | RCPT_RRVS_REJECT | RCPT_RRVS_CONTINUE) != 0 || to.rrvs != 0 {
+            self.error(out, 555, (5, 5, 4), "Unsupported RCPT parameter");
+        } else if !self.esmtp && (to.flags != 0 || to.orcpt.is_some()) {
+            self.error(out, 555, (5, 5, 4), "RCPT parameters need EHLO");
+        } else if to.orcpt.as_deref().is_some_and(|o| !dsn_text_ok(o)) {
             self.stats.syntax_errors += 1;
-            return self.error(out, 501, (5, 5, 4), "Bad ORCPT parameter syntax");
-        }
-        if count >= self.cfg.limits.max_recipients as usize {
+            self.error(out, 501, (5, 5, 4), "Bad ORCPT parameter syntax");
+        } else if count >= self.cfg.limits.max_recipients as usize {
             // RFC 5321 §4.5.3.1.10: 452 and the client sends the rest later.
             self.stats.too_many_recipients += 1;
             reply(out, 452, (4, 5, 3), "Too many recipients");
-            return;
-        }
-        if let Some(user) = &self.auth_user {
-            let per_message = self.cfg.submission.limits_for(user).recipients_per_message;
-            if per_message > 0 && count >= per_message as usize {
-                // 452: the client sends the rest in another transaction.
-                self.stats.user_recipient_limited += 1;
-                tracing::info!(user = %user, per_message, "recipient limit of the user reached");
-                reply(
-                    out,
-                    452,
-                    (4, 7, 1),
-                    format_args!(
-                        "Too many recipients: {user} may send to {per_message} per message"
-                    ),
-                );
-                return;
+        } else if !self.user_recipients_full(count, out) {
+            if smtputf8 || to.address.is_ascii() {
+                return false;
             }
+            self.error(out, 553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
         }
-        if !smtputf8 && !to.address.is_ascii() {
-            return self.error(out, 553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
+        true
+    }
+
+    /// Refuses a recipient past the authenticated user's per-message
+    /// limit, `count` being taken already; true when it did.
+    fn user_recipients_full(&mut self, count: usize, out: &mut Vec<u8>) -> bool {
+        let Some(user) = &self.auth_user else {
+            return false;
+        };
+        let per_message = self.cfg.submission.limits_for(user).recipients_per_message;
+        if per_message == 0 || count < per_message as usize {
+            return false;
         }
+        // 452: the client sends the rest in another transaction.
+        self.stats.user_recipient_limited += 1;
+        tracing::info!(user = %user, per_message, "recipient limit of the user reached");
+        reply(
+            out,
+            452,
+            (4, 7, 1),
+            format_args!("Too many recipients: {user} may send to {per_message} per message"),
+        );
+        true
+    }
+
+    /// The recipient's address, if it is well formed and we may take mail
+    /// for it (anti-relay); otherwise the refusal is written.
+    fn recipient_address(&mut self, given: &str, out: &mut Vec<u8>) -> Option<Address> {
         // smtp-proto returns "" for the bare <Postmaster> of RFC 5321 §4.5.1,
         // which is ours by definition.
-        let parsed = if to.address.is_empty() {
+        let parsed = if given.is_empty() {
             match self.cfg.relay.accepted_domains.first() {
                 Some(d) => Ok(Address {
                     local: "postmaster".into(),
                     domain: d.clone(),
                 }),
-                None => return self.error(out, 550, (5, 1, 1), "No postmaster here"),
+                None => {
+                    self.error(out, 550, (5, 1, 1), "No postmaster here");
+                    return None;
+                }
             }
         } else {
-            Address::parse(&to.address)
+            Address::parse(given)
         };
         let address = match parsed {
             Ok(a) => a,
             Err(e) => {
                 self.stats.syntax_errors += 1;
-                return self.error(
-                    out,
-                    501,
-                    (5, 1, 3),
-                    format_args!("Bad recipient address: {e}"),
-                );
+                let text = format!("Bad recipient address: {e}");
+                self.error(out, 501, (5, 1, 3), text);
+                return None;
             }
         };
         // Anti-relay: the domain (not any %-hack or source route, which the
@@ -84,34 +115,24 @@ impl Session {
         if !may_relay && !self.cfg.relay.accepts(&address.domain) {
             self.stats.relay_denied += 1;
             tracing::info!(rcpt = %address, "relay access denied");
-            return self.error(
-                out,
-                554,
-                (5, 7, 1),
-                format_args!("<{address}>: Relay access denied"),
-            );
+            let text = format!("<{address}>: Relay access denied");
+            self.error(out, 554, (5, 7, 1), text);
+            return None;
         }
-        let notify = Notify {
-            success: to.flags & RCPT_NOTIFY_SUCCESS != 0,
-            failure: to.flags & RCPT_NOTIFY_FAILURE != 0,
-            delay: to.flags & RCPT_NOTIFY_DELAY != 0,
-            never: to.flags & RCPT_NOTIFY_NEVER != 0,
-            explicit: to.flags
-                & (RCPT_NOTIFY_SUCCESS
-                    | RCPT_NOTIFY_FAILURE
-                    | RCPT_NOTIFY_DELAY
-                    | RCPT_NOTIFY_NEVER)
-                != 0,
-        };
-        let recipient = Recipient {
-            address,
-            notify,
-            orcpt: to.orcpt.map(|o| format!("rfc822;{o}")),
-        };
-        if let Some(tx) = self.tx.as_mut() {
-            tx.recipients.push(recipient);
-        }
-        reply(out, 250, (2, 1, 5), "Recipient OK");
+        Some(address)
+    }
+}
+
+/// The NOTIFY parameter (RFC 3461 §4.1) from smtp-proto's flags.
+fn notify(flags: u64) -> Notify {
+    Notify {
+        success: flags & RCPT_NOTIFY_SUCCESS != 0,
+        failure: flags & RCPT_NOTIFY_FAILURE != 0,
+        delay: flags & RCPT_NOTIFY_DELAY != 0,
+        never: flags & RCPT_NOTIFY_NEVER != 0,
+        explicit: flags
+            & (RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER)
+            != 0,
     }
 }
 

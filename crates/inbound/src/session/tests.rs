@@ -83,6 +83,8 @@ struct Run {
     closed: bool,
     /// Per message: the authenticated user.
     users: Vec<Option<String>>,
+    /// Per message: what the session recorded about its arrival.
+    arrivals: Vec<Arrival>,
     /// Messages the session refused at the end of their data, by reason.
     refusals: Vec<&'static str>,
 }
@@ -100,6 +102,7 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
         starttls: false,
         closed: false,
         users: vec![],
+        arrivals: vec![],
         refusals: vec![],
     };
     if s.config().role == Role::Submissions {
@@ -148,7 +151,8 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
                 }
                 Event::Message(m) => {
                     run.verified.push(m.verify);
-                    run.users.push(m.authenticated.clone());
+                    run.users.push(m.arrival.authenticated.clone());
+                    run.arrivals.push(m.arrival.clone());
                     if m.data.starts_with(b"Subject: reject me") {
                         // The driver's verification refused it.
                         s.message_rejected(&Reply::new(550, (5, 7, 1), "DMARC"), &mut out);
@@ -728,7 +732,7 @@ fn verification_is_asked_for_untrusted_clients_only() {
         run_all_ways(Arc::new(cfg), "10.1.2.3", input).verified,
         [true]
     );
-    // Off by default (and for the submission roles, see server.rs).
+    // Off by default (and for the submission roles, see builder.rs).
     assert_eq!(run_all_ways(smtp(), OUTSIDE, input).verified, [false]);
     let r = run_all_ways(verifying(false), OUTSIDE, input);
     assert!(r.checked.is_empty(), "{:?}", r.checked);
@@ -1126,6 +1130,45 @@ fn auth_temporary_failures_count_for_the_session() {
         );
         assert!(r.closed, "{input:?}");
     }
+}
+
+/// Each message comes with the session's record of its arrival (client,
+/// HELO, TLS, user, and the origin its envelope will carry), so nothing
+/// later reads these from the message's bytes.
+#[test]
+fn each_message_carries_its_arrival() {
+    let message =
+        "MAIL FROM:<alice@example.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nx\r\n.\r\n";
+    let r = run_all_ways(
+        smtp(),
+        OUTSIDE,
+        format!("EHLO c.test\r\n{message}").as_bytes(),
+    );
+    let relayed = Arrival {
+        client_ip: OUTSIDE.parse().unwrap(),
+        helo: "c.test".into(),
+        esmtp: true,
+        tls: None,
+        authenticated: None,
+        origin: portcullis_types::Origin::Relay,
+    };
+    assert_eq!(r.arrivals, vec![relayed.clone()]);
+    let auth = "EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n";
+    let r = run_all_ways(
+        submissions(&[]),
+        OUTSIDE,
+        format!("{auth}{message}").as_bytes(),
+    );
+    let submitted = Arrival {
+        tls: Some(TlsSummary {
+            version: "TLSv1.3".into(),
+            cipher: "X".into(),
+        }),
+        authenticated: Some("alice".into()),
+        origin: portcullis_types::Origin::Submission,
+        ..relayed
+    };
+    assert_eq!(r.arrivals, vec![submitted]);
 }
 
 /// Authenticated: relay anywhere, the message names the user; MAIL FROM

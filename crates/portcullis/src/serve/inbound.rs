@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use portcullis_config::Config;
 use portcullis_dns::HickoryResolver;
-use portcullis_inbound::{Inbound, InboundMetrics, ListenerHandle};
+use portcullis_inbound::{Inbound, InboundBuilder, InboundMetrics, ListenerHandle};
 use portcullis_queue::Queue;
 use portcullis_tls::ServerTls;
 use portcullis_types::SystemClock;
@@ -99,16 +99,18 @@ pub fn build(
         None => None,
     };
     let metrics = Arc::new(InboundMetrics::default());
-    let inbound = Inbound::new(
-        config,
-        queue.clone(),
-        Some(tls.clone()),
-        metrics.clone(),
-        Arc::new(SystemClock),
-        verifier,
-        dkim,
-        oauth,
-    );
+    let mut builder = InboundBuilder::new(config, queue.clone())
+        .tls(tls.clone())
+        .metrics(metrics.clone())
+        .clock(Arc::new(SystemClock))
+        .dkim(dkim);
+    if let Some(verifier) = verifier {
+        builder = builder.verifier(verifier);
+    }
+    if let Some(oauth) = oauth {
+        builder = builder.oauth(oauth);
+    }
+    let inbound = builder.build();
     Ok((inbound, metrics))
 }
 

@@ -1,0 +1,295 @@
+//! Building the inbound service: [`InboundBuilder`] takes the runtime
+//! config and the store, and optionally what the binary wires in (the
+//! certificate, counters, clock, verifier, DKIM keys, token
+//! introspection); it makes the per-role session settings, the AUTH
+//! checker and the accept pipeline once.
+
+use crate::accept::{AcceptPipeline, PipelineParts};
+use crate::conn_limit::ConnLimit;
+use crate::dkim::DkimSigners;
+use crate::metrics::InboundMetrics;
+use crate::server::Inbound;
+use crate::session::{SessionConfig, VerifyScope};
+use crate::smtp_auth::AuthChecker;
+use crate::spooler::{ReadBudget, Spooler};
+use portcullis_auth::Verifier;
+use portcullis_config::{Config, Role, SpfFail};
+use portcullis_queue::Queue;
+use portcullis_submission::lockout::AuthGuard;
+use portcullis_submission::oauth::Introspector;
+use portcullis_submission::rate::SendRate;
+use portcullis_tls::ServerTls;
+use portcullis_types::{Clock, SystemClock};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// Builds an [`Inbound`]. Without the optional parts: no TLS (STARTTLS
+/// and AUTH not offered, `submissions` listeners refuse every
+/// connection), fresh counters, the system clock, no verification, no
+/// DKIM signing, no OAuth.
+pub struct InboundBuilder<'a> {
+    config: &'a Config,
+    queue: Queue,
+    tls: Option<ServerTls>,
+    metrics: Option<Arc<InboundMetrics>>,
+    clock: Arc<dyn Clock>,
+    verifier: Option<Arc<Verifier>>,
+    dkim: DkimSigners,
+    oauth: Option<Arc<Introspector>>,
+}
+
+impl<'a> InboundBuilder<'a> {
+    /// A service for the runtime `config`, storing accepted mail in
+    /// `queue`.
+    pub fn new(config: &'a Config, queue: Queue) -> InboundBuilder<'a> {
+        InboundBuilder {
+            config,
+            queue,
+            tls: None,
+            metrics: None,
+            clock: Arc::new(SystemClock),
+            verifier: None,
+            dkim: DkimSigners::default(),
+            oauth: None,
+        }
+    }
+
+    /// The server certificate: STARTTLS is offered, implicit TLS served.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Counts into `metrics` (shared with the metrics page).
+    pub fn metrics(mut self, metrics: Arc<InboundMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Takes the time of queue ids, trace headers and envelopes from
+    /// `clock`.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Verifies mail on `smtp` listeners as `[verify]` says; without a
+    /// verifier nothing is verified.
+    pub fn verifier(mut self, verifier: Arc<Verifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// Signs mail from authenticated users with the key of its From
+    /// domain (see [`DkimSigners`]).
+    pub fn dkim(mut self, dkim: DkimSigners) -> Self {
+        self.dkim = dkim;
+        self
+    }
+
+    /// Offers OAUTHBEARER and XOAUTH2, checked by `introspector`.
+    pub fn oauth(mut self, introspector: Arc<Introspector>) -> Self {
+        self.oauth = Some(introspector);
+        self
+    }
+
+    /// The service, shared by all listeners and sessions.
+    pub fn build(self) -> Arc<Inbound> {
+        let config = self.config;
+        let metrics = self.metrics.unwrap_or_default();
+        let guard = Arc::new(AuthGuard::new(config.submission.lockout.clone()));
+        let spooler = Spooler::new(self.queue.clone(), self.clock.clone(), rand::random());
+        metrics.watch_introspector(self.oauth.clone());
+        let shared = Shared {
+            tls_available: self.tls.is_some(),
+            oauth: self.oauth.is_some(),
+            verifier: self.verifier.is_some(),
+            guard: guard.clone(),
+            rate: Arc::new(SendRate::new()),
+        };
+        let configs = [Role::Smtp, Role::Submission, Role::Submissions]
+            .into_iter()
+            .map(|role| (role, Arc::new(session_config(config, role, &shared))))
+            .collect();
+        let pipeline = AcceptPipeline::new(PipelineParts {
+            queue: self.queue,
+            clock: self.clock,
+            verifier: self.verifier,
+            dkim: self.dkim,
+            spooler: spooler.clone(),
+            read_budget: read_budget(config),
+            metrics: metrics.clone(),
+        });
+        Arc::new(Inbound {
+            tls: self.tls,
+            auth: AuthChecker::new(config, guard, self.oauth, metrics.clone()),
+            metrics,
+            limits: ConnLimit::new(config.limits.max_connections),
+            max_per_addr: config.limits.max_connections_per_ip,
+            configs,
+            pipeline,
+            spooler,
+            session_ids: AtomicU64::new(rand::random::<u32>() as u64),
+        })
+    }
+}
+
+/// What every listener's session settings share.
+struct Shared {
+    tls_available: bool,
+    oauth: bool,
+    verifier: bool,
+    guard: Arc<AuthGuard>,
+    rate: Arc<SendRate>,
+}
+
+/// The session settings of listeners of `role`.
+fn session_config(config: &Config, role: Role, shared: &Shared) -> SessionConfig {
+    SessionConfig {
+        hostname: config.hostname.clone(),
+        banner: config.banner.clone(),
+        role,
+        limits: config.limits.clone(),
+        relay: config.relay.clone(),
+        bare_newline: config.bare_newline,
+        tls_available: shared.tls_available,
+        // AUTH needs a users file or token introspection; on port 25 it is
+        // off unless `[submission] auth_on_smtp`.
+        auth: (config.users_file.is_some() || config.submission.oauth.is_some())
+            && (role != Role::Smtp || config.submission.auth_on_smtp),
+        submission: config.submission.clone(),
+        oauth: shared.oauth,
+        guard: shared.guard.clone(),
+        rate: shared.rate.clone(),
+        verify: match role {
+            // Submission is authenticated mail from our own users: only
+            // port 25 is verified.
+            Role::Smtp if shared.verifier && config.verify.enabled => VerifyScope {
+                enabled: true,
+                skip_trusted: config.verify.skip_trusted,
+                spf_at_mail: config.verify.spf_fail == SpfFail::Reject,
+            },
+            _ => VerifyScope::default(),
+        },
+    }
+}
+
+/// As many largest messages as there are cores (verification is CPU work:
+/// more at once would not finish sooner), and 32 MiB at least.
+fn read_budget(config: &Config) -> ReadBudget {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    ReadBudget::new((config.limits.max_message_size * cores).max(32 * 1024 * 1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row: what is configured, and what a listener of `role` offers.
+    struct Row {
+        role: Role,
+        users_file: bool,
+        auth_on_smtp: bool,
+        verifier: bool,
+        spf_reject: bool,
+        auth: bool,
+        verify: VerifyScope,
+    }
+
+    #[track_caller]
+    fn check(row: Row) {
+        let mut config = portcullis_config::development_defaults();
+        config.users_file = row.users_file.then(|| "/nonexistent/users".into());
+        config.submission.auth_on_smtp = row.auth_on_smtp;
+        config.verify.enabled = true;
+        config.verify.spf_fail = if row.spf_reject {
+            SpfFail::Reject
+        } else {
+            SpfFail::Record
+        };
+        let shared = Shared {
+            tls_available: true,
+            oauth: false,
+            verifier: row.verifier,
+            guard: Arc::new(AuthGuard::new(config.submission.lockout.clone())),
+            rate: Arc::new(SendRate::new()),
+        };
+        let cfg = session_config(&config, row.role, &shared);
+        assert_eq!(cfg.role, row.role);
+        assert_eq!(cfg.auth, row.auth, "auth offered on {:?}", row.role);
+        assert_eq!(cfg.verify, row.verify, "verification on {:?}", row.role);
+    }
+
+    const OFF: VerifyScope = VerifyScope {
+        enabled: false,
+        skip_trusted: false,
+        spf_at_mail: false,
+    };
+
+    /// AUTH needs a users file (or OAuth) and is off on port 25 unless
+    /// `auth_on_smtp`; only port 25 verifies, and only with a verifier.
+    #[test]
+    fn auth_and_verification_by_role() {
+        let smtp_verified = |spf_at_mail| VerifyScope {
+            enabled: true,
+            skip_trusted: portcullis_config::development_defaults()
+                .verify
+                .skip_trusted,
+            spf_at_mail,
+        };
+        check(Row {
+            role: Role::Smtp,
+            users_file: true,
+            auth_on_smtp: false,
+            verifier: true,
+            spf_reject: false,
+            auth: false,
+            verify: smtp_verified(false),
+        });
+        check(Row {
+            role: Role::Smtp,
+            users_file: true,
+            auth_on_smtp: true,
+            verifier: true,
+            spf_reject: true,
+            auth: true,
+            verify: smtp_verified(true),
+        });
+        check(Row {
+            role: Role::Smtp,
+            users_file: false,
+            auth_on_smtp: true,
+            verifier: false,
+            spf_reject: true,
+            auth: false,
+            verify: OFF,
+        });
+        check(Row {
+            role: Role::Submission,
+            users_file: true,
+            auth_on_smtp: false,
+            verifier: true,
+            spf_reject: true,
+            auth: true,
+            verify: OFF,
+        });
+        check(Row {
+            role: Role::Submissions,
+            users_file: true,
+            auth_on_smtp: false,
+            verifier: true,
+            spf_reject: false,
+            auth: true,
+            verify: OFF,
+        });
+        check(Row {
+            role: Role::Submissions,
+            users_file: false,
+            auth_on_smtp: false,
+            verifier: true,
+            spf_reject: false,
+            auth: false,
+            verify: OFF,
+        });
+    }
+}
