@@ -211,6 +211,7 @@ fn spawn_outbound(outbound: Outbound, queue: &Queue, life: &Lifecycle) {
         Arc::new(SystemClock),
         outbound.queue_metrics,
         life.shutdown.clone(),
+        life.attempts.clone(),
     ));
 }
 
