@@ -551,6 +551,22 @@ fn explain_shows_which_mx_hosts_the_policy_allows() {
         v["note"].as_str().unwrap().contains("no MTA-STS policy"),
         "{v}"
     );
+
+    // A domain that does not exist: the plan says delivery bounces, as
+    // delivery would decide.
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &server,
+        &["policy", "explain", "nowhere.test", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(v["plan"]["decision"], "fail", "{v}");
+    assert_eq!(v["plan"]["status"], "5.1.2", "{v}");
+    assert_eq!(v["mx_hosts"], serde_json::json!([]), "{v}");
+    let out = ok(&server, &["policy", "explain", "nowhere.test"]);
+    assert!(
+        out.contains("delivery (MTA-STS none): fails with 5.1.2"),
+        "{out}"
+    );
 }
 
 /// Bad domain arguments are refused with a clear message before anything
