@@ -31,10 +31,10 @@ pub use client::{CALL_TIMEOUT, call, call_as};
 pub use error::AdminError;
 pub use metrics_http::{MetricsListener, bind_metrics};
 pub use protocol::{
-    Answer, AttemptEntry, ExplainHost, ListenerStatus, PolicyEntry, PolicyEvicted, PolicyExplain,
-    PolicyRefresh, PolicyShow, PolicyUnpinned, QueueDeleted, QueueDetail, QueueEntry,
-    QueueEnvelope, QueueRetried, RecipientEntry, RecipientStateEntry, Request, Response,
-    StatusReport, TlsrptEntry, TlsrptOutcome, TlsrptSendResult,
+    Answer, AttemptEntry, ExplainHost, ExplainPlan, ListenerStatus, PolicyEntry, PolicyEvicted,
+    PolicyExplain, PolicyRefresh, PolicyShow, PolicyUnpinned, QueueDeleted, QueueDetail,
+    QueueEntry, QueueEnvelope, QueueRetried, RecipientEntry, RecipientStateEntry, Request,
+    Response, StatusReport, TlsrptEntry, TlsrptOutcome, TlsrptSendResult,
 };
 pub use server::{AdminListener, Handler, MAX_REQUEST_LINE, bind, serve};
 pub use table::render_table;

@@ -459,6 +459,25 @@ pub struct PolicyExplain {
     pub mx_hosts: Vec<ExplainHost>,
     /// What applies overall (no policy, a route, a DNS failure, ...).
     pub note: String,
+    /// What delivery does now: the same decision delivery makes.
+    #[serde(default)]
+    pub plan: ExplainPlan,
+}
+
+/// The decision of a [`PolicyExplain`] for the domain as a whole.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ExplainPlan {
+    /// `try` (the hosts marked `contacted`, in order), `defer` or `fail`.
+    pub decision: String,
+    /// For `fail`: the RFC 3463 status the recipients bounce with, e.g.
+    /// `5.1.10`.
+    pub status: Option<String>,
+    /// For `defer` and `fail`: why, as the queue records it.
+    pub reason: Option<String>,
+    /// How MTA-STS applies: `enforce`, `testing`, `none`, `not applied`
+    /// (a route, or one of our domains), `waived for a TLS report` or
+    /// `unavailable`.
+    pub mta_sts: String,
 }
 
 /// One mail host in a [`PolicyExplain`].
@@ -481,6 +500,18 @@ pub struct ExplainHost {
     /// `opportunistic`, or `not contacted` (not listed in an enforced
     /// policy).
     pub tls_required: String,
+    /// Why the host is in the plan: `route`, `mx` or `implicit mx`.
+    #[serde(default)]
+    pub source: String,
+    /// The policy's `mx` pattern that lists the host, if one does.
+    #[serde(default)]
+    pub matched_pattern: Option<String>,
+    /// True when delivery contacts the host.
+    #[serde(default)]
+    pub contacted: bool,
+    /// Addresses left out because they are this server's own listeners.
+    #[serde(default)]
+    pub myself: Vec<String>,
 }
 
 /// One line of `portcullis tlsrpt list`: a (UTC day, policy domain) with

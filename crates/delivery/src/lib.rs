@@ -1,7 +1,10 @@
 //! Outbound delivery for Portcullis: how accepted mail leaves. The
+//! [`plan`] module makes the outbound decision (route or MX, implicit and
+//! null MX, MTA-STS per RFC 8461, loops to ourselves) as one pure function
+//! that the [`Deliverer`] executes and `policy explain` prints. The
 //! [`client`] module speaks SMTP to one already-connected host (RFC 5321,
 //! STARTTLS per RFC 3207) with the TLS decision and the TLS outcome as
-//! explicit values, ready for MTA-STS (RFC 8461) and TLS-RPT (RFC 8460).
+//! explicit values, ready for TLS-RPT (RFC 8460).
 //!
 //! Threat model: every byte from the remote host is hostile input; a
 //! failure to secure a session that the caller required is a failed
@@ -12,13 +15,18 @@
 pub mod client;
 mod connect;
 mod deliverer;
+mod execute;
 pub mod loops;
 mod metrics;
 pub mod plan;
+mod results;
+mod settings;
 
 pub use client::Timeouts;
 pub use connect::{Connector, TcpConnector};
 pub use deliverer::Deliverer;
 pub use loops::SelfAddresses;
 pub use metrics::DeliveryMetrics;
+pub use plan::Planner;
 pub use portcullis_tlsrpt::{LogTlsResults, TlsResultSink, TlsSessionResult};
+pub use settings::DelivererSettings;

@@ -11,8 +11,8 @@
 
 use portcullis_config::{NextHop, Route};
 use portcullis_delivery::{
-    Deliverer, DeliveryMetrics, SelfAddresses, TcpConnector, Timeouts, TlsResultSink,
-    TlsSessionResult,
+    Deliverer, DelivererSettings, DeliveryMetrics, Planner, SelfAddresses, TcpConnector, Timeouts,
+    TlsResultSink, TlsSessionResult,
 };
 use portcullis_dns::MemoryResolver;
 use portcullis_policy::{CachedPolicy, Policy, PolicyEngine, PolicyFetcher};
@@ -46,18 +46,22 @@ fn deliverer(
     dns: &MemoryResolver,
     port: u16,
     routes: Vec<Route>,
+    myself: SelfAddresses,
 ) -> Deliverer<MemoryResolver, TcpConnector> {
-    Deliverer::new(
-        dns.clone(),
-        TcpConnector {
+    Deliverer::new(DelivererSettings {
+        planner: Planner {
+            resolver: dns.clone(),
+            routes,
+            accepted: vec![Domain::parse("example.test").unwrap()],
+            port,
+            myself,
+        },
+        connector: TcpConnector {
             timeout: Duration::from_secs(5),
         },
-        routes,
-        vec![Domain::parse("example.test").unwrap()],
-        port,
-        "mx.portcullis.test".into(),
-        ClientTls::with_roots(rustls::RootCertStore::empty()),
-        Timeouts {
+        hostname: "mx.portcullis.test".into(),
+        tls: ClientTls::with_roots(rustls::RootCertStore::empty()),
+        timeouts: Timeouts {
             greeting: Duration::from_secs(5),
             ehlo: Duration::from_secs(5),
             mail: Duration::from_secs(5),
@@ -66,9 +70,9 @@ fn deliverer(
             data_end: Duration::from_secs(5),
             ..Timeouts::default()
         },
-        4,
-        Arc::new(DeliveryMetrics::default()),
-    )
+        per_domain: 4,
+        metrics: Arc::new(DeliveryMetrics::default()),
+    })
 }
 
 fn job(origin: Origin, sender: &str, rcpt: &str, message: &str) -> DeliveryJob {
@@ -197,7 +201,7 @@ async fn loop_row(row: LoopRow) {
         listeners,
         Arc::new(move |ip| matches!(ip, IpAddr::V4(v4) if local.contains(&v4))),
     );
-    let d = deliverer(&dns, port, routes).with_self_addresses(myself);
+    let d = deliverer(&dns, port, routes, myself);
     let results = d
         .deliver(job(
             Origin::Relay,
@@ -375,7 +379,7 @@ async fn enforced(last: u8) -> Enforced {
 
 impl Enforced {
     fn deliverer(&self, results: &Results) -> Deliverer<MemoryResolver, TcpConnector> {
-        deliverer(&self.dns, self.port, Vec::new())
+        deliverer(&self.dns, self.port, Vec::new(), SelfAddresses::default())
             .with_policy(self.engine.clone())
             .with_reporter(Arc::new(results.clone()))
     }

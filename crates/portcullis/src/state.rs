@@ -2,7 +2,8 @@
 //! server, one small type per concern. `serve` builds them at start.
 
 use crate::tlsrpt::{ReportMetrics, TlsRptSender};
-use portcullis_config::{Route, TlsRpt};
+use portcullis_config::TlsRpt;
+use portcullis_delivery::Planner;
 use portcullis_dns::HickoryResolver;
 use portcullis_inbound::ListenerHandle;
 use portcullis_policy::PolicyEngine;
@@ -41,12 +42,9 @@ pub struct QueueAccess {
 pub struct PolicyAccess {
     /// The policy engine (cache, fetch, pins).
     pub engine: Arc<Engine>,
-    /// The resolver built from `[dns]`.
-    pub resolver: HickoryResolver,
-    /// `[routes]`.
-    pub routes: Vec<Route>,
-    /// `[delivery] port`.
-    pub delivery_port: u16,
+    /// What delivery plans with (resolver, routes, our domains and
+    /// listeners, MX port): `policy explain` shows the same plan.
+    pub planner: Planner<HickoryResolver>,
 }
 
 /// TLS-RPT: the recorder (always on) and the sender (with reporting on).

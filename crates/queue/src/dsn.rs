@@ -173,31 +173,7 @@ pub fn build(req: &DsnRequest<'_>) -> Option<Dsn> {
     let returned = choose_returned(req, overall);
 
     // Part 3 first: its type decides whether the DSN needs SMTPUTF8.
-    let returned_bytes = returned.bytes();
-    let returned_8bit = !returned_bytes.is_ascii()
-        || (matches!(returned, Returned::Full(_)) && req.envelope.body == BodyType::EightBitMime);
-    let global = req.envelope.smtputf8 && !header_section(req.message).is_ascii();
-    let (returned_type, returned_desc) = match (&returned, global) {
-        (Returned::Full(_), false) => ("message/rfc822", "Undelivered Message"),
-        (Returned::Full(_), true) => ("message/global", "Undelivered Message"),
-        (Returned::Headers(..), false) => ("text/rfc822-headers", "Undelivered Message Headers"),
-        (Returned::Headers(..), true) => ("message/global-headers", "Undelivered Message Headers"),
-    };
-    let returned_desc = match overall {
-        Action::Failed => returned_desc.to_string(),
-        Action::Delayed => returned_desc.replace("Undelivered", "Delayed"),
-        Action::Delivered => returned_desc.replace("Undelivered", "Delivered"),
-    };
-    let mut part3 = String::new();
-    push_field(&mut part3, "Content-Description", &returned_desc);
-    push_field(&mut part3, "Content-Type", returned_type);
-    if returned_8bit {
-        push_field(&mut part3, "Content-Transfer-Encoding", "8bit");
-    }
-    part3.push_str("\r\n");
-    let mut part3 = part3.into_bytes();
-    part3.extend_from_slice(strip_final_crlf(returned_bytes));
-
+    let (part3, returned_8bit, global) = returned_part(req, overall, &returned);
     let text = human_text(req, &mta, overall, &rcpts, &returned);
     let text_8bit = !text.is_ascii();
     let mut part1 = String::new();
@@ -218,7 +194,70 @@ pub fn build(req: &DsnRequest<'_>) -> Option<Dsn> {
     let parts: [&[u8]; 3] = [part1.as_bytes(), part2.as_bytes(), &part3];
     let boundary = pick_boundary(&parts);
     let eight_bit = text_8bit || returned_8bit;
+    let head = report_head(req, &mta, &to, overall, &boundary, eight_bit);
+    let mut message = head.into_bytes();
+    for part in parts {
+        message.extend_from_slice(b"\r\n--");
+        message.extend_from_slice(boundary.as_bytes());
+        message.extend_from_slice(b"\r\n");
+        message.extend_from_slice(part);
+    }
+    message.extend_from_slice(b"\r\n--");
+    message.extend_from_slice(boundary.as_bytes());
+    message.extend_from_slice(b"--\r\n");
 
+    Some(Dsn {
+        smtputf8: to.needs_smtputf8() || global,
+        to,
+        message,
+        eight_bit,
+    })
+}
+
+/// Part 3: the returned message or its headers, typed as RFC 3462 and RFC
+/// 6533 say; with whether it has 8-bit content and whether it is
+/// `message/global` (which needs SMTPUTF8).
+fn returned_part(
+    req: &DsnRequest<'_>,
+    overall: Action,
+    returned: &Returned<'_>,
+) -> (Vec<u8>, bool, bool) {
+    let returned_bytes = returned.bytes();
+    let returned_8bit = !returned_bytes.is_ascii()
+        || (matches!(returned, Returned::Full(_)) && req.envelope.body == BodyType::EightBitMime);
+    let global = req.envelope.smtputf8 && !header_section(req.message).is_ascii();
+    let (returned_type, returned_desc) = match (returned, global) {
+        (Returned::Full(_), false) => ("message/rfc822", "Undelivered Message"),
+        (Returned::Full(_), true) => ("message/global", "Undelivered Message"),
+        (Returned::Headers(..), false) => ("text/rfc822-headers", "Undelivered Message Headers"),
+        (Returned::Headers(..), true) => ("message/global-headers", "Undelivered Message Headers"),
+    };
+    let returned_desc = match overall {
+        Action::Failed => returned_desc.to_string(),
+        Action::Delayed => returned_desc.replace("Undelivered", "Delayed"),
+        Action::Delivered => returned_desc.replace("Undelivered", "Delivered"),
+    };
+    let mut part3 = String::new();
+    push_field(&mut part3, "Content-Description", &returned_desc);
+    push_field(&mut part3, "Content-Type", returned_type);
+    if returned_8bit {
+        push_field(&mut part3, "Content-Transfer-Encoding", "8bit");
+    }
+    part3.push_str("\r\n");
+    let mut part3 = part3.into_bytes();
+    part3.extend_from_slice(strip_final_crlf(returned_bytes));
+    (part3, returned_8bit, global)
+}
+
+/// The notification's header section and MIME preamble.
+fn report_head(
+    req: &DsnRequest<'_>,
+    mta: &str,
+    to: &Address,
+    overall: Action,
+    boundary: &str,
+    eight_bit: bool,
+) -> String {
     let now_unix = req
         .now
         .duration_since(UNIX_EPOCH)
@@ -258,24 +297,7 @@ pub fn build(req: &DsnRequest<'_>) -> Option<Dsn> {
         push_field(&mut head, "Content-Transfer-Encoding", "8bit");
     }
     head.push_str("\r\nThis is a MIME-encapsulated message.\r\n");
-
-    let mut message = head.into_bytes();
-    for part in parts {
-        message.extend_from_slice(b"\r\n--");
-        message.extend_from_slice(boundary.as_bytes());
-        message.extend_from_slice(b"\r\n");
-        message.extend_from_slice(part);
-    }
-    message.extend_from_slice(b"\r\n--");
-    message.extend_from_slice(boundary.as_bytes());
-    message.extend_from_slice(b"--\r\n");
-
-    Some(Dsn {
-        smtputf8: to.needs_smtputf8() || global,
-        to,
-        message,
-        eight_bit,
-    })
+    head
 }
 
 /// What part 3 carries.
@@ -403,36 +425,42 @@ fn human_text(
     wrap(&mut t, "", "", intro);
     t.push_str("\r\n");
     for r in rcpts {
-        let (c, s, d) = status_of(r);
-        let what = match r.action {
-            Action::Failed => format!("delivery failed, status {c}.{s}.{d}."),
-            Action::Delayed => match r.will_retry_until {
-                Some(until) => format!(
-                    "delivery delayed, status {c}.{s}.{d}; still trying until {}.",
-                    rfc5322(until)
-                ),
-                None => format!("delivery delayed, status {c}.{s}.{d}; still trying."),
-            },
-            Action::Delivered => format!("delivered, status {c}.{s}.{d}."),
-        };
-        wrap(
-            &mut t,
-            "",
-            "    ",
-            &format!("<{}>: {what}", r.recipient.address),
-        );
-        if let Some(diag) = r.diagnostic {
-            let diag = clean(diag);
-            let line = match r.remote_mta {
-                Some(host) => format!("host {} said: {diag}", clean(host)),
-                None => diag,
-            };
-            wrap(&mut t, "    ", "    ", &line);
-        }
-        t.push_str("\r\n");
+        recipient_text(&mut t, r);
     }
+    wrap(&mut t, "", "", &returned_note(req, returned));
+    t
+}
+
+/// One recipient of part 1: what happened, and what the remote host said.
+fn recipient_text(t: &mut String, r: &DsnRecipient<'_>) {
+    let (c, s, d) = status_of(r);
+    let what = match r.action {
+        Action::Failed => format!("delivery failed, status {c}.{s}.{d}."),
+        Action::Delayed => match r.will_retry_until {
+            Some(until) => format!(
+                "delivery delayed, status {c}.{s}.{d}; still trying until {}.",
+                rfc5322(until)
+            ),
+            None => format!("delivery delayed, status {c}.{s}.{d}; still trying."),
+        },
+        Action::Delivered => format!("delivered, status {c}.{s}.{d}."),
+    };
+    wrap(t, "", "    ", &format!("<{}>: {what}", r.recipient.address));
+    if let Some(diag) = r.diagnostic {
+        let diag = clean(diag);
+        let line = match r.remote_mta {
+            Some(host) => format!("host {} said: {diag}", clean(host)),
+            None => diag,
+        };
+        wrap(t, "    ", "    ", &line);
+    }
+    t.push_str("\r\n");
+}
+
+/// The last paragraph of part 1: what part 3 carries, and why.
+fn returned_note(req: &DsnRequest<'_>, returned: &Returned<'_>) -> String {
     let size = req.size;
-    let note = match returned {
+    match returned {
         Returned::Full(_) => "The original message is attached.".to_string(),
         Returned::Headers(_, HeadersWhy::Asked) => {
             "Only the headers of the original message are attached, as the sender asked \
@@ -452,9 +480,7 @@ fn human_text(
              (BODY=BINARYMIME) and cannot be returned in a notification."
                 .to_string()
         }
-    };
-    wrap(&mut t, "", "", &note);
-    t
+    }
 }
 
 /// Part 2: the `message/delivery-status` fields (RFC 3464 §2.2, §2.3).

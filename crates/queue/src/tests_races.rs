@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const T0: u64 = 1_800_000_000;
 
@@ -211,6 +212,7 @@ async fn retry_all_while_attempts_finish_never_redelivers() {
     let clock: Arc<dyn Clock> = Arc::new(clock());
     let metrics = Arc::new(QueueMetrics::default());
     let stop = CancellationToken::new();
+    let attempts = TaskTracker::new();
     let run = tokio::spawn(scheduler::run(
         q.clone(),
         slow.clone(),
@@ -218,6 +220,7 @@ async fn retry_all_while_attempts_finish_never_redelivers() {
         clock.clone(),
         metrics.clone(),
         stop.clone(),
+        attempts.clone(),
     ));
     for _ in 0..400 {
         q.retry_now(None, T0).await.unwrap();
@@ -246,13 +249,9 @@ async fn retry_all_while_attempts_finish_never_redelivers() {
     stop.cancel();
     run.await.unwrap();
     // Let attempts still in flight write their results.
-    for _ in 0..500 {
-        if slow.in_flight.load(SeqCst) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    attempts.close();
+    attempts.wait().await;
+    assert_eq!(slow.in_flight.load(SeqCst), 0);
     assert!(slow.calls.load(SeqCst) > ids.len(), "the race did not run");
     assert_eq!(slow.max_deliveries(), 1, "a recipient was delivered twice");
     for id in ids {
@@ -268,6 +267,55 @@ async fn retry_all_while_attempts_finish_never_redelivers() {
             "{id}"
         );
     }
+}
+
+/// Shutdown while an attempt is in flight: the loop returns at once, and
+/// the attempt, still tracked, finishes and writes its results before the
+/// tracker's wait ends. Regression test: attempts were spawned with a bare
+/// `tokio::spawn` that nothing waited for, so a shutdown cut them off
+/// after the message had been handed over, and the next start sent it
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_an_attempt_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, q) = open(&dir).await;
+    let e = envelope(1, &["ok"]);
+    let id = e.id;
+    q.enqueue(e, BODY).await.unwrap();
+    let (slow, mut started) = Slow::gated();
+    let slow = Arc::new(slow);
+    let stop = CancellationToken::new();
+    let attempts = TaskTracker::new();
+    let run = tokio::spawn(scheduler::run(
+        q.clone(),
+        slow.clone(),
+        Arc::new(settings()),
+        Arc::new(clock()),
+        Arc::new(QueueMetrics::default()),
+        stop.clone(),
+        attempts.clone(),
+    ));
+    assert_eq!(started.recv().await, Some(id));
+
+    // The loop stops without waiting for the far end...
+    stop.cancel();
+    run.await.unwrap();
+    attempts.close();
+    // ...but the attempt is still there to wait for, its results unwritten.
+    assert_eq!(attempts.len(), 1);
+    assert!(!attempts.is_empty());
+    assert_eq!(
+        q.get(id).unwrap().recipients[0].status,
+        RecipientStatus::Queued
+    );
+
+    slow.open();
+    attempts.wait().await;
+    assert!(
+        matches!(q.get(id), Err(QueueError::NotFound(_))),
+        "the delivered message is still queued: its results were not written"
+    );
+    assert_eq!(slow.max_deliveries(), 1);
 }
 
 /// `queue delete` (with and without bounce) while an attempt is in

@@ -6,7 +6,8 @@
 use portcullis_queue::Queue;
 use portcullis_store::Store;
 use portcullis_test_support::pki::TestPki;
-use portcullis_test_support::server::{Portcullis, portcullis_bin};
+use portcullis_test_support::server::{Portcullis, free_port, portcullis_bin};
+use portcullis_test_support::sink::{Sink, SinkConfig};
 use portcullis_test_support::smtp::{Client, queued_id};
 use portcullis_types::QueueId;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -383,6 +384,47 @@ fn sigterm_lets_data_in_progress_finish_within_the_grace_period() {
         listed_ids(&server).contains(&id),
         "message {id} acknowledged during shutdown is not in the queue"
     );
+}
+
+/// SIGTERM while a delivery is in flight: the attempt, tracked by the
+/// drain, finishes within `shutdown_grace` and writes its result, so the
+/// next start finds nothing left to send. Regression test: attempts ran as
+/// bare tasks the drain did not wait for, so a shutdown during a slow
+/// DATA reply left the message queued and the next start delivered it a
+/// second time.
+#[test]
+fn sigterm_lets_a_delivery_in_flight_finish_and_record_it() {
+    // The next hop takes its time to answer the data: SIGTERM arrives
+    // while the attempt waits for that answer.
+    let sink = Sink::start(SinkConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        data_delay: Some(Duration::from_secs(3)),
+        ..SinkConfig::default()
+    });
+    let config = format!(
+        "{CONFIG}[routes]\n\"example.test\" = \"{}\"\n[limits]\nshutdown_grace = \"20s\"\n",
+        sink.addr()
+    );
+    let mut server = Portcullis::start(&config);
+    send_one(server.smtp(), b"Subject: in flight\r\n\r\nbody\r\n");
+    let deadline = Instant::now() + LOG_WAIT;
+    while !sink.commands().iter().any(|c| c == "DATA") {
+        assert!(Instant::now() < deadline, "the delivery never reached DATA");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(EXIT_WAIT);
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(sink.received().len(), 1, "the delivery did not finish");
+
+    server.restart();
+    assert!(
+        listed_ids(&server).is_empty(),
+        "a message delivered during shutdown is still queued: {:?}",
+        server.queue_list()
+    );
+    assert_eq!(sink.received().len(), 1, "delivered twice");
 }
 
 /// STARTTLS on a fresh connection; returns the leaf certificate the server

@@ -495,6 +495,14 @@ fn explain_shows_which_mx_hosts_the_policy_allows() {
     );
     assert_eq!(hosts[1]["name"], "mx.elsewhere.test");
     assert_eq!(hosts[1]["allowed_by_policy"], false);
+    // The plan: the decision delivery makes, host by host.
+    assert_eq!(v["plan"]["decision"], "try", "{v}");
+    assert_eq!(v["plan"]["mta_sts"], "enforce", "{v}");
+    assert_eq!(hosts[0]["source"], "mx");
+    assert_eq!(hosts[0]["matched_pattern"], "mx1.example.test");
+    assert_eq!(hosts[0]["contacted"], true);
+    assert_eq!(hosts[1]["contacted"], false);
+    assert!(hosts[1]["matched_pattern"].is_null(), "{v}");
     assert_eq!(
         entry(&list(&server), "example.test", "cache").unwrap()["id"],
         "1"
@@ -521,6 +529,14 @@ fn explain_shows_which_mx_hosts_the_policy_allows() {
     );
     assert!(row("mx.elsewhere.test").contains("no"), "{out}");
     assert!(out.contains("enforce"), "{out}");
+    assert!(
+        out.contains("delivery (MTA-STS enforce): tries mx1.example.test\n"),
+        "{out}"
+    );
+    assert!(
+        row("mx.elsewhere.test").contains("not listed in the policy"),
+        "{out}"
+    );
 
     // A domain without a policy: every host, opportunistic.
     w.dns.add_mx("plain.test", 10, "mx.plain.test");
@@ -530,9 +546,26 @@ fn explain_shows_which_mx_hosts_the_policy_allows() {
     assert!(v["policy"].is_null(), "{v}");
     assert_eq!(v["mx_hosts"][0]["allowed_by_policy"], true);
     assert_eq!(v["mx_hosts"][0]["tls_required"], "opportunistic");
+    assert_eq!(v["plan"]["mta_sts"], "none", "{v}");
     assert!(
         v["note"].as_str().unwrap().contains("no MTA-STS policy"),
         "{v}"
+    );
+
+    // A domain that does not exist: the plan says delivery bounces, as
+    // delivery would decide.
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &server,
+        &["policy", "explain", "nowhere.test", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(v["plan"]["decision"], "fail", "{v}");
+    assert_eq!(v["plan"]["status"], "5.1.2", "{v}");
+    assert_eq!(v["mx_hosts"], serde_json::json!([]), "{v}");
+    let out = ok(&server, &["policy", "explain", "nowhere.test"]);
+    assert!(
+        out.contains("delivery (MTA-STS none): fails with 5.1.2"),
+        "{out}"
     );
 }
 

@@ -11,6 +11,9 @@ use super::timeouts::{Stage, Timeouts};
 use super::tls::{TlsDecision, TlsOutcome, established, handshake};
 use super::transaction::{self, Transaction, TransactionReport};
 use portcullis_tls::TlsResultType;
+use rustls::ClientConfig;
+use std::sync::Arc;
+use tokio_rustls::client::TlsStream;
 
 /// Everything a session produced, whatever its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +129,45 @@ where
             detail: format!("unusable HELO name {helo_name:?}"),
         });
     }
+    let (conn, caps) = open(stream, helo_name, t, p).await?;
+    let (config, record) = match decision {
+        TlsDecision::Disabled => {
+            p.tls = TlsOutcome::Disabled;
+            return transact(conn, &caps, tx, t).await;
+        }
+        TlsDecision::Opportunistic { config, record } => (config, Some(record)),
+        TlsDecision::Required { config } => (config, None),
+    };
+    let required = record.is_none();
+    if !caps.starttls {
+        p.tls = TlsOutcome::NotOffered;
+        if required {
+            // RFC 8461 §5: no downgrade; nothing of the transaction is sent.
+            return end(conn, Err(SessionError::StartTlsRequired), t).await;
+        }
+        return transact(conn, &caps, tx, t).await;
+    }
+    let secured = starttls(conn, server_name, config, required, t, p).await?;
+    let tls_stream = match secured {
+        Secured::Tls(tls_stream) => *tls_stream,
+        Secured::Clear(conn) => return transact(conn, &caps, tx, t).await,
+    };
+    p.tls = established(&tls_stream, record.as_ref());
+    tracing::debug!(tls = ?p.tls, "smtp client: TLS established");
+
+    // RFC 3207 §4.2: discard all knowledge from before TLS and say EHLO again.
+    p.capabilities = None;
+    let (conn, caps) = hello(Conn::new(tls_stream), helo_name, t, p).await?;
+    transact(conn, &caps, tx, t).await
+}
+
+/// Reads the greeting and says EHLO (HELO when refused).
+async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    helo_name: &str,
+    t: &Timeouts,
+    p: &mut Progress,
+) -> Result<(Conn<S>, Capabilities), SessionError> {
     let mut conn = Conn::new(stream);
     let greeting = conn.read_reply(Stage::Greeting, t.greeting).await?.reply;
     p.greeting = Some(greeting.clone());
@@ -137,31 +179,44 @@ where
     if greeting.code / 100 != 2 {
         return end(conn, Err(SessionError::Greeting(greeting)), t).await;
     }
-    let caps = match ehlo(&mut conn, helo_name, t).await {
-        Ok(caps) => caps,
-        Err(e) => return end(conn, Err(e), t).await,
-    };
-    p.learn(&caps);
+    hello(conn, helo_name, t, p).await
+}
 
-    let (config, record) = match decision {
-        TlsDecision::Disabled => {
-            p.tls = TlsOutcome::Disabled;
-            return transact(conn, &caps, tx, t).await;
+/// Says EHLO (HELO when refused) and learns what the peer offers.
+async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: Conn<S>,
+    helo_name: &str,
+    t: &Timeouts,
+    p: &mut Progress,
+) -> Result<(Conn<S>, Capabilities), SessionError> {
+    match ehlo(&mut conn, helo_name, t).await {
+        Ok(caps) => {
+            p.learn(&caps);
+            Ok((conn, caps))
         }
-        TlsDecision::Opportunistic { config, record } => (config, Some(record)),
-        TlsDecision::Required { config } => (config, None),
-    };
-    let required = record.is_none();
-
-    if !caps.starttls {
-        p.tls = TlsOutcome::NotOffered;
-        if required {
-            // RFC 8461 §5: no downgrade; nothing of the transaction is sent.
-            return end(conn, Err(SessionError::StartTlsRequired), t).await;
-        }
-        return transact(conn, &caps, tx, t).await;
+        Err(e) => end(conn, Err(e), t).await,
     }
+}
 
+/// Where STARTTLS left the session.
+enum Secured<S> {
+    /// TLS is up (boxed: a TLS stream is large).
+    Tls(Box<TlsStream<S>>),
+    /// The peer refused STARTTLS and TLS is not required: RFC 3207 §4, the
+    /// session is still in its post-EHLO state and may continue in clear.
+    Clear(Conn<S>),
+}
+
+/// STARTTLS and the handshake. A failure under a requirement, a failed
+/// handshake or bytes pushed after the 220 end the session.
+async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: Conn<S>,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+    required: bool,
+    t: &Timeouts,
+    p: &mut Progress,
+) -> Result<Secured<S>, SessionError> {
     let reply = conn
         .command("STARTTLS", Stage::StartTls, t.starttls)
         .await?
@@ -174,11 +229,8 @@ where
         if required {
             return end(conn, Err(SessionError::StartTls(reply)), t).await;
         }
-        // RFC 3207 §4: after a refusal the session is still in its
-        // post-EHLO state and may continue in clear.
-        return transact(conn, &caps, tx, t).await;
+        return Ok(Secured::Clear(conn));
     }
-
     let (stream, pushed) = conn.into_parts();
     if !pushed.is_empty() {
         // RFC 3207 §4.2 / CVE-2011-0411 in reverse: bytes sent after the 220
@@ -196,8 +248,8 @@ where
             detail,
         });
     }
-    let tls_stream = match handshake(stream, server_name, config, t.tls_handshake).await {
-        Ok(tls_stream) => tls_stream,
+    match handshake(stream, server_name, config, t.tls_handshake).await {
+        Ok(tls_stream) => Ok(Secured::Tls(Box::new(tls_stream))),
         Err((result_type, detail)) => {
             tracing::debug!(%result_type, %detail, required, "smtp client: TLS handshake failed");
             p.tls = TlsOutcome::Failed {
@@ -205,24 +257,12 @@ where
                 detail: detail.clone(),
             };
             // Nothing more is said on this connection, in clear or otherwise.
-            return Err(SessionError::Tls {
+            Err(SessionError::Tls {
                 result_type,
                 detail,
-            });
+            })
         }
-    };
-    p.tls = established(&tls_stream, record.as_ref());
-    tracing::debug!(tls = ?p.tls, "smtp client: TLS established");
-
-    // RFC 3207 §4.2: discard all knowledge from before TLS and say EHLO again.
-    let mut conn = Conn::new(tls_stream);
-    p.capabilities = None;
-    let caps = match ehlo(&mut conn, helo_name, t).await {
-        Ok(caps) => caps,
-        Err(e) => return end(conn, Err(e), t).await,
-    };
-    p.learn(&caps);
-    transact(conn, &caps, tx, t).await
+    }
 }
 
 /// Runs the transaction, then ends the session.
@@ -238,11 +278,11 @@ async fn transact<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Says QUIT when the dialogue is still in step (its reply is waited for only
 /// briefly and changes nothing), then closes; a broken session is just dropped.
-async fn end<S: AsyncRead + AsyncWrite + Unpin>(
+async fn end<S: AsyncRead + AsyncWrite + Unpin, T>(
     mut conn: Conn<S>,
-    result: Result<TransactionReport, SessionError>,
+    result: Result<T, SessionError>,
     t: &Timeouts,
-) -> Result<TransactionReport, SessionError> {
+) -> Result<T, SessionError> {
     let polite = match &result {
         Ok(_) => true,
         Err(e) => e.dialogue_intact(),

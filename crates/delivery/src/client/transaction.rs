@@ -224,68 +224,15 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     t: &Timeouts,
 ) -> Result<TransactionReport, SessionError> {
     let plan = plan(caps, tx)?;
-    let use_data = !plan.bdat;
     let (mail, rcpts, data_init) = if caps.pipelining {
-        // RFC 2920 §3.1: MAIL, the RCPTs and DATA (the last command of the
-        // group) in one write, then the replies in order.
-        let mut group = String::new();
-        for line in std::iter::once(&plan.mail).chain(&plan.rcpts) {
-            group.push_str(line);
-            group.push_str("\r\n");
-        }
-        if use_data {
-            group.push_str("DATA\r\n");
-        }
-        tracing::debug!(commands = plan.rcpts.len() + 1 + usize::from(use_data), group = %group.trim_end(), "smtp client: send pipelined");
-        conn.send(group.as_bytes(), Stage::Mail, t.mail).await?;
-        let mail = conn.read_reply(Stage::Mail, t.mail).await?.reply;
-        let mut rcpts = Vec::with_capacity(plan.rcpts.len());
-        for _ in &plan.rcpts {
-            rcpts.push(conn.read_reply(Stage::Rcpt, t.rcpt).await?.reply);
-        }
-        let data_init = if use_data {
-            Some(conn.read_reply(Stage::DataInit, t.data_init).await?.reply)
-        } else {
-            None
-        };
-        (mail, rcpts, data_init)
+        envelope_pipelined(conn, &plan, t).await?
     } else {
-        let mail = conn.command(&plan.mail, Stage::Mail, t.mail).await?.reply;
-        if !mail.is_positive() {
-            return Err(SessionError::Mail(mail));
-        }
-        let mut rcpts = Vec::with_capacity(plan.rcpts.len());
-        for line in &plan.rcpts {
-            rcpts.push(conn.command(line, Stage::Rcpt, t.rcpt).await?.reply);
-        }
-        (mail, rcpts, None)
+        envelope_lockstep(conn, &plan, t).await?
     };
-
     let accepted = mail.is_positive() && rcpts.iter().any(Reply::is_positive);
     if !accepted {
-        match &data_init {
-            // A server that said 354 although nothing was accepted gets an
-            // empty content, so that the dialogue stays in step.
-            Some(reply) if reply.code / 100 == 3 => {
-                conn.send(b".\r\n", Stage::DataBlock, t.data_block).await?;
-                conn.read_reply(Stage::DataEnd, t.data_end).await?;
-            }
-            Some(_) => {}
-            None => {
-                let rset = conn.command("RSET", Stage::Rset, t.mail).await?;
-                tracing::debug!(reply = %rset.reply, "smtp client: no recipient accepted, RSET");
-            }
-        }
-        if !mail.is_positive() {
-            return Err(SessionError::Mail(mail));
-        }
-        return Ok(TransactionReport {
-            mail,
-            rcpts,
-            data: None,
-        });
+        return nothing_accepted(conn, mail, rcpts, data_init, t).await;
     }
-
     let data = if plan.bdat {
         send_bdat(conn, &tx.message, t).await?
     } else {
@@ -307,6 +254,90 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         mail,
         rcpts,
         data: Some(data),
+    })
+}
+
+/// The replies to MAIL, each RCPT and (pipelined) DATA.
+type EnvelopeReplies = (Reply, Vec<Reply>, Option<Reply>);
+
+/// RFC 2920 §3.1: MAIL, the RCPTs and DATA (the last command of the
+/// group) in one write, then the replies in order.
+async fn envelope_pipelined<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    plan: &Plan,
+    t: &Timeouts,
+) -> Result<EnvelopeReplies, SessionError> {
+    let use_data = !plan.bdat;
+    let mut group = String::new();
+    for line in std::iter::once(&plan.mail).chain(&plan.rcpts) {
+        group.push_str(line);
+        group.push_str("\r\n");
+    }
+    if use_data {
+        group.push_str("DATA\r\n");
+    }
+    tracing::debug!(commands = plan.rcpts.len() + 1 + usize::from(use_data), group = %group.trim_end(), "smtp client: send pipelined");
+    conn.send(group.as_bytes(), Stage::Mail, t.mail).await?;
+    let mail = conn.read_reply(Stage::Mail, t.mail).await?.reply;
+    let mut rcpts = Vec::with_capacity(plan.rcpts.len());
+    for _ in &plan.rcpts {
+        rcpts.push(conn.read_reply(Stage::Rcpt, t.rcpt).await?.reply);
+    }
+    let data_init = if use_data {
+        Some(conn.read_reply(Stage::DataInit, t.data_init).await?.reply)
+    } else {
+        None
+    };
+    Ok((mail, rcpts, data_init))
+}
+
+/// MAIL, then each RCPT, one at a time; a refused MAIL ends the
+/// transaction.
+async fn envelope_lockstep<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    plan: &Plan,
+    t: &Timeouts,
+) -> Result<EnvelopeReplies, SessionError> {
+    let mail = conn.command(&plan.mail, Stage::Mail, t.mail).await?.reply;
+    if !mail.is_positive() {
+        return Err(SessionError::Mail(mail));
+    }
+    let mut rcpts = Vec::with_capacity(plan.rcpts.len());
+    for line in &plan.rcpts {
+        rcpts.push(conn.command(line, Stage::Rcpt, t.rcpt).await?.reply);
+    }
+    Ok((mail, rcpts, None))
+}
+
+/// No recipient (or not MAIL) was accepted: keeps the dialogue in step and
+/// reports the replies without data.
+async fn nothing_accepted<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    mail: Reply,
+    rcpts: Vec<Reply>,
+    data_init: Option<Reply>,
+    t: &Timeouts,
+) -> Result<TransactionReport, SessionError> {
+    match &data_init {
+        // A server that said 354 although nothing was accepted gets an
+        // empty content, so that the dialogue stays in step.
+        Some(reply) if reply.code / 100 == 3 => {
+            conn.send(b".\r\n", Stage::DataBlock, t.data_block).await?;
+            conn.read_reply(Stage::DataEnd, t.data_end).await?;
+        }
+        Some(_) => {}
+        None => {
+            let rset = conn.command("RSET", Stage::Rset, t.mail).await?;
+            tracing::debug!(reply = %rset.reply, "smtp client: no recipient accepted, RSET");
+        }
+    }
+    if !mail.is_positive() {
+        return Err(SessionError::Mail(mail));
+    }
+    Ok(TransactionReport {
+        mail,
+        rcpts,
+        data: None,
     })
 }
 

@@ -1,168 +1,207 @@
-//! `policy explain`: the mail hosts of a domain as DNS (or a route) gives
-//! them now, and what the policy in force demands of each.
+//! `policy explain`: the plan delivery would make for a domain now. The
+//! same facts (gathered by the deliverer's own [`Planner`]) go through the
+//! same pure decision ([`decide`]); this module only adds the policy in
+//! force and notes on what applies.
+//!
+//! [`Planner`]: portcullis_delivery::Planner
 
 use super::policy::{cache_entry, pin_entry, store_err};
 use super::refused::{Refused, parse_domain};
 use crate::state::PolicyAccess;
-use portcullis_admin::{ExplainHost, PolicyEntry, PolicyExplain};
-use portcullis_config::Route;
-use portcullis_dns::Resolver;
-use portcullis_policy::{Mode, MxPattern, NoPolicy, PolicyLookup};
+use portcullis_admin::{ExplainHost, ExplainPlan, PolicyEntry, PolicyExplain};
+use portcullis_delivery::plan::{
+    Contact, DeferCause, DeliveryPlan, HostSource, Outcome, PlannedHost, PolicyMatch, StsRule,
+    consults_policy, decide,
+};
+use portcullis_policy::{Mode, NoPolicy, PolicyLookup, PolicySource};
 use portcullis_tls::TlsResultType;
 use portcullis_types::Domain;
-use std::collections::HashMap;
+use std::sync::Arc;
 
 impl PolicyAccess {
-    /// The policy, the hosts in the order delivery tries them, and notes on
-    /// what applies.
+    /// The policy, the hosts in the order delivery tries them, the plan
+    /// and notes on what applies.
     pub(super) async fn explain(&self, domain: &str) -> Result<PolicyExplain, Refused> {
         let d = parse_domain(domain)?;
-        let mut notes: Vec<String> = Vec::new();
-        let policy = self.policy_in_force(&d, &mut notes).await?;
-        let route = portcullis_delivery::plan::route_for(&self.routes, &d);
-        let mode = match (&policy, route) {
-            (Some(p), None) => p.mode.parse::<Mode>().ok(),
-            _ => None,
-        };
-        if let Some(r) = route {
+        let (policy, lookup) = self.policy_in_force(&d).await?;
+        let mut facts = self.planner.facts(&d, false);
+        if consults_policy(&facts) {
+            facts.sts = Some(lookup.clone());
+        }
+        self.planner.look_up_dns(&mut facts).await;
+        let plan = decide(&facts);
+        let mut notes: Vec<String> = policy
+            .is_none()
+            .then(|| lookup_note(&d, &lookup))
+            .into_iter()
+            .collect();
+        if let Some(r) = facts.route {
             notes.push(format!(
                 "{d} is routed by [routes] to {}:{}: MTA-STS does not apply to a configured route; opportunistic TLS",
                 r.next_hop.host, r.next_hop.port
             ));
         }
-        let patterns: Vec<MxPattern> = policy
-            .as_ref()
-            .map(|p| {
-                p.mx.iter()
-                    .filter_map(|m| MxPattern::parse(m).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mx_hosts = self.hosts(&d, route, mode, &patterns, &mut notes).await;
-        mode_note(&d, mode, &mx_hosts, &mut notes);
+        notes.extend(outcome_note(&plan));
+        notes.extend(mode_note(&d, &plan, facts.sts.as_ref()));
         Ok(PolicyExplain {
             domain: d.to_string(),
             policy,
-            mx_hosts,
+            mx_hosts: plan.hosts.iter().map(explain_host).collect(),
             note: notes.join("\n"),
+            plan: explain_plan(&plan),
         })
     }
 
-    /// The policy in force, without fetching when something is cached; a
-    /// note says why there is none.
+    /// The policy in force, without fetching when something is cached, as
+    /// shown and as delivery's decision takes it.
     async fn policy_in_force(
         &self,
         d: &Domain,
-        notes: &mut Vec<String>,
-    ) -> Result<Option<PolicyEntry>, Refused> {
+    ) -> Result<(Option<PolicyEntry>, PolicyLookup), Refused> {
         let now = self.now();
         if let Some(pin) = self.active_pin(d, now)? {
-            return Ok(Some(pin_entry(&pin, now)));
+            let lookup = PolicyLookup::Policy {
+                policy: Arc::new(pin.to_cached()),
+                source: PolicySource::Pinned {
+                    reason: pin.reason.clone(),
+                    source: pin.source.clone(),
+                },
+            };
+            return Ok((Some(pin_entry(&pin, now)), lookup));
         }
         if let Some(c) = self.engine.get(d).map_err(store_err)?
             && !c.is_expired(now)
         {
-            return Ok(Some(cache_entry(&c, now, false)));
+            let entry = cache_entry(&c, now, false);
+            let lookup = PolicyLookup::Policy {
+                policy: Arc::new(c),
+                source: PolicySource::Cache,
+            };
+            return Ok((Some(entry), lookup));
         }
-        let note = match self.engine.policy_for(d).await {
-            PolicyLookup::Policy { policy, .. } => {
-                return Ok(Some(cache_entry(&policy, now, false)));
-            }
-            PolicyLookup::FetchFailed { error, .. } => format!(
-                "{d} publishes an MTA-STS record but its policy cannot be fetched ({}: {error}): delivery proceeds as without a policy",
-                TlsResultType::from(&error)
-            ),
-            PolicyLookup::None(NoPolicy::NoRecord(reason)) => {
-                format!("no MTA-STS policy ({reason}): opportunistic TLS")
-            }
-            PolicyLookup::None(NoPolicy::DnsTemporary(e)) => format!(
-                "the MTA-STS record could not be looked up ({e}) and nothing is cached: opportunistic TLS for now"
-            ),
-            // Unknown is not "none": delivery defers.
-            lookup @ PolicyLookup::Unavailable { .. } => format!(
-                "{}: delivery is deferred",
-                lookup.unavailable().unwrap_or_default()
-            ),
-            other => format!("no MTA-STS policy ({other:?}): opportunistic TLS"),
-        };
-        notes.push(note);
-        Ok(None)
-    }
-
-    /// The hosts delivery would try, each with whether the policy allows
-    /// it and the TLS it must show.
-    async fn hosts(
-        &self,
-        d: &Domain,
-        route: Option<&Route>,
-        mode: Option<Mode>,
-        patterns: &[MxPattern],
-        notes: &mut Vec<String>,
-    ) -> Vec<ExplainHost> {
-        let allowed = |host: &str| patterns.iter().any(|p| p.matches(host));
-        let mut preferences: HashMap<String, u16> = HashMap::new();
-        if route.is_none()
-            && let Ok(mx) = self.resolver.mx(d.as_str()).await
-        {
-            for m in mx {
-                preferences.entry(m.exchange).or_insert(m.preference);
-            }
-        }
-        let hops = match portcullis_delivery::plan::plan(
-            &self.resolver,
-            &self.routes,
-            self.delivery_port,
-            d,
-        )
-        .await
-        {
-            Ok(hops) => hops,
-            Err(e) => {
-                notes.push(format!("no mail host to try now: {e}"));
-                return Vec::new();
-            }
-        };
-        hops.into_iter()
-            .map(|hop| {
-                let (allowed_by_policy, tls_required) = match mode {
-                    Some(Mode::Enforce) if allowed(&hop.name) => {
-                        (true, format!("PKIX-valid TLS 1.2+ for {}", hop.name))
-                    }
-                    Some(Mode::Enforce) => (false, "not contacted".to_owned()),
-                    Some(Mode::Testing) => (allowed(&hop.name), "opportunistic".to_owned()),
-                    _ => (true, "opportunistic".to_owned()),
-                };
-                ExplainHost {
-                    preference: preferences.get(&hop.name).copied(),
-                    port: hop.port,
-                    addrs: hop.addrs.iter().map(ToString::to_string).collect(),
-                    error: hop.error.clone(),
-                    allowed_by_policy,
-                    tls_required,
-                    name: hop.name,
-                }
-            })
-            .collect()
+        let lookup = self.engine.policy_for(d).await;
+        let entry = lookup.policy().map(|p| cache_entry(p, now, false));
+        Ok((entry, lookup))
     }
 }
 
-/// What the mode means for delivery, as a note.
-fn mode_note(d: &Domain, mode: Option<Mode>, hosts: &[ExplainHost], notes: &mut Vec<String>) {
-    match mode {
-        Some(Mode::Enforce) if !hosts.is_empty() && hosts.iter().all(|h| !h.allowed_by_policy) => {
-            notes.push(format!(
-                "enforce: no MX host of {d} matches the policy, so deliveries are deferred (never sent elsewhere or in clear)"
-            ));
+/// Why no policy is in force.
+fn lookup_note(d: &Domain, lookup: &PolicyLookup) -> String {
+    match lookup {
+        PolicyLookup::FetchFailed { error, .. } => format!(
+            "{d} publishes an MTA-STS record but its policy cannot be fetched ({}: {error}): delivery proceeds as without a policy",
+            TlsResultType::from(error)
+        ),
+        PolicyLookup::None(NoPolicy::NoRecord(reason)) => {
+            format!("no MTA-STS policy ({reason}): opportunistic TLS")
         }
-        Some(Mode::Enforce) => notes.push(
-            "enforce: only allowed hosts are contacted, each only over PKIX-valid TLS 1.2+ for its name; any other outcome defers the delivery, never a retry in clear".into(),
+        PolicyLookup::None(NoPolicy::DnsTemporary(e)) => format!(
+            "the MTA-STS record could not be looked up ({e}) and nothing is cached: opportunistic TLS for now"
         ),
-        Some(Mode::Testing) => notes.push(
-            "testing: delivery is opportunistic; what enforce would refuse (hosts not allowed, TLS failures) is recorded for TLS-RPT".into(),
+        // Unknown is not "none": delivery defers.
+        lookup @ PolicyLookup::Unavailable { .. } => format!(
+            "{}: delivery is deferred",
+            lookup.unavailable().unwrap_or_default()
         ),
-        Some(Mode::None) => notes.push(
-            "mode none: the domain has withdrawn its policy; opportunistic TLS".into(),
+        other => format!("no MTA-STS policy ({other:?}): opportunistic TLS"),
+    }
+}
+
+/// Why no host is tried now, if none is.
+fn outcome_note(plan: &DeliveryPlan) -> Option<String> {
+    match &plan.outcome {
+        Outcome::Try => None,
+        // Said by the policy note and the mode note.
+        Outcome::Defer {
+            cause: DeferCause::PolicyUnavailable | DeferCause::PolicyMismatch,
+            ..
+        } => None,
+        Outcome::Defer { reason, .. } => Some(format!("no mail host to try now: {reason}")),
+        Outcome::Fail {
+            status: (class, subject, detail),
+            reason,
+        } => Some(format!(
+            "no mail host to try now: {reason} (bounces with {class}.{subject}.{detail})"
+        )),
+    }
+}
+
+/// What the policy's mode means for delivery.
+fn mode_note(d: &Domain, plan: &DeliveryPlan, lookup: Option<&PolicyLookup>) -> Option<String> {
+    let mismatch = matches!(
+        plan.outcome,
+        Outcome::Defer {
+            cause: DeferCause::PolicyMismatch,
+            ..
+        }
+    );
+    Some(match plan.sts {
+        StsRule::Enforce if mismatch => format!(
+            "enforce: no MX host of {d} matches the policy, so deliveries are deferred (never sent elsewhere or in clear)"
         ),
-        None => {}
+        StsRule::Enforce => "enforce: only allowed hosts are contacted, each only over PKIX-valid TLS 1.2+ for its name; any other outcome defers the delivery, never a retry in clear".into(),
+        StsRule::Testing => "testing: delivery is opportunistic; what enforce would refuse (hosts not allowed, TLS failures) is recorded for TLS-RPT".into(),
+        StsRule::NoPolicy if lookup.and_then(PolicyLookup::mode) == Some(Mode::None) => {
+            "mode none: the domain has withdrawn its policy; opportunistic TLS".into()
+        }
+        _ => return None,
+    })
+}
+
+/// One host of the plan as the admin answer shows it.
+fn explain_host(h: &PlannedHost) -> ExplainHost {
+    let (source, preference) = match h.source {
+        HostSource::Route => ("route", None),
+        HostSource::Mx { preference } => ("mx", Some(preference)),
+        HostSource::ImplicitMx => ("implicit mx", None),
+    };
+    ExplainHost {
+        name: h.name.clone(),
+        preference,
+        port: h.port,
+        addrs: h.addrs.iter().map(ToString::to_string).collect(),
+        error: h.error.clone(),
+        allowed_by_policy: h.policy != PolicyMatch::NotListed,
+        tls_required: match &h.contact {
+            Contact::Try(tls) => tls.to_string(),
+            Contact::Skip(_) => "not contacted".into(),
+        },
+        source: source.into(),
+        matched_pattern: match &h.policy {
+            PolicyMatch::Listed(pattern) => Some(pattern.clone()),
+            _ => None,
+        },
+        contacted: matches!(h.contact, Contact::Try(_)),
+        myself: h.myself.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The plan's decision for the domain as the admin answer shows it.
+fn explain_plan(plan: &DeliveryPlan) -> ExplainPlan {
+    let (decision, status, reason) = match &plan.outcome {
+        Outcome::Try => ("try", None, None),
+        Outcome::Defer { reason, .. } => ("defer", None, Some(reason.clone())),
+        Outcome::Fail {
+            status: (class, subject, detail),
+            reason,
+        } => (
+            "fail",
+            Some(format!("{class}.{subject}.{detail}")),
+            Some(reason.clone()),
+        ),
+    };
+    let mta_sts = match plan.sts {
+        StsRule::NotApplied => "not applied",
+        StsRule::NoPolicy => "none",
+        StsRule::Testing => "testing",
+        StsRule::Enforce => "enforce",
+        StsRule::ReportExempt => "waived for a TLS report",
+        StsRule::Unavailable => "unavailable",
+    };
+    ExplainPlan {
+        decision: decision.into(),
+        status,
+        reason,
+        mta_sts: mta_sts.into(),
     }
 }

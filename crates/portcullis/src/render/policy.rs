@@ -1,8 +1,10 @@
 //! `policy ...`: the cache and pins as tables and detail pages.
 
-use super::text::{fields, format_age, format_expiry};
+use super::text::{escape_terminal, fields, format_age, format_expiry};
 use crate::dates::{format_rfc3339, format_time};
-use portcullis_admin::{PolicyEntry, PolicyExplain, PolicyRefresh, PolicyShow, render_table};
+use portcullis_admin::{
+    ExplainHost, ExplainPlan, PolicyEntry, PolicyExplain, PolicyRefresh, PolicyShow, render_table,
+};
 
 /// `policy list`: one row per cached policy or pin.
 pub fn list(entries: &[PolicyEntry]) -> String {
@@ -212,7 +214,7 @@ fn refresh_line(r: &PolicyRefresh) -> String {
     }
 }
 
-/// `policy explain`: the policy, then one row per mail host.
+/// `policy explain`: the policy, the plan, then one row per mail host.
 pub fn explain(x: &PolicyExplain) -> String {
     let mut out = match &x.policy {
         Some(p) => format!(
@@ -226,26 +228,18 @@ pub fn explain(x: &PolicyExplain) -> String {
         ),
         None => format!("{}: no MTA-STS policy in force\n", x.domain),
     };
+    out.push_str(&plan_line(&x.plan, &x.mx_hosts));
     if !x.mx_hosts.is_empty() {
-        let rows: Vec<Vec<String>> = x
-            .mx_hosts
-            .iter()
-            .map(|h| {
-                vec![
-                    h.name.clone(),
-                    h.preference.map(|p| p.to_string()).unwrap_or_default(),
-                    if h.addrs.is_empty() {
-                        h.error.clone().unwrap_or_else(|| "-".into())
-                    } else {
-                        h.addrs.join(", ")
-                    },
-                    if h.allowed_by_policy { "yes" } else { "no" }.into(),
-                    h.tls_required.clone(),
-                ]
-            })
-            .collect();
+        let rows: Vec<Vec<String>> = x.mx_hosts.iter().map(explain_row).collect();
         out.push_str(&render_table(
-            &["HOST", "PREF", "ADDRESSES", "ALLOWED", "TLS REQUIRED"],
+            &[
+                "HOST",
+                "PREF",
+                "ADDRESSES",
+                "ALLOWED",
+                "TLS REQUIRED",
+                "WHY",
+            ],
             &rows,
         ));
     }
@@ -253,4 +247,54 @@ pub fn explain(x: &PolicyExplain) -> String {
         out.push_str(&x.note);
     }
     out.trim_end().to_string()
+}
+
+/// What delivery does now, in one line.
+fn plan_line(plan: &ExplainPlan, hosts: &[ExplainHost]) -> String {
+    let why = escape_terminal(plan.reason.as_deref().unwrap_or_default());
+    let line = match plan.decision.as_str() {
+        "try" => {
+            let tried: Vec<&str> = hosts
+                .iter()
+                .filter(|h| h.contacted)
+                .map(|h| h.name.as_str())
+                .collect();
+            format!("tries {}", escape_terminal(&tried.join(", then ")))
+        }
+        "fail" => format!(
+            "fails with {}: {why}",
+            plan.status.as_deref().unwrap_or("5.0.0")
+        ),
+        "defer" => format!("deferred: {why}"),
+        other => escape_terminal(other),
+    };
+    format!("delivery (MTA-STS {}): {line}\n", plan.mta_sts)
+}
+
+/// One mail host of `policy explain`.
+fn explain_row(h: &ExplainHost) -> Vec<String> {
+    let mut why = match h.preference {
+        Some(p) => format!("{} {p}", h.source),
+        None => h.source.clone(),
+    };
+    match &h.matched_pattern {
+        Some(pattern) => why.push_str(&format!(", listed as {pattern}")),
+        None if !h.allowed_by_policy => why.push_str(", not listed in the policy"),
+        None => {}
+    }
+    if !h.myself.is_empty() {
+        why.push_str(&format!(", {} is this server", h.myself.join(", ")));
+    }
+    vec![
+        h.name.clone(),
+        h.preference.map(|p| p.to_string()).unwrap_or_default(),
+        if h.addrs.is_empty() {
+            h.error.clone().unwrap_or_else(|| "-".into())
+        } else {
+            h.addrs.join(", ")
+        },
+        if h.allowed_by_policy { "yes" } else { "no" }.into(),
+        h.tls_required.clone(),
+        why,
+    ]
 }

@@ -117,15 +117,7 @@ async fn run(config: Config) -> Result<()> {
         &tlsrpt,
         started,
     );
-    let handler = admin_handler(
-        &config,
-        info,
-        &queue,
-        &resolver,
-        &outbound,
-        &inbound_metrics,
-        tlsrpt,
-    );
+    let handler = admin_handler(info, &queue, &outbound, &inbound_metrics, tlsrpt);
     if let Some(sender) = tlsrpt_sender {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
     }
@@ -183,10 +175,8 @@ fn metrics_page(
 
 /// The admin handler over the parts each command group reaches.
 fn admin_handler(
-    config: &Config,
     info: ServerInfo,
     queue: &Queue,
-    resolver: &HickoryResolver,
     outbound: &Outbound,
     inbound_metrics: &Arc<InboundMetrics>,
     tlsrpt: TlsRptAccess,
@@ -201,9 +191,7 @@ fn admin_handler(
         },
         policy: PolicyAccess {
             engine: outbound.policy.clone(),
-            resolver: resolver.clone(),
-            routes: config.routes.clone(),
-            delivery_port: config.delivery.port,
+            planner: outbound.deliverer.planner().clone(),
         },
         tlsrpt,
     }
@@ -223,6 +211,7 @@ fn spawn_outbound(outbound: Outbound, queue: &Queue, life: &Lifecycle) {
         Arc::new(SystemClock),
         outbound.queue_metrics,
         life.shutdown.clone(),
+        life.attempts.clone(),
     ));
 }
 

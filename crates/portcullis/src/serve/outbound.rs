@@ -5,7 +5,8 @@ use crate::state::Engine;
 use anyhow::{Context, Result};
 use portcullis_config::Config;
 use portcullis_delivery::{
-    Deliverer, DeliveryMetrics, LogTlsResults, SelfAddresses, TcpConnector, Timeouts,
+    Deliverer, DelivererSettings, DeliveryMetrics, LogTlsResults, Planner, SelfAddresses,
+    TcpConnector, Timeouts,
 };
 use portcullis_dns::HickoryResolver;
 use portcullis_policy::{PolicyEngine, PolicyFetcher, load_pins_dir};
@@ -52,25 +53,27 @@ impl Outbound {
         let tls_results = reporter.log().clone();
         let delivery_metrics = Arc::new(DeliveryMetrics::default());
         let deliverer = Arc::new(
-            Deliverer::new(
-                resolver.clone(),
-                TcpConnector {
+            Deliverer::new(DelivererSettings {
+                planner: Planner {
+                    resolver: resolver.clone(),
+                    routes: config.routes.clone(),
+                    accepted: config.relay.accepted_domains.clone(),
+                    port: config.delivery.port,
+                    // Every socket we listen on: an MX that points at one of them
+                    // would hand the message back to us (5.4.6, loops back to myself).
+                    myself: SelfAddresses::new(listening),
+                },
+                connector: TcpConnector {
                     timeout: config.delivery.connect_timeout,
                 },
-                config.routes.clone(),
-                config.relay.accepted_domains.clone(),
-                config.delivery.port,
-                config.hostname.clone(),
-                client_tls,
-                Timeouts::default(),
-                config.delivery.per_domain as usize,
-                delivery_metrics.clone(),
-            )
+                hostname: config.hostname.clone(),
+                tls: client_tls,
+                timeouts: Timeouts::default(),
+                per_domain: config.delivery.per_domain as usize,
+                metrics: delivery_metrics.clone(),
+            })
             .with_policy(policy.clone())
-            .with_reporter(reporter)
-            // Every socket we listen on: an MX that points at one of them
-            // would hand the message back to us (5.4.6, loops back to myself).
-            .with_self_addresses(SelfAddresses::new(listening)),
+            .with_reporter(reporter),
         );
         let settings = Arc::new(SchedulerSettings {
             hostname: config.hostname.clone(),

@@ -51,27 +51,32 @@ pub struct Lifecycle {
     pub shutdown: CancellationToken,
     /// One task per SMTP session.
     pub sessions: TaskTracker,
-    /// Listeners, the scheduler, the admin socket, the metrics endpoint,
+    /// One task per delivery attempt the scheduler started: each writes
+    /// its results when its session ends, so it gets the grace period too.
+    pub attempts: TaskTracker,
+    /// Listeners, the scheduler loop, the admin socket, the metrics endpoint,
     /// the refresh and report loops.
     pub services: TaskTracker,
 }
 
 impl Lifecycle {
-    /// Phase one: stop accepting; idle sessions get 421 4.3.2 at once,
-    /// those in DATA may finish within `grace`. Then the services get a few
-    /// seconds to stop.
+    /// Phase one: stop accepting and stop starting deliveries; idle
+    /// sessions get 421 4.3.2 at once, those in DATA and the delivery
+    /// attempts in flight may finish within `grace` (an attempt cut off
+    /// after it is over stays recorded and is tried again at the next
+    /// start). Then the services get a few seconds to stop.
     pub async fn drain(self, grace: Duration, metrics: &InboundMetrics) {
-        info!(grace = ?grace, open = metrics.open_sessions(), "shutting down");
+        info!(grace = ?grace, open = metrics.open_sessions(), attempts = self.attempts.len(), "shutting down");
         self.shutdown.cancel();
         self.sessions.close();
+        self.attempts.close();
         self.services.close();
-        if tokio::time::timeout(grace, self.sessions.wait())
-            .await
-            .is_err()
-        {
+        let in_flight = async { tokio::join!(self.sessions.wait(), self.attempts.wait()) };
+        if tokio::time::timeout(grace, in_flight).await.is_err() {
             warn!(
                 open = metrics.open_sessions(),
-                "grace period over; closing remaining sessions"
+                attempts = self.attempts.len(),
+                "grace period over; closing remaining sessions and delivery attempts"
             );
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.services.wait()).await;

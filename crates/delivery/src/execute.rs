@@ -1,0 +1,227 @@
+//! Executing a [`DeliveryPlan`] for one domain: for each candidate host
+//! and each of its addresses, connect → one SMTP session with the TLS the
+//! plan demands → per-recipient results; every TLS outcome goes to the
+//! TLS-RPT sink. A TLS failure is retried in clear only where the plan
+//! allows it (opportunistic TLS), never for a host that must show PKIX TLS.
+
+use crate::client::{RcptSpec, SessionReport, TlsDecision, Transaction, deliver_session};
+use crate::connect::Connector;
+use crate::plan::{DeliveryPlan, PlannedHost, TlsRequirement};
+use crate::results::{Step, all, interpret, tls_failure};
+use crate::settings::DelivererSettings;
+use portcullis_policy::PolicyLookup;
+use portcullis_queue::{DeliveryJob, RecipientOutcome, RecipientResult};
+use portcullis_tls::TlsResultType;
+use portcullis_tlsrpt::{TlsResultSink, TlsSessionResult};
+use portcullis_types::Domain;
+use std::net::{IpAddr, SocketAddr};
+use tracing::{debug, warn};
+
+/// One domain's part of a delivery job, and what executing it needs.
+pub(crate) struct Execution<'a, R, C> {
+    /// The deliverer's settings (connector, TLS, timeouts, metrics).
+    pub settings: &'a DelivererSettings<R, C>,
+    /// Where TLS outcomes go (TLS-RPT).
+    pub reporter: &'a dyn TlsResultSink,
+    /// The message.
+    pub job: &'a DeliveryJob,
+    /// The recipient domain.
+    pub domain: &'a Domain,
+    /// The recipients (indexes into the envelope) of this domain.
+    pub idxs: &'a [usize],
+    /// The MTA-STS lookup, when one was made: then every session is
+    /// reported.
+    pub lookup: Option<&'a PolicyLookup>,
+}
+
+/// One session (or a host that was never contacted) as TLS-RPT sees it.
+pub(crate) struct Observed<'b> {
+    /// The MX host name.
+    pub mx_host: &'b str,
+    /// The address contacted; nothing is recorded without one.
+    pub ip: Option<IpAddr>,
+    /// Our side of the connection.
+    pub sending_ip: Option<IpAddr>,
+    /// The name the peer greeted with.
+    pub helo: Option<String>,
+    /// The TLS failure, if any.
+    pub failure: Option<TlsResultType>,
+    /// What happened, for the report's details.
+    pub detail: &'b str,
+}
+
+impl<R, C: Connector> Execution<'_, R, C> {
+    /// Tries the plan's candidates in order until one session settles the
+    /// recipients; defers them with the last error otherwise.
+    pub(crate) async fn run(&self, plan: &DeliveryPlan) -> Vec<RecipientResult> {
+        let mut last_error = format!("no mail host of {} could be reached", self.domain);
+        for (host, tls) in plan.candidates() {
+            if let Some(e) = &host.error {
+                last_error = e.clone();
+            }
+            for addr in &host.addrs {
+                match self.try_address(host, tls, *addr).await {
+                    Ok(results) => return results,
+                    Err(e) => last_error = e,
+                }
+            }
+        }
+        all(self.idxs, |_| RecipientOutcome::Deferred {
+            remote_mta: None,
+            reason: last_error.clone(),
+        })
+    }
+
+    /// One address of one host: a session with the TLS required, and under
+    /// opportunistic TLS one more in clear after a TLS failure. `Err` says
+    /// why the next address should be tried.
+    async fn try_address(
+        &self,
+        host: &PlannedHost,
+        tls: &TlsRequirement,
+        addr: IpAddr,
+    ) -> Result<Vec<RecipientResult>, String> {
+        let s = self.settings;
+        let target = SocketAddr::new(addr, host.port);
+        let mx = format!("{}[{}]", host.name, addr);
+        let mut in_clear = false;
+        loop {
+            let decision = self.decision(tls, in_clear)?;
+            let stream = match s.connector.connect(target).await {
+                Ok(s) => s,
+                Err(e) => {
+                    s.metrics.attempt(&host.name, "connect_failed");
+                    debug!(%mx, error = %e, "connect failed");
+                    return Err(format!("{mx}: connect: {e}"));
+                }
+            };
+            let local_ip = stream.local_addr().ok().map(|a| a.ip());
+            let report = self.session(stream, &host.name, decision).await;
+            if !in_clear {
+                self.report_session(&host.name, addr, local_ip, &report);
+            }
+            match interpret(&mx, report, self.idxs) {
+                Step::Done(results) => {
+                    s.metrics.attempt(&host.name, "session");
+                    return Ok(results);
+                }
+                Step::NextHost(e) => {
+                    s.metrics.attempt(&host.name, "next_host");
+                    return Err(e);
+                }
+                Step::RetryWithoutTls(e) => {
+                    s.metrics.attempt(&host.name, "tls_failed");
+                    if tls.is_required() {
+                        // RFC 8461 §5: never a plaintext or unverified retry.
+                        s.metrics.policy_deferral("tls");
+                        warn!(%mx, error = %e, "MTA-STS enforce: TLS failed; trying the next MX, never in clear");
+                        return Err(format!("MTA-STS: {e}"));
+                    }
+                    if in_clear {
+                        return Err(e);
+                    }
+                    warn!(%mx, error = %e, "STARTTLS failed; no policy requires TLS, retrying without it");
+                    in_clear = true;
+                }
+            }
+        }
+    }
+
+    /// The TLS decision of one connection. A fresh opportunistic
+    /// configuration per connection: its record says whether this peer's
+    /// certificate verified.
+    fn decision(&self, tls: &TlsRequirement, in_clear: bool) -> Result<TlsDecision, String> {
+        let client = &self.settings.tls;
+        Ok(match (tls, in_clear) {
+            (TlsRequirement::PkixFor(_), _) => match client.pkix_config() {
+                Ok(config) => TlsDecision::Required { config },
+                Err(e) => return Err(format!("MTA-STS: trust anchors unusable: {e}")),
+            },
+            (_, true) => TlsDecision::Disabled,
+            (_, false) => {
+                let (config, record) = client.opportunistic_config();
+                TlsDecision::Opportunistic { config, record }
+            }
+        })
+    }
+
+    /// One SMTP session carrying the domain's recipients.
+    async fn session(
+        &self,
+        stream: tokio::net::TcpStream,
+        server_name: &str,
+        decision: TlsDecision,
+    ) -> SessionReport {
+        let env = &self.job.envelope;
+        let mail_from = env.sender.to_string();
+        let rcpt_text: Vec<String> = self
+            .idxs
+            .iter()
+            .map(|&i| env.recipients[i].address.to_string())
+            .collect();
+        let recipients = self
+            .idxs
+            .iter()
+            .zip(&rcpt_text)
+            .map(|(&i, text)| RcptSpec {
+                address: text.as_str(),
+                notify: env.recipients[i].notify,
+                orcpt: env.recipients[i].orcpt.as_deref(),
+            })
+            .collect();
+        let tx = Transaction {
+            mail_from: &mail_from,
+            recipients,
+            message: self.job.message.clone(),
+            body: env.body,
+            smtputf8: env.smtputf8,
+            ret: env.ret,
+            envid: env.envid.as_deref(),
+        };
+        let s = self.settings;
+        deliver_session(stream, server_name, &s.hostname, decision, &tx, &s.timeouts).await
+    }
+
+    /// Hands one session's TLS outcome to TLS-RPT (when a policy lookup
+    /// was made).
+    fn report_session(
+        &self,
+        mx_host: &str,
+        addr: IpAddr,
+        local_ip: Option<IpAddr>,
+        report: &SessionReport,
+    ) {
+        let detail = match &report.result {
+            Err(e) => e.to_string(),
+            Ok(_) => format!("{:?}", report.tls),
+        };
+        self.report(Observed {
+            mx_host,
+            ip: Some(addr),
+            sending_ip: local_ip,
+            helo: report.peer_name.clone(),
+            failure: tls_failure(&report.tls),
+            detail: &detail,
+        });
+    }
+
+    /// Hands one TLS outcome to the TLS-RPT recorder; nothing without a
+    /// policy lookup or an address.
+    pub(crate) fn report(&self, seen: Observed<'_>) {
+        let Some(lookup) = self.lookup else { return };
+        let policy = lookup.report(self.domain);
+        // A failed policy fetch is a result of its own (RFC 8460 §4.3.2).
+        let failure = policy.failure.or(seen.failure);
+        let Some(receiving_ip) = seen.ip else { return };
+        self.reporter.record(TlsSessionResult {
+            policy,
+            sending_ip: seen.sending_ip,
+            mx_host: seen.mx_host.to_string(),
+            receiving_ip,
+            receiving_helo: seen.helo,
+            failure,
+            detail: seen.detail.chars().take(200).collect(),
+            is_report: self.job.envelope.origin.is_tls_report(),
+        });
+    }
+}

@@ -1,0 +1,172 @@
+//! The inputs of the outbound decision: everything [`decide`] looks at,
+//! gathered beforehand (by [`Planner`] for delivery and for `policy
+//! explain`), so the decision itself is pure and can be tested as a table.
+//!
+//! [`decide`]: super::decide::decide
+//! [`Planner`]: super::gather::Planner
+
+use portcullis_config::Route;
+use portcullis_dns::{DnsError, Mx};
+use portcullis_policy::PolicyLookup;
+use portcullis_types::Domain;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+/// What the decision knows about one recipient domain.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    /// The recipient domain.
+    pub domain: &'a Domain,
+    /// True when the domain is one of our `accepted_domains`: its MX points
+    /// back at us, so only a route can carry its mail.
+    pub own_domain: bool,
+    /// The configured route for the domain, if any (it wins over MX).
+    pub route: Option<&'a Route>,
+    /// The port MX hosts are contacted on (`[delivery] port`).
+    pub port: u16,
+    /// The MTA-STS lookup; `None` when it was not consulted (a route, or
+    /// delivery without MTA-STS), which applies no policy.
+    pub sts: Option<PolicyLookup>,
+    /// DANE: the slot for TLSA records when the DANE issue lands.
+    pub dane: Dane,
+    /// True for our own TLS reports (the envelope's recorded origin): an
+    /// `enforce` policy is waived for them (RFC 8460 §5.3).
+    pub tls_report: bool,
+    /// The MX answer for the domain ([`MxAnswer::NotAsked`] for a route).
+    pub mx: MxAnswer,
+    /// The addresses of every host name the decision may need (the route's
+    /// host, or the MX hosts), by name.
+    pub addresses: BTreeMap<String, HostAddresses>,
+    /// Targets (address, port) that are this server's own listeners.
+    pub ours: BTreeSet<SocketAddr>,
+}
+
+impl Facts<'_> {
+    /// The addresses looked up for `name`, or an entry saying it was not.
+    pub fn addresses_of(&self, name: &str) -> HostAddresses {
+        self.addresses
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| HostAddresses {
+                addrs: Vec::new(),
+                error: Some(format!("{name}: addresses not looked up")),
+                temporary: true,
+            })
+    }
+}
+
+/// DANE (RFC 7672) input: room for TLSA records. Nothing else exists yet,
+/// so MTA-STS alone decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Dane {
+    /// TLSA records were not looked up.
+    #[default]
+    NotChecked,
+}
+
+/// The MX answer for the recipient domain, kept as DNS distinguishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MxAnswer {
+    /// Not looked up: a route applies, or the decision needs no DNS.
+    #[default]
+    NotAsked,
+    /// The records (a null MX included). Equal preferences are tried in
+    /// this order: the gatherer shuffles them (RFC 5321 §5.1: spread the
+    /// load), the decision keeps their order.
+    Records(Vec<Mx>),
+    /// The domain exists and has no MX records: it is its own mail host
+    /// (implicit MX, RFC 5321 §5.1).
+    NoRecords,
+    /// The domain does not exist (NXDOMAIN).
+    NxDomain,
+    /// The lookup failed for now (SERVFAIL, timeout, ...): the error.
+    Failed(String),
+}
+
+impl From<Result<Vec<Mx>, DnsError>> for MxAnswer {
+    fn from(answer: Result<Vec<Mx>, DnsError>) -> MxAnswer {
+        match answer {
+            Ok(records) => MxAnswer::Records(records),
+            Err(DnsError::NoRecords { .. }) => MxAnswer::NoRecords,
+            Err(DnsError::NxDomain { .. }) => MxAnswer::NxDomain,
+            Err(e) => MxAnswer::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Why an MX answer names no host to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoHosts {
+    /// A null MX (RFC 7505): the domain accepts no mail.
+    NullMx,
+    /// NXDOMAIN.
+    NxDomain,
+    /// A temporary failure, with its error.
+    Failed(String),
+    /// The MX records were not looked up.
+    NotAsked,
+}
+
+/// Where a host in the plan came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostSource {
+    /// The configured route's next hop.
+    Route,
+    /// An MX record, with its preference.
+    Mx {
+        /// Lower is tried first.
+        preference: u16,
+    },
+    /// No MX records: the domain itself (implicit MX).
+    ImplicitMx,
+}
+
+impl MxAnswer {
+    /// The mail hosts this answer names, by preference (ties keep their
+    /// order), or why there are none.
+    pub fn hosts(&self, domain: &Domain) -> Result<Vec<(String, HostSource)>, NoHosts> {
+        match self {
+            // RFC 7505 §3: a null MX means no mail.
+            MxAnswer::Records(mx) if mx.iter().any(|m| m.is_null() || m.exchange == ".") => {
+                Err(NoHosts::NullMx)
+            }
+            MxAnswer::Records(mx) => {
+                let mut sorted = mx.clone();
+                sorted.sort_by_key(|m| m.preference);
+                Ok(sorted
+                    .into_iter()
+                    .map(|m| {
+                        let source = HostSource::Mx {
+                            preference: m.preference,
+                        };
+                        (m.exchange, source)
+                    })
+                    .collect())
+            }
+            MxAnswer::NoRecords => Ok(vec![(domain.as_str().to_owned(), HostSource::ImplicitMx)]),
+            MxAnswer::NxDomain => Err(NoHosts::NxDomain),
+            MxAnswer::Failed(e) => Err(NoHosts::Failed(e.clone())),
+            MxAnswer::NotAsked => Err(NoHosts::NotAsked),
+        }
+    }
+}
+
+/// The addresses of one host name, IPv6 first, then IPv4.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostAddresses {
+    /// The addresses; empty when resolution failed.
+    pub addrs: Vec<IpAddr>,
+    /// Why `addrs` is empty, if it is.
+    pub error: Option<String>,
+    /// True when a temporary DNS failure left `addrs` empty.
+    pub temporary: bool,
+}
+
+/// The route for `domain`: exact entries win over `.parent` entries.
+pub fn route_for<'a>(routes: &'a [Route], domain: &Domain) -> Option<&'a Route> {
+    routes
+        .iter()
+        .filter(|r| &r.domain == domain || (r.include_subdomains && domain.is_within(&r.domain)))
+        .max_by_key(|r| (&r.domain == domain, r.domain.as_str().len()))
+}

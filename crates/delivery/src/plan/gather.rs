@@ -1,0 +1,121 @@
+//! Gathering the facts of a decision: the route, the MX records and the
+//! addresses of each mail host (RFC 5321 §5.1), as DNS distinguishes them.
+//! A temporary DNS failure is never mistaken for "no such record": that
+//! would bounce mail a DNS hiccup could save. Only what the decision needs
+//! is looked up: nothing for a domain it settles before DNS.
+
+use super::decide::consults_dns;
+use super::facts::{Dane, Facts, HostAddresses, MxAnswer, route_for};
+use crate::loops::SelfAddresses;
+use portcullis_config::Route;
+use portcullis_dns::Resolver;
+use portcullis_types::Domain;
+use rand::seq::SliceRandom;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+/// Where mail goes: the resolver, `[routes]`, our own domains and
+/// listeners, and the port MX hosts are contacted on. Shared by delivery
+/// and `policy explain`, so both see the same facts.
+#[derive(Debug, Clone)]
+pub struct Planner<R> {
+    /// Every name lookup goes through it (`[dns]`).
+    pub resolver: R,
+    /// `[routes]`: next hops that win over MX.
+    pub routes: Vec<Route>,
+    /// `[relay] accepted_domains`: mail for these needs a route.
+    pub accepted: Vec<Domain>,
+    /// `[delivery] port`: the port MX hosts are contacted on.
+    pub port: u16,
+    /// Our own listeners: an MX address among them is never contacted.
+    pub myself: SelfAddresses,
+}
+
+impl<R: Resolver> Planner<R> {
+    /// The facts known without any lookup: the route, whether the domain is
+    /// ours, and whether the message is our own TLS report.
+    pub fn facts<'a>(&'a self, domain: &'a Domain, tls_report: bool) -> Facts<'a> {
+        Facts {
+            domain,
+            own_domain: self.accepted.contains(domain),
+            route: route_for(&self.routes, domain),
+            port: self.port,
+            sts: None,
+            dane: Dane::NotChecked,
+            tls_report,
+            mx: MxAnswer::NotAsked,
+            addresses: BTreeMap::new(),
+            ours: BTreeSet::new(),
+        }
+    }
+
+    /// Looks up what the decision needs from DNS: the route's host, or the
+    /// MX records and every mail host's addresses (noting those that are
+    /// this server). Nothing when the decision is made without DNS.
+    pub async fn look_up_dns(&self, facts: &mut Facts<'_>) {
+        if !consults_dns(facts) {
+            return;
+        }
+        if let Some(route) = facts.route {
+            let host = &route.next_hop.host;
+            if host.parse::<IpAddr>().is_err() {
+                let found = resolve(&self.resolver, host).await;
+                facts.addresses.insert(host.clone(), found);
+            }
+            return;
+        }
+        let mut answer = MxAnswer::from(self.resolver.mx(facts.domain.as_str()).await);
+        if let MxAnswer::Records(mx) = &mut answer {
+            // RFC 5321 §5.1: spread the load over equal preferences; the
+            // decision sorts by preference and keeps this order for ties.
+            mx.shuffle(&mut rand::rng());
+        }
+        for (name, _) in answer.hosts(facts.domain).unwrap_or_default() {
+            if facts.addresses.contains_key(&name) {
+                continue;
+            }
+            let found = resolve(&self.resolver, &name).await;
+            for ip in &found.addrs {
+                let target = SocketAddr::new(*ip, self.port);
+                if self.myself.is_self(target) {
+                    facts.ours.insert(target);
+                }
+            }
+            facts.addresses.insert(name, found);
+        }
+        facts.mx = answer;
+    }
+}
+
+/// The addresses of `name`, IPv6 then IPv4; an error only when there are
+/// none, temporary when a lookup failed for now.
+async fn resolve<R: Resolver>(resolver: &R, name: &str) -> HostAddresses {
+    let v6 = resolver.ipv6(name).await;
+    let v4 = resolver.ipv4(name).await;
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    let mut errors = Vec::new();
+    let mut temporary = false;
+    match v6 {
+        Ok(list) => addrs.extend(list.into_iter().map(IpAddr::V6)),
+        Err(e) => {
+            temporary |= e.is_temporary();
+            errors.push(e.to_string());
+        }
+    }
+    match v4 {
+        Ok(list) => addrs.extend(list.into_iter().map(IpAddr::V4)),
+        Err(e) => {
+            temporary |= e.is_temporary();
+            errors.push(e.to_string());
+        }
+    }
+    let error = addrs
+        .is_empty()
+        .then(|| format!("{name}: {}", errors.join(", ")));
+    let temporary = temporary && error.is_some();
+    HostAddresses {
+        addrs,
+        error,
+        temporary,
+    }
+}

@@ -1,0 +1,178 @@
+//! The output of the outbound decision: a [`DeliveryPlan`] names every host
+//! considered, in the order delivery tries them, each with the TLS it must
+//! show and why it is there; and what happens for the domain as a whole
+//! (try the hosts, defer, or fail).
+
+use super::facts::HostSource;
+use std::net::IpAddr;
+
+/// What delivery does for one recipient domain, decided before any
+/// connection is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPlan {
+    /// How MTA-STS applies.
+    pub sts: StsRule,
+    /// Every host considered, in the order they are tried; hosts the
+    /// policy excludes are kept (with [`Contact::Skip`]) so that an
+    /// operator sees why.
+    pub hosts: Vec<PlannedHost>,
+    /// Try the hosts, or defer or fail without connecting.
+    pub outcome: Outcome,
+}
+
+impl DeliveryPlan {
+    /// The hosts to connect to, in order, with the TLS each must show.
+    pub fn candidates(&self) -> impl Iterator<Item = (&PlannedHost, &TlsRequirement)> {
+        self.hosts.iter().filter_map(|h| match &h.contact {
+            Contact::Try(tls) => Some((h, tls)),
+            Contact::Skip(_) => None,
+        })
+    }
+}
+
+/// How MTA-STS (RFC 8461) applies to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StsRule {
+    /// Not consulted: a configured route (the operator's own hop), a
+    /// domain of ours, or delivery without MTA-STS.
+    NotApplied,
+    /// No policy in force (none published, the fetch failed with nothing
+    /// cached, or mode `none`): opportunistic TLS.
+    NoPolicy,
+    /// Mode `testing`: opportunistic, failures reported.
+    Testing,
+    /// Mode `enforce`: listed MX hosts only, PKIX-valid TLS 1.2+ only.
+    Enforce,
+    /// Mode `enforce` waived for our own TLS report (RFC 8460 §5.3): as
+    /// `testing`.
+    ReportExempt,
+    /// The policy store cannot be read: whether a policy is in force is
+    /// unknown, so delivery defers.
+    Unavailable,
+}
+
+impl StsRule {
+    /// The mode as counted in metrics (`none`, `testing`, `enforce`).
+    pub fn label(self) -> &'static str {
+        match self {
+            StsRule::NotApplied | StsRule::NoPolicy => "none",
+            StsRule::Testing | StsRule::ReportExempt => "testing",
+            StsRule::Enforce => "enforce",
+            StsRule::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One host of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedHost {
+    /// The MX (or route) host name, or an IP literal for an IP route.
+    pub name: String,
+    /// TCP port.
+    pub port: u16,
+    /// Why the host is in the plan.
+    pub source: HostSource,
+    /// Addresses to try, IPv6 then IPv4, without this server's own.
+    pub addrs: Vec<IpAddr>,
+    /// Addresses left out because they are this server (never contacted).
+    pub myself: Vec<IpAddr>,
+    /// Why the host has no address, if it has none from DNS.
+    pub error: Option<String>,
+    /// True when a temporary DNS failure left it without addresses.
+    pub temporary: bool,
+    /// How the host stands against the MTA-STS policy.
+    pub policy: PolicyMatch,
+    /// Whether it is contacted, and how.
+    pub contact: Contact,
+}
+
+/// A host against the `mx` patterns of the policy in force (RFC 8461 §4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyMatch {
+    /// No `testing` or `enforce` policy applies.
+    NoPolicy,
+    /// Matched by this pattern (as written, e.g. `*.example.test`).
+    Listed(String),
+    /// Matched by no pattern.
+    NotListed,
+}
+
+/// Whether a host is contacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contact {
+    /// Contact it, demanding this TLS.
+    Try(TlsRequirement),
+    /// Never contact it.
+    Skip(SkipReason),
+}
+
+/// Why a host is not contacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// An `enforce` policy does not list it (RFC 8461 §5).
+    NotInEnforcedPolicy,
+}
+
+/// The TLS a host must show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsRequirement {
+    /// STARTTLS when offered, any certificate; a failed handshake is retried
+    /// in clear.
+    Opportunistic,
+    /// PKIX-valid TLS 1.2+ for this name, or no delivery to the host; never
+    /// a retry in clear (MTA-STS `enforce`).
+    PkixFor(String),
+}
+
+impl TlsRequirement {
+    /// True when a TLS failure must not fall back to clear text.
+    pub fn is_required(&self) -> bool {
+        matches!(self, TlsRequirement::PkixFor(_))
+    }
+}
+
+impl std::fmt::Display for TlsRequirement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsRequirement::Opportunistic => f.write_str("opportunistic"),
+            TlsRequirement::PkixFor(name) => write!(f, "PKIX-valid TLS 1.2+ for {name}"),
+        }
+    }
+}
+
+/// What happens to the recipients of the domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Connect to [`DeliveryPlan::candidates`] in order.
+    Try,
+    /// Try again later, without connecting now.
+    Defer {
+        /// Why, in terms of the decision.
+        cause: DeferCause,
+        /// Why, for the queue, the logs and the DSN.
+        reason: String,
+    },
+    /// The domain cannot receive this mail: bounce.
+    Fail {
+        /// RFC 3463 status.
+        status: (u8, u16, u16),
+        /// For the DSN.
+        reason: String,
+    },
+}
+
+/// The kinds of deferral the decision makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeferCause {
+    /// One of our own domains has no route: its MX would loop back to us.
+    OwnDomainWithoutRoute,
+    /// The MTA-STS policy store cannot be read (RFC 8461 §10.2: unknown is
+    /// not "none").
+    PolicyUnavailable,
+    /// DNS failed for now (MX lookup, or no host has an address).
+    Dns,
+    /// Every address is this server, and some host is still unresolved.
+    LoopsToSelf,
+    /// No MX host matches the enforced policy.
+    PolicyMismatch,
+}

@@ -1,0 +1,594 @@
+//! The outbound decision as a table (no sockets, no DNS server: the facts
+//! are written down), then the gatherer against the in-memory resolver.
+
+use super::decide::{consults_dns, consults_policy, decide};
+use super::facts::{Dane, Facts, HostAddresses, HostSource, MxAnswer};
+use super::gather::Planner;
+use super::outcome::{Contact, DeferCause, DeliveryPlan, Outcome, PolicyMatch, StsRule};
+use crate::loops::SelfAddresses;
+use portcullis_config::{NextHop, Route};
+use portcullis_dns::{MemoryResolver, Mx};
+use portcullis_policy::{
+    CachedPolicy, NoPolicy, NoPolicyReason, PinSource, Policy, PolicyLookup, PolicySource, StsError,
+};
+use portcullis_types::Domain;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+fn d(s: &str) -> Domain {
+    Domain::parse(s).unwrap()
+}
+
+/// What the MX lookup said, in the table's words.
+#[derive(Clone)]
+enum MxKind {
+    List(Vec<(u16, &'static str)>),
+    NoRecords,
+    NxDomain,
+    Null,
+    ServFail,
+}
+
+/// The MTA-STS lookup, in the table's words.
+#[derive(Clone)]
+enum Sts {
+    NotConsulted,
+    NoRecord,
+    FetchFailed,
+    Unavailable,
+    Policy(&'static str, Vec<&'static str>),
+    Pinned(&'static str, Vec<&'static str>),
+}
+
+/// One row: the facts and the plan expected from them.
+#[derive(Clone)]
+struct Row {
+    name: &'static str,
+    domain: &'static str,
+    own_domain: bool,
+    route: Option<(&'static str, u16)>,
+    mx: MxKind,
+    sts: Sts,
+    tls_report: bool,
+}
+
+impl Row {
+    fn new(name: &'static str) -> Row {
+        Row {
+            name,
+            domain: "example.test",
+            own_domain: false,
+            route: None,
+            mx: MxKind::List(vec![(10, "mx1.example.test"), (20, "mx2.example.test")]),
+            sts: Sts::NoRecord,
+            tls_report: false,
+        }
+    }
+    fn mx(mut self, mx: MxKind) -> Row {
+        self.mx = mx;
+        self
+    }
+    fn list(self, list: &[(u16, &'static str)]) -> Row {
+        self.mx(MxKind::List(list.to_vec()))
+    }
+    fn sts(mut self, sts: Sts) -> Row {
+        self.sts = sts;
+        self
+    }
+    fn enforce(self, mx: &[&'static str]) -> Row {
+        self.sts(Sts::Policy("enforce", mx.to_vec()))
+    }
+    fn route(mut self, host: &'static str, port: u16) -> Row {
+        self.route = Some((host, port));
+        self
+    }
+}
+
+fn cached(domain: &Domain, mode: &str, mx: &[&str]) -> Arc<CachedPolicy> {
+    let mut text = format!("version: STSv1\nmode: {mode}\nmax_age: 86400\n");
+    for m in mx {
+        text.push_str(&format!("mx: {m}\n"));
+    }
+    let policy = Policy::parse(&text).unwrap();
+    Arc::new(CachedPolicy::new(
+        domain.clone(),
+        "1".into(),
+        policy,
+        1_700_000_000,
+    ))
+}
+
+fn lookup(sts: &Sts, domain: &Domain) -> Option<PolicyLookup> {
+    let store_error = || StsError::Invalid {
+        reason: "undecodable entry".into(),
+    };
+    Some(match sts {
+        Sts::NotConsulted => return None,
+        Sts::NoRecord => PolicyLookup::None(NoPolicy::NoRecord(NoPolicyReason::NoRecord)),
+        Sts::FetchFailed => PolicyLookup::FetchFailed {
+            domain: domain.clone(),
+            error: StsError::Timeout {
+                host: format!("mta-sts.{domain}"),
+            },
+        },
+        Sts::Unavailable => PolicyLookup::Unavailable {
+            domain: domain.clone(),
+            error: store_error(),
+            fetch: None,
+        },
+        Sts::Policy(mode, mx) => PolicyLookup::Policy {
+            policy: cached(domain, mode, mx),
+            source: PolicySource::Cache,
+        },
+        Sts::Pinned(mode, mx) => PolicyLookup::Policy {
+            policy: cached(domain, mode, mx),
+            source: PolicySource::Pinned {
+                reason: "partner".into(),
+                source: PinSource::Operator,
+            },
+        },
+    })
+}
+
+/// Addresses by name: `noaddr*` has none, `tempaddr*` failed for now,
+/// `self*` is this server (127.0.0.1), any other name one documentation
+/// address.
+fn addresses_of(name: &str, n: u8) -> HostAddresses {
+    let failed = |temporary| HostAddresses {
+        addrs: Vec::new(),
+        error: Some(format!("{name}: no addresses")),
+        temporary,
+    };
+    if name.starts_with("noaddr") {
+        failed(false)
+    } else if name.starts_with("tempaddr") {
+        failed(true)
+    } else if name.starts_with("self") {
+        HostAddresses {
+            addrs: vec![IpAddr::from([127, 0, 0, 1])],
+            ..HostAddresses::default()
+        }
+    } else {
+        HostAddresses {
+            addrs: vec![IpAddr::from([192, 0, 2, n])],
+            ..HostAddresses::default()
+        }
+    }
+}
+
+fn plan_of(row: &Row) -> DeliveryPlan {
+    let domain = d(row.domain);
+    let route = row.route.map(|(host, port)| Route {
+        domain: domain.clone(),
+        include_subdomains: false,
+        next_hop: NextHop {
+            host: host.into(),
+            port,
+        },
+    });
+    let mx = match &row.mx {
+        MxKind::List(list) => MxAnswer::Records(
+            list.iter()
+                .map(|&(preference, exchange)| Mx {
+                    preference,
+                    exchange: exchange.into(),
+                })
+                .collect(),
+        ),
+        MxKind::NoRecords => MxAnswer::NoRecords,
+        MxKind::NxDomain => MxAnswer::NxDomain,
+        MxKind::Null => MxAnswer::Records(vec![Mx {
+            preference: 0,
+            exchange: String::new(),
+        }]),
+        MxKind::ServFail => MxAnswer::Failed("example.test: temporary DNS failure".into()),
+    };
+    let mut facts = Facts {
+        domain: &domain,
+        own_domain: row.own_domain,
+        route: route.as_ref(),
+        port: 25,
+        sts: None,
+        dane: Dane::NotChecked,
+        tls_report: row.tls_report,
+        mx: MxAnswer::NotAsked,
+        addresses: BTreeMap::new(),
+        ours: BTreeSet::new(),
+    };
+    if consults_policy(&facts) {
+        facts.sts = lookup(&row.sts, &domain);
+    }
+    if consults_dns(&facts) {
+        let names: Vec<String> = match row.route {
+            Some((host, _)) => vec![host.to_owned()],
+            None => mx
+                .hosts(&domain)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
+        };
+        for (n, name) in names.into_iter().enumerate() {
+            let found = addresses_of(&name, n as u8 + 1);
+            if name.starts_with("self") {
+                facts.ours.insert(SocketAddr::new(found.addrs[0], 25));
+            }
+            facts.addresses.insert(name, found);
+        }
+        if row.route.is_none() {
+            facts.mx = mx;
+        }
+    }
+    decide(&facts)
+}
+
+/// The plan in the table's words: the outcome, then one entry per host
+/// (`name tls [pattern]`, `skip`, `!listed`, `self`).
+fn summary(plan: &DeliveryPlan) -> (String, Vec<String>) {
+    let outcome = match &plan.outcome {
+        Outcome::Try => "try".to_owned(),
+        Outcome::Defer { cause, .. } => format!("defer {cause:?}"),
+        Outcome::Fail {
+            status: (a, b, c), ..
+        } => format!("fail {a}.{b}.{c}"),
+    };
+    let hosts = plan
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut s = h.name.clone();
+            s.push_str(match &h.contact {
+                Contact::Try(t) if t.is_required() => " pkix",
+                Contact::Try(_) => " opportunistic",
+                Contact::Skip(_) => " skip",
+            });
+            match &h.policy {
+                PolicyMatch::NoPolicy => {}
+                PolicyMatch::Listed(p) => s.push_str(&format!(" [{p}]")),
+                PolicyMatch::NotListed => s.push_str(" !listed"),
+            }
+            if !h.myself.is_empty() {
+                s.push_str(" self");
+            }
+            s
+        })
+        .collect();
+    (outcome, hosts)
+}
+
+#[track_caller]
+fn check(row: Row, sts: StsRule, outcome: &str, hosts: &[&str]) {
+    let plan = plan_of(&row);
+    let (got_outcome, got_hosts) = summary(&plan);
+    assert_eq!(
+        (got_outcome.as_str(), got_hosts.as_slice(), plan.sts),
+        (
+            outcome,
+            hosts
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .as_slice(),
+            sts
+        ),
+        "row {:?}: {plan:#?}",
+        row.name
+    );
+}
+
+#[test]
+fn no_policy_by_mx_answer() {
+    use MxKind::*;
+    let none = StsRule::NoPolicy;
+    let opp = [
+        "mx1.example.test opportunistic",
+        "mx2.example.test opportunistic",
+    ];
+    check(Row::new("mx list by preference"), none, "try", &opp);
+    let reversed = Row::new("sorted").list(&[(20, "mx2.example.test"), (10, "mx1.example.test")]);
+    check(reversed, none, "try", &opp);
+    let implicit = ["example.test opportunistic"];
+    check(
+        Row::new("implicit MX").mx(NoRecords),
+        none,
+        "try",
+        &implicit,
+    );
+    check(Row::new("NXDOMAIN").mx(NxDomain), none, "fail 5.1.2", &[]);
+    check(Row::new("null MX").mx(Null), none, "fail 5.1.10", &[]);
+    check(Row::new("servfail").mx(ServFail), none, "defer Dns", &[]);
+    let noaddr = Row::new("implicit, no address").mx(NoRecords);
+    check(
+        Row {
+            domain: "noaddr.test",
+            ..noaddr
+        },
+        none,
+        "fail 5.4.4",
+        &["noaddr.test opportunistic"],
+    );
+    let tempaddr = Row::new("implicit, address lookup failed").mx(NoRecords);
+    let tempaddr = Row {
+        domain: "tempaddr.test",
+        ..tempaddr
+    };
+    check(
+        tempaddr,
+        none,
+        "defer Dns",
+        &["tempaddr.test opportunistic"],
+    );
+    let ghosts = Row::new("no MX host has an address")
+        .list(&[(10, "noaddr1.example.test"), (20, "tempaddr2.example.test")]);
+    let ghost_hosts = [
+        "noaddr1.example.test opportunistic",
+        "tempaddr2.example.test opportunistic",
+    ];
+    check(ghosts, none, "defer Dns", &ghost_hosts);
+}
+
+#[test]
+fn policies_by_mode() {
+    let enforce = Row::new("enforce").enforce(&["mx1.example.test"]);
+    let pkix_first = [
+        "mx1.example.test pkix [mx1.example.test]",
+        "mx2.example.test skip !listed",
+    ];
+    check(enforce.clone(), StsRule::Enforce, "try", &pkix_first);
+    let testing = Row::new("testing").sts(Sts::Policy("testing", vec!["mx1.example.test"]));
+    let both = [
+        "mx1.example.test opportunistic [mx1.example.test]",
+        "mx2.example.test opportunistic !listed",
+    ];
+    check(testing, StsRule::Testing, "try", &both);
+    let exempt = Row {
+        tls_report: true,
+        ..enforce.clone()
+    };
+    check(exempt, StsRule::ReportExempt, "try", &both);
+    let opp = [
+        "mx1.example.test opportunistic",
+        "mx2.example.test opportunistic",
+    ];
+    let none = Row::new("mode none").sts(Sts::Policy("none", vec![]));
+    check(none, StsRule::NoPolicy, "try", &opp);
+    let failed = Row::new("fetch failed").sts(Sts::FetchFailed);
+    check(failed, StsRule::NoPolicy, "try", &opp);
+    let off = Row::new("MTA-STS not consulted").sts(Sts::NotConsulted);
+    check(off, StsRule::NotApplied, "try", &opp);
+    let unavailable = Row::new("unavailable: no DNS").sts(Sts::Unavailable);
+    check(
+        unavailable,
+        StsRule::Unavailable,
+        "defer PolicyUnavailable",
+        &[],
+    );
+    let pinned = Row::new("pinned").sts(Sts::Pinned("enforce", vec!["mx2.example.test"]));
+    let pkix_second = [
+        "mx1.example.test skip !listed",
+        "mx2.example.test pkix [mx2.example.test]",
+    ];
+    check(pinned, StsRule::Enforce, "try", &pkix_second);
+}
+
+#[test]
+fn enforced_patterns_and_wildcards() {
+    let enforce = StsRule::Enforce;
+    let wildcard = Row::new("wildcard: one label only")
+        .list(&[
+            (10, "a.b.example.test"),
+            (20, "mx1.example.test"),
+            (30, "example.test"),
+        ])
+        .enforce(&["*.example.test"]);
+    let hosts = [
+        "a.b.example.test skip !listed",
+        "mx1.example.test pkix [*.example.test]",
+        "example.test skip !listed",
+    ];
+    check(wildcard, enforce, "try", &hosts);
+    let case = Row::new("case and trailing dot").list(&[(10, "MX1.Example.Test.")]);
+    let case = case.enforce(&["mx1.example.test"]);
+    check(
+        case,
+        enforce,
+        "try",
+        &["MX1.Example.Test. pkix [mx1.example.test]"],
+    );
+    let mismatch = Row::new("no MX listed").enforce(&["mx.other.test"]);
+    let skipped = [
+        "mx1.example.test skip !listed",
+        "mx2.example.test skip !listed",
+    ];
+    check(mismatch, enforce, "defer PolicyMismatch", &skipped);
+    let nx = Row::new("NXDOMAIN before the policy").enforce(&["mx.other.test"]);
+    check(nx.mx(MxKind::NxDomain), enforce, "fail 5.1.2", &[]);
+}
+
+#[test]
+fn routes_own_domains_and_loops() {
+    let na = StsRule::NotApplied;
+    let ip_route = Row::new("IP route, policy ignored").route("127.0.0.1", 2526);
+    let ip_route = ip_route.enforce(&["mx.other.test"]);
+    check(ip_route, na, "try", &["127.0.0.1 opportunistic"]);
+    let named = Row::new("named route").route("relay.example.test", 25);
+    check(named, na, "try", &["relay.example.test opportunistic"]);
+    let unresolved = Row::new("route unresolved").route("tempaddr.example.test", 25);
+    check(
+        unresolved,
+        na,
+        "defer Dns",
+        &["tempaddr.example.test opportunistic"],
+    );
+    let own = Row {
+        own_domain: true,
+        ..Row::new("own domain without route")
+    };
+    check(own.clone(), na, "defer OwnDomainWithoutRoute", &[]);
+    check(
+        own.route("127.0.0.1", 2526),
+        na,
+        "try",
+        &["127.0.0.1 opportunistic"],
+    );
+    let me = ["self1.example.test opportunistic self"];
+    let looped = Row::new("loops").list(&[(10, "self1.example.test")]);
+    check(looped, StsRule::NoPolicy, "fail 5.4.6", &me);
+    let unsure = Row::new("loops, other unresolved")
+        .list(&[(10, "self1.example.test"), (20, "tempaddr.example.test")]);
+    let hosts = [me[0], "tempaddr.example.test opportunistic"];
+    check(unsure, StsRule::NoPolicy, "defer LoopsToSelf", &hosts);
+    let other =
+        Row::new("loops, other host").list(&[(10, "self1.example.test"), (20, "mx2.example.test")]);
+    check(
+        other,
+        StsRule::NoPolicy,
+        "try",
+        &[me[0], "mx2.example.test opportunistic"],
+    );
+    let enforced = Row::new("loops before the policy").list(&[(10, "self1.example.test")]);
+    check(
+        enforced.enforce(&["mx.other.test"]),
+        StsRule::Enforce,
+        "fail 5.4.6",
+        &me,
+    );
+}
+
+#[test]
+fn hosts_say_where_they_came_from() {
+    let plan = plan_of(&Row::new("sources"));
+    assert_eq!(plan.hosts[0].source, HostSource::Mx { preference: 10 });
+    let plan = plan_of(&Row::new("implicit").mx(MxKind::NoRecords));
+    assert_eq!(plan.hosts[0].source, HostSource::ImplicitMx);
+    let plan = plan_of(&Row::new("route").route("127.0.0.1", 2526));
+    assert_eq!(plan.hosts[0].source, HostSource::Route);
+    assert_eq!(plan.hosts[0].port, 2526);
+    assert!(matches!(
+        plan_of(&Row::new("unavailable").sts(Sts::Unavailable)).outcome,
+        Outcome::Defer {
+            cause: DeferCause::PolicyUnavailable,
+            ref reason
+        } if reason.contains("cannot be read")
+    ));
+}
+
+fn planner(r: MemoryResolver, routes: Vec<Route>) -> Planner<MemoryResolver> {
+    Planner {
+        resolver: r,
+        routes,
+        accepted: Vec::new(),
+        port: 25,
+        myself: SelfAddresses::default(),
+    }
+}
+
+async fn gathered(p: &Planner<MemoryResolver>, domain: &str) -> DeliveryPlan {
+    let domain = d(domain);
+    let mut facts = p.facts(&domain, false);
+    p.look_up_dns(&mut facts).await;
+    decide(&facts)
+}
+
+#[tokio::test]
+async fn mx_sorted_by_preference_with_addresses_v6_first() {
+    let r = MemoryResolver::new()
+        .mx("example.test", 20, "mx2.example.test")
+        .mx("example.test", 10, "mx1.example.test")
+        .a("mx1.example.test", Ipv4Addr::new(192, 0, 2, 1))
+        .aaaa("mx1.example.test", Ipv6Addr::LOCALHOST)
+        .a("mx2.example.test", Ipv4Addr::new(192, 0, 2, 2));
+    let plan = gathered(&planner(r, vec![]), "example.test").await;
+    assert_eq!(
+        plan.hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>(),
+        ["mx1.example.test", "mx2.example.test"]
+    );
+    assert_eq!(
+        plan.hosts[0].addrs,
+        vec![
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))
+        ]
+    );
+    assert_eq!(plan.hosts[0].port, 25);
+}
+
+#[tokio::test]
+async fn equal_preferences_are_shuffled() {
+    let mut r = MemoryResolver::new();
+    for i in 0..6 {
+        r = r
+            .mx("example.test", 10, &format!("mx{i}.example.test"))
+            .a(&format!("mx{i}.example.test"), Ipv4Addr::new(192, 0, 2, i));
+    }
+    let p = planner(r, vec![]);
+    let mut firsts = std::collections::HashSet::new();
+    for _ in 0..40 {
+        firsts.insert(gathered(&p, "example.test").await.hosts[0].name.clone());
+    }
+    assert!(firsts.len() > 1, "never shuffled");
+}
+
+#[tokio::test]
+async fn implicit_mx_null_mx_nxdomain_and_temporary() {
+    let r = MemoryResolver::new()
+        .a("implicit.test", Ipv4Addr::new(192, 0, 2, 9))
+        .mx("null.test", 0, ".")
+        .a("noaddr.test", Ipv4Addr::new(192, 0, 2, 10))
+        .mx("noaddr.test", 10, "ghost.noaddr.test")
+        .temp_fail("temp.test");
+    let p = planner(r, vec![]);
+    let plan = gathered(&p, "implicit.test").await;
+    assert_eq!(plan.hosts[0].name, "implicit.test");
+    assert_eq!(plan.outcome, Outcome::Try);
+    let status = |plan: DeliveryPlan| match plan.outcome {
+        Outcome::Fail { status, .. } => Some(status),
+        _ => None,
+    };
+    assert_eq!(status(gathered(&p, "null.test").await), Some((5, 1, 10)));
+    assert_eq!(status(gathered(&p, "nowhere.test").await), Some((5, 1, 2)));
+    assert!(matches!(
+        gathered(&p, "temp.test").await.outcome,
+        Outcome::Defer {
+            cause: DeferCause::Dns,
+            ..
+        }
+    ));
+    // An MX host without addresses: try later, someone may fix DNS.
+    assert!(matches!(
+        gathered(&p, "noaddr.test").await.outcome,
+        Outcome::Defer {
+            cause: DeferCause::Dns,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn routes_win_over_mx() {
+    let r = MemoryResolver::new().mx("example.test", 10, "mx.example.test");
+    let routes = vec![Route {
+        domain: d("example.test"),
+        include_subdomains: true,
+        next_hop: NextHop {
+            host: "127.0.0.1".into(),
+            port: 2526,
+        },
+    }];
+    let plan = gathered(&planner(r, routes), "sub.example.test").await;
+    assert_eq!(plan.outcome, Outcome::Try);
+    assert_eq!(plan.hosts.len(), 1);
+    assert_eq!(
+        (
+            plan.hosts[0].name.as_str(),
+            plan.hosts[0].port,
+            &plan.hosts[0].addrs
+        ),
+        ("127.0.0.1", 2526, &vec![IpAddr::from([127, 0, 0, 1])])
+    );
+    assert_eq!(plan.hosts[0].error, None);
+}
