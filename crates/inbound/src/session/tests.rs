@@ -14,23 +14,14 @@ mod smuggling;
 mod spool;
 
 fn limits() -> Limits {
+    // Small limits where the tests reach them; the reference defaults else.
     Limits {
         max_connections: 100,
         max_connections_per_ip: 10,
-        max_session_duration: Duration::from_secs(3600),
-        max_junk_commands: 100,
         max_line_length: 512,
         max_message_size: 100_000,
-        max_recipients: 100,
-        max_errors: 10,
-        max_received_headers: 100,
-        command_timeout: Duration::from_secs(300),
-        data_timeout: Duration::from_secs(600),
-        tls_handshake_timeout: Duration::from_secs(30),
-        greet_pause: Duration::ZERO,
-        shutdown_grace: Duration::from_secs(30),
         spool_threshold: 262_144,
-        max_header_size: 262_144,
+        ..Limits::default()
     }
 }
 
