@@ -15,6 +15,7 @@ use crate::client::{
     deliver_session,
 };
 use crate::connect::Connector;
+use crate::destinations::{Destinations, LiveDestinations};
 use crate::loops::SelfAddresses;
 use crate::metrics::DeliveryMetrics;
 use crate::plan::{Hop, PlanError, plan};
@@ -36,8 +37,8 @@ use tracing::{debug, info, warn};
 pub struct Deliverer<R, C> {
     resolver: R,
     connector: C,
-    routes: Vec<Route>,
-    accepted: Vec<Domain>,
+    /// `[routes]` and accepted domains, replaced by a reload.
+    destinations: LiveDestinations,
     port: u16,
     hostname: String,
     tls: ClientTls,
@@ -92,8 +93,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
         Deliverer {
             resolver,
             connector,
-            routes,
-            accepted,
+            destinations: LiveDestinations::new(Destinations { routes, accepted }),
             port,
             hostname,
             tls,
@@ -127,6 +127,12 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
         self
     }
 
+    /// The routes and accepted domains it delivers by: setting new ones
+    /// on this handle (a reload) applies to deliveries started after.
+    pub fn destinations(&self) -> &LiveDestinations {
+        &self.destinations
+    }
+
     fn domain_permit(&self, domain: &Domain) -> Arc<Semaphore> {
         let mut map = self.domains.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(domain.clone())
@@ -140,7 +146,8 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
         domain: &Domain,
         idxs: &[usize],
     ) -> Vec<RecipientResult> {
-        if self.accepted.contains(domain) && crate::plan::route_for(&self.routes, domain).is_none()
+        let dest = self.destinations.get();
+        if dest.accepted.contains(domain) && crate::plan::route_for(&dest.routes, domain).is_none()
         {
             // Our own domain's MX points back at us: looking it up would
             // loop. Mail for it waits for a route to the internal store.
@@ -154,7 +161,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
         }
         let semaphore = self.domain_permit(domain);
         let _permit = semaphore.acquire_owned().await.ok();
-        let routed = crate::plan::route_for(&self.routes, domain).is_some();
+        let routed = crate::plan::route_for(&dest.routes, domain).is_some();
         // RFC 8461 applies to MX delivery; a configured route is the
         // operator's own hop.
         let lookup = match (&self.policy, routed) {
@@ -189,7 +196,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             TlsPolicy::Testing => "testing",
             TlsPolicy::Opportunistic => "none",
         });
-        let planned = match plan(&self.resolver, &self.routes, self.port, domain).await {
+        let planned = match plan(&self.resolver, &dest.routes, self.port, domain).await {
             // A configured route is the operator's own choice of hop.
             Ok(h) if routed => Ok(h),
             Ok(h) => self.without_myself(domain, h),

@@ -12,6 +12,7 @@
 pub mod client;
 mod connect;
 mod deliverer;
+mod destinations;
 pub mod loops;
 mod metrics;
 pub mod plan;
@@ -19,6 +20,7 @@ pub mod plan;
 pub use client::Timeouts;
 pub use connect::{Connector, TcpConnector};
 pub use deliverer::Deliverer;
+pub use destinations::{Destinations, LiveDestinations};
 pub use loops::SelfAddresses;
 pub use metrics::DeliveryMetrics;
 pub use portcullis_tlsrpt::{LogTlsResults, TlsResultSink, TlsSessionResult};
