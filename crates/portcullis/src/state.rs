@@ -2,7 +2,8 @@
 //! server, one small type per concern. `serve` builds them at start.
 
 use crate::tlsrpt::{ReportMetrics, TlsRptSender};
-use portcullis_config::{Route, TlsRpt};
+use portcullis_config::TlsRpt;
+use portcullis_delivery::LiveDestinations;
 use portcullis_dns::HickoryResolver;
 use portcullis_inbound::ListenerHandle;
 use portcullis_policy::PolicyEngine;
@@ -43,8 +44,8 @@ pub struct PolicyAccess {
     pub engine: Arc<Engine>,
     /// The resolver built from `[dns]`.
     pub resolver: HickoryResolver,
-    /// `[routes]`.
-    pub routes: Vec<Route>,
+    /// `[routes]` as delivery has them now (a reload replaces them).
+    pub destinations: LiveDestinations,
     /// `[delivery] port`.
     pub delivery_port: u16,
 }

@@ -19,7 +19,8 @@ impl PolicyAccess {
         let d = parse_domain(domain)?;
         let mut notes: Vec<String> = Vec::new();
         let policy = self.policy_in_force(&d, &mut notes).await?;
-        let route = portcullis_delivery::plan::route_for(&self.routes, &d);
+        let destinations = self.destinations.get();
+        let route = portcullis_delivery::plan::route_for(&destinations.routes, &d);
         let mode = match (&policy, route) {
             (Some(p), None) => p.mode.parse::<Mode>().ok(),
             _ => None,
@@ -110,7 +111,7 @@ impl PolicyAccess {
         }
         let hops = match portcullis_delivery::plan::plan(
             &self.resolver,
-            &self.routes,
+            &self.destinations.get().routes,
             self.delivery_port,
             d,
         )
