@@ -8,7 +8,7 @@
 use crate::accept::{AcceptPipeline, PipelineParts};
 use crate::conn_limit::ConnLimit;
 use crate::dkim::DkimSigners;
-use crate::live::{Live, LiveSlot};
+use crate::live::{Live, LiveSlot, Stable};
 use crate::metrics::InboundMetrics;
 use crate::server::Inbound;
 use crate::session::{SessionConfig, VerifyScope};
@@ -176,23 +176,6 @@ impl<'a> InboundBuilder<'a> {
             budget: (size, budget),
         }
     }
-}
-
-/// The parts of the service that outlive a reload: state shared by every
-/// generation of settings.
-pub(crate) struct Stable {
-    /// Failed-AUTH accounting (lockouts survive a reload).
-    pub(crate) guard: Arc<AuthGuard>,
-    /// Per-user sending rates.
-    pub(crate) rate: Arc<SendRate>,
-    /// Draws queue ids; writes large messages to the store as they arrive.
-    pub(crate) spooler: Spooler,
-    /// The inbound counters.
-    pub(crate) metrics: Arc<InboundMetrics>,
-    /// The time of queue ids, trace headers and envelopes.
-    pub(crate) clock: Arc<dyn Clock>,
-    /// True when a certificate is loaded (STARTTLS can be offered).
-    pub(crate) tls_available: bool,
 }
 
 /// What every listener's session settings share.

@@ -2,13 +2,18 @@
 //! settings, the AUTH checker (users file, hashing gate) and the accept
 //! pipeline (verifier, DKIM keys). A reload builds a new [`Live`] and swaps
 //! it in whole; each connection reads it once when it is accepted, so an
-//! open session finishes under the settings it started with.
+//! open session finishes under the settings it started with. [`Stable`]
+//! is what every generation shares and a reload keeps.
 
 use crate::accept::AcceptPipeline;
+use crate::metrics::InboundMetrics;
 use crate::session::SessionConfig;
 use crate::smtp_auth::AuthChecker;
-use crate::spooler::ReadBudget;
+use crate::spooler::{ReadBudget, Spooler};
 use portcullis_config::Role;
+use portcullis_submission::lockout::AuthGuard;
+use portcullis_submission::rate::SendRate;
+use portcullis_types::Clock;
 use std::sync::{Arc, RwLock};
 
 /// One generation of the config-derived parts of the inbound service.
@@ -56,4 +61,21 @@ impl LiveSlot {
     pub(crate) fn set(&self, live: Live) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
     }
+}
+
+/// The parts of the service that outlive a reload: state shared by every
+/// generation of settings.
+pub(crate) struct Stable {
+    /// Failed-AUTH accounting (lockouts survive a reload).
+    pub(crate) guard: Arc<AuthGuard>,
+    /// Per-user sending rates.
+    pub(crate) rate: Arc<SendRate>,
+    /// Draws queue ids; writes large messages to the store as they arrive.
+    pub(crate) spooler: Spooler,
+    /// The inbound counters.
+    pub(crate) metrics: Arc<InboundMetrics>,
+    /// The time of queue ids, trace headers and envelopes.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// True when a certificate is loaded (STARTTLS can be offered).
+    pub(crate) tls_available: bool,
 }

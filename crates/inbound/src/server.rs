@@ -3,9 +3,8 @@
 //! raced against shutdown, STARTTLS as a change of stream type.
 
 use crate::accept::{AcceptPipeline, Answer};
-use crate::builder::Stable;
 use crate::conn_limit::{ConnLimit, ListenerSlots, Refusal};
-use crate::live::{Live, LiveSlot};
+use crate::live::{Live, LiveSlot, Stable};
 use crate::metrics::{
     ConnRefusal, InboundMetrics, ListenerMetrics, RejectReason, SessionOutcome, UserLimit,
 };
