@@ -33,8 +33,8 @@ pub use metrics_http::{MetricsListener, bind_metrics};
 pub use protocol::{
     Answer, AttemptEntry, ExplainHost, ExplainPlan, ListenerStatus, PolicyEntry, PolicyEvicted,
     PolicyExplain, PolicyRefresh, PolicyShow, PolicyUnpinned, QueueDeleted, QueueDetail,
-    QueueEntry, QueueEnvelope, QueueRetried, RecipientEntry, RecipientStateEntry, Request,
-    Response, StatusReport, TlsrptEntry, TlsrptOutcome, TlsrptSendResult,
+    QueueEntry, QueueEnvelope, QueueRetried, RecipientEntry, RecipientStateEntry, ReloadReport,
+    Request, Response, StatusReport, TlsrptEntry, TlsrptOutcome, TlsrptSendResult,
 };
 pub use server::{AdminListener, Handler, MAX_REQUEST_LINE, bind, serve};
 pub use table::render_table;

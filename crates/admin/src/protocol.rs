@@ -104,6 +104,10 @@ pub enum Request {
     /// the send window (a day still being collected is never sent), as a
     /// [`TlsrptSendResult`].
     TlsrptSend,
+    /// Re-reads the whole config file the server was started with and puts
+    /// it in force (as SIGHUP does), as a [`ReloadReport`]; a file with an
+    /// error is refused with the error (key and line) and changes nothing.
+    Reload,
 }
 
 /// The answer to one [`Request`].
@@ -183,6 +187,8 @@ pub enum Answer {
     TlsrptShow(serde_json::Value),
     /// To [`Request::TlsrptSend`].
     TlsrptSend(TlsrptSendResult),
+    /// To [`Request::Reload`].
+    Reload(ReloadReport),
 }
 
 impl Answer {
@@ -207,6 +213,7 @@ impl Answer {
             Request::TlsrptList => Answer::TlsrptList(v(body)?),
             Request::TlsrptShow { .. } => Answer::TlsrptShow(body),
             Request::TlsrptSend => Answer::TlsrptSend(v(body)?),
+            Request::Reload => Answer::Reload(v(body)?),
         })
     }
 
@@ -230,6 +237,23 @@ impl From<Answer> for Response {
     fn from(answer: Answer) -> Response {
         Response::ok(&answer)
     }
+}
+
+/// What a successful reload changed: the new config is in force, except
+/// the settings in `needs_restart`, which stay as the server started.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ReloadReport {
+    /// The config file that was read (`None`: the development defaults).
+    pub config: Option<String>,
+    /// The sections whose new values are in force (`relay`, `routes`,
+    /// `limits`, ...); empty when the file said what was in force.
+    pub changed: Vec<String>,
+    /// Settings that changed in the file but take effect only at a
+    /// restart (`listen`, `data_dir`, `admin`, `dns`, ...).
+    pub needs_restart: Vec<String>,
+    /// The certificate in force after the reload (its files are read
+    /// again at every reload).
+    pub certificate: String,
 }
 
 /// What `portcullis status` shows.

@@ -15,6 +15,7 @@
 pub mod client;
 mod connect;
 mod deliverer;
+mod destinations;
 mod execute;
 pub mod loops;
 mod metrics;
@@ -25,6 +26,7 @@ mod settings;
 pub use client::Timeouts;
 pub use connect::{Connector, TcpConnector};
 pub use deliverer::Deliverer;
+pub use destinations::{Destinations, LiveDestinations};
 pub use loops::SelfAddresses;
 pub use metrics::DeliveryMetrics;
 pub use plan::Planner;

@@ -51,8 +51,12 @@ fn deliverer(
     Deliverer::new(DelivererSettings {
         planner: Planner {
             resolver: dns.clone(),
-            routes,
-            accepted: vec![Domain::parse("example.test").unwrap()],
+            destinations: portcullis_delivery::LiveDestinations::new(
+                portcullis_delivery::Destinations {
+                    routes,
+                    accepted: vec![Domain::parse("example.test").unwrap()],
+                },
+            ),
             port,
             myself,
         },

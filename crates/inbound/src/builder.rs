@@ -2,11 +2,13 @@
 //! config and the store, and optionally what the binary wires in (the
 //! certificate, counters, clock, verifier, DKIM keys, token
 //! introspection); it makes the per-role session settings, the AUTH
-//! checker and the accept pipeline once.
+//! checker and the accept pipeline, at the start ([`InboundBuilder::build`])
+//! and again at each reload ([`InboundBuilder::reload`]).
 
 use crate::accept::{AcceptPipeline, PipelineParts};
 use crate::conn_limit::ConnLimit;
 use crate::dkim::DkimSigners;
+use crate::live::{Live, LiveSlot, Stable};
 use crate::metrics::InboundMetrics;
 use crate::server::Inbound;
 use crate::session::{SessionConfig, VerifyScope};
@@ -95,42 +97,84 @@ impl<'a> InboundBuilder<'a> {
 
     /// The service, shared by all listeners and sessions.
     pub fn build(self) -> Arc<Inbound> {
-        let config = self.config;
-        let metrics = self.metrics.unwrap_or_default();
-        let guard = Arc::new(AuthGuard::new(config.submission.lockout.clone()));
-        let spooler = Spooler::new(self.queue.clone(), self.clock.clone(), rand::random());
-        metrics.watch_introspector(self.oauth.clone());
-        let shared = Shared {
+        let metrics = self.metrics.clone().unwrap_or_default();
+        let stable = Stable {
+            guard: Arc::new(AuthGuard::new(self.config.submission.lockout.clone())),
+            rate: Arc::new(SendRate::new()),
+            spooler: Spooler::new(self.queue.clone(), self.clock.clone(), rand::random()),
+            metrics: metrics.clone(),
+            clock: self.clock.clone(),
             tls_available: self.tls.is_some(),
+        };
+        let config = self.config;
+        let tls = self.tls.clone();
+        let live = self.live(&stable, None);
+        Arc::new(Inbound {
+            tls,
+            metrics,
+            limits: ConnLimit::new(config.limits.max_connections),
+            live: LiveSlot::new(live),
+            session_ids: AtomicU64::new(rand::random::<u32>() as u64),
+            stable,
+        })
+    }
+
+    /// Puts this builder's config, verifier, DKIM keys and OAuth in force
+    /// in the running `inbound`, for connections accepted from now on;
+    /// open sessions finish under what they started with. What outlives a
+    /// reload stays `inbound`'s: the certificate (reloaded on its own),
+    /// counters, clock, the connection totals (`[limits] max_connections`,
+    /// `[[listen]]`), lockout state and its `[submission.lockout]`
+    /// settings, and sending rates.
+    pub fn reload(self, inbound: &Inbound) {
+        let old = inbound.live.get();
+        let live = self.live(&inbound.stable, Some(&old.budget));
+        inbound.live.set(live);
+    }
+
+    /// The config-derived parts over `stable`; the read budget of `old`
+    /// when it was sized for the same message size.
+    fn live(self, stable: &Stable, old: Option<&(u64, ReadBudget)>) -> Live {
+        let config = self.config;
+        stable.metrics.watch_introspector(self.oauth.clone());
+        let shared = Shared {
+            tls_available: stable.tls_available,
             oauth: self.oauth.is_some(),
             verifier: self.verifier.is_some(),
-            guard: guard.clone(),
-            rate: Arc::new(SendRate::new()),
+            guard: stable.guard.clone(),
+            rate: stable.rate.clone(),
         };
         let configs = [Role::Smtp, Role::Submission, Role::Submissions]
             .into_iter()
             .map(|role| (role, Arc::new(session_config(config, role, &shared))))
             .collect();
+        let size = config.limits.max_message_size;
+        let budget = match old {
+            Some((s, b)) if *s == size => b.clone(),
+            _ => read_budget(config),
+        };
         let pipeline = AcceptPipeline::new(PipelineParts {
             queue: self.queue,
-            clock: self.clock,
+            clock: stable.clock.clone(),
             verifier: self.verifier,
             dkim: self.dkim,
-            spooler: spooler.clone(),
-            read_budget: read_budget(config),
-            metrics: metrics.clone(),
+            spooler: stable.spooler.clone(),
+            read_budget: budget.clone(),
+            metrics: stable.metrics.clone(),
         });
-        Arc::new(Inbound {
-            tls: self.tls,
-            auth: AuthChecker::new(config, guard, self.oauth, metrics.clone()),
-            metrics,
-            limits: ConnLimit::new(config.limits.max_connections),
-            max_per_addr: config.limits.max_connections_per_ip,
+        let auth = AuthChecker::new(
+            config,
+            stable.guard.clone(),
+            self.oauth,
+            stable.metrics.clone(),
+        );
+        Live {
             configs,
+            max_per_addr: config.limits.max_connections_per_ip,
+            auth,
             pipeline,
-            spooler,
-            session_ids: AtomicU64::new(rand::random::<u32>() as u64),
-        })
+            budget: (size, budget),
+        }
     }
 }
 

@@ -109,7 +109,6 @@ pub struct ListenerSlots {
     total: ConnLimit,
     inner: Arc<Mutex<Counts>>,
     max: u32,
-    max_per_addr: u32,
 }
 
 struct Counts {
@@ -125,9 +124,9 @@ pub struct ConnGuard {
 }
 
 impl ListenerSlots {
-    /// A listener taking at most `max` connections, `max_per_addr` from one
-    /// address key, within `total`.
-    pub fn new(total: ConnLimit, max: u32, max_per_addr: u32) -> ListenerSlots {
+    /// A listener taking at most `max` connections within `total` (the cap
+    /// per address key is given with each [`ListenerSlots::acquire`]).
+    pub fn new(total: ConnLimit, max: u32) -> ListenerSlots {
         ListenerSlots {
             total,
             inner: Arc::new(Mutex::new(Counts {
@@ -135,17 +134,17 @@ impl ListenerSlots {
                 per_addr: HashMap::new(),
             })),
             max,
-            max_per_addr,
         }
     }
 
-    /// Takes a place for a connection from `ip`, or says why not. The
-    /// client's own excess is named first (per address), then the
-    /// listener's, then the server's.
-    pub fn acquire(&self, ip: IpAddr) -> Result<ConnGuard, Refusal> {
+    /// Takes a place for a connection from `ip`, at most `max_per_addr`
+    /// from its address key (the cap in force when the connection came: a
+    /// reload may change it), or says why not. The client's own excess is
+    /// named first (per address), then the listener's, then the server's.
+    pub fn acquire(&self, ip: IpAddr, max_per_addr: u32) -> Result<ConnGuard, Refusal> {
         let key = AddrKey::of(ip);
         let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if c.per_addr.get(&key).copied().unwrap_or(0) >= self.max_per_addr {
+        if c.per_addr.get(&key).copied().unwrap_or(0) >= max_per_addr {
             return Err(Refusal::PerAddress);
         }
         if c.open >= self.max {
@@ -188,13 +187,31 @@ impl Drop for ConnGuard {
 mod tests {
     use super::*;
 
+    /// A listener's slots with the per-address cap the server would
+    /// give each `acquire`.
+    struct Slots(ListenerSlots, u32);
+
+    impl Slots {
+        fn acquire(&self, ip: IpAddr) -> Result<ConnGuard, Refusal> {
+            self.0.acquire(ip, self.1)
+        }
+
+        fn open(&self) -> u32 {
+            self.0.open()
+        }
+    }
+
+    fn slots(total: ConnLimit, max: u32, max_per_addr: u32) -> Slots {
+        Slots(ListenerSlots::new(total, max), max_per_addr)
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
     #[test]
     fn caps_and_release() {
-        let l = ListenerSlots::new(ConnLimit::new(3), 3, 2);
+        let l = slots(ConnLimit::new(3), 3, 2);
         let a = ip("192.0.2.1");
         let b = ip("192.0.2.2");
         let g1 = l.acquire(a).unwrap();
@@ -213,8 +230,8 @@ mod tests {
     #[test]
     fn a_full_listener_does_not_take_anothers_places() {
         let total = ConnLimit::new(4);
-        let smtp = ListenerSlots::new(total.clone(), 2, 10);
-        let submission = ListenerSlots::new(total.clone(), 2, 10);
+        let smtp = slots(total.clone(), 2, 10);
+        let submission = slots(total.clone(), 2, 10);
         let _s: Vec<_> = (1..=2)
             .map(|i| smtp.acquire(ip(&format!("192.0.2.{i}"))).unwrap())
             .collect();
@@ -229,8 +246,8 @@ mod tests {
     #[test]
     fn the_total_caps_all_listeners_together() {
         let total = ConnLimit::new(2);
-        let a = ListenerSlots::new(total.clone(), 2, 10);
-        let b = ListenerSlots::new(total.clone(), 2, 10);
+        let a = slots(total.clone(), 2, 10);
+        let b = slots(total.clone(), 2, 10);
         let g = a.acquire(ip("192.0.2.1")).unwrap();
         let _h = b.acquire(ip("192.0.2.2")).unwrap();
         assert_eq!(b.acquire(ip("192.0.2.3")).err(), Some(Refusal::Total));
@@ -244,8 +261,8 @@ mod tests {
     #[test]
     fn per_address_counts_are_per_listener() {
         let total = ConnLimit::new(10);
-        let a = ListenerSlots::new(total.clone(), 10, 1);
-        let b = ListenerSlots::new(total.clone(), 10, 1);
+        let a = slots(total.clone(), 10, 1);
+        let b = slots(total.clone(), 10, 1);
         let _g = a.acquire(ip("192.0.2.1")).unwrap();
         assert_eq!(a.acquire(ip("192.0.2.1")).err(), Some(Refusal::PerAddress));
         assert!(b.acquire(ip("192.0.2.1")).is_ok());
@@ -254,7 +271,7 @@ mod tests {
     /// IPv6 addresses in one /64 share one budget; another /64 has its own.
     #[test]
     fn ipv6_counts_per_64() {
-        let l = ListenerSlots::new(ConnLimit::new(100), 100, 2);
+        let l = slots(ConnLimit::new(100), 100, 2);
         let _a = l.acquire(ip("2001:db8:1:2::1")).unwrap();
         let _b = l.acquire(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).unwrap();
         assert_eq!(
@@ -274,7 +291,7 @@ mod tests {
 
     #[test]
     fn releasing_one_address_of_a_64_frees_a_place_for_another() {
-        let l = ListenerSlots::new(ConnLimit::new(100), 100, 1);
+        let l = slots(ConnLimit::new(100), 100, 1);
         let g = l.acquire(ip("2001:db8::1")).unwrap();
         assert_eq!(
             l.acquire(ip("2001:db8::2")).err(),
@@ -293,7 +310,7 @@ mod tests {
             AddrKey::of(ip("::ffff:192.0.2.1")),
             AddrKey::of(ip("192.0.2.1"))
         );
-        let l = ListenerSlots::new(ConnLimit::new(100), 100, 1);
+        let l = slots(ConnLimit::new(100), 100, 1);
         let _a = l.acquire(ip("::ffff:192.0.2.1")).unwrap();
         assert_eq!(l.acquire(ip("192.0.2.1")).err(), Some(Refusal::PerAddress));
         assert!(l.acquire(ip("::ffff:192.0.2.2")).is_ok());

@@ -27,8 +27,10 @@
 //! session recorded ([`Arrival`]), never from the message's bytes.
 //!
 //! Layout: `server` (listeners, the connection driver), `builder`
-//! ([`InboundBuilder`]), `smtp_auth` (AUTH checks), `accept` (the accept
-//! pipeline), `session` (the sans-IO state machine).
+//! ([`InboundBuilder`], which also applies a reload), `live` (the
+//! config-derived parts a reload swaps; each connection reads them once),
+//! `smtp_auth` (AUTH checks), `accept` (the accept pipeline), `session`
+//! (the sans-IO state machine).
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +40,7 @@ mod builder;
 mod conn_limit;
 pub mod dkim;
 mod hops;
+mod live;
 pub mod metrics;
 mod received;
 pub mod server;

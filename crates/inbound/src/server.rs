@@ -4,12 +4,11 @@
 
 use crate::accept::{AcceptPipeline, Answer};
 use crate::conn_limit::{ConnLimit, ListenerSlots, Refusal};
+use crate::live::{Live, LiveSlot, Stable};
 use crate::metrics::{
     ConnRefusal, InboundMetrics, ListenerMetrics, RejectReason, SessionOutcome, UserLimit,
 };
 use crate::session::{Event, IncomingMessage, Session, SessionConfig};
-use crate::smtp_auth::AuthChecker;
-use crate::spooler::Spooler;
 use portcullis_config::Role;
 use portcullis_tls::{ServerTls, TlsInfo};
 use portcullis_types::TlsSummary;
@@ -44,20 +43,17 @@ pub struct Inbound {
     pub(crate) metrics: Arc<InboundMetrics>,
     /// The total over all listeners.
     pub(crate) limits: ConnLimit,
-    pub(crate) max_per_addr: u32,
-    pub(crate) configs: Vec<(Role, Arc<SessionConfig>)>,
-    /// Decides SMTP AUTH.
-    pub(crate) auth: AuthChecker,
-    /// Verifies and stores complete messages.
-    pub(crate) pipeline: AcceptPipeline,
-    /// Draws queue ids; writes large messages to the store as they arrive.
-    pub(crate) spooler: Spooler,
+    /// The settings, AUTH checker and accept pipeline in force: read once
+    /// per connection, replaced by a reload.
+    pub(crate) live: LiveSlot,
+    /// What outlives a reload (lockouts, rates, the spooler, the clock).
+    pub(crate) stable: Stable,
     pub(crate) session_ids: AtomicU64,
 }
 
 /// What every connection of one listener shares.
 struct Listening {
-    cfg: Arc<SessionConfig>,
+    role: Role,
     slots: ListenerSlots,
     metrics: Arc<ListenerMetrics>,
 }
@@ -71,6 +67,8 @@ enum Flow {
 /// the session, its pending replies, the server's shutdown and the
 /// session's end (`[limits] max_session_duration` after the connection).
 struct Conn<'a> {
+    /// The settings generation the session started under.
+    live: &'a Live,
     session: &'a mut Session,
     out: &'a mut Vec<u8>,
     shutdown: &'a CancellationToken,
@@ -113,13 +111,6 @@ impl Inbound {
         &self.metrics
     }
 
-    fn session_config(&self, role: Role) -> Option<Arc<SessionConfig>> {
-        self.configs
-            .iter()
-            .find(|(r, _)| *r == role)
-            .map(|(_, c)| c.clone())
-    }
-
     /// Serves one listener until `shutdown`; each connection runs in a task
     /// tracked by `tracker` so shutdown can wait for them. The listener
     /// takes at most `handle.max_connections` connections (and its
@@ -131,16 +122,12 @@ impl Inbound {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
-        let Some(cfg) = self.session_config(handle.role) else {
+        if self.live.get().session_config(handle.role).is_none() {
             return;
-        };
+        }
         let listening = Arc::new(Listening {
-            cfg,
-            slots: ListenerSlots::new(
-                self.limits.clone(),
-                handle.max_connections,
-                self.max_per_addr,
-            ),
+            role: handle.role,
+            slots: ListenerSlots::new(self.limits.clone(), handle.max_connections),
             metrics: self
                 .metrics
                 .listener(handle.local_addr, handle.role.as_str()),
@@ -184,14 +171,19 @@ impl Inbound {
         listening: Arc<Listening>,
         shutdown: CancellationToken,
     ) {
+        // Read once: the session runs under these settings to its end,
+        // whatever a reload puts in force meanwhile.
+        let live = self.live.get();
+        let Some(cfg) = live.session_config(listening.role) else {
+            return;
+        };
         // The session's end is counted from the connection, before any
         // handshake: RFC 5321 §4.5.3.2 timeouts bound each wait, this
         // bounds the whole.
-        let deadline = Instant::now() + listening.cfg.limits.max_session_duration;
-        let cfg = listening.cfg.clone();
+        let deadline = Instant::now() + cfg.limits.max_session_duration;
         self.metrics.connection();
         let ip = canonical_ip(peer.ip());
-        let _guard = match listening.slots.acquire(ip) {
+        let _guard = match listening.slots.acquire(ip, live.max_per_addr) {
             Ok(g) => g,
             Err(why) => {
                 let metric = match why {
@@ -220,7 +212,7 @@ impl Inbound {
         debug!("connected");
         listening.metrics.opened();
         self.metrics.session_open();
-        let outcome = self.session(tcp, ip, cfg, &shutdown, deadline).await;
+        let outcome = self.session(tcp, ip, &live, cfg, &shutdown, deadline).await;
         self.metrics.session_closed(outcome);
         listening.metrics.closed();
         debug!(outcome = outcome.as_str(), "disconnected");
@@ -230,13 +222,15 @@ impl Inbound {
         &self,
         mut tcp: TcpStream,
         ip: IpAddr,
+        live: &Live,
         cfg: Arc<SessionConfig>,
         shutdown: &CancellationToken,
         deadline: Instant,
     ) -> SessionOutcome {
-        let mut session = Session::new(cfg.clone(), ip).with_spooler(self.spooler.clone());
+        let mut session = Session::new(cfg.clone(), ip).with_spooler(self.stable.spooler.clone());
         let mut out = Vec::with_capacity(256);
         let mut conn = Conn {
+            live,
             session: &mut session,
             out: &mut out,
             shutdown,
@@ -399,14 +393,14 @@ impl Inbound {
                 }
                 Event::StartTls => return self.start_tls(stream, conn).await,
                 Event::CheckSender(check) => {
-                    let refusal = self.pipeline.check_sender(&check).await;
+                    let refusal = conn.live.pipeline.check_sender(&check).await;
                     session.sender_checked(refusal.as_ref(), conn.out);
                 }
                 Event::CheckAuth(check) => {
-                    let outcome = self.auth.check(*check, session.peer()).await;
+                    let outcome = conn.live.auth.check(*check, session.peer()).await;
                     session.auth_checked(outcome, conn.out);
                 }
-                Event::Message(msg) => self.store(*msg, session, conn.out).await,
+                Event::Message(msg) => store(&conn.live.pipeline, *msg, session, conn.out).await,
                 Event::Close => {
                     let _ = self.write(stream, conn.out, command_timeout).await;
                     return Flow::Done(session.close_outcome());
@@ -505,17 +499,6 @@ impl Inbound {
         Flow::StartTls
     }
 
-    /// Hands a complete message to the accept pipeline and tells the
-    /// session its answer.
-    async fn store(&self, msg: IncomingMessage, session: &mut Session, out: &mut Vec<u8>) {
-        let hostname = session_hostname(session);
-        match self.pipeline.accept(msg, &hostname).await {
-            Answer::Stored(id) => session.message_stored(id, out),
-            Answer::Rejected(reply) => session.message_rejected(&reply, out),
-            Answer::Failed => session.message_failed(out),
-        }
-    }
-
     async fn write<S: AsyncWrite + Unpin>(
         &self,
         stream: &mut S,
@@ -553,6 +536,22 @@ impl Inbound {
             stats.user_recipient_limited.into(),
         );
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+    }
+}
+
+/// Hands a complete message to the accept `pipeline` the session started
+/// under and tells the session its answer.
+async fn store(
+    pipeline: &AcceptPipeline,
+    msg: IncomingMessage,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+) {
+    let hostname = session_hostname(session);
+    match pipeline.accept(msg, &hostname).await {
+        Answer::Stored(id) => session.message_stored(id, out),
+        Answer::Rejected(reply) => session.message_rejected(&reply, out),
+        Answer::Failed => session.message_failed(out),
     }
 }
 

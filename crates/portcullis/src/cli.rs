@@ -73,6 +73,16 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Re-read the whole config file the running server was started with
+    /// (as SIGHUP does): prints what changed and what needs a restart;
+    /// non-zero and the reason (key and line) when the file is bad, and
+    /// then the config in force stays.
+    Reload {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Submission users: edits the `[submission] users_file` directly
     /// (the running server reloads it).
     User {

@@ -45,7 +45,12 @@ struct ClientOutput {
 
 async fn run_client(command: Command) -> Result<ClientOutput, String> {
     let (config_path, request, json) = request_of(command)?;
-    let config = load_config(config_path.as_deref()).map_err(|e| e.to_string())?;
+    let config = load_config(config_path.as_deref()).map_err(|e| match request {
+        // The server would read the same file: it is not asked, and says
+        // nothing, so say what that means.
+        Request::Reload => format!("{e}\nnot reloaded: the server keeps the config in force"),
+        _ => e.to_string(),
+    })?;
     let body = portcullis_admin::call(&config.admin.socket, &request)
         .await
         .map_err(|e: AdminError| e.to_string())?;
@@ -73,6 +78,7 @@ async fn run_client(command: Command) -> Result<ClientOutput, String> {
 fn request_of(command: Command) -> Result<(Option<PathBuf>, Request, bool), String> {
     Ok(match command {
         Command::Status { config, output } => (config.config, Request::Status, output.json),
+        Command::Reload { config, output } => (config.config, Request::Reload, output.json),
         Command::Queue {
             cmd,
             config,

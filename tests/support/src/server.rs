@@ -273,6 +273,13 @@ impl Portcullis {
         }
     }
 
+    /// Rewrites the config file with `edit` (given the text as the server
+    /// read it, with this harness's additions), for a reload to read.
+    pub fn edit_config(&self, edit: impl FnOnce(&str) -> String) {
+        let text = std::fs::read_to_string(&self.config_path).expect("read config");
+        std::fs::write(&self.config_path, edit(&text)).expect("write config");
+    }
+
     /// Starts the server again with the same config and data.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");

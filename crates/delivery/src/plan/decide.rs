@@ -121,7 +121,7 @@ fn before_dns(facts: &Facts<'_>, sts: StsRule) -> Option<Outcome> {
 /// Step 3: the hosts, in order, each with its addresses.
 fn hosts(facts: &Facts<'_>) -> Result<Vec<PlannedHost>, Outcome> {
     let domain = facts.domain;
-    if let Some(route) = facts.route {
+    if let Some(route) = facts.route.as_ref() {
         let name = &route.next_hop.host;
         let mut host = planned(facts, name, route.next_hop.port, HostSource::Route);
         if let Ok(ip) = name.parse::<IpAddr>() {

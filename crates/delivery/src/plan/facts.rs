@@ -21,7 +21,7 @@ pub struct Facts<'a> {
     /// back at us, so only a route can carry its mail.
     pub own_domain: bool,
     /// The configured route for the domain, if any (it wins over MX).
-    pub route: Option<&'a Route>,
+    pub route: Option<Route>,
     /// The port MX hosts are contacted on (`[delivery] port`).
     pub port: u16,
     /// The MTA-STS lookup; `None` when it was not consulted (a route, or

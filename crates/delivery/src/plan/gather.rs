@@ -6,8 +6,8 @@
 
 use super::decide::consults_dns;
 use super::facts::{Dane, Facts, HostAddresses, MxAnswer, route_for};
+use crate::destinations::LiveDestinations;
 use crate::loops::SelfAddresses;
-use portcullis_config::Route;
 use portcullis_dns::Resolver;
 use portcullis_types::Domain;
 use rand::seq::SliceRandom;
@@ -21,10 +21,11 @@ use std::net::{IpAddr, SocketAddr};
 pub struct Planner<R> {
     /// Every name lookup goes through it (`[dns]`).
     pub resolver: R,
-    /// `[routes]`: next hops that win over MX.
-    pub routes: Vec<Route>,
-    /// `[relay] accepted_domains`: mail for these needs a route.
-    pub accepted: Vec<Domain>,
+    /// `[routes]` (next hops that win over MX) and `[relay]
+    /// accepted_domains` (mail for these needs a route) in force: a reload
+    /// sets new ones on this handle, and each domain's delivery reads them
+    /// once.
+    pub destinations: LiveDestinations,
     /// `[delivery] port`: the port MX hosts are contacted on.
     pub port: u16,
     /// Our own listeners: an MX address among them is never contacted.
@@ -35,10 +36,11 @@ impl<R: Resolver> Planner<R> {
     /// The facts known without any lookup: the route, whether the domain is
     /// ours, and whether the message is our own TLS report.
     pub fn facts<'a>(&'a self, domain: &'a Domain, tls_report: bool) -> Facts<'a> {
+        let destinations = self.destinations.get();
         Facts {
             domain,
-            own_domain: self.accepted.contains(domain),
-            route: route_for(&self.routes, domain),
+            own_domain: destinations.accepted.contains(domain),
+            route: route_for(&destinations.routes, domain).cloned(),
             port: self.port,
             sts: None,
             dane: Dane::NotChecked,
@@ -56,7 +58,7 @@ impl<R: Resolver> Planner<R> {
         if !consults_dns(facts) {
             return;
         }
-        if let Some(route) = facts.route {
+        if let Some(route) = facts.route.as_ref() {
             let host = &route.next_hop.host;
             if host.parse::<IpAddr>().is_err() {
                 let found = resolve(&self.resolver, host).await;

@@ -187,7 +187,7 @@ fn plan_of(row: &Row) -> DeliveryPlan {
     let mut facts = Facts {
         domain: &domain,
         own_domain: row.own_domain,
-        route: route.as_ref(),
+        route: route.clone(),
         port: 25,
         sts: None,
         dane: Dane::NotChecked,
@@ -477,8 +477,10 @@ fn hosts_say_where_they_came_from() {
 fn planner(r: MemoryResolver, routes: Vec<Route>) -> Planner<MemoryResolver> {
     Planner {
         resolver: r,
-        routes,
-        accepted: Vec::new(),
+        destinations: crate::LiveDestinations::new(crate::Destinations {
+            routes,
+            accepted: Vec::new(),
+        }),
         port: 25,
         myself: SelfAddresses::default(),
     }

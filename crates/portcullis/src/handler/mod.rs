@@ -8,8 +8,11 @@ mod queue;
 mod refused;
 mod tlsrpt;
 
+use crate::reload::Reloader;
 use crate::state::{PolicyAccess, QueueAccess, ServerInfo, TlsRptAccess};
-use portcullis_admin::{Answer, Handler, ListenerStatus, Request, Response, StatusReport};
+use portcullis_admin::{
+    Answer, Handler, ListenerStatus, ReloadReport, Request, Response, StatusReport,
+};
 use portcullis_inbound::InboundMetrics;
 use refused::Refused;
 use std::sync::Arc;
@@ -26,6 +29,8 @@ pub struct AdminHandler {
     pub policy: PolicyAccess,
     /// `tlsrpt ...`.
     pub tlsrpt: TlsRptAccess,
+    /// `reload` (the same reload as SIGHUP).
+    pub reload: Arc<Reloader>,
 }
 
 impl AdminHandler {
@@ -85,7 +90,19 @@ impl AdminHandler {
                 Answer::TlsrptShow(t.show(&domain, day.as_deref())?)
             }
             Request::TlsrptSend => Answer::TlsrptSend(t.send().await?),
+            Request::Reload => Answer::Reload(self.reload().await?),
         })
+    }
+
+    /// `reload`: off the async workers (file reads, key parsing); a bad
+    /// file is refused with its errors, the config in force stays.
+    async fn reload(&self) -> Result<ReloadReport, Refused> {
+        let reloader = self.reload.clone();
+        match tokio::task::spawn_blocking(move || reloader.reload("admin")).await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(reason)) => Err(Response::error(reason)),
+            Err(e) => Err(Response::error(format!("reload did not finish: {e}"))),
+        }
     }
 }
 

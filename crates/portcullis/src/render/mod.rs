@@ -11,7 +11,7 @@ mod queue;
 mod text;
 mod tlsrpt;
 
-use portcullis_admin::{Answer, StatusReport};
+use portcullis_admin::{Answer, ReloadReport, StatusReport};
 use text::fields;
 
 /// The human layout of `answer`.
@@ -34,7 +34,31 @@ pub fn human(answer: &Answer) -> String {
         // The report is the content: shown as it is (or would be) sent.
         Answer::TlsrptShow(report) => serde_json::to_string_pretty(report).unwrap_or_default(),
         Answer::TlsrptSend(result) => tlsrpt::sent(result),
+        Answer::Reload(r) => reloaded(r),
     }
+}
+
+/// `reload`: the file, what changed, what waits for a restart, the
+/// certificate in force.
+fn reloaded(r: &ReloadReport) -> String {
+    let list = |items: &[String], none: &str| match items.is_empty() {
+        true => none.to_string(),
+        false => items.join(", "),
+    };
+    let mut rows = vec![
+        vec![
+            "reloaded".into(),
+            r.config
+                .clone()
+                .unwrap_or_else(|| "development defaults".into()),
+        ],
+        vec!["changed".into(), list(&r.changed, "nothing")],
+    ];
+    if !r.needs_restart.is_empty() {
+        rows.push(vec!["needs a restart".into(), list(&r.needs_restart, "")]);
+    }
+    rows.push(vec!["certificate".into(), r.certificate.clone()]);
+    fields(&rows)
 }
 
 /// `status`: one field per line, then one line per listener.

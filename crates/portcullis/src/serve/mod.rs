@@ -14,6 +14,7 @@ use crate::cli::ServeArgs;
 use crate::handler::AdminHandler;
 use crate::logging;
 use crate::metrics::MetricsPage;
+use crate::reload::{Reloader, Targets};
 use crate::state::{PolicyAccess, QueueAccess, ServerInfo, TlsRptAccess};
 use crate::tlsrpt::ReportMetrics;
 use anyhow::{Context, Result};
@@ -24,9 +25,11 @@ use portcullis_dns::HickoryResolver;
 use portcullis_inbound::{Inbound, InboundMetrics};
 use portcullis_queue::Queue;
 use portcullis_store::Store;
+use portcullis_tls::ServerTls;
 use portcullis_types::SystemClock;
 use services::Endpoints;
 use shutdown::{Lifecycle, Signals};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,7 +64,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, args.config.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -71,9 +74,10 @@ pub fn main(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// Starts the server with `config`, serves until SIGTERM or SIGINT, then
+/// Starts the server with `config` (read from `path`, which SIGHUP and
+/// `portcullis reload` read again), serves until SIGTERM or SIGINT, then
 /// drains; an error says which step of the start failed.
-async fn run(config: Config) -> Result<()> {
+async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     let started = Instant::now();
     create_private_dir(&config.data_dir)?;
     let tls = inbound::server_tls(&config)?;
@@ -86,7 +90,7 @@ async fn run(config: Config) -> Result<()> {
     let resolver = HickoryResolver::new(&config.dns.nameservers, config.dns.timeout)
         .map_err(|e| anyhow::anyhow!("building the DNS resolver from [dns]: {e}"))?;
     let outbound = Outbound::wire(&config, &store, &resolver, listeners.addresses())?;
-    let (inbound, inbound_metrics) = inbound::build(&config, &queue, &tls, &resolver)?;
+    let side = inbound::build(&config, &queue, &tls, &resolver)?;
     let tlsrpt_sender = crate::tlsrpt::sender(
         &config,
         &store,
@@ -95,6 +99,7 @@ async fn run(config: Config) -> Result<()> {
         &queue,
     )?;
     let tlsrpt_metrics = Arc::new(ReportMetrics::default());
+    let reloader = reloader(path, &config, &side, &queue, &tls, &resolver, &outbound);
 
     let life = Lifecycle::default();
     let info = ServerInfo {
@@ -109,20 +114,13 @@ async fn run(config: Config) -> Result<()> {
         metrics: tlsrpt_metrics.clone(),
         settings: config.tlsrpt.clone(),
     };
-    let page = metrics_page(
-        &store,
-        &queue,
-        &outbound,
-        &inbound_metrics,
-        &tlsrpt,
-        started,
-    );
-    let handler = admin_handler(info, &queue, &outbound, &inbound_metrics, tlsrpt);
+    let page = metrics_page(&store, &queue, &outbound, &side.metrics, &tlsrpt, started);
+    let handler = admin_handler(&reloader, info, &queue, &outbound, &side.metrics, tlsrpt);
     if let Some(sender) = tlsrpt_sender {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
     }
     spawn_outbound(outbound, &queue, &life);
-    spawn_listeners(inbound, listeners, &life);
+    spawn_listeners(side.inbound, listeners, &life);
     endpoints.spawn(&config, handler, page, &life);
     // The handlers exist before "ready" is said: a SIGTERM or SIGHUP sent
     // the moment a supervisor (or a test) reads that line must not find the
@@ -130,15 +128,44 @@ async fn run(config: Config) -> Result<()> {
     let signals = Signals::install()?;
     info!(hostname = %config.hostname, startup_ms = started.elapsed().as_millis() as u64, "portcullis ready");
 
-    signals.wait(&tls).await;
+    signals.wait(&reloader).await;
 
-    life.drain(config.limits.shutdown_grace, &inbound_metrics)
+    // The grace period in force: a reload may have changed it.
+    life.drain(reloader.config().limits.shutdown_grace, &side.metrics)
         .await;
     // Phase two: everything acknowledged is already synced; this flush
     // covers bookkeeping written since.
     store.flush_now().context("final store flush")?;
     info!("stopped");
     Ok(())
+}
+
+/// The reloader of SIGHUP and `portcullis reload`: the file `serve` read
+/// (`path`), the config and verifier in force, and every part a reload
+/// changes.
+fn reloader(
+    path: Option<PathBuf>,
+    config: &Config,
+    side: &inbound::InboundSide,
+    queue: &Queue,
+    tls: &ServerTls,
+    resolver: &HickoryResolver,
+    outbound: &Outbound,
+) -> Arc<Reloader> {
+    let targets = Targets {
+        inbound: side.inbound.clone(),
+        queue: queue.clone(),
+        tls: tls.clone(),
+        resolver: resolver.clone(),
+        destinations: outbound.deliverer.planner().destinations.clone(),
+        policy: outbound.policy.clone(),
+    };
+    Arc::new(Reloader::new(
+        path,
+        config.clone(),
+        side.verifier.clone(),
+        targets,
+    ))
 }
 
 /// The store in `data_dir/queue` and the queue in it.
@@ -173,8 +200,10 @@ fn metrics_page(
     }
 }
 
-/// The admin handler over the parts each command group reaches.
+/// The admin handler over the parts each command group reaches (and the
+/// reloader, for `reload` and the settings in force).
 fn admin_handler(
+    reloader: &Arc<Reloader>,
     info: ServerInfo,
     queue: &Queue,
     outbound: &Outbound,
@@ -194,6 +223,7 @@ fn admin_handler(
             planner: outbound.deliverer.planner().clone(),
         },
         tlsrpt,
+        reload: reloader.clone(),
     }
 }
 

@@ -56,8 +56,12 @@ impl Outbound {
             Deliverer::new(DelivererSettings {
                 planner: Planner {
                     resolver: resolver.clone(),
-                    routes: config.routes.clone(),
-                    accepted: config.relay.accepted_domains.clone(),
+                    destinations: portcullis_delivery::LiveDestinations::new(
+                        portcullis_delivery::Destinations {
+                            routes: config.routes.clone(),
+                            accepted: config.relay.accepted_domains.clone(),
+                        },
+                    ),
                     port: config.delivery.port,
                     // Every socket we listen on: an MX that points at one of them
                     // would hand the message back to us (5.4.6, loops back to myself).

@@ -1,8 +1,9 @@
 //! Signals and the two-phase shutdown.
 
+use crate::reload::Reloader;
 use anyhow::{Context, Result};
 use portcullis_inbound::InboundMetrics;
-use portcullis_tls::ServerTls;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -10,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 /// The process's signal handlers: SIGTERM and SIGINT stop the server,
-/// SIGHUP reloads the TLS certificate.
+/// SIGHUP reloads the whole config (as `portcullis reload` does).
 pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -28,16 +29,18 @@ impl Signals {
         })
     }
 
-    /// Waits for SIGTERM or SIGINT, reloading the certificate on SIGHUP.
-    pub async fn wait(mut self, tls: &ServerTls) {
+    /// Waits for SIGTERM or SIGINT, reloading the config on SIGHUP (the
+    /// reload logs its outcome; a failed one leaves the config in force).
+    pub async fn wait(mut self, reloader: &Arc<Reloader>) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => { info!(signal = "SIGTERM", "signal received"); return }
                 _ = self.int.recv() => { info!(signal = "SIGINT", "signal received"); return }
-                _ = self.hup.recv() => match tls.reload() {
-                    Ok(()) => info!(certificate = %tls.describe(), "SIGHUP: tls certificate reloaded"),
-                    Err(e) => warn!(error = %e, "SIGHUP: tls reload failed; keeping the current certificate"),
-                },
+                _ = self.hup.recv() => {
+                    let reloader = reloader.clone();
+                    // File reads and key parsing: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+                }
             }
         }
     }
