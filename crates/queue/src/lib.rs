@@ -320,13 +320,7 @@ impl Queue {
             let mut record = QueueRecord::new(envelope);
             record.body_len = Some(len + file.unwrap_or(0));
             record.body_file = file;
-            let json = bounds::encode_within_limit(&mut record).map_err(|len| {
-                QueueError::RecordTooLarge {
-                    id,
-                    len,
-                    max: RECORD_LIMIT,
-                }
-            })?;
+            let json = encode_record(id, &mut record)?;
             if !self.records.swap(key, None, &json)? {
                 return Err(QueueError::Exists(id));
             }
@@ -409,13 +403,7 @@ impl Queue {
             match edit(&mut record) {
                 Edit::Keep => return Ok(Some((record, Edit::Keep))),
                 Edit::Write => {
-                    let json = bounds::encode_within_limit(&mut record).map_err(|len| {
-                        QueueError::RecordTooLarge {
-                            id,
-                            len,
-                            max: RECORD_LIMIT,
-                        }
-                    })?;
+                    let json = encode_record(id, &mut record)?;
                     if self.records.swap(key, Some(&head), &json)? {
                         state.reindex(&record);
                         return Ok(Some((record, Edit::Write)));
@@ -630,6 +618,15 @@ impl Queue {
             None => Err(QueueError::NotFound(id)),
         }
     }
+}
+
+/// The record of `id` encoded for the store, trimmed to [`RECORD_LIMIT`].
+fn encode_record(id: QueueId, record: &mut QueueRecord) -> Result<Vec<u8>, QueueError> {
+    bounds::encode_within_limit(record).map_err(|len| QueueError::RecordTooLarge {
+        id,
+        len,
+        max: RECORD_LIMIT,
+    })
 }
 
 fn body_key(id: [u8; 8], chunk: u32) -> [u8; 12] {
