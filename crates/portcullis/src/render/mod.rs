@@ -31,8 +31,7 @@ pub fn human(answer: &Answer) -> String {
         Answer::PolicyPin(entry) => policy::pinned(entry),
         Answer::PolicyUnpin(u) => format!("removed the operator pin of {}", u.unpinned),
         Answer::TlsrptList(entries) => tlsrpt::list(entries),
-        // The report is the content: shown as it is (or would be) sent.
-        Answer::TlsrptShow(report) => serde_json::to_string_pretty(report).unwrap_or_default(),
+        Answer::TlsrptShow(report) => tlsrpt::show(report),
         Answer::TlsrptSend(result) => tlsrpt::sent(result),
         Answer::Reload(r) => reloaded(r),
     }
