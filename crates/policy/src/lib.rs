@@ -35,6 +35,7 @@ mod diff;
 mod engine;
 mod error;
 mod fetch;
+mod metrics;
 mod pin;
 mod policy;
 pub mod record;

@@ -1,14 +1,14 @@
 //! The `/metrics` page: each part of the server renders its own families
 //! through one `MetricsWriter`; this module only puts them one after the
-//! other (and draws the few the binary itself owns).
+//! other.
 
 use crate::state::Engine;
-use crate::tlsrpt::{ReportMetrics, render_tls_results};
 use portcullis_delivery::{DeliveryMetrics, LogTlsResults};
 use portcullis_inbound::InboundMetrics;
 use portcullis_metrics::MetricsWriter;
 use portcullis_queue::{Queue, QueueMetrics};
 use portcullis_store::Store;
+use portcullis_tlsrpt::ReportMetrics;
 use portcullis_types::{Clock, SystemClock};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,8 +43,8 @@ impl MetricsPage {
         self.queue
             .render_metrics(&self.queue_counters, SystemClock.unix_secs(), &mut w);
         self.delivery.render(&mut w);
-        render_tls_results(&self.tls_results, &mut w);
-        render_policy(&self.policy, &mut w);
+        self.tls_results.render(&mut w);
+        self.policy.render_metrics(&mut w);
         self.tlsrpt.render(&mut w);
         self.store.render_metrics(&mut w);
         w.gauge(
@@ -55,24 +55,4 @@ impl MetricsPage {
         );
         w.finish()
     }
-}
-
-/// The MTA-STS families: fetches by outcome and the policies cached.
-/// (Drawn here because `policy` has no metrics module of its own yet.)
-fn render_policy(engine: &Engine, w: &mut MetricsWriter) {
-    for (outcome, n) in engine.fetch_counts() {
-        w.counter(
-            "portcullis_mta_sts_fetches_total",
-            "MTA-STS policy fetches by outcome (ok or the TLS-RPT result type).",
-            &[("outcome", outcome)],
-            n,
-        );
-    }
-    let policies = engine.list().unwrap_or_default();
-    w.gauge(
-        "portcullis_mta_sts_policies_cached",
-        "MTA-STS policies in the cache.",
-        &[],
-        policies.len(),
-    );
 }

@@ -1,13 +1,14 @@
 //! What the admin handler and the metrics page reach of the running
 //! server, one small type per concern. `serve` builds them at start.
 
-use crate::tlsrpt::{ReportMetrics, TlsRptSender};
+use crate::tlsrpt::TlsRptSender;
 use portcullis_config::TlsRpt;
 use portcullis_delivery::Planner;
 use portcullis_dns::HickoryResolver;
 use portcullis_inbound::ListenerHandle;
 use portcullis_policy::PolicyEngine;
 use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
+use portcullis_tlsrpt::ReportMetrics;
 use portcullis_tlsrpt::TlsRptRecorder;
 use std::path::PathBuf;
 use std::sync::Arc;

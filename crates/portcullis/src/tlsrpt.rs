@@ -4,13 +4,11 @@
 
 use anyhow::{Context, Result};
 use portcullis_config::{Config, TlsRptSending};
-use portcullis_delivery::LogTlsResults;
 use portcullis_dns::HickoryResolver;
-use portcullis_metrics::MetricsWriter;
 use portcullis_queue::Queue;
 use portcullis_store::Store;
 use portcullis_tlsrpt::{
-    HttpsPoster, QueueMailer, ReportInfo, ReportParts, ReportSender, ReportSettings,
+    HttpsPoster, QueueMailer, ReportInfo, ReportMetrics, ReportParts, ReportSender, ReportSettings,
     TlsRptRecorder, TlsRptSink,
 };
 use portcullis_types::SystemClock;
@@ -77,59 +75,6 @@ pub fn spawn_sender(
 
 /// The TLS-RPT sender as the binary builds it.
 pub type TlsRptSender = ReportSender<HickoryResolver, QueueMailer>;
-
-/// Reports sent, by transport and outcome.
-#[derive(Debug, Default)]
-pub struct ReportMetrics(std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>);
-
-impl ReportMetrics {
-    /// Counts one report sent (or not) over `transport` with `outcome`.
-    pub(crate) fn count(&self, transport: &str, outcome: &str) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry((transport.to_string(), outcome.to_string()))
-            .or_insert(0) += 1;
-    }
-
-    fn snapshot(&self) -> Vec<(String, String, u64)> {
-        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.iter()
-            .map(|((t, o), n)| (t.clone(), o.clone(), *n))
-            .collect()
-    }
-
-    /// Appends `portcullis_tlsrpt_reports_total` to `w`.
-    pub fn render(&self, w: &mut MetricsWriter) {
-        for (transport, outcome, n) in self.snapshot() {
-            w.counter(
-                "portcullis_tlsrpt_reports_total",
-                "TLS-RPT reports by transport and outcome.",
-                &[("transport", &transport), ("outcome", &outcome)],
-                n,
-            );
-        }
-    }
-}
-
-/// Appends the outbound TLS session families of `results` to `w`: the
-/// downgrade alerts and the sessions by policy domain and result.
-pub fn render_tls_results(results: &LogTlsResults, w: &mut MetricsWriter) {
-    for (domain, n) in results.downgrades() {
-        w.counter(
-            "portcullis_tls_policy_failures_total",
-            "Sessions that failed TLS where an MTA-STS policy expects it (a downgrade alert).",
-            &[("domain", &domain)],
-            n,
-        );
-    }
-    for (domain, result, n) in results.counts() {
-        w.counter(
-            "portcullis_tls_sessions_total",
-            "Outbound sessions by policy domain and TLS result.",
-            &[("domain", &domain), ("result", &result)],
-            n,
-        );
-    }
-}
 
 /// Builds the TLS-RPT sender from `[tlsrpt]` (validation already made sure
 /// every key is present when reporting is on).

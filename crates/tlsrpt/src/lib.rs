@@ -49,6 +49,7 @@ mod destinations;
 mod error;
 mod https;
 mod mail;
+mod metrics;
 mod queue_mailer;
 mod recorder;
 mod report;
@@ -69,6 +70,7 @@ pub use mail::{
     MessageParts, REPORT_HEADERS, build_report_message, report_filename, report_signer,
     report_signer_from_file,
 };
+pub use metrics::ReportMetrics;
 pub use queue_mailer::QueueMailer;
 pub use recorder::{
     AggregatePolicy, DayAggregate, FailureKey, MAX_FAILURE_KEYS, OTHER_FAILURES, TlsRptRecorder,
