@@ -26,26 +26,40 @@ pub fn authentication_results(
     dmarc_disposition: DmarcPolicy,
 ) -> String {
     let mut h = format!("Authentication-Results: {authserv_id}");
-    let timed_out = results.timed_out.then_some("verification timed out");
+    push_spf(&mut h, results);
+    push_dkim(&mut h, results);
+    push_dmarc(&mut h, results, dmarc_disposition);
+    push_arc(&mut h, results, client_ip);
+    h.push_str("\r\n");
+    h
+}
 
-    // SPF (RFC 7208 §9.2, RFC 8601 §2.7.2).
+/// Why every result is a guess, when verification ran out of time.
+fn timed_out(results: &Results) -> Option<&'static str> {
+    results.timed_out.then_some("verification timed out")
+}
+
+/// SPF (RFC 7208 §9.2, RFC 8601 §2.7.2).
+fn push_spf(h: &mut String, results: &Results) {
     let spf = &results.spf;
     let _ = write!(h, ";\r\n\tspf={}", spf.result);
-    if let Some(why) = timed_out {
+    if let Some(why) = timed_out(results) {
         let _ = write!(h, " ({why})");
     }
     match spf.identity {
         SpfIdentity::MailFrom => {
             h.push_str(" smtp.mailfrom=");
-            push_pvalue(&mut h, &spf.mail_from);
+            push_pvalue(h, &spf.mail_from);
         }
         SpfIdentity::Helo => {
             h.push_str(" smtp.helo=");
-            push_pvalue(&mut h, &spf.helo);
+            push_pvalue(h, &spf.helo);
         }
     }
+}
 
-    // DKIM, one result per signature (RFC 6376 §3.9, RFC 8601 §2.7.1).
+/// DKIM, one result per signature (RFC 6376 §3.9, RFC 8601 §2.7.1).
+fn push_dkim(h: &mut String, results: &Results) {
     if results.dkim.is_empty() {
         let none = if results.timed_out {
             AuthResult::TempError
@@ -53,7 +67,7 @@ pub fn authentication_results(
             AuthResult::None
         };
         let _ = write!(h, ";\r\n\tdkim={none}");
-        if let Some(why) = timed_out {
+        if let Some(why) = timed_out(results) {
             let _ = write!(h, " ({why})");
         }
     }
@@ -64,16 +78,18 @@ pub fn authentication_results(
         }
         if !dkim.domain.is_empty() {
             h.push_str(" header.d=");
-            push_pvalue(&mut h, &dkim.domain);
+            push_pvalue(h, &dkim.domain);
             h.push_str(" header.s=");
-            push_pvalue(&mut h, &dkim.selector);
+            push_pvalue(h, &dkim.selector);
         }
         if let Some(a) = dkim.algorithm {
             let _ = write!(h, " header.a={a}");
         }
     }
+}
 
-    // DMARC (RFC 7489 §11.2), with the policy and what we did in a comment.
+/// DMARC (RFC 7489 §11.2), with the policy and what we did in a comment.
+fn push_dmarc(h: &mut String, results: &Results, dmarc_disposition: DmarcPolicy) {
     let dmarc = &results.dmarc;
     let _ = write!(h, ";\r\n\tdmarc={}", dmarc.result);
     match (dmarc.policy, dmarc.reason) {
@@ -91,12 +107,14 @@ pub fn authentication_results(
     }
     if !dmarc.from_domain.is_empty() {
         h.push_str(" header.from=");
-        push_pvalue(&mut h, &dmarc.from_domain);
+        push_pvalue(h, &dmarc.from_domain);
     }
+}
 
-    // ARC (RFC 8617 §10.1).
-    // The reason and the newest sealer go into a comment: RFC 8617 §10.1
-    // registers only smtp.remote-ip and header.oldest-pass for arc.
+/// ARC (RFC 8617 §10.1). The reason and the newest sealer go into a
+/// comment: RFC 8617 §10.1 registers only smtp.remote-ip and
+/// header.oldest-pass for arc.
+fn push_arc(h: &mut String, results: &Results, client_ip: IpAddr) {
     let arc = &results.arc;
     let _ = write!(h, ";\r\n\tarc={}", arc.result);
     let comment: Vec<String> = arc
@@ -107,15 +125,13 @@ pub fn authentication_results(
         .collect();
     if !comment.is_empty() {
         h.push_str(" (");
-        push_comment(&mut h, &comment.join(", "));
+        push_comment(h, &comment.join(", "));
         h.push(')');
     }
     if arc.result != AuthResult::None && !results.timed_out {
         h.push_str(" smtp.remote-ip=");
-        push_pvalue(&mut h, &client_ip.to_string());
+        push_pvalue(h, &client_ip.to_string());
     }
-    h.push_str("\r\n");
-    h
 }
 
 /// The Received-SPF field (RFC 7208 §9.1), ending in CRLF.
