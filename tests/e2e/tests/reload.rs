@@ -192,3 +192,49 @@ fn a_reload_the_server_refuses_changes_nothing() {
     server.wait_for_log("reload failed", WAIT);
     assert_eq!(rcpt_code(&server, "u@other.test"), 554);
 }
+
+/// A pin file added to `[mta_sts] pins_dir` is in force after a reload (a
+/// pin the operator put there must protect the domain without a restart),
+/// and a broken pin file is refused by the server with the reason while
+/// the pins in force stay.
+#[test]
+fn a_reload_reads_the_pins_directory_again() {
+    let pins = tempfile::tempdir().expect("pins dir");
+    let config = format!(
+        "{CONFIG}[mta_sts]\npins_dir = \"{}\"\n",
+        pins.path().display()
+    );
+    let server = Portcullis::start(&config);
+    let file_pin = |server: &Portcullis| {
+        server
+            .cli_json(&["policy", "list", "--json"])
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|e| e["domain"] == "pinned.test" && e["source"] == "file pin")
+            .cloned()
+    };
+    assert!(file_pin(&server).is_none());
+
+    std::fs::write(
+        pins.path().join("pinned.test.txt"),
+        "version: STSv1\nmode: enforce\nmx: mx.pinned.test\nmax_age: 86400\n",
+    )
+    .expect("write the pin");
+    reload(&server);
+    let pin = file_pin(&server).expect("the new file pin is listed after the reload");
+    assert_eq!(pin["mode"], "enforce", "{pin}");
+    assert_eq!(pin["mx"][0], "mx.pinned.test", "{pin}");
+
+    // A pin file that is not a policy: refused, the pin in force stays.
+    std::fs::write(pins.path().join("broken.test.txt"), "mode: nonsense\n").expect("write");
+    let out = server.cli(&["reload"]);
+    assert!(!out.status.success(), "a broken pin file was accepted");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("broken.test"), "{said}");
+    assert!(file_pin(&server).is_some(), "the pin in force was dropped");
+}
