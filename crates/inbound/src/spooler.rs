@@ -11,7 +11,6 @@
 use portcullis_queue::{Queue, QueueError, Spool};
 use portcullis_types::{Clock, QueueId};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Draws queue ids and opens spools. Cheap to clone.
@@ -41,13 +40,7 @@ impl Spooler {
 
     /// A fresh queue id for a message arriving now.
     pub fn new_id(&self) -> QueueId {
-        let millis = self
-            .clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        QueueId::generate(millis, self.salt)
+        QueueId::generate(self.clock.unix_millis(), self.salt)
     }
 
     /// Starts spooling a message under a fresh id (another is drawn when

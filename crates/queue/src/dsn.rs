@@ -258,11 +258,7 @@ fn report_head(
     boundary: &str,
     eight_bit: bool,
 ) -> String {
-    let now_unix = req
-        .now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now_unix = portcullis_types::date::unix_secs(req.now);
     let subject = match overall {
         Action::Failed => "Undelivered Mail Returned to Sender",
         Action::Delayed => "Delayed Mail (still being retried)",

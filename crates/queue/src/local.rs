@@ -6,7 +6,7 @@
 //! [`Origin::TlsReport`] earns the RFC 8460 §5.3 exemption at delivery).
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use portcullis_types::{
     Address, BodyType, Envelope, Notify, Origin, QueueId, Recipient, ReversePath,
@@ -44,11 +44,7 @@ impl Queue {
     /// authenticated user, its origin recorded in the envelope. Returns the
     /// id once the message is on disk.
     pub async fn enqueue_local(&self, local: LocalMessage<'_>) -> Result<QueueId, QueueError> {
-        let millis = local
-            .now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let millis = portcullis_types::date::unix_millis(local.now);
         let envelope = Envelope {
             id: QueueId::generate(millis, rand::random()),
             sender: local.sender,

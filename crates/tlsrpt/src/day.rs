@@ -18,10 +18,7 @@ pub struct Day(i64);
 impl Day {
     /// The UTC day containing `t` (days before 1970 count as 1970-01-01).
     pub fn of(t: SystemTime) -> Day {
-        let secs = t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = portcullis_types::date::unix_secs(t);
         Day(i64::try_from(secs / 86_400).unwrap_or(i64::MAX / DAY_SECS))
     }
 

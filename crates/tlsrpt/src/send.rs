@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use portcullis_auth::DkimSigner;
 use portcullis_dns::Resolver;
@@ -107,7 +107,7 @@ struct Due<'a> {
 impl Due<'_> {
     /// The pass's time in Unix seconds.
     fn now_s(&self) -> u64 {
-        unix(self.now)
+        portcullis_types::date::unix_secs(self.now)
     }
 
     /// The outcome of a failure at `destination` (`None`: the TXT lookup):
@@ -150,12 +150,6 @@ struct Attempt {
     attempts: u32,
     next_try: u64,
     destination: Destination,
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn report_key(day: Day, domain: &str) -> Vec<u8> {

@@ -11,10 +11,12 @@ pub trait Clock: Send + Sync + 'static {
 
     /// Seconds since the Unix epoch (0 for times before it).
     fn unix_secs(&self) -> u64 {
-        self.now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+        crate::date::unix_secs(self.now())
+    }
+
+    /// Milliseconds since the Unix epoch (0 for times before it).
+    fn unix_millis(&self) -> u64 {
+        crate::date::unix_millis(self.now())
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::received::TraceInfo;
 use crate::session::IncomingMessage;
 use portcullis_types::{Envelope, QueueId};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// What our Received header says about message `id`, accepted `now`.
 pub(super) fn trace<'a>(
@@ -40,10 +40,7 @@ pub(super) fn envelope(msg: IncomingMessage, id: QueueId, now: SystemTime, size:
         envid: msg.envid,
         body: msg.body_type,
         smtputf8: msg.smtputf8,
-        received_at: now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        received_at: portcullis_types::date::unix_secs(now),
         client_ip: arrival.client_ip,
         helo: arrival.helo,
         tls: arrival.tls,

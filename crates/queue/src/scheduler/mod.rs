@@ -24,7 +24,6 @@ pub use settings::{QueueMetrics, SchedulerSettings};
 
 use crate::schedule::{claim_due, next_due};
 use crate::{Deliver, Queue};
-use notify::unix_millis;
 use portcullis_types::{Clock, QueueId};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,7 +48,7 @@ pub async fn run<D: Deliver>(
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<QueueId>();
     let max = settings.max_concurrent.max(1);
     loop {
-        let now_ms = unix_millis(clock.now());
+        let now_ms = clock.unix_millis();
         let now = now_ms / 1000;
         let free = max.saturating_sub(busy.len());
         for id in queue.with_index(|i| claim_due(i, now, &busy, free)) {

@@ -11,13 +11,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
-/// Milliseconds since the Unix epoch (0 before it).
-pub(crate) fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Builds and queues a DSN about `which` recipients (if RFC 3461 allows one).
 pub(crate) async fn send_dsn(
     cx: Context<'_>,
