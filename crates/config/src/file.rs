@@ -6,13 +6,17 @@ use crate::check::{Checker, Problem};
 use crate::section::admin::AdminFile;
 use crate::section::delivery::DeliveryFile;
 use crate::section::dns::DnsFile;
+use crate::section::dnsbl::DnsblFile;
+use crate::section::greylist::GreylistFile;
 use crate::section::limits::LimitsFile;
 use crate::section::listen::ListenFile;
 use crate::section::log::LogFile;
 use crate::section::mta_sts::MtaStsFile;
 use crate::section::queue::QueueFile;
+use crate::section::recipients::RecipientsFile;
 use crate::section::relay::RelayFile;
 use crate::section::routes::RoutesFile;
+use crate::section::screen::ScreenFile;
 use crate::section::smtp::SmtpFile;
 use crate::section::submission::SubmissionFile;
 use crate::section::tls::TlsFile;
@@ -57,6 +61,14 @@ pub(crate) struct Sections {
     pub log: LogFile,
     /// `[verify]`.
     pub verify: VerifyFile,
+    /// `[recipients]`.
+    pub recipients: RecipientsFile,
+    /// `[[dnsbl]]`.
+    pub dnsbl: Vec<DnsblFile>,
+    /// `[screen]`.
+    pub screen: ScreenFile,
+    /// `[greylist]`.
+    pub greylist: GreylistFile,
 }
 
 impl Sections {
@@ -82,6 +94,10 @@ impl Sections {
             "smtp" => self.smtp = take(key, value, c),
             "log" => self.log = take(key, value, c),
             "verify" => self.verify = take(key, value, c),
+            "recipients" => self.recipients = take(key, value, c),
+            "dnsbl" => self.dnsbl = take::<Vec<DnsblFile>>(key, value, c),
+            "screen" => self.screen = take(key, value, c),
+            "greylist" => self.greylist = take(key, value, c),
             other => c.fail(other, format!("unknown key {other:?}")),
         }
     }

@@ -9,21 +9,25 @@ use crate::file::Sections;
 use crate::section::admin::Admin;
 use crate::section::delivery::Delivery;
 use crate::section::dns::Dns;
+use crate::section::dnsbl::Dnsbl;
+use crate::section::greylist::Greylist;
 use crate::section::limits::Limits;
 use crate::section::listen::Listener;
 use crate::section::log::LogFormat;
 use crate::section::mta_sts::MtaSts;
 use crate::section::queue::Queue;
+use crate::section::recipients::Recipients;
 use crate::section::relay::Relay;
 use crate::section::routes::Route;
+use crate::section::screen::Screen;
 use crate::section::smtp::BareNewline;
 use crate::section::submission::Submission;
 use crate::section::tls::Tls;
 use crate::section::tlsrpt::TlsRpt;
 use crate::section::verify::Verify;
 use crate::section::{
-    admin, delivery, dns, limits, listen, log, mta_sts, queue, relay, routes, smtp, submission,
-    tls, tlsrpt, top, verify,
+    admin, delivery, dns, dnsbl, greylist, limits, listen, log, mta_sts, queue, recipients, relay,
+    routes, screen, smtp, submission, tls, tlsrpt, top, verify,
 };
 use portcullis_types::Domain;
 use std::path::PathBuf;
@@ -72,6 +76,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `[log] level`: the log filter.
     pub log_level: String,
+    /// `[recipients]`: recipient verification.
+    pub recipients: Recipients,
+    /// `[[dnsbl]]`: DNS block and allow lists.
+    pub dnsbl: Vec<Dnsbl>,
+    /// `[screen]`: the DNSBL threshold and per-client rates.
+    pub screen: Screen,
+    /// `[greylist]`.
+    pub greylist: Greylist,
 }
 
 impl Config {
@@ -96,11 +108,13 @@ pub(crate) fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Conf
     let limits = limits::build(&s.limits, c);
     let smtp = smtp::build(s.smtp, c);
     let log = log::build(s.log, c);
+    let relay = relay::build(&s.relay, c);
+    let recipients = recipients::build(&s.recipients, &relay.accepted_domains, c);
     Config {
         hostname,
         listeners: listen::build(s.listen.as_deref(), limits.max_connections, c),
         tls: tls::build(s.tls, c),
-        relay: relay::build(&s.relay, c),
+        relay,
         routes: routes::build(&s.routes, c),
         dns: dns::build(&s.dns, c),
         delivery: delivery::build(&s.delivery, c),
@@ -117,5 +131,9 @@ pub(crate) fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Conf
         banner: smtp.banner,
         log_format: log.format,
         log_level: log.level,
+        recipients,
+        dnsbl: dnsbl::build(&s.dnsbl, c),
+        screen: screen::build(&s.screen, c),
+        greylist: greylist::build(&s.greylist, c),
     }
 }

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addr_key;
 pub mod address;
 pub mod clock;
 pub mod date;
@@ -19,6 +20,7 @@ pub mod error_chain;
 pub mod queue_id;
 pub mod reply;
 
+pub use addr_key::AddrKey;
 pub use address::{Address, AddressError, ReversePath};
 pub use clock::{Clock, SystemClock};
 pub use domain::{Domain, DomainError};

@@ -13,13 +13,17 @@
 pub mod admin;
 pub mod delivery;
 pub mod dns;
+pub mod dnsbl;
+pub mod greylist;
 pub mod limits;
 pub mod listen;
 pub mod log;
 pub mod mta_sts;
 pub mod queue;
+pub mod recipients;
 pub mod relay;
 pub mod routes;
+pub mod screen;
 pub mod smtp;
 pub mod submission;
 pub mod tls;

@@ -1,0 +1,1 @@
+//! Greylisting keyed on verified identity.
