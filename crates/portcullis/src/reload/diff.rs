@@ -84,6 +84,10 @@ pub fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         banner,
         log_format: _,
         log_level: _,
+        recipients,
+        dnsbl,
+        screen,
+        greylist,
     } = new;
     let rows = [
         ("relay", *relay != old.relay),
@@ -99,6 +103,10 @@ pub fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
             *bare_newline != old.bare_newline || *banner != old.banner,
         ),
         ("mta_sts", *mta_sts != old.mta_sts),
+        ("recipients", *recipients != old.recipients),
+        ("dnsbl", *dnsbl != old.dnsbl),
+        ("screen", *screen != old.screen),
+        ("greylist", *greylist != old.greylist),
     ];
     rows.into_iter()
         .filter(|(_, differs)| *differs)
