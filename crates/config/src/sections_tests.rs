@@ -228,3 +228,108 @@ fn tlsrpt_on_requires_every_sending_key() {
         ],
     );
 }
+
+/// `[recipients]`: the choices, a file only for an accepted domain and
+/// one that exists; the defaults verify nothing.
+#[test]
+fn recipients_choices_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("example.test");
+    std::fs::write(&file, "a@example.test\n").unwrap();
+    let base = "[relay]\naccepted_domains = [\"example.test\"]\n";
+    refused(
+        &format!("{base}[recipients]\nverify = \"rout\"\nunreachable = \"drop\"\n"),
+        &[
+            (
+                "recipients.verify",
+                4,
+                "\"rout\" is not \"off\" or \"route\"",
+            ),
+            (
+                "recipients.unreachable",
+                5,
+                "is not \"tempfail\" or \"accept\"",
+            ),
+        ],
+    );
+    refused(
+        &format!(
+            "{base}[recipients]\nfiles = {{ \"other.test\" = {:?} }}\n",
+            file.display().to_string()
+        ),
+        &[(
+            "recipients.files.other.test",
+            4,
+            "not in relay.accepted_domains",
+        )],
+    );
+    refused(
+        &format!("{base}[recipients]\nfiles = {{ \"example.test\" = \"/nonexistent/x\" }}\n"),
+        &[("recipients.files.example.test", 4, "/nonexistent/x")],
+    );
+    refused(
+        &format!("{base}[recipients]\ncache_negative = \"soon\"\n"),
+        &[("recipients.cache_negative", 4, "")],
+    );
+    let c = ok(&format!(
+        "{base}[recipients]\nverify = \"route\"\nunreachable = \"accept\"\nfiles = {{ \"Example.TEST\" = {:?} }}\n",
+        file.display().to_string()
+    ));
+    assert_eq!(c.recipients.verify, RecipientVerify::Route);
+    assert_eq!(c.recipients.unreachable, Unreachable::Accept);
+    assert_eq!(c.recipients.files.len(), 1);
+    assert!(c.recipients.enabled());
+    let d = ok("");
+    assert_eq!(d.recipients.verify, RecipientVerify::Off);
+    assert!(!d.recipients.enabled());
+    assert_eq!(d.recipients.cache_positive, Duration::from_secs(3600));
+}
+
+/// `[[dnsbl]]`: a zone is required, a domain, named once, weighted not
+/// zero; negative weights are allow lists.
+#[test]
+fn dnsbl_zones_and_weights() {
+    refused(
+        "[[dnsbl]]\nweight = 2\n[[dnsbl]]\nzone = \"bl..test\"\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 0\n",
+        &[
+            ("dnsbl[0].zone", 1, "missing"),
+            ("dnsbl[1].zone", 4, "invalid domain name"),
+            ("dnsbl[2].weight", 7, "must not be zero"),
+        ],
+    );
+    refused(
+        "[[dnsbl]]\nzone = \"bl.test\"\n[[dnsbl]]\nzone = \"BL.test\"\n",
+        &[("dnsbl[1].zone", 4, "listed twice")],
+    );
+    let c = ok("[[dnsbl]]\nzone = \"bl.test\"\n[[dnsbl]]\nzone = \"wl.test\"\nweight = -2\n");
+    assert_eq!(c.dnsbl.len(), 2);
+    assert_eq!(c.dnsbl[0].weight, 1);
+    assert!(!c.dnsbl[0].is_allowlist());
+    assert!(c.dnsbl[1].is_allowlist());
+}
+
+/// `[screen]` and `[greylist]`: a threshold below 1 and a retry window not
+/// longer than the delay are refused; defaults: no rate limit, greylisting
+/// off.
+#[test]
+fn screen_threshold_and_greylist_window() {
+    refused(
+        "[screen]\ndnsbl_threshold = 0\n",
+        &[("screen.dnsbl_threshold", 2, "must be 1 or more")],
+    );
+    refused(
+        "[greylist]\ndelay = \"2d\"\nretry_window = \"1d\"\ntrust_after = 0\n",
+        &[
+            ("greylist.retry_window", 3, "longer than greylist.delay"),
+            ("greylist.trust_after", 4, "greater than zero"),
+        ],
+    );
+    let d = ok("");
+    assert!(!d.screen.rates_limited());
+    assert!(!d.greylist.enabled);
+    assert_eq!(d.greylist.delay, Duration::from_secs(300));
+    let c = ok("[screen]\nmessages_per_minute = 5\n[greylist]\nenabled = true\ndelay = \"1s\"\n");
+    assert!(c.screen.rates_limited());
+    assert!(c.greylist.enabled);
+    assert_eq!(c.greylist.delay, Duration::from_secs(1));
+}

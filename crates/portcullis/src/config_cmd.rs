@@ -58,6 +58,7 @@ fn effective(c: &Config) -> String {
     server(c, &mut out);
     delivery(c, &mut out);
     limits(c, &mut out);
+    screen(c, &mut out);
     out.line(
         "smtp.bare_newline",
         format!("{:?}", c.bare_newline).to_lowercase(),
@@ -156,4 +157,72 @@ fn limits(c: &Config, out: &mut Summary) {
     ] {
         out.line(key, value);
     }
+}
+
+/// `[recipients]`, `[[dnsbl]]`, `[screen]`, `[greylist]`: what the screen
+/// does to a client.
+fn screen(c: &Config, out: &mut Summary) {
+    let r = &c.recipients;
+    out.line(
+        "recipients.verify",
+        format!("{:?}", r.verify).to_lowercase(),
+    );
+    for (domain, path) in &r.files {
+        out.line(
+            "recipients.files",
+            format!("{domain} -> {}", path.display()),
+        );
+    }
+    if r.enabled() {
+        out.line(
+            "recipients.unreachable",
+            format!("{:?}", r.unreachable).to_lowercase(),
+        );
+        out.line(
+            "recipients.cache",
+            format!(
+                "{} positive, {} negative",
+                d(r.cache_positive),
+                d(r.cache_negative)
+            ),
+        );
+    }
+    for list in &c.dnsbl {
+        let kind = if list.is_allowlist() {
+            "allow"
+        } else {
+            "block"
+        };
+        out.line(
+            "dnsbl",
+            format!("{} weight {} ({kind})", list.zone, list.weight),
+        );
+    }
+    let s = &c.screen;
+    let rate = |n: u32| {
+        if n == 0 {
+            "no limit".to_string()
+        } else {
+            format!("{n}/min")
+        }
+    };
+    out.line("screen.dnsbl_threshold", s.dnsbl_threshold.to_string());
+    out.line("screen.connections", rate(s.connections_per_minute));
+    out.line("screen.messages", rate(s.messages_per_minute));
+    out.line("screen.recipients", rate(s.recipients_per_minute));
+    let g = &c.greylist;
+    out.line(
+        "greylist",
+        if g.enabled {
+            format!(
+                "delay {}, retry window {}, pass {}, trusted after {} passes",
+                d(g.delay),
+                d(g.retry_window),
+                d(g.pass_ttl),
+                g.trust_after
+            )
+        } else {
+            "off".into()
+        },
+    );
 }
