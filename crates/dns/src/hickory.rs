@@ -11,7 +11,7 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{TokioResolver, lookup::Lookup};
 use tracing::debug;
 
-use crate::{DnsError, Mx, Resolver, name_to_string, parse_name};
+use crate::{DnsError, Mx, Resolver, TtlError, name_to_string, parse_name};
 
 /// How many times a query is tried (per name server pool) before the lookup
 /// is a temporary failure.
@@ -77,11 +77,20 @@ impl HickoryResolver {
     /// Looks `name` up with type `rtype`, mapping hickory's errors onto
     /// [`DnsError`].
     async fn lookup(&self, name: Name, rtype: RecordType) -> Result<Lookup, DnsError> {
+        self.lookup_ttl(name, rtype).await.map_err(|e| e.error)
+    }
+
+    /// [`Self::lookup`], keeping the negative TTL of a negative answer.
+    async fn lookup_ttl(&self, name: Name, rtype: RecordType) -> Result<Lookup, TtlError> {
         let shown = name_to_string(&name);
         self.inner.lookup(name, rtype).await.map_err(|e| {
             let mapped = classify(&shown, rtype, &e);
             debug!(name = %shown, %rtype, error = %e, mapped = ?mapped, "dns lookup failed");
-            mapped
+            let negative_ttl = negative_ttl(&e).filter(|_| mapped.is_not_found());
+            TtlError {
+                error: mapped,
+                negative_ttl,
+            }
         })
     }
 }
@@ -126,6 +135,24 @@ pub(crate) fn classify(name: &str, rtype: RecordType, error: &NetError) -> DnsEr
     }
 }
 
+/// The negative TTL hickory derived from a negative answer's SOA (RFC 2308
+/// §5; counted down when the answer came from its cache).
+fn negative_ttl(error: &NetError) -> Option<Duration> {
+    match error {
+        NetError::Dns(HickoryDnsError::NoRecordsFound(no_records)) => no_records
+            .negative_ttl
+            .map(|secs| Duration::from_secs(u64::from(secs))),
+        _ => None,
+    }
+}
+
+/// The smallest TTL of `lookup`'s answer records: how long the whole answer
+/// may be cached (a CNAME on the way counts as much as the A records).
+fn answer_ttl(lookup: &Lookup) -> Duration {
+    let secs = lookup.answers().iter().map(|r| r.ttl).min().unwrap_or(0);
+    Duration::from_secs(u64::from(secs))
+}
+
 /// An `Ok` lookup that holds no record of the asked type (only CNAMEs, say)
 /// is "no records", never an empty success.
 fn non_empty<T>(name: &Name, rtype: RecordType, found: Vec<T>) -> Result<Vec<T>, DnsError> {
@@ -160,8 +187,15 @@ impl Resolver for HickoryResolver {
     }
 
     async fn ipv4(&self, name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
+        self.ipv4_ttl(name)
+            .await
+            .map(|(found, _)| found)
+            .map_err(|e| e.error)
+    }
+
+    async fn ipv4_ttl(&self, name: &str) -> Result<(Vec<Ipv4Addr>, Duration), TtlError> {
         let name = parse_name(name)?;
-        let lookup = self.lookup(name.clone(), RecordType::A).await?;
+        let lookup = self.lookup_ttl(name.clone(), RecordType::A).await?;
         let found = lookup
             .answers()
             .iter()
@@ -170,7 +204,8 @@ impl Resolver for HickoryResolver {
                 _ => None,
             })
             .collect();
-        non_empty(&name, RecordType::A, found)
+        let found = non_empty(&name, RecordType::A, found)?;
+        Ok((found, answer_ttl(&lookup)))
     }
 
     async fn ipv6(&self, name: &str) -> Result<Vec<Ipv6Addr>, DnsError> {

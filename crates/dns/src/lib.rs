@@ -9,7 +9,8 @@
 //! the implicit MX when a domain has address records but no MX — decided by
 //! the caller, which is why "no MX records" must be reported as such) and
 //! RFC 7505 (the null MX, `0 .`, which we report as an [`Mx`] with an empty
-//! `exchange`).
+//! `exchange`). RFC 2308 §5 for the negative TTL [`Resolver::ipv4_ttl`]
+//! reports.
 //!
 //! Threat model: an on-path attacker (or a flaky upstream) can make a lookup
 //! fail, but must never be able to make a *failure* look like an
@@ -30,9 +31,10 @@ mod memory;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use hickory::HickoryResolver;
-pub use memory::MemoryResolver;
+pub use memory::{MEMORY_TTL, MemoryResolver};
 
 /// Typed DNS errors that keep the spec's distinctions (STYLE 12).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -95,6 +97,32 @@ impl DnsError {
     }
 }
 
+/// The failure of a lookup that reports how long its answer may be cached
+/// ([`Resolver::ipv4_ttl`]): the typed error, and for a negative answer
+/// (NXDOMAIN, no records) how long the zone said "nothing there" may be
+/// cached (RFC 2308 §5: the SOA's minimum, bounded by the SOA record's own
+/// TTL), when the answer carried an SOA. A temporary failure never has one:
+/// it must not be cached as an answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{error}")]
+pub struct TtlError {
+    /// What went wrong, with the same distinctions as every other lookup.
+    pub error: DnsError,
+    /// How long the negative answer may be cached; `None` when DNS did not
+    /// say (no SOA) or the error is not a negative answer.
+    pub negative_ttl: Option<Duration>,
+}
+
+impl From<DnsError> for TtlError {
+    /// A failure without a negative TTL.
+    fn from(error: DnsError) -> TtlError {
+        TtlError {
+            error,
+            negative_ttl: None,
+        }
+    }
+}
+
 /// One MX record (RFC 1035 §3.3.9).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Mx {
@@ -130,6 +158,16 @@ pub trait Resolver: Send + Sync + 'static {
     fn mx(&self, name: &str) -> impl Future<Output = Result<Vec<Mx>, DnsError>> + Send;
     /// IPv4 addresses (A records) of `name`, CNAMEs followed.
     fn ipv4(&self, name: &str) -> impl Future<Output = Result<Vec<Ipv4Addr>, DnsError>> + Send;
+    /// IPv4 addresses of `name` as [`Resolver::ipv4`] gives them, with how
+    /// long they may be cached: the smallest TTL of the answer's records
+    /// (the CNAMEs followed included; what is left of it when the answer
+    /// came from a cache). A negative answer carries its negative TTL when
+    /// DNS gave one ([`TtlError`]). For answers a caller keeps itself, such
+    /// as DNS list (RFC 5782) results.
+    fn ipv4_ttl(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<(Vec<Ipv4Addr>, Duration), TtlError>> + Send;
     /// IPv6 addresses (AAAA records) of `name`, CNAMEs followed.
     fn ipv6(&self, name: &str) -> impl Future<Output = Result<Vec<Ipv6Addr>, DnsError>> + Send;
     /// TXT records of `name`: one string per record, its
@@ -147,6 +185,12 @@ impl<R: Resolver> Resolver for Arc<R> {
     }
     fn ipv4(&self, name: &str) -> impl Future<Output = Result<Vec<Ipv4Addr>, DnsError>> + Send {
         (**self).ipv4(name)
+    }
+    fn ipv4_ttl(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<(Vec<Ipv4Addr>, Duration), TtlError>> + Send {
+        (**self).ipv4_ttl(name)
     }
     fn ipv6(&self, name: &str) -> impl Future<Output = Result<Vec<Ipv6Addr>, DnsError>> + Send {
         (**self).ipv6(name)

@@ -4,10 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use hickory_resolver::proto::rr::Name;
 
-use crate::{DnsError, Mx, Resolver, canonical, name_to_string};
+use crate::{DnsError, Mx, Resolver, TtlError, canonical, name_to_string};
 
 /// The records of one name.
 #[derive(Debug, Default, Clone)]
@@ -29,10 +30,24 @@ impl Records {
     }
 }
 
-#[derive(Debug, Default)]
+/// The TTL a [`MemoryResolver`] reports until a test sets another one.
+pub const MEMORY_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
 struct State {
     names: HashMap<String, Records>,
     temp_fail: HashSet<String>,
+    ttl: Duration,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            names: HashMap::new(),
+            temp_fail: HashSet::new(),
+            ttl: MEMORY_TTL,
+        }
+    }
 }
 
 /// A [`Resolver`] answering from maps of records, plus a set of names whose
@@ -46,7 +61,9 @@ struct State {
 /// name with no records of the asked type but other records gives
 /// [`DnsError::NoRecords`], an unknown name [`DnsError::NxDomain`], a name
 /// marked with [`temp_fail`](Self::temp_fail) [`DnsError::Temporary`] for
-/// every type.
+/// every type. [`Resolver::ipv4_ttl`] reports one TTL for every answer,
+/// positive or negative ([`MEMORY_TTL`] unless [`ttl`](Self::ttl) set
+/// another), as if every name had it and every zone's SOA said so.
 ///
 /// Because the builder methods share their names with the [`Resolver`]
 /// methods, call lookups generically or as `Resolver::mx(&r, "…")` /
@@ -112,6 +129,17 @@ impl MemoryResolver {
     pub fn temp_fail(self, name: &str) -> Self {
         self.set_temp_fail(name, true);
         self
+    }
+
+    /// Sets the TTL every answer reports ([`Resolver::ipv4_ttl`]).
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.set_ttl(ttl);
+        self
+    }
+
+    /// Sets the TTL every answer of a running resolver reports.
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.state().ttl = ttl;
     }
 
     /// Adds an MX record to a running resolver.
@@ -227,6 +255,21 @@ impl Resolver for MemoryResolver {
 
     async fn ipv4(&self, name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
         self.answer(name, "A", |r| &r.a)
+    }
+
+    async fn ipv4_ttl(&self, name: &str) -> Result<(Vec<Ipv4Addr>, Duration), TtlError> {
+        let ttl = self.state().ttl;
+        match self.answer(name, "A", |r| &r.a) {
+            Ok(found) => Ok((found, ttl)),
+            Err(error) => {
+                // Like a zone whose SOA gives the same negative TTL.
+                let negative_ttl = error.is_not_found().then_some(ttl);
+                Err(TtlError {
+                    error,
+                    negative_ttl,
+                })
+            }
+        }
     }
 
     async fn ipv6(&self, name: &str) -> Result<Vec<Ipv6Addr>, DnsError> {
@@ -361,6 +404,30 @@ mod tests {
             r.ipv4("flaky.test").await.unwrap(),
             vec![Ipv4Addr::LOCALHOST]
         );
+    }
+
+    /// Every answer reports the resolver's TTL; a negative one as its
+    /// negative TTL, a temporary failure none (it must not be cached).
+    #[tokio::test]
+    async fn ipv4_ttl_reports_the_set_ttl() {
+        let r = fixture();
+        let (found, ttl) = r.ipv4_ttl("mx1.example.test").await.unwrap();
+        assert_eq!(found, vec![Ipv4Addr::new(192, 0, 2, 1)]);
+        assert_eq!(ttl, MEMORY_TTL);
+        r.set_ttl(Duration::from_secs(42));
+        assert_eq!(
+            r.ipv4_ttl("mx1.example.test").await.unwrap().1,
+            Duration::from_secs(42)
+        );
+        let nx = r.ipv4_ttl("nowhere.test").await.unwrap_err();
+        assert!(matches!(nx.error, DnsError::NxDomain { .. }), "{nx:?}");
+        assert_eq!(nx.negative_ttl, Some(Duration::from_secs(42)));
+        let none = r.ipv4_ttl("example.test").await.unwrap_err();
+        assert!(matches!(none.error, DnsError::NoRecords { rtype: "A", .. }));
+        assert_eq!(none.negative_ttl, Some(Duration::from_secs(42)));
+        let temp = r.ipv4_ttl("flaky.test").await.unwrap_err();
+        assert!(temp.error.is_temporary());
+        assert_eq!(temp.negative_ttl, None);
     }
 
     #[tokio::test]

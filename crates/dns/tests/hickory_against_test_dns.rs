@@ -268,4 +268,107 @@ async fn shared_through_arc() {
         r.ipv4("host.test").await.unwrap()
     }
     assert_eq!(lookup(&shared).await, vec![Ipv4Addr::LOCALHOST]);
+    async fn lookup_ttl<R: Resolver>(r: &R) -> Vec<Ipv4Addr> {
+        r.ipv4_ttl("host.test").await.unwrap().0
+    }
+    assert_eq!(lookup_ttl(&shared).await, vec![Ipv4Addr::LOCALHOST]);
+}
+
+/// `ipv4_ttl` reports the records' TTL as they came over the wire (within
+/// the seconds a cache may have counted down), and the smallest one of the
+/// answer: a CNAME with a short TTL bounds the whole answer.
+#[tokio::test]
+async fn ipv4_ttl_is_the_answers_smallest_ttl() {
+    let (dns, r) = setup().await;
+    dns.add_a_ttl("listed.test", Ipv4Addr::new(127, 0, 0, 2), 3600);
+    let (found, ttl) = r.ipv4_ttl("listed.test").await.unwrap();
+    assert_eq!(found, vec![Ipv4Addr::new(127, 0, 0, 2)]);
+    assert!(
+        ttl <= Duration::from_secs(3600) && ttl > Duration::from_secs(3500),
+        "{ttl:?}"
+    );
+    // Through the cache: counted down, never reset.
+    let (_, again) = r.ipv4_ttl("listed.test").await.unwrap();
+    assert!(again <= ttl, "{again:?} after {ttl:?}");
+
+    // The CNAME has TestDns's 1 s TTL.
+    dns.add_cname("alias.test", "listed.test");
+    let (found, ttl) = r.ipv4_ttl("alias.test").await.unwrap();
+    assert_eq!(found, vec![Ipv4Addr::new(127, 0, 0, 2)]);
+    assert!(ttl <= Duration::from_secs(1), "{ttl:?}");
+}
+
+/// RFC 2308 §5: NXDOMAIN and no-records answers keep their typed errors
+/// and carry the SOA's negative TTL; a SERVFAIL carries none (it is not an
+/// answer anyone may cache).
+#[tokio::test]
+async fn ipv4_ttl_negative_answers_carry_the_soa_minimum() {
+    let (dns, r) = setup().await;
+    dns.set_negative_ttl(900);
+    dns.add_txt("txt-only.test", "x");
+    dns.add_a("broken.test", Ipv4Addr::LOCALHOST);
+    dns.fail("broken.test", FailMode::ServFail);
+
+    let nx = r.ipv4_ttl("2.0.0.127.bl.test").await.unwrap_err();
+    assert_eq!(
+        nx.error,
+        DnsError::NxDomain {
+            name: "2.0.0.127.bl.test".into()
+        }
+    );
+    let ttl = nx.negative_ttl.expect("negative TTL");
+    assert!(
+        ttl <= Duration::from_secs(900) && ttl > Duration::from_secs(800),
+        "{ttl:?}"
+    );
+
+    let none = r.ipv4_ttl("txt-only.test").await.unwrap_err();
+    assert!(
+        matches!(none.error, DnsError::NoRecords { rtype: "A", .. }),
+        "{none:?}"
+    );
+    assert!(none.negative_ttl.is_some(), "{none:?}");
+
+    let temp = r.ipv4_ttl("broken.test").await.unwrap_err();
+    assert!(temp.error.is_temporary(), "{temp:?}");
+    assert_eq!(temp.negative_ttl, None);
+
+    // `ipv4` answers the same through the same lookup.
+    assert!(
+        r.ipv4("2.0.0.127.bl.test")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+/// The test server's DNS list helpers over the wire: a listed client at its
+/// RFC 5782 name (IPv6 in nibbles), the rest of the zone NXDOMAIN, and a
+/// whole zone failing.
+#[tokio::test]
+async fn test_dns_serves_dns_lists() {
+    use portcullis_test_support::dns::list_name;
+    let (dns, r) = setup().await;
+    let v4: IpAddr = "127.0.0.2".parse().unwrap();
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    dns.list("bl.test", v4, Ipv4Addr::new(127, 0, 0, 2), 600);
+    dns.list("bl.test", v6, Ipv4Addr::new(127, 0, 0, 4), 600);
+    let (found, _) = r.ipv4_ttl("2.0.0.127.bl.test").await.unwrap();
+    assert_eq!(found, vec![Ipv4Addr::new(127, 0, 0, 2)]);
+    let (found, _) = r.ipv4_ttl(&list_name("bl.test", v6)).await.unwrap();
+    assert_eq!(found, vec![Ipv4Addr::new(127, 0, 0, 4)]);
+    assert!(
+        r.ipv4_ttl("3.0.0.127.bl.test")
+            .await
+            .unwrap_err()
+            .error
+            .is_not_found()
+    );
+
+    dns.fail_zone("down.test", FailMode::ServFail);
+    dns.list("down.test", v4, Ipv4Addr::new(127, 0, 0, 2), 600);
+    let err = r.ipv4_ttl("2.0.0.127.down.test").await.unwrap_err();
+    assert!(err.error.is_temporary(), "{err:?}");
+    dns.clear_fail_zone("down.test");
+    assert!(r.ipv4_ttl("2.0.0.127.down.test").await.is_ok());
 }

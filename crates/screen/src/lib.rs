@@ -35,6 +35,7 @@ pub mod state;
 
 mod screen;
 
+pub use dnsbl::ResolverDns;
 pub use screen::{ClearTarget, Cleared, RcptFacts, Screen, ScreenBuilder, ScreenReport};
 
 /// A boxed future, for the object-safe traits of this crate (the state
@@ -53,6 +54,23 @@ pub trait ScreenDns: Send + Sync + 'static {
         'a,
         Result<(Vec<std::net::Ipv4Addr>, std::time::Duration), portcullis_dns::DnsError>,
     >;
+    /// [`ScreenDns::ipv4_ttl`], and for a negative answer (NXDOMAIN, no
+    /// records) how long it may be cached, when DNS said so (the SOA's
+    /// negative TTL, RFC 2308 §5). What the DNS lists look clients up with;
+    /// the default knows no negative TTL (the lists then use their own).
+    fn ipv4_cacheable<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<
+        'a,
+        Result<(Vec<std::net::Ipv4Addr>, std::time::Duration), portcullis_dns::TtlError>,
+    > {
+        Box::pin(async move {
+            self.ipv4_ttl(name)
+                .await
+                .map_err(portcullis_dns::TtlError::from)
+        })
+    }
     /// TXT records of `name`.
     fn txt<'a>(
         &'a self,

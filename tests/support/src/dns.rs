@@ -9,10 +9,17 @@
 //! server whose zone holds the target); else NOERROR with no answer for a
 //! name that has other records; else NXDOMAIN. Negative answers carry an SOA
 //! with a 1 s minimum, and every record has a [`TTL`] of 1 s, so changes are
-//! seen by a caching resolver after about a second.
+//! seen by a caching resolver after about a second (unless a test chooses
+//! other TTLs: [`TestDns::add_a_ttl`], [`TestDns::set_negative_ttl`]).
+//!
+//! DNS lists (RFC 5782): [`TestDns::list`] puts a client's address in a
+//! block or allow list zone (`2.0.0.127.bl.example.test`, IPv6 in
+//! nibbles, see [`list_name`]); every other address of the zone is
+//! NXDOMAIN, and [`TestDns::fail_zone`] makes a whole zone answer SERVFAIL
+//! or nothing at all.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -47,6 +54,10 @@ pub enum FailMode {
 struct Zone {
     records: HashMap<String, Vec<Record>>,
     failures: HashMap<String, FailMode>,
+    /// Failures of every name at or under a zone ([`TestDns::fail_zone`]).
+    zone_failures: HashMap<String, FailMode>,
+    /// The SOA minimum of negative answers; `None`: [`TTL`].
+    negative_ttl: Option<u32>,
     holds: HashMap<String, Arc<HoldState>>,
 }
 
@@ -142,11 +153,27 @@ enum Outcome {
 }
 
 impl Zone {
+    /// How `name` fails: its own failure, else that of the closest zone
+    /// above it (or of itself) set with [`TestDns::fail_zone`].
+    fn failure(&self, name: &str) -> Option<FailMode> {
+        if let Some(mode) = self.failures.get(name) {
+            return Some(*mode);
+        }
+        let mut rest = name;
+        loop {
+            if let Some(mode) = self.zone_failures.get(rest) {
+                return Some(*mode);
+            }
+            rest = rest.split_once('.')?.1;
+        }
+    }
+
     fn answer(&self, qname: &str, qtype: RecordType) -> Outcome {
         let mut answers = Vec::new();
         let mut current = qname.to_owned();
+        let negative_ttl = self.negative_ttl.unwrap_or(TTL);
         for _ in 0..MAX_CNAME_CHAIN {
-            match self.failures.get(&current) {
+            match self.failure(&current) {
                 Some(FailMode::Timeout) => return Outcome::Drop,
                 Some(FailMode::ServFail) => {
                     return Outcome::Answer {
@@ -159,7 +186,7 @@ impl Zone {
             }
             let Some(records) = self.records.get(&current) else {
                 // RFC 6604: the RCODE describes the last name in the chain.
-                return negative(ResponseCode::NXDomain, answers);
+                return negative(ResponseCode::NXDomain, answers, negative_ttl);
             };
             let matching: Vec<Record> = records
                 .iter()
@@ -185,7 +212,7 @@ impl Zone {
                     answers.push(record);
                     current = target;
                 }
-                None => return negative(ResponseCode::NoError, answers),
+                None => return negative(ResponseCode::NoError, answers, negative_ttl),
             }
         }
         Outcome::Answer {
@@ -197,8 +224,9 @@ impl Zone {
 }
 
 /// A negative answer (NXDOMAIN or NODATA) with the SOA that bounds its
-/// negative caching (RFC 2308 §5).
-fn negative(code: ResponseCode, answers: Vec<Record>) -> Outcome {
+/// negative caching (RFC 2308 §5: the smaller of the SOA record's TTL and
+/// its minimum, both `ttl` here).
+fn negative(code: ResponseCode, answers: Vec<Record>, ttl: u32) -> Outcome {
     let soa = SOA::new(
         Name::from_ascii("ns.test.").unwrap_or_else(|_| Name::root()),
         Name::from_ascii("hostmaster.test.").unwrap_or_else(|_| Name::root()),
@@ -206,14 +234,14 @@ fn negative(code: ResponseCode, answers: Vec<Record>) -> Outcome {
         60,
         60,
         600,
-        TTL,
+        ttl,
     );
     Outcome::Answer {
         code,
         answers,
         soa: Some(Box::new(Record::from_rdata(
             Name::root(),
-            TTL,
+            ttl,
             RData::SOA(soa),
         ))),
     }
@@ -361,7 +389,11 @@ impl TestDns {
     }
 
     fn add(&self, name: &str, data: RData) {
-        let record = Record::from_rdata(fqdn(name), TTL, data);
+        self.add_with_ttl(name, data, TTL);
+    }
+
+    fn add_with_ttl(&self, name: &str, data: RData, ttl: u32) {
+        let record = Record::from_rdata(fqdn(name), ttl, data);
         lock(&self.zone)
             .records
             .entry(key(name))
@@ -382,6 +414,31 @@ impl TestDns {
     /// Adds an A record.
     pub fn add_a(&self, name: &str, ip: Ipv4Addr) {
         self.add(name, RData::A(A(ip)));
+    }
+
+    /// Adds an A record with a TTL of `ttl` seconds (rather than [`TTL`]).
+    pub fn add_a_ttl(&self, name: &str, ip: Ipv4Addr, ttl: u32) {
+        self.add_with_ttl(name, RData::A(A(ip)), ttl);
+    }
+
+    /// Puts `client` on the DNS list `zone` (RFC 5782 §2.1): an A record
+    /// `answer` (`127.0.0.2` for a plain listing; any address, to test how
+    /// a bogus answer is treated) at [`list_name`]`(zone, client)`, with a
+    /// TTL of `ttl` seconds. Addresses not listed are NXDOMAIN. Several
+    /// calls for one client give several A records.
+    pub fn list(&self, zone: &str, client: IpAddr, answer: Ipv4Addr, ttl: u32) {
+        self.add_a_ttl(&list_name(zone, client), answer, ttl);
+    }
+
+    /// Takes `client` off the DNS list `zone` (NXDOMAIN again).
+    pub fn unlist(&self, zone: &str, client: IpAddr) {
+        self.remove(&list_name(zone, client), "*");
+    }
+
+    /// Sets the negative TTL (the SOA minimum of NXDOMAIN and no-records
+    /// answers, RFC 2308 §5) to `ttl` seconds, for every name.
+    pub fn set_negative_ttl(&self, ttl: u32) {
+        lock(&self.zone).negative_ttl = Some(ttl);
     }
 
     /// Adds an AAAA record.
@@ -447,6 +504,19 @@ impl TestDns {
         lock(&self.zone).failures.remove(&key(name));
     }
 
+    /// Makes every query for `zone` and every name under it (a whole DNS
+    /// list: [`FailMode::ServFail`] or no answer at all,
+    /// [`FailMode::Timeout`]) fail with `mode` until
+    /// [`clear_fail_zone`](Self::clear_fail_zone).
+    pub fn fail_zone(&self, zone: &str, mode: FailMode) {
+        lock(&self.zone).zone_failures.insert(key(zone), mode);
+    }
+
+    /// Makes `zone` and the names under it answer normally again.
+    pub fn clear_fail_zone(&self, zone: &str) {
+        lock(&self.zone).zone_failures.remove(&key(zone));
+    }
+
     /// Holds every query for `name` (any type) unanswered until the
     /// returned [`Hold`] is released or dropped; then they get the answers
     /// the records have at that moment. Set the resolver's timeout longer
@@ -463,6 +533,26 @@ impl TestDns {
             state,
         }
     }
+}
+
+/// The name `client` is looked up at in the DNS list `zone` (RFC 5782
+/// §2.1, §2.4): the octets of an IPv4 address reversed
+/// (`2.0.0.127.bl.example.test`), the 32 nibbles of an IPv6 address
+/// reversed (`1.0.0.0.[...].8.b.d.0.1.0.0.2.bl.example.test`), an
+/// IPv4-mapped IPv6 address as its IPv4 address. Built from hickory's
+/// reverse names, independently of the server's own code, so a test that
+/// lists with it checks the server's names.
+pub fn list_name(zone: &str, client: IpAddr) -> String {
+    let client = match client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+        v4 => v4,
+    };
+    let reverse = key(&Name::from(client).to_ascii());
+    let labels = reverse
+        .strip_suffix(".in-addr.arpa")
+        .or_else(|| reverse.strip_suffix(".ip6.arpa"))
+        .unwrap_or_else(|| panic!("list_name: unexpected reverse name {reverse}"));
+    format!("{labels}.{}", key(zone))
 }
 
 /// A [`TestDns`] for synchronous tests, with the runtime it serves on
@@ -550,6 +640,55 @@ mod tests {
             Some((ResponseCode::ServFail, 0))
         );
         assert_eq!(outcome_code(&z, "slow.test", RecordType::A), None);
+    }
+
+    #[test]
+    fn list_names() {
+        let v4: IpAddr = "192.0.2.99".parse().unwrap();
+        assert_eq!(
+            list_name("BL.example.test.", v4),
+            "99.2.0.192.bl.example.test"
+        );
+        let mapped: IpAddr = "::ffff:192.0.2.99".parse().unwrap();
+        assert_eq!(
+            list_name("bl.example.test", mapped),
+            "99.2.0.192.bl.example.test"
+        );
+        // RFC 5782 §2.4's example.
+        let v6: IpAddr = "2001:db8:1:2:3:4:567:89ab".parse().unwrap();
+        assert_eq!(
+            list_name("ugly.example.com", v6),
+            "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ugly.example.com"
+        );
+    }
+
+    /// A zone's failure covers the names under it, not its neighbours; a
+    /// name's own failure wins.
+    #[test]
+    fn zone_failures_and_negative_ttl() {
+        let mut z = Zone::default();
+        z.zone_failures.insert("bl.test".into(), FailMode::ServFail);
+        z.zone_failures
+            .insert("slow.test".into(), FailMode::Timeout);
+        z.failures.insert("1.bl.test".into(), FailMode::Timeout);
+        assert_eq!(z.failure("2.0.0.127.bl.test"), Some(FailMode::ServFail));
+        assert_eq!(z.failure("bl.test"), Some(FailMode::ServFail));
+        assert_eq!(z.failure("1.bl.test"), Some(FailMode::Timeout));
+        assert_eq!(z.failure("x.slow.test"), Some(FailMode::Timeout));
+        assert_eq!(z.failure("notbl.test"), None);
+        assert_eq!(z.failure("test"), None);
+        z.negative_ttl = Some(300);
+        match z.answer("nope.test", RecordType::A) {
+            Outcome::Answer {
+                code: ResponseCode::NXDomain,
+                soa: Some(soa),
+                ..
+            } => {
+                assert_eq!(soa.ttl, 300);
+                assert!(matches!(&soa.data, RData::SOA(s) if s.minimum == 300));
+            }
+            _ => panic!("expected NXDOMAIN with an SOA"),
+        }
     }
 
     #[tokio::test]
