@@ -85,9 +85,8 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
-    /// The screen in front of the queue (DNS lists, per-client rates,
-    /// greylisting): why a client is treated as it is, and forgetting what
-    /// it holds about a client or a sender domain.
+    /// The screen in front of the queue: why a client is treated as it is
+    /// (DNS lists, rates, greylisting), and resetting that.
     Screen {
         #[command(subcommand)]
         cmd: ScreenCmd,
@@ -304,20 +303,26 @@ pub enum TlsrptCmd {
 /// `portcullis screen ...`.
 #[derive(Debug, Subcommand)]
 pub enum ScreenCmd {
-    /// Why a client is treated as it is: trusted or not, its DNS list score
-    /// and one line per list, its connections, messages and recipients this
-    /// minute against the limits, the greylist entries of its network, and
-    /// what happens to it now.
+    /// Why a client is treated as it is (DNS lists, rates, greylisting).
+    ///
+    /// Shows whether it is in a trusted network, its DNS list score against
+    /// `[screen] dnsbl_threshold` with one line per `[[dnsbl]]` zone (listed
+    /// with the answers, not listed, or a failed lookup, which scores
+    /// nothing), its connections, messages and recipients this minute
+    /// against the limits, the greylist entries of its network, and what
+    /// happens to it now.
     Show {
         /// The client's IP address (IPv4, or IPv6: its /64 shares the
         /// rates).
         #[arg(value_name = "IP")]
         ip: IpAddr,
     },
-    /// Forget what the screen holds: for an IP address, its rates, its
-    /// cached DNS list answers and the greylist entries of its network (it
-    /// is screened afresh at its next connection); for a sender domain, its
-    /// verified greylist entries and the trust it earned.
+    /// Forget what the screen holds about a client or a sender domain.
+    ///
+    /// For an IP address: its rates, its cached DNS list answers and the
+    /// greylist entries of its network (it is looked up afresh at its next
+    /// connection). For a sender domain: its verified greylist entries and
+    /// the trust it earned (it is greylisted again until it retries).
     Clear {
         /// An IP address, or else a sender domain.
         #[arg(value_name = "IP|DOMAIN", value_parser = parse_screen_target)]
