@@ -24,6 +24,7 @@ mod conn;
 mod error;
 mod metrics_http;
 mod protocol;
+mod screen;
 mod server;
 mod table;
 
@@ -35,6 +36,9 @@ pub use protocol::{
     PolicyExplain, PolicyRefresh, PolicyShow, PolicyUnpinned, QueueDeleted, QueueDetail,
     QueueEntry, QueueEnvelope, QueueRetried, RecipientEntry, RecipientStateEntry, ReloadReport,
     Request, Response, StatusReport, TlsrptEntry, TlsrptOutcome, TlsrptSendResult,
+};
+pub use screen::{
+    ScreenCleared, ScreenGreylistLine, ScreenListLine, ScreenRateLine, ScreenShow, ScreenTarget,
 };
 pub use server::{AdminListener, Handler, MAX_REQUEST_LINE, bind, serve};
 pub use table::render_table;

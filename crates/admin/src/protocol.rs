@@ -7,8 +7,10 @@
 //! it from typed values and the client decodes it into the same types
 //! ([`Answer::decode`]), so neither side picks fields out of JSON by hand.
 
+use crate::screen::{ScreenCleared, ScreenShow, ScreenTarget};
 use portcullis_types::Envelope;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 
 /// One admin request, written by the CLI and handled by the server.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -108,6 +110,19 @@ pub enum Request {
     /// it in force (as SIGHUP does), as a [`ReloadReport`]; a file with an
     /// error is refused with the error (key and line) and changes nothing.
     Reload,
+    /// Why a client is treated as it is by the screen (DNS lists, rates,
+    /// greylist entries), as a [`ScreenShow`]; its lists are looked up
+    /// afresh when no answer is cached.
+    ScreenShow {
+        /// The client.
+        ip: IpAddr,
+    },
+    /// Forgets what the screen holds about a client or a sender domain, as
+    /// a [`ScreenCleared`].
+    ScreenClear {
+        /// The client or the domain.
+        target: ScreenTarget,
+    },
 }
 
 /// The answer to one [`Request`].
@@ -189,6 +204,10 @@ pub enum Answer {
     TlsrptSend(TlsrptSendResult),
     /// To [`Request::Reload`].
     Reload(ReloadReport),
+    /// To [`Request::ScreenShow`].
+    ScreenShow(Box<ScreenShow>),
+    /// To [`Request::ScreenClear`].
+    ScreenClear(ScreenCleared),
 }
 
 impl Answer {
@@ -214,6 +233,8 @@ impl Answer {
             Request::TlsrptShow { .. } => Answer::TlsrptShow(body),
             Request::TlsrptSend => Answer::TlsrptSend(v(body)?),
             Request::Reload => Answer::Reload(v(body)?),
+            Request::ScreenShow { .. } => Answer::ScreenShow(v(body)?),
+            Request::ScreenClear { .. } => Answer::ScreenClear(v(body)?),
         })
     }
 
@@ -642,6 +663,24 @@ mod tests {
                 r#"{"op":"tlsrpt_show","domain":"a.test","day":"2026-01-02"}"#,
             ),
             (Request::TlsrptSend, r#"{"op":"tlsrpt_send"}"#),
+            (
+                Request::ScreenShow {
+                    ip: "2001:db8::1".parse().unwrap(),
+                },
+                r#"{"op":"screen_show","ip":"2001:db8::1"}"#,
+            ),
+            (
+                Request::ScreenClear {
+                    target: ScreenTarget::Ip("192.0.2.1".parse().unwrap()),
+                },
+                r#"{"op":"screen_clear","target":{"ip":"192.0.2.1"}}"#,
+            ),
+            (
+                Request::ScreenClear {
+                    target: ScreenTarget::Domain("example.test".into()),
+                },
+                r#"{"op":"screen_clear","target":{"domain":"example.test"}}"#,
+            ),
         ];
         for (req, wire) in cases {
             assert_eq!(serde_json::to_string(&req).unwrap(), wire);
@@ -736,6 +775,75 @@ mod tests {
         let back = Answer::decode(&request, wire).unwrap();
         assert_eq!(back, Answer::QueueShow(Box::new(detail)));
         assert!(Answer::decode(&Request::Status, serde_json::json!([1])).is_err());
+    }
+
+    /// The server never guesses what a `screen` request is about: a
+    /// malformed address, or a target that does not say whether it is an
+    /// address or a domain, does not decode.
+    #[test]
+    fn screen_requests_are_strict() {
+        for bad in [
+            r#"{"op":"screen_show","ip":"192.0.2.256"}"#,
+            r#"{"op":"screen_show","ip":"example.test"}"#,
+            r#"{"op":"screen_show"}"#,
+            r#"{"op":"screen_clear","target":"192.0.2.1"}"#,
+            r#"{"op":"screen_clear","target":{"ip":"example.test"}}"#,
+            r#"{"op":"screen_clear","target":{"host":"example.test"}}"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// `screen show --json` prints the body as the server sent it; the
+    /// typed form reads it back whole.
+    #[test]
+    fn screen_answers_round_trip() {
+        use crate::screen::{ScreenGreylistLine, ScreenListLine, ScreenRateLine};
+        let show = ScreenShow {
+            ip: "192.0.2.1".parse().unwrap(),
+            rate_key: "192.0.2.1".into(),
+            trusted: false,
+            dnsbl_score: 2,
+            dnsbl_threshold: 1,
+            lists: vec![ScreenListLine {
+                zone: "bl.example.test".into(),
+                weight: 2,
+                outcome: "listed".into(),
+                answers: vec!["127.0.0.2".into()],
+            }],
+            rates: vec![ScreenRateLine {
+                kind: "connections".into(),
+                count: 3,
+                limit: 60,
+            }],
+            greylist: vec![ScreenGreylistLine {
+                key: "192.0.2.0/24 a@b.test -> c@d.test".into(),
+                state: "waiting".into(),
+                first_seen: 1_700_000_000,
+                expires: 1_700_014_400,
+            }],
+            summary: "refused at RCPT".into(),
+        };
+        let wire = serde_json::to_value(&show).unwrap();
+        assert_eq!(wire["ip"], "192.0.2.1");
+        assert_eq!(wire["lists"][0]["answers"][0], "127.0.0.2");
+        let request = Request::ScreenShow { ip: show.ip };
+        let back = Answer::decode(&request, wire).unwrap();
+        assert_eq!(back, Answer::ScreenShow(Box::new(show)));
+
+        let cleared = ScreenCleared {
+            target: ScreenTarget::Domain("b.test".into()),
+            rates: 0,
+            lists: 0,
+            greylist: 4,
+        };
+        let wire = serde_json::to_value(&cleared).unwrap();
+        assert_eq!(wire["target"]["domain"], "b.test");
+        let request = Request::ScreenClear {
+            target: cleared.target.clone(),
+        };
+        let back = Answer::decode(&request, wire).unwrap();
+        assert_eq!(back, Answer::ScreenClear(cleared));
     }
 
     #[test]

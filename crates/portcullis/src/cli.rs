@@ -1,7 +1,9 @@
 //! The command line of DESIGN.md, as clap definitions.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use portcullis_admin::ScreenTarget;
 use portcullis_types::Domain;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// Portcullis: an edge mail server (SMTP on port 25 with STARTTLS, no open
@@ -78,6 +80,16 @@ pub enum Command {
     /// non-zero and the reason (key and line) when the file is bad, and
     /// then the config in force stays.
     Reload {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// The screen in front of the queue: why a client is treated as it is
+    /// (DNS lists, rates, greylisting), and resetting that.
+    Screen {
+        #[command(subcommand)]
+        cmd: ScreenCmd,
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
@@ -288,6 +300,36 @@ pub enum TlsrptCmd {
     Send,
 }
 
+/// `portcullis screen ...`.
+#[derive(Debug, Subcommand)]
+pub enum ScreenCmd {
+    /// Why a client is treated as it is (DNS lists, rates, greylisting).
+    ///
+    /// Shows whether it is in a trusted network, its DNS list score against
+    /// `[screen] dnsbl_threshold` with one line per `[[dnsbl]]` zone (listed
+    /// with the answers, not listed, or a failed lookup, which scores
+    /// nothing), its connections, messages and recipients this minute
+    /// against the limits, the greylist entries of its network, and what
+    /// happens to it now.
+    Show {
+        /// The client's IP address (IPv4, or IPv6: its /64 shares the
+        /// rates).
+        #[arg(value_name = "IP")]
+        ip: IpAddr,
+    },
+    /// Forget what the screen holds about a client or a sender domain.
+    ///
+    /// For an IP address: its rates, its cached DNS list answers and the
+    /// greylist entries of its network (it is looked up afresh at its next
+    /// connection). For a sender domain: its verified greylist entries and
+    /// the trust it earned (it is greylisted again until it retries).
+    Clear {
+        /// An IP address, or else a sender domain.
+        #[arg(value_name = "IP|DOMAIN", value_parser = parse_screen_target)]
+        target: ScreenTarget,
+    },
+}
+
 /// `policy pin --mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PinMode {
@@ -314,6 +356,25 @@ fn parse_domain(s: &str) -> Result<Domain, String> {
     Domain::parse(s).map_err(|e| format!("not a domain name: {e}"))
 }
 
+/// `screen clear`'s argument: an IP address when it parses as one, else a
+/// domain name. A name whose last label is all digits is refused: it is a
+/// mistyped address (`192.0.2.256`), and clearing a "domain" of that name
+/// would silently clear nothing.
+fn parse_screen_target(s: &str) -> Result<ScreenTarget, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(ScreenTarget::Ip(ip));
+    }
+    let not_either = |why: String| format!("neither an IP address nor a domain name: {why}");
+    let domain = Domain::parse(s).map_err(|e| not_either(e.to_string()))?;
+    let top = domain.as_str().rsplit('.').next().unwrap_or_default();
+    if top.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_either(format!(
+            "{s:?} looks like an IP address but is not a valid one"
+        )));
+    }
+    Ok(ScreenTarget::Domain(domain.to_string()))
+}
+
 fn parse_day(s: &str) -> Result<String, String> {
     s.parse::<portcullis_tlsrpt::Day>()
         .map(|d| d.to_string())
@@ -330,4 +391,73 @@ fn parse_until(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(until)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `screen clear`'s argument: an address when it parses as one, else a
+    /// valid domain (normalised), else a clear refusal.
+    #[test]
+    fn screen_targets_are_an_address_or_a_domain() {
+        #[track_caller]
+        fn ok(arg: &str, want: ScreenTarget) {
+            assert_eq!(parse_screen_target(arg), Ok(want), "{arg}");
+        }
+        #[track_caller]
+        fn refused(arg: &str) {
+            let err = parse_screen_target(arg).unwrap_err();
+            assert!(
+                err.contains("neither an IP address nor a domain name"),
+                "{arg}: {err}"
+            );
+        }
+        ok("192.0.2.1", ScreenTarget::Ip("192.0.2.1".parse().unwrap()));
+        ok(
+            "2001:db8::1",
+            ScreenTarget::Ip("2001:db8::1".parse().unwrap()),
+        );
+        ok("Example.TEST.", ScreenTarget::Domain("example.test".into()));
+        ok(
+            "bücher.test",
+            ScreenTarget::Domain("xn--bcher-kva.test".into()),
+        );
+        for bad in [
+            "not_an_ip_or_domain!",
+            "",
+            "192.0.2.256",
+            "192.0.2",
+            "[192.0.2.1]",
+            "fe80::1%eth0",
+            "a..test",
+            "-a.test",
+            "a b.test",
+        ] {
+            refused(bad);
+        }
+    }
+
+    /// The subcommands parse as DESIGN.md names them, `--json` anywhere.
+    #[test]
+    fn screen_subcommands_parse() {
+        let cli =
+            Cli::try_parse_from(["portcullis", "screen", "show", "192.0.2.1", "--json"]).unwrap();
+        let Command::Screen { cmd, output, .. } = cli.command else {
+            panic!("not screen");
+        };
+        assert!(output.json);
+        assert!(matches!(cmd, ScreenCmd::Show { ip } if ip.to_string() == "192.0.2.1"));
+        let cli = Cli::try_parse_from(["portcullis", "screen", "clear", "example.test"]).unwrap();
+        let Command::Screen { cmd, .. } = cli.command else {
+            panic!("not screen");
+        };
+        assert!(matches!(
+            cmd,
+            ScreenCmd::Clear { target: ScreenTarget::Domain(d) } if d == "example.test"
+        ));
+        let err =
+            Cli::try_parse_from(["portcullis", "screen", "show", "example.test"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+    }
 }

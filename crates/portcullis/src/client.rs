@@ -2,7 +2,7 @@
 //! server's admin socket; the typed [`Answer`] is printed as JSON with
 //! `--json`, else in its human layout.
 
-use crate::cli::{Command, PinMode, PolicyCmd, QueueCmd, TlsrptCmd};
+use crate::cli::{Command, PinMode, PolicyCmd, QueueCmd, ScreenCmd, TlsrptCmd};
 use crate::config_cmd::load_config;
 use portcullis_admin::{AdminError, Answer, Request};
 use std::path::PathBuf;
@@ -94,6 +94,11 @@ fn request_of(command: Command) -> Result<(Option<PathBuf>, Request, bool), Stri
             config,
             output,
         } => (config.config, tlsrpt_request(cmd), output.json),
+        Command::Screen {
+            cmd,
+            config,
+            output,
+        } => (config.config, screen_request(cmd), output.json),
         Command::Serve(_) | Command::Config(_) | Command::User { .. } => {
             return Err("not an admin command".into());
         }
@@ -124,6 +129,14 @@ fn tlsrpt_request(cmd: TlsrptCmd) -> Request {
             day,
         },
         TlsrptCmd::Send => Request::TlsrptSend,
+    }
+}
+
+/// The admin request of a `screen` subcommand.
+fn screen_request(cmd: ScreenCmd) -> Request {
+    match cmd {
+        ScreenCmd::Show { ip } => Request::ScreenShow { ip },
+        ScreenCmd::Clear { target } => Request::ScreenClear { target },
     }
 }
 

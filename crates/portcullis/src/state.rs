@@ -8,6 +8,7 @@ use portcullis_dns::HickoryResolver;
 use portcullis_inbound::ListenerHandle;
 use portcullis_policy::PolicyEngine;
 use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
+use portcullis_screen::Screen;
 use portcullis_tlsrpt::ReportMetrics;
 use portcullis_tlsrpt::TlsRptRecorder;
 use std::path::PathBuf;
@@ -58,4 +59,26 @@ pub struct TlsRptAccess {
     pub metrics: Arc<ReportMetrics>,
     /// `[tlsrpt]` (the reporter's names, for `show` with reporting off).
     pub settings: TlsRpt,
+}
+
+/// The screen in force, as `screen show|clear` reach it: a function that
+/// gives the current [`Screen`] (the inbound side's live generation, which
+/// a reload replaces), asked once per request, so the handler always sees
+/// the settings and the shared state the sessions use.
+pub struct ScreenAccess {
+    current: Box<dyn Fn() -> Screen + Send + Sync>,
+}
+
+impl ScreenAccess {
+    /// Access through `current`, called once per admin request.
+    pub fn new(current: impl Fn() -> Screen + Send + Sync + 'static) -> ScreenAccess {
+        ScreenAccess {
+            current: Box::new(current),
+        }
+    }
+
+    /// The screen in force now.
+    pub fn screen(&self) -> Screen {
+        (self.current)()
+    }
 }

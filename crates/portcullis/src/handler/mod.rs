@@ -6,10 +6,11 @@ mod explain;
 mod policy;
 mod queue;
 mod refused;
+mod screen;
 mod tlsrpt;
 
 use crate::reload::Reloader;
-use crate::state::{PolicyAccess, QueueAccess, ServerInfo, TlsRptAccess};
+use crate::state::{PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
 use portcullis_admin::{
     Answer, Handler, ListenerStatus, ReloadReport, Request, Response, StatusReport,
 };
@@ -31,6 +32,8 @@ pub struct AdminHandler {
     pub tlsrpt: TlsRptAccess,
     /// `reload` (the same reload as SIGHUP).
     pub reload: Arc<Reloader>,
+    /// `screen ...`.
+    pub screen: ScreenAccess,
 }
 
 impl AdminHandler {
@@ -91,6 +94,10 @@ impl AdminHandler {
             }
             Request::TlsrptSend => Answer::TlsrptSend(t.send().await?),
             Request::Reload => Answer::Reload(self.reload().await?),
+            Request::ScreenShow { ip } => Answer::ScreenShow(Box::new(self.screen.show(ip).await)),
+            Request::ScreenClear { target } => {
+                Answer::ScreenClear(self.screen.clear(target).await?)
+            }
         })
     }
 

@@ -7,6 +7,7 @@
 
 mod inbound;
 mod outbound;
+mod screen_until_merge;
 mod services;
 mod shutdown;
 
@@ -15,7 +16,7 @@ use crate::handler::AdminHandler;
 use crate::logging;
 use crate::metrics::MetricsPage;
 use crate::reload::{Reloader, Targets};
-use crate::state::{PolicyAccess, QueueAccess, ServerInfo, TlsRptAccess};
+use crate::state::{PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
 use anyhow::{Context, Result};
 use inbound::Listeners;
 use outbound::Outbound;
@@ -115,7 +116,19 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         settings: config.tlsrpt.clone(),
     };
     let page = metrics_page(&store, &queue, &outbound, &side.metrics, &tlsrpt, started);
-    let handler = admin_handler(&reloader, info, &queue, &outbound, &side.metrics, tlsrpt);
+    // LEAD: at merge, the inbound side's live screen instead
+    // (`ScreenAccess::new(move || inbound.screen())`, which a reload replaces).
+    let screen = screen_until_merge::screen(&config)?;
+    let screen = ScreenAccess::new(move || screen.clone());
+    let handler = admin_handler(
+        &reloader,
+        info,
+        &queue,
+        &outbound,
+        &side.metrics,
+        tlsrpt,
+        screen,
+    );
     if let Some(sender) = tlsrpt_sender {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
     }
@@ -209,6 +222,7 @@ fn admin_handler(
     outbound: &Outbound,
     inbound_metrics: &Arc<InboundMetrics>,
     tlsrpt: TlsRptAccess,
+    screen: ScreenAccess,
 ) -> AdminHandler {
     AdminHandler {
         info,
@@ -224,6 +238,7 @@ fn admin_handler(
         },
         tlsrpt,
         reload: reloader.clone(),
+        screen,
     }
 }
 
