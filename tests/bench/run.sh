@@ -27,7 +27,11 @@
 #   SESSIONS="..."     parallel sessions (default "1 20 50")
 #   PATTERNS="..."     per-conn (one message per connection) and/or
 #                      per-session (smtp-source -d: connections are reused)
-#   SERVERS="..."      any of: sink postfix portcullis (default: all three)
+#   SERVERS="..."      any of: sink postfix portcullis portcullis-screen
+#                      (default: the first three; portcullis-screen is
+#                      Portcullis again with the screen on: recipients
+#                      verified at the route, one DNS block list, every
+#                      rate counted; the table then shows on/off)
 #   IDLE_CONNS=N       idle connections held open against Portcullis (1000)
 #   PORTCULLIS_BIN=F   the binary (default target/release/portcullis)
 #   BUILD=0            do not run `cargo build --release -p portcullis`
@@ -65,6 +69,21 @@ RAW=${RAW:-0}
 
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
+
+# The screen as an MX would run it (SERVERS=portcullis-screen): every
+# recipient verified at the route (smtp-sink says yes; the answer is then
+# cached), every client looked up in one DNS block list (the stub answers
+# NXDOMAIN: not listed, cached for the SOA minimum), every rate counted but
+# set high enough never to refuse the load. Greylisting stays off:
+# smtp-source does not retry.
+SCREEN_TOML='[recipients]
+verify = "route"
+[[dnsbl]]
+zone = "bl.bench.test"
+[screen]
+connections_per_minute = 100000000
+messages_per_minute = 100000000
+recipients_per_minute = 100000000'
 
 # ------------------------------------------------------------- idle conns --
 IDLE_REPORT=""
@@ -229,6 +248,20 @@ main() {
             else
                 log "skipping Portcullis"
                 IDLE_REPORT="Idle connections: not measured (no Portcullis binary)"
+            fi
+            ;;
+        portcullis-screen)
+            if portcullis_prepare; then
+                dns_start
+                log "Portcullis with the screen on, on 127.0.0.1:$PC_PORT"
+                if PC_EXTRA_TOML="$PC_EXTRA_TOML
+$SCREEN_TOML" portcullis_start; then
+                    run_matrix portcullis-screen "$PC_PORT"
+                    portcullis_stop
+                else
+                    log "skipping Portcullis with the screen"
+                    portcullis_stop
+                fi
             fi
             ;;
         *) die "unknown server '$server' in SERVERS" ;;

@@ -10,14 +10,16 @@ smtp-source's exit status.
 Output: for each (size, sessions, pattern), the median msgs/s over the
 repetitions that succeeded, for the smtp-sink baseline, Postfix and
 Portcullis, and the ratio Portcullis/Postfix; once for acceptance throughput
-and once for end-to-end throughput.
+and once for end-to-end throughput. When the run has "portcullis-screen"
+results (Portcullis with the screen on), two more columns: its rate and the
+ratio screen on / screen off.
 """
 
 import statistics
 import sys
 from collections import defaultdict
 
-SERVERS = ("sink", "postfix", "portcullis")
+SERVERS = ("sink", "postfix", "portcullis", "portcullis-screen")
 
 
 def human_size(n: int) -> str:
@@ -67,16 +69,23 @@ def main(path: str) -> int:
         ("acc", "Acceptance throughput (msgs/s until the client got its last 250; median)"),
         ("e2e", "End-to-end throughput (msgs/s until smtp-sink received every message; median)"),
     ):
+        screened = any("portcullis-screen" in data[k] for k in order)
         headers = ["size", "sessions", "pattern", "sink (ceiling)", "Postfix",
                    "Portcullis", "Portcullis/Postfix"]
+        if screened:
+            headers += ["screen on", "on/off"]
         rows = []
         for key in sorted(order, key=lambda k: (k[2], k[0], k[1])):
             size, sessions, pattern = key
             sink = median(key, "sink", "acc")  # the sink's own acceptance is its e2e
             pf = median(key, "postfix", what)
             pc = median(key, "portcullis", what)
-            rows.append([human_size(size), str(sessions), pattern, fmt_rate(sink),
-                         fmt_rate(pf), fmt_rate(pc), fmt_ratio(pc, pf)])
+            row = [human_size(size), str(sessions), pattern, fmt_rate(sink),
+                   fmt_rate(pf), fmt_rate(pc), fmt_ratio(pc, pf)]
+            if screened:
+                on = median(key, "portcullis-screen", what)
+                row += [fmt_rate(on), fmt_ratio(on, pc)]
+            rows.append(row)
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
                   for i, h in enumerate(headers)]
         print(title)
