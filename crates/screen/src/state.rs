@@ -25,6 +25,10 @@ pub struct Stored {
     pub expires: u64,
 }
 
+/// Entries with their keys, in key order (what [`ScreenStore::scan_prefix`]
+/// returns).
+pub type Entries = Vec<(Vec<u8>, Stored)>;
+
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("screen state: {0}")]
@@ -56,7 +60,7 @@ pub trait ScreenStore: Send + Sync + 'static {
         prefix: &'a [u8],
         now: u64,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<(Vec<u8>, Stored)>, StateError>>;
+    ) -> BoxFuture<'a, Result<Entries, StateError>>;
     /// Removes every entry whose key starts with `prefix`; how many.
     fn remove_prefix<'a>(
         &'a self,
@@ -181,7 +185,7 @@ impl ScreenStore for SledScreenStore {
         prefix: &'a [u8],
         now: u64,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<(Vec<u8>, Stored)>, StateError>> {
+    ) -> BoxFuture<'a, Result<Entries, StateError>> {
         Box::pin(async move {
             let (tree, name) = self.tree(table);
             let mut out = Vec::new();
