@@ -34,6 +34,8 @@ pub mod recipients;
 pub mod state;
 
 mod screen;
+#[cfg(test)]
+mod test_clock;
 
 pub use screen::{ClearTarget, Cleared, RcptFacts, Screen, ScreenBuilder, ScreenReport};
 
