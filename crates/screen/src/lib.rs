@@ -35,7 +35,7 @@ pub mod state;
 
 mod screen;
 #[cfg(test)]
-mod test_clock;
+mod testkit;
 
 pub use screen::{ClearTarget, Cleared, RcptFacts, Screen, ScreenBuilder, ScreenReport};
 

@@ -277,7 +277,7 @@ impl RateTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_clock::TestClock;
+    use crate::testkit::TestClock;
     use std::net::IpAddr;
 
     fn key(ip: &str) -> AddrKey {
