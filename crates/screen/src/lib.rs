@@ -37,7 +37,10 @@ mod screen;
 #[cfg(test)]
 mod testkit;
 
-pub use screen::{ClearTarget, Cleared, RcptFacts, Screen, ScreenBuilder, ScreenReport};
+pub use screen::{
+    ClearTarget, Cleared, GreylistLine, ListLine, RateLine, RcptFacts, Screen, ScreenBuilder,
+    ScreenError, ScreenReport,
+};
 
 /// A boxed future, for the object-safe traits of this crate (the state
 /// store, the recipient probe, the DNS lookups).
