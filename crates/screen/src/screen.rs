@@ -19,7 +19,7 @@ use crate::state::{ScreenStore, StateError};
 use portcullis_config::Config;
 use portcullis_metrics::MetricsWriter;
 use portcullis_types::{AddrKey, Address, Clock, Domain, Reply, ReversePath};
-use refusal::{Check, Refusals};
+use refusal::{Check, Refusal, Refusals};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -311,7 +311,13 @@ impl Screen {
             Kind::Recipients => Check::RateRecipients,
         };
         let detail = format!("over {limit} {} per minute", kind.as_str());
-        Err(self.shared.refusals.refuse(check, ip, rcpt, &detail, wait))
+        Err(self.shared.refusals.refuse(Refusal {
+            check,
+            ip,
+            rcpt,
+            detail: &detail,
+            wait,
+        }))
     }
 
     /// Decides one RCPT after anti-relay, in order: the DNS list verdict
@@ -323,20 +329,11 @@ impl Screen {
         let s = &self.settings;
         let postmaster = s.is_postmaster(facts.recipient);
         if !facts.exempt {
-            if !postmaster
-                && let Some(zone) = facts
-                    .lists
-                    .and_then(|v| v.blocked_by(s.screen.dnsbl_threshold))
-            {
+            let threshold = s.screen.dnsbl_threshold;
+            let blocked = facts.lists.and_then(|v| v.blocked_by(threshold));
+            if let Some(zone) = blocked.filter(|_| !postmaster) {
                 let zone = zone.to_string();
-                let refusals = &self.shared.refusals;
-                return Err(refusals.refuse(
-                    Check::Dnsbl,
-                    facts.ip,
-                    Some(facts.recipient),
-                    &zone,
-                    Duration::ZERO,
-                ));
+                return Err(self.refuse_rcpt(facts, Check::Dnsbl, &zone, Duration::ZERO));
             }
             let limit = s.screen.recipients_per_minute;
             self.rate(facts.ip, Some(facts.recipient), Kind::Recipients, limit)?;
@@ -349,6 +346,23 @@ impl Screen {
         self.greylist(facts).await
     }
 
+    /// Counts, logs and words the refusal of `facts`' recipient.
+    fn refuse_rcpt(
+        &self,
+        facts: &RcptFacts<'_>,
+        check: Check,
+        detail: &str,
+        wait: Duration,
+    ) -> Reply {
+        self.shared.refusals.refuse(Refusal {
+            check,
+            ip: facts.ip,
+            rcpt: Some(facts.recipient),
+            detail,
+            wait,
+        })
+    }
+
     /// Recipient verification, for recipients at accepted domains when
     /// `[recipients]` verifies any.
     async fn verify(&self, facts: &RcptFacts<'_>) -> Result<(), Reply> {
@@ -357,30 +371,17 @@ impl Screen {
         if !s.recipients.enabled() || !s.relay.accepts(&rcpt.domain) {
             return Ok(());
         }
-        let refusals = &self.shared.refusals;
-        match self
-            .shared
-            .verifier
-            .check(&s.recipients, &s.files, rcpt)
-            .await
-        {
-            Known::Unknown => Err(refusals.refuse(
+        let tempfail = s.recipients.unreachable == portcullis_config::Unreachable::Tempfail;
+        let verifier = &self.shared.verifier;
+        match verifier.check(&s.recipients, &s.files, rcpt).await {
+            Known::Unknown => Err(self.refuse_rcpt(
+                facts,
                 Check::RecipientUnknown,
-                facts.ip,
-                Some(rcpt),
                 "user unknown",
                 Duration::ZERO,
             )),
-            Known::Unreachable(why)
-                if s.recipients.unreachable == portcullis_config::Unreachable::Tempfail =>
-            {
-                Err(refusals.refuse(
-                    Check::RecipientUnreachable,
-                    facts.ip,
-                    Some(rcpt),
-                    &why,
-                    Duration::ZERO,
-                ))
+            Known::Unreachable(why) if tempfail => {
+                Err(self.refuse_rcpt(facts, Check::RecipientUnreachable, &why, Duration::ZERO))
             }
             Known::Unreachable(why) => {
                 tracing::info!(client = %facts.ip, recipient = %rcpt, reason = %why, "recipient not verified (route unreachable): accepted as configured");
@@ -399,20 +400,12 @@ impl Screen {
             spf_pass: facts.spf_pass,
             recipient: facts.recipient,
         };
-        match self
-            .shared
-            .greylist
-            .check(&self.settings.greylist, &attempt)
-            .await
-        {
+        let greylist = &self.shared.greylist;
+        match greylist.check(&self.settings.greylist, &attempt).await {
             Ok(Decision::Pass(_)) => Ok(()),
-            Ok(Decision::Wait { outcome, retry_in }) => Err(self.shared.refusals.refuse(
-                Check::Greylist,
-                facts.ip,
-                Some(facts.recipient),
-                outcome.as_str(),
-                retry_in,
-            )),
+            Ok(Decision::Wait { outcome, retry_in }) => {
+                Err(self.refuse_rcpt(facts, Check::Greylist, outcome.as_str(), retry_in))
+            }
             Err(e) => {
                 tracing::warn!(client = %facts.ip, recipient = %facts.recipient, error = %e, "greylist state unavailable: recipient let through");
                 Ok(())

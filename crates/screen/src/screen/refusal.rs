@@ -31,6 +31,19 @@ impl Check {
         Check::Greylist,
     ];
 
+    /// The reply code and enhanced status code (RFC 3463: 4.7.x/5.7.x
+    /// security or policy, 5.1.1 bad mailbox, 4.4.3 routing failure).
+    fn code(self) -> (u16, (u8, u16, u16)) {
+        match self {
+            Check::Dnsbl => (554, (5, 7, 1)),
+            Check::RateConnections => (421, (4, 7, 0)),
+            Check::RateMessages => (452, (4, 7, 1)),
+            Check::RateRecipients | Check::Greylist => (451, (4, 7, 1)),
+            Check::RecipientUnknown => (550, (5, 1, 1)),
+            Check::RecipientUnreachable => (451, (4, 4, 3)),
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Check::Dnsbl => "dnsbl",
@@ -44,53 +57,40 @@ impl Check {
     }
 }
 
+/// One refusal: the check, the client, the recipient (absent at connect
+/// and MAIL), the detail (the zone, the route's reason, the outcome) and
+/// how long until a retry may pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refusal<'a> {
+    pub(crate) check: Check,
+    pub(crate) ip: IpAddr,
+    pub(crate) rcpt: Option<&'a Address>,
+    pub(crate) detail: &'a str,
+    pub(crate) wait: Duration,
+}
+
 /// What a refused client is told.
-pub(crate) fn reply(
-    check: Check,
-    ip: IpAddr,
-    rcpt: Option<&Address>,
-    detail: &str,
-    wait: Duration,
-) -> Reply {
-    let rcpt = rcpt.map(ToString::to_string).unwrap_or_default();
-    let secs = wait.as_secs().max(1);
-    match check {
-        Check::Dnsbl => Reply::new(
-            554,
-            (5, 7, 1),
-            format!("Service unavailable; client [{ip}] blocked using {detail}"),
-        ),
-        Check::RateConnections => Reply::new(
-            421,
-            (4, 7, 0),
-            format!("Too many connections from [{ip}], try again later"),
-        ),
-        Check::RateMessages => Reply::new(
-            452,
-            (4, 7, 1),
-            format!("Too many messages from [{ip}]; try again in {secs} seconds"),
-        ),
-        Check::RateRecipients => Reply::new(
-            451,
-            (4, 7, 1),
-            format!("Too many recipients from [{ip}]; try again in {secs} seconds"),
-        ),
-        Check::RecipientUnknown => Reply::new(
-            550,
-            (5, 1, 1),
-            format!("<{rcpt}>: Recipient address rejected: user unknown"),
-        ),
-        Check::RecipientUnreachable => Reply::new(
-            451,
-            (4, 4, 3),
-            format!("<{rcpt}>: Recipient address verification failed: try again later"),
-        ),
-        Check::Greylist => Reply::new(
-            451,
-            (4, 7, 1),
-            format!("<{rcpt}>: Greylisted, try again in {secs} seconds"),
-        ),
-    }
+fn reply(r: &Refusal<'_>) -> Reply {
+    let (check, ip, detail) = (r.check, r.ip, r.detail);
+    let rcpt = r.rcpt.map(ToString::to_string).unwrap_or_default();
+    let secs = r.wait.as_secs().max(1);
+    let text = match check {
+        Check::Dnsbl => format!("Service unavailable; client [{ip}] blocked using {detail}"),
+        Check::RateConnections => format!("Too many connections from [{ip}], try again later"),
+        Check::RateMessages => {
+            format!("Too many messages from [{ip}]; try again in {secs} seconds")
+        }
+        Check::RateRecipients => {
+            format!("Too many recipients from [{ip}]; try again in {secs} seconds")
+        }
+        Check::RecipientUnknown => format!("<{rcpt}>: Recipient address rejected: user unknown"),
+        Check::RecipientUnreachable => {
+            format!("<{rcpt}>: Recipient address verification failed: try again later")
+        }
+        Check::Greylist => format!("<{rcpt}>: Greylisted, try again in {secs} seconds"),
+    };
+    let (code, enhanced) = check.code();
+    Reply::new(code, enhanced, text)
 }
 
 /// Refusals counted by check.
@@ -100,20 +100,12 @@ pub(crate) struct Refusals {
 }
 
 impl Refusals {
-    /// Counts and logs one refusal (`detail`: the zone, the route's
-    /// reason, the wait) and returns its reply.
-    pub(crate) fn refuse(
-        &self,
-        check: Check,
-        ip: IpAddr,
-        rcpt: Option<&Address>,
-        detail: &str,
-        wait: Duration,
-    ) -> Reply {
-        self.counts[check as usize].fetch_add(1, Ordering::Relaxed);
-        let recipient = rcpt.map(ToString::to_string).unwrap_or_default();
-        tracing::info!(client = %ip, %recipient, check = check.as_str(), detail, "screen refused");
-        reply(check, ip, rcpt, detail, wait)
+    /// Counts and logs one refusal and returns its reply.
+    pub(crate) fn refuse(&self, r: Refusal<'_>) -> Reply {
+        self.counts[r.check as usize].fetch_add(1, Ordering::Relaxed);
+        let recipient = r.rcpt.map(ToString::to_string).unwrap_or_default();
+        tracing::info!(client = %r.ip, %recipient, check = r.check.as_str(), detail = r.detail, "screen refused");
+        reply(&r)
     }
 
     /// `portcullis_screen_refusals_total{check}`.
