@@ -610,3 +610,34 @@ async fn an_unreachable_route_tempfails_unless_configured_to_accept() {
     check(unreachable_route("tempfail").await, tempfail, "tempfail");
     check(unreachable_route("accept").await, None, "accept");
 }
+
+/// The inbound side spawns sessions on tokio's multi-thread runtime: the
+/// screen must be shareable and its futures `Send`.
+#[tokio::test]
+async fn the_screen_is_shareable_and_its_futures_are_send() {
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    fn send<T: Send>(_: &T) {}
+    shared::<Screen>();
+    let f = fixture(BASE);
+    let sender = ReversePath::Null;
+    let rcpt = Address::parse("u@ours.test").unwrap();
+    let facts = RcptFacts {
+        ip: ip("192.0.2.1"),
+        exempt: false,
+        lists: None,
+        sender: &sender,
+        spf_pass: None,
+        recipient: &rcpt,
+    };
+    let rcpt_check = f.screen.rcpt(&facts);
+    send(&rcpt_check);
+    let show = f.screen.show(ip("192.0.2.1"));
+    send(&show);
+    let target = ClearTarget::Ip(ip("192.0.2.1"));
+    let clear = f.screen.clear(&target);
+    send(&clear);
+    let lists = f.screen.lists(ip("192.0.2.1"));
+    send(&lists);
+    let sweep = f.screen.sweep();
+    send(&sweep);
+}
