@@ -34,9 +34,14 @@ pub mod recipients;
 pub mod state;
 
 mod screen;
+#[cfg(test)]
+mod testkit;
 
 pub use dnsbl::ResolverDns;
-pub use screen::{ClearTarget, Cleared, RcptFacts, Screen, ScreenBuilder, ScreenReport};
+pub use screen::{
+    ClearTarget, Cleared, GreylistLine, ListLine, RateLine, RcptFacts, Screen, ScreenBuilder,
+    ScreenError, ScreenReport,
+};
 
 /// A boxed future, for the object-safe traits of this crate (the state
 /// store, the recipient probe, the DNS lookups).

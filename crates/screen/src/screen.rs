@@ -1,18 +1,28 @@
 //! The screen's decisions at connect, MAIL and RCPT, the operator's view
 //! of one client (`screen show`) and its reset (`screen clear`).
 //!
-//! SKELETON: the signatures below are the contract the inbound side and
-//! the binary code against; the bodies are being filled in.
+//! A [`Screen`] is two halves: the state every session and every reload
+//! shares (rate table, DNS list cache, recipient verifier, greylister,
+//! store, counters) and the settings of one config generation (in an
+//! `Arc`, replaced whole by [`Screen::reload`]), so a reload changes limits
+//! without forgetting who was counted.
+
+mod refusal;
+mod report;
 
 use crate::ScreenDns;
-use crate::dnsbl::ListsVerdict;
-use crate::recipients::RecipientProbe;
+use crate::dnsbl::{DnsLists, ListsVerdict};
+use crate::greylist::{Attempt, Decision, Greylister};
+use crate::rates::{Kind, RateTable};
+use crate::recipients::{Known, RecipientFiles, RecipientProbe, RecipientVerifier};
 use crate::state::{ScreenStore, StateError};
 use portcullis_config::Config;
 use portcullis_metrics::MetricsWriter;
-use portcullis_types::{Address, Clock, Domain, Reply, ReversePath};
+use portcullis_types::{AddrKey, Address, Clock, Domain, Reply, ReversePath};
+use refusal::{Check, Refusal, Refusals};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Why the screen could not be built: a recipients file that does not
 /// parse (its path and line), or the state store.
@@ -66,15 +76,73 @@ impl ScreenBuilder {
     /// The screen for `cfg` (`[recipients]`, `[[dnsbl]]`, `[screen]`,
     /// `[greylist]`, `[relay]`); the recipients files are read now.
     pub fn build(self, cfg: &Config) -> Result<Screen, ScreenError> {
-        let _ = (self.store, self.clock, self.dns, self.probe, cfg);
-        Ok(Screen {})
+        let settings = Settings::new(cfg)?;
+        let clock = self.clock;
+        let shared = Shared {
+            rates: RateTable::new(crate::rates::DEFAULT_CAPACITY, clock.clone()),
+            lists: DnsLists::new(self.dns.clone(), clock.clone()),
+            verifier: RecipientVerifier::new(self.store.clone(), self.probe, clock.clone()),
+            greylist: Greylister::new(self.store.clone(), clock.clone(), self.dns),
+            refusals: Refusals::default(),
+            store: self.store,
+            clock,
+        };
+        Ok(Screen {
+            shared: Arc::new(shared),
+            settings: Arc::new(settings),
+        })
     }
 }
 
 /// The screen. Cheap to clone. Its state (rate table, DNS list cache,
 /// store, counters) is shared by [`Screen::reload`]ed copies.
 #[derive(Clone)]
-pub struct Screen {}
+pub struct Screen {
+    shared: Arc<Shared>,
+    settings: Arc<Settings>,
+}
+
+/// What every generation shares.
+struct Shared {
+    store: Arc<dyn ScreenStore>,
+    clock: Arc<dyn Clock>,
+    rates: RateTable,
+    lists: DnsLists,
+    verifier: RecipientVerifier,
+    greylist: Greylister,
+    refusals: Refusals,
+}
+
+/// One config generation's settings.
+struct Settings {
+    recipients: portcullis_config::Recipients,
+    files: RecipientFiles,
+    dnsbl: Vec<portcullis_config::Dnsbl>,
+    screen: portcullis_config::Screen,
+    greylist: portcullis_config::Greylist,
+    relay: portcullis_config::Relay,
+}
+
+impl Settings {
+    /// `cfg`'s screen settings; the recipients files are read now.
+    fn new(cfg: &Config) -> Result<Settings, ScreenError> {
+        Ok(Settings {
+            files: RecipientFiles::load(&cfg.recipients.files)?,
+            recipients: cfg.recipients.clone(),
+            dnsbl: cfg.dnsbl.clone(),
+            screen: cfg.screen.clone(),
+            greylist: cfg.greylist.clone(),
+            relay: cfg.relay.clone(),
+        })
+    }
+
+    /// `postmaster@` (any case, RFC 5321 §4.5.1) of an accepted domain:
+    /// never refused by a DNS list nor greylisted, so a listed client can
+    /// still reach a person.
+    fn is_postmaster(&self, rcpt: &Address) -> bool {
+        rcpt.local.eq_ignore_ascii_case("postmaster") && self.relay.accepts(&rcpt.domain)
+    }
+}
 
 /// What a RCPT is checked with: what the session knows, recorded by the
 /// server (never taken from the message).
@@ -182,41 +250,74 @@ impl Screen {
     /// A screen with `cfg`'s settings (a reload) sharing this one's state;
     /// the recipients files are read again.
     pub fn reload(&self, cfg: &Config) -> Result<Screen, ScreenError> {
-        let _ = cfg;
-        Ok(self.clone())
+        Ok(Screen {
+            shared: self.shared.clone(),
+            settings: Arc::new(Settings::new(cfg)?),
+        })
     }
 
     /// Counts a connection of `ip` (the caller skips exempt clients); the
     /// 421 4.7.0 to send before closing when it is over
     /// `connections_per_minute`.
     pub fn connect(&self, ip: IpAddr) -> Result<(), Reply> {
-        let _ = ip;
-        Ok(())
+        let limit = self.settings.screen.connections_per_minute;
+        self.rate(ip, None, Kind::Connections, limit)
     }
 
     /// True when clients are looked up in DNS lists (any `[[dnsbl]]`).
     pub fn looks_up_lists(&self) -> bool {
-        false
+        !self.settings.dnsbl.is_empty()
     }
 
     /// The client's DNS list verdict (cached by TTL; a failed lookup scores
     /// nothing and is logged). Run while the greeting is sent.
     pub async fn lists(&self, ip: IpAddr) -> ListsVerdict {
-        let _ = ip;
-        ListsVerdict::default()
+        self.shared.lists.verdict(&self.settings.dnsbl, ip).await
     }
 
     /// True when a RCPT needs [`Screen::rcpt`] (recipients verified, lists,
     /// a recipient rate or greylisting).
     pub fn checks_rcpt(&self) -> bool {
-        false
+        let s = &self.settings;
+        s.recipients.enabled()
+            || !s.dnsbl.is_empty()
+            || s.screen.recipients_per_minute > 0
+            || s.greylist.enabled
     }
 
     /// Counts a MAIL of `ip` (the caller skips exempt clients); the 452
     /// 4.7.1 when it is over `messages_per_minute`.
     pub fn mail(&self, ip: IpAddr) -> Result<(), Reply> {
-        let _ = ip;
-        Ok(())
+        let limit = self.settings.screen.messages_per_minute;
+        self.rate(ip, None, Kind::Messages, limit)
+    }
+
+    /// Counts one `kind` event of `ip` against `limit`; the refusal when
+    /// it is over.
+    fn rate(
+        &self,
+        ip: IpAddr,
+        rcpt: Option<&Address>,
+        kind: Kind,
+        limit: u32,
+    ) -> Result<(), Reply> {
+        let wait = match self.shared.rates.check(AddrKey::of(ip), kind, limit) {
+            Ok(()) => return Ok(()),
+            Err(wait) => wait,
+        };
+        let check = match kind {
+            Kind::Connections => Check::RateConnections,
+            Kind::Messages => Check::RateMessages,
+            Kind::Recipients => Check::RateRecipients,
+        };
+        let detail = format!("over {limit} {} per minute", kind.as_str());
+        Err(self.shared.refusals.refuse(Refusal {
+            check,
+            ip,
+            rcpt,
+            detail: &detail,
+            wait,
+        }))
     }
 
     /// Decides one RCPT after anti-relay, in order: the DNS list verdict
@@ -225,41 +326,168 @@ impl Screen {
     /// (550 5.1.1 / 451 4.4.3), greylisting (451 4.7.1). Exempt clients
     /// get only the verification. Logs one line per refusal.
     pub async fn rcpt(&self, facts: &RcptFacts<'_>) -> Result<(), Reply> {
-        let _ = facts;
-        Ok(())
+        let s = &self.settings;
+        let postmaster = s.is_postmaster(facts.recipient);
+        if !facts.exempt {
+            let threshold = s.screen.dnsbl_threshold;
+            let blocked = facts.lists.and_then(|v| v.blocked_by(threshold));
+            if let Some(zone) = blocked.filter(|_| !postmaster) {
+                let zone = zone.to_string();
+                return Err(self.refuse_rcpt(facts, Check::Dnsbl, &zone, Duration::ZERO));
+            }
+            let limit = s.screen.recipients_per_minute;
+            self.rate(facts.ip, Some(facts.recipient), Kind::Recipients, limit)?;
+        }
+        self.verify(facts).await?;
+        let allowlisted = facts.lists.is_some_and(ListsVerdict::allowlisted);
+        if facts.exempt || !s.greylist.enabled || postmaster || allowlisted {
+            return Ok(());
+        }
+        self.greylist(facts).await
+    }
+
+    /// Counts, logs and words the refusal of `facts`' recipient.
+    fn refuse_rcpt(
+        &self,
+        facts: &RcptFacts<'_>,
+        check: Check,
+        detail: &str,
+        wait: Duration,
+    ) -> Reply {
+        self.shared.refusals.refuse(Refusal {
+            check,
+            ip: facts.ip,
+            rcpt: Some(facts.recipient),
+            detail,
+            wait,
+        })
+    }
+
+    /// Recipient verification, for recipients at accepted domains when
+    /// `[recipients]` verifies any.
+    async fn verify(&self, facts: &RcptFacts<'_>) -> Result<(), Reply> {
+        let s = &self.settings;
+        let rcpt = facts.recipient;
+        if !s.recipients.enabled() || !s.relay.accepts(&rcpt.domain) {
+            return Ok(());
+        }
+        let tempfail = s.recipients.unreachable == portcullis_config::Unreachable::Tempfail;
+        let verifier = &self.shared.verifier;
+        match verifier.check(&s.recipients, &s.files, rcpt).await {
+            Known::Unknown => Err(self.refuse_rcpt(
+                facts,
+                Check::RecipientUnknown,
+                "user unknown",
+                Duration::ZERO,
+            )),
+            Known::Unreachable(why) if tempfail => {
+                Err(self.refuse_rcpt(facts, Check::RecipientUnreachable, &why, Duration::ZERO))
+            }
+            Known::Unreachable(why) => {
+                tracing::info!(client = %facts.ip, recipient = %rcpt, reason = %why, "recipient not verified (route unreachable): accepted as configured");
+                Ok(())
+            }
+            Known::Exists | Known::Unverified => Ok(()),
+        }
+    }
+
+    /// Greylisting; a store failure lets the recipient through (logged):
+    /// losing a delay never loses mail.
+    async fn greylist(&self, facts: &RcptFacts<'_>) -> Result<(), Reply> {
+        let attempt = Attempt {
+            ip: facts.ip,
+            sender: facts.sender,
+            spf_pass: facts.spf_pass,
+            recipient: facts.recipient,
+        };
+        let greylist = &self.shared.greylist;
+        match greylist.check(&self.settings.greylist, &attempt).await {
+            Ok(Decision::Pass(_)) => Ok(()),
+            Ok(Decision::Wait { outcome, retry_in }) => {
+                Err(self.refuse_rcpt(facts, Check::Greylist, outcome.as_str(), retry_in))
+            }
+            Err(e) => {
+                tracing::warn!(client = %facts.ip, recipient = %facts.recipient, error = %e, "greylist state unavailable: recipient let through");
+                Ok(())
+            }
+        }
     }
 
     /// Why `ip` is treated as it is (a fresh list lookup when none is
     /// cached).
     pub async fn show(&self, ip: IpAddr) -> ScreenReport {
+        let s = &self.settings;
+        let key = AddrKey::of(ip);
+        let verdict = self.lists(ip).await;
+        let rates = report::rate_lines(self.shared.rates.count(key), &s.screen);
+        let greylist = match self.shared.greylist.entries(ip, s.greylist.delay).await {
+            Ok(entries) => entries.into_iter().map(report::greylist_line).collect(),
+            Err(e) => {
+                tracing::warn!(client = %ip, error = %e, "screen show: greylist state unavailable");
+                Vec::new()
+            }
+        };
+        let trusted = s.relay.trusts(ip);
+        let summary = report::summary(&report::Standing {
+            trusted,
+            verdict: &verdict,
+            threshold: s.screen.dnsbl_threshold,
+            rates: &rates,
+            greylisting: s.greylist.enabled,
+            greylist: &greylist,
+        });
         ScreenReport {
             ip,
-            rate_key: portcullis_types::AddrKey::of(ip).to_string(),
-            trusted: false,
-            dnsbl_score: 0,
-            dnsbl_threshold: 1,
-            lists: Vec::new(),
-            rates: Vec::new(),
-            greylist: Vec::new(),
-            summary: String::new(),
+            rate_key: key.to_string(),
+            trusted,
+            dnsbl_score: verdict.score,
+            dnsbl_threshold: s.screen.dnsbl_threshold,
+            lists: report::list_lines(&s.dnsbl, &verdict),
+            rates,
+            greylist,
+            summary,
         }
     }
 
     /// Forgets what the screen holds about `target`.
     pub async fn clear(&self, target: &ClearTarget) -> Result<Cleared, StateError> {
-        let _ = target;
-        Ok(Cleared::default())
+        let g = &self.shared.greylist;
+        let cleared = match target {
+            ClearTarget::Ip(ip) => Cleared {
+                rates: u64::from(self.shared.rates.forget(AddrKey::of(*ip))),
+                lists: self.shared.lists.forget(*ip),
+                greylist: g.clear_network(*ip).await?,
+            },
+            ClearTarget::Domain(domain) => Cleared {
+                greylist: g.clear_domain(domain).await?,
+                ..Cleared::default()
+            },
+        };
+        tracing::info!(target = ?target, ?cleared, "screen state cleared");
+        Ok(cleared)
     }
 
     /// Removes expired state (greylist entries, probe answers); run
     /// periodically by the server.
     pub async fn sweep(&self) -> Result<u64, StateError> {
-        Ok(0)
+        self.shared.store.sweep(self.shared.clock.unix_secs()).await
     }
 
     /// The screen's metric families (lists by zone and outcome, rate
     /// refusals, recipient verification, greylisting).
     pub fn render_metrics(&self, w: &mut MetricsWriter) {
-        let _ = w;
+        self.shared.refusals.render(w);
+        self.shared.greylist.render_metrics(w);
+        w.gauge(
+            "portcullis_screen_rate_clients",
+            "Clients (IPv4 addresses, IPv6 /64s) the rate table holds now.",
+            &[],
+            self.shared.rates.len() as u64,
+        );
+        self.shared.lists.render_metrics(w);
+        self.shared.verifier.render_metrics(w);
     }
 }
+
+#[cfg(test)]
+mod tests;

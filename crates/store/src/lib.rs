@@ -119,6 +119,14 @@ pub enum TreeName {
     /// delay, per (day, policy domain) the report's destinations, attempts
     /// and whether it went out (JSON).
     TlsRptSent,
+    /// The screen's greylist (issue 14): triplet, verified-domain and
+    /// domain-trust keys → 8-byte big-endian expiry (Unix seconds) ‖ the
+    /// greylister's entry. Expiring; written without fsync (a lost entry
+    /// costs a client one more retry, never a message).
+    ScreenGreylist,
+    /// The screen's cached recipient probe answers: recipient → 8-byte
+    /// big-endian expiry (Unix seconds) ‖ the verifier's answer. Expiring.
+    ScreenRecipients,
 }
 
 impl TreeName {
@@ -132,6 +140,8 @@ impl TreeName {
             TreeName::MtaStsPins => "mta_sts.pins",
             TreeName::TlsRptResults => "tlsrpt.results",
             TreeName::TlsRptSent => "tlsrpt.sent",
+            TreeName::ScreenGreylist => "screen.greylist",
+            TreeName::ScreenRecipients => "screen.recipients",
         }
     }
 }
