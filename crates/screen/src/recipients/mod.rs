@@ -14,6 +14,9 @@ mod files;
 mod list;
 mod verifier;
 
+#[cfg(test)]
+mod tests;
+
 pub use files::{RECHECK, RecipientFiles};
 pub use list::{MAX_FILE_BYTES, MAX_LINE_BYTES};
 pub use verifier::RecipientVerifier;

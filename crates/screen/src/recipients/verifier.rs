@@ -186,6 +186,12 @@ impl RecipientVerifier {
         self.flights.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How many probes are in flight (distinct addresses).
+    #[cfg(test)]
+    pub(super) fn in_flight(&self) -> usize {
+        self.flights().len()
+    }
+
     fn counted(&self, source: Source, known: Known) -> Known {
         self.counts[source as usize][outcome_index(&known)].fetch_add(1, Relaxed);
         known
