@@ -263,23 +263,31 @@ impl Sink {
     /// (Blocks the calling thread: from an async test, call it once the
     /// client has finished, or from `spawn_blocking`.)
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<ReceivedMail> {
+        let record = self.wait_until(timeout, |r| r.received.len() >= n, |r| {
+            format!(
+                "expected {n} message(s) within {timeout:?}, got {}; connections {}, commands {:?}, TLS errors {:?}",
+                r.received.len(),
+                r.connections,
+                r.commands,
+                r.tls_errors
+            )
+        });
+        record.received.clone()
+    }
+
+    /// Waits until `done` holds for the record; panics with `describe`'s
+    /// words when `timeout` passes first.
+    fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Record) -> bool,
+        describe: impl Fn(&Record) -> String,
+    ) -> MutexGuard<'_, Record> {
         let deadline = Instant::now() + timeout;
         let mut record = self.shared.record();
-        loop {
-            if record.received.len() >= n {
-                return record.received.clone();
-            }
+        while !done(&record) {
             let now = Instant::now();
-            if now >= deadline {
-                panic!(
-                    "sink {}: expected {n} message(s) within {timeout:?}, got {}; connections {}, commands {:?}, TLS errors {:?}",
-                    self.addr,
-                    record.received.len(),
-                    record.connections,
-                    record.commands,
-                    record.tls_errors
-                );
-            }
+            assert!(now < deadline, "sink {}: {}", self.addr, describe(&record));
             record = self
                 .shared
                 .changed
@@ -287,6 +295,7 @@ impl Sink {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        record
     }
 
     /// Every command line received, in order, across connections (data
@@ -324,23 +333,11 @@ impl Sink {
 
     /// Waits until exactly `n` connections are open; panics after `timeout`.
     pub fn wait_open(&self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut record = self.shared.record();
-        while record.open != n {
-            let now = Instant::now();
-            assert!(
-                now < deadline,
-                "sink {}: {} connection(s) open, expected {n}",
-                self.addr,
-                record.open
-            );
-            record = self
-                .shared
-                .changed
-                .wait_timeout(record, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        self.wait_until(
+            timeout,
+            |r| r.open == n,
+            |r| format!("{} connection(s) open, expected {n}", r.open),
+        );
     }
 
     /// How many transactions had their data read and left unanswered
