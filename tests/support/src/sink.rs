@@ -333,11 +333,11 @@ impl Sink {
 
     /// Waits until exactly `n` connections are open; panics after `timeout`.
     pub fn wait_open(&self, n: usize, timeout: Duration) {
-        self.wait_until(
+        drop(self.wait_until(
             timeout,
             |r| r.open == n,
             |r| format!("{} connection(s) open, expected {n}", r.open),
-        );
+        ));
     }
 
     /// How many transactions had their data read and left unanswered
