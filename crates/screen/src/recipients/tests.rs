@@ -421,3 +421,19 @@ async fn concurrent_checks_of_one_address_share_one_probe() {
     counted(&r.metrics(), "probe", "exists", 10);
     assert_eq!(r.verifier.in_flight(), 0, "finished flights are forgotten");
 }
+
+/// Regression guard: a client that hangs up while its RCPT waits for a
+/// probe must not leave the flight behind (one entry per address an
+/// attacker names would grow without bound).
+#[tokio::test]
+async fn a_cancelled_check_leaves_no_flight_behind() {
+    let r = rig(Scripted::new(&[], false));
+    for i in 0..3 {
+        let address = format!("user{i}@b.test");
+        let check = r.check(&address);
+        let timed_out = tokio::time::timeout(Duration::from_millis(1), check).await;
+        assert!(timed_out.is_err());
+    }
+    assert_eq!(r.probe.calls(), 3);
+    assert_eq!(r.verifier.in_flight(), 0);
+}

@@ -49,6 +49,29 @@ fn outcome_index(known: &Known) -> usize {
 /// One probe in flight, shared by every check of the same address.
 type Flight = Arc<OnceCell<ProbeAnswer>>;
 
+/// One check waiting on a flight. The last one to leave, answered or
+/// cancelled (its client gone), forgets the flight: a client that hangs
+/// up mid-probe leaves nothing behind.
+struct Boarded<'a> {
+    verifier: &'a RecipientVerifier,
+    key: &'a str,
+    flight: Flight,
+}
+
+impl Drop for Boarded<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.verifier.flights();
+        // Under the lock no check can board: two references (the map's and
+        // ours) mean nobody else waits on it.
+        let ours = flights
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight));
+        if ours && Arc::strong_count(&self.flight) <= 2 {
+            flights.remove(self.key);
+        }
+    }
+}
+
 /// Answers "does this recipient exist?": from its domain's file, else
 /// (with `verify = "route"`) from the cache or a probe of its route.
 /// Shared across reloads; counts answers by source and outcome.
@@ -146,19 +169,20 @@ impl RecipientVerifier {
             let mut flights = self.flights();
             Arc::clone(flights.entry(key.to_owned()).or_default())
         };
-        let answer = flight
+        let guard = Boarded {
+            verifier: self,
+            key,
+            flight,
+        };
+        guard
+            .flight
             .get_or_init(|| async {
                 let answer = probe.probe(recipient).await;
                 self.remember(settings, key, &answer).await;
                 answer
             })
             .await
-            .clone();
-        let mut flights = self.flights();
-        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-            flights.remove(key);
-        }
-        answer
+            .clone()
     }
 
     /// Caches a definite answer: "exists" for `cache_positive`, "unknown"
