@@ -11,7 +11,7 @@ use crate::results::{Step, all, interpret, tls_failure};
 use crate::settings::DelivererSettings;
 use portcullis_policy::PolicyLookup;
 use portcullis_queue::{DeliveryJob, RecipientOutcome, RecipientResult};
-use portcullis_tls::TlsResultType;
+use portcullis_tls::{ClientTls, TlsResultType};
 use portcullis_tlsrpt::{TlsResultSink, TlsSessionResult};
 use portcullis_types::Domain;
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +32,28 @@ pub(crate) struct Execution<'a, R, C> {
     /// The MTA-STS lookup, when one was made: then every session is
     /// reported.
     pub lookup: Option<&'a PolicyLookup>,
+}
+
+/// The TLS decision of one connection to a host that must show `tls`
+/// (`in_clear`: the retry in clear after an opportunistic TLS failure).
+/// Shared by delivery and the recipient probe, so a route is spoken to
+/// the same way by both.
+pub(crate) fn tls_decision(
+    client: &ClientTls,
+    tls: &TlsRequirement,
+    in_clear: bool,
+) -> Result<TlsDecision, String> {
+    Ok(match (tls, in_clear) {
+        (TlsRequirement::PkixFor(_), _) => match client.pkix_config() {
+            Ok(config) => TlsDecision::Required { config },
+            Err(e) => return Err(format!("MTA-STS: trust anchors unusable: {e}")),
+        },
+        (_, true) => TlsDecision::Disabled,
+        (_, false) => {
+            let (config, record) = client.opportunistic_config();
+            TlsDecision::Opportunistic { config, record }
+        }
+    })
 }
 
 /// One session (or a host that was never contacted) as TLS-RPT sees it.
@@ -131,18 +153,7 @@ impl<R, C: Connector> Execution<'_, R, C> {
     /// configuration per connection: its record says whether this peer's
     /// certificate verified.
     fn decision(&self, tls: &TlsRequirement, in_clear: bool) -> Result<TlsDecision, String> {
-        let client = &self.settings.tls;
-        Ok(match (tls, in_clear) {
-            (TlsRequirement::PkixFor(_), _) => match client.pkix_config() {
-                Ok(config) => TlsDecision::Required { config },
-                Err(e) => return Err(format!("MTA-STS: trust anchors unusable: {e}")),
-            },
-            (_, true) => TlsDecision::Disabled,
-            (_, false) => {
-                let (config, record) = client.opportunistic_config();
-                TlsDecision::Opportunistic { config, record }
-            }
-        })
+        tls_decision(&self.settings.tls, tls, in_clear)
     }
 
     /// One SMTP session carrying the domain's recipients.

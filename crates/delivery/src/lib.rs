@@ -4,7 +4,9 @@
 //! that the [`Deliverer`] executes and `policy explain` prints. The
 //! [`client`] module speaks SMTP to one already-connected host (RFC 5321,
 //! STARTTLS per RFC 3207) with the TLS decision and the TLS outcome as
-//! explicit values, ready for TLS-RPT (RFC 8460).
+//! explicit values, ready for TLS-RPT (RFC 8460). The [`RouteProbe`]
+//! asks a domain's route whether a recipient exists (the screen's
+//! recipient verification), with the same planner and client.
 //!
 //! Threat model: every byte from the remote host is hostile input; a
 //! failure to secure a session that the caller required is a failed
@@ -20,6 +22,7 @@ mod execute;
 pub mod loops;
 mod metrics;
 pub mod plan;
+mod probe;
 mod results;
 mod settings;
 
@@ -31,4 +34,5 @@ pub use loops::SelfAddresses;
 pub use metrics::DeliveryMetrics;
 pub use plan::Planner;
 pub use portcullis_tlsrpt::{LogTlsResults, TlsResultSink, TlsSessionResult};
+pub use probe::{ProbeSettings, RouteProbe};
 pub use settings::DelivererSettings;

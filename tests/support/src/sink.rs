@@ -63,8 +63,15 @@ pub struct SinkConfig {
     pub dsn: bool,
     /// Per-recipient replies: (address, whole reply line such as
     /// `"550 5.1.1 no such user"`); addresses compare case-insensitively.
-    /// Other recipients get `250 2.1.5 Ok`; a reply starting with `2` accepts.
+    /// Other recipients get `250 2.1.5 Ok` (or see `known_users`); a
+    /// reply starting with `2` accepts.
     pub rcpt_replies: Vec<(String, String)>,
+    /// A mail store that knows its users: when set, a recipient neither
+    /// listed here nor in `rcpt_replies` gets `550 5.1.1 <addr>: Recipient
+    /// address rejected: User unknown` (compared case-insensitively).
+    pub known_users: Option<Vec<String>>,
+    /// Wait this long before answering each RCPT: keeps probes in flight.
+    pub rcpt_delay: Option<Duration>,
     /// The reply line to every MAIL FROM (default `250 2.1.0 Ok`).
     pub mail_reply: Option<String>,
     /// The reply line after the data (default `250 2.0.0 Ok: queued as N`);
@@ -91,6 +98,8 @@ impl Default for SinkConfig {
             smtputf8: true,
             dsn: true,
             rcpt_replies: Vec::new(),
+            known_users: None,
+            rcpt_delay: None,
             mail_reply: None,
             data_reply: None,
             stall_after_data: false,
@@ -125,6 +134,9 @@ struct Record {
     pipelined: Vec<String>,
     tls_errors: Vec<String>,
     connections: usize,
+    /// Sessions open now, and the most ever open at once.
+    open: usize,
+    max_open: usize,
     stalled: usize,
 }
 
@@ -251,23 +263,31 @@ impl Sink {
     /// (Blocks the calling thread: from an async test, call it once the
     /// client has finished, or from `spawn_blocking`.)
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<ReceivedMail> {
+        let record = self.wait_until(timeout, |r| r.received.len() >= n, |r| {
+            format!(
+                "expected {n} message(s) within {timeout:?}, got {}; connections {}, commands {:?}, TLS errors {:?}",
+                r.received.len(),
+                r.connections,
+                r.commands,
+                r.tls_errors
+            )
+        });
+        record.received.clone()
+    }
+
+    /// Waits until `done` holds for the record; panics with `describe`'s
+    /// words when `timeout` passes first.
+    fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Record) -> bool,
+        describe: impl Fn(&Record) -> String,
+    ) -> MutexGuard<'_, Record> {
         let deadline = Instant::now() + timeout;
         let mut record = self.shared.record();
-        loop {
-            if record.received.len() >= n {
-                return record.received.clone();
-            }
+        while !done(&record) {
             let now = Instant::now();
-            if now >= deadline {
-                panic!(
-                    "sink {}: expected {n} message(s) within {timeout:?}, got {}; connections {}, commands {:?}, TLS errors {:?}",
-                    self.addr,
-                    record.received.len(),
-                    record.connections,
-                    record.commands,
-                    record.tls_errors
-                );
-            }
+            assert!(now < deadline, "sink {}: {}", self.addr, describe(&record));
             record = self
                 .shared
                 .changed
@@ -275,6 +295,7 @@ impl Sink {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        record
     }
 
     /// Every command line received, in order, across connections (data
@@ -297,6 +318,26 @@ impl Sink {
     /// How many connections were accepted.
     pub fn connections(&self) -> usize {
         self.shared.record().connections
+    }
+
+    /// How many connections are open now (accepted and not yet ended by
+    /// either side).
+    pub fn open_connections(&self) -> usize {
+        self.shared.record().open
+    }
+
+    /// The most connections that were ever open at once.
+    pub fn max_open_connections(&self) -> usize {
+        self.shared.record().max_open
+    }
+
+    /// Waits until exactly `n` connections are open; panics after `timeout`.
+    pub fn wait_open(&self, n: usize, timeout: Duration) {
+        drop(self.wait_until(
+            timeout,
+            |r| r.open == n,
+            |r| format!("{} connection(s) open, expected {n}", r.open),
+        ));
     }
 
     /// How many transactions had their data read and left unanswered
@@ -329,11 +370,16 @@ async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    shared.update(|r| r.connections += 1);
+                    shared.update(|r| {
+                        r.connections += 1;
+                        r.open += 1;
+                        r.max_open = r.max_open.max(r.open);
+                    });
                     let live = shared.live();
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
-                        session(Box::new(stream), live, shared).await;
+                        session(Box::new(stream), live, Arc::clone(&shared)).await;
+                        shared.update(|r| r.open -= 1);
                     });
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -505,11 +551,10 @@ async fn session(io: Box<dyn Io>, live: Arc<Live>, shared: Arc<Shared>) {
                 (None, _) => "503 5.5.1 MAIL first".to_owned(),
                 (Some(_), None) => "501 5.5.4 syntax: RCPT TO:<address>".to_owned(),
                 (Some(tx), Some((path, _))) => {
-                    let reply = live
-                        .rcpt_replies
-                        .get(&path.to_ascii_lowercase())
-                        .cloned()
-                        .unwrap_or_else(|| "250 2.1.5 Ok".to_owned());
+                    if let Some(delay) = cfg.rcpt_delay {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let reply = rcpt_reply(&live, &path);
                     if reply.starts_with('2') {
                         tx.rcpts.push(path);
                     }
@@ -604,6 +649,21 @@ async fn refuse(mut conn: Conn, cfg: &SinkConfig, shared: &Shared) {
         if conn.reply("503 5.5.1 no service").await.is_none() {
             return;
         }
+    }
+}
+
+/// The reply to `RCPT TO:<path>`: scripted, else as a store that knows
+/// `known_users` (when set) would answer, else 250.
+fn rcpt_reply(live: &Live, path: &str) -> String {
+    let lower = path.to_ascii_lowercase();
+    if let Some(reply) = live.rcpt_replies.get(&lower) {
+        return reply.clone();
+    }
+    match &live.cfg.known_users {
+        Some(users) if !users.iter().any(|u| u.eq_ignore_ascii_case(path)) => {
+            format!("550 5.1.1 <{path}>: Recipient address rejected: User unknown")
+        }
+        _ => "250 2.1.5 Ok".to_owned(),
     }
 }
 
@@ -771,6 +831,27 @@ mod tests {
         sink.reconfigure(|cfg| cfg.greeting = 220);
         let _ = Client::connect(sink.addr());
         assert_eq!(sink.connections(), 3);
+    }
+
+    #[test]
+    fn a_store_that_knows_its_users_and_counts_open_connections() {
+        let sink = Sink::start(SinkConfig {
+            known_users: Some(vec!["Alice@example.test".into()]),
+            rcpt_replies: vec![("busy@example.test".into(), "450 4.2.1 busy".into())],
+            ..SinkConfig::default()
+        });
+        let mut c = Client::connect(sink.addr());
+        c.ehlo("c");
+        c.cmd("MAIL FROM:<>", 250);
+        c.cmd("RCPT TO:<alice@example.test>", 250);
+        let r = c.cmd("RCPT TO:<bob@example.test>", 550);
+        assert!(r.text.contains("5.1.1 <bob@example.test>"), "{}", r.text);
+        c.cmd("RCPT TO:<busy@example.test>", 450);
+        let second = Client::connect(sink.addr());
+        sink.wait_open(2, Duration::from_secs(5));
+        drop(second);
+        sink.wait_open(1, Duration::from_secs(5));
+        assert_eq!(sink.max_open_connections(), 2);
     }
 
     #[test]

@@ -47,6 +47,9 @@ mod tests;
 #[cfg(test)]
 mod tests_sink;
 
+pub(crate) use reply::Conn;
+pub(crate) use session::{Progress, Ready, establish};
+
 pub use data::{DotStuffer, xtext};
 pub use ehlo::Capabilities;
 pub use error::SessionError;

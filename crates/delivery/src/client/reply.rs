@@ -47,6 +47,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         (self.stream, self.buf)
     }
 
+    /// The same connection over another stream type (e.g. boxed), with
+    /// what was read but not yet parsed.
+    pub fn map_stream<T>(self, f: impl FnOnce(S) -> T) -> Conn<T> {
+        Conn {
+            stream: f(self.stream),
+            buf: self.buf,
+            receiver: self.receiver,
+        }
+    }
+
     /// Writes `bytes` and flushes, within `limit`.
     pub async fn send(
         &mut self,

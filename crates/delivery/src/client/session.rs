@@ -33,14 +33,24 @@ pub struct SessionReport {
 }
 
 /// What the session has learnt so far; becomes the [`SessionReport`].
-struct Progress {
-    tls: TlsOutcome,
+pub(crate) struct Progress {
+    pub(crate) tls: TlsOutcome,
     greeting: Option<Reply>,
     peer_name: Option<String>,
     capabilities: Option<Capabilities>,
 }
 
 impl Progress {
+    /// Nothing learnt yet.
+    pub(crate) fn new() -> Progress {
+        Progress {
+            tls: TlsOutcome::NotAttempted,
+            greeting: None,
+            peer_name: None,
+            capabilities: None,
+        }
+    }
+
     fn learn(&mut self, caps: &Capabilities) {
         if !caps.hostname.is_empty() {
             self.peer_name = Some(caps.hostname.clone());
@@ -69,12 +79,7 @@ where
 {
     let span = tracing::debug_span!("smtp_client", server = server_name);
     async move {
-        let mut progress = Progress {
-            tls: TlsOutcome::NotAttempted,
-            greeting: None,
-            peer_name: None,
-            capabilities: None,
-        };
+        let mut progress = Progress::new();
         let result = run(
             stream,
             server_name,
@@ -123,6 +128,36 @@ async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    match establish(stream, server_name, helo_name, decision, t, p).await? {
+        Ready::Clear(conn, caps) => transact(conn, &caps, tx, t).await,
+        Ready::Tls(conn, caps) => transact(*conn, &caps, tx, t).await,
+    }
+}
+
+/// A session ready for a mail transaction: greeted, EHLO said, TLS as
+/// the caller decided.
+pub(crate) enum Ready<S> {
+    /// In clear (TLS disabled, not offered, or refused where allowed).
+    Clear(Conn<S>, Capabilities),
+    /// Over TLS, after the second EHLO (boxed: a TLS stream is large).
+    Tls(Box<Conn<TlsStream<S>>>, Capabilities),
+}
+
+/// Greeting, EHLO and STARTTLS as `decision` demands: the part of a
+/// session before any transaction, shared by delivery and the recipient
+/// probe. What was learnt goes into `p`; a failure has already ended the
+/// session (politely when the dialogue was intact).
+pub(crate) async fn establish<S>(
+    stream: S,
+    server_name: &str,
+    helo_name: &str,
+    decision: TlsDecision,
+    t: &Timeouts,
+    p: &mut Progress,
+) -> Result<Ready<S>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     if helo_name.is_empty() || helo_name.chars().any(|c| c.is_ascii_control() || c == ' ') {
         return Err(SessionError::Protocol {
             stage: Stage::Ehlo,
@@ -133,7 +168,7 @@ where
     let (config, record) = match decision {
         TlsDecision::Disabled => {
             p.tls = TlsOutcome::Disabled;
-            return transact(conn, &caps, tx, t).await;
+            return Ok(Ready::Clear(conn, caps));
         }
         TlsDecision::Opportunistic { config, record } => (config, Some(record)),
         TlsDecision::Required { config } => (config, None),
@@ -145,12 +180,12 @@ where
             // RFC 8461 §5: no downgrade; nothing of the transaction is sent.
             return end(conn, Err(SessionError::StartTlsRequired), t).await;
         }
-        return transact(conn, &caps, tx, t).await;
+        return Ok(Ready::Clear(conn, caps));
     }
     let secured = starttls(conn, server_name, config, required, t, p).await?;
     let tls_stream = match secured {
         Secured::Tls(tls_stream) => *tls_stream,
-        Secured::Clear(conn) => return transact(conn, &caps, tx, t).await,
+        Secured::Clear(conn) => return Ok(Ready::Clear(conn, caps)),
     };
     p.tls = established(&tls_stream, record.as_ref());
     tracing::debug!(tls = ?p.tls, "smtp client: TLS established");
@@ -158,7 +193,7 @@ where
     // RFC 3207 §4.2: discard all knowledge from before TLS and say EHLO again.
     p.capabilities = None;
     let (conn, caps) = hello(Conn::new(tls_stream), helo_name, t, p).await?;
-    transact(conn, &caps, tx, t).await
+    Ok(Ready::Tls(Box::new(conn), caps))
 }
 
 /// Reads the greeting and says EHLO (HELO when refused).

@@ -1,8 +1,25 @@
 //! Recipient verification: files of valid addresses per accepted domain
-//! (reloaded when they change), and RCPT probes of the domain's route
-//! behind a cache in the state store.
+//! (re-read when they change on disk, `files.rs`; one file parsed strictly,
+//! `list.rs`), and RCPT probes of the domain's route behind a cache in the
+//! state store (`verifier.rs`). The probe itself is `portcullis-delivery`'s
+//! `RouteProbe`, behind the [`RecipientProbe`] trait.
 //!
-//! SKELETON: being filled in.
+//! Threat model: the recipient is the sender's bytes. It is only ever
+//! compared (files), used as a cache key (folded, bounded by the address
+//! parser) or sent as one `RCPT TO` to our own route; a probe that cannot
+//! answer is never cached and never refuses mail by itself
+//! (`[recipients] unreachable` decides).
+
+mod files;
+mod list;
+mod verifier;
+
+#[cfg(test)]
+mod tests;
+
+pub use files::{RECHECK, RecipientFiles};
+pub use list::{MAX_FILE_BYTES, MAX_LINE_BYTES};
+pub use verifier::RecipientVerifier;
 
 use crate::BoxFuture;
 use portcullis_types::Address;
@@ -57,57 +74,4 @@ pub enum Known {
     Unverified,
     /// The route could not say (`[recipients] unreachable` decides).
     Unreachable(String),
-}
-
-/// The recipients files of one configuration, each re-read when it
-/// changes on disk (a broken new version keeps the old one in force and
-/// is logged).
-pub struct RecipientFiles {
-    _todo: (),
-}
-
-impl RecipientFiles {
-    /// Reads every file of `[recipients] files`.
-    pub fn load(
-        files: &std::collections::BTreeMap<portcullis_types::Domain, std::path::PathBuf>,
-    ) -> Result<RecipientFiles, FileError> {
-        let _ = files;
-        Ok(RecipientFiles { _todo: () })
-    }
-}
-
-/// Answers "does this recipient exist?": from its domain's file, else
-/// (with `verify = "route"`) from the cache or a probe of its route.
-/// Shared across reloads; counts answers by source and outcome.
-pub struct RecipientVerifier {
-    _todo: (),
-}
-
-impl RecipientVerifier {
-    /// A verifier caching probe answers in `store`, probing with `probe`
-    /// (absent: `verify = "route"` verifies nothing), expiry on `clock`.
-    pub fn new(
-        store: std::sync::Arc<dyn crate::state::ScreenStore>,
-        probe: Option<std::sync::Arc<dyn RecipientProbe>>,
-        clock: std::sync::Arc<dyn portcullis_types::Clock>,
-    ) -> RecipientVerifier {
-        let _ = (store, probe, clock);
-        RecipientVerifier { _todo: () }
-    }
-
-    /// Whether `recipient` exists under `settings` and `files`.
-    pub async fn check(
-        &self,
-        settings: &portcullis_config::Recipients,
-        files: &RecipientFiles,
-        recipient: &Address,
-    ) -> Known {
-        let _ = (settings, files, recipient);
-        Known::Unverified
-    }
-
-    /// `portcullis_recipient_checks_total{source,outcome}` and friends.
-    pub fn render_metrics(&self, w: &mut portcullis_metrics::MetricsWriter) {
-        let _ = w;
-    }
 }
