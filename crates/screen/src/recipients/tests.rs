@@ -8,7 +8,6 @@
 //! `portcullis-delivery`'s `tests/probe.rs`).
 
 use super::*;
-use crate::state::{ScreenStore, StateError, Stored, Table};
 use portcullis_config::{RecipientVerify, Recipients};
 use portcullis_metrics::MetricsWriter;
 use portcullis_types::{Clock, Domain};
@@ -149,54 +148,6 @@ impl Clock for HandClock {
     }
 }
 
-/// The trait's promises in memory: entries expire at `now`.
-#[derive(Default)]
-struct MemStore(Mutex<HashMap<(bool, Vec<u8>), Stored>>);
-
-fn slot(table: Table, key: &[u8]) -> (bool, Vec<u8>) {
-    (table == Table::Recipients, key.to_vec())
-}
-
-impl ScreenStore for MemStore {
-    fn get<'a>(
-        &'a self,
-        table: Table,
-        key: &'a [u8],
-        now: u64,
-    ) -> BoxFuture<'a, Result<Option<Stored>, StateError>> {
-        let found = self.0.lock().unwrap().get(&slot(table, key)).cloned();
-        Box::pin(async move { Ok(found.filter(|s| s.expires > now)) })
-    }
-    fn put<'a>(
-        &'a self,
-        table: Table,
-        key: &'a [u8],
-        entry: Stored,
-    ) -> BoxFuture<'a, Result<(), StateError>> {
-        self.0.lock().unwrap().insert(slot(table, key), entry);
-        Box::pin(async { Ok(()) })
-    }
-    fn scan_prefix<'a>(
-        &'a self,
-        _: Table,
-        _: &'a [u8],
-        _: u64,
-        _: usize,
-    ) -> BoxFuture<'a, Result<Vec<(Vec<u8>, Stored)>, StateError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-    fn remove_prefix<'a>(
-        &'a self,
-        _: Table,
-        _: &'a [u8],
-    ) -> BoxFuture<'a, Result<u64, StateError>> {
-        Box::pin(async { Ok(0) })
-    }
-    fn sweep(&self, _: u64) -> BoxFuture<'_, Result<u64, StateError>> {
-        Box::pin(async { Ok(0) })
-    }
-}
-
 /// Answers from a table (unlisted: unknown), counting calls; while
 /// `gate` is closed, every probe waits for it.
 struct Scripted {
@@ -253,6 +204,7 @@ struct Rig {
     settings: Recipients,
     files: RecipientFiles,
     _dir: tempfile::TempDir,
+    _store_dir: tempfile::TempDir,
 }
 
 /// `a.test` has a file (alice only); other domains are probed.
@@ -262,11 +214,8 @@ fn rig(probe: Arc<Scripted>) -> Rig {
     write(&a, "alice@a.test\n");
     let files = RecipientFiles::load(&files_for(&[("a.test", &a)])).unwrap();
     let clock = Arc::new(HandClock(AtomicU64::new(1_700_000_000)));
-    let verifier = RecipientVerifier::new(
-        Arc::new(MemStore::default()),
-        Some(probe.clone()),
-        clock.clone(),
-    );
+    let (store_dir, store) = crate::testkit::store();
+    let verifier = RecipientVerifier::new(store, Some(probe.clone()), clock.clone());
     let settings = Recipients {
         verify: RecipientVerify::Route,
         cache_positive: Duration::from_secs(3600),
@@ -280,6 +229,7 @@ fn rig(probe: Arc<Scripted>) -> Rig {
         settings,
         files,
         _dir: dir,
+        _store_dir: store_dir,
     }
 }
 
@@ -380,7 +330,8 @@ async fn verify_off_or_no_probe_verifies_nothing_but_files() {
     assert_eq!(r.check("bob@a.test").await, Known::Unknown);
     assert_eq!(r.probe.calls(), 0);
 
-    let no_probe = RecipientVerifier::new(Arc::new(MemStore::default()), None, r.clock.clone());
+    let (_store_dir, store) = crate::testkit::store();
+    let no_probe = RecipientVerifier::new(store, None, r.clock.clone());
     r.settings.verify = RecipientVerify::Route;
     let known = no_probe
         .check(&r.settings, &r.files, &addr("bob@b.test"))

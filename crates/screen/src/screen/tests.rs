@@ -519,7 +519,6 @@ async fn refusals_and_greylisting_are_counted() {
 // the two tests below pass once `recipients/` is filled in (wt-rcpt).
 
 #[tokio::test]
-#[ignore = "needs the verifier of branch wt-rcpt (passes with it merged): remove at the merge"]
 async fn an_unknown_recipient_in_a_recipients_file_gets_550_even_when_exempt() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ours.test");
@@ -600,7 +599,6 @@ async fn unreachable_route(setting: &str) -> Result<(), Reply> {
 }
 
 #[tokio::test]
-#[ignore = "needs the verifier of branch wt-rcpt (passes with it merged): remove at the merge"]
 async fn an_unreachable_route_tempfails_unless_configured_to_accept() {
     let tempfail = Some((
         451,
