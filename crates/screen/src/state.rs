@@ -74,3 +74,52 @@ pub trait ScreenStore: Send + Sync + 'static {
 pub struct SledScreenStore {
     // Filled in by the implementation.
 }
+
+// PLACEHOLDER (branch wt-inbound, so the binary can be wired): the core
+// branch's `SledScreenStore` replaces this block; the binary calls
+// `SledScreenStore::open(&store)`.
+impl SledScreenStore {
+    /// The screen's trees in the server's `store`.
+    pub fn open(store: &portcullis_store::Store) -> Result<SledScreenStore, StateError> {
+        let _ = store;
+        Ok(SledScreenStore {})
+    }
+}
+
+impl ScreenStore for SledScreenStore {
+    fn get<'a>(
+        &'a self,
+        _table: Table,
+        _key: &'a [u8],
+        _now: u64,
+    ) -> BoxFuture<'a, Result<Option<Stored>, StateError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn put<'a>(
+        &'a self,
+        _table: Table,
+        _key: &'a [u8],
+        _entry: Stored,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn scan_prefix<'a>(
+        &'a self,
+        _table: Table,
+        _prefix: &'a [u8],
+        _now: u64,
+        _limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(Vec<u8>, Stored)>, StateError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn remove_prefix<'a>(
+        &'a self,
+        _table: Table,
+        _prefix: &'a [u8],
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async { Ok(0) })
+    }
+    fn sweep(&self, _now: u64) -> BoxFuture<'_, Result<u64, StateError>> {
+        Box::pin(async { Ok(0) })
+    }
+}
