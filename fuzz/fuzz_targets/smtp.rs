@@ -1,13 +1,17 @@
 //! The sans-IO session set up as the targets drive it: four listener
 //! configurations and the driver's part played (STARTTLS "succeeds", SPF
-//! passes, AUTH succeeds for alice, messages are stored).
+//! passes, the message rate never refuses, the screen refuses recipients
+//! whose local part is `unknown`, AUTH succeeds for alice, messages are
+//! stored).
 
 use portcullis_config::{BareNewline, Limits, Relay, Role};
 use portcullis_inbound::session::{AuthCheck, AuthOutcome};
-use portcullis_inbound::{Event, IncomingMessage, Session, SessionConfig, VerifyScope};
+use portcullis_inbound::{
+    Event, IncomingMessage, ScreenScope, Session, SessionConfig, VerifyScope,
+};
 use portcullis_submission::lockout::AuthGuard;
 use portcullis_submission::rate::SendRate;
-use portcullis_types::{Domain, QueueId, TlsSummary};
+use portcullis_types::{Domain, QueueId, Reply, TlsSummary};
 use std::sync::{Arc, OnceLock};
 
 /// The message size limit of every configuration.
@@ -46,6 +50,13 @@ fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
         bare_newline: bare,
         tls_available: true,
         verify: VerifyScope::default(),
+        // Every listener hands RCPT to the (played) screen; port 25 also
+        // MAIL, for the message rate.
+        screen: ScreenScope {
+            messages: role == Role::Smtp,
+            spf: false,
+            recipients: true,
+        },
         auth: true,
         submission: Default::default(),
         oauth: true,
@@ -113,7 +124,13 @@ pub fn drain(
                 // Input buffered before the handshake is gone (RFC 3207 §4.2).
                 return Drained::NeedInput;
             }
-            Event::CheckSender(_) => s.sender_checked(None, out),
+            Event::CheckSender(_) => s.sender_checked(None, None, out),
+            Event::CheckRecipient(check) => {
+                let refusal = (check.recipient.local == "unknown").then(|| {
+                    Reply::new(550, (5, 1, 1), "Recipient address rejected: user unknown")
+                });
+                s.recipient_checked(refusal.as_ref(), out);
+            }
             Event::CheckAuth(check) => {
                 let outcome = match *check {
                     AuthCheck::Password { user, .. } if user == "alice" => {

@@ -1,7 +1,7 @@
 //! Building the inbound service: [`InboundBuilder`] takes the runtime
 //! config and the store, and optionally what the binary wires in (the
 //! certificate, counters, clock, verifier, DKIM keys, token
-//! introspection); it makes the per-role session settings, the AUTH
+//! introspection, the screen); it makes the per-role session settings, the AUTH
 //! checker and the accept pipeline, at the start ([`InboundBuilder::build`])
 //! and again at each reload ([`InboundBuilder::reload`]).
 
@@ -11,12 +11,13 @@ use crate::dkim::DkimSigners;
 use crate::live::{Live, LiveSlot, Stable};
 use crate::metrics::InboundMetrics;
 use crate::server::Inbound;
-use crate::session::{SessionConfig, VerifyScope};
+use crate::session::{ScreenScope, SessionConfig, VerifyScope};
 use crate::smtp_auth::AuthChecker;
 use crate::spooler::{ReadBudget, Spooler};
 use portcullis_auth::Verifier;
 use portcullis_config::{Config, Role, SpfFail};
 use portcullis_queue::Queue;
+use portcullis_screen::Screen;
 use portcullis_submission::lockout::AuthGuard;
 use portcullis_submission::oauth::Introspector;
 use portcullis_submission::rate::SendRate;
@@ -28,7 +29,7 @@ use std::sync::atomic::AtomicU64;
 /// Builds an [`Inbound`]. Without the optional parts: no TLS (STARTTLS
 /// and AUTH not offered, `submissions` listeners refuse every
 /// connection), fresh counters, the system clock, no verification, no
-/// DKIM signing, no OAuth.
+/// DKIM signing, no OAuth, no screen.
 pub struct InboundBuilder<'a> {
     config: &'a Config,
     queue: Queue,
@@ -38,6 +39,7 @@ pub struct InboundBuilder<'a> {
     verifier: Option<Arc<Verifier>>,
     dkim: DkimSigners,
     oauth: Option<Arc<Introspector>>,
+    screen: Option<Screen>,
 }
 
 impl<'a> InboundBuilder<'a> {
@@ -53,6 +55,7 @@ impl<'a> InboundBuilder<'a> {
             verifier: None,
             dkim: DkimSigners::default(),
             oauth: None,
+            screen: None,
         }
     }
 
@@ -95,6 +98,15 @@ impl<'a> InboundBuilder<'a> {
         self
     }
 
+    /// Screens clients with `screen` (built for this builder's config; at
+    /// a reload, the one [`Screen::reload`] made for the new config):
+    /// connection and message rates and DNS lists on `smtp` listeners,
+    /// the RCPT checks (recipient verification on every listener).
+    pub fn screen(mut self, screen: Screen) -> Self {
+        self.screen = Some(screen);
+        self
+    }
+
     /// The service, shared by all listeners and sessions.
     pub fn build(self) -> Arc<Inbound> {
         let metrics = self.metrics.clone().unwrap_or_default();
@@ -119,7 +131,7 @@ impl<'a> InboundBuilder<'a> {
         })
     }
 
-    /// Puts this builder's config, verifier, DKIM keys and OAuth in force
+    /// Puts this builder's config, verifier, DKIM keys, OAuth and screen in force
     /// in the running `inbound`, for connections accepted from now on;
     /// open sessions finish under what they started with. What outlives a
     /// reload stays `inbound`'s: the certificate (reloaded on its own),
@@ -143,6 +155,7 @@ impl<'a> InboundBuilder<'a> {
             verifier: self.verifier.is_some(),
             guard: stable.guard.clone(),
             rate: stable.rate.clone(),
+            screen: self.screen.as_ref().map(|s| s.checks_rcpt()),
         };
         let configs = [Role::Smtp, Role::Submission, Role::Submissions]
             .into_iter()
@@ -174,6 +187,7 @@ impl<'a> InboundBuilder<'a> {
             auth,
             pipeline,
             budget: (size, budget),
+            screen: self.screen,
         }
     }
 }
@@ -185,6 +199,8 @@ struct Shared {
     verifier: bool,
     guard: Arc<AuthGuard>,
     rate: Arc<SendRate>,
+    /// `None`: no screen; else whether it checks RCPT.
+    screen: Option<bool>,
 }
 
 /// The session settings of listeners of `role`.
@@ -215,6 +231,23 @@ fn session_config(config: &Config, role: Role, shared: &Shared) -> SessionConfig
             },
             _ => VerifyScope::default(),
         },
+        screen: screen_scope(config, role, shared.screen),
+    }
+}
+
+/// What the screen asks of sessions of `role` (`screen`: `None` without
+/// one, else whether it checks RCPT). Rates, lists and greylisting are for
+/// port 25; recipients are verified on every listener.
+fn screen_scope(config: &Config, role: Role, screen: Option<bool>) -> ScreenScope {
+    let Some(checks_rcpt) = screen else {
+        return ScreenScope::default();
+    };
+    let smtp = role == Role::Smtp;
+    ScreenScope {
+        // Counted even without a limit: `screen show` reports the count.
+        messages: smtp,
+        spf: smtp && config.greylist.enabled,
+        recipients: checks_rcpt,
     }
 }
 
@@ -257,6 +290,7 @@ mod tests {
             verifier: row.verifier,
             guard: Arc::new(AuthGuard::new(config.submission.lockout.clone())),
             rate: Arc::new(SendRate::new()),
+            screen: None,
         };
         let cfg = session_config(&config, row.role, &shared);
         assert_eq!(cfg.role, row.role);
@@ -335,5 +369,42 @@ mod tests {
             auth: false,
             verify: OFF,
         });
+    }
+
+    /// Without a screen nothing is handed to it; with one, port 25 counts
+    /// messages (and checks SPF for greylisting when it is on), every
+    /// listener hands RCPT to it when it checks RCPT.
+    #[test]
+    fn screen_scope_by_role() {
+        let mut config = portcullis_config::development_defaults();
+        assert_eq!(
+            screen_scope(&config, Role::Smtp, None),
+            ScreenScope::default()
+        );
+        let all = ScreenScope {
+            messages: true,
+            spf: false,
+            recipients: true,
+        };
+        assert_eq!(screen_scope(&config, Role::Smtp, Some(true)), all);
+        config.greylist.enabled = true;
+        assert_eq!(
+            screen_scope(&config, Role::Smtp, Some(false)),
+            ScreenScope {
+                spf: true,
+                recipients: false,
+                ..all
+            }
+        );
+        for role in [Role::Submission, Role::Submissions] {
+            assert_eq!(
+                screen_scope(&config, role, Some(true)),
+                ScreenScope {
+                    messages: false,
+                    spf: false,
+                    recipients: true,
+                }
+            );
+        }
     }
 }

@@ -29,8 +29,9 @@
 //! Layout: `server` (listeners, the connection driver), `builder`
 //! ([`InboundBuilder`], which also applies a reload), `live` (the
 //! config-derived parts a reload swaps; each connection reads them once),
-//! `smtp_auth` (AUTH checks), `accept` (the accept pipeline), `session`
-//! (the sans-IO state machine).
+//! `smtp_auth` (AUTH checks), `accept` (the accept pipeline), `screening`
+//! (the screen as a connection meets it: rates, DNS lists, RCPT checks,
+//! from `portcullis-screen`), `session` (the sans-IO state machine).
 
 #![forbid(unsafe_code)]
 
@@ -43,6 +44,7 @@ mod hops;
 mod live;
 pub mod metrics;
 mod received;
+mod screening;
 pub mod server;
 pub mod session;
 mod smtp_auth;
@@ -54,6 +56,7 @@ pub use metrics::InboundMetrics;
 pub use received::received_header;
 pub use server::{Inbound, ListenerHandle};
 pub use session::{
-    Arrival, Event, IncomingMessage, SenderCheck, Session, SessionConfig, VerifyScope,
+    Arrival, Event, IncomingMessage, RecipientCheck, ScreenScope, SenderCheck, Session,
+    SessionConfig, VerifyScope,
 };
 pub use spooler::{ReadBudget, Spooler};

@@ -1,6 +1,7 @@
 //! What sessions run under, built from one config: the per-role session
-//! settings, the AUTH checker (users file, hashing gate) and the accept
-//! pipeline (verifier, DKIM keys). A reload builds a new [`Live`] and swaps
+//! settings, the AUTH checker (users file, hashing gate), the accept
+//! pipeline (verifier, DKIM keys) and the screen (its settings; its state
+//! is shared by every generation). A reload builds a new [`Live`] and swaps
 //! it in whole; each connection reads it once when it is accepted, so an
 //! open session finishes under the settings it started with. [`Stable`]
 //! is what every generation shares and a reload keeps.
@@ -11,6 +12,7 @@ use crate::session::SessionConfig;
 use crate::smtp_auth::AuthChecker;
 use crate::spooler::{ReadBudget, Spooler};
 use portcullis_config::Role;
+use portcullis_screen::Screen;
 use portcullis_submission::lockout::AuthGuard;
 use portcullis_submission::rate::SendRate;
 use portcullis_types::Clock;
@@ -30,6 +32,8 @@ pub(crate) struct Live {
     /// for: a reload that keeps the size keeps the budget (and what is
     /// counted in it), so a reload never doubles the memory bound.
     pub(crate) budget: (u64, ReadBudget),
+    /// The screen in front of the queue; `None`: nothing is screened.
+    pub(crate) screen: Option<Screen>,
 }
 
 impl Live {

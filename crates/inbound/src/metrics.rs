@@ -120,10 +120,14 @@ pub enum RejectReason {
     AuthTemporary,
     /// A mail loop: more than `limits.max_received_headers` (554 5.4.6).
     Loop,
+    /// Refused by the screen: a recipient (DNS list, recipient rate,
+    /// unknown recipient, greylisting) or a message (message rate). The
+    /// screen's own families count them by check.
+    Screen,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 9] = [
+    const ALL: [RejectReason; 10] = [
         RejectReason::Size,
         RejectReason::BareNewline,
         RejectReason::Relay,
@@ -133,6 +137,7 @@ impl RejectReason {
         RejectReason::Spf,
         RejectReason::AuthTemporary,
         RejectReason::Loop,
+        RejectReason::Screen,
     ];
 
     /// Label value.
@@ -147,6 +152,7 @@ impl RejectReason {
             RejectReason::Spf => "spf",
             RejectReason::AuthTemporary => "auth_temperror",
             RejectReason::Loop => "mail_loop",
+            RejectReason::Screen => "screen",
         }
     }
 }
@@ -163,14 +169,17 @@ pub enum ConnRefusal {
     Pregreet,
     /// The listener's own limit (`[[listen]] max_connections`).
     LimitListener,
+    /// The client's connection rate (`[screen] connections_per_minute`).
+    Rate,
 }
 
 impl ConnRefusal {
-    const ALL: [ConnRefusal; 4] = [
+    const ALL: [ConnRefusal; 5] = [
         ConnRefusal::LimitTotal,
         ConnRefusal::LimitPerIp,
         ConnRefusal::Pregreet,
         ConnRefusal::LimitListener,
+        ConnRefusal::Rate,
     ];
 
     /// Label value.
@@ -180,6 +189,7 @@ impl ConnRefusal {
             ConnRefusal::LimitPerIp => "limit_per_ip",
             ConnRefusal::Pregreet => "pregreet",
             ConnRefusal::LimitListener => "limit_listener",
+            ConnRefusal::Rate => "rate",
         }
     }
 }
@@ -189,7 +199,7 @@ impl ConnRefusal {
 pub struct ListenerMetrics {
     address: String,
     role: &'static str,
-    refused: [AtomicU64; 4],
+    refused: [AtomicU64; 5],
     open: AtomicU64,
 }
 
@@ -212,12 +222,12 @@ impl ListenerMetrics {
 #[derive(Debug, Default)]
 pub struct InboundMetrics {
     connections: AtomicU64,
-    refused: [AtomicU64; 4],
+    refused: [AtomicU64; 5],
     open: AtomicU64,
     sessions: [AtomicU64; 10],
     accepted: AtomicU64,
     accepted_bytes: AtomicU64,
-    rejected: [AtomicU64; 9],
+    rejected: [AtomicU64; 10],
     auth_results: [[AtomicU64; AuthResult::ALL.len()]; Method::ALL.len()],
     auth_verdicts: [AtomicU64; 4],
     tls_ok: [AtomicU64; 2],

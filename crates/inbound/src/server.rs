@@ -8,6 +8,7 @@ use crate::live::{Live, LiveSlot, Stable};
 use crate::metrics::{
     ConnRefusal, InboundMetrics, ListenerMetrics, RejectReason, SessionOutcome, UserLimit,
 };
+use crate::screening::ConnScreen;
 use crate::session::{Event, IncomingMessage, Session, SessionConfig};
 use portcullis_config::Role;
 use portcullis_tls::{ServerTls, TlsInfo};
@@ -73,6 +74,8 @@ struct Conn<'a> {
     out: &'a mut Vec<u8>,
     shutdown: &'a CancellationToken,
     deadline: Instant,
+    /// The screen as this connection meets it.
+    screen: ConnScreen,
 }
 
 /// Why the driver closes a session while waiting for input.
@@ -109,6 +112,14 @@ impl Inbound {
     /// The metrics of the inbound side.
     pub fn metrics(&self) -> &Arc<InboundMetrics> {
         &self.metrics
+    }
+
+    /// The screen in force (the generation new connections start under;
+    /// its state is shared by every generation), for `screen show` and
+    /// `screen clear`, its sweep and its metrics; `None` when the service
+    /// was built without one.
+    pub fn screen(&self) -> Option<portcullis_screen::Screen> {
+        self.live.get().screen.clone()
     }
 
     /// Serves one listener until `shutdown`; each connection runs in a task
@@ -202,9 +213,20 @@ impl Inbound {
                     "421 4.7.0 {} Too many connections, try again later\r\n",
                     cfg.hostname
                 );
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes()))
-                        .await;
+                refuse(&mut tcp, line.as_bytes()).await;
+                return;
+            }
+        };
+        let trusted = cfg.relay.trusts(ip);
+        let screen = match ConnScreen::connect(live.screen.as_ref(), listening.role, ip, trusted) {
+            Ok(screen) => screen,
+            Err(reply) => {
+                self.metrics.refused(ConnRefusal::Rate);
+                listening.metrics.refused(ConnRefusal::Rate);
+                info!(reason = ConnRefusal::Rate.as_str(), client = %ip, reply = %reply, "connection refused: connection rate");
+                let mut line = Vec::new();
+                reply.write_to(&mut line);
+                refuse(&mut tcp, &line).await;
                 return;
             }
         };
@@ -212,22 +234,42 @@ impl Inbound {
         debug!("connected");
         listening.metrics.opened();
         self.metrics.session_open();
-        let outcome = self.session(tcp, ip, &live, cfg, &shutdown, deadline).await;
+        let session = Session::new(cfg, ip).with_spooler(self.stable.spooler.clone());
+        let outcome = self
+            .session(tcp, session, &live, &shutdown, deadline, screen)
+            .await;
         self.metrics.session_closed(outcome);
         listening.metrics.closed();
         debug!(outcome = outcome.as_str(), "disconnected");
     }
 
+    /// Runs `session` (its listener's settings in it) on `tcp` to its end:
+    /// the greeting pause, the greeting, the commands, STARTTLS.
     async fn session(
         &self,
         mut tcp: TcpStream,
-        ip: IpAddr,
+        mut session: Session,
         live: &Live,
-        cfg: Arc<SessionConfig>,
         shutdown: &CancellationToken,
         deadline: Instant,
+        screen: ConnScreen,
     ) -> SessionOutcome {
-        let mut session = Session::new(cfg.clone(), ip).with_spooler(self.stable.spooler.clone());
+        // RFC 8314 §3.3: implicit TLS from the first byte; the greeting
+        // follows the handshake.
+        let implicit_tls = session.config().role == Role::Submissions;
+        if !implicit_tls {
+            if let Some(outcome) = self.pregreet(&mut tcp, session.config()).await {
+                return outcome;
+            }
+            if shutdown.is_cancelled() {
+                let line = format!(
+                    "421 4.3.2 {} Service shutting down\r\n",
+                    session.config().hostname
+                );
+                refuse(&mut tcp, line.as_bytes()).await;
+                return SessionOutcome::Shutdown;
+            }
+        }
         let mut out = Vec::with_capacity(256);
         let mut conn = Conn {
             live,
@@ -235,20 +277,10 @@ impl Inbound {
             out: &mut out,
             shutdown,
             deadline,
+            screen,
         };
-        if cfg.role == Role::Submissions {
-            // RFC 8314 §3.3: TLS from the first byte; the greeting follows
-            // the handshake.
+        if implicit_tls {
             return self.over_tls(tcp, &mut conn, true).await;
-        }
-        if let Some(outcome) = self.pregreet(&mut tcp, &cfg).await {
-            return outcome;
-        }
-        if shutdown.is_cancelled() {
-            let line = format!("421 4.3.2 {} Service shutting down\r\n", cfg.hostname);
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line.as_bytes())).await;
-            return SessionOutcome::Shutdown;
         }
         conn.session.greeting(conn.out);
         match self.drive(&mut tcp, &mut conn).await {
@@ -393,8 +425,15 @@ impl Inbound {
                 }
                 Event::StartTls => return self.start_tls(stream, conn).await,
                 Event::CheckSender(check) => {
-                    let refusal = conn.live.pipeline.check_sender(&check).await;
-                    session.sender_checked(refusal.as_ref(), conn.out);
+                    let answer = conn
+                        .screen
+                        .sender(&conn.live.pipeline, &check, &self.metrics)
+                        .await;
+                    session.sender_checked(answer.refusal.as_ref(), answer.spf_pass, conn.out);
+                }
+                Event::CheckRecipient(check) => {
+                    let refusal = conn.screen.recipient(&check).await;
+                    session.recipient_checked(refusal.as_ref(), conn.out);
                 }
                 Event::CheckAuth(check) => {
                     let outcome = conn.live.auth.check(*check, session.peer()).await;
@@ -528,6 +567,8 @@ impl Inbound {
             .rejected(RejectReason::BareNewline, stats.bare_newline.into());
         self.metrics
             .rejected(RejectReason::Loop, stats.too_many_hops.into());
+        self.metrics
+            .rejected(RejectReason::Screen, stats.screen_refused.into());
         self.metrics.smtp_auth_locked(stats.auth_locked.into());
         self.metrics
             .user_limited(UserLimit::MessagesPerHour, stats.user_rate_limited.into());
@@ -553,6 +594,12 @@ async fn store(
         Answer::Rejected(reply) => session.message_rejected(&reply, out),
         Answer::Failed => session.message_failed(out),
     }
+}
+
+/// Sends a refusal to a connection that is not served, and gives up
+/// after a few seconds (a client that does not read cannot hold it).
+async fn refuse(tcp: &mut TcpStream, line: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(line)).await;
 }
 
 /// One log line when a session limit (not the client) ended the session.

@@ -4,7 +4,7 @@
 
 use crate::state::Engine;
 use portcullis_delivery::{DeliveryMetrics, LogTlsResults};
-use portcullis_inbound::InboundMetrics;
+use portcullis_inbound::{Inbound, InboundMetrics};
 use portcullis_metrics::MetricsWriter;
 use portcullis_queue::{Queue, QueueMetrics};
 use portcullis_store::Store;
@@ -17,6 +17,9 @@ use std::time::Instant;
 pub struct MetricsPage {
     /// Sessions, messages, verification, AUTH.
     pub inbound: Arc<InboundMetrics>,
+    /// The inbound service, for the screen in force (DNS lists, rates,
+    /// recipient verification, greylisting).
+    pub screen: Arc<Inbound>,
     /// The queue (size, age of the oldest message).
     pub queue: Queue,
     /// The scheduler's counters.
@@ -40,6 +43,9 @@ impl MetricsPage {
     pub fn render(&self) -> String {
         let mut w = MetricsWriter::new();
         self.inbound.render(&mut w);
+        if let Some(screen) = self.screen.screen() {
+            screen.render_metrics(&mut w);
+        }
         self.queue
             .render_metrics(&self.queue_counters, SystemClock.unix_secs(), &mut w);
         self.delivery.render(&mut w);

@@ -18,7 +18,7 @@ use crate::session::{IncomingMessage, SenderCheck};
 use crate::spooler::{ReadBudget, Spooler};
 use portcullis_auth::{Verdict, Verifier};
 use portcullis_queue::Queue;
-use portcullis_types::{Clock, QueueId, Reply};
+use portcullis_types::{Clock, Domain, QueueId, Reply};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -34,6 +34,16 @@ pub(crate) enum Answer {
     Rejected(Reply),
     /// Could not be read back or stored: 451.
     Failed,
+}
+
+/// What the checks at MAIL FROM found; the driver tells the session.
+#[derive(Debug, Default)]
+pub(crate) struct SenderAnswer {
+    /// The reply that refuses the sender; `None`: go on.
+    pub refusal: Option<Reply>,
+    /// The domain SPF passed for (the MAIL FROM domain, or the HELO name
+    /// for a null sender): greylisting keys on it.
+    pub spf_pass: Option<Domain>,
 }
 
 /// The accept pipeline, built once and shared by every session.
@@ -85,12 +95,14 @@ impl AcceptPipeline {
         }
     }
 
-    /// SPF at MAIL FROM (`[verify] spf_fail = "reject"`): the reply that
-    /// refuses a failing sender before any data is sent, or `None`.
-    pub async fn check_sender(&self, check: &SenderCheck) -> Option<Reply> {
+    /// SPF at MAIL FROM (`[verify] spf_fail = "reject"`, or for the
+    /// screen's greylisting): the reply that refuses a failing sender
+    /// before any data is sent (only with `spf_fail = "reject"`), and the
+    /// domain SPF passed for. Without verification: neither.
+    pub async fn check_sender(&self, check: &SenderCheck) -> SenderAnswer {
         match &self.verification {
             Some(verification) => verification.check_sender(check).await,
-            None => None,
+            None => SenderAnswer::default(),
         }
     }
 

@@ -2,10 +2,11 @@
 //! spf_fail = "reject"`) and the checks of a whole message (SPF, DKIM,
 //! DMARC, ARC through the `auth` crate), each verdict counted and logged.
 
+use super::SenderAnswer;
 use crate::metrics::{InboundMetrics, RejectReason};
 use crate::session::{Arrival, SenderCheck};
-use portcullis_auth::{Disposition, Envelope as AuthEnvelope, Verdict, Verifier};
-use portcullis_types::{QueueId, Reply, ReversePath};
+use portcullis_auth::{AuthResult, Disposition, Envelope as AuthEnvelope, Verdict, Verifier};
+use portcullis_types::{Domain, QueueId, Reply, ReversePath};
 use std::sync::Arc;
 use tracing::info;
 
@@ -22,8 +23,8 @@ impl Verification {
     }
 
     /// SPF at MAIL FROM: the reply that refuses a failing sender before
-    /// any data is sent, or `None` to go on.
-    pub async fn check_sender(&self, check: &SenderCheck) -> Option<Reply> {
+    /// any data is sent (`None` to go on), and the domain SPF passed for.
+    pub async fn check_sender(&self, check: &SenderCheck) -> SenderAnswer {
         let envelope = AuthEnvelope {
             client_ip: check.client_ip,
             helo: &check.helo,
@@ -46,7 +47,14 @@ impl Verification {
                 }
             }
         }
-        verdict.reply
+        let spf_pass = match verdict.spf.result {
+            AuthResult::Pass if verdict.reply.is_none() => spf_domain(check),
+            _ => None,
+        };
+        SenderAnswer {
+            refusal: verdict.reply,
+            spf_pass,
+        }
     }
 
     /// Verifies `message` exactly as received (before our Received header
@@ -101,5 +109,15 @@ impl Verification {
         };
         self.metrics.rejected(reason, 1);
         Some(reply.clone())
+    }
+}
+
+/// The domain an SPF check at MAIL FROM was for (RFC 7208 §2.4): the MAIL
+/// FROM domain, or the HELO name for a null sender (none when the HELO
+/// name is not a domain, e.g. an address literal).
+fn spf_domain(check: &SenderCheck) -> Option<Domain> {
+    match &check.sender {
+        ReversePath::Mailbox(address) => Some(address.domain.clone()),
+        ReversePath::Null => Domain::parse(&check.helo).ok(),
     }
 }

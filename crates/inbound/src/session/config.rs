@@ -26,6 +26,9 @@ pub struct SessionConfig {
     pub tls_available: bool,
     /// Sender verification on this listener (`[verify]`).
     pub verify: VerifyScope,
+    /// What the screen (`portcullis-screen`) asks of this listener's
+    /// sessions.
+    pub screen: ScreenScope,
     /// True when AUTH is offered (after TLS) on this listener.
     pub auth: bool,
     /// `[submission]`: failure limit and who may send as whom.
@@ -49,4 +52,23 @@ pub struct VerifyScope {
     /// Check SPF when MAIL FROM arrives (`spf_fail = "reject"`), so a
     /// failing sender is refused before any data is sent.
     pub spf_at_mail: bool,
+}
+
+/// What the screen in front of the queue asks of a listener's sessions:
+/// which commands the session hands to the driver before it answers them.
+/// All off: the session answers MAIL and RCPT itself, as without a screen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScreenScope {
+    /// Count each MAIL of a screened client (outside trusted networks, not
+    /// authenticated) against its message rate: role `smtp` with a screen.
+    pub messages: bool,
+    /// Check SPF at MAIL FROM for every session whose mail is verified,
+    /// even when SPF refuses nothing: greylisting keys on the domain SPF
+    /// passed for (`[greylist] enabled`).
+    pub spf: bool,
+    /// Hand each RCPT that passed anti-relay and the other checks to the
+    /// driver ([`Event::CheckRecipient`](super::Event::CheckRecipient)):
+    /// the screen checks recipients (verification, DNS lists, rates,
+    /// greylisting).
+    pub recipients: bool,
 }

@@ -1,7 +1,7 @@
 //! MAIL FROM (RFC 5321 §4.1.1.2) with the parameters we advertise: SIZE
 //! (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET/ENVID (RFC 3461).
 
-use super::{Session, State, Transaction, reply};
+use super::{Event, SenderCheck, Session, State, Transaction, reply};
 use portcullis_config::Role;
 use portcullis_types::{BodyType, DsnRet, ReversePath};
 use smtp_proto::{
@@ -12,19 +12,26 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 impl Session {
-    pub(super) fn mail(&mut self, from: MailFrom<Cow<'_, str>>, out: &mut Vec<u8>) {
+    /// MAIL FROM: refused, answered 250, or (SPF to check, a message rate
+    /// to count) handed to the driver as [`Event::CheckSender`].
+    pub(super) fn mail(
+        &mut self,
+        from: MailFrom<Cow<'_, str>>,
+        out: &mut Vec<u8>,
+    ) -> Option<Event> {
         if self.mail_out_of_order(out) || self.mail_parameters_refused(&from, out) {
-            return;
+            return None;
         }
         let sender = match ReversePath::parse(&from.address) {
             Ok(s) => s,
             Err(e) => {
                 self.stats.syntax_errors += 1;
-                return self.error(out, 501, (5, 1, 7), format_args!("Bad sender address: {e}"));
+                self.error(out, 501, (5, 1, 7), format_args!("Bad sender address: {e}"));
+                return None;
             }
         };
         if self.sender_refused(&sender, out) {
-            return;
+            return None;
         }
         let body_type = if from.flags & MAIL_BODY_8BITMIME != 0 {
             BodyType::EightBitMime
@@ -38,6 +45,16 @@ impl Session {
         } else {
             None
         };
+        let check = SenderCheck {
+            sender: sender.clone(),
+            helo: self.helo.clone().unwrap_or_default(),
+            client_ip: self.peer,
+            // RFC 7208 §2.4: check at MAIL FROM, so that a failing sender is
+            // refused before any data; and for the screen, whose greylisting
+            // keys on the domain SPF passed for.
+            spf: self.verifies() && (self.cfg.verify.spf_at_mail || self.cfg.screen.spf),
+            count_message: self.cfg.screen.messages && self.screened(),
+        };
         self.tx = Some(Transaction {
             sender,
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
@@ -46,15 +63,22 @@ impl Session {
             envid: from.env_id.map(Cow::into_owned),
             recipients: Vec::new(),
             bdat_octets: 0,
+            spf_pass: None,
         });
-        if self.cfg.verify.spf_at_mail && self.verifies() {
-            // RFC 7208 §2.4: check at MAIL FROM, so that a failing sender is
-            // refused before any data. The driver runs the check and answers
-            // through `sender_checked`.
+        if check.spf || check.count_message {
+            // The driver runs the checks and answers through
+            // `sender_checked`; nothing is read meanwhile.
             self.state = State::CheckingSender;
-            return;
+            return Some(Event::CheckSender(Box::new(check)));
         }
         reply(out, 250, (2, 1, 0), "Sender OK");
+        None
+    }
+
+    /// True when the screen's rates and lists apply to this client: not
+    /// in a trusted network, not authenticated.
+    pub(super) fn screened(&self) -> bool {
+        !self.trusted && self.auth_user.is_none()
     }
 
     /// Refuses MAIL where it may not come (before EHLO, inside a

@@ -19,9 +19,11 @@ mod tests;
 use crate::spooler::Spooler;
 pub use arrival::Arrival;
 use buffer::MessageBuffer;
-pub use config::{SessionConfig, VerifyScope};
+pub use config::{ScreenScope, SessionConfig, VerifyScope};
 use dot::DotScanner;
-use portcullis_types::{BodyType, DsnRet, QueueId, Recipient, Reply, ReversePath, TlsSummary};
+use portcullis_types::{
+    Address, BodyType, Domain, DsnRet, QueueId, Recipient, Reply, ReversePath, TlsSummary,
+};
 use sasl::AuthStep;
 pub use sasl::{AuthCheck, AuthOutcome, BearerMechanism};
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
@@ -39,9 +41,16 @@ pub enum Event {
     /// Write the replies, discard buffered input, run the TLS handshake,
     /// then call [`Session::tls_started`].
     StartTls,
-    /// MAIL FROM was accepted syntactically and needs an SPF check before
-    /// it is answered: run it, then call [`Session::sender_checked`].
+    /// MAIL FROM was accepted syntactically and needs the driver before it
+    /// is answered (an SPF check, the client's message rate, as
+    /// [`SenderCheck`] says): run them, then call
+    /// [`Session::sender_checked`]. Nothing more is read meanwhile.
     CheckSender(Box<SenderCheck>),
+    /// RCPT TO passed anti-relay and the session's own checks and the
+    /// screen is to decide it: ask it, then call
+    /// [`Session::recipient_checked`]. Nothing more is read meanwhile, so
+    /// pipelined RCPTs are checked one by one, in order.
+    CheckRecipient(Box<RecipientCheck>),
     /// AUTH credentials to check (slow: argon2): check them off the
     /// session, then call [`Session::auth_checked`].
     CheckAuth(Box<AuthCheck>),
@@ -53,7 +62,8 @@ pub enum Event {
     Close,
 }
 
-/// The identities an SPF check at MAIL FROM needs.
+/// What the driver does at MAIL FROM before it is answered, with the
+/// identities an SPF check needs.
 #[derive(Debug, Clone)]
 pub struct SenderCheck {
     /// MAIL FROM (null: the HELO identity is checked).
@@ -62,6 +72,31 @@ pub struct SenderCheck {
     pub helo: String,
     /// The client.
     pub client_ip: IpAddr,
+    /// Check SPF (to refuse a failing sender, or to learn the domain SPF
+    /// passed for, which greylisting keys on).
+    pub spf: bool,
+    /// Count the message against the client's message rate (a screened
+    /// client on an `smtp` listener); counted before SPF is checked.
+    pub count_message: bool,
+}
+
+/// What the screen decides a RCPT with: facts the session recorded,
+/// never bytes of the message.
+#[derive(Debug, Clone)]
+pub struct RecipientCheck {
+    /// The client.
+    pub client_ip: IpAddr,
+    /// The client is in `trusted_networks`.
+    pub trusted: bool,
+    /// The user the client authenticated as.
+    pub authenticated: Option<String>,
+    /// MAIL FROM.
+    pub sender: ReversePath,
+    /// The domain SPF passed for at MAIL FROM (the MAIL FROM domain, or
+    /// the HELO name for a null sender), when it was checked and passed.
+    pub spf_pass: Option<Domain>,
+    /// The recipient (anti-relay passed).
+    pub recipient: Address,
 }
 
 /// A message received in full, with its envelope as the client gave it.
@@ -106,6 +141,8 @@ struct Transaction {
     recipients: Vec<Recipient>,
     /// Octets received so far over BDAT.
     bdat_octets: u64,
+    /// The domain SPF passed for at MAIL FROM, if it was checked.
+    spf_pass: Option<Domain>,
 }
 
 /// Where the session is in the protocol.
@@ -121,8 +158,11 @@ enum State {
     Bdat { rcv: BdatReceiver, last: bool },
     /// Reading a BDAT chunk without keeping it.
     BdatDiscard(DummyDataReceiver, Rejection),
-    /// Waiting for the driver to check the sender (SPF at MAIL FROM).
+    /// Waiting for the driver to check the sender (SPF at MAIL FROM, the
+    /// message rate).
     CheckingSender,
+    /// Waiting for the driver (the screen) to decide this recipient.
+    CheckingRecipient(Box<Recipient>),
     /// Reading an AUTH response line.
     Auth(AuthStep),
     /// Waiting for the driver to check AUTH credentials.
@@ -197,6 +237,9 @@ pub struct Stats {
     pub user_rate_limited: u32,
     /// Recipients refused by a user's per-message limit.
     pub user_recipient_limited: u32,
+    /// Recipients refused by the screen (DNS list, rate, unknown
+    /// recipient, greylisting); the screen counts them by reason.
+    pub screen_refused: u32,
 }
 
 impl Session {
@@ -413,15 +456,27 @@ impl Session {
         v.enabled && !(v.skip_trusted && self.trusted) && self.auth_user.is_none()
     }
 
-    /// The SPF check of MAIL FROM is done: `refusal` is the reply that
-    /// refuses the sender (550 5.7.23, or 451 4.7.24 for now), `None` to
-    /// accept it.
-    pub fn sender_checked(&mut self, refusal: Option<&Reply>, out: &mut Vec<u8>) {
+    /// The checks of MAIL FROM are done: `refusal` is the reply that
+    /// refuses the sender (SPF: 550 5.7.23, or 451 4.7.24 for now; the
+    /// message rate: 452 4.7.1), `None` to accept it; `spf_pass` the
+    /// domain SPF passed for, which the transaction keeps for the
+    /// screen's RCPT checks.
+    pub fn sender_checked(
+        &mut self,
+        refusal: Option<&Reply>,
+        spf_pass: Option<Domain>,
+        out: &mut Vec<u8>,
+    ) {
         if matches!(self.state, State::CheckingSender) {
             self.state = State::Command;
         }
         match refusal {
-            None => reply(out, 250, (2, 1, 0), "Sender OK"),
+            None => {
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.spf_pass = spf_pass;
+                }
+                reply(out, 250, (2, 1, 0), "Sender OK")
+            }
             Some(r) => {
                 self.tx = None;
                 r.write_to(out);
@@ -458,7 +513,10 @@ impl Session {
         loop {
             match &mut self.state {
                 State::Closed => return Event::Close,
-                State::Storing | State::CheckingSender | State::CheckingAuth => {
+                State::Storing
+                | State::CheckingSender
+                | State::CheckingRecipient(_)
+                | State::CheckingAuth => {
                     return Event::NeedInput;
                 }
                 State::Command | State::Auth(_) => {
@@ -637,16 +695,15 @@ impl Session {
             Request::Ehlo { host } => self.ehlo(&host, true, out),
             Request::Helo { host } => self.ehlo(&host, false, out),
             Request::Mail { from } => {
-                self.mail(from, out);
-                if let (State::CheckingSender, Some(tx)) = (&self.state, &self.tx) {
-                    return Some(Event::CheckSender(Box::new(SenderCheck {
-                        sender: tx.sender.clone(),
-                        helo: self.helo.clone().unwrap_or_default(),
-                        client_ip: self.peer,
-                    })));
+                if let Some(event) = self.mail(from, out) {
+                    return Some(event);
                 }
             }
-            Request::Rcpt { to } => self.rcpt(to, out),
+            Request::Rcpt { to } => {
+                if let Some(event) = self.rcpt(to, out) {
+                    return Some(event);
+                }
+            }
             Request::Data => return self.data(out),
             Request::Bdat {
                 chunk_size,
@@ -743,8 +800,14 @@ impl Session {
         text: impl Display,
     ) {
         reply(out, code, enhanced, text);
+        self.count_error(out);
+    }
+
+    /// Counts one error reply (already written); past `limits.max_errors`
+    /// the session ends with 421.
+    fn count_error(&mut self, out: &mut Vec<u8>) {
         self.errors += 1;
-        if self.errors >= self.cfg.limits.max_errors {
+        if self.errors >= self.cfg.limits.max_errors && !self.is_closed() {
             reply(
                 out,
                 421,

@@ -1,8 +1,10 @@
 //! RCPT TO (RFC 5321 §4.1.1.3): anti-relay, the recipient limit and the DSN
-//! parameters NOTIFY and ORCPT (RFC 3461 §4.1, §4.2).
+//! parameters NOTIFY and ORCPT (RFC 3461 §4.1, §4.2); then, when the
+//! screen checks recipients, its decision through the driver
+//! ([`Event::CheckRecipient`], [`Session::recipient_checked`]).
 
-use super::{Session, reply};
-use portcullis_types::{Address, Notify, Recipient};
+use super::{Event, RecipientCheck, Session, State, reply};
+use portcullis_types::{Address, Notify, Recipient, Reply};
 use smtp_proto::{
     RCPT_CONNEG, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
     RCPT_RRVS_CONTINUE, RCPT_RRVS_REJECT, RcptTo,
@@ -10,22 +12,70 @@ use smtp_proto::{
 use std::borrow::Cow;
 
 impl Session {
-    pub(super) fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>, out: &mut Vec<u8>) {
+    /// RCPT TO: refused, added with 250, or (the screen checks
+    /// recipients) handed to the driver as [`Event::CheckRecipient`].
+    pub(super) fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>, out: &mut Vec<u8>) -> Option<Event> {
         if self.rcpt_refused(&to, out) {
-            return;
+            return None;
         }
-        let Some(address) = self.recipient_address(&to.address, out) else {
-            return;
-        };
+        let address = self.recipient_address(&to.address, out)?;
         let recipient = Recipient {
             address,
             notify: notify(to.flags),
             orcpt: to.orcpt.map(|o| format!("rfc822;{o}")),
         };
+        let tx = self.tx.as_ref()?;
+        if self.cfg.screen.recipients {
+            // Facts the session recorded, never the message's bytes.
+            let check = RecipientCheck {
+                client_ip: self.peer,
+                trusted: self.trusted,
+                authenticated: self.auth_user.clone(),
+                sender: tx.sender.clone(),
+                spf_pass: tx.spf_pass.clone(),
+                recipient: recipient.address.clone(),
+            };
+            self.state = State::CheckingRecipient(Box::new(recipient));
+            return Some(Event::CheckRecipient(Box::new(check)));
+        }
+        self.add_recipient(recipient, out);
+        None
+    }
+
+    fn add_recipient(&mut self, recipient: Recipient, out: &mut Vec<u8>) {
         if let Some(tx) = self.tx.as_mut() {
             tx.recipients.push(recipient);
         }
         reply(out, 250, (2, 1, 5), "Recipient OK");
+    }
+
+    /// The screen decided the recipient of the last
+    /// [`Event::CheckRecipient`]: `None` adds it (250), else `refusal` is
+    /// the answer (550 5.1.1 unknown user, 554 5.7.1 listed client, 451
+    /// rates, greylisting, verification for now), counted in
+    /// [`Stats::screen_refused`](super::Stats::screen_refused); a
+    /// permanent refusal counts towards `[limits] max_errors` (a
+    /// dictionary attack ends there), every refusal towards
+    /// `max_junk_commands`. Does nothing unless a recipient is waiting.
+    pub fn recipient_checked(&mut self, refusal: Option<&Reply>, out: &mut Vec<u8>) {
+        let recipient = match std::mem::replace(&mut self.state, State::Command) {
+            State::CheckingRecipient(r) => r,
+            other => {
+                self.state = other;
+                return;
+            }
+        };
+        match refusal {
+            None => self.add_recipient(*recipient, out),
+            Some(r) => {
+                self.stats.screen_refused += 1;
+                r.write_to(out);
+                if r.is_permanent() {
+                    self.count_error(out);
+                }
+                self.count_junk(out);
+            }
+        }
     }
 
     /// Refuses RCPT out of order, with parameters we did not advertise or

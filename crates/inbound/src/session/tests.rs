@@ -10,6 +10,7 @@ use portcullis_types::Domain;
 use std::time::Duration;
 
 mod limits;
+mod screen;
 mod smuggling;
 mod spool;
 
@@ -41,6 +42,7 @@ fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
         bare_newline: bare,
         tls_available: true,
         verify: VerifyScope::default(),
+        screen: ScreenScope::default(),
         auth: role != Role::Smtp,
         submission: Default::default(),
         oauth: role != Role::Smtp,
@@ -70,6 +72,11 @@ struct Run {
     verified: Vec<bool>,
     /// Senders the driver was asked to check at MAIL FROM.
     checked: Vec<String>,
+    /// What each MAIL FROM check asked for: (SPF, count the message).
+    sender_checks: Vec<(bool, bool)>,
+    /// Recipients the driver was asked to check, with the facts:
+    /// `recipient sender spf-pass-domain trusted user`.
+    rcpt_checks: Vec<String>,
     starttls: bool,
     closed: bool,
     /// Per message: the authenticated user.
@@ -90,6 +97,8 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
         messages: vec![],
         verified: vec![],
         checked: vec![],
+        sender_checks: vec![],
+        rcpt_checks: vec![],
         starttls: false,
         closed: false,
         users: vec![],
@@ -132,9 +141,24 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
                     } else {
                         None
                     };
-                    run.checked
-                        .push(format!("{sender} {} {}", c.helo, c.client_ip));
-                    s.sender_checked(refusal.as_ref(), &mut out);
+                    run.sender_checks.push((c.spf, c.count_message));
+                    if c.spf {
+                        run.checked
+                            .push(format!("{sender} {} {}", c.helo, c.client_ip));
+                    }
+                    let (refusal, spf_pass) = played_sender_check(&c, refusal, &run);
+                    s.sender_checked(refusal.as_ref(), spf_pass, &mut out);
+                }
+                Event::CheckRecipient(c) => {
+                    run.rcpt_checks.push(format!(
+                        "{} {} {} {} {}",
+                        c.recipient,
+                        c.sender,
+                        c.spf_pass.as_ref().map_or("-".into(), |d| d.to_string()),
+                        c.trusted,
+                        c.authenticated.as_deref().unwrap_or("-"),
+                    ));
+                    s.recipient_checked(played_screen(&c).as_ref(), &mut out);
                 }
                 Event::CheckAuth(c) => {
                     let outcome = played_auth_check(*c);
@@ -791,6 +815,51 @@ fn a_message_refused_by_verification_ends_the_transaction() {
 /// The RFC 7677 §3 example: user "user", password "pencil".
 const SCRAM_SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
 const SCRAM_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+
+/// The driver's checks at MAIL FROM, played: `spf_refusal` when SPF was
+/// asked for; SPF passes for senders at spf-pass.test (and for a null
+/// sender greeting as spf-pass.test); the message rate allows two
+/// counted messages per session (452 4.7.1 for the third).
+fn played_sender_check(
+    c: &SenderCheck,
+    spf_refusal: Option<Reply>,
+    run: &Run,
+) -> (Option<Reply>, Option<Domain>) {
+    let counted = run.sender_checks.iter().filter(|(_, count)| *count).count();
+    if c.count_message && counted > 2 {
+        return (Some(Reply::new(452, (4, 7, 1), "Too many messages")), None);
+    }
+    if !c.spf {
+        return (None, None);
+    }
+    let domain = match &c.sender {
+        ReversePath::Mailbox(a) => a.domain.clone(),
+        ReversePath::Null => match Domain::parse(&c.helo) {
+            Ok(d) => d,
+            Err(_) => return (spf_refusal, None),
+        },
+    };
+    let pass = (domain.as_str() == "spf-pass.test").then_some(domain);
+    (spf_refusal, pass)
+}
+
+/// The screen's RCPT decision, played: local part `unknown` is an unknown
+/// user (550 5.1.1); `grey` is greylisted (451 4.7.1) unless SPF passed
+/// for the sender's domain.
+fn played_screen(c: &RecipientCheck) -> Option<Reply> {
+    match c.recipient.local.as_str() {
+        "unknown" => Some(Reply::new(
+            550,
+            (5, 1, 1),
+            format!(
+                "<{}>: Recipient address rejected: user unknown",
+                c.recipient
+            ),
+        )),
+        "grey" if c.spf_pass.is_none() => Some(Reply::new(451, (4, 7, 1), "Greylisted")),
+        _ => None,
+    }
+}
 
 /// The driver's checks, played: alice/secret by password; "user"/"pencil"
 /// by SCRAM (the RFC 7677 vector, with its server nonce); the bearer token

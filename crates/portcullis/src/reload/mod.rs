@@ -5,7 +5,8 @@
 //! The order is what makes a bad file harmless: read and validate the file
 //! (the config crate names the key and line), carry over the settings
 //! that need a restart ([`diff`]), load everything the new config points
-//! at (verifier, DKIM keys, OAuth secret, pins, the certificate files);
+//! at (verifier, DKIM keys, OAuth secret, recipients files, pins, the
+//! certificate files);
 //! only when all of that succeeded are the new parts swapped in, each as
 //! one `Arc`: the inbound generation (read once per connection, so open
 //! sessions finish under theirs), delivery's routes and accepted domains
@@ -121,6 +122,16 @@ impl Reloader {
             .clone()
             .filter(|_| old.verify == config.verify);
         let parts = InboundParts::load(&config, &t.resolver, reuse)?;
+        // The screen's new settings and recipients files (its state stays
+        // shared): a broken file fails the reload here, before any swap.
+        let screen = match t.inbound.screen() {
+            Some(screen) => Some(
+                screen
+                    .reload(&config)
+                    .context("loading [recipients] files")?,
+            ),
+            None => None,
+        };
         let pins = match &config.mta_sts.pins_dir {
             Some(dir) => portcullis_policy::load_pins_dir(dir, t.policy.now()).map_err(|e| {
                 anyhow::anyhow!("loading [mta_sts] pins_dir {}: {e}", dir.display())
@@ -135,9 +146,11 @@ impl Reloader {
         info!(certificate = %t.tls.describe(), "{trigger}: tls certificate reloaded");
 
         in_force.verifier = parts.verifier.clone();
-        parts
-            .apply(InboundBuilder::new(&config, t.queue.clone()))
-            .reload(&t.inbound);
+        let mut builder = parts.apply(InboundBuilder::new(&config, t.queue.clone()));
+        if let Some(screen) = screen {
+            builder = builder.screen(screen);
+        }
+        builder.reload(&t.inbound);
         t.destinations.set(Destinations {
             routes: config.routes.clone(),
             accepted: config.relay.accepted_domains.clone(),

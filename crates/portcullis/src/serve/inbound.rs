@@ -8,6 +8,7 @@ use portcullis_config::Config;
 use portcullis_dns::HickoryResolver;
 use portcullis_inbound::{Inbound, InboundBuilder, InboundMetrics, ListenerHandle};
 use portcullis_queue::Queue;
+use portcullis_screen::Screen;
 use portcullis_tls::ServerTls;
 use portcullis_types::SystemClock;
 use std::net::SocketAddr;
@@ -87,12 +88,13 @@ pub struct InboundSide {
 
 /// The inbound service with the verifier, DKIM keys and token
 /// introspector of `config` ([`InboundParts`]), each loaded now so a bad
-/// setting stops the start.
+/// setting stops the start, and `screen` in front of the queue.
 pub fn build(
     config: &Config,
     queue: &Queue,
     tls: &ServerTls,
     resolver: &HickoryResolver,
+    screen: Screen,
 ) -> Result<InboundSide> {
     let parts = InboundParts::load(config, resolver, None)?;
     let verifier = parts.verifier.clone();
@@ -100,7 +102,8 @@ pub fn build(
     let builder = InboundBuilder::new(config, queue.clone())
         .tls(tls.clone())
         .metrics(metrics.clone())
-        .clock(Arc::new(SystemClock));
+        .clock(Arc::new(SystemClock))
+        .screen(screen);
     let inbound = parts.apply(builder).build();
     Ok(InboundSide {
         inbound,

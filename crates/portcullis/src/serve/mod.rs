@@ -1,13 +1,13 @@
 //! `portcullis serve`: wiring, signals and the two-phase shutdown.
 //!
 //! [`run`] reads top to bottom as the start: open the store, bind every
-//! socket, wire the outbound side ([`outbound`]) and the inbound side
-//! ([`inbound`]), start the services ([`services`]), say "ready", wait for
+//! socket, wire the outbound side ([`outbound`]), the screen
+//! ([`screen`]) and the inbound side ([`inbound`]), start the services ([`services`]), say "ready", wait for
 //! a signal and drain ([`shutdown`]).
 
 mod inbound;
 mod outbound;
-mod screen_until_merge;
+mod screen;
 mod services;
 mod shutdown;
 
@@ -91,7 +91,9 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     let resolver = HickoryResolver::new(&config.dns.nameservers, config.dns.timeout)
         .map_err(|e| anyhow::anyhow!("building the DNS resolver from [dns]: {e}"))?;
     let outbound = Outbound::wire(&config, &store, &resolver, listeners.addresses())?;
-    let side = inbound::build(&config, &queue, &tls, &resolver)?;
+    let screen = screen::build(&config, &store, &resolver, outbound.probe.clone())?;
+    let first_screen = screen.clone();
+    let side = inbound::build(&config, &queue, &tls, &resolver, screen)?;
     let tlsrpt_sender = crate::tlsrpt::sender(
         &config,
         &store,
@@ -115,11 +117,11 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         metrics: tlsrpt_metrics.clone(),
         settings: config.tlsrpt.clone(),
     };
-    let page = metrics_page(&store, &queue, &outbound, &side.metrics, &tlsrpt, started);
-    // LEAD: at merge, the inbound side's live screen instead
-    // (`ScreenAccess::new(move || inbound.screen())`, which a reload replaces).
-    let screen = screen_until_merge::screen(&config)?;
-    let screen = ScreenAccess::new(move || screen.clone());
+    let page = metrics_page(&store, &queue, &outbound, &side, &tlsrpt, started);
+    // The admin commands see the generation in force (a reload replaces
+    // it); the server always builds its inbound side with a screen.
+    let live = side.inbound.clone();
+    let screen = ScreenAccess::new(move || live.screen().unwrap_or_else(|| first_screen.clone()));
     let handler = admin_handler(
         &reloader,
         info,
@@ -133,6 +135,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
     }
     spawn_outbound(outbound, &queue, &life);
+    screen::spawn_sweep(side.inbound.clone(), &life);
     spawn_listeners(side.inbound, listeners, &life);
     endpoints.spawn(&config, handler, page, &life);
     // The handlers exist before "ready" is said: a SIGTERM or SIGHUP sent
@@ -196,12 +199,13 @@ fn metrics_page(
     store: &Store,
     queue: &Queue,
     outbound: &Outbound,
-    inbound_metrics: &Arc<InboundMetrics>,
+    side: &inbound::InboundSide,
     tlsrpt: &TlsRptAccess,
     started: Instant,
 ) -> MetricsPage {
     MetricsPage {
-        inbound: inbound_metrics.clone(),
+        inbound: side.metrics.clone(),
+        screen: side.inbound.clone(),
         queue: queue.clone(),
         queue_counters: outbound.queue_metrics.clone(),
         delivery: outbound.delivery_metrics.clone(),

@@ -5,8 +5,8 @@ use crate::state::Engine;
 use anyhow::{Context, Result};
 use portcullis_config::Config;
 use portcullis_delivery::{
-    Deliverer, DelivererSettings, DeliveryMetrics, LogTlsResults, Planner, SelfAddresses,
-    TcpConnector, Timeouts,
+    Deliverer, DelivererSettings, DeliveryMetrics, LogTlsResults, Planner, RouteProbe,
+    SelfAddresses, TcpConnector, Timeouts,
 };
 use portcullis_dns::HickoryResolver;
 use portcullis_policy::{PolicyEngine, PolicyFetcher, load_pins_dir};
@@ -34,6 +34,9 @@ pub struct Outbound {
     pub tls_results: Arc<LogTlsResults>,
     /// Daily TLS-RPT aggregates of those outcomes.
     pub tlsrpt_recorder: TlsRptRecorder,
+    /// Asks a domain's route whether a recipient exists (`[recipients]
+    /// verify = "route"`), with the deliverer's routes and TLS.
+    pub probe: Arc<RouteProbe<HickoryResolver, TcpConnector>>,
 }
 
 impl Outbound {
@@ -52,24 +55,34 @@ impl Outbound {
         let (tlsrpt_recorder, reporter) = crate::tlsrpt::recorder(store)?;
         let tls_results = reporter.log().clone();
         let delivery_metrics = Arc::new(DeliveryMetrics::default());
+        let planner = Planner {
+            resolver: resolver.clone(),
+            destinations: portcullis_delivery::LiveDestinations::new(
+                portcullis_delivery::Destinations {
+                    routes: config.routes.clone(),
+                    accepted: config.relay.accepted_domains.clone(),
+                },
+            ),
+            port: config.delivery.port,
+            // Every socket we listen on: an MX that points at one of them
+            // would hand the message back to us (5.4.6, loops back to myself).
+            myself: SelfAddresses::new(listening),
+        };
+        let connector = TcpConnector {
+            timeout: config.delivery.connect_timeout,
+        };
+        // The probe plans with the deliverer's planner (a reload's routes
+        // apply to both) and connects as delivery does.
+        let probe = Arc::new(RouteProbe::new(
+            planner.clone(),
+            connector.clone(),
+            config.hostname.clone(),
+            client_tls.clone(),
+        ));
         let deliverer = Arc::new(
             Deliverer::new(DelivererSettings {
-                planner: Planner {
-                    resolver: resolver.clone(),
-                    destinations: portcullis_delivery::LiveDestinations::new(
-                        portcullis_delivery::Destinations {
-                            routes: config.routes.clone(),
-                            accepted: config.relay.accepted_domains.clone(),
-                        },
-                    ),
-                    port: config.delivery.port,
-                    // Every socket we listen on: an MX that points at one of them
-                    // would hand the message back to us (5.4.6, loops back to myself).
-                    myself: SelfAddresses::new(listening),
-                },
-                connector: TcpConnector {
-                    timeout: config.delivery.connect_timeout,
-                },
+                planner,
+                connector,
                 hostname: config.hostname.clone(),
                 tls: client_tls,
                 timeouts: Timeouts::default(),
@@ -94,6 +107,7 @@ impl Outbound {
             delivery_metrics,
             tls_results,
             tlsrpt_recorder,
+            probe,
         })
     }
 }
