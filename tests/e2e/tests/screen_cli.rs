@@ -169,7 +169,6 @@ fn show_without_a_server_says_so() {
 /// threshold, the rates counted for a client that connected, and `clear`
 /// resets them.
 #[test]
-#[ignore = "needs the screen's show/clear and the inbound wiring (wt-core, wt-dnsbl, wt-inbound); un-ignore at merge"]
 fn show_reports_the_lists_and_rates_and_clear_resets_them() {
     let (_dns, server) = world();
 
