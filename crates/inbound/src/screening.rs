@@ -101,8 +101,8 @@ impl ConnScreen {
             && let Some(screen) = &self.screen
             && let Err(refusal) = screen.mail(self.ip)
         {
+            // The screen logs the refusal (one line, with its check).
             metrics.rejected(RejectReason::Screen, 1);
-            info!(client = %self.ip, reply = %refusal, "message refused: message rate");
             return SenderAnswer {
                 refusal: Some(refusal),
                 spf_pass: None,

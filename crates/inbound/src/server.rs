@@ -223,7 +223,8 @@ impl Inbound {
             Err(reply) => {
                 self.metrics.refused(ConnRefusal::Rate);
                 listening.metrics.refused(ConnRefusal::Rate);
-                info!(reason = ConnRefusal::Rate.as_str(), client = %ip, reply = %reply, "connection refused: connection rate");
+                // The screen logged it ("screen refused", check
+                // rate_connections).
                 let mut line = Vec::new();
                 reply.write_to(&mut line);
                 refuse(&mut tcp, &line).await;

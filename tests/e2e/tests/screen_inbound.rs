@@ -26,6 +26,9 @@ accepted_domains = ["example.test"]
 trusted_networks = [{trusted}]
 [screen]
 connections_per_minute = 2
+[admin]
+socket = "{{dir}}/admin.sock"
+metrics = "127.0.0.1:0"
 "#
     )
 }
@@ -45,7 +48,8 @@ fn a_client_over_its_connection_rate_gets_421() {
     assert!(greeting(&server).starts_with("220 "));
     let third = greeting(&server);
     assert!(third.starts_with("421 4.7.0"), "{third}");
-    server.wait_for_log("connection refused: connection rate", WAIT);
+    let line = server.wait_for_log("screen refused", WAIT);
+    assert!(line.contains("rate_connections"), "{line}");
     let page = server.metrics_page();
     assert_eq!(
         metric(
