@@ -18,7 +18,7 @@ mod verifier;
 mod tests;
 
 pub use files::{RECHECK, RecipientFiles};
-pub use list::{MAX_FILE_BYTES, MAX_LINE_BYTES};
+pub use list::{AddressList, MAX_FILE_BYTES, MAX_LINE_BYTES, fold_local};
 pub use verifier::RecipientVerifier;
 
 use crate::BoxFuture;
