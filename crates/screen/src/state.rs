@@ -5,6 +5,8 @@
 
 use crate::BoxFuture;
 use portcullis_store::{Store, StoreError, TreeName};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Which kind of state an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +31,12 @@ pub struct Stored {
 /// returns).
 pub type Entries = Vec<(Vec<u8>, Stored)>;
 
+/// How many entries one table holds at most by default: a client that
+/// makes up senders and recipients (each a new greylist triplet or a
+/// cached "user unknown") fills at most this much of the disk, about
+/// 100-200 MB, whatever it sends.
+pub const DEFAULT_CAPACITY: u64 = 1_000_000;
+
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("screen state: {0}")]
@@ -45,7 +53,9 @@ pub trait ScreenStore: Send + Sync + 'static {
         key: &'a [u8],
         now: u64,
     ) -> BoxFuture<'a, Result<Option<Stored>, StateError>>;
-    /// Writes (replaces) the entry under `key`.
+    /// Writes (replaces) the entry under `key`. A new key is refused
+    /// (an error) when the table is at its capacity: callers then go on
+    /// without the state (the screen lets the mail through).
     fn put<'a>(
         &'a self,
         table: Table,
@@ -80,10 +90,16 @@ pub trait ScreenStore: Send + Sync + 'static {
 /// followed by the caller's bytes. An entry is live while `now < expires`.
 /// A value too short to hold the expiry is corrupt: reads report it, a
 /// sweep removes it.
+///
+/// Each table holds at most its capacity of entries ([`DEFAULT_CAPACITY`]
+/// unless [`SledScreenStore::with_capacity`]): the count is taken at open,
+/// kept as keys come and go, and a new key past it is refused.
 #[derive(Clone)]
 pub struct SledScreenStore {
     greylist: portcullis_store::Tree,
     recipients: portcullis_store::Tree,
+    counts: Arc<[AtomicU64; 2]>,
+    capacity: u64,
 }
 
 /// The length of the expiry that heads every stored value.
@@ -93,10 +109,33 @@ impl SledScreenStore {
     /// The screen's state in `store`'s trees `screen.greylist` and
     /// `screen.recipients` (opened, created if absent).
     pub fn new(store: &Store) -> Result<SledScreenStore, StoreError> {
+        let greylist = store.tree(TreeName::ScreenGreylist)?;
+        let recipients = store.tree(TreeName::ScreenRecipients)?;
+        // One walk of each tree at open (sled's `len` counts).
+        let counts = [greylist.len() as u64, recipients.len() as u64].map(AtomicU64::new);
         Ok(SledScreenStore {
-            greylist: store.tree(TreeName::ScreenGreylist)?,
-            recipients: store.tree(TreeName::ScreenRecipients)?,
+            greylist,
+            recipients,
+            counts: Arc::new(counts),
+            capacity: DEFAULT_CAPACITY,
         })
+    }
+
+    /// The same store, each table holding at most `capacity` entries.
+    pub fn with_capacity(mut self, capacity: u64) -> SledScreenStore {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The entries `table` holds now (expired ones until a sweep removes
+    /// them).
+    pub fn len(&self, table: Table) -> u64 {
+        self.count(table).load(Ordering::Relaxed)
+    }
+
+    /// True when `table` holds nothing.
+    pub fn is_empty(&self, table: Table) -> bool {
+        self.len(table) == 0
     }
 
     fn tree(&self, table: Table) -> (&portcullis_store::Tree, TreeName) {
@@ -104,6 +143,29 @@ impl SledScreenStore {
             Table::Greylist => (&self.greylist, TreeName::ScreenGreylist),
             Table::Recipients => (&self.recipients, TreeName::ScreenRecipients),
         }
+    }
+
+    fn count(&self, table: Table) -> &AtomicU64 {
+        &self.counts[table as usize]
+    }
+
+    /// Refuses a new key of `table` at its capacity (an existing key may
+    /// always be rewritten). A race between two new keys may pass the
+    /// capacity by the number of concurrent writers: a bound, not a count.
+    fn admit(
+        &self,
+        table: Table,
+        tree: &portcullis_store::Tree,
+        key: &[u8],
+    ) -> Result<(), StateError> {
+        if self.len(table) < self.capacity || tree.contains_key(key).map_err(io)? {
+            return Ok(());
+        }
+        Err(StateError(format!(
+            "{} is full ({} entries); not recorded",
+            self.tree(table).1.as_str(),
+            self.capacity
+        )))
     }
 }
 
@@ -174,7 +236,14 @@ impl ScreenStore for SledScreenStore {
             let (tree, name) = self.tree(table);
             portcullis_store::check_value_size(name, key.len())
                 .map_err(|e| StateError(e.to_string()))?;
-            tree.insert(key, encode(name, &entry)?).map_err(io)?;
+            self.admit(table, tree, key)?;
+            if tree
+                .insert(key, encode(name, &entry)?)
+                .map_err(io)?
+                .is_none()
+            {
+                self.count(table).fetch_add(1, Ordering::Relaxed);
+            }
             Ok(())
         })
     }
@@ -215,24 +284,37 @@ impl ScreenStore for SledScreenStore {
                     removed += 1;
                 }
             }
+            self.forget(table, removed);
             Ok(removed)
         })
     }
 
     fn sweep(&self, now: u64) -> BoxFuture<'_, Result<u64, StateError>> {
-        let trees = [self.greylist.clone(), self.recipients.clone()];
+        let this = self.clone();
         Box::pin(async move {
             // A whole-tree walk: off the runtime's worker threads.
             tokio::task::spawn_blocking(move || {
                 let mut removed = 0;
-                for tree in &trees {
-                    removed += sweep_tree(tree, now)?;
+                for table in [Table::Greylist, Table::Recipients] {
+                    let gone = sweep_tree(this.tree(table).0, now)?;
+                    this.forget(table, gone);
+                    removed += gone;
                 }
                 Ok(removed)
             })
             .await
             .map_err(|e| StateError(format!("sweep task: {e}")))?
         })
+    }
+}
+
+impl SledScreenStore {
+    /// `n` entries of `table` are gone.
+    fn forget(&self, table: Table, n: u64) {
+        let count = self.count(table);
+        let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            Some(c.saturating_sub(n))
+        });
     }
 }
 
@@ -352,5 +434,53 @@ mod tests {
         let big = vec![0u8; portcullis_store::MAX_VALUE];
         assert!(s.put(Table::Greylist, b"k", entry(&big, 10)).await.is_err());
         assert_eq!(s.get(Table::Greylist, b"k", 0).await.unwrap(), None);
+    }
+
+    /// A table at its capacity refuses new keys but takes rewrites; a
+    /// sweep or a removal makes room; the count survives a reopen. One
+    /// table full leaves the other alone.
+    #[tokio::test]
+    async fn a_table_holds_at_most_its_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let s = SledScreenStore::new(&store).unwrap().with_capacity(3);
+        for (k, expires) in [(b"a", 10), (b"b", 100), (b"c", 100)] {
+            s.put(Table::Greylist, k, entry(b"v", expires))
+                .await
+                .unwrap();
+        }
+        let full = s.put(Table::Greylist, b"d", entry(b"v", 100)).await;
+        assert!(full.unwrap_err().to_string().contains("full"));
+        assert_eq!(s.get(Table::Greylist, b"d", 0).await.unwrap(), None);
+        s.put(Table::Greylist, b"b", entry(b"w", 200))
+            .await
+            .unwrap();
+        s.put(Table::Recipients, b"x", entry(b"v", 100))
+            .await
+            .unwrap();
+        assert_eq!((s.len(Table::Greylist), s.len(Table::Recipients)), (3, 1));
+        // "a" expires at 10: the sweep at 50 makes room for one.
+        assert_eq!(s.sweep(50).await.unwrap(), 1);
+        s.put(Table::Greylist, b"d", entry(b"v", 100))
+            .await
+            .unwrap();
+        assert!(
+            s.put(Table::Greylist, b"e", entry(b"v", 100))
+                .await
+                .is_err()
+        );
+        assert_eq!(s.remove_prefix(Table::Greylist, b"d").await.unwrap(), 1);
+        s.put(Table::Greylist, b"e", entry(b"v", 100))
+            .await
+            .unwrap();
+        drop(s);
+        let again = SledScreenStore::new(&store).unwrap().with_capacity(3);
+        assert_eq!(again.len(Table::Greylist), 3);
+        assert!(
+            again
+                .put(Table::Greylist, b"f", entry(b"v", 100))
+                .await
+                .is_err()
+        );
     }
 }

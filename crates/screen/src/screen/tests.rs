@@ -282,6 +282,37 @@ async fn greylisting_passes_after_the_delay_and_a_verified_domain_from_another_i
     );
 }
 
+/// A flood of made-up triplets fills the greylist table to its capacity:
+/// what is already recorded keeps working, and a new triplet is let
+/// through (not recorded) rather than refused for ever: the store's bound
+/// holds and mail is never lost to it.
+#[tokio::test]
+async fn a_full_greylist_table_lets_new_triplets_through() {
+    let (dir, _) = store();
+    let sled = portcullis_store::Store::open(&dir.path().join("full")).unwrap();
+    let state = crate::state::SledScreenStore::new(&sled)
+        .unwrap()
+        .with_capacity(2);
+    let clock = Arc::new(TestClock::at_millis(1_700_000_000_000));
+    let screen = ScreenBuilder::new(Arc::new(state))
+        .clock(clock.clone())
+        .build(&config(BASE))
+        .unwrap();
+    let f = Fixture {
+        _dir: dir,
+        clock,
+        screen,
+    };
+    let from = |sender| Rcpt {
+        sender,
+        ..Rcpt::new("u@ours.test")
+    };
+    check(f.rcpt(&from("a@them.test")).await, Some(GREY), "first");
+    check(f.rcpt(&from("b@them.test")).await, Some(GREY), "second");
+    check(f.rcpt(&from("c@them.test")).await, None, "table full");
+    check(f.rcpt(&from("a@them.test")).await, Some(GREY), "recorded");
+}
+
 #[tokio::test]
 async fn greylisting_off_lets_the_first_attempt_through() {
     let f = fixture(&BASE.replace("enabled = true", "enabled = false"));
