@@ -305,7 +305,7 @@ dns_start() {
 }
 
 portcullis_start() {
-    PC_DIR=$RUN_DIR/portcullis
+    PC_DIR=$RUN_DIR/${PC_NAME:-portcullis}   # its own data_dir per instance
     mkdir -p "$PC_DIR/data"
     sed -e "s#@DATA_DIR@#$PC_DIR/data#g" \
         -e "s#@SMTP_PORT@#$PC_PORT#g" \

@@ -31,7 +31,9 @@
 #                      (default: the first three; portcullis-screen is
 #                      Portcullis again with the screen on: recipients
 #                      verified at the route, one DNS block list, every
-#                      rate counted; the table then shows on/off)
+#                      rate counted; the table then shows on/off). With
+#                      both, the two run at once and every repetition
+#                      is measured on one then the other.
 #   IDLE_CONNS=N       idle connections held open against Portcullis (1000)
 #   PORTCULLIS_BIN=F   the binary (default target/release/portcullis)
 #   BUILD=0            do not run `cargo build --release -p portcullis`
@@ -76,14 +78,14 @@ source "$HERE/lib.sh"
 # NXDOMAIN: not listed, cached for the SOA minimum), every rate counted but
 # set high enough never to refuse the load. Greylisting stays off:
 # smtp-source does not retry.
-SCREEN_TOML='[recipients]
+SCREEN_TOML=${SCREEN_TOML:-'[recipients]
 verify = "route"
 [[dnsbl]]
 zone = "bl.bench.test"
 [screen]
 connections_per_minute = 100000000
 messages_per_minute = 100000000
-recipients_per_minute = 100000000'
+recipients_per_minute = 100000000'}
 
 # ------------------------------------------------------------- idle conns --
 IDLE_REPORT=""
@@ -182,6 +184,52 @@ run_matrix() {   # run_matrix SERVER PORT
     done
 }
 
+# run_matrix_pair A PORT_A B PORT_B: the matrix with A and B running at
+# once and every repetition of every point measured on A then on B, so
+# that a slow minute of the machine (the host's other tenants, frequency
+# changes) falls on both alike instead of on whichever ran then.
+run_matrix_pair() {
+    local a=$1 port_a=$2 b=$3 port_b=$4 pattern size sessions rep
+    for pattern in $PATTERNS; do
+        for size in $SIZES; do
+            for sessions in $SESSIONS; do
+                for ((rep = 1; rep <= REPS; rep++)); do
+                    run_point "$a" "$port_a" "$size" "$sessions" "$pattern" "$rep"
+                    run_point "$b" "$port_b" "$size" "$sessions" "$pattern" "$rep"
+                done
+            done
+        done
+    done
+}
+
+# portcullis_pair: Portcullis (screen off, PC_PORT) and Portcullis with the
+# screen (PC2_PORT, its own data_dir) started side by side, measured in
+# turns.
+portcullis_pair() {
+    local off_pid
+    portcullis_prepare || { log "skipping Portcullis"; return 0; }
+    dns_start
+    log "Portcullis on 127.0.0.1:$PC_PORT and, with the screen on, on 127.0.0.1:$PC2_PORT"
+    portcullis_start || { log "skipping Portcullis"; portcullis_stop; return 0; }
+    off_pid=$PC_PID
+    if ! PC_NAME=portcullis-screen PC_PORT=$PC2_PORT PC_EXTRA_TOML="$PC_EXTRA_TOML
+$SCREEN_TOML" portcullis_start; then
+        log "Portcullis with the screen did not start"
+        portcullis_stop
+        PC_PID=$off_pid
+        portcullis_stop
+        return 0
+    fi
+    local on_pid=$PC_PID
+    PC_PID=$off_pid
+    portcullis_idle
+    run_matrix_pair portcullis "$PC_PORT" portcullis-screen "$PC2_PORT"
+    log "Portcullis VmRSS after the load: $(proc_status "$off_pid" VmRSS) kB (VmHWM $(proc_status "$off_pid" VmHWM) kB); with the screen: $(proc_status "$on_pid" VmRSS) kB (VmHWM $(proc_status "$on_pid" VmHWM) kB)"
+    portcullis_stop
+    PC_PID=$on_pid
+    portcullis_stop
+}
+
 declare -A DRAIN_BROKEN=()
 
 # ------------------------------------------------------------------- main --
@@ -198,7 +246,7 @@ main() {
     RESULTS=$RUN_DIR/results.tsv
     echo "# server size sessions pattern rep msgs accept_s e2e_s rc" >"$RESULTS"
 
-    read -r SINK_PORT PF_PORT PC_PORT DNS_PORT <<<"$(pick_ports 4)"
+    read -r SINK_PORT PF_PORT PC_PORT DNS_PORT PC2_PORT <<<"$(pick_ports 5)"
 
     local fstype
     fstype=$(df -T "$RUN_DIR" | awk 'NR == 2 { print $2 }')
@@ -214,8 +262,13 @@ main() {
     echo "  per run: $MSGS messages; $REPS repetitions; sizes: $SIZES; sessions: $SESSIONS; patterns: $PATTERNS"
     echo
 
-    local server
+    local server paired=0
+    [[ " $SERVERS " == *" portcullis "* && " $SERVERS " == *" portcullis-screen "* ]] && paired=1
     for server in $SERVERS; do
+        if [[ $paired == 1 && $server == portcullis* ]]; then
+            [[ $server == portcullis ]] && portcullis_pair
+            continue
+        fi
         case $server in
         sink)
             log "baseline: smtp-source -> smtp-sink on $SINK_PORT"
@@ -254,7 +307,8 @@ main() {
             if portcullis_prepare; then
                 dns_start
                 log "Portcullis with the screen on, on 127.0.0.1:$PC_PORT"
-                if PC_EXTRA_TOML="$PC_EXTRA_TOML
+                # Its own data_dir: not the queue the first instance left.
+                if PC_NAME=portcullis-screen PC_EXTRA_TOML="$PC_EXTRA_TOML
 $SCREEN_TOML" portcullis_start; then
                     run_matrix portcullis-screen "$PC_PORT"
                     portcullis_stop

@@ -18,6 +18,14 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
 pub fn config_check(args: &CheckArgs) -> ExitCode {
     match load_config(args.config.config.as_deref()) {
         Ok(config) => {
+            // The recipients files are read as the server reads them at
+            // its start: a bad line fails the check with its file and line.
+            if let Err(e) =
+                portcullis_screen::recipients::RecipientFiles::load(&config.recipients.files)
+            {
+                eprintln!("recipients.files: {e}");
+                return ExitCode::from(2);
+            }
             let text = if args.output.json {
                 serde_json::to_string_pretty(&config).unwrap_or_default()
             } else {

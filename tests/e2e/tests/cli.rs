@@ -140,6 +140,33 @@ fn config_check_reports_syntax_errors_and_missing_files() {
     );
 }
 
+/// `config check` reads the recipients files as the server would: a bad
+/// line fails the check naming the file and the line; a good file shows
+/// in the summary.
+#[test]
+fn config_check_reads_the_recipients_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("example.test");
+    std::fs::write(&list, "alice@example.test\nbob@elsewhere.test\n").unwrap();
+    let text = format!(
+        "{CONFIG}[recipients]\nfiles = {{ \"example.test\" = {:?} }}\n",
+        list.display().to_string()
+    );
+    let (_, out) = check(dir.path(), "recipients.toml", &text, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:2:", list.display())), "{err}");
+    assert!(err.contains("bob@elsewhere.test"), "{err}");
+    std::fs::write(&list, "alice@example.test\n").unwrap();
+    let (_, out) = check(dir.path(), "recipients.toml", &text, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("recipients.files"),
+        "{}",
+        stdout(&out)
+    );
+}
+
 /// Contract: `config/portcullis.toml` is the documented reference: every
 /// example configuration shipped in `config/`, and the benchmark's template
 /// once filled in, must pass `config check`.
