@@ -35,6 +35,7 @@ use std::time::Duration;
 
 pub use hickory::HickoryResolver;
 pub use memory::{MEMORY_TTL, MemoryResolver};
+pub use portcullis_types::{DnsSecurity, Tlsa};
 
 /// Typed DNS errors that keep the spec's distinctions (STYLE 12).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -71,13 +72,22 @@ pub enum DnsError {
         /// The name as given.
         name: String,
     },
+    /// DNSSEC validation failed (RFC 4035 §5.5: bogus): the answer cannot
+    /// be trusted, so it is a temporary failure, never "no record".
+    #[error("{name}: DNSSEC validation failed (bogus): {reason}")]
+    Bogus {
+        /// The name that was looked up.
+        name: String,
+        /// Why, for logs and TLS-RPT.
+        reason: String,
+    },
 }
 
 impl DnsError {
     /// True for failures that may go away when retried (the message stays
     /// queued; policies stay cached).
     pub fn is_temporary(&self) -> bool {
-        matches!(self, DnsError::Temporary { .. })
+        matches!(self, DnsError::Temporary { .. } | DnsError::Bogus { .. })
     }
 
     /// True when DNS positively said there is nothing: NXDOMAIN or no records
@@ -92,7 +102,8 @@ impl DnsError {
             DnsError::NxDomain { name }
             | DnsError::NoRecords { name, .. }
             | DnsError::Temporary { name, .. }
-            | DnsError::InvalidName { name } => name,
+            | DnsError::InvalidName { name }
+            | DnsError::Bogus { name, .. } => name,
         }
     }
 }
@@ -141,6 +152,27 @@ impl Mx {
     }
 }
 
+/// An answer with its DNSSEC status (RFC 4035 §4.3): `Secure` only when
+/// validation is on (`[dns] dnssec`) and the answer validated; a bogus
+/// answer is [`DnsError::Bogus`], never a `Secured`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secured<T> {
+    /// The records.
+    pub value: T,
+    /// Secure or insecure.
+    pub security: DnsSecurity,
+}
+
+impl<T> Secured<T> {
+    /// `value`, insecure (what a resolver without DNSSEC answers).
+    pub fn insecure(value: T) -> Secured<T> {
+        Secured {
+            value,
+            security: DnsSecurity::Insecure,
+        }
+    }
+}
+
 /// The resolver every name lookup of the server goes through.
 ///
 /// Every method returns `Ok` only with at least one record; "nothing there"
@@ -177,6 +209,67 @@ pub trait Resolver: Send + Sync + 'static {
     /// PTR names of `ip` (looked up under `in-addr.arpa` / `ip6.arpa`),
     /// lowercase, without the trailing dot.
     fn ptr(&self, ip: IpAddr) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send;
+
+    /// MX records of `name` with their DNSSEC status (DANE needs a secure
+    /// MX RRset, RFC 7672 §2.2.1). Default: [`Resolver::mx`], insecure.
+    fn mx_secured(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Secured<Vec<Mx>>, DnsError>> + Send {
+        let lookup = self.mx(name);
+        async move { lookup.await.map(Secured::insecure) }
+    }
+
+    /// The addresses (A and AAAA) of `name` with their DNSSEC status:
+    /// secure only when every RRset that answered is secure (RFC 7672
+    /// §2.2.2: TLSA is looked up only for a host whose addresses are
+    /// secure). Default: [`Resolver::ipv4`] and [`Resolver::ipv6`],
+    /// insecure.
+    fn addresses_secured(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Secured<Vec<IpAddr>>, DnsError>> + Send {
+        let v4 = self.ipv4(name);
+        let v6 = self.ipv6(name);
+        async move {
+            let (v4, v6) = (v4.await, v6.await);
+            let mut addrs: Vec<IpAddr> = Vec::new();
+            let mut first_error = None;
+            for found in [
+                v4.map(|a| a.into_iter().map(IpAddr::V4).collect::<Vec<_>>()),
+                v6.map(|a| a.into_iter().map(IpAddr::V6).collect()),
+            ] {
+                match found {
+                    Ok(a) => addrs.extend(a),
+                    Err(e) => {
+                        if first_error.is_none() || e.is_temporary() {
+                            first_error = Some(e);
+                        }
+                    }
+                }
+            }
+            match first_error {
+                Some(e) if e.is_temporary() || addrs.is_empty() => Err(e),
+                _ => Ok(Secured::insecure(addrs)),
+            }
+        }
+    }
+
+    /// TLSA records of `name` (`_25._tcp.<host>`, RFC 7672 §2.2.2) with
+    /// their DNSSEC status; only secure records may be used for DANE.
+    /// Default: no records.
+    fn tlsa(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Secured<Vec<Tlsa>>, DnsError>> + Send {
+        let name = name.to_owned();
+        async move {
+            Err(DnsError::NoRecords {
+                name,
+                rtype: "TLSA",
+            })
+        }
+    }
 }
 
 impl<R: Resolver> Resolver for Arc<R> {
@@ -200,6 +293,24 @@ impl<R: Resolver> Resolver for Arc<R> {
     }
     fn ptr(&self, ip: IpAddr) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send {
         (**self).ptr(ip)
+    }
+    fn mx_secured(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Secured<Vec<Mx>>, DnsError>> + Send {
+        (**self).mx_secured(name)
+    }
+    fn addresses_secured(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Secured<Vec<IpAddr>>, DnsError>> + Send {
+        (**self).addresses_secured(name)
+    }
+    fn tlsa(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Secured<Vec<Tlsa>>, DnsError>> + Send {
+        (**self).tlsa(name)
     }
 }
 

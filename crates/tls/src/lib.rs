@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod dane;
 mod error;
 mod info;
 mod pem;
@@ -33,6 +34,7 @@ mod server;
 mod summary;
 
 pub use client::{ClientTls, VerificationRecord, WouldVerify, add_roots_from_file, web_roots};
+pub use dane::DaneAuthority;
 pub use error::TlsError;
 pub use info::TlsInfo;
 pub use pem::{load_certs, load_key};

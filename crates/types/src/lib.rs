@@ -19,6 +19,7 @@ pub mod envelope;
 pub mod error_chain;
 pub mod queue_id;
 pub mod reply;
+pub mod tlsa;
 
 pub use addr_key::AddrKey;
 pub use address::{Address, AddressError, ReversePath};
@@ -28,3 +29,4 @@ pub use envelope::{BodyType, DsnRet, Envelope, Notify, Origin, Recipient, TlsSum
 pub use error_chain::error_chain;
 pub use queue_id::QueueId;
 pub use reply::Reply;
+pub use tlsa::{DnsSecurity, Tlsa};
