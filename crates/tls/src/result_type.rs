@@ -4,6 +4,8 @@ use std::fmt;
 
 use rustls::{CertificateError, Error};
 
+use crate::dane::TlsaMismatch;
+
 /// A TLS-RPT result type (RFC 8460 §4.3), as an explicit value rather than a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -81,7 +83,8 @@ impl fmt::Display for TlsResultType {
 ///
 /// The certificate name check maps to `certificate-host-mismatch`, expiry to
 /// `certificate-expired`, an unknown issuer or a bad signature in the chain to
-/// `certificate-not-trusted`; everything else (protocol errors, alerts from
+/// `certificate-not-trusted`, no DANE TLSA record matching to `tlsa-invalid`;
+/// everything else (protocol errors, alerts from
 /// the peer, not-yet-valid certificates, ...) is `validation-failure`
 /// (RFC 8460 §4.3.1).
 pub fn classify(err: &Error) -> TlsResultType {
@@ -96,6 +99,7 @@ pub fn classify(err: &Error) -> TlsResultType {
             CertificateError::UnknownIssuer | CertificateError::BadSignature => {
                 TlsResultType::CertificateNotTrusted
             }
+            CertificateError::Other(other) if TlsaMismatch::is(other) => TlsResultType::TlsaInvalid,
             _ => TlsResultType::ValidationFailure,
         },
         _ => TlsResultType::ValidationFailure,

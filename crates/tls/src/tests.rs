@@ -15,6 +15,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::*;
 
+mod dane;
+
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Sets validity from `SystemTime`s without naming the `time` crate.
