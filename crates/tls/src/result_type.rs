@@ -153,6 +153,9 @@ mod tests {
         check(CertificateError::BadSignature.into(), CertificateNotTrusted);
         check(CertificateError::NotValidYet.into(), ValidationFailure);
         check(CertificateError::BadEncoding.into(), ValidationFailure);
+        check(crate::dane::TlsaMismatch::error(), TlsaInvalid);
+        let foreign = rustls::OtherError(std::sync::Arc::new(std::fmt::Error));
+        check(CertificateError::Other(foreign).into(), ValidationFailure);
         check(Error::HandshakeNotComplete, ValidationFailure);
         check(
             Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),

@@ -43,12 +43,22 @@ async fn handshake(
     key_pem: &str,
     client: Arc<ClientConfig>,
 ) -> Result<(), rustls::Error> {
+    handshake_versions(chain, key_pem, client, PROTOCOL_VERSIONS).await
+}
+
+/// [`handshake`] with a server speaking only `versions`.
+async fn handshake_versions(
+    chain: Vec<CertificateDer<'static>>,
+    key_pem: &str,
+    client: Arc<ClientConfig>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<(), rustls::Error> {
     let provider = provider();
     let key = crate::pem::key_from_pem(std::path::Path::new("key"), key_pem.as_bytes()).unwrap();
     let signing = provider.key_provider.load_private_key(key).unwrap();
     let resolver = Fixed(Arc::new(CertifiedKey::new(chain, signing)));
     let server = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
@@ -333,4 +343,19 @@ async fn unusable_records_beside_a_usable_one_are_ignored() {
     let records = vec![tlsa(1, 1, 1, digest.clone()), tlsa(3, 1, 1, digest)];
     let outcome = handshake(vec![cert], &leaf.key_pem, dane(records, &[MX])).await;
     assert_eq!(outcome, Ok(()));
+}
+
+#[tokio::test]
+async fn dane_over_tls12_checks_the_signature_too() {
+    let tls12: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    let leaf = self_signed_expired(MX);
+    let impostor = self_signed_expired(MX);
+    let cert = der(&leaf.cert_pem).remove(0);
+    let record = tlsa(3, 1, 1, sha256(&spki(&cert)));
+    let client = dane(vec![record.clone()], &[MX]);
+    let outcome = handshake_versions(vec![cert.clone()], &leaf.key_pem, client, tls12).await;
+    assert_eq!(outcome, Ok(()));
+    let client = dane(vec![record], &[MX]);
+    let outcome = handshake_versions(vec![cert], &impostor.key_pem, client, tls12).await;
+    assert!(outcome.is_err(), "signed with another key: {outcome:?}");
 }
