@@ -983,6 +983,8 @@ mod tests {
             authenticated: None,
             size: 0,
             origin: Default::default(),
+            require_tls: false,
+            tls_optional: false,
         };
         let msg = message(c.body, c.body_len);
         let now = UNIX_EPOCH + Duration::from_secs(NOW);
