@@ -86,6 +86,7 @@ fn tx<'a>(message: &'a [u8], rcpts: &[&'a str]) -> Transaction<'a> {
         smtputf8: false,
         ret: None,
         envid: None,
+        require_tls: false,
     }
 }
 
@@ -642,6 +643,7 @@ fn capabilities_come_from_smtp_proto() {
             chunking: true,
             binarymime: false,
             enhanced_status_codes: true,
+            requiretls: false,
         }
     );
     let bare = Capabilities::from_ehlo(b"250 mx.example.test\r\n");
