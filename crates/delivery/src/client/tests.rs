@@ -791,3 +791,16 @@ fn permanence_and_status_of_local_errors() {
         assert_eq!(err.status(), status, "{err}");
     }
 }
+
+/// REQUIRETLS (RFC 8689) is read from the EHLO reply, also from a reply
+/// whose other lines smtp-proto rejects.
+#[test]
+fn requiretls_is_a_capability() {
+    assert!(
+        Capabilities::from_ehlo(b"250-mx.test\r\n250-PIPELINING\r\n250 REQUIRETLS\r\n").requiretls
+    );
+    assert!(
+        Capabilities::from_ehlo(b"250-mx.test\r\n250-SIZE abc\r\n250 REQUIRETLS\r\n").requiretls
+    );
+    assert!(!Capabilities::from_ehlo(b"250-mx.test\r\n250 PIPELINING\r\n").requiretls);
+}
