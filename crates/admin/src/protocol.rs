@@ -735,6 +735,8 @@ mod tests {
             authenticated: None,
             size: 10,
             origin: Origin::Bounce,
+            require_tls: false,
+            tls_optional: false,
         };
         let detail = QueueDetail {
             entry: QueueEntry {

@@ -22,7 +22,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigIssue};
 pub use runtime::Config;
 pub use section::admin::Admin;
-pub use section::delivery::Delivery;
+pub use section::delivery::{Delivery, TlsRequiredNo};
 pub use section::dns::Dns;
 pub use section::dnsbl::Dnsbl;
 pub use section::greylist::Greylist;

@@ -153,6 +153,34 @@ fn smtp_and_log_choices() {
     );
 }
 
+/// `[delivery] tls_required_no`: the three names, `trusted` by default,
+/// anything else refused with its line.
+#[test]
+fn tls_required_no_choices() {
+    refused(
+        "[delivery]\ntls_required_no = \"everyone\"\n",
+        &[(
+            "delivery.tls_required_no",
+            2,
+            "\"everyone\" is not \"trusted\", \"anyone\" or \"never\"",
+        )],
+    );
+    assert_eq!(ok("").delivery.tls_required_no, TlsRequiredNo::Trusted);
+    for (name, want) in [
+        ("trusted", TlsRequiredNo::Trusted),
+        ("anyone", TlsRequiredNo::Anyone),
+        ("never", TlsRequiredNo::Never),
+    ] {
+        let c = ok(&format!("[delivery]\ntls_required_no = \"{name}\"\n"));
+        assert_eq!(c.delivery.tls_required_no, want);
+    }
+    assert!(TlsRequiredNo::Trusted.allows(true, false));
+    assert!(TlsRequiredNo::Trusted.allows(false, true));
+    assert!(!TlsRequiredNo::Trusted.allows(false, false));
+    assert!(TlsRequiredNo::Anyone.allows(false, false));
+    assert!(!TlsRequiredNo::Never.allows(true, true));
+}
+
 /// The defaults are applied once, in validation, from the runtime types'
 /// `Default`s: an empty file gets exactly those.
 #[test]

@@ -17,6 +17,7 @@ use crate::execute::{Execution, Observed};
 use crate::plan::{
     Contact, DeferCause, DeliveryPlan, Facts, Outcome, Planner, StsRule, consults_policy, decide,
 };
+use crate::requiretls;
 use crate::results::all;
 use crate::settings::DelivererSettings;
 use portcullis_dns::Resolver;
@@ -90,6 +91,9 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
         let facts = self.gather(job, domain).await;
         let plan = decide(&facts);
         self.observe(domain, &plan);
+        if let Some(refused) = requiretls::refused(&job.envelope, domain, &plan, idxs) {
+            return refused;
+        }
         let run = Execution {
             settings: &self.settings,
             reporter: self.reporter.as_ref(),
@@ -121,7 +125,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
     /// that gets that far, DNS only when the decision needs it.
     async fn gather<'a>(&'a self, job: &DeliveryJob, domain: &'a Domain) -> Facts<'a> {
         let planner = &self.settings.planner;
-        let mut facts = planner.facts(domain, job.envelope.origin.is_tls_report());
+        let mut facts = planner.facts(domain, requiretls::enforcement_waived(&job.envelope));
         if let Some(engine) = self.policy.as_ref().filter(|_| consults_policy(&facts)) {
             facts.sts = Some(engine.policy_for(domain).await);
         }

@@ -81,6 +81,9 @@ impl<R, C: Connector> Execution<'_, R, C> {
             if let Some(e) = &host.error {
                 last_error = e.clone();
             }
+            if !crate::requiretls::hop_allowed(&self.job.envelope, tls) {
+                continue;
+            }
             for addr in &host.addrs {
                 match self.try_address(host, tls, *addr).await {
                     Ok(results) => return results,
@@ -188,6 +191,7 @@ impl<R, C: Connector> Execution<'_, R, C> {
             smtputf8: env.smtputf8,
             ret: env.ret,
             envid: env.envid.as_deref(),
+            require_tls: env.require_tls,
         };
         let s = self.settings;
         deliver_session(stream, server_name, &s.hostname, decision, &tx, &s.timeouts).await

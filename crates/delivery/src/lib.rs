@@ -23,6 +23,7 @@ pub mod loops;
 mod metrics;
 pub mod plan;
 mod probe;
+mod requiretls;
 mod results;
 mod settings;
 

@@ -102,6 +102,8 @@ fn job(origin: Origin, sender: &str, rcpt: &str, message: &str) -> DeliveryJob {
             authenticated: (origin == Origin::Submission).then(|| "alice".to_owned()),
             size: message.len() as u64,
             origin,
+            require_tls: false,
+            tls_optional: false,
         }),
         pending: vec![0],
         message: message.as_bytes().into(),

@@ -232,6 +232,7 @@ fn session_config(config: &Config, role: Role, shared: &Shared) -> SessionConfig
             _ => VerifyScope::default(),
         },
         screen: screen_scope(config, role, shared.screen),
+        tls_required_no: config.delivery.tls_required_no,
     }
 }
 

@@ -312,6 +312,9 @@ enum HeadersWhy {
     TooLarge,
     /// BODY=BINARYMIME: the body cannot go in an 8bit part.
     Binary,
+    /// REQUIRETLS (RFC 8689 §5): the notice travels without it, so the
+    /// body that had to be protected stays out.
+    RequireTls,
     /// Not a failure report: nothing is returned.
     NotFailed,
 }
@@ -337,6 +340,9 @@ fn choose_returned<'m>(req: &DsnRequest<'m>, overall: Action) -> Returned<'m> {
     }
     if req.envelope.body == BodyType::BinaryMime {
         return Returned::Headers(headers, HeadersWhy::Binary);
+    }
+    if req.envelope.require_tls {
+        return Returned::Headers(headers, HeadersWhy::RequireTls);
     }
     match req.envelope.ret {
         Some(DsnRet::Headers) => Returned::Headers(headers, HeadersWhy::Asked),
@@ -474,6 +480,11 @@ fn returned_note(req: &DsnRequest<'_>, returned: &Returned<'_>) -> String {
         Returned::Headers(_, HeadersWhy::Binary) => {
             "Only the headers of the original message are attached: its body is binary \
              (BODY=BINARYMIME) and cannot be returned in a notification."
+                .to_string()
+        }
+        Returned::Headers(_, HeadersWhy::RequireTls) => {
+            "Only the headers of the original message are attached: it was sent with \
+             REQUIRETLS, and this notice cannot promise the same protection (RFC 8689)."
                 .to_string()
         }
     }
@@ -834,6 +845,7 @@ mod tests {
         body: BodyType,
         body_len: usize,
         max_returned: usize,
+        require_tls: bool,
         expect: Option<Vec<Check>>,
     }
 
@@ -847,6 +859,7 @@ mod tests {
             body: BodyType::SevenBit,
             body_len: 100,
             max_returned: MAX_RETURNED,
+            require_tls: false,
             expect: None,
         }
     }
@@ -983,6 +996,8 @@ mod tests {
             authenticated: None,
             size: 0,
             origin: Default::default(),
+            require_tls: c.require_tls,
+            tls_optional: false,
         };
         let msg = message(c.body, c.body_len);
         let now = UNIX_EPOCH + Duration::from_secs(NOW);
@@ -1222,6 +1237,19 @@ mod tests {
                     Text("as the sender asked (RET=HDRS)"),
                 ]),
                 ..case("RET=HDRS", A, vec![r("b@example.test", "", Failed)])
+            },
+            // RFC 8689 §5: the bounce of a REQUIRETLS message travels
+            // without it, so its body stays out whatever RET says.
+            Case {
+                ret: Some(DsnRet::Full),
+                require_tls: true,
+                expect: Some(vec![
+                    Part3("text/rfc822-headers"),
+                    Has("Message-ID: <m1@example.test>"),
+                    Lacks("BODY-MARKER"),
+                    Text("sent with REQUIRETLS"),
+                ]),
+                ..case("REQUIRETLS", A, vec![r("b@example.test", "", Failed)])
             },
             // Regression: RET=FULL used to return the whole message at any
             // size, so a forged sender could have megabytes reflected at it.

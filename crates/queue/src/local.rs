@@ -64,6 +64,10 @@ impl Queue {
             authenticated: None,
             size: local.message.len() as u64,
             origin: local.origin,
+            // Our own notices never demand TLS: RFC 8689 §5 sends the DSN
+            // of a REQUIRETLS failure without it.
+            require_tls: false,
+            tls_optional: false,
         };
         self.enqueue_fresh(envelope, local.message, || {
             QueueId::generate(millis, rand::random())

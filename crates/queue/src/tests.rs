@@ -22,6 +22,8 @@ pub(crate) fn envelope(n: u64) -> Envelope {
         authenticated: None,
         size: 0,
         origin: Default::default(),
+        require_tls: false,
+        tls_optional: false,
     }
 }
 

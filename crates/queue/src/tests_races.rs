@@ -65,6 +65,8 @@ fn envelope(n: u64, rcpts: &[&str]) -> Envelope {
         origin: portcullis_types::Origin::Relay,
         authenticated: None,
         size: 0,
+        require_tls: false,
+        tls_optional: false,
     }
 }
 

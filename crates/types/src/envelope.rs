@@ -147,6 +147,18 @@ pub struct Envelope {
     /// then count as [`Origin::Relay`].
     #[serde(default)]
     pub origin: Origin,
+    /// `MAIL FROM:<..> REQUIRETLS` (RFC 8689 §4): every hop must be reached
+    /// over authenticated TLS (MTA-STS `enforce` or DANE) and advertise
+    /// REQUIRETLS, or the message bounces with 5.7.30. Only accepted on a
+    /// TLS session; false in records older than the field.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// `TLS-Required: No` (RFC 8689 §5) from a sender allowed to waive TLS
+    /// (`[delivery] tls_required_no`): delivery is opportunistic even where
+    /// MTA-STS or DANE would refuse. Never set together with
+    /// [`Envelope::require_tls`]; false in records older than the field.
+    #[serde(default)]
+    pub tls_optional: bool,
 }
 
 #[cfg(test)]
@@ -169,6 +181,8 @@ mod tests {
             authenticated: None,
             size: 0,
             origin,
+            require_tls: false,
+            tls_optional: false,
         }
     }
 
@@ -198,5 +212,22 @@ mod tests {
         assert_eq!(back.origin, Origin::Relay);
         assert!(!back.origin.is_tls_report());
         assert!(Origin::TlsReport.is_tls_report());
+    }
+
+    /// The REQUIRETLS flags survive the queue's JSON encoding, and a record
+    /// written before they existed asks for neither.
+    #[test]
+    fn tls_flags_round_trip_and_default_off() {
+        let mut env = envelope(Origin::Relay);
+        env.require_tls = true;
+        let json = serde_json::to_value(&env).unwrap();
+        let back: Envelope = serde_json::from_value(json.clone()).unwrap();
+        assert!(back.require_tls && !back.tls_optional);
+        let mut old = json;
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("require_tls");
+        fields.remove("tls_optional");
+        let back: Envelope = serde_json::from_value(old).unwrap();
+        assert!(!back.require_tls && !back.tls_optional);
     }
 }

@@ -61,6 +61,10 @@ pub struct SinkConfig {
     pub smtputf8: bool,
     /// Advertise DSN.
     pub dsn: bool,
+    /// Advertise REQUIRETLS (RFC 8689), over TLS only, as a real server
+    /// does; `MAIL ... REQUIRETLS` is accepted either way (the MAIL line
+    /// is recorded in [`ReceivedMail::raw_mail_line`]).
+    pub requiretls: bool,
     /// Per-recipient replies: (address, whole reply line such as
     /// `"550 5.1.1 no such user"`); addresses compare case-insensitively.
     /// Other recipients get `250 2.1.5 Ok` (or see `known_users`); a
@@ -97,6 +101,7 @@ impl Default for SinkConfig {
             eightbitmime: true,
             smtputf8: true,
             dsn: true,
+            requiretls: false,
             rcpt_replies: Vec::new(),
             known_users: None,
             rcpt_delay: None,
@@ -687,6 +692,9 @@ fn ehlo_reply(live: &Live, in_tls: bool) -> String {
     }
     if live.acceptor.is_some() && !in_tls {
         lines.push("STARTTLS".into());
+    }
+    if cfg.requiretls && in_tls {
+        lines.push("REQUIRETLS".into());
     }
     lines.push("ENHANCEDSTATUSCODES".into());
     let last = lines.len() - 1;

@@ -16,6 +16,37 @@ pub struct DeliveryFile {
     pub per_domain: Option<u32>,
     /// `connect_timeout`: TCP connect to a mail host (default `"30s"`).
     pub connect_timeout: Option<String>,
+    /// `tls_required_no`: who may waive TLS with a `TLS-Required: No`
+    /// header (RFC 8689 §5): `trusted` (default), `anyone` or `never`.
+    pub tls_required_no: Option<String>,
+}
+
+/// Whose `TLS-Required: No` header field (RFC 8689 §5) is honoured: such
+/// a message is delivered opportunistically even where MTA-STS or DANE
+/// would refuse. Decided from what the session recorded about the client
+/// (authentication, trusted network), never from the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsRequiredNo {
+    /// Authenticated users and clients in `trusted_networks` (default).
+    #[default]
+    Trusted,
+    /// Every sender, including unauthenticated mail on port 25.
+    Anyone,
+    /// Nobody: the header field is always ignored.
+    Never,
+}
+
+impl TlsRequiredNo {
+    /// True when a client that is (or is not) `authenticated` or in a
+    /// trusted network (`trusted`) may waive TLS.
+    pub fn allows(self, authenticated: bool, trusted: bool) -> bool {
+        match self {
+            TlsRequiredNo::Trusted => authenticated || trusted,
+            TlsRequiredNo::Anyone => true,
+            TlsRequiredNo::Never => false,
+        }
+    }
 }
 
 /// Outbound delivery settings.
@@ -29,6 +60,8 @@ pub struct Delivery {
     pub per_domain: u32,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// Who may waive TLS with `TLS-Required: No`.
+    pub tls_required_no: TlsRequiredNo,
 }
 
 impl Default for Delivery {
@@ -39,6 +72,23 @@ impl Default for Delivery {
             max_concurrent: 50,
             per_domain: 10,
             connect_timeout: Duration::from_secs(30),
+            tls_required_no: TlsRequiredNo::Trusted,
+        }
+    }
+}
+
+/// `tls_required_no`: one of the three names, else the default (recorded).
+fn tls_required_no(value: Option<&str>, c: &mut Checker) -> TlsRequiredNo {
+    match value {
+        None | Some("trusted") => TlsRequiredNo::Trusted,
+        Some("anyone") => TlsRequiredNo::Anyone,
+        Some("never") => TlsRequiredNo::Never,
+        Some(other) => {
+            c.fail(
+                "delivery.tls_required_no",
+                format!("{other:?} is not \"trusted\", \"anyone\" or \"never\""),
+            );
+            TlsRequiredNo::Trusted
         }
     }
 }
@@ -59,5 +109,6 @@ pub(crate) fn build(f: &DeliveryFile, c: &mut Checker) -> Delivery {
             &f.connect_timeout,
             d.connect_timeout,
         ),
+        tls_required_no: tls_required_no(f.tls_required_no.as_deref(), c),
     }
 }

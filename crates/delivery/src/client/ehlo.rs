@@ -33,6 +33,8 @@ pub struct Capabilities {
     pub binarymime: bool,
     /// ENHANCEDSTATUSCODES (RFC 2034).
     pub enhanced_status_codes: bool,
+    /// REQUIRETLS (RFC 8689).
+    pub requiretls: bool,
 }
 
 impl Capabilities {
@@ -89,6 +91,7 @@ impl Capabilities {
             chunking: has(smtp_proto::EXT_CHUNKING),
             binarymime: has(smtp_proto::EXT_BINARY_MIME),
             enhanced_status_codes: has(smtp_proto::EXT_ENHANCED_STATUS_CODES),
+            requiretls: has(smtp_proto::EXT_REQUIRE_TLS),
         }
     }
 
@@ -104,6 +107,7 @@ impl Capabilities {
         self.chunking |= other.chunking;
         self.binarymime |= other.binarymime;
         self.enhanced_status_codes |= other.enhanced_status_codes;
+        self.requiretls |= other.requiretls;
     }
 
     /// The size limit to respect, if the peer declared a non-zero one.

@@ -76,6 +76,10 @@ pub enum SessionError {
     /// BINARYMIME (RFC 3030).
     #[error("message is BINARYMIME, which the peer cannot receive")]
     BinaryMimeUnsupported,
+    /// The message was sent with REQUIRETLS and the peer does not
+    /// advertise it (RFC 8689 §4.2.1); nothing was sent.
+    #[error("REQUIRETLS support required: the peer does not offer it")]
+    RequireTlsUnsupported,
     /// An envelope string would have broken the command syntax (control
     /// characters); nothing was sent.
     #[error("invalid envelope: {detail}")]
@@ -96,6 +100,7 @@ impl SessionError {
             SessionError::SizeExceeded { .. }
             | SessionError::Smtputf8Unsupported
             | SessionError::BinaryMimeUnsupported
+            | SessionError::RequireTlsUnsupported
             | SessionError::InvalidEnvelope { .. } => true,
             _ => false,
         }
@@ -115,6 +120,7 @@ impl SessionError {
     /// The RFC 3463 status for a DSN or log: the remote reply's enhanced
     /// code (or its class), else a local status: 5.3.4 message too big,
     /// 5.6.7 SMTPUTF8 not available (RFC 6533), 5.6.3 conversion required,
+    /// 5.7.30 REQUIRETLS support required (RFC 8689 §5),
     /// 5.1.3 bad address syntax, 4.7.5 cryptographic failure, 4.5.0 protocol,
     /// 4.4.2 bad connection.
     pub fn status(&self) -> (u8, u16, u16) {
@@ -129,6 +135,7 @@ impl SessionError {
             SessionError::SizeExceeded { .. } => (5, 3, 4),
             SessionError::Smtputf8Unsupported => (5, 6, 7),
             SessionError::BinaryMimeUnsupported => (5, 6, 3),
+            SessionError::RequireTlsUnsupported => (5, 7, 30),
             SessionError::InvalidEnvelope { .. } => (5, 1, 3),
             SessionError::Tls { .. } | SessionError::StartTlsRequired => (4, 7, 5),
             SessionError::Protocol { .. } => (4, 5, 0),
@@ -149,6 +156,7 @@ impl SessionError {
                 | SessionError::SizeExceeded { .. }
                 | SessionError::Smtputf8Unsupported
                 | SessionError::BinaryMimeUnsupported
+                | SessionError::RequireTlsUnsupported
                 | SessionError::InvalidEnvelope { .. }
         )
     }

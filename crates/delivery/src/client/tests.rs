@@ -86,6 +86,7 @@ fn tx<'a>(message: &'a [u8], rcpts: &[&'a str]) -> Transaction<'a> {
         smtputf8: false,
         ret: None,
         envid: None,
+        require_tls: false,
     }
 }
 
@@ -642,6 +643,7 @@ fn capabilities_come_from_smtp_proto() {
             chunking: true,
             binarymime: false,
             enhanced_status_codes: true,
+            requiretls: false,
         }
     );
     let bare = Capabilities::from_ehlo(b"250 mx.example.test\r\n");
@@ -788,4 +790,17 @@ fn permanence_and_status_of_local_errors() {
         assert_eq!(err.is_permanent(), permanent, "{err}");
         assert_eq!(err.status(), status, "{err}");
     }
+}
+
+/// REQUIRETLS (RFC 8689) is read from the EHLO reply, also from a reply
+/// whose other lines smtp-proto rejects.
+#[test]
+fn requiretls_is_a_capability() {
+    assert!(
+        Capabilities::from_ehlo(b"250-mx.test\r\n250-PIPELINING\r\n250 REQUIRETLS\r\n").requiretls
+    );
+    assert!(
+        Capabilities::from_ehlo(b"250-mx.test\r\n250-SIZE abc\r\n250 REQUIRETLS\r\n").requiretls
+    );
+    assert!(!Capabilities::from_ehlo(b"250-mx.test\r\n250 PIPELINING\r\n").requiretls);
 }

@@ -23,6 +23,7 @@ fn tx<'a>(message: &'a [u8], rcpts: &[&'a str]) -> Transaction<'a> {
         smtputf8: false,
         ret: None,
         envid: None,
+        require_tls: false,
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Transaction<'a> {
     pub ret: Option<DsnRet>,
     /// `ENVID=` (RFC 3461 §4.4), decoded; encoded as xtext on the wire.
     pub envid: Option<&'a str>,
+    /// REQUIRETLS (RFC 8689): sent on MAIL FROM; a peer that does not
+    /// advertise it gets nothing ([`SessionError::RequireTlsUnsupported`]).
+    /// The caller makes sure the session's TLS was authenticated.
+    pub require_tls: bool,
 }
 
 /// One recipient with its DSN parameters.
@@ -134,6 +138,11 @@ fn plan(caps: &Capabilities, tx: &Transaction<'_>) -> Result<Plan, SessionError>
     if bdat && !(caps.chunking && caps.binarymime) {
         return Err(SessionError::BinaryMimeUnsupported);
     }
+    // RFC 8689 §4.2.1: a REQUIRETLS message only goes to a peer that
+    // promises to keep requiring TLS onwards.
+    if tx.require_tls && !caps.requiretls {
+        return Err(SessionError::RequireTlsUnsupported);
+    }
 
     let mut mail = format!("MAIL FROM:<{}>", tx.mail_from);
     if caps.size.is_some() {
@@ -151,6 +160,9 @@ fn plan(caps: &Capabilities, tx: &Transaction<'_>) -> Result<Plan, SessionError>
     }
     if caps.smtputf8 && (tx.smtputf8 || needs_utf8) {
         mail.push_str(" SMTPUTF8");
+    }
+    if tx.require_tls {
+        mail.push_str(" REQUIRETLS");
     }
     if caps.dsn {
         match tx.ret {

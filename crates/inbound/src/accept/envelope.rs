@@ -28,9 +28,17 @@ pub(super) fn trace<'a>(
     }
 }
 
-/// The envelope stored with message `id` of `size` octets, accepted
-/// `now`: the client's envelope and what was recorded about its arrival.
-pub(super) fn envelope(msg: IncomingMessage, id: QueueId, now: SystemTime, size: u64) -> Envelope {
+/// The envelope stored with message `id` of `size` octets whose data (as
+/// received, header section first) is `data`, accepted `now`: the
+/// client's envelope and what was recorded about its arrival.
+pub(super) fn envelope(
+    msg: IncomingMessage,
+    data: &[u8],
+    id: QueueId,
+    now: SystemTime,
+    size: u64,
+) -> Envelope {
+    let tls_optional = super::tls_required::waived(&msg, data, id);
     let arrival = msg.arrival;
     Envelope {
         id,
@@ -40,6 +48,8 @@ pub(super) fn envelope(msg: IncomingMessage, id: QueueId, now: SystemTime, size:
         envid: msg.envid,
         body: msg.body_type,
         smtputf8: msg.smtputf8,
+        require_tls: msg.require_tls,
+        tls_optional,
         received_at: portcullis_types::date::unix_secs(now),
         client_ip: arrival.client_ip,
         helo: arrival.helo,

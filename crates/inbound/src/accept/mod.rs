@@ -9,6 +9,7 @@
 mod envelope;
 #[cfg(test)]
 mod tests;
+mod tls_required;
 mod verify;
 
 use crate::dkim::DkimSigners;
@@ -224,7 +225,9 @@ impl AcceptPipeline {
         let spooled = msg.spooled.take();
         let spooled_len = spooled.as_ref().map_or(0, |s| s.len());
         let size = parts.iter().map(|p| p.len()).sum::<usize>() + spooled_len as usize;
-        let envelope = envelope::envelope(msg, id, now, size as u64);
+        // The last part is the message as received (its header section
+        // first); ours come before it.
+        let envelope = envelope::envelope(msg, parts[3], id, now, size as u64);
         let sender = envelope.sender.to_string();
         let rcpts = envelope.recipients.len();
         let stored = match spooled {

@@ -51,6 +51,7 @@ fn message(data: &str, arrival: Arrival) -> IncomingMessage {
         envid: None,
         body_type: BodyType::SevenBit,
         smtputf8: false,
+        require_tls: false,
         arrival,
         data: data.as_bytes().to_vec(),
         spooled: None,
@@ -74,6 +75,7 @@ async fn stores_what_the_session_recorded() {
         esmtp: true,
         tls: Some(tls.clone()),
         authenticated: Some("alice".into()),
+        may_waive_tls: true,
         origin: Origin::Submission,
     };
     let data = format!("Authentication-Results: {HOSTNAME}; dkim=pass\r\nSubject: x\r\n\r\nhi\r\n");
@@ -108,6 +110,7 @@ async fn origin_is_never_read_from_the_message() {
         esmtp: false,
         tls: None,
         authenticated: None,
+        may_waive_tls: false,
         origin: Origin::Relay,
     };
     let data = "Content-Type: multipart/report; report-type=tlsrpt\r\nTLS-Report-Domain: example.test\r\n\r\n{}\r\n";
@@ -119,4 +122,39 @@ async fn origin_is_never_read_from_the_message() {
     assert_eq!(envelope.authenticated, None);
     let stored = String::from_utf8(env.queue.message(id).unwrap()).unwrap();
     assert!(stored.contains("with SMTP id"), "{stored}");
+}
+
+/// `TLS-Required: No` is honoured only for a client the session recorded
+/// as allowed to waive TLS, and never together with REQUIRETLS, which the
+/// envelope keeps.
+#[tokio::test]
+async fn tls_required_no_follows_the_recorded_client() {
+    let env = env();
+    let arrival = |may_waive_tls| Arrival {
+        client_ip: "192.0.2.12".parse().unwrap(),
+        helo: "client.test".into(),
+        esmtp: true,
+        tls: None,
+        authenticated: None,
+        may_waive_tls,
+        origin: Origin::Relay,
+    };
+    let data = "TLS-Required: No\r\nSubject: x\r\n\r\nhi\r\n";
+    let mut stored = Vec::new();
+    for (may_waive, require_tls) in [(true, false), (false, false), (true, true)] {
+        let mut msg = message(data, arrival(may_waive));
+        msg.require_tls = require_tls;
+        let Answer::Stored(id) = env.pipeline.accept(msg, HOSTNAME).await else {
+            panic!("not stored");
+        };
+        let envelope = env.queue.get(id).unwrap().envelope;
+        stored.push((envelope.tls_optional, envelope.require_tls));
+    }
+    assert_eq!(stored, vec![(true, false), (false, false), (false, true)]);
+    // Without the field nothing is waived, whoever sends.
+    let plain = message("Subject: x\r\n\r\nhi\r\n", arrival(true));
+    let Answer::Stored(id) = env.pipeline.accept(plain, HOSTNAME).await else {
+        panic!("not stored");
+    };
+    assert!(!env.queue.get(id).unwrap().envelope.tls_optional);
 }

@@ -21,6 +21,10 @@ pub struct Arrival {
     pub tls: Option<TlsSummary>,
     /// The user the client authenticated as (SMTP AUTH).
     pub authenticated: Option<String>,
+    /// True when this client may waive TLS with `TLS-Required: No` (RFC
+    /// 8689 §5) under `[delivery] tls_required_no`: decided from its
+    /// authentication and network, never from the message.
+    pub may_waive_tls: bool,
     /// Where the message comes from, as its envelope records it:
     /// submission when the client authenticated, else relay.
     pub origin: Origin,

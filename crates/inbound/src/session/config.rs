@@ -1,7 +1,7 @@
 //! What a session knows about the server: the settings every session of
 //! a listener shares.
 
-use portcullis_config::{BareNewline, Limits, Relay, Role, Submission};
+use portcullis_config::{BareNewline, Limits, Relay, Role, Submission, TlsRequiredNo};
 use portcullis_submission::lockout::AuthGuard;
 use portcullis_submission::rate::SendRate;
 use std::sync::Arc;
@@ -39,6 +39,8 @@ pub struct SessionConfig {
     pub guard: Arc<AuthGuard>,
     /// Per-user sending rate shared by every session.
     pub rate: Arc<SendRate>,
+    /// Whose `TLS-Required: No` is honoured (`[delivery] tls_required_no`).
+    pub tls_required_no: TlsRequiredNo,
 }
 
 /// Whose mail a listener verifies (SPF, DKIM, DMARC, ARC) and when.

@@ -227,6 +227,7 @@ impl Session {
             envid: tx.envid,
             body_type: tx.body_type,
             smtputf8: tx.smtputf8,
+            require_tls: tx.require_tls,
             arrival: self.arrival(),
             data,
             spooled,
@@ -242,6 +243,10 @@ impl Session {
             esmtp: self.esmtp,
             tls: self.tls.clone(),
             authenticated: self.auth_user.clone(),
+            may_waive_tls: self
+                .cfg
+                .tls_required_no
+                .allows(self.auth_user.is_some(), self.trusted),
             // Recorded where it is known, never guessed later (STYLE 8a).
             origin: if self.auth_user.is_some() {
                 Origin::Submission

@@ -49,6 +49,11 @@ impl Session {
         if offer_starttls {
             lines.push(b"STARTTLS");
         }
+        // RFC 8689 §4.1: REQUIRETLS only means something over TLS, so it is
+        // offered only there (after STARTTLS, or on `submissions`).
+        if self.tls.is_some() {
+            lines.push(b"REQUIRETLS");
+        }
         // RFC 4954 §4 with RFC 8314: credentials only over TLS, so AUTH is
         // not even advertised before it.
         if self.auth_offered() {

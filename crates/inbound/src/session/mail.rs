@@ -1,5 +1,6 @@
 //! MAIL FROM (RFC 5321 §4.1.1.2) with the parameters we advertise: SIZE
-//! (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET/ENVID (RFC 3461).
+//! (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET/ENVID (RFC 3461),
+//! REQUIRETLS (RFC 8689, on TLS sessions only).
 
 use super::{Event, SenderCheck, Session, State, Transaction, reply};
 use portcullis_config::Role;
@@ -58,6 +59,7 @@ impl Session {
         self.tx = Some(Transaction {
             sender,
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+            require_tls: from.flags & MAIL_REQUIRETLS != 0,
             body_type,
             ret,
             envid: from.env_id.map(Cow::into_owned),
@@ -113,11 +115,7 @@ impl Session {
     ) -> bool {
         // Parameters we did not advertise are refused, not ignored.
         let unoffered = from.flags
-            & (MAIL_BODY_BINARYMIME
-                | MAIL_REQUIRETLS
-                | MAIL_CONPERM
-                | MAIL_BY_NOTIFY
-                | MAIL_BY_RETURN)
+            & (MAIL_BODY_BINARYMIME | MAIL_CONPERM | MAIL_BY_NOTIFY | MAIL_BY_RETURN)
             != 0
             || from.trans_id.is_some()
             || from.solicit.is_some()
@@ -130,6 +128,11 @@ impl Session {
             self.error(out, 555, (5, 5, 4), "Unsupported MAIL parameter");
         } else if !self.esmtp && (from.flags != 0 || from.size != 0 || from.env_id.is_some()) {
             self.error(out, 555, (5, 5, 4), "MAIL parameters need EHLO");
+        } else if from.flags & MAIL_REQUIRETLS != 0 && self.tls.is_none() {
+            // RFC 8689 §4.1: REQUIRETLS is advertised only over TLS; asked
+            // for in clear, the message would already have travelled
+            // without it.
+            self.error(out, 530, (5, 7, 10), "REQUIRETLS needs a TLS session");
         } else if from
             .env_id
             .as_deref()

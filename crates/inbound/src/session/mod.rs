@@ -114,6 +114,8 @@ pub struct IncomingMessage {
     pub body_type: BodyType,
     /// SMTPUTF8.
     pub smtputf8: bool,
+    /// REQUIRETLS (RFC 8689), given on MAIL FROM over TLS.
+    pub require_tls: bool,
     /// What the session recorded about the client and the session the
     /// message came in (its origin, TLS, the authenticated user).
     pub arrival: Arrival,
@@ -135,6 +137,7 @@ pub struct IncomingMessage {
 struct Transaction {
     sender: ReversePath,
     smtputf8: bool,
+    require_tls: bool,
     body_type: BodyType,
     ret: Option<DsnRet>,
     envid: Option<String>,

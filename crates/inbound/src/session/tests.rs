@@ -10,6 +10,7 @@ use portcullis_types::Domain;
 use std::time::Duration;
 
 mod limits;
+mod requiretls;
 mod screen;
 mod smuggling;
 mod spool;
@@ -48,6 +49,7 @@ fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
         oauth: role != Role::Smtp,
         guard: Arc::new(AuthGuard::new(Default::default())),
         rate: Arc::new(SendRate::new()),
+        tls_required_no: Default::default(),
     })
 }
 
@@ -83,6 +85,8 @@ struct Run {
     users: Vec<Option<String>>,
     /// Per message: what the session recorded about its arrival.
     arrivals: Vec<Arrival>,
+    /// Per message: REQUIRETLS was given.
+    require_tls: Vec<bool>,
     /// Messages the session refused at the end of their data, by reason.
     refusals: Vec<&'static str>,
 }
@@ -103,6 +107,7 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
         closed: false,
         users: vec![],
         arrivals: vec![],
+        require_tls: vec![],
         refusals: vec![],
     };
     if s.config().role == Role::Submissions {
@@ -168,6 +173,7 @@ fn run_chunks(cfg: Arc<SessionConfig>, peer: &str, chunks: &[&[u8]]) -> Run {
                     run.verified.push(m.verify);
                     run.users.push(m.arrival.authenticated.clone());
                     run.arrivals.push(m.arrival.clone());
+                    run.require_tls.push(m.require_tls);
                     if m.data.starts_with(b"Subject: reject me") {
                         // The driver's verification refused it.
                         s.message_rejected(&Reply::new(550, (5, 7, 1), "DMARC"), &mut out);
@@ -710,7 +716,8 @@ fn smtputf8_rules() {
 #[test]
 fn unoffered_parameters_are_refused() {
     let r = run_all_ways(smtp(), OUTSIDE, b"EHLO c.test\r\nMAIL FROM:<a@b.test> BODY=BINARYMIME\r\nMAIL FROM:<a@b.test> REQUIRETLS\r\nMAIL FROM:<a@b.test> FOO=BAR\r\n");
-    assert_eq!(&codes(&r)[9..], ["555", "555", "555"], "{:?}", r.replies);
+    // REQUIRETLS is known but needs TLS: 530 5.7.10 (see tests/requiretls.rs).
+    assert_eq!(&codes(&r)[9..], ["555", "530", "555"], "{:?}", r.replies);
 }
 
 #[test]
@@ -1210,6 +1217,7 @@ fn each_message_carries_its_arrival() {
         esmtp: true,
         tls: None,
         authenticated: None,
+        may_waive_tls: false,
         origin: portcullis_types::Origin::Relay,
     };
     assert_eq!(r.arrivals, vec![relayed.clone()]);
@@ -1225,6 +1233,7 @@ fn each_message_carries_its_arrival() {
             cipher: "X".into(),
         }),
         authenticated: Some("alice".into()),
+        may_waive_tls: true,
         origin: portcullis_types::Origin::Submission,
         ..relayed
     };
