@@ -238,10 +238,13 @@ pub fn explain(x: &PolicyExplain) -> String {
                 "ADDRESSES",
                 "ALLOWED",
                 "TLS REQUIRED",
+                "RULE",
+                "DNSSEC",
                 "WHY",
             ],
             &rows,
         ));
+        out.push_str(&tlsa_lines(&x.mx_hosts));
     }
     if !x.note.is_empty() {
         out.push_str(&x.note);
@@ -295,6 +298,23 @@ fn explain_row(h: &ExplainHost) -> Vec<String> {
         },
         if h.allowed_by_policy { "yes" } else { "no" }.into(),
         h.tls_required.clone(),
+        h.rule.clone(),
+        h.dnssec.clone(),
         why,
     ]
+}
+
+/// The TLSA records of each host that has some, one line each.
+fn tlsa_lines(hosts: &[ExplainHost]) -> String {
+    let mut out = String::new();
+    for h in hosts {
+        for record in &h.tlsa {
+            out.push_str(&escape_terminal(&format!(
+                "TLSA _{}._tcp.{}: {record}",
+                h.port, h.name
+            )));
+            out.push('\n');
+        }
+    }
+    out
 }
