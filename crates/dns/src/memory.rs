@@ -548,4 +548,41 @@ mod tests {
             vec![Ipv4Addr::LOCALHOST]
         );
     }
+
+    #[tokio::test]
+    async fn dnssec_flags_tlsa_records_and_bogus_names() {
+        let record = Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: vec![1; 32],
+        };
+        let r = fixture()
+            .secure("example.test")
+            .tlsa("_25._tcp.mx1.example.test", record.clone())
+            .bogus("_25._tcp.mx2.example.test");
+        let mx = r.mx_secured("example.test").await.unwrap();
+        assert_eq!(mx.security, DnsSecurity::Secure);
+        let addrs = r.addresses_secured("mx1.example.test").await.unwrap();
+        assert_eq!(addrs.security, DnsSecurity::Insecure);
+        assert_eq!(addrs.value.len(), 2);
+        assert!(matches!(addrs.value[0], IpAddr::V6(_)), "IPv6 first");
+        let tlsa = Resolver::tlsa(&r, "_25._tcp.mx1.example.test")
+            .await
+            .unwrap();
+        assert_eq!(
+            (tlsa.value, tlsa.security),
+            (vec![record], DnsSecurity::Insecure)
+        );
+        let bogus = Resolver::tlsa(&r, "_25._tcp.mx2.example.test")
+            .await
+            .unwrap_err();
+        assert!(matches!(bogus, DnsError::Bogus { .. }) && bogus.is_temporary());
+        assert!(
+            Resolver::tlsa(&r, "_25._tcp.example.test")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
 }
