@@ -557,6 +557,18 @@ pub struct ExplainHost {
     /// Addresses left out because they are this server's own listeners.
     #[serde(default)]
     pub myself: Vec<String>,
+    /// The rule that governs the host's TLS: `DANE`, `MTA-STS`, `pin`,
+    /// `route` or `none`.
+    #[serde(default)]
+    pub rule: String,
+    /// The DNSSEC status DANE saw: `secure`, `insecure`, `bogus`, `TLSA
+    /// lookup failed` or `not checked`.
+    #[serde(default)]
+    pub dnssec: String,
+    /// The host's TLSA records in presentation form (`3 1 1 <hex>`), each
+    /// followed by ` (unusable)` when SMTP cannot use it.
+    #[serde(default)]
+    pub tlsa: Vec<String>,
 }
 
 /// One line of `portcullis tlsrpt list`: a (UTC day, policy domain) with

@@ -15,7 +15,8 @@
 use crate::connect::Connector;
 use crate::execute::{Execution, Observed};
 use crate::plan::{
-    Contact, DeferCause, DeliveryPlan, Facts, Outcome, Planner, StsRule, consults_policy, decide,
+    Contact, Dane, DeferCause, DeliveryPlan, Facts, Outcome, Planner, SkipReason, StsRule,
+    TlsRequirement, consults_policy, decide,
 };
 use crate::requiretls;
 use crate::results::all;
@@ -23,14 +24,14 @@ use crate::settings::DelivererSettings;
 use portcullis_dns::Resolver;
 use portcullis_policy::PolicyEngine;
 use portcullis_queue::{Deliver, DeliveryJob, RecipientOutcome, RecipientResult};
-use portcullis_tls::TlsResultType;
+use portcullis_tls::{DaneAuthority, TlsResultType};
 use portcullis_tlsrpt::{LogTlsResults, TlsResultSink};
 use portcullis_types::Domain;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Everything delivery needs, injected by the binary.
 pub struct Deliverer<R, C> {
@@ -102,6 +103,7 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             idxs,
             lookup: facts.sts.as_ref(),
         };
+        report_dane_failures(&run, &plan);
         match &plan.outcome {
             Outcome::Try => run.run(&plan).await,
             Outcome::Defer { cause, reason } => {
@@ -165,9 +167,20 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
             if !host.myself.is_empty() {
                 metrics.attempt(&host.name, "loops_to_self");
             }
-            if let Contact::Skip(_) = host.contact {
-                // RFC 8461 §5: only MX hosts the policy lists are candidates.
-                warn!(mx = %host.name, policy_domain = %domain, "MTA-STS: MX not listed in the enforced policy; not contacted");
+            match (&host.contact, &host.dane) {
+                (Contact::Skip(SkipReason::NotInEnforcedPolicy), _) => {
+                    // RFC 8461 §5: only MX hosts the policy lists are candidates.
+                    warn!(mx = %host.name, policy_domain = %domain, "MTA-STS: MX not listed in the enforced policy; not contacted");
+                }
+                (Contact::Skip(SkipReason::TlsaLookupFailed), Dane::Failed { error, .. }) => {
+                    // RFC 7672 §2.2: neither clear text nor MTA-STS instead.
+                    metrics.policy_deferral("dane_lookup");
+                    warn!(mx = %host.name, %domain, %error, "DANE: TLSA lookup failed; MX not contacted until it answers");
+                }
+                (Contact::Try(TlsRequirement::Dane { authority }), _) => {
+                    debug!(mx = %host.name, %domain, records = authority.records.len(), "DANE: MX must show TLS its TLSA records authenticate");
+                }
+                _ => {}
             }
         }
         if let Outcome::Defer {
@@ -190,14 +203,37 @@ fn report_mismatch<R, C: Connector>(run: &Execution<'_, R, C>, plan: &DeliveryPl
     else {
         return;
     };
-    run.report(Observed {
-        mx_host: &host.name,
-        ip: host.addrs.first().copied(),
-        sending_ip: None,
-        helo: None,
-        failure: Some(TlsResultType::ValidationFailure),
-        detail: reason,
-    });
+    run.report(Observed::host(
+        &host.name,
+        host.addrs.first().copied(),
+        TlsResultType::ValidationFailure,
+        reason,
+    ));
+}
+
+/// Each MX host left out because its TLSA lookup failed or was bogus: one
+/// `dnssec-invalid` result under a `tlsa` policy (RFC 8460 §4.3.2: no
+/// valid records came from the resolver).
+fn report_dane_failures<R, C: Connector>(run: &Execution<'_, R, C>, plan: &DeliveryPlan) {
+    for host in &plan.hosts {
+        let (Contact::Skip(SkipReason::TlsaLookupFailed), Dane::Failed { error, .. }) =
+            (&host.contact, &host.dane)
+        else {
+            continue;
+        };
+        let authority = DaneAuthority {
+            records: Vec::new(),
+            names: vec![host.name.clone()],
+        };
+        let mut seen = Observed::host(
+            &host.name,
+            host.addrs.first().copied(),
+            TlsResultType::DnssecInvalid,
+            error,
+        );
+        seen.dane = Some(&authority);
+        run.report(seen);
+    }
 }
 
 impl<R: Resolver, C: Connector> Deliver for Deliverer<R, C> {

@@ -2,16 +2,18 @@
 //! and each of its addresses, connect → one SMTP session with the TLS the
 //! plan demands → per-recipient results; every TLS outcome goes to the
 //! TLS-RPT sink. A TLS failure is retried in clear only where the plan
-//! allows it (opportunistic TLS), never for a host that must show PKIX TLS.
+//! allows it (opportunistic TLS), never for a host that must show PKIX TLS
+//! (MTA-STS `enforce`) or TLS its TLSA records authenticate (DANE). A DANE
+//! host's sessions are reported under its `tlsa` policy (RFC 8460 §4.4).
 
 use crate::client::{RcptSpec, SessionReport, TlsDecision, Transaction, deliver_session};
 use crate::connect::Connector;
-use crate::plan::{DeliveryPlan, PlannedHost, TlsRequirement};
+use crate::plan::{DeliveryPlan, PlannedHost, PolicyMatch, Rule, TlsRequirement};
 use crate::results::{Step, all, interpret, tls_failure};
 use crate::settings::DelivererSettings;
 use portcullis_policy::PolicyLookup;
 use portcullis_queue::{DeliveryJob, RecipientOutcome, RecipientResult};
-use portcullis_tls::{ClientTls, TlsResultType};
+use portcullis_tls::{ClientTls, DaneAuthority, ReportPolicy, TlsResultType};
 use portcullis_tlsrpt::{TlsResultSink, TlsSessionResult};
 use portcullis_types::Domain;
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +50,11 @@ pub(crate) fn tls_decision(
             Ok(config) => TlsDecision::Required { config },
             Err(e) => return Err(format!("MTA-STS: trust anchors unusable: {e}")),
         },
+        // RFC 7672 §2.2: never in clear, never without the records.
+        (TlsRequirement::Dane { authority }, _) => match client.dane_config(authority) {
+            Ok(config) => TlsDecision::Required { config },
+            Err(e) => return Err(format!("DANE: no usable configuration: {e}")),
+        },
         (_, true) => TlsDecision::Disabled,
         (_, false) => {
             let (config, record) = client.opportunistic_config();
@@ -70,6 +77,30 @@ pub(crate) struct Observed<'b> {
     pub failure: Option<TlsResultType>,
     /// What happened, for the report's details.
     pub detail: &'b str,
+    /// The TLSA records that governed the host (DANE), if any: the session
+    /// is reported under a `tlsa` policy, MTA-STS lookup or not.
+    pub dane: Option<&'b DaneAuthority>,
+}
+
+impl<'b> Observed<'b> {
+    /// Nothing seen yet of `mx_host` at `ip` but `failure` (a host never
+    /// contacted): no session, no DANE.
+    pub fn host(
+        mx_host: &'b str,
+        ip: Option<IpAddr>,
+        failure: TlsResultType,
+        detail: &'b str,
+    ) -> Self {
+        Observed {
+            mx_host,
+            ip,
+            sending_ip: None,
+            helo: None,
+            failure: Some(failure),
+            detail,
+            dane: None,
+        }
+    }
 }
 
 impl<R, C: Connector> Execution<'_, R, C> {
@@ -123,7 +154,7 @@ impl<R, C: Connector> Execution<'_, R, C> {
             let local_ip = stream.local_addr().ok().map(|a| a.ip());
             let report = self.session(stream, &host.name, decision).await;
             if !in_clear {
-                self.report_session(&host.name, addr, local_ip, &report);
+                self.report_session(host, tls, (addr, local_ip), &report);
             }
             match interpret(&mx, report, self.idxs) {
                 Step::Done(results) => {
@@ -136,6 +167,12 @@ impl<R, C: Connector> Execution<'_, R, C> {
                 }
                 Step::RetryWithoutTls(e) => {
                     s.metrics.attempt(&host.name, "tls_failed");
+                    if let TlsRequirement::Dane { .. } = tls {
+                        // RFC 7672 §2.2: never a plaintext or unauthenticated retry.
+                        s.metrics.policy_deferral("dane_tls");
+                        warn!(%mx, error = %e, "DANE: TLS failed; trying the next MX, never in clear");
+                        return Err(format!("DANE: {e}"));
+                    }
                     if tls.is_required() {
                         // RFC 8461 §5: never a plaintext or unverified retry.
                         s.metrics.policy_deferral("tls");
@@ -197,34 +234,54 @@ impl<R, C: Connector> Execution<'_, R, C> {
         deliver_session(stream, server_name, &s.hostname, decision, &tx, &s.timeouts).await
     }
 
-    /// Hands one session's TLS outcome to TLS-RPT (when a policy lookup
-    /// was made).
+    /// Hands one session's TLS outcome to TLS-RPT. A host a `testing`
+    /// policy does not list is a failure even when TLS was fine (RFC 8460
+    /// §4.3.1: the policy did not validate the MX); a DANE host's
+    /// certificate failure is `tlsa-invalid` (no record matched, §4.3.2).
     fn report_session(
         &self,
-        mx_host: &str,
-        addr: IpAddr,
-        local_ip: Option<IpAddr>,
+        host: &PlannedHost,
+        tls: &TlsRequirement,
+        (addr, local_ip): (IpAddr, Option<IpAddr>),
         report: &SessionReport,
     ) {
-        let detail = match &report.result {
+        let mut detail = match &report.result {
             Err(e) => e.to_string(),
             Ok(_) => format!("{:?}", report.tls),
         };
+        let mut failure = tls_failure(&report.tls);
+        let dane = match tls {
+            TlsRequirement::Dane { authority } => Some(authority),
+            _ => None,
+        };
+        if dane.is_some() && failure.is_some_and(is_certificate_failure) {
+            failure = Some(TlsResultType::TlsaInvalid);
+        }
+        let unlisted = host.policy == PolicyMatch::NotListed && host.rule != Rule::Dane;
+        if unlisted && failure.is_none() {
+            failure = Some(TlsResultType::ValidationFailure);
+            detail = format!("MX host {} is not listed in the MTA-STS policy", host.name);
+        }
         self.report(Observed {
-            mx_host,
+            mx_host: &host.name,
             ip: Some(addr),
             sending_ip: local_ip,
             helo: report.peer_name.clone(),
-            failure: tls_failure(&report.tls),
+            failure,
             detail: &detail,
+            dane,
         });
     }
 
     /// Hands one TLS outcome to the TLS-RPT recorder; nothing without a
-    /// policy lookup or an address.
+    /// policy (a DANE host's TLSA records, or an MTA-STS lookup) or an
+    /// address.
     pub(crate) fn report(&self, seen: Observed<'_>) {
-        let Some(lookup) = self.lookup else { return };
-        let policy = lookup.report(self.domain);
+        let policy = match (seen.dane, self.lookup) {
+            (Some(authority), _) => ReportPolicy::tlsa(self.domain, &authority.records),
+            (None, Some(lookup)) => lookup.report(self.domain),
+            (None, None) => return,
+        };
         // A failed policy fetch is a result of its own (RFC 8460 §4.3.2).
         let failure = policy.failure.or(seen.failure);
         let Some(receiving_ip) = seen.ip else { return };
@@ -239,4 +296,16 @@ impl<R, C: Connector> Execution<'_, R, C> {
             is_report: self.job.envelope.origin.is_tls_report(),
         });
     }
+}
+
+/// True for the result types that say the certificate did not verify
+/// (under DANE: no TLSA record matched it).
+fn is_certificate_failure(t: TlsResultType) -> bool {
+    matches!(
+        t,
+        TlsResultType::CertificateHostMismatch
+            | TlsResultType::CertificateExpired
+            | TlsResultType::CertificateNotTrusted
+            | TlsResultType::ValidationFailure
+    )
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use hickory_resolver::proto::rr::Name;
 
-use crate::{DnsError, Mx, Resolver, TtlError, canonical, name_to_string};
+use crate::{
+    DnsError, DnsSecurity, Mx, Resolver, Secured, Tlsa, TtlError, canonical, name_to_string,
+};
 
 /// The records of one name.
 #[derive(Debug, Default, Clone)]
@@ -18,6 +20,7 @@ struct Records {
     aaaa: Vec<Ipv6Addr>,
     txt: Vec<String>,
     ptr: Vec<String>,
+    tlsa: Vec<Tlsa>,
 }
 
 impl Records {
@@ -27,6 +30,7 @@ impl Records {
             && self.aaaa.is_empty()
             && self.txt.is_empty()
             && self.ptr.is_empty()
+            && self.tlsa.is_empty()
     }
 }
 
@@ -37,6 +41,10 @@ pub const MEMORY_TTL: Duration = Duration::from_secs(300);
 struct State {
     names: HashMap<String, Records>,
     temp_fail: HashSet<String>,
+    /// Names whose answers are DNSSEC-secure (every type).
+    secure: HashSet<String>,
+    /// Names whose answers are bogus (every type fails validation).
+    bogus: HashSet<String>,
     ttl: Duration,
 }
 
@@ -45,6 +53,8 @@ impl Default for State {
         State {
             names: HashMap::new(),
             temp_fail: HashSet::new(),
+            secure: HashSet::new(),
+            bogus: HashSet::new(),
             ttl: MEMORY_TTL,
         }
     }
@@ -131,6 +141,26 @@ impl MemoryResolver {
         self
     }
 
+    /// Adds a TLSA record (at its full name, e.g. `_25._tcp.mx.example`).
+    pub fn tlsa(self, name: &str, record: Tlsa) -> Self {
+        self.edit(name, |r| r.tlsa.push(record));
+        self
+    }
+
+    /// Makes every answer for `name` DNSSEC-secure (the `*_secured`
+    /// lookups and [`Resolver::tlsa`]); other names stay insecure.
+    pub fn secure(self, name: &str) -> Self {
+        self.state().secure.insert(key(name));
+        self
+    }
+
+    /// Makes every lookup of `name` fail DNSSEC validation
+    /// ([`DnsError::Bogus`]).
+    pub fn bogus(self, name: &str) -> Self {
+        self.state().bogus.insert(key(name));
+        self
+    }
+
     /// Sets the TTL every answer reports ([`Resolver::ipv4_ttl`]).
     pub fn ttl(self, ttl: Duration) -> Self {
         self.set_ttl(ttl);
@@ -190,6 +220,7 @@ impl MemoryResolver {
             "AAAA" => records.aaaa.clear(),
             "TXT" => records.txt.clear(),
             "PTR" => records.ptr.clear(),
+            "TLSA" => records.tlsa.clear(),
             "*" => *records = Records::default(),
             _ => {}
         }
@@ -209,6 +240,19 @@ impl MemoryResolver {
         }
     }
 
+    /// `value` with the security of `name`'s answers.
+    fn secured<T>(&self, name: &str, value: T) -> Secured<T> {
+        let secure = canonical(name).is_ok_and(|k| self.state().secure.contains(&k));
+        Secured {
+            value,
+            security: if secure {
+                DnsSecurity::Secure
+            } else {
+                DnsSecurity::Insecure
+            },
+        }
+    }
+
     /// The answer for `name` and `rtype`, taken from its records by `pick`.
     fn answer<T: Clone>(
         &self,
@@ -223,6 +267,12 @@ impl MemoryResolver {
             });
         }
         let state = self.state();
+        if state.bogus.contains(&key) {
+            return Err(DnsError::Bogus {
+                name: key,
+                reason: "bogus (MemoryResolver::bogus)".to_owned(),
+            });
+        }
         if state.temp_fail.contains(&key) {
             return Err(DnsError::Temporary {
                 name: key,
@@ -282,6 +332,39 @@ impl Resolver for MemoryResolver {
 
     async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
         self.answer(&reverse_name(ip), "PTR", |r| &r.ptr)
+    }
+
+    async fn mx_secured(&self, name: &str) -> Result<Secured<Vec<Mx>>, DnsError> {
+        let found = Resolver::mx(self, name).await?;
+        Ok(self.secured(name, found))
+    }
+
+    async fn addresses_secured(&self, name: &str) -> Result<Secured<Vec<IpAddr>>, DnsError> {
+        let v6 = self.answer(name, "AAAA", |r| &r.aaaa);
+        let v4 = self.answer(name, "A", |r| &r.a);
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        for found in [
+            v6.map(|a| a.into_iter().map(IpAddr::V6).collect::<Vec<_>>()),
+            v4.map(|a| a.into_iter().map(IpAddr::V4).collect()),
+        ] {
+            match found {
+                Ok(a) => addrs.extend(a),
+                Err(e) if e.is_temporary() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        if addrs.is_empty() {
+            return Err(DnsError::NoRecords {
+                name: canonical(name)?,
+                rtype: "A/AAAA",
+            });
+        }
+        Ok(self.secured(name, addrs))
+    }
+
+    async fn tlsa(&self, name: &str) -> Result<Secured<Vec<Tlsa>>, DnsError> {
+        let found = self.answer(name, "TLSA", |r| &r.tlsa)?;
+        Ok(self.secured(name, found))
     }
 }
 
@@ -463,6 +546,43 @@ mod tests {
         assert_eq!(
             r.ipv4("xn--bcher-kva.example").await.unwrap(),
             vec![Ipv4Addr::LOCALHOST]
+        );
+    }
+
+    #[tokio::test]
+    async fn dnssec_flags_tlsa_records_and_bogus_names() {
+        let record = Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: vec![1; 32],
+        };
+        let r = fixture()
+            .secure("example.test")
+            .tlsa("_25._tcp.mx1.example.test", record.clone())
+            .bogus("_25._tcp.mx2.example.test");
+        let mx = r.mx_secured("example.test").await.unwrap();
+        assert_eq!(mx.security, DnsSecurity::Secure);
+        let addrs = r.addresses_secured("mx1.example.test").await.unwrap();
+        assert_eq!(addrs.security, DnsSecurity::Insecure);
+        assert_eq!(addrs.value.len(), 2);
+        assert!(matches!(addrs.value[0], IpAddr::V6(_)), "IPv6 first");
+        let tlsa = Resolver::tlsa(&r, "_25._tcp.mx1.example.test")
+            .await
+            .unwrap();
+        assert_eq!(
+            (tlsa.value, tlsa.security),
+            (vec![record], DnsSecurity::Insecure)
+        );
+        let bogus = Resolver::tlsa(&r, "_25._tcp.mx2.example.test")
+            .await
+            .unwrap_err();
+        assert!(matches!(bogus, DnsError::Bogus { .. }) && bogus.is_temporary());
+        assert!(
+            Resolver::tlsa(&r, "_25._tcp.example.test")
+                .await
+                .unwrap_err()
+                .is_not_found()
         );
     }
 }

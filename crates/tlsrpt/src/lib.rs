@@ -84,4 +84,4 @@ pub use sink::TlsRptSink;
 pub use state::{
     DestinationState, DestinationStatus, ReportState, ReportSummary, SendOutcome, SentRecord,
 };
-pub use tls_result::{LogTlsResults, TlsResultSink, TlsSessionResult};
+pub use tls_result::{Downgrade, LogTlsResults, TlsResultSink, TlsSessionResult};

@@ -11,11 +11,11 @@ impl LogTlsResults {
     /// Appends the outbound TLS session families to `w`: the downgrade
     /// alerts and the sessions by policy domain and result.
     pub fn render(&self, w: &mut MetricsWriter) {
-        for (domain, n) in self.downgrades() {
+        for (d, n) in self.downgrades() {
             w.counter(
                 "portcullis_tls_policy_failures_total",
-                "Sessions that failed TLS where an MTA-STS policy expects it (a downgrade alert).",
-                &[("domain", &domain)],
+                "Sessions that failed TLS where a policy expects it (a downgrade alert), by policy domain, policy type (sts, tlsa: DANE) and mode (enforce, testing).",
+                &[("domain", &d.domain), ("policy", d.policy), ("mode", d.mode)],
                 n,
             );
         }

@@ -45,7 +45,7 @@ pub trait TlsResultSink: Send + Sync + 'static {
 #[derive(Debug, Default)]
 pub struct LogTlsResults {
     counts: Mutex<BTreeMap<(String, String), u64>>,
-    downgrades: Mutex<BTreeMap<String, u64>>,
+    downgrades: Mutex<BTreeMap<Downgrade, u64>>,
 }
 
 impl LogTlsResults {
@@ -57,17 +57,33 @@ impl LogTlsResults {
             .collect()
     }
 
-    /// Policy domain → sessions that failed TLS although a policy expected it.
-    pub fn downgrades(&self) -> Vec<(String, u64)> {
+    /// Sessions that failed TLS although a policy expected it, by policy
+    /// domain, policy type and mode.
+    pub fn downgrades(&self) -> Vec<(Downgrade, u64)> {
         let m = self.downgrades.lock().unwrap_or_else(|p| p.into_inner());
         m.iter().map(|(d, n)| (d.clone(), *n)).collect()
     }
 }
 
+/// The labels of one downgrade counter.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Downgrade {
+    /// The policy domain.
+    pub domain: String,
+    /// `sts` or `tlsa` (DANE).
+    pub policy: &'static str,
+    /// `enforce` (DANE, MTA-STS enforce), `testing`, or `unknown`.
+    pub mode: &'static str,
+}
+
 impl TlsSessionResult {
-    /// True when the policy type is `sts` (a policy expected TLS).
+    /// True when the policy type is `sts` or `tlsa` (a policy expected
+    /// TLS).
     pub fn under_policy(&self) -> bool {
-        matches!(self.policy.policy_type, ReportPolicyType::Sts)
+        matches!(
+            self.policy.policy_type,
+            ReportPolicyType::Sts | ReportPolicyType::Tlsa
+        )
     }
 }
 
@@ -80,9 +96,19 @@ impl TlsResultSink for LogTlsResults {
         let domain = r.policy.policy_domain.to_string();
         if let Some(f) = r.failure {
             if r.under_policy() {
-                tracing::warn!(policy_domain = %domain, mx = %r.mx_host, ip = %r.receiving_ip, result = f.as_str(), detail = %r.detail, "TLS failed where an MTA-STS policy expects it");
+                let policy = r.policy.policy_type.as_str();
+                let mode = r.policy.mode();
+                tracing::warn!(policy_domain = %domain, mx = %r.mx_host, ip = %r.receiving_ip, policy, mode, result = f.as_str(), detail = %r.detail, "TLS failed where a policy expects it");
+                let key = Downgrade {
+                    domain: domain.clone(),
+                    policy,
+                    mode,
+                };
                 let mut d = self.downgrades.lock().unwrap_or_else(|p| p.into_inner());
-                *d.entry(domain.clone()).or_insert(0) += 1;
+                // Bounded like the counts: a flood of domains cannot grow it.
+                if d.len() < 10_000 || d.contains_key(&key) {
+                    *d.entry(key).or_insert(0) += 1;
+                }
             } else {
                 tracing::info!(policy_domain = %domain, mx = %r.mx_host, result = f.as_str(), detail = %r.detail, "tls result");
             }

@@ -13,15 +13,23 @@
 //! 5. addresses that are this server are dropped from MX hosts; when none
 //!    is left, fail with 5.4.6 (or defer while a host is unresolved);
 //! 6. MTA-STS: under `enforce` only listed hosts are contacted, each only
-//!    over PKIX-valid TLS for its name, and no listed host defers; every
-//!    other case is opportunistic TLS.
+//!    over PKIX-valid TLS for its name; every other case is opportunistic
+//!    TLS;
+//! 7. DANE (RFC 7672), per MX host, over MTA-STS (RFC 8461 §2): a host with
+//!    usable TLSA records (secure MX RRset, addresses and TLSA RRset) must
+//!    show TLS its records authenticate, listed by a policy or not; a host
+//!    whose TLSA lookup failed or was bogus is not contacted; unusable
+//!    records leave the host to step 6 (§2.2). Not for a route;
+//! 8. no host left to contact defers (TLSA lookups failed, or no MX host
+//!    matches an enforced policy).
 
 use super::facts::{Dane, Facts, HostSource, NoHosts};
 use super::outcome::{
-    Contact, DeferCause, DeliveryPlan, Outcome, PlannedHost, PolicyMatch, SkipReason, StsRule,
-    TlsRequirement,
+    Contact, DeferCause, DeliveryPlan, Outcome, PlannedHost, PolicyMatch, Rule, SkipReason,
+    StsRule, TlsRequirement,
 };
-use portcullis_policy::{Mode, MxPattern};
+use portcullis_policy::{Mode, MxPattern, PolicyLookup, PolicySource};
+use portcullis_tls::DaneAuthority;
 use std::net::{IpAddr, SocketAddr};
 
 /// Decides where and how mail for `facts.domain` goes.
@@ -33,11 +41,6 @@ pub fn decide(facts: &Facts<'_>) -> DeliveryPlan {
             hosts: Vec::new(),
             outcome,
         };
-    }
-    // DANE (RFC 7672) will come first here: usable TLSA records decide the
-    // TLS of every host, and MTA-STS is not consulted.
-    match facts.dane {
-        Dane::NotChecked => {}
     }
     let mut hosts = match hosts(facts) {
         Ok(hosts) => hosts,
@@ -51,7 +54,11 @@ pub fn decide(facts: &Facts<'_>) -> DeliveryPlan {
     };
     let outcome = no_address(facts, &hosts)
         .or_else(|| drop_myself(facts, &mut hosts))
-        .or_else(|| apply_policy(facts, sts, &mut hosts))
+        .or_else(|| {
+            apply_policy(facts, sts, &mut hosts);
+            apply_dane(&mut hosts);
+            none_left(facts, sts, &hosts)
+        })
         .unwrap_or(Outcome::Try);
     DeliveryPlan {
         sts,
@@ -167,6 +174,11 @@ fn planned(facts: &Facts<'_>, name: &str, port: u16, source: HostSource) -> Plan
         error: found.error,
         temporary: found.temporary,
         policy: PolicyMatch::NoPolicy,
+        dane: facts.dane_of(name),
+        rule: match source {
+            HostSource::Route => Rule::Route,
+            _ => Rule::None,
+        },
         contact: Contact::Try(TlsRequirement::Opportunistic),
     }
 }
@@ -236,11 +248,18 @@ fn drop_myself(facts: &Facts<'_>, hosts: &mut [PlannedHost]) -> Option<Outcome> 
 
 /// Step 6: each host against the policy's `mx` patterns (RFC 8461 §4.1),
 /// and the TLS it must show. Under `enforce` only listed hosts are
-/// candidates (§5); none listed defers.
-fn apply_policy(facts: &Facts<'_>, sts: StsRule, hosts: &mut [PlannedHost]) -> Option<Outcome> {
+/// candidates (§5).
+fn apply_policy(facts: &Facts<'_>, sts: StsRule, hosts: &mut [PlannedHost]) {
     let patterns: &[MxPattern] = match (sts, facts.sts.as_ref().and_then(|l| l.policy())) {
         (StsRule::Enforce | StsRule::Testing | StsRule::ReportExempt, Some(p)) => &p.mx,
-        _ => return None,
+        _ => return,
+    };
+    let rule = match facts.sts.as_ref() {
+        Some(PolicyLookup::Policy {
+            source: PolicySource::Pinned { .. },
+            ..
+        }) => Rule::Pin,
+        _ => Rule::MtaSts,
     };
     for host in hosts.iter_mut() {
         let listed = patterns.iter().find(|p| p.matches(&host.name));
@@ -248,16 +267,73 @@ fn apply_policy(facts: &Facts<'_>, sts: StsRule, hosts: &mut [PlannedHost]) -> O
             Some(p) => PolicyMatch::Listed(p.to_string()),
             None => PolicyMatch::NotListed,
         };
+        host.rule = rule;
         host.contact = match (sts, listed) {
             (StsRule::Enforce, Some(_)) => Contact::Try(TlsRequirement::PkixFor(host.name.clone())),
             (StsRule::Enforce, None) => Contact::Skip(SkipReason::NotInEnforcedPolicy),
             _ => Contact::Try(TlsRequirement::Opportunistic),
         };
     }
-    if sts != StsRule::Enforce || hosts.iter().any(|h| matches!(h.contact, Contact::Try(_))) {
+}
+
+/// Step 7: DANE governs the MX hosts it has a say on (RFC 7672 §2.2),
+/// whatever MTA-STS said of them (RFC 8461 §2).
+fn apply_dane(hosts: &mut [PlannedHost]) {
+    // A route is the operator's own hop: no DANE for it.
+    for host in hosts.iter_mut().filter(|h| h.source != HostSource::Route) {
+        match &host.dane {
+            Dane::Usable(records) => {
+                // §3.2.2: the MX host name (also the SNI); for an implicit
+                // MX it is the recipient domain itself.
+                let names = vec![host.name.clone()];
+                let authority = DaneAuthority {
+                    records: records.clone(),
+                    names,
+                };
+                host.contact = Contact::Try(TlsRequirement::Dane { authority });
+                host.rule = Rule::Dane;
+            }
+            Dane::Failed { .. } => {
+                host.contact = Contact::Skip(SkipReason::TlsaLookupFailed);
+                host.rule = Rule::Dane;
+            }
+            Dane::NotChecked | Dane::Insecure | Dane::NoRecords | Dane::Unusable(_) => {}
+        }
+    }
+}
+
+/// Step 8: defers when no host is left to contact: waiting for TLSA
+/// lookups (RFC 7672 §2.2), or no MX host matches an enforced policy.
+fn none_left(facts: &Facts<'_>, sts: StsRule, hosts: &[PlannedHost]) -> Option<Outcome> {
+    if hosts.iter().any(|h| matches!(h.contact, Contact::Try(_))) {
         return None;
     }
-    let listed: Vec<String> = patterns.iter().map(ToString::to_string).collect();
+    let tlsa_errors: Vec<&str> = hosts
+        .iter()
+        .filter_map(|h| match &h.dane {
+            Dane::Failed { error, .. } => Some(error.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !tlsa_errors.is_empty() {
+        return Some(Outcome::Defer {
+            cause: DeferCause::DaneLookup,
+            reason: format!(
+                "DANE: TLSA lookup failed for the MX hosts of {}: {}",
+                facts.domain,
+                tlsa_errors.join("; ")
+            ),
+        });
+    }
+    if sts != StsRule::Enforce {
+        return None;
+    }
+    let patterns = facts.sts.as_ref().and_then(|l| l.policy()).map(|p| &p.mx);
+    let listed: Vec<String> = patterns
+        .into_iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
     Some(Outcome::Defer {
         cause: DeferCause::PolicyMismatch,
         reason: format!(

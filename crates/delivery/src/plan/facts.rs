@@ -8,7 +8,7 @@
 use portcullis_config::Route;
 use portcullis_dns::{DnsError, Mx};
 use portcullis_policy::PolicyLookup;
-use portcullis_types::Domain;
+use portcullis_types::{Domain, Tlsa};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
@@ -27,8 +27,9 @@ pub struct Facts<'a> {
     /// The MTA-STS lookup; `None` when it was not consulted (a route, or
     /// delivery without MTA-STS), which applies no policy.
     pub sts: Option<PolicyLookup>,
-    /// DANE: the slot for TLSA records when the DANE issue lands.
-    pub dane: Dane,
+    /// DANE (RFC 7672) by mail host name; a host not in it was not checked
+    /// (a route, or a domain settled before DNS).
+    pub dane: BTreeMap<String, Dane>,
     /// True for our own TLS reports (the envelope's recorded origin): an
     /// `enforce` policy is waived for them (RFC 8460 §5.3).
     pub tls_report: bool,
@@ -55,14 +56,63 @@ impl Facts<'_> {
     }
 }
 
-/// DANE (RFC 7672) input: room for TLSA records. Nothing else exists yet,
-/// so MTA-STS alone decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
+impl Facts<'_> {
+    /// What DANE says for the host `name` ([`Dane::NotChecked`] when it
+    /// was not looked up).
+    pub fn dane_of(&self, name: &str) -> Dane {
+        self.dane.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// DANE (RFC 7672) for one mail host, as the gatherer found it: only a
+/// DNSSEC-secure chain (MX RRset, the host's addresses, its TLSA RRset)
+/// gives DANE a say (§2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Dane {
-    /// TLSA records were not looked up.
+    /// Not looked up (a route: the operator's own hop).
     #[default]
     NotChecked,
+    /// The MX RRset or the host's addresses are not DNSSEC-secure (or
+    /// their lookup failed: the addresses' own error decides): no DANE.
+    Insecure,
+    /// Secure up to the host, and no TLSA records (or an insecure TLSA
+    /// answer): no DANE.
+    NoRecords,
+    /// A secure TLSA RRset with at least one usable record: DANE governs
+    /// the host (§2.2). All the records, unusable ones included.
+    Usable(Vec<Tlsa>),
+    /// A secure TLSA RRset without a usable record: as without DANE
+    /// (§2.2: opportunistic, or what MTA-STS says).
+    Unusable(Vec<Tlsa>),
+    /// The TLSA lookup failed for now or was bogus: the host is not
+    /// contacted, neither in clear nor under MTA-STS (§2.2); the error.
+    Failed {
+        /// What went wrong, for the queue and the logs.
+        error: String,
+        /// True when DNSSEC validation failed (TLS-RPT `dnssec-invalid`).
+        bogus: bool,
+    },
+}
+
+impl Dane {
+    /// The DNSSEC status as `policy explain` prints it.
+    pub fn dnssec(&self) -> &'static str {
+        match self {
+            Dane::NotChecked => "not checked",
+            Dane::Insecure => "insecure",
+            Dane::Failed { bogus: true, .. } => "bogus",
+            Dane::Failed { .. } => "TLSA lookup failed",
+            Dane::NoRecords | Dane::Usable(_) | Dane::Unusable(_) => "secure",
+        }
+    }
+
+    /// The TLSA records found (empty without a secure RRset).
+    pub fn records(&self) -> &[Tlsa] {
+        match self {
+            Dane::Usable(r) | Dane::Unusable(r) => r,
+            _ => &[],
+        }
+    }
 }
 
 /// The MX answer for the recipient domain, kept as DNS distinguishes it.

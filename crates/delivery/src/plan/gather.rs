@@ -5,10 +5,10 @@
 //! is looked up: nothing for a domain it settles before DNS.
 
 use super::decide::consults_dns;
-use super::facts::{Dane, Facts, HostAddresses, MxAnswer, route_for};
+use super::facts::{Dane, Facts, HostAddresses, HostSource, MxAnswer, route_for};
 use crate::destinations::LiveDestinations;
 use crate::loops::SelfAddresses;
-use portcullis_dns::Resolver;
+use portcullis_dns::{DnsError, DnsSecurity, Resolver, Tlsa};
 use portcullis_types::Domain;
 use rand::seq::SliceRandom;
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,7 +43,7 @@ impl<R: Resolver> Planner<R> {
             route: route_for(&destinations.routes, domain).cloned(),
             port: self.port,
             sts: None,
-            dane: Dane::NotChecked,
+            dane: BTreeMap::new(),
             tls_report,
             mx: MxAnswer::NotAsked,
             addresses: BTreeMap::new(),
@@ -66,16 +66,33 @@ impl<R: Resolver> Planner<R> {
             }
             return;
         }
-        let mut answer = MxAnswer::from(self.resolver.mx(facts.domain.as_str()).await);
+        let (answer, mx_security) = match self.resolver.mx_secured(facts.domain.as_str()).await {
+            Ok(found) => (Ok(found.value), Some(found.security)),
+            Err(e) => (Err(e), None),
+        };
+        let mut answer = MxAnswer::from(answer);
         if let MxAnswer::Records(mx) = &mut answer {
             // RFC 5321 §5.1: spread the load over equal preferences; the
             // decision sorts by preference and keeps this order for ties.
             mx.shuffle(&mut rand::rng());
         }
-        for (name, _) in answer.hosts(facts.domain).unwrap_or_default() {
+        for (name, source) in answer.hosts(facts.domain).unwrap_or_default() {
             if facts.addresses.contains_key(&name) {
                 continue;
             }
+            // RFC 7672 §2.2.1: DANE needs a secure MX RRset. For an
+            // implicit MX the MX denial is not itself marked secure, but
+            // it came from the zone whose addresses must then validate.
+            let chain_secure = match source {
+                HostSource::ImplicitMx => true,
+                _ => mx_security == Some(DnsSecurity::Secure),
+            };
+            let dane = if chain_secure {
+                dane_of_host(&self.resolver, &name, self.port).await
+            } else {
+                Dane::Insecure
+            };
+            facts.dane.insert(name.clone(), dane);
             let found = resolve(&self.resolver, &name).await;
             for ip in &found.addrs {
                 let target = SocketAddr::new(*ip, self.port);
@@ -119,5 +136,33 @@ async fn resolve<R: Resolver>(resolver: &R, name: &str) -> HostAddresses {
         addrs,
         error,
         temporary,
+    }
+}
+
+/// DANE for a host whose MX RRset is secure (RFC 7672 §2.2): its
+/// addresses must be secure too, then its TLSA RRset at
+/// `_<port>._tcp.<host>` decides. A failed or bogus TLSA lookup is never
+/// read as "no records" (that would let an attacker strip DANE).
+async fn dane_of_host<R: Resolver>(resolver: &R, name: &str, port: u16) -> Dane {
+    match resolver.addresses_secured(name).await {
+        Ok(found) if found.security == DnsSecurity::Secure => {}
+        // Insecure, or failed: the address lookup's own error defers or
+        // fails the host; DANE has nothing to add.
+        _ => return Dane::Insecure,
+    }
+    tlsa_of(resolver.tlsa(&format!("_{port}._tcp.{name}")).await)
+}
+
+/// What a TLSA answer means for DANE.
+fn tlsa_of(answer: Result<portcullis_dns::Secured<Vec<Tlsa>>, DnsError>) -> Dane {
+    match answer {
+        Ok(found) if found.security != DnsSecurity::Secure => Dane::NoRecords,
+        Ok(found) if found.value.iter().any(Tlsa::usable) => Dane::Usable(found.value),
+        Ok(found) => Dane::Unusable(found.value),
+        Err(e) if e.is_not_found() => Dane::NoRecords,
+        Err(e) => Dane::Failed {
+            bogus: matches!(e, DnsError::Bogus { .. }),
+            error: e.to_string(),
+        },
     }
 }

@@ -22,6 +22,6 @@ pub use decide::{consults_dns, consults_policy, decide};
 pub use facts::{Dane, Facts, HostAddresses, HostSource, MxAnswer, NoHosts, route_for};
 pub use gather::Planner;
 pub use outcome::{
-    Contact, DeferCause, DeliveryPlan, Outcome, PlannedHost, PolicyMatch, SkipReason, StsRule,
-    TlsRequirement,
+    Contact, DeferCause, DeliveryPlan, Outcome, PlannedHost, PolicyMatch, Rule, SkipReason,
+    StsRule, TlsRequirement,
 };

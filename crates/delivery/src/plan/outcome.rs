@@ -3,7 +3,8 @@
 //! show and why it is there; and what happens for the domain as a whole
 //! (try the hosts, defer, or fail).
 
-use super::facts::HostSource;
+use super::facts::{Dane, HostSource};
+use portcullis_tls::DaneAuthority;
 use std::net::IpAddr;
 
 /// What delivery does for one recipient domain, decided before any
@@ -82,8 +83,41 @@ pub struct PlannedHost {
     pub temporary: bool,
     /// How the host stands against the MTA-STS policy.
     pub policy: PolicyMatch,
+    /// What DANE found for the host (its DNSSEC status and TLSA records).
+    pub dane: Dane,
+    /// The rule that governs the host's TLS.
+    pub rule: Rule,
     /// Whether it is contacted, and how.
     pub contact: Contact,
+}
+
+/// The rule that governs a host's TLS (`policy explain` prints it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// A configured route: the operator's own hop, opportunistic TLS.
+    Route,
+    /// DANE (RFC 7672): usable TLSA records, or a failed TLSA lookup that
+    /// keeps the host from being contacted.
+    Dane,
+    /// A published MTA-STS policy (`testing` or `enforce`).
+    MtaSts,
+    /// An operator's pinned MTA-STS policy.
+    Pin,
+    /// Nothing: opportunistic TLS.
+    None,
+}
+
+impl Rule {
+    /// The rule as `policy explain` names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rule::Route => "route",
+            Rule::Dane => "DANE",
+            Rule::MtaSts => "MTA-STS",
+            Rule::Pin => "pin",
+            Rule::None => "none",
+        }
+    }
 }
 
 /// A host against the `mx` patterns of the policy in force (RFC 8461 §4.1).
@@ -111,6 +145,9 @@ pub enum Contact {
 pub enum SkipReason {
     /// An `enforce` policy does not list it (RFC 8461 §5).
     NotInEnforcedPolicy,
+    /// Its TLSA lookup failed for now or was bogus (RFC 7672 §2.2): it
+    /// waits, never contacted in clear or under MTA-STS instead.
+    TlsaLookupFailed,
 }
 
 /// The TLS a host must show.
@@ -122,12 +159,21 @@ pub enum TlsRequirement {
     /// PKIX-valid TLS 1.2+ for this name, or no delivery to the host; never
     /// a retry in clear (MTA-STS `enforce`).
     PkixFor(String),
+    /// STARTTLS mandatory, the server authenticated by its TLSA records
+    /// (RFC 7672 §3), never a retry in clear; SNI is the MX host name.
+    Dane {
+        /// The records and the names a DANE-TA chain must carry.
+        authority: DaneAuthority,
+    },
 }
 
 impl TlsRequirement {
     /// True when a TLS failure must not fall back to clear text.
     pub fn is_required(&self) -> bool {
-        matches!(self, TlsRequirement::PkixFor(_))
+        matches!(
+            self,
+            TlsRequirement::PkixFor(_) | TlsRequirement::Dane { .. }
+        )
     }
 }
 
@@ -136,6 +182,14 @@ impl std::fmt::Display for TlsRequirement {
         match self {
             TlsRequirement::Opportunistic => f.write_str("opportunistic"),
             TlsRequirement::PkixFor(name) => write!(f, "PKIX-valid TLS 1.2+ for {name}"),
+            TlsRequirement::Dane { authority } => {
+                let usable = authority.records.iter().filter(|r| r.usable()).count();
+                write!(
+                    f,
+                    "DANE: TLS 1.2+ authenticated by {usable} usable TLSA record(s) for {}",
+                    authority.names.join(", ")
+                )
+            }
         }
     }
 }
@@ -175,4 +229,6 @@ pub enum DeferCause {
     LoopsToSelf,
     /// No MX host matches the enforced policy.
     PolicyMismatch,
+    /// Every host left is waiting for its TLSA lookup (RFC 7672 §2.2).
+    DaneLookup,
 }

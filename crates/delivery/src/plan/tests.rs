@@ -4,14 +4,17 @@
 use super::decide::{consults_dns, consults_policy, decide};
 use super::facts::{Dane, Facts, HostAddresses, HostSource, MxAnswer};
 use super::gather::Planner;
-use super::outcome::{Contact, DeferCause, DeliveryPlan, Outcome, PolicyMatch, StsRule};
+use super::outcome::{
+    Contact, DeferCause, DeliveryPlan, Outcome, PolicyMatch, Rule, SkipReason, StsRule,
+    TlsRequirement,
+};
 use crate::loops::SelfAddresses;
 use portcullis_config::{NextHop, Route};
 use portcullis_dns::{MemoryResolver, Mx};
 use portcullis_policy::{
     CachedPolicy, NoPolicy, NoPolicyReason, PinSource, Policy, PolicyLookup, PolicySource, StsError,
 };
-use portcullis_types::Domain;
+use portcullis_types::{Domain, Tlsa};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -51,6 +54,7 @@ struct Row {
     mx: MxKind,
     sts: Sts,
     tls_report: bool,
+    dane: Vec<(&'static str, Dane)>,
 }
 
 impl Row {
@@ -63,7 +67,12 @@ impl Row {
             mx: MxKind::List(vec![(10, "mx1.example.test"), (20, "mx2.example.test")]),
             sts: Sts::NoRecord,
             tls_report: false,
+            dane: Vec::new(),
         }
+    }
+    fn dane(mut self, host: &'static str, dane: Dane) -> Row {
+        self.dane.push((host, dane));
+        self
     }
     fn mx(mut self, mx: MxKind) -> Row {
         self.mx = mx;
@@ -190,7 +199,7 @@ fn plan_of(row: &Row) -> DeliveryPlan {
         route: route.clone(),
         port: 25,
         sts: None,
-        dane: Dane::NotChecked,
+        dane: BTreeMap::new(),
         tls_report: row.tls_report,
         mx: MxAnswer::NotAsked,
         addresses: BTreeMap::new(),
@@ -219,6 +228,9 @@ fn plan_of(row: &Row) -> DeliveryPlan {
         if row.route.is_none() {
             facts.mx = mx;
         }
+        for (host, dane) in &row.dane {
+            facts.dane.insert(host.to_string(), dane.clone());
+        }
     }
     decide(&facts)
 }
@@ -239,7 +251,9 @@ fn summary(plan: &DeliveryPlan) -> (String, Vec<String>) {
         .map(|h| {
             let mut s = h.name.clone();
             s.push_str(match &h.contact {
+                Contact::Try(TlsRequirement::Dane { .. }) => " dane",
                 Contact::Try(t) if t.is_required() => " pkix",
+                Contact::Skip(SkipReason::TlsaLookupFailed) => " skip-tlsa",
                 Contact::Try(_) => " opportunistic",
                 Contact::Skip(_) => " skip",
             });
@@ -474,6 +488,109 @@ fn hosts_say_where_they_came_from() {
     ));
 }
 
+fn record(usage: u8) -> Tlsa {
+    Tlsa {
+        usage,
+        selector: 1,
+        matching: 1,
+        data: vec![0xab; 32],
+    }
+}
+
+fn usable() -> Dane {
+    Dane::Usable(vec![record(3), record(1)])
+}
+
+fn unusable() -> Dane {
+    Dane::Unusable(vec![record(1)])
+}
+
+fn tlsa_failed() -> Dane {
+    Dane::Failed {
+        error: "_25._tcp.mx1.example.test: temporary DNS failure".into(),
+        bogus: false,
+    }
+}
+
+#[test]
+fn dane_per_host() {
+    let none = StsRule::NoPolicy;
+    let enforce = StsRule::Enforce;
+    let both = Row::new("DANE only")
+        .dane("mx1.example.test", usable())
+        .dane("mx2.example.test", usable());
+    let dane = ["mx1.example.test dane", "mx2.example.test dane"];
+    check(both, none, "try", &dane);
+    let unusable_only = Row::new("unusable records: as without DANE")
+        .dane("mx1.example.test", unusable())
+        .dane("mx2.example.test", Dane::NoRecords);
+    let opp = [
+        "mx1.example.test opportunistic",
+        "mx2.example.test opportunistic",
+    ];
+    check(unusable_only, none, "try", &opp);
+    let insecure = Row::new("insecure MX: no DANE")
+        .dane("mx1.example.test", Dane::Insecure)
+        .dane("mx2.example.test", Dane::Insecure);
+    check(insecure, none, "try", &opp);
+    let servfail = Row::new("TLSA SERVFAIL with MTA-STS enforce")
+        .dane("mx1.example.test", tlsa_failed())
+        .enforce(&["mx1.example.test"]);
+    let waiting = [
+        "mx1.example.test skip-tlsa [mx1.example.test]",
+        "mx2.example.test skip !listed",
+    ];
+    check(servfail, enforce, "defer DaneLookup", &waiting);
+    let servfail_testing = Row::new("TLSA SERVFAIL with MTA-STS testing, other MX")
+        .dane("mx1.example.test", tlsa_failed())
+        .sts(Sts::Policy("testing", vec!["mx1.example.test"]));
+    let other = [
+        "mx1.example.test skip-tlsa [mx1.example.test]",
+        "mx2.example.test opportunistic !listed",
+    ];
+    check(servfail_testing, StsRule::Testing, "try", &other);
+    let mixed = Row::new("DANE + MTA-STS: DANE governs its host, listed or not")
+        .dane("mx2.example.test", usable())
+        .enforce(&["mx1.example.test"]);
+    let mixed_hosts = [
+        "mx1.example.test pkix [mx1.example.test]",
+        "mx2.example.test dane !listed",
+    ];
+    check(mixed, enforce, "try", &mixed_hosts);
+    let route = Row::new("a route: no DANE")
+        .route("relay.example.test", 25)
+        .dane("relay.example.test", usable());
+    check(
+        route,
+        StsRule::NotApplied,
+        "try",
+        &["relay.example.test opportunistic"],
+    );
+}
+
+#[test]
+fn dane_rules_and_authority_for_explain() {
+    let row = Row::new("mixed")
+        .dane("mx2.example.test", usable())
+        .sts(Sts::Pinned("enforce", vec!["mx1.example.test"]));
+    let plan = plan_of(&row);
+    assert_eq!(plan.hosts[0].rule, Rule::Pin);
+    assert_eq!(plan.hosts[1].rule, Rule::Dane);
+    let Contact::Try(TlsRequirement::Dane { authority }) = &plan.hosts[1].contact else {
+        panic!("{plan:#?}");
+    };
+    assert_eq!(authority.names, ["mx2.example.test"]);
+    assert_eq!(authority.records, vec![record(3), record(1)]);
+    assert_eq!(plan.hosts[1].dane.dnssec(), "secure");
+    let plain = plan_of(&Row::new("nothing"));
+    assert_eq!(plain.hosts[0].rule, Rule::None);
+    let sts = plan_of(&Row::new("sts").enforce(&["mx1.example.test"]));
+    assert_eq!(sts.hosts[0].rule, Rule::MtaSts);
+    let failed = plan_of(&Row::new("failed").dane("mx1.example.test", tlsa_failed()));
+    assert_eq!(failed.hosts[0].rule, Rule::Dane);
+    assert_eq!(failed.hosts[0].dane.dnssec(), "TLSA lookup failed");
+}
+
 fn planner(r: MemoryResolver, routes: Vec<Route>) -> Planner<MemoryResolver> {
     Planner {
         resolver: r,
@@ -593,4 +710,108 @@ async fn routes_win_over_mx() {
         ("127.0.0.1", 2526, &vec![IpAddr::from([127, 0, 0, 1])])
     );
     assert_eq!(plan.hosts[0].error, None);
+}
+
+/// A signed domain: secure MX, secure addresses and a TLSA RRset.
+fn signed(r: MemoryResolver, mx: &str, ip: u8) -> MemoryResolver {
+    r.mx("example.test", 10, mx)
+        .a(mx, Ipv4Addr::new(192, 0, 2, ip))
+        .secure("example.test")
+        .secure(mx)
+}
+
+#[tokio::test]
+async fn gathering_dane_follows_the_dnssec_chain() {
+    let tlsa_name = "_25._tcp.mx1.example.test";
+    let r = signed(MemoryResolver::new(), "mx1.example.test", 1)
+        .tlsa(tlsa_name, record(3))
+        .secure(tlsa_name);
+    let plan = gathered(&planner(r.clone(), vec![]), "example.test").await;
+    assert_eq!(plan.hosts[0].dane, Dane::Usable(vec![record(3)]));
+    assert!(matches!(
+        plan.hosts[0].contact,
+        Contact::Try(TlsRequirement::Dane { .. })
+    ));
+    // The TLSA RRset itself insecure: no DANE.
+    let r = signed(MemoryResolver::new(), "mx1.example.test", 1).tlsa(tlsa_name, record(3));
+    let plan = gathered(&planner(r, vec![]), "example.test").await;
+    assert_eq!(plan.hosts[0].dane, Dane::NoRecords);
+    // Insecure MX RRset: TLSA is not even consulted.
+    let r = MemoryResolver::new()
+        .mx("example.test", 10, "mx1.example.test")
+        .a("mx1.example.test", Ipv4Addr::new(192, 0, 2, 1))
+        .secure("mx1.example.test")
+        .tlsa(tlsa_name, record(3))
+        .secure(tlsa_name);
+    let plan = gathered(&planner(r, vec![]), "example.test").await;
+    assert_eq!(plan.hosts[0].dane, Dane::Insecure);
+    // Secure MX, insecure addresses: no DANE.
+    let r = MemoryResolver::new()
+        .mx("example.test", 10, "mx1.example.test")
+        .a("mx1.example.test", Ipv4Addr::new(192, 0, 2, 1))
+        .secure("example.test")
+        .tlsa(tlsa_name, record(3))
+        .secure(tlsa_name);
+    let plan = gathered(&planner(r, vec![]), "example.test").await;
+    assert_eq!(plan.hosts[0].dane, Dane::Insecure);
+}
+
+#[tokio::test]
+async fn gathering_dane_failures_defer_never_downgrade() {
+    let tlsa_name = "_25._tcp.mx1.example.test";
+    let bogus = signed(MemoryResolver::new(), "mx1.example.test", 1).bogus(tlsa_name);
+    let plan = gathered(&planner(bogus, vec![]), "example.test").await;
+    assert!(
+        matches!(plan.hosts[0].dane, Dane::Failed { bogus: true, .. }),
+        "{plan:#?}"
+    );
+    assert!(matches!(
+        plan.outcome,
+        Outcome::Defer {
+            cause: DeferCause::DaneLookup,
+            ..
+        }
+    ));
+    let servfail = signed(MemoryResolver::new(), "mx1.example.test", 1).temp_fail(tlsa_name);
+    let plan = gathered(&planner(servfail, vec![]), "example.test").await;
+    assert!(matches!(
+        plan.hosts[0].dane,
+        Dane::Failed { bogus: false, .. }
+    ));
+    assert_eq!(
+        plan.hosts[0].contact,
+        Contact::Skip(SkipReason::TlsaLookupFailed)
+    );
+    // Secure denial: no TLSA records, opportunistic.
+    let none = signed(MemoryResolver::new(), "mx1.example.test", 1);
+    let plan = gathered(&planner(none, vec![]), "example.test").await;
+    assert_eq!(plan.hosts[0].dane, Dane::NoRecords);
+    assert_eq!(plan.outcome, Outcome::Try);
+    // Only usable-less records: as without DANE.
+    let unusable = signed(MemoryResolver::new(), "mx1.example.test", 1)
+        .tlsa(tlsa_name, record(1))
+        .secure(tlsa_name);
+    let plan = gathered(&planner(unusable, vec![]), "example.test").await;
+    assert_eq!(plan.hosts[0].dane, Dane::Unusable(vec![record(1)]));
+    assert_eq!(
+        plan.hosts[0].contact,
+        Contact::Try(TlsRequirement::Opportunistic)
+    );
+}
+
+#[tokio::test]
+async fn gathering_dane_uses_the_delivery_port() {
+    let r = signed(MemoryResolver::new(), "mx1.example.test", 1)
+        .tlsa("_2525._tcp.mx1.example.test", record(3))
+        .secure("_2525._tcp.mx1.example.test");
+    let mut p = planner(r.clone(), vec![]);
+    assert_eq!(
+        gathered(&p, "example.test").await.hosts[0].dane,
+        Dane::NoRecords
+    );
+    p.port = 2525;
+    assert_eq!(
+        gathered(&p, "example.test").await.hosts[0].dane,
+        Dane::Usable(vec![record(3)])
+    );
 }

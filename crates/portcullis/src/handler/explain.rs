@@ -10,8 +10,8 @@ use super::refused::{Refused, parse_domain};
 use crate::state::PolicyAccess;
 use portcullis_admin::{ExplainHost, ExplainPlan, PolicyEntry, PolicyExplain};
 use portcullis_delivery::plan::{
-    Contact, DeferCause, DeliveryPlan, HostSource, Outcome, PlannedHost, PolicyMatch, StsRule,
-    consults_policy, decide,
+    Contact, Dane, DeferCause, DeliveryPlan, HostSource, Outcome, PlannedHost, PolicyMatch,
+    StsRule, consults_policy, decide,
 };
 use portcullis_policy::{Mode, NoPolicy, PolicyLookup, PolicySource};
 use portcullis_tls::TlsResultType;
@@ -42,6 +42,7 @@ impl PolicyAccess {
             ));
         }
         notes.extend(outcome_note(&plan));
+        notes.extend(plan.hosts.iter().filter_map(dane_note));
         notes.extend(mode_note(&d, &plan, facts.sts.as_ref()));
         Ok(PolicyExplain {
             domain: d.to_string(),
@@ -148,6 +149,23 @@ fn mode_note(d: &Domain, plan: &DeliveryPlan, lookup: Option<&PolicyLookup>) -> 
     })
 }
 
+/// What DANE means for one host, when it has a say (RFC 7672 §2.2).
+fn dane_note(h: &PlannedHost) -> Option<String> {
+    let name = &h.name;
+    Some(match &h.dane {
+        Dane::Usable(_) => format!(
+            "{name}: DANE: usable TLSA records; STARTTLS is mandatory and the certificate must match a record (MTA-STS does not apply to this host)"
+        ),
+        Dane::Unusable(_) => format!(
+            "{name}: DANE: TLSA records published but none usable for SMTP; delivered as without DANE"
+        ),
+        Dane::Failed { error, .. } => format!(
+            "{name}: DANE: the TLSA lookup failed ({error}); the host is not contacted until it answers, never in clear"
+        ),
+        Dane::NotChecked | Dane::Insecure | Dane::NoRecords => return None,
+    })
+}
+
 /// One host of the plan as the admin answer shows it.
 fn explain_host(h: &PlannedHost) -> ExplainHost {
     let (source, preference) = match h.source {
@@ -173,6 +191,17 @@ fn explain_host(h: &PlannedHost) -> ExplainHost {
         },
         contacted: matches!(h.contact, Contact::Try(_)),
         myself: h.myself.iter().map(ToString::to_string).collect(),
+        rule: h.rule.label().into(),
+        dnssec: h.dane.dnssec().into(),
+        tlsa: h
+            .dane
+            .records()
+            .iter()
+            .map(|r| match r.usable() {
+                true => r.to_string(),
+                false => format!("{r} (unusable)"),
+            })
+            .collect(),
     }
 }
 

@@ -238,10 +238,13 @@ pub fn explain(x: &PolicyExplain) -> String {
                 "ADDRESSES",
                 "ALLOWED",
                 "TLS REQUIRED",
+                "RULE",
+                "DNSSEC",
                 "WHY",
             ],
             &rows,
         ));
+        out.push_str(&tlsa_lines(&x.mx_hosts));
     }
     if !x.note.is_empty() {
         out.push_str(&x.note);
@@ -295,6 +298,79 @@ fn explain_row(h: &ExplainHost) -> Vec<String> {
         },
         if h.allowed_by_policy { "yes" } else { "no" }.into(),
         h.tls_required.clone(),
+        h.rule.clone(),
+        h.dnssec.clone(),
         why,
     ]
+}
+
+/// The TLSA records of each host that has some, one line each.
+fn tlsa_lines(hosts: &[ExplainHost]) -> String {
+    let mut out = String::new();
+    for h in hosts {
+        for record in &h.tlsa {
+            out.push_str(&escape_terminal(&format!(
+                "TLSA _{}._tcp.{}: {record}",
+                h.port, h.name
+            )));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explain_shows_rule_dnssec_and_tlsa_per_host() {
+        let host = |name: &str, rule: &str, dnssec: &str, tlsa: Vec<String>| ExplainHost {
+            name: name.into(),
+            preference: Some(10),
+            port: 25,
+            addrs: vec!["192.0.2.1".into()],
+            error: None,
+            allowed_by_policy: true,
+            tls_required: "opportunistic".into(),
+            source: "mx".into(),
+            matched_pattern: None,
+            contacted: true,
+            myself: Vec::new(),
+            rule: rule.into(),
+            dnssec: dnssec.into(),
+            tlsa,
+        };
+        let x = PolicyExplain {
+            domain: "example.test".into(),
+            policy: None,
+            mx_hosts: vec![
+                host(
+                    "mx1.example.test",
+                    "DANE",
+                    "secure",
+                    vec!["3 1 1 abab".into()],
+                ),
+                host("mx2.example.test", "none", "insecure", Vec::new()),
+            ],
+            note: String::new(),
+            plan: ExplainPlan {
+                decision: "try".into(),
+                status: None,
+                reason: None,
+                mta_sts: "none".into(),
+            },
+        };
+        let out = explain(&x);
+        assert!(out.contains("RULE") && out.contains("DNSSEC"), "{out}");
+        let row = |name: &str| out.lines().find(|l| l.starts_with(name)).unwrap_or("");
+        assert!(row("mx1.example.test").contains("DANE"), "{out}");
+        assert!(row("mx1.example.test").contains("secure"), "{out}");
+        assert!(row("mx2.example.test").contains("insecure"), "{out}");
+        assert!(
+            out.contains("TLSA _25._tcp.mx1.example.test: 3 1 1 abab"),
+            "{out}"
+        );
+        assert!(!out.contains("TLSA _25._tcp.mx2"), "{out}");
+    }
 }
