@@ -257,7 +257,6 @@ async fn a_testing_policy_reports_an_mx_it_does_not_list() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs wt-dane (ClientTls::dane_config)"]
 async fn a_certificate_matching_a_dane_ee_record_is_delivered_to() {
     let port = free_port();
     let pki = TestPki::new();
