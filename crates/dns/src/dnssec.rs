@@ -8,7 +8,9 @@ use hickory_resolver::lookup::Lookup;
 use hickory_resolver::proto::dnssec::{DnssecSummary, TrustAnchors};
 use hickory_resolver::proto::rr::RecordType;
 
-use crate::{DnsError, DnsSecurity};
+use std::net::IpAddr;
+
+use crate::{DnsError, DnsSecurity, Secured};
 
 /// How answers are made secure (`[dns] dnssec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,5 +104,36 @@ pub(crate) fn weaker(a: DnsSecurity, b: DnsSecurity) -> DnsSecurity {
         DnsSecurity::Secure
     } else {
         DnsSecurity::Insecure
+    }
+}
+
+/// The addresses of a host from its A and AAAA answers: a temporary
+/// failure (bogus included) of either fails the whole (a half answer could
+/// hide the secure or the insecure half); otherwise what was found, secure
+/// only when every RRset that answered is secure (RFC 7672 §2.2.2).
+pub(crate) fn merge_addresses(
+    v4: Result<Secured<Vec<IpAddr>>, DnsError>,
+    v6: Result<Secured<Vec<IpAddr>>, DnsError>,
+) -> Result<Secured<Vec<IpAddr>>, DnsError> {
+    let mut value = Vec::new();
+    let mut security = None;
+    let mut not_found = None;
+    for found in [v4, v6] {
+        match found {
+            Ok(found) => {
+                value.extend(found.value);
+                security = Some(security.map_or(found.security, |s| weaker(s, found.security)));
+            }
+            Err(e) if e.is_temporary() => return Err(e),
+            Err(e) => not_found = not_found.or(Some(e)),
+        }
+    }
+    match (security, not_found) {
+        (Some(security), _) => Ok(Secured { value, security }),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(DnsError::Temporary {
+            name: String::new(),
+            reason: "no address lookup ran".to_owned(),
+        }),
     }
 }

@@ -304,7 +304,7 @@ impl Resolver for HickoryResolver {
             value: found.value.into_iter().map(IpAddr::V6).collect::<Vec<_>>(),
             security: found.security,
         });
-        merge_addresses(v4.map_err(|e| e.error), v6)
+        dnssec::merge_addresses(v4.map_err(|e| e.error), v6)
     }
 
     async fn tlsa(&self, name: &str) -> Result<Secured<Vec<Tlsa>>, DnsError> {
@@ -326,38 +326,6 @@ impl Resolver for HickoryResolver {
             .collect();
         let value = non_empty(&name, RecordType::TLSA, found)?;
         Ok(Secured { value, security })
-    }
-}
-
-/// The addresses of a host from its A and AAAA answers: a temporary
-/// failure (bogus included) of either fails the whole (a half answer could
-/// hide the secure or the insecure half); otherwise what was found, secure
-/// only when every RRset that answered is secure (RFC 7672 §2.2.2).
-fn merge_addresses(
-    v4: Result<Secured<Vec<IpAddr>>, DnsError>,
-    v6: Result<Secured<Vec<IpAddr>>, DnsError>,
-) -> Result<Secured<Vec<IpAddr>>, DnsError> {
-    let mut value = Vec::new();
-    let mut security = None;
-    let mut not_found = None;
-    for found in [v4, v6] {
-        match found {
-            Ok(found) => {
-                value.extend(found.value);
-                security =
-                    Some(security.map_or(found.security, |s| dnssec::weaker(s, found.security)));
-            }
-            Err(e) if e.is_temporary() => return Err(e),
-            Err(e) => not_found = not_found.or(Some(e)),
-        }
-    }
-    match (security, not_found) {
-        (Some(security), _) => Ok(Secured { value, security }),
-        (None, Some(e)) => Err(e),
-        (None, None) => Err(DnsError::Temporary {
-            name: String::new(),
-            reason: "no address lookup ran".to_owned(),
-        }),
     }
 }
 

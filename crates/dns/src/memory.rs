@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use hickory_resolver::proto::rr::Name;
 
-use crate::{DnsError, Mx, Resolver, TtlError, canonical, name_to_string};
+use crate::dnssec::merge_addresses;
+use crate::{
+    DnsError, DnsSecurity, Mx, Resolver, Secured, Tlsa, TtlError, canonical, name_to_string,
+};
 
 /// The records of one name.
 #[derive(Debug, Default, Clone)]
@@ -18,6 +21,7 @@ struct Records {
     aaaa: Vec<Ipv6Addr>,
     txt: Vec<String>,
     ptr: Vec<String>,
+    tlsa: Vec<Tlsa>,
 }
 
 impl Records {
@@ -27,6 +31,7 @@ impl Records {
             && self.aaaa.is_empty()
             && self.txt.is_empty()
             && self.ptr.is_empty()
+            && self.tlsa.is_empty()
     }
 }
 
@@ -37,6 +42,10 @@ pub const MEMORY_TTL: Duration = Duration::from_secs(300);
 struct State {
     names: HashMap<String, Records>,
     temp_fail: HashSet<String>,
+    /// Names whose answers are DNSSEC-secure (the others are insecure).
+    secure: HashSet<String>,
+    /// Names whose answers are bogus.
+    bogus: HashSet<String>,
     ttl: Duration,
 }
 
@@ -45,6 +54,8 @@ impl Default for State {
         State {
             names: HashMap::new(),
             temp_fail: HashSet::new(),
+            secure: HashSet::new(),
+            bogus: HashSet::new(),
             ttl: MEMORY_TTL,
         }
     }
@@ -131,6 +142,61 @@ impl MemoryResolver {
         self
     }
 
+    /// Adds a TLSA record (at `_25._tcp.<host>`).
+    pub fn tlsa(self, name: &str, record: Tlsa) -> Self {
+        self.add_tlsa(name, record);
+        self
+    }
+
+    /// Makes the answers for `name` DNSSEC-secure (in `mx_secured`,
+    /// `addresses_secured`, `tlsa`); every other name is insecure.
+    pub fn secure(self, name: &str) -> Self {
+        self.set_secure(name, true);
+        self
+    }
+
+    /// Makes every lookup of `name` fail as DNSSEC-bogus
+    /// ([`DnsError::Bogus`], temporary).
+    pub fn bogus(self, name: &str) -> Self {
+        self.set_bogus(name, true);
+        self
+    }
+
+    /// Adds a TLSA record to a running resolver.
+    pub fn add_tlsa(&self, name: &str, record: Tlsa) {
+        self.edit(name, |r| r.tlsa.push(record));
+    }
+
+    /// Marks `name`'s answers secure (`true`) or insecure (`false`).
+    pub fn set_secure(&self, name: &str, secure: bool) {
+        let mut state = self.state();
+        if secure {
+            state.secure.insert(key(name));
+        } else {
+            state.secure.remove(&key(name));
+        }
+    }
+
+    /// Marks `name`'s answers bogus (`true`) or not (`false`).
+    pub fn set_bogus(&self, name: &str, bogus: bool) {
+        let mut state = self.state();
+        if bogus {
+            state.bogus.insert(key(name));
+        } else {
+            state.bogus.remove(&key(name));
+        }
+    }
+
+    /// The DNSSEC status of `name`'s answers.
+    fn security(&self, name: &str) -> DnsSecurity {
+        let secure = canonical(name).is_ok_and(|k| self.state().secure.contains(&k));
+        if secure {
+            DnsSecurity::Secure
+        } else {
+            DnsSecurity::Insecure
+        }
+    }
+
     /// Sets the TTL every answer reports ([`Resolver::ipv4_ttl`]).
     pub fn ttl(self, ttl: Duration) -> Self {
         self.set_ttl(ttl);
@@ -190,6 +256,7 @@ impl MemoryResolver {
             "AAAA" => records.aaaa.clear(),
             "TXT" => records.txt.clear(),
             "PTR" => records.ptr.clear(),
+            "TLSA" => records.tlsa.clear(),
             "*" => *records = Records::default(),
             _ => {}
         }
@@ -229,6 +296,12 @@ impl MemoryResolver {
                 reason: "temporary failure (MemoryResolver::temp_fail)".to_owned(),
             });
         }
+        if state.bogus.contains(&key) {
+            return Err(DnsError::Bogus {
+                name: key,
+                reason: "bogus (MemoryResolver::bogus)".to_owned(),
+            });
+        }
         let Some(records) = state.names.get(&key) else {
             return Err(DnsError::NxDomain { name: key });
         };
@@ -247,6 +320,36 @@ fn reverse_name(ip: IpAddr) -> String {
 }
 
 impl Resolver for MemoryResolver {
+    async fn mx_secured(&self, name: &str) -> Result<Secured<Vec<Mx>>, DnsError> {
+        let value = Resolver::mx(self, name).await?;
+        Ok(Secured {
+            value,
+            security: self.security(name),
+        })
+    }
+
+    async fn addresses_secured(&self, name: &str) -> Result<Secured<Vec<IpAddr>>, DnsError> {
+        let security = self.security(name);
+        let found = |ips: Vec<IpAddr>| Secured {
+            value: ips,
+            security,
+        };
+        let v4 = self.answer(name, "A", |r| &r.a);
+        let v6 = self.answer(name, "AAAA", |r| &r.aaaa);
+        merge_addresses(
+            v4.map(|a| found(a.into_iter().map(IpAddr::V4).collect())),
+            v6.map(|a| found(a.into_iter().map(IpAddr::V6).collect())),
+        )
+    }
+
+    async fn tlsa(&self, name: &str) -> Result<Secured<Vec<Tlsa>>, DnsError> {
+        let value = self.answer(name, "TLSA", |r| &r.tlsa)?;
+        Ok(Secured {
+            value,
+            security: self.security(name),
+        })
+    }
+
     async fn mx(&self, name: &str) -> Result<Vec<Mx>, DnsError> {
         let mut found = self.answer(name, "MX", |r| &r.mx)?;
         found.sort_by_key(|mx| mx.preference);
@@ -463,6 +566,48 @@ mod tests {
         assert_eq!(
             r.ipv4("xn--bcher-kva.example").await.unwrap(),
             vec![Ipv4Addr::LOCALHOST]
+        );
+    }
+
+    /// Secure only where the test said so; bogus fails every lookup
+    /// temporarily; TLSA records come back as added.
+    #[tokio::test]
+    async fn secured_answers_tlsa_and_bogus() {
+        let record = Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: vec![7; 32],
+        };
+        let r = MemoryResolver::new()
+            .mx("signed.test", 10, "mx.signed.test")
+            .a("mx.signed.test", Ipv4Addr::LOCALHOST)
+            .tlsa("_25._tcp.mx.signed.test", record.clone())
+            .secure("signed.test")
+            .secure("mx.signed.test")
+            .a("mx.plain.test", Ipv4Addr::LOCALHOST)
+            .aaaa("mx.plain.test", Ipv6Addr::LOCALHOST)
+            .a("mx.bogus.test", Ipv4Addr::LOCALHOST)
+            .bogus("mx.bogus.test");
+        let mx = r.mx_secured("signed.test").await.unwrap();
+        assert_eq!(mx.security, DnsSecurity::Secure);
+        let addrs = r.addresses_secured("mx.signed.test").await.unwrap();
+        assert_eq!(addrs.security, DnsSecurity::Secure);
+        assert_eq!(addrs.value, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let tlsa = Resolver::tlsa(&r, "_25._tcp.mx.signed.test").await.unwrap();
+        assert_eq!(tlsa.value, vec![record]);
+        assert_eq!(tlsa.security, DnsSecurity::Insecure, "not marked secure");
+        let plain = r.addresses_secured("mx.plain.test").await.unwrap();
+        assert_eq!(plain.security, DnsSecurity::Insecure);
+        assert_eq!(plain.value.len(), 2);
+        let err = r.addresses_secured("mx.bogus.test").await.unwrap_err();
+        assert!(matches!(err, DnsError::Bogus { .. }) && err.is_temporary());
+        assert!(r.ipv4("mx.bogus.test").await.unwrap_err().is_temporary());
+        assert!(
+            Resolver::tlsa(&r, "_25._tcp.mx.plain.test")
+                .await
+                .unwrap_err()
+                .is_not_found()
         );
     }
 }
