@@ -142,3 +142,23 @@ async fn validate_from_the_real_root_fails_unsigned_test_zones() {
     let err = r.ipv4("mx.plain.test").await.unwrap_err();
     assert!(matches!(err, DnsError::Bogus { .. }), "{err:?}");
 }
+
+/// `trust-ad`: secure exactly when the (loopback) resolver set AD; no
+/// validation of its own.
+#[tokio::test]
+async fn trust_ad_believes_the_ad_bit() {
+    let dns = TestDns::start().await;
+    dns.add_tlsa("_25._tcp.mx.vouched.test", 3, 1, 1, &HASH);
+    dns.add_tlsa("_25._tcp.mx.plain.test", 3, 1, 1, &HASH);
+    dns.set_authentic("_25._tcp.mx.vouched.test");
+    let settings = DnssecSettings {
+        mode: DnssecMode::TrustAd,
+        trust_anchors: Vec::new(),
+    };
+    let r = HickoryResolver::with_dnssec(&[dns.addr()], Duration::from_secs(2), &settings)
+        .expect("resolver");
+    let vouched = r.tlsa("_25._tcp.mx.vouched.test").await.unwrap();
+    assert_eq!(vouched.security, DnsSecurity::Secure);
+    let plain = r.tlsa("_25._tcp.mx.plain.test").await.unwrap();
+    assert_eq!(plain.security, DnsSecurity::Insecure);
+}

@@ -64,6 +64,8 @@ struct Zone {
     /// Signing, once a test asked for DNSSEC ([`TestDns::sign_zone`],
     /// [`TestDns::trust_anchor`]); only queries with DO get signatures.
     dnssec: Option<Dnssec>,
+    /// Names whose answers carry the AD bit ([`TestDns::set_authentic`]).
+    authentic: std::collections::HashSet<String>,
 }
 
 /// The shared state of a [`Hold`]: how many queries arrived, and whether
@@ -338,6 +340,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        let mut authentic = false;
         let outcome = match request.request_info() {
             Ok(info) => {
                 let qname = key(&info.query.name().to_string());
@@ -350,7 +353,9 @@ impl RequestHandler for Handler {
                     .edns
                     .as_ref()
                     .is_some_and(|edns| edns.flags().dnssec_ok);
-                lock(&self.zone).respond(&qname, qtype, dnssec_ok)
+                let zone = lock(&self.zone);
+                authentic = zone.authentic.contains(&qname);
+                zone.respond(&qname, qtype, dnssec_ok)
             }
             Err(_) => Outcome::Answer {
                 code: ResponseCode::FormErr,
@@ -373,6 +378,7 @@ impl RequestHandler for Handler {
             } => (code, answers, None, authority),
         };
         metadata.authoritative = code != ResponseCode::ServFail;
+        metadata.authentic_data = authentic && code != ResponseCode::ServFail;
         metadata.response_code = code;
 
         // RFC 6891 §6.1.1: a request with OPT gets OPT back; its payload size
@@ -619,6 +625,14 @@ impl TestDns {
             .dnssec
             .get_or_insert_with(Dnssec::default)
             .break_signature(name);
+    }
+
+    /// Sets the AD bit on every answer for `name`, as a validating
+    /// resolver does for secure data (RFC 4035 §3.2.3), to test
+    /// `[dns] dnssec = "trust-ad"`. Unlike a real resolver (RFC 6840
+    /// §5.7), it sets AD whether or not the query asked (AD or DO).
+    pub fn set_authentic(&self, name: &str) {
+        lock(&self.zone).authentic.insert(key(name));
     }
 
     /// Adds a TLSA record (RFC 6698 §2.1) at `name`
