@@ -23,7 +23,7 @@ pub use error::{ConfigError, ConfigIssue};
 pub use runtime::Config;
 pub use section::admin::Admin;
 pub use section::delivery::{Delivery, TlsRequiredNo};
-pub use section::dns::Dns;
+pub use section::dns::{Dns, Dnssec};
 pub use section::dnsbl::Dnsbl;
 pub use section::greylist::Greylist;
 pub use section::limits::Limits;

@@ -82,6 +82,31 @@ fn dns_nameservers_and_timeout() {
     assert_eq!(d.timeout, Duration::from_secs(2));
 }
 
+/// `[dns] dnssec`: validate by default; `trust-ad` only with loopback
+/// nameservers (none given is the system's: refused too).
+#[test]
+fn dns_dnssec_modes() {
+    refused(
+        "[dns]\ndnssec = \"maybe\"\n",
+        &[("dns.dnssec", 2, "is not \"off\"")],
+    );
+    refused(
+        "[dns]\nnameservers = [\"127.0.0.1:53\", \"192.0.2.1\"]\ndnssec = \"trust-ad\"\n",
+        &[("dns.dnssec", 3, "on loopback")],
+    );
+    refused(
+        "[dns]\ndnssec = \"trust-ad\"\n",
+        &[("dns.dnssec", 2, "on loopback")],
+    );
+    let d =
+        ok("[dns]\nnameservers = [\"127.0.0.1:53\", \"[::1]:53\"]\ndnssec = \"trust-ad\"\n").dns;
+    assert_eq!(d.dnssec, Dnssec::TrustAd);
+    let d = ok("[dns]\ndnssec = \"off\"\ntrust_anchors = [\"/etc/a.key\"]\n").dns;
+    assert_eq!(d.dnssec, Dnssec::Off);
+    assert_eq!(d.trust_anchors, vec![PathBuf::from("/etc/a.key")]);
+    assert_eq!(ok("").dns.dnssec, Dnssec::Validate);
+}
+
 #[test]
 fn delivery_counts_must_not_be_zero() {
     refused(

@@ -11,7 +11,10 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{TokioResolver, lookup::Lookup};
 use tracing::debug;
 
-use crate::{DnsError, Mx, Resolver, TtlError, name_to_string, parse_name};
+use crate::dnssec::{self, DnssecMode, DnssecSettings};
+use crate::{
+    DnsError, DnsSecurity, Mx, Resolver, Secured, Tlsa, TtlError, name_to_string, parse_name,
+};
 
 /// How many times a query is tried (per name server pool) before the lookup
 /// is a temporary failure.
@@ -23,6 +26,7 @@ const ATTEMPTS: usize = 2;
 #[derive(Clone, Debug)]
 pub struct HickoryResolver {
     inner: TokioResolver,
+    dnssec: DnssecMode,
 }
 
 impl HickoryResolver {
@@ -35,8 +39,21 @@ impl HickoryResolver {
     /// the names this crate looks up are always absolute.
     ///
     /// Fails with [`DnsError::Temporary`] when the system configuration
-    /// cannot be read.
+    /// cannot be read. DNSSEC is off: every answer is insecure (see
+    /// [`HickoryResolver::with_dnssec`]).
     pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> Result<Self, DnsError> {
+        Self::with_dnssec(nameservers, timeout, &DnssecSettings::off())
+    }
+
+    /// [`HickoryResolver::new`] with `[dns] dnssec`: with
+    /// [`DnssecMode::Validate`] every answer is validated from the root's
+    /// keys and `dnssec.trust_anchors` (RFC 4035 §5), a bogus one failing
+    /// temporarily. Also fails when a trust anchor file cannot be read.
+    pub fn with_dnssec(
+        nameservers: &[SocketAddr],
+        timeout: Duration,
+        dnssec: &DnssecSettings,
+    ) -> Result<Self, DnsError> {
         let config_error = |e: NetError| DnsError::Temporary {
             name: String::new(),
             reason: format!("resolver configuration: {e}"),
@@ -64,8 +81,20 @@ impl HickoryResolver {
         let options = builder.options_mut();
         options.timeout = timeout;
         options.attempts = ATTEMPTS;
+        if dnssec.mode == DnssecMode::Validate {
+            let anchors = dnssec::trust_anchors(&dnssec.trust_anchors).map_err(|reason| {
+                DnsError::Temporary {
+                    name: String::new(),
+                    reason,
+                }
+            })?;
+            builder = builder.with_trust_anchor(anchors);
+        }
         let inner = builder.build().map_err(config_error)?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            dnssec: dnssec.mode,
+        })
     }
 
     /// The underlying hickory resolver, so that mail-auth and reqwest share
@@ -104,6 +133,7 @@ fn rtype_name(rtype: RecordType) -> &'static str {
         RecordType::TXT => "TXT",
         RecordType::PTR => "PTR",
         RecordType::CNAME => "CNAME",
+        RecordType::TLSA => "TLSA",
         _ => "other",
     }
 }
@@ -113,8 +143,25 @@ fn rtype_name(rtype: RecordType) -> &'static str {
 /// answer) is "not found"; everything else is temporary (the threat model
 /// in the crate documentation).
 pub(crate) fn classify(name: &str, rtype: RecordType, error: &NetError) -> DnsError {
-    if let NetError::Dns(HickoryDnsError::NoRecordsFound(no_records)) = error {
-        match no_records.response_code {
+    let negative_code = match error {
+        NetError::Dns(HickoryDnsError::NoRecordsFound(no_records)) => {
+            Some(no_records.response_code)
+        }
+        // A validated negative answer (secure or provably insecure); a
+        // bogus one is never "not found".
+        NetError::Dns(HickoryDnsError::Nsec {
+            response, proof, ..
+        }) if !proof.is_bogus() => Some(response.metadata.response_code),
+        NetError::Dns(HickoryDnsError::Nsec { .. } | HickoryDnsError::DnssecBogus) => {
+            return DnsError::Bogus {
+                name: name.to_owned(),
+                reason: error.to_string(),
+            };
+        }
+        _ => None,
+    };
+    if let Some(code) = negative_code {
+        match code {
             ResponseCode::NXDomain => {
                 return DnsError::NxDomain {
                     name: name.to_owned(),
@@ -168,22 +215,7 @@ fn non_empty<T>(name: &Name, rtype: RecordType, found: Vec<T>) -> Result<Vec<T>,
 
 impl Resolver for HickoryResolver {
     async fn mx(&self, name: &str) -> Result<Vec<Mx>, DnsError> {
-        let name = parse_name(name)?;
-        let lookup = self.lookup(name.clone(), RecordType::MX).await?;
-        let mut found: Vec<Mx> = lookup
-            .answers()
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::MX(mx) => Some(Mx {
-                    preference: mx.preference,
-                    // RFC 7505: the null MX has exchange "." -> "".
-                    exchange: name_to_string(&mx.exchange),
-                }),
-                _ => None,
-            })
-            .collect();
-        found.sort_by_key(|mx| mx.preference);
-        non_empty(&name, RecordType::MX, found)
+        self.mx_secured(name).await.map(|found| found.value)
     }
 
     async fn ipv4(&self, name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
@@ -194,32 +226,12 @@ impl Resolver for HickoryResolver {
     }
 
     async fn ipv4_ttl(&self, name: &str) -> Result<(Vec<Ipv4Addr>, Duration), TtlError> {
-        let name = parse_name(name)?;
-        let lookup = self.lookup_ttl(name.clone(), RecordType::A).await?;
-        let found = lookup
-            .answers()
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            })
-            .collect();
-        let found = non_empty(&name, RecordType::A, found)?;
-        Ok((found, answer_ttl(&lookup)))
+        let (found, ttl) = self.ipv4_secured(name).await?;
+        Ok((found.value, ttl))
     }
 
     async fn ipv6(&self, name: &str) -> Result<Vec<Ipv6Addr>, DnsError> {
-        let name = parse_name(name)?;
-        let lookup = self.lookup(name.clone(), RecordType::AAAA).await?;
-        let found = lookup
-            .answers()
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::AAAA(aaaa) => Some(aaaa.0),
-                _ => None,
-            })
-            .collect();
-        non_empty(&name, RecordType::AAAA, found)
+        self.ipv6_secured(name).await.map(|found| found.value)
     }
 
     async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
@@ -259,6 +271,105 @@ impl Resolver for HickoryResolver {
             })
             .collect();
         non_empty(&name, RecordType::PTR, found)
+    }
+
+    async fn mx_secured(&self, name: &str) -> Result<Secured<Vec<Mx>>, DnsError> {
+        let name = parse_name(name)?;
+        let lookup = self.lookup(name.clone(), RecordType::MX).await?;
+        let security = self.judge(&name, &lookup)?;
+        let mut found: Vec<Mx> = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::MX(mx) => Some(Mx {
+                    preference: mx.preference,
+                    // RFC 7505: the null MX has exchange "." -> "".
+                    exchange: name_to_string(&mx.exchange),
+                }),
+                _ => None,
+            })
+            .collect();
+        found.sort_by_key(|mx| mx.preference);
+        let value = non_empty(&name, RecordType::MX, found)?;
+        Ok(Secured { value, security })
+    }
+
+    async fn addresses_secured(&self, name: &str) -> Result<Secured<Vec<IpAddr>>, DnsError> {
+        let (v4, v6) = tokio::join!(self.ipv4_secured(name), self.ipv6_secured(name));
+        let v4 = v4.map(|(found, _)| Secured {
+            value: found.value.into_iter().map(IpAddr::V4).collect(),
+            security: found.security,
+        });
+        let v6 = v6.map(|found| Secured {
+            value: found.value.into_iter().map(IpAddr::V6).collect::<Vec<_>>(),
+            security: found.security,
+        });
+        dnssec::merge_addresses(v4.map_err(|e| e.error), v6)
+    }
+
+    async fn tlsa(&self, name: &str) -> Result<Secured<Vec<Tlsa>>, DnsError> {
+        let name = parse_name(name)?;
+        let lookup = self.lookup(name.clone(), RecordType::TLSA).await?;
+        let security = self.judge(&name, &lookup)?;
+        let found = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::TLSA(tlsa) => Some(Tlsa {
+                    usage: u8::from(tlsa.cert_usage),
+                    selector: u8::from(tlsa.selector),
+                    matching: u8::from(tlsa.matching),
+                    data: tlsa.cert_data.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let value = non_empty(&name, RecordType::TLSA, found)?;
+        Ok(Secured { value, security })
+    }
+}
+
+impl HickoryResolver {
+    /// The security of `lookup` under `[dns] dnssec`.
+    fn judge(&self, name: &Name, lookup: &Lookup) -> Result<DnsSecurity, DnsError> {
+        dnssec::judge(self.dnssec, &name_to_string(name), lookup)
+    }
+
+    /// A records of `name` with their status and their TTL.
+    async fn ipv4_secured(
+        &self,
+        name: &str,
+    ) -> Result<(Secured<Vec<Ipv4Addr>>, Duration), TtlError> {
+        let name = parse_name(name)?;
+        let lookup = self.lookup_ttl(name.clone(), RecordType::A).await?;
+        let security = self.judge(&name, &lookup)?;
+        let found = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        let value = non_empty(&name, RecordType::A, found)?;
+        Ok((Secured { value, security }, answer_ttl(&lookup)))
+    }
+
+    /// AAAA records of `name` with their status.
+    async fn ipv6_secured(&self, name: &str) -> Result<Secured<Vec<Ipv6Addr>>, DnsError> {
+        let name = parse_name(name)?;
+        let lookup = self.lookup(name.clone(), RecordType::AAAA).await?;
+        let security = self.judge(&name, &lookup)?;
+        let found = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::AAAA(aaaa) => Some(aaaa.0),
+                _ => None,
+            })
+            .collect();
+        let value = non_empty(&name, RecordType::AAAA, found)?;
+        Ok(Secured { value, security })
     }
 }
 

@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod dnssec;
 mod hickory;
 mod memory;
 
@@ -33,6 +34,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use dnssec::{DnssecMode, DnssecSettings};
 pub use hickory::HickoryResolver;
 pub use memory::{MEMORY_TTL, MemoryResolver};
 pub use portcullis_types::{DnsSecurity, Tlsa};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hickory_resolver::proto::rr::Name;
 
+use crate::dnssec::merge_addresses;
 use crate::{
     DnsError, DnsSecurity, Mx, Resolver, Secured, Tlsa, TtlError, canonical, name_to_string,
 };
@@ -41,9 +42,9 @@ pub const MEMORY_TTL: Duration = Duration::from_secs(300);
 struct State {
     names: HashMap<String, Records>,
     temp_fail: HashSet<String>,
-    /// Names whose answers are DNSSEC-secure (every type).
+    /// Names whose answers are DNSSEC-secure (the others are insecure).
     secure: HashSet<String>,
-    /// Names whose answers are bogus (every type fails validation).
+    /// Names whose answers are bogus.
     bogus: HashSet<String>,
     ttl: Duration,
 }
@@ -141,24 +142,59 @@ impl MemoryResolver {
         self
     }
 
-    /// Adds a TLSA record (at its full name, e.g. `_25._tcp.mx.example`).
+    /// Adds a TLSA record (at `_25._tcp.<host>`).
     pub fn tlsa(self, name: &str, record: Tlsa) -> Self {
-        self.edit(name, |r| r.tlsa.push(record));
+        self.add_tlsa(name, record);
         self
     }
 
-    /// Makes every answer for `name` DNSSEC-secure (the `*_secured`
-    /// lookups and [`Resolver::tlsa`]); other names stay insecure.
+    /// Makes the answers for `name` DNSSEC-secure (in `mx_secured`,
+    /// `addresses_secured`, `tlsa`); every other name is insecure.
     pub fn secure(self, name: &str) -> Self {
-        self.state().secure.insert(key(name));
+        self.set_secure(name, true);
         self
     }
 
-    /// Makes every lookup of `name` fail DNSSEC validation
-    /// ([`DnsError::Bogus`]).
+    /// Makes every lookup of `name` fail as DNSSEC-bogus
+    /// ([`DnsError::Bogus`], temporary).
     pub fn bogus(self, name: &str) -> Self {
-        self.state().bogus.insert(key(name));
+        self.set_bogus(name, true);
         self
+    }
+
+    /// Adds a TLSA record to a running resolver.
+    pub fn add_tlsa(&self, name: &str, record: Tlsa) {
+        self.edit(name, |r| r.tlsa.push(record));
+    }
+
+    /// Marks `name`'s answers secure (`true`) or insecure (`false`).
+    pub fn set_secure(&self, name: &str, secure: bool) {
+        let mut state = self.state();
+        if secure {
+            state.secure.insert(key(name));
+        } else {
+            state.secure.remove(&key(name));
+        }
+    }
+
+    /// Marks `name`'s answers bogus (`true`) or not (`false`).
+    pub fn set_bogus(&self, name: &str, bogus: bool) {
+        let mut state = self.state();
+        if bogus {
+            state.bogus.insert(key(name));
+        } else {
+            state.bogus.remove(&key(name));
+        }
+    }
+
+    /// The DNSSEC status of `name`'s answers.
+    fn security(&self, name: &str) -> DnsSecurity {
+        let secure = canonical(name).is_ok_and(|k| self.state().secure.contains(&k));
+        if secure {
+            DnsSecurity::Secure
+        } else {
+            DnsSecurity::Insecure
+        }
     }
 
     /// Sets the TTL every answer reports ([`Resolver::ipv4_ttl`]).
@@ -240,19 +276,6 @@ impl MemoryResolver {
         }
     }
 
-    /// `value` with the security of `name`'s answers.
-    fn secured<T>(&self, name: &str, value: T) -> Secured<T> {
-        let secure = canonical(name).is_ok_and(|k| self.state().secure.contains(&k));
-        Secured {
-            value,
-            security: if secure {
-                DnsSecurity::Secure
-            } else {
-                DnsSecurity::Insecure
-            },
-        }
-    }
-
     /// The answer for `name` and `rtype`, taken from its records by `pick`.
     fn answer<T: Clone>(
         &self,
@@ -267,16 +290,16 @@ impl MemoryResolver {
             });
         }
         let state = self.state();
-        if state.bogus.contains(&key) {
-            return Err(DnsError::Bogus {
-                name: key,
-                reason: "bogus (MemoryResolver::bogus)".to_owned(),
-            });
-        }
         if state.temp_fail.contains(&key) {
             return Err(DnsError::Temporary {
                 name: key,
                 reason: "temporary failure (MemoryResolver::temp_fail)".to_owned(),
+            });
+        }
+        if state.bogus.contains(&key) {
+            return Err(DnsError::Bogus {
+                name: key,
+                reason: "bogus (MemoryResolver::bogus)".to_owned(),
             });
         }
         let Some(records) = state.names.get(&key) else {
@@ -297,6 +320,36 @@ fn reverse_name(ip: IpAddr) -> String {
 }
 
 impl Resolver for MemoryResolver {
+    async fn mx_secured(&self, name: &str) -> Result<Secured<Vec<Mx>>, DnsError> {
+        let value = Resolver::mx(self, name).await?;
+        Ok(Secured {
+            value,
+            security: self.security(name),
+        })
+    }
+
+    async fn addresses_secured(&self, name: &str) -> Result<Secured<Vec<IpAddr>>, DnsError> {
+        let security = self.security(name);
+        let found = |ips: Vec<IpAddr>| Secured {
+            value: ips,
+            security,
+        };
+        let v4 = self.answer(name, "A", |r| &r.a);
+        let v6 = self.answer(name, "AAAA", |r| &r.aaaa);
+        merge_addresses(
+            v4.map(|a| found(a.into_iter().map(IpAddr::V4).collect())),
+            v6.map(|a| found(a.into_iter().map(IpAddr::V6).collect())),
+        )
+    }
+
+    async fn tlsa(&self, name: &str) -> Result<Secured<Vec<Tlsa>>, DnsError> {
+        let value = self.answer(name, "TLSA", |r| &r.tlsa)?;
+        Ok(Secured {
+            value,
+            security: self.security(name),
+        })
+    }
+
     async fn mx(&self, name: &str) -> Result<Vec<Mx>, DnsError> {
         let mut found = self.answer(name, "MX", |r| &r.mx)?;
         found.sort_by_key(|mx| mx.preference);
@@ -332,39 +385,6 @@ impl Resolver for MemoryResolver {
 
     async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
         self.answer(&reverse_name(ip), "PTR", |r| &r.ptr)
-    }
-
-    async fn mx_secured(&self, name: &str) -> Result<Secured<Vec<Mx>>, DnsError> {
-        let found = Resolver::mx(self, name).await?;
-        Ok(self.secured(name, found))
-    }
-
-    async fn addresses_secured(&self, name: &str) -> Result<Secured<Vec<IpAddr>>, DnsError> {
-        let v6 = self.answer(name, "AAAA", |r| &r.aaaa);
-        let v4 = self.answer(name, "A", |r| &r.a);
-        let mut addrs: Vec<IpAddr> = Vec::new();
-        for found in [
-            v6.map(|a| a.into_iter().map(IpAddr::V6).collect::<Vec<_>>()),
-            v4.map(|a| a.into_iter().map(IpAddr::V4).collect()),
-        ] {
-            match found {
-                Ok(a) => addrs.extend(a),
-                Err(e) if e.is_temporary() => return Err(e),
-                Err(_) => {}
-            }
-        }
-        if addrs.is_empty() {
-            return Err(DnsError::NoRecords {
-                name: canonical(name)?,
-                rtype: "A/AAAA",
-            });
-        }
-        Ok(self.secured(name, addrs))
-    }
-
-    async fn tlsa(&self, name: &str) -> Result<Secured<Vec<Tlsa>>, DnsError> {
-        let found = self.answer(name, "TLSA", |r| &r.tlsa)?;
-        Ok(self.secured(name, found))
     }
 }
 
@@ -549,37 +569,42 @@ mod tests {
         );
     }
 
+    /// Secure only where the test said so; bogus fails every lookup
+    /// temporarily; TLSA records come back as added.
     #[tokio::test]
-    async fn dnssec_flags_tlsa_records_and_bogus_names() {
+    async fn secured_answers_tlsa_and_bogus() {
         let record = Tlsa {
             usage: 3,
             selector: 1,
             matching: 1,
-            data: vec![1; 32],
+            data: vec![7; 32],
         };
-        let r = fixture()
-            .secure("example.test")
-            .tlsa("_25._tcp.mx1.example.test", record.clone())
-            .bogus("_25._tcp.mx2.example.test");
-        let mx = r.mx_secured("example.test").await.unwrap();
+        let r = MemoryResolver::new()
+            .mx("signed.test", 10, "mx.signed.test")
+            .a("mx.signed.test", Ipv4Addr::LOCALHOST)
+            .tlsa("_25._tcp.mx.signed.test", record.clone())
+            .secure("signed.test")
+            .secure("mx.signed.test")
+            .a("mx.plain.test", Ipv4Addr::LOCALHOST)
+            .aaaa("mx.plain.test", Ipv6Addr::LOCALHOST)
+            .a("mx.bogus.test", Ipv4Addr::LOCALHOST)
+            .bogus("mx.bogus.test");
+        let mx = r.mx_secured("signed.test").await.unwrap();
         assert_eq!(mx.security, DnsSecurity::Secure);
-        let addrs = r.addresses_secured("mx1.example.test").await.unwrap();
-        assert_eq!(addrs.security, DnsSecurity::Insecure);
-        assert_eq!(addrs.value.len(), 2);
-        assert!(matches!(addrs.value[0], IpAddr::V6(_)), "IPv6 first");
-        let tlsa = Resolver::tlsa(&r, "_25._tcp.mx1.example.test")
-            .await
-            .unwrap();
-        assert_eq!(
-            (tlsa.value, tlsa.security),
-            (vec![record], DnsSecurity::Insecure)
-        );
-        let bogus = Resolver::tlsa(&r, "_25._tcp.mx2.example.test")
-            .await
-            .unwrap_err();
-        assert!(matches!(bogus, DnsError::Bogus { .. }) && bogus.is_temporary());
+        let addrs = r.addresses_secured("mx.signed.test").await.unwrap();
+        assert_eq!(addrs.security, DnsSecurity::Secure);
+        assert_eq!(addrs.value, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let tlsa = Resolver::tlsa(&r, "_25._tcp.mx.signed.test").await.unwrap();
+        assert_eq!(tlsa.value, vec![record]);
+        assert_eq!(tlsa.security, DnsSecurity::Insecure, "not marked secure");
+        let plain = r.addresses_secured("mx.plain.test").await.unwrap();
+        assert_eq!(plain.security, DnsSecurity::Insecure);
+        assert_eq!(plain.value.len(), 2);
+        let err = r.addresses_secured("mx.bogus.test").await.unwrap_err();
+        assert!(matches!(err, DnsError::Bogus { .. }) && err.is_temporary());
+        assert!(r.ipv4("mx.bogus.test").await.unwrap_err().is_temporary());
         assert!(
-            Resolver::tlsa(&r, "_25._tcp.example.test")
+            Resolver::tlsa(&r, "_25._tcp.mx.plain.test")
                 .await
                 .unwrap_err()
                 .is_not_found()

@@ -33,6 +33,8 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::dnssec::Dnssec;
+
 /// The TTL of every record the server hands out, in seconds.
 pub const TTL: u32 = 1;
 
@@ -59,6 +61,11 @@ struct Zone {
     /// The SOA minimum of negative answers; `None`: [`TTL`].
     negative_ttl: Option<u32>,
     holds: HashMap<String, Arc<HoldState>>,
+    /// Signing, once a test asked for DNSSEC ([`TestDns::sign_zone`],
+    /// [`TestDns::trust_anchor`]); only queries with DO get signatures.
+    dnssec: Option<Dnssec>,
+    /// Names whose answers carry the AD bit ([`TestDns::set_authentic`]).
+    authentic: std::collections::HashSet<String>,
 }
 
 /// The shared state of a [`Hold`]: how many queries arrived, and whether
@@ -150,9 +157,60 @@ enum Outcome {
         answers: Vec<Record>,
         soa: Option<Box<Record>>,
     },
+    /// A DNSSEC response: code, answers, authority section.
+    Signed {
+        code: ResponseCode,
+        answers: Vec<Record>,
+        authority: Vec<Record>,
+    },
 }
 
 impl Zone {
+    /// [`Zone::answer`], signed for a query with DO when DNSSEC is on.
+    fn respond(&self, qname: &str, qtype: RecordType, dnssec_ok: bool) -> Outcome {
+        let plain = self.answer(qname, qtype);
+        let Some(dnssec) = self.dnssec.as_ref().filter(|_| dnssec_ok) else {
+            return plain;
+        };
+        if let Outcome::Answer {
+            code: ResponseCode::ServFail,
+            ..
+        }
+        | Outcome::Drop = plain
+        {
+            return plain;
+        }
+        let name = fqdn(qname);
+        if let Some(answers) = dnssec.special(&name, qtype) {
+            return signed(ResponseCode::NoError, answers, Vec::new());
+        }
+        if qtype == RecordType::DS
+            && let Some((answers, authority)) = dnssec.ds(&name)
+        {
+            return signed(ResponseCode::NoError, answers, authority);
+        }
+        let Outcome::Answer { code, answers, .. } = plain else {
+            return plain;
+        };
+        let negative = code != ResponseCode::NoError || answers.is_empty();
+        let authority = if negative {
+            let last = answers.last().map_or(name.clone(), |r| match &r.data {
+                RData::CNAME(CNAME(target)) => target.clone(),
+                _ => r.name.clone(),
+            });
+            let present = (code == ResponseCode::NoError).then(|| {
+                self.records
+                    .get(&key(&last.to_ascii()))
+                    .map(|rs| rs.iter().map(Record::record_type).collect())
+                    .unwrap_or_default()
+            });
+            dnssec.negative(&last, present, self.negative_ttl.unwrap_or(TTL))
+        } else {
+            Vec::new()
+        };
+        signed(code, dnssec.signed(answers), authority)
+    }
+
     /// How `name` fails: its own failure, else that of the closest zone
     /// above it (or of itself) set with [`TestDns::fail_zone`].
     fn failure(&self, name: &str) -> Option<FailMode> {
@@ -247,6 +305,15 @@ fn negative(code: ResponseCode, answers: Vec<Record>, ttl: u32) -> Outcome {
     }
 }
 
+/// A signed response.
+fn signed(code: ResponseCode, answers: Vec<Record>, authority: Vec<Record>) -> Outcome {
+    Outcome::Signed {
+        code,
+        answers,
+        authority,
+    }
+}
+
 /// Lowercase, without the trailing dot.
 fn key(name: &str) -> String {
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
@@ -254,7 +321,7 @@ fn key(name: &str) -> String {
 
 /// An absolute [`Name`] for a name given by a test; panics on names no DNS
 /// server could serve (a test bug).
-fn fqdn(name: &str) -> Name {
+pub(crate) fn fqdn(name: &str) -> Name {
     let mut parsed =
         Name::from_str(name).unwrap_or_else(|e| panic!("TestDns: invalid name {name:?}: {e}"));
     parsed.set_fqdn(true);
@@ -273,6 +340,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        let mut authentic = false;
         let outcome = match request.request_info() {
             Ok(info) => {
                 let qname = key(&info.query.name().to_string());
@@ -281,7 +349,13 @@ impl RequestHandler for Handler {
                 if let Some(hold) = hold {
                     hold.pass().await;
                 }
-                lock(&self.zone).answer(&qname, qtype)
+                let dnssec_ok = request
+                    .edns
+                    .as_ref()
+                    .is_some_and(|edns| edns.flags().dnssec_ok);
+                let zone = lock(&self.zone);
+                authentic = zone.authentic.contains(&qname);
+                zone.respond(&qname, qtype, dnssec_ok)
             }
             Err(_) => Outcome::Answer {
                 code: ResponseCode::FormErr,
@@ -291,14 +365,20 @@ impl RequestHandler for Handler {
         };
 
         let mut metadata = Metadata::response_from_request(&request.metadata);
-        let (code, answers, soa) = match outcome {
+        let (code, answers, soa, authority) = match outcome {
             Outcome::Drop => {
                 metadata.response_code = ResponseCode::ServFail;
                 return header_only(metadata);
             }
-            Outcome::Answer { code, answers, soa } => (code, answers, soa),
+            Outcome::Answer { code, answers, soa } => (code, answers, soa, Vec::new()),
+            Outcome::Signed {
+                code,
+                answers,
+                authority,
+            } => (code, answers, None, authority),
         };
         metadata.authoritative = code != ResponseCode::ServFail;
+        metadata.authentic_data = authentic && code != ResponseCode::ServFail;
         metadata.response_code = code;
 
         // RFC 6891 §6.1.1: a request with OPT gets OPT back; its payload size
@@ -307,12 +387,13 @@ impl RequestHandler for Handler {
         let mut builder = MessageResponseBuilder::from_message_request(request);
         if let Some(request_edns) = &request.edns {
             edns.set_max_payload(request_edns.max_payload().max(512));
+            edns.set_dnssec_ok(request_edns.flags().dnssec_ok);
             builder.edns(&edns);
         }
         let response = builder.build(
             metadata,
             answers.iter(),
-            std::iter::empty(),
+            authority.iter(),
             soa.as_deref(),
             std::iter::empty(),
         );
@@ -517,6 +598,56 @@ impl TestDns {
         lock(&self.zone).zone_failures.remove(&key(zone));
     }
 
+    /// Signs `zone` (and every name under it not in a zone signed below
+    /// it) with a key of its own, its DS published by the server's signed
+    /// root; turns DNSSEC on (see [`TestDns::trust_anchor`]). Queries with
+    /// DO get RRSIGs; names of other zones stay provably insecure.
+    pub fn sign_zone(&self, zone: &str) {
+        lock(&self.zone)
+            .dnssec
+            .get_or_insert_with(Dnssec::default)
+            .sign_zone(zone);
+    }
+
+    /// The server root's DNSKEY in presentation format (a trust anchor
+    /// file for `[dns] trust_anchors`); turns DNSSEC on.
+    pub fn trust_anchor(&self) -> String {
+        lock(&self.zone)
+            .dnssec
+            .get_or_insert_with(Dnssec::default)
+            .trust_anchor()
+    }
+
+    /// Makes the signatures of `name`'s records fail to verify (a bogus
+    /// answer); turns DNSSEC on.
+    pub fn break_signature(&self, name: &str) {
+        lock(&self.zone)
+            .dnssec
+            .get_or_insert_with(Dnssec::default)
+            .break_signature(name);
+    }
+
+    /// Sets the AD bit on every answer for `name`, as a validating
+    /// resolver does for secure data (RFC 4035 §3.2.3), to test
+    /// `[dns] dnssec = "trust-ad"`. Unlike a real resolver (RFC 6840
+    /// §5.7), it sets AD whether or not the query asked (AD or DO).
+    pub fn set_authentic(&self, name: &str) {
+        lock(&self.zone).authentic.insert(key(name));
+    }
+
+    /// Adds a TLSA record (RFC 6698 §2.1) at `name`
+    /// (`_25._tcp.<host>`).
+    pub fn add_tlsa(&self, name: &str, usage: u8, selector: u8, matching: u8, data: &[u8]) {
+        use hickory_server::proto::rr::rdata::TLSA;
+        let tlsa = TLSA::new(
+            usage.into(),
+            selector.into(),
+            matching.into(),
+            data.to_vec(),
+        );
+        self.add(name, RData::TLSA(tlsa));
+    }
+
     /// Holds every query for `name` (any type) unanswered until the
     /// returned [`Hold`] is released or dropped; then they get the answers
     /// the records have at that moment. Set the resolver's timeout longer
@@ -585,7 +716,9 @@ mod tests {
     fn outcome_code(zone: &Zone, name: &str, qtype: RecordType) -> Option<(ResponseCode, usize)> {
         match zone.answer(name, qtype) {
             Outcome::Drop => None,
-            Outcome::Answer { code, answers, .. } => Some((code, answers.len())),
+            Outcome::Answer { code, answers, .. } | Outcome::Signed { code, answers, .. } => {
+                Some((code, answers.len()))
+            }
         }
     }
 

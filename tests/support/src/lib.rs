@@ -5,6 +5,7 @@
 //! the server itself.
 
 pub mod dns;
+mod dnssec;
 pub mod https;
 pub mod keys;
 pub mod pki;

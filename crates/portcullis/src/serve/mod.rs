@@ -88,8 +88,12 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let endpoints = Endpoints::bind(&config).await?;
 
-    let resolver = HickoryResolver::new(&config.dns.nameservers, config.dns.timeout)
-        .map_err(|e| anyhow::anyhow!("building the DNS resolver from [dns]: {e}"))?;
+    let resolver = HickoryResolver::with_dnssec(
+        &config.dns.nameservers,
+        config.dns.timeout,
+        &dnssec_settings(&config.dns),
+    )
+    .map_err(|e| anyhow::anyhow!("building the DNS resolver from [dns]: {e}"))?;
     let outbound = Outbound::wire(&config, &store, &resolver, listeners.addresses())?;
     let screen = screen::build(&config, &store, &resolver, outbound.probe.clone())?;
     let first_screen = screen.clone();
@@ -287,4 +291,18 @@ fn create_private_dir(dir: &std::path::Path) -> Result<()> {
         .mode(0o750)
         .create(dir)
         .with_context(|| format!("creating data_dir {}", dir.display()))
+}
+
+/// `[dns] dnssec` and `trust_anchors` as the resolver takes them.
+fn dnssec_settings(dns: &portcullis_config::Dns) -> portcullis_dns::DnssecSettings {
+    use portcullis_config::Dnssec;
+    use portcullis_dns::DnssecMode;
+    portcullis_dns::DnssecSettings {
+        mode: match dns.dnssec {
+            Dnssec::Off => DnssecMode::Off,
+            Dnssec::Validate => DnssecMode::Validate,
+            Dnssec::TrustAd => DnssecMode::TrustAd,
+        },
+        trust_anchors: dns.trust_anchors.clone(),
+    }
 }
