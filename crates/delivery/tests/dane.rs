@@ -109,6 +109,8 @@ fn job(rcpt: &str) -> DeliveryJob {
             authenticated: None,
             size: message.len() as u64,
             origin: Origin::Relay,
+            require_tls: false,
+            tls_optional: false,
         }),
         pending: vec![0],
         message: message.as_bytes().into(),
