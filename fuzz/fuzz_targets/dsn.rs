@@ -207,6 +207,9 @@ fuzz_target!(|data: &[u8]| {
         authenticated: None,
         size: m.data.len() as u64,
         origin: Origin::Relay,
+        // RET=HDRS is forced for REQUIRETLS mail: fuzz both.
+        require_tls: pick % 2 == 1,
+        tls_optional: false,
     };
     let action = match pick % 3 {
         0 => Action::Failed,

@@ -62,6 +62,7 @@ fn config(role: Role, bare: BareNewline) -> Arc<SessionConfig> {
         oauth: true,
         guard: Arc::new(AuthGuard::new(Default::default())),
         rate: Arc::new(SendRate::new()),
+        tls_required_no: Default::default(),
     })
 }
 
