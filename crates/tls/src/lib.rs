@@ -34,7 +34,7 @@ mod server;
 mod summary;
 
 pub use client::{ClientTls, VerificationRecord, WouldVerify, add_roots_from_file, web_roots};
-pub use dane::DaneAuthority;
+pub use dane::{DaneAuthority, inspect_chain};
 pub use error::TlsError;
 pub use info::TlsInfo;
 pub use pem::{load_certs, load_key};

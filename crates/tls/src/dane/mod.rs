@@ -93,3 +93,25 @@ impl TlsaMismatch {
         error.0.downcast_ref::<TlsaMismatch>().is_some()
     }
 }
+
+/// What the DANE verifier makes of a chain a server sent (`chain[0]` the
+/// leaf) under `records`, before any signature check: how many records
+/// the leaf matches, and how many trust anchors the records designate.
+/// For the fuzz target `dane_chain`: certificates come from the network,
+/// so every byte string must be read without a panic.
+#[doc(hidden)]
+pub fn inspect_chain(chain: &[Vec<u8>], records: &[Tlsa]) -> (usize, usize) {
+    let ders: Vec<rustls_pki_types::CertificateDer<'_>> = chain
+        .iter()
+        .map(|c| rustls_pki_types::CertificateDer::from(c.as_slice()))
+        .collect();
+    let Some((leaf, rest)) = ders.split_first() else {
+        return (0, 0);
+    };
+    let leaf = matching::Presented::new(leaf);
+    let rest: Vec<matching::Presented<'_>> = rest.iter().map(matching::Presented::new).collect();
+    let usable: Vec<&Tlsa> = records.iter().filter(|r| r.usable()).collect();
+    let matched = usable.iter().filter(|r| leaf.matches(r)).count();
+    let ta: Vec<&Tlsa> = usable.iter().copied().filter(|r| r.usage == 2).collect();
+    (matched, anchor::anchors(&ta, &leaf, &rest).len())
+}
