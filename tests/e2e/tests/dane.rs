@@ -9,7 +9,7 @@
 //! zone is delivered opportunistically; DANE governs even when the domain
 //! also has an MTA-STS policy that would refuse the host.
 
-use portcullis_test_support::dns::TestDns;
+use portcullis_test_support::dns::{FailMode, TestDns};
 use portcullis_test_support::https::PolicyServer;
 use portcullis_test_support::pki::TestPki;
 use portcullis_test_support::server::{Portcullis, background_runtime, eventually, free_port};
@@ -58,6 +58,28 @@ impl World {
             ..SinkConfig::default()
         });
         (sink, der)
+    }
+
+    /// `domain` (signed) has the MX `mx1.<domain>` at 127.0.0.`last`, where
+    /// a sink presents a certificate for that name from the test CA (which
+    /// is not among the server's trust anchors: only DANE-TA makes it
+    /// good). Returns the sink and the CA's certificate.
+    fn domain_with_ca_cert(&self, domain: &str, last: u8) -> (Sink, Vec<u8>) {
+        self.domain_certified_by(domain, last, &TestPki::new())
+    }
+
+    /// Like [`World::domain_with_ca_cert`] with the certificate from `ca`.
+    fn domain_certified_by(&self, domain: &str, last: u8, ca: &TestPki) -> (Sink, Vec<u8>) {
+        self.dns.sign_zone(domain);
+        let host = format!("mx1.{domain}");
+        self.dns.add_mx(domain, 10, &host);
+        self.dns.add_a(&host, Ipv4Addr::new(127, 0, 0, last));
+        let sink = Sink::start(SinkConfig {
+            bind: SocketAddr::from(([127, 0, 0, last], self.port)),
+            tls: SinkTls::Cert(ca.issue(&[&host])),
+            ..SinkConfig::default()
+        });
+        (sink, ca.ca_der().to_vec())
     }
 
     /// A TLSA record at `_<port>._tcp.mx1.<domain>`.
@@ -227,4 +249,56 @@ fn an_unsigned_zone_is_delivered_opportunistically() {
         got[0].tls.is_some(),
         "opportunistic TLS was offered: {got:?}"
     );
+}
+
+/// DANE-TA (2 0 0: the trust anchor's certificate in full): the MX's chain
+/// from a CA nobody else trusts is good because the zone names that CA,
+/// and the certificate names the MX host.
+#[test]
+fn a_dane_ta_record_authenticates_a_chain_from_the_designated_ca() {
+    let w = World::new();
+    let (sink, ca) = w.domain_with_ca_cert("ta.test", 36);
+    w.tlsa("ta.test", 2, 0, 0, &ca);
+    let server = w.server("");
+    send(&server, "bob@ta.test");
+    let got = sink.wait_for(1, WAIT);
+    assert!(got[0].tls.is_some());
+}
+
+/// The same chain under a DANE-TA record for another CA: deferred.
+#[test]
+fn a_dane_ta_record_for_another_ca_defers() {
+    let w = World::new();
+    let (sink, _) = w.domain_with_ca_cert("otherta.test", 37);
+    let other = TestPki::new();
+    w.tlsa("otherta.test", 2, 0, 0, &other.ca_der());
+    let server = w.server("");
+    let id = send(&server, "bob@otherta.test");
+    wait_deferred(&server, &id);
+    assert!(sink.received().is_empty());
+}
+
+/// A TLSA lookup that fails (SERVFAIL) defers the host even under an
+/// MTA-STS policy it would pass (its certificate is from the CA the server
+/// trusts): never a fallback to MTA-STS (or clear text) for a host whose
+/// DANE status is unknown. Once the lookup answers "no records", the same
+/// host is delivered to under MTA-STS.
+#[test]
+fn a_tlsa_servfail_defers_without_falling_back_to_mta_sts() {
+    let w = World::new();
+    let (sink, _) = w.domain_certified_by("servfail.test", 38, &w.pki);
+    let tlsa_name = format!("_{}._tcp.mx1.servfail.test", w.port);
+    // The name exists (without TLSA): once it answers, its "no TLSA" is
+    // provable (the test zone cannot prove a name away).
+    w.dns.add_txt(&tlsa_name, "not a TLSA record");
+    w.dns.fail(&tlsa_name, FailMode::ServFail);
+    let policy = w.enforce("servfail.test", 43);
+    let server = w.server(&format!("[mta_sts]\nhttps_port = {}\n", policy.port()));
+    let id = send(&server, "bob@servfail.test");
+    wait_deferred(&server, &id);
+    assert!(sink.received().is_empty());
+    w.dns.clear_fail(&tlsa_name);
+    server.cli_ok(&["queue", "retry", &id]);
+    let got = sink.wait_for(1, WAIT);
+    assert!(got[0].tls.is_some());
 }
