@@ -46,6 +46,12 @@ impl DnssecSettings {
     }
 }
 
+/// Reads and parses the trust anchor files of `[dns] trust_anchors` as the
+/// resolver will (for `config check`): the error names the file.
+pub fn check_trust_anchors(paths: &[PathBuf]) -> Result<(), String> {
+    trust_anchors(paths).map(|_| ())
+}
+
 /// The root's keys hickory ships with, plus the DNSKEYs of every file of
 /// `paths`. Fails when a file cannot be read or parsed (a configuration
 /// error: the server must not run with fewer anchors than it was told).

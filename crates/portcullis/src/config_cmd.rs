@@ -26,6 +26,11 @@ pub fn config_check(args: &CheckArgs) -> ExitCode {
                 eprintln!("recipients.files: {e}");
                 return ExitCode::from(2);
             }
+            // The trust anchor files too: a bad one would stop the start.
+            if let Err(e) = portcullis_dns::check_trust_anchors(&config.dns.trust_anchors) {
+                eprintln!("dns.trust_anchors: {e}");
+                return ExitCode::from(2);
+            }
             let text = if args.output.json {
                 serde_json::to_string_pretty(&config).unwrap_or_default()
             } else {

@@ -167,6 +167,32 @@ fn config_check_reads_the_recipients_files() {
     );
 }
 
+/// `config check` reads `[dns] trust_anchors` as the server would: a file
+/// that is missing or is no DNSKEY record fails the check naming it.
+#[test]
+fn config_check_reads_the_dnssec_trust_anchors() {
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = dir.path().join("anchor.key");
+    std::fs::write(&anchor, "this is not a DNSKEY record\n").unwrap();
+    let text = format!(
+        "{CONFIG}[dns]\ndnssec = \"validate\"\ntrust_anchors = [{:?}]\n",
+        anchor.display().to_string()
+    );
+    let (_, out) = check(dir.path(), "anchors.toml", &text, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("dns.trust_anchors"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&anchor).unwrap();
+    let (_, out) = check(dir.path(), "anchors.toml", &text, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("anchor.key"), "{}", stderr(&out));
+    let (_, out) = check(dir.path(), "plain.toml", CONFIG, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 /// Contract: `config/portcullis.toml` is the documented reference: every
 /// example configuration shipped in `config/`, and the benchmark's template
 /// once filled in, must pass `config check`.
