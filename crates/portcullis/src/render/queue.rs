@@ -94,6 +94,18 @@ fn envelope(d: &QueueDetail) -> String {
     if e.smtputf8 {
         rows.push(row("smtputf8", "yes".to_owned()));
     }
+    if e.require_tls {
+        rows.push(row(
+            "requiretls",
+            "yes: only to an authenticated hop that offers REQUIRETLS".to_owned(),
+        ));
+    }
+    if e.tls_optional {
+        rows.push(row(
+            "tls-required",
+            "no: the sender waived the recipient's TLS policy".to_owned(),
+        ));
+    }
     rows.push(row("attempts", d.entry.attempts.to_string()));
     if let Some(next) = d.entry.next_attempt {
         rows.push(row("next attempt", format_rfc3339(next)));
