@@ -265,6 +265,30 @@ fn a_dane_ta_record_authenticates_a_chain_from_the_designated_ca() {
     assert!(got[0].tls.is_some());
 }
 
+/// DANE-TA 2 0 1: the anchor named by the SHA-256 of its certificate,
+/// which the MX sends after its own (RFC 7672 §3.1.2: a TA given by digest
+/// must be in the chain the server presents).
+#[test]
+fn a_dane_ta_digest_record_authenticates_a_chain_that_carries_the_ca() {
+    let w = World::new();
+    let host = "mx1.tadigest.test";
+    w.dns.sign_zone("tadigest.test");
+    w.dns.add_mx("tadigest.test", 10, host);
+    w.dns.add_a(host, Ipv4Addr::new(127, 0, 0, 39));
+    let ca = TestPki::new();
+    let sink = Sink::start(SinkConfig {
+        bind: SocketAddr::from(([127, 0, 0, 39], w.port)),
+        tls: SinkTls::Cert(ca.issue(&[host]).with_chain(&ca.ca_pem())),
+        ..SinkConfig::default()
+    });
+    let digest = ring::digest::digest(&ring::digest::SHA256, &ca.ca_der());
+    w.tlsa("tadigest.test", 2, 0, 1, digest.as_ref());
+    let server = w.server("");
+    send(&server, "bob@tadigest.test");
+    let got = sink.wait_for(1, WAIT);
+    assert!(got[0].tls.is_some());
+}
+
 /// The same chain under a DANE-TA record for another CA: deferred.
 #[test]
 fn a_dane_ta_record_for_another_ca_defers() {

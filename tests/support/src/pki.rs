@@ -178,9 +178,27 @@ impl Issued {
         (cert, key)
     }
 
-    /// The certificate as DER.
+    /// The same certificate presented with `issuer_pem` after it (the
+    /// chain a server sends: leaf first, then its issuer).
+    pub fn with_chain(mut self, issuer_pem: &str) -> Issued {
+        if !self.cert_pem.ends_with('\n') {
+            self.cert_pem.push('\n');
+        }
+        self.cert_pem.push_str(issuer_pem);
+        self
+    }
+
+    /// The leaf certificate as DER.
     pub fn cert_der(&self) -> CertificateDer<'static> {
         CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).expect("certificate PEM")
+    }
+
+    /// Every certificate of [`Issued::cert_pem`] (the leaf, then any chain
+    /// added with [`Issued::with_chain`]) as DER.
+    pub fn chain_der(&self) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("certificate PEM")
     }
 
     /// The private key as DER.
@@ -196,7 +214,7 @@ impl Issued {
                 .with_protocol_versions(VERSIONS)
                 .expect("protocol versions")
                 .with_no_client_auth()
-                .with_single_cert(vec![self.cert_der()], self.key_der())
+                .with_single_cert(self.chain_der(), self.key_der())
                 .expect("certificate and key match"),
         )
     }
