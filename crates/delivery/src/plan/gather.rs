@@ -87,13 +87,12 @@ impl<R: Resolver> Planner<R> {
                 HostSource::ImplicitMx => true,
                 _ => mx_security == Some(DnsSecurity::Secure),
             };
-            let dane = if chain_secure {
+            let (dane, found) = if chain_secure {
                 dane_of_host(&self.resolver, &name, self.port).await
             } else {
-                Dane::Insecure
+                (Dane::Insecure, resolve(&self.resolver, &name).await)
             };
             facts.dane.insert(name.clone(), dane);
-            let found = resolve(&self.resolver, &name).await;
             for ip in &found.addrs {
                 let target = SocketAddr::new(*ip, self.port);
                 if self.myself.is_self(target) {
@@ -139,18 +138,39 @@ async fn resolve<R: Resolver>(resolver: &R, name: &str) -> HostAddresses {
     }
 }
 
-/// DANE for a host whose MX RRset is secure (RFC 7672 §2.2): its
-/// addresses must be secure too, then its TLSA RRset at
-/// `_<port>._tcp.<host>` decides. A failed or bogus TLSA lookup is never
-/// read as "no records" (that would let an attacker strip DANE).
-async fn dane_of_host<R: Resolver>(resolver: &R, name: &str, port: u16) -> Dane {
-    match resolver.addresses_secured(name).await {
-        Ok(found) if found.security == DnsSecurity::Secure => {}
-        // Insecure, or failed: the address lookup's own error defers or
-        // fails the host; DANE has nothing to add.
-        _ => return Dane::Insecure,
+/// DANE for a host whose MX RRset is secure (RFC 7672 §2.2), and the
+/// host's addresses: one secured address lookup gives both, so the
+/// addresses connected to are the ones whose security decided DANE (a
+/// second, plain lookup could answer where the secured one failed and let
+/// the host go without DANE). Secure addresses: its TLSA RRset at
+/// `_<port>._tcp.<host>` decides, and a failed or bogus TLSA lookup is
+/// never read as "no records" (that would let an attacker strip DANE).
+/// A failed address lookup fails the host by its own error.
+async fn dane_of_host<R: Resolver>(resolver: &R, name: &str, port: u16) -> (Dane, HostAddresses) {
+    let found = match resolver.addresses_secured(name).await {
+        Ok(found) => found,
+        Err(e) => {
+            let failed = HostAddresses {
+                addrs: Vec::new(),
+                error: Some(format!("{name}: {e}")),
+                temporary: e.is_temporary(),
+            };
+            return (Dane::Insecure, failed);
+        }
+    };
+    let mut addrs = found.value;
+    // IPv6 first, as `resolve` orders them.
+    addrs.sort_by_key(IpAddr::is_ipv4);
+    let addresses = HostAddresses {
+        addrs,
+        error: None,
+        temporary: false,
+    };
+    if found.security != DnsSecurity::Secure {
+        return (Dane::Insecure, addresses);
     }
-    tlsa_of(resolver.tlsa(&format!("_{port}._tcp.{name}")).await)
+    let dane = tlsa_of(resolver.tlsa(&format!("_{port}._tcp.{name}")).await);
+    (dane, addresses)
 }
 
 /// What a TLSA answer means for DANE.
