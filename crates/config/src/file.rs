@@ -12,6 +12,7 @@ use crate::section::limits::LimitsFile;
 use crate::section::listen::ListenFile;
 use crate::section::log::LogFile;
 use crate::section::mta_sts::MtaStsFile;
+use crate::section::publish::PublishFile;
 use crate::section::queue::QueueFile;
 use crate::section::recipients::RecipientsFile;
 use crate::section::relay::RelayFile;
@@ -69,6 +70,8 @@ pub(crate) struct Sections {
     pub screen: ScreenFile,
     /// `[greylist]`.
     pub greylist: GreylistFile,
+    /// `[publish]`.
+    pub publish: PublishFile,
 }
 
 impl Sections {
@@ -98,6 +101,7 @@ impl Sections {
             "dnsbl" => self.dnsbl = take::<Vec<DnsblFile>>(key, value, c),
             "screen" => self.screen = take(key, value, c),
             "greylist" => self.greylist = take(key, value, c),
+            "publish" => self.publish = take(key, value, c),
             other => c.fail(other, format!("unknown key {other:?}")),
         }
     }

@@ -15,6 +15,7 @@ use crate::section::limits::Limits;
 use crate::section::listen::Listener;
 use crate::section::log::LogFormat;
 use crate::section::mta_sts::MtaSts;
+use crate::section::publish::Publish;
 use crate::section::queue::Queue;
 use crate::section::recipients::Recipients;
 use crate::section::relay::Relay;
@@ -26,8 +27,8 @@ use crate::section::tls::Tls;
 use crate::section::tlsrpt::TlsRpt;
 use crate::section::verify::Verify;
 use crate::section::{
-    admin, delivery, dns, dnsbl, greylist, limits, listen, log, mta_sts, queue, recipients, relay,
-    routes, screen, smtp, submission, tls, tlsrpt, top, verify,
+    admin, delivery, dns, dnsbl, greylist, limits, listen, log, mta_sts, publish, queue,
+    recipients, relay, routes, screen, smtp, submission, tls, tlsrpt, top, verify,
 };
 use portcullis_types::Domain;
 use std::path::PathBuf;
@@ -84,6 +85,8 @@ pub struct Config {
     pub screen: Screen,
     /// `[greylist]`.
     pub greylist: Greylist,
+    /// `[publish]`: our own domains' MTA-STS policy and TLS-RPT address.
+    pub publish: Publish,
 }
 
 impl Config {
@@ -135,5 +138,6 @@ pub(crate) fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Conf
         dnsbl: dnsbl::build(&s.dnsbl, c),
         screen: screen::build(&s.screen, c),
         greylist: greylist::build(&s.greylist, c),
+        publish: publish::build(&s.publish, c),
     }
 }

@@ -51,6 +51,7 @@ mod https;
 mod mail;
 mod metrics;
 mod queue_mailer;
+pub mod received;
 mod recorder;
 mod report;
 mod send;

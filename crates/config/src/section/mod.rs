@@ -19,6 +19,7 @@ pub mod limits;
 pub mod listen;
 pub mod log;
 pub mod mta_sts;
+pub mod publish;
 pub mod queue;
 pub mod recipients;
 pub mod relay;
