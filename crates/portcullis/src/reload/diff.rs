@@ -88,6 +88,7 @@ pub fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         dnsbl,
         screen,
         greylist,
+        publish,
     } = new;
     let rows = [
         ("relay", *relay != old.relay),
@@ -107,6 +108,7 @@ pub fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("dnsbl", *dnsbl != old.dnsbl),
         ("screen", *screen != old.screen),
         ("greylist", *greylist != old.greylist),
+        ("publish", *publish != old.publish),
     ];
     rows.into_iter()
         .filter(|(_, differs)| *differs)
