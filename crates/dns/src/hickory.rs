@@ -11,6 +11,7 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{TokioResolver, lookup::Lookup};
 use tracing::debug;
 
+use crate::ad_query::AdQuery;
 use crate::dnssec::{self, DnssecMode, DnssecSettings};
 use crate::{
     DnsError, DnsSecurity, Mx, Resolver, Secured, Tlsa, TtlError, name_to_string, parse_name,
@@ -27,6 +28,9 @@ const ATTEMPTS: usize = 2;
 pub struct HickoryResolver {
     inner: TokioResolver,
     dnssec: DnssecMode,
+    /// With `trust-ad`, the secured lookups' own query path (hickory
+    /// would ask without AD and DO, see `ad_query`).
+    trust_ad: Option<AdQuery>,
 }
 
 impl HickoryResolver {
@@ -49,6 +53,10 @@ impl HickoryResolver {
     /// [`DnssecMode::Validate`] every answer is validated from the root's
     /// keys and `dnssec.trust_anchors` (RFC 4035 §5), a bogus one failing
     /// temporarily. Also fails when a trust anchor file cannot be read.
+    /// With [`DnssecMode::TrustAd`] the secured lookups (`mx_secured`,
+    /// `addresses_secured`, `tlsa`) ask `nameservers` themselves with AD
+    /// and DO set and believe the AD bit of the answer; that mode needs
+    /// explicit nameservers (fails otherwise).
     pub fn with_dnssec(
         nameservers: &[SocketAddr],
         timeout: Duration,
@@ -57,6 +65,17 @@ impl HickoryResolver {
         let config_error = |e: NetError| DnsError::Temporary {
             name: String::new(),
             reason: format!("resolver configuration: {e}"),
+        };
+        let trust_ad = if dnssec.mode == DnssecMode::TrustAd {
+            if nameservers.is_empty() {
+                return Err(DnsError::Temporary {
+                    name: String::new(),
+                    reason: "dnssec trust-ad needs explicit nameservers".to_owned(),
+                });
+            }
+            Some(AdQuery::new(nameservers.to_vec(), timeout, ATTEMPTS))
+        } else {
+            None
         };
         let mut builder = if nameservers.is_empty() {
             TokioResolver::builder_tokio().map_err(config_error)?
@@ -94,6 +113,7 @@ impl HickoryResolver {
         Ok(Self {
             inner,
             dnssec: dnssec.mode,
+            trust_ad,
         })
     }
 
@@ -125,7 +145,7 @@ impl HickoryResolver {
 }
 
 /// The static name of the record types this crate asks for.
-fn rtype_name(rtype: RecordType) -> &'static str {
+pub(crate) fn rtype_name(rtype: RecordType) -> &'static str {
     match rtype {
         RecordType::MX => "MX",
         RecordType::A => "A",
@@ -215,7 +235,7 @@ fn non_empty<T>(name: &Name, rtype: RecordType, found: Vec<T>) -> Result<Vec<T>,
 
 impl Resolver for HickoryResolver {
     async fn mx(&self, name: &str) -> Result<Vec<Mx>, DnsError> {
-        self.mx_secured(name).await.map(|found| found.value)
+        self.mx_hickory(name).await.map(|found| found.value)
     }
 
     async fn ipv4(&self, name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
@@ -274,27 +294,33 @@ impl Resolver for HickoryResolver {
     }
 
     async fn mx_secured(&self, name: &str) -> Result<Secured<Vec<Mx>>, DnsError> {
+        let Some(trust_ad) = &self.trust_ad else {
+            return self.mx_hickory(name).await;
+        };
         let name = parse_name(name)?;
-        let lookup = self.lookup(name.clone(), RecordType::MX).await?;
-        let security = self.judge(&name, &lookup)?;
-        let mut found: Vec<Mx> = lookup
-            .answers()
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::MX(mx) => Some(Mx {
-                    preference: mx.preference,
-                    // RFC 7505: the null MX has exchange "." -> "".
-                    exchange: name_to_string(&mx.exchange),
-                }),
-                _ => None,
-            })
-            .collect();
-        found.sort_by_key(|mx| mx.preference);
-        let value = non_empty(&name, RecordType::MX, found)?;
-        Ok(Secured { value, security })
+        let found = trust_ad.lookup(&name, RecordType::MX).await?;
+        let mut value: Vec<Mx> = found.value.iter().filter_map(to_mx).collect();
+        value.sort_by_key(|mx| mx.preference);
+        let value = non_empty(&name, RecordType::MX, value)?;
+        Ok(Secured {
+            value,
+            security: found.security,
+        })
     }
 
     async fn addresses_secured(&self, name: &str) -> Result<Secured<Vec<IpAddr>>, DnsError> {
+        if let Some(trust_ad) = &self.trust_ad {
+            let name = parse_name(name)?;
+            let (v4, v6) = tokio::join!(
+                trust_ad.lookup(&name, RecordType::A),
+                trust_ad.lookup(&name, RecordType::AAAA)
+            );
+            let addresses = |found: Secured<Vec<RData>>| Secured {
+                value: found.value.iter().filter_map(to_ip).collect(),
+                security: found.security,
+            };
+            return dnssec::merge_addresses(v4.map(addresses), v6.map(addresses));
+        }
         let (v4, v6) = tokio::join!(self.ipv4_secured(name), self.ipv6_secured(name));
         let v4 = v4.map(|(found, _)| Secured {
             value: found.value.into_iter().map(IpAddr::V4).collect(),
@@ -309,27 +335,75 @@ impl Resolver for HickoryResolver {
 
     async fn tlsa(&self, name: &str) -> Result<Secured<Vec<Tlsa>>, DnsError> {
         let name = parse_name(name)?;
-        let lookup = self.lookup(name.clone(), RecordType::TLSA).await?;
-        let security = self.judge(&name, &lookup)?;
-        let found = lookup
-            .answers()
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::TLSA(tlsa) => Some(Tlsa {
-                    usage: u8::from(tlsa.cert_usage),
-                    selector: u8::from(tlsa.selector),
-                    matching: u8::from(tlsa.matching),
-                    data: tlsa.cert_data.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        let value = non_empty(&name, RecordType::TLSA, found)?;
-        Ok(Secured { value, security })
+        let found = match &self.trust_ad {
+            Some(trust_ad) => trust_ad.lookup(&name, RecordType::TLSA).await?,
+            None => {
+                let lookup = self.lookup(name.clone(), RecordType::TLSA).await?;
+                let security = self.judge(&name, &lookup)?;
+                let value = lookup.answers().iter().map(|r| r.data.clone()).collect();
+                Secured { value, security }
+            }
+        };
+        let value = found.value.iter().filter_map(to_tlsa).collect();
+        let value = non_empty(&name, RecordType::TLSA, value)?;
+        Ok(Secured {
+            value,
+            security: found.security,
+        })
+    }
+}
+
+/// An MX record's data as an [`Mx`] (the null MX's `.` as `""`).
+fn to_mx(data: &RData) -> Option<Mx> {
+    match data {
+        RData::MX(mx) => Some(Mx {
+            preference: mx.preference,
+            // RFC 7505: the null MX has exchange "." -> "".
+            exchange: name_to_string(&mx.exchange),
+        }),
+        _ => None,
+    }
+}
+
+/// An A or AAAA record's address.
+fn to_ip(data: &RData) -> Option<IpAddr> {
+    match data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+        _ => None,
+    }
+}
+
+/// A TLSA record's data as a [`Tlsa`].
+fn to_tlsa(data: &RData) -> Option<Tlsa> {
+    match data {
+        RData::TLSA(tlsa) => Some(Tlsa {
+            usage: u8::from(tlsa.cert_usage),
+            selector: u8::from(tlsa.selector),
+            matching: u8::from(tlsa.matching),
+            data: tlsa.cert_data.clone(),
+        }),
+        _ => None,
     }
 }
 
 impl HickoryResolver {
+    /// MX records of `name` through hickory (cached; validated with
+    /// `validate`).
+    async fn mx_hickory(&self, name: &str) -> Result<Secured<Vec<Mx>>, DnsError> {
+        let name = parse_name(name)?;
+        let lookup = self.lookup(name.clone(), RecordType::MX).await?;
+        let security = self.judge(&name, &lookup)?;
+        let mut found: Vec<Mx> = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| to_mx(&record.data))
+            .collect();
+        found.sort_by_key(|mx| mx.preference);
+        let value = non_empty(&name, RecordType::MX, found)?;
+        Ok(Secured { value, security })
+    }
+
     /// The security of `lookup` under `[dns] dnssec`.
     fn judge(&self, name: &Name, lookup: &Lookup) -> Result<DnsSecurity, DnsError> {
         dnssec::judge(self.dnssec, &name_to_string(name), lookup)

@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod ad_query;
 mod dnssec;
 mod hickory;
 mod memory;

@@ -354,7 +354,9 @@ impl RequestHandler for Handler {
                     .as_ref()
                     .is_some_and(|edns| edns.flags().dnssec_ok);
                 let zone = lock(&self.zone);
-                authentic = zone.authentic.contains(&qname);
+                // RFC 6840 §5.7: AD only for a query that set AD or DO.
+                authentic = zone.authentic.contains(&qname)
+                    && (request.metadata.authentic_data || dnssec_ok);
                 zone.respond(&qname, qtype, dnssec_ok)
             }
             Err(_) => Outcome::Answer {
@@ -629,8 +631,9 @@ impl TestDns {
 
     /// Sets the AD bit on every answer for `name`, as a validating
     /// resolver does for secure data (RFC 4035 §3.2.3), to test
-    /// `[dns] dnssec = "trust-ad"`. Unlike a real resolver (RFC 6840
-    /// §5.7), it sets AD whether or not the query asked (AD or DO).
+    /// `[dns] dnssec = "trust-ad"`. As a real resolver (RFC 6840 §5.7),
+    /// only when the query set AD or DO: a client that asks for neither
+    /// never sees it.
     pub fn set_authentic(&self, name: &str) {
         lock(&self.zone).authentic.insert(key(name));
     }
