@@ -34,7 +34,7 @@ pub use section::publish::{MAX_POLICY_AGE, Publish, PublishMode};
 pub use section::queue::Queue;
 pub use section::recipients::{RecipientVerify, Recipients, Unreachable};
 pub use section::relay::Relay;
-pub use section::routes::{NextHop, Route};
+pub use section::routes::{NextHop, Route, RouteTls};
 pub use section::screen::Screen;
 pub use section::smtp::BareNewline;
 pub use section::submission::dkim::DkimKey;

@@ -68,6 +68,76 @@ fn routes_name_the_domain_in_the_key() {
     );
 }
 
+/// A route may be a table: `tls = "verify"` with `tls_name` defaulting to
+/// the next hop's host name; required for an IP next hop; problems name
+/// the field.
+#[test]
+fn routes_as_tables_with_verified_tls() {
+    let c = ok(concat!(
+        "[routes]\n",
+        "\"plain.test\" = \"relay.plain.test:25\"\n",
+        "\"table.test\" = { next_hop = \"relay.table.test:2525\" }\n",
+        "\"partner.test\" = { next_hop = \"Relay.Partner.test:25\", tls = \"verify\" }\n",
+        "\"ip.test\" = { next_hop = \"[::1]:25\", tls = \"verify\", tls_name = \"mx.ip.test\" }\n",
+    ));
+    let tls_of = |d: &str| {
+        let d = portcullis_types::Domain::parse(d).unwrap();
+        c.routes.iter().find(|r| r.domain == d).unwrap().tls.clone()
+    };
+    assert_eq!(tls_of("plain.test"), RouteTls::Opportunistic);
+    assert_eq!(tls_of("table.test"), RouteTls::Opportunistic);
+    assert_eq!(
+        tls_of("partner.test"),
+        RouteTls::Verify {
+            name: "relay.partner.test".into()
+        }
+    );
+    assert_eq!(
+        tls_of("ip.test"),
+        RouteTls::Verify {
+            name: "mx.ip.test".into()
+        }
+    );
+    refused(
+        concat!(
+            "[routes]\n",
+            "\"a.test\" = { next_hop = \"192.0.2.1:25\", tls = \"verify\" }\n",
+            "\"b.test\" = { next_hop = \"h.test:25\", tls = \"strict\" }\n",
+            "\"c.test\" = { next_hop = \"h.test:25\", tls_name = \"h.test\" }\n",
+            "\"d.test\" = { next_hop = \"h.test:25\", tsl = \"verify\" }\n",
+            "\"e.test\" = 25\n",
+        ),
+        &[
+            (
+                "routes.a.test.tls_name",
+                1,
+                "required with tls = \"verify\"",
+            ),
+            (
+                "routes.b.test.tls",
+                1,
+                "is not \"opportunistic\" or \"verify\"",
+            ),
+            ("routes.c.test.tls_name", 1, "only with tls = \"verify\""),
+            ("routes.d.test", 1, "unknown field `tsl`"),
+            ("routes.e.test", 1, "a route is"),
+        ],
+    );
+}
+
+/// `[delivery] dane_only`: domains, each checked.
+#[test]
+fn delivery_dane_only_domains() {
+    let c = ok("[delivery]\ndane_only = [\"Bank.test\", \"pay.test\"]\n");
+    let names: Vec<&str> = c.delivery.dane_only.iter().map(|d| d.as_str()).collect();
+    assert_eq!(names, ["bank.test", "pay.test"]);
+    assert!(ok("").delivery.dane_only.is_empty());
+    refused(
+        "[delivery]\ndane_only = [\"ok.test\", \"bad..test\"]\n",
+        &[("delivery.dane_only[1]", 2, "invalid domain name")],
+    );
+}
+
 #[test]
 fn dns_nameservers_and_timeout() {
     refused(

@@ -177,6 +177,14 @@ impl<R: Resolver, C: Connector> Deliverer<R, C> {
                     metrics.policy_deferral("dane_lookup");
                     warn!(mx = %host.name, %domain, %error, "DANE: TLSA lookup failed; MX not contacted until it answers");
                 }
+                (Contact::Skip(SkipReason::DaneRequired), dane) => {
+                    metrics.policy_deferral("dane_required");
+                    warn!(mx = %host.name, %domain, dane = dane.summary(), "DANE required by [delivery] dane_only but the MX has no usable DANE; not contacted");
+                }
+                (Contact::Try(_), Dane::Unusable(records)) => {
+                    // RFC 7672 §2.2: as without DANE; the owner hears of it.
+                    info!(mx = %host.name, %domain, records = records.len(), "DANE: TLSA records published but none usable for SMTP; delivered as without DANE, recorded as tlsa-invalid");
+                }
                 (Contact::Try(TlsRequirement::Dane { authority }), _) => {
                     debug!(mx = %host.name, %domain, records = authority.records.len(), "DANE: MX must show TLS its TLSA records authenticate");
                 }
@@ -211,26 +219,38 @@ fn report_mismatch<R, C: Connector>(run: &Execution<'_, R, C>, plan: &DeliveryPl
     ));
 }
 
-/// Each MX host left out because its TLSA lookup failed or was bogus: one
-/// `dnssec-invalid` result under a `tlsa` policy (RFC 8460 §4.3.2: no
-/// valid records came from the resolver).
+/// What DANE found wrong with the plan's MX hosts, for TLS-RPT, each under
+/// a `tlsa` policy whose policy-string is the host's records (RFC 8460
+/// §4.3.2): a host left out because its TLSA lookup failed or was bogus is
+/// `dnssec-invalid` (no valid records came from the resolver); a host left
+/// out by `[delivery] dane_only` for want of usable DANE is
+/// `dane-required`; a host whose secure TLSA RRset has no record usable for
+/// SMTP (RFC 7672 §2.2: delivered as without DANE) is `tlsa-invalid`, so
+/// the domain's owner learns that its records do nothing.
 fn report_dane_failures<R, C: Connector>(run: &Execution<'_, R, C>, plan: &DeliveryPlan) {
     for host in &plan.hosts {
-        let (Contact::Skip(SkipReason::TlsaLookupFailed), Dane::Failed { error, .. }) =
-            (&host.contact, &host.dane)
-        else {
-            continue;
+        let (failure, detail) = match (&host.contact, &host.dane) {
+            (Contact::Skip(SkipReason::TlsaLookupFailed), Dane::Failed { error, .. }) => {
+                (TlsResultType::DnssecInvalid, error.clone())
+            }
+            (Contact::Skip(SkipReason::DaneRequired), dane) => (
+                TlsResultType::DaneRequired,
+                format!(
+                    "DANE required by the sender's policy: {}",
+                    dane.summary()
+                ),
+            ),
+            (Contact::Try(_), Dane::Unusable(_)) => (
+                TlsResultType::TlsaInvalid,
+                "no TLSA record usable for SMTP (PKIX-TA/PKIX-EE or unknown parameters, RFC 7672 §3.1.3)".to_owned(),
+            ),
+            _ => continue,
         };
         let authority = DaneAuthority {
-            records: Vec::new(),
+            records: host.dane.records().to_vec(),
             names: vec![host.name.clone()],
         };
-        let mut seen = Observed::host(
-            &host.name,
-            host.addrs.first().copied(),
-            TlsResultType::DnssecInvalid,
-            error,
-        );
+        let mut seen = Observed::host(&host.name, host.addrs.first().copied(), failure, &detail);
         seen.dane = Some(&authority);
         run.report(seen);
     }

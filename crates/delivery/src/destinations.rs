@@ -1,5 +1,5 @@
-//! Where mail goes as the config says now: `[routes]` and `[relay]
-//! accepted_domains`, shared between the deliverer and whoever reloads the
+//! Where mail goes as the config says now: `[routes]`, `[relay]
+//! accepted_domains` and `[delivery] dane_only`, shared between the deliverer and whoever reloads the
 //! config. Each delivery of a domain reads them once, so an attempt
 //! started after a reload uses the new ones and one started before
 //! finishes under the old.
@@ -15,6 +15,9 @@ pub struct Destinations {
     pub routes: Vec<Route>,
     /// `[relay] accepted_domains`: ours, delivered only by a route.
     pub accepted: Vec<Domain>,
+    /// `[delivery] dane_only`: domains whose MX hosts are contacted only
+    /// with usable DANE.
+    pub dane_only: Vec<Domain>,
 }
 
 /// The [`Destinations`] in force: cheap to clone, clones share them, and

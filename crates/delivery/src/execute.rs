@@ -48,7 +48,7 @@ pub(crate) fn tls_decision(
     Ok(match (tls, in_clear) {
         (TlsRequirement::PkixFor(_), _) => match client.pkix_config() {
             Ok(config) => TlsDecision::Required { config },
-            Err(e) => return Err(format!("MTA-STS: trust anchors unusable: {e}")),
+            Err(e) => return Err(format!("PKIX: trust anchors unusable: {e}")),
         },
         // RFC 7672 §2.2: never in clear, never without the records.
         (TlsRequirement::Dane { authority }, _) => match client.dane_config(authority) {
@@ -61,6 +61,16 @@ pub(crate) fn tls_decision(
             TlsDecision::Opportunistic { config, record }
         }
     })
+}
+
+/// The name a host is greeted and verified by (SNI and reference
+/// identifier): a route's `tls_name` under `tls = "verify"` (PKIX for a
+/// name that may differ from the next hop's), else the host's own name.
+pub(crate) fn server_name<'h>(host: &'h PlannedHost, tls: &'h TlsRequirement) -> &'h str {
+    match tls {
+        TlsRequirement::PkixFor(name) => name,
+        _ => &host.name,
+    }
 }
 
 /// One session (or a host that was never contacted) as TLS-RPT sees it.
@@ -152,7 +162,7 @@ impl<R, C: Connector> Execution<'_, R, C> {
                 }
             };
             let local_ip = stream.local_addr().ok().map(|a| a.ip());
-            let report = self.session(stream, &host.name, decision).await;
+            let report = self.session(stream, server_name(host, tls), decision).await;
             if !in_clear {
                 self.report_session(host, tls, (addr, local_ip), &report);
             }
@@ -172,6 +182,12 @@ impl<R, C: Connector> Execution<'_, R, C> {
                         s.metrics.policy_deferral("dane_tls");
                         warn!(%mx, error = %e, "DANE: TLS failed; trying the next MX, never in clear");
                         return Err(format!("DANE: {e}"));
+                    }
+                    if tls.is_required() && host.rule == Rule::Route {
+                        // The operator asked for a verified hop: never in clear.
+                        s.metrics.policy_deferral("route_tls");
+                        warn!(%mx, error = %e, "route tls = verify: TLS failed; deferred, never in clear");
+                        return Err(format!("route tls = verify: {e}"));
                     }
                     if tls.is_required() {
                         // RFC 8461 §5: never a plaintext or unverified retry.

@@ -2,12 +2,13 @@
 //! small decisions the deliverer and the executor ask about a message:
 //!
 //! * a message with REQUIRETLS goes only to hosts whose TLS the plan
-//!   requires authenticated (MTA-STS `enforce`, DANE: every
-//!   [`TlsRequirement::is_required`]); with none such it fails for good
-//!   with 5.7.30 before anything is contacted. The client then refuses a
-//!   peer that does not advertise REQUIRETLS (also 5.7.30) and passes the
-//!   parameter on. A configured route is never authenticated TLS, so a
-//!   REQUIRETLS message to a routed domain bounces.
+//!   requires authenticated (MTA-STS `enforce`, DANE, a route with `tls =
+//!   "verify"`: every [`TlsRequirement::is_required`]); with none such it
+//!   fails for good with 5.7.30 before anything is contacted. The client
+//!   then refuses a peer that does not advertise REQUIRETLS (also 5.7.30)
+//!   and passes the parameter on. A route with opportunistic TLS (the
+//!   string form) is not authenticated, so a REQUIRETLS message to such a
+//!   routed domain bounces.
 //! * a message whose sender was allowed to say `TLS-Required: No` is
 //!   planned like our own TLS reports: without MTA-STS enforcement,
 //!   opportunistic TLS (RFC 8689 §5).
@@ -57,9 +58,9 @@ pub(crate) fn refused(
     if plan.candidates().any(|(_, tls)| tls.is_required()) {
         return None;
     }
-    info!(queue_id = %env.id, %domain, "REQUIRETLS: no mail host reachable over authenticated TLS (MTA-STS enforce or DANE); bounced with 5.7.30");
+    info!(queue_id = %env.id, %domain, "REQUIRETLS: no mail host reachable over authenticated TLS (MTA-STS enforce, DANE or a route with tls = verify); bounced with 5.7.30");
     let reason = format!(
-        "REQUIRETLS support required: no mail host of {domain} is reachable over authenticated TLS (MTA-STS enforce or DANE)"
+        "REQUIRETLS support required: no mail host of {domain} is reachable over authenticated TLS (MTA-STS enforce, DANE or a route with tls = verify)"
     );
     Some(all(idxs, |_| RecipientOutcome::Failed {
         remote_mta: None,

@@ -63,6 +63,7 @@ fn deliverer(
                 portcullis_delivery::Destinations {
                     routes: Vec::new(),
                     accepted: Vec::new(),
+                    dane_only: Vec::new(),
                 },
             ),
             port,

@@ -9,7 +9,7 @@
 //! - a policy store that cannot be read defers delivery, it never means
 //!   "no policy".
 
-use portcullis_config::{NextHop, Route};
+use portcullis_config::{NextHop, Route, RouteTls};
 use portcullis_delivery::{
     Deliverer, DelivererSettings, DeliveryMetrics, Planner, SelfAddresses, TcpConnector, Timeouts,
     TlsResultSink, TlsSessionResult,
@@ -55,6 +55,7 @@ fn deliverer(
                 portcullis_delivery::Destinations {
                     routes,
                     accepted: vec![Domain::parse("example.test").unwrap()],
+                    dane_only: Vec::new(),
                 },
             ),
             port,
@@ -189,6 +190,7 @@ async fn loop_row(row: LoopRow) {
                     host: format!("127.0.0.{last}"),
                     port,
                 },
+                tls: RouteTls::Opportunistic,
             }]
         }
         None => Vec::new(),

@@ -5,7 +5,7 @@
 //! a bounded wait for a slot, idle connections closed, a stale one
 //! replaced.
 
-use portcullis_config::{NextHop, Route};
+use portcullis_config::{NextHop, Route, RouteTls};
 use portcullis_delivery::{
     Destinations, LiveDestinations, Planner, ProbeSettings, RouteProbe, SelfAddresses,
     TcpConnector, Timeouts,
@@ -35,6 +35,7 @@ fn route(name: &str, host: &str, port: u16) -> Route {
             host: host.to_owned(),
             port,
         },
+        tls: RouteTls::Opportunistic,
     }
 }
 
@@ -58,6 +59,7 @@ fn probe(
     let live = LiveDestinations::new(Destinations {
         routes,
         accepted: vec![domain("example.test"), domain("other.test")],
+        dane_only: Vec::new(),
     });
     let planner = Planner {
         resolver: MemoryResolver::new().a("store.example.test", Ipv4Addr::LOCALHOST),
@@ -168,6 +170,7 @@ async fn a_route_down_or_refusing_says_nothing() {
     live.set(Destinations {
         routes: to_store(&refusing),
         accepted: vec![domain("example.test")],
+        dane_only: Vec::new(),
     });
     is_unreachable(&ask(&probe, "alice@example.test").await, "421");
 
@@ -178,6 +181,7 @@ async fn a_route_down_or_refusing_says_nothing() {
     live.set(Destinations {
         routes: to_store(&no_null_sender),
         accepted: vec![domain("example.test")],
+        dane_only: Vec::new(),
     });
     // A route that refuses MAIL FROM:<> cannot say who exists: never "unknown".
     is_unreachable(
@@ -198,6 +202,7 @@ async fn the_route_in_force_is_asked_after_a_reload() {
     live.set(Destinations {
         routes: to_store(&second),
         accepted: vec![domain("example.test")],
+        dane_only: Vec::new(),
     });
     assert_eq!(ask(&probe, "carol@example.test").await, ProbeAnswer::Exists);
     assert!(matches!(

@@ -105,10 +105,14 @@ fn server(c: &Config, out: &mut Summary) {
     out.line("relay.trusted_networks", list(&c.relay.trusted_networks));
     for r in &c.routes {
         let dot = if r.include_subdomains { "." } else { "" };
+        let tls = match &r.tls {
+            portcullis_config::RouteTls::Opportunistic => String::new(),
+            portcullis_config::RouteTls::Verify { name } => format!(" (tls verify {name})"),
+        };
         out.line(
             "route",
             format!(
-                "{dot}{} -> {}:{}",
+                "{dot}{} -> {}:{}{tls}",
                 r.domain, r.next_hop.host, r.next_hop.port
             ),
         );

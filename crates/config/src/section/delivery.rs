@@ -1,6 +1,7 @@
 //! `[delivery]`: outbound connections.
 
 use crate::check::Checker;
+use portcullis_types::Domain;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ pub struct DeliveryFile {
     /// `tls_required_no`: who may waive TLS with a `TLS-Required: No`
     /// header (RFC 8689 §5): `trusted` (default), `anyone` or `never`.
     pub tls_required_no: Option<String>,
+    /// `dane_only`: recipient domains whose MX hosts are contacted only
+    /// with usable DANE (RFC 7672); the others wait.
+    #[serde(default)]
+    pub dane_only: Vec<String>,
 }
 
 /// Whose `TLS-Required: No` header field (RFC 8689 §5) is honoured: such
@@ -62,6 +67,10 @@ pub struct Delivery {
     pub connect_timeout: Duration,
     /// Who may waive TLS with `TLS-Required: No`.
     pub tls_required_no: TlsRequiredNo,
+    /// Recipient domains delivered only to MX hosts with usable DANE
+    /// (like Postfix's `dane-only`): a host without it (insecure zone, no
+    /// TLSA records, none usable) is never contacted, and the mail waits.
+    pub dane_only: Vec<Domain>,
 }
 
 impl Default for Delivery {
@@ -73,6 +82,7 @@ impl Default for Delivery {
             per_domain: 10,
             connect_timeout: Duration::from_secs(30),
             tls_required_no: TlsRequiredNo::Trusted,
+            dane_only: Vec::new(),
         }
     }
 }
@@ -110,5 +120,15 @@ pub(crate) fn build(f: &DeliveryFile, c: &mut Checker) -> Delivery {
             d.connect_timeout,
         ),
         tls_required_no: tls_required_no(f.tls_required_no.as_deref(), c),
+        dane_only: f
+            .dane_only
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                Domain::parse(d)
+                    .map_err(|e| c.fail(format!("delivery.dane_only[{i}]"), e.to_string()))
+                    .ok()
+            })
+            .collect(),
     }
 }

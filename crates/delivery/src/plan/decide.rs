@@ -5,7 +5,8 @@
 //! 1. one of our own domains without a route defers (its MX is us);
 //! 2. an unreadable policy store defers (RFC 8461 §10.2: unknown is not
 //!    "none");
-//! 3. the hosts: the route's next hop, or the MX hosts by preference, or
+//! 3. the hosts: the route's next hop (PKIX-valid TLS for its `tls_name`
+//!    with `tls = "verify"`, else opportunistic), or the MX hosts by preference, or
 //!    the domain itself (implicit MX); a null MX (RFC 7505) or NXDOMAIN
 //!    fails, a temporary MX failure defers;
 //! 4. no host with an address: fail for an implicit MX whose lookups all
@@ -19,15 +20,19 @@
 //!    usable TLSA records (secure MX RRset, addresses and TLSA RRset) must
 //!    show TLS its records authenticate, listed by a policy or not; a host
 //!    whose TLSA lookup failed or was bogus is not contacted; unusable
-//!    records leave the host to step 6 (§2.2). Not for a route;
-//! 8. no host left to contact defers (TLSA lookups failed, or no MX host
-//!    matches an enforced policy).
+//!    records leave the host to step 6 (§2.2), unless the domain is in
+//!    `[delivery] dane_only`: then every host without usable DANE is
+//!    skipped. Not for a route;
+//! 8. no host left to contact defers (TLSA lookups failed, no host with
+//!    DANE for a `dane_only` domain, or no MX host matches an enforced
+//!    policy).
 
 use super::facts::{Dane, Facts, HostSource, NoHosts};
 use super::outcome::{
     Contact, DeferCause, DeliveryPlan, Outcome, PlannedHost, PolicyMatch, Rule, SkipReason,
     StsRule, TlsRequirement,
 };
+use portcullis_config::RouteTls;
 use portcullis_policy::{Mode, MxPattern, PolicyLookup, PolicySource};
 use portcullis_tls::DaneAuthority;
 use std::net::{IpAddr, SocketAddr};
@@ -56,7 +61,7 @@ pub fn decide(facts: &Facts<'_>) -> DeliveryPlan {
         .or_else(|| drop_myself(facts, &mut hosts))
         .or_else(|| {
             apply_policy(facts, sts, &mut hosts);
-            apply_dane(&mut hosts);
+            apply_dane(facts.dane_only, &mut hosts);
             none_left(facts, sts, &hosts)
         })
         .unwrap_or(Outcome::Try);
@@ -133,6 +138,10 @@ fn hosts(facts: &Facts<'_>) -> Result<Vec<PlannedHost>, Outcome> {
         let mut host = planned(facts, name, route.next_hop.port, HostSource::Route);
         if let Ok(ip) = name.parse::<IpAddr>() {
             (host.addrs, host.error, host.temporary) = (vec![ip], None, false);
+        }
+        // An authenticated route: PKIX-valid TLS for its name, never clear.
+        if let RouteTls::Verify { name } = &route.tls {
+            host.contact = Contact::Try(TlsRequirement::PkixFor(name.clone()));
         }
         return Ok(vec![host]);
     }
@@ -277,8 +286,9 @@ fn apply_policy(facts: &Facts<'_>, sts: StsRule, hosts: &mut [PlannedHost]) {
 }
 
 /// Step 7: DANE governs the MX hosts it has a say on (RFC 7672 §2.2),
-/// whatever MTA-STS said of them (RFC 8461 §2).
-fn apply_dane(hosts: &mut [PlannedHost]) {
+/// whatever MTA-STS said of them (RFC 8461 §2); with `dane_only` the
+/// hosts it has no say on are skipped.
+fn apply_dane(dane_only: bool, hosts: &mut [PlannedHost]) {
     // A route is the operator's own hop: no DANE for it.
     for host in hosts.iter_mut().filter(|h| h.source != HostSource::Route) {
         match &host.dane {
@@ -295,6 +305,12 @@ fn apply_dane(hosts: &mut [PlannedHost]) {
             }
             Dane::Failed { .. } => {
                 host.contact = Contact::Skip(SkipReason::TlsaLookupFailed);
+                host.rule = Rule::Dane;
+            }
+            Dane::NotChecked | Dane::Insecure | Dane::NoRecords | Dane::Unusable(_)
+                if dane_only =>
+            {
+                host.contact = Contact::Skip(SkipReason::DaneRequired);
                 host.rule = Rule::Dane;
             }
             Dane::NotChecked | Dane::Insecure | Dane::NoRecords | Dane::Unusable(_) => {}
@@ -322,6 +338,21 @@ fn none_left(facts: &Facts<'_>, sts: StsRule, hosts: &[PlannedHost]) -> Option<O
                 "DANE: TLSA lookup failed for the MX hosts of {}: {}",
                 facts.domain,
                 tlsa_errors.join("; ")
+            ),
+        });
+    }
+    let dane_required: Vec<String> = hosts
+        .iter()
+        .filter(|h| h.contact == Contact::Skip(SkipReason::DaneRequired))
+        .map(|h| format!("{}: {}", h.name, h.dane.summary()))
+        .collect();
+    if !dane_required.is_empty() {
+        return Some(Outcome::Defer {
+            cause: DeferCause::DaneRequired,
+            reason: format!(
+                "DANE required for {} ([delivery] dane_only) but no MX host has usable TLSA records: {}",
+                facts.domain,
+                dane_required.join(", ")
             ),
         });
     }

@@ -30,6 +30,9 @@ pub struct Facts<'a> {
     /// DANE (RFC 7672) by mail host name; a host not in it was not checked
     /// (a route, or a domain settled before DNS).
     pub dane: BTreeMap<String, Dane>,
+    /// True when the domain is in `[delivery] dane_only`: an MX host
+    /// without usable DANE is never contacted.
+    pub dane_only: bool,
     /// True for our own TLS reports (the envelope's recorded origin): an
     /// `enforce` policy is waived for them (RFC 8460 §5.3).
     pub tls_report: bool,
@@ -103,6 +106,19 @@ impl Dane {
             Dane::Failed { bogus: true, .. } => "bogus",
             Dane::Failed { .. } => "TLSA lookup failed",
             Dane::NoRecords | Dane::Usable(_) | Dane::Unusable(_) => "secure",
+        }
+    }
+
+    /// What DANE found, in a few words (for deferral reasons and logs).
+    pub fn summary(&self) -> &'static str {
+        match self {
+            Dane::NotChecked => "DANE not checked",
+            Dane::Insecure => "MX or addresses not DNSSEC-secure",
+            Dane::NoRecords => "no TLSA records",
+            Dane::Usable(_) => "usable TLSA records",
+            Dane::Unusable(_) => "no usable TLSA record",
+            Dane::Failed { bogus: true, .. } => "bogus TLSA answer",
+            Dane::Failed { .. } => "TLSA lookup failed",
         }
     }
 

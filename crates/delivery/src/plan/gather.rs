@@ -41,6 +41,7 @@ impl<R: Resolver> Planner<R> {
             domain,
             own_domain: destinations.accepted.contains(domain),
             route: route_for(&destinations.routes, domain).cloned(),
+            dane_only: destinations.dane_only.contains(domain),
             port: self.port,
             sts: None,
             dane: BTreeMap::new(),

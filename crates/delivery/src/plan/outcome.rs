@@ -94,10 +94,12 @@ pub struct PlannedHost {
 /// The rule that governs a host's TLS (`policy explain` prints it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
-    /// A configured route: the operator's own hop, opportunistic TLS.
+    /// A configured route: the operator's own hop, opportunistic TLS or,
+    /// with `tls = "verify"`, PKIX-valid TLS for its `tls_name`.
     Route,
     /// DANE (RFC 7672): usable TLSA records, or a failed TLSA lookup that
-    /// keeps the host from being contacted.
+    /// keeps the host from being contacted, or `[delivery] dane_only`
+    /// keeping out a host without usable DANE.
     Dane,
     /// A published MTA-STS policy (`testing` or `enforce`).
     MtaSts,
@@ -148,6 +150,10 @@ pub enum SkipReason {
     /// Its TLSA lookup failed for now or was bogus (RFC 7672 §2.2): it
     /// waits, never contacted in clear or under MTA-STS instead.
     TlsaLookupFailed,
+    /// The domain is in `[delivery] dane_only` and the host has no usable
+    /// DANE (insecure, no TLSA records, none usable): TLS-RPT
+    /// `dane-required`.
+    DaneRequired,
 }
 
 /// The TLS a host must show.
@@ -157,7 +163,8 @@ pub enum TlsRequirement {
     /// in clear.
     Opportunistic,
     /// PKIX-valid TLS 1.2+ for this name, or no delivery to the host; never
-    /// a retry in clear (MTA-STS `enforce`).
+    /// a retry in clear (MTA-STS `enforce`, or a route with `tls =
+    /// "verify"`: the name is then its `tls_name`, also the SNI).
     PkixFor(String),
     /// STARTTLS mandatory, the server authenticated by its TLSA records
     /// (RFC 7672 §3), never a retry in clear; SNI is the MX host name.
@@ -231,4 +238,6 @@ pub enum DeferCause {
     PolicyMismatch,
     /// Every host left is waiting for its TLSA lookup (RFC 7672 §2.2).
     DaneLookup,
+    /// `[delivery] dane_only` and no MX host has usable DANE.
+    DaneRequired,
 }

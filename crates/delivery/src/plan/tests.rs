@@ -9,7 +9,7 @@ use super::outcome::{
     TlsRequirement,
 };
 use crate::loops::SelfAddresses;
-use portcullis_config::{NextHop, Route};
+use portcullis_config::{NextHop, Route, RouteTls};
 use portcullis_dns::{MemoryResolver, Mx};
 use portcullis_policy::{
     CachedPolicy, NoPolicy, NoPolicyReason, PinSource, Policy, PolicyLookup, PolicySource, StsError,
@@ -55,6 +55,9 @@ struct Row {
     sts: Sts,
     tls_report: bool,
     dane: Vec<(&'static str, Dane)>,
+    dane_only: bool,
+    /// `tls = "verify"` on the route, with this `tls_name`.
+    route_verify: Option<&'static str>,
 }
 
 impl Row {
@@ -68,7 +71,17 @@ impl Row {
             sts: Sts::NoRecord,
             tls_report: false,
             dane: Vec::new(),
+            dane_only: false,
+            route_verify: None,
         }
+    }
+    fn dane_only(mut self) -> Row {
+        self.dane_only = true;
+        self
+    }
+    fn verify(mut self, tls_name: &'static str) -> Row {
+        self.route_verify = Some(tls_name);
+        self
     }
     fn dane(mut self, host: &'static str, dane: Dane) -> Row {
         self.dane.push((host, dane));
@@ -175,6 +188,10 @@ fn plan_of(row: &Row) -> DeliveryPlan {
             host: host.into(),
             port,
         },
+        tls: match row.route_verify {
+            Some(name) => RouteTls::Verify { name: name.into() },
+            None => RouteTls::Opportunistic,
+        },
     });
     let mx = match &row.mx {
         MxKind::List(list) => MxAnswer::Records(
@@ -200,6 +217,7 @@ fn plan_of(row: &Row) -> DeliveryPlan {
         port: 25,
         sts: None,
         dane: BTreeMap::new(),
+        dane_only: row.dane_only,
         tls_report: row.tls_report,
         mx: MxAnswer::NotAsked,
         addresses: BTreeMap::new(),
@@ -254,6 +272,7 @@ fn summary(plan: &DeliveryPlan) -> (String, Vec<String>) {
                 Contact::Try(TlsRequirement::Dane { .. }) => " dane",
                 Contact::Try(t) if t.is_required() => " pkix",
                 Contact::Skip(SkipReason::TlsaLookupFailed) => " skip-tlsa",
+                Contact::Skip(SkipReason::DaneRequired) => " skip-dane-required",
                 Contact::Try(_) => " opportunistic",
                 Contact::Skip(_) => " skip",
             });
@@ -568,6 +587,96 @@ fn dane_per_host() {
     );
 }
 
+/// `[delivery] dane_only`: hosts without usable DANE are never contacted;
+/// with none left the mail waits. A route is not subject to it.
+#[test]
+fn dane_only_skips_hosts_without_usable_dane() {
+    let none = StsRule::NoPolicy;
+    let nothing = Row::new("dane_only, unsigned")
+        .dane_only()
+        .dane("mx1.example.test", Dane::Insecure)
+        .dane("mx2.example.test", Dane::Insecure);
+    let skipped = [
+        "mx1.example.test skip-dane-required",
+        "mx2.example.test skip-dane-required",
+    ];
+    check(nothing, none, "defer DaneRequired", &skipped);
+    let unusable_only = Row::new("dane_only, records but none usable")
+        .dane_only()
+        .dane("mx1.example.test", unusable())
+        .dane("mx2.example.test", Dane::NoRecords);
+    check(unusable_only, none, "defer DaneRequired", &skipped);
+    let one = Row::new("dane_only, one host with DANE")
+        .dane_only()
+        .dane("mx1.example.test", Dane::NoRecords)
+        .dane("mx2.example.test", usable());
+    let hosts = [
+        "mx1.example.test skip-dane-required",
+        "mx2.example.test dane",
+    ];
+    check(one, none, "try", &hosts);
+    let even_under_enforce = Row::new("dane_only over an enforce policy that lists the host")
+        .dane_only()
+        .dane("mx1.example.test", Dane::NoRecords)
+        .list(&[(10, "mx1.example.test")])
+        .enforce(&["mx1.example.test"]);
+    check(
+        even_under_enforce,
+        StsRule::Enforce,
+        "defer DaneRequired",
+        &["mx1.example.test skip-dane-required [mx1.example.test]"],
+    );
+    let failed = Row::new("dane_only, TLSA lookup failed: waits for the lookup")
+        .dane_only()
+        .list(&[(10, "mx1.example.test")])
+        .dane("mx1.example.test", tlsa_failed());
+    check(
+        failed,
+        none,
+        "defer DaneLookup",
+        &["mx1.example.test skip-tlsa"],
+    );
+    let route = Row::new("dane_only: a route is the operator's own hop")
+        .dane_only()
+        .route("relay.example.test", 25);
+    check(
+        route,
+        StsRule::NotApplied,
+        "try",
+        &["relay.example.test opportunistic"],
+    );
+    let plan = plan_of(
+        &Row::new("rule")
+            .dane_only()
+            .dane("mx1.example.test", Dane::Insecure),
+    );
+    assert_eq!(plan.hosts[0].rule, Rule::Dane);
+    let Outcome::Defer { reason, .. } = &plan.outcome else {
+        panic!("{plan:#?}");
+    };
+    assert!(
+        reason.contains("mx1.example.test: MX or addresses not DNSSEC-secure"),
+        "{reason}"
+    );
+}
+
+/// A route with `tls = "verify"`: PKIX-valid TLS for its `tls_name`,
+/// which counts as authenticated TLS (REQUIRETLS).
+#[test]
+fn a_verified_route_requires_pkix_for_its_name() {
+    let row = Row::new("verified route")
+        .route("192.0.2.9", 2525)
+        .verify("relay.partner.test");
+    check(row.clone(), StsRule::NotApplied, "try", &["192.0.2.9 pkix"]);
+    let plan = plan_of(&row);
+    assert_eq!(plan.hosts[0].rule, Rule::Route);
+    assert_eq!(
+        plan.hosts[0].contact,
+        Contact::Try(TlsRequirement::PkixFor("relay.partner.test".into()))
+    );
+    assert_eq!(plan.hosts[0].addrs, vec![IpAddr::from([192, 0, 2, 9])]);
+}
+
 #[test]
 fn dane_rules_and_authority_for_explain() {
     let row = Row::new("mixed")
@@ -597,6 +706,7 @@ fn planner(r: MemoryResolver, routes: Vec<Route>) -> Planner<MemoryResolver> {
         destinations: crate::LiveDestinations::new(crate::Destinations {
             routes,
             accepted: Vec::new(),
+            dane_only: Vec::new(),
         }),
         port: 25,
         myself: SelfAddresses::default(),
@@ -697,6 +807,7 @@ async fn routes_win_over_mx() {
             host: "127.0.0.1".into(),
             port: 2526,
         },
+        tls: RouteTls::Opportunistic,
     }];
     let plan = gathered(&planner(r, routes), "sub.example.test").await;
     assert_eq!(plan.outcome, Outcome::Try);

@@ -22,7 +22,7 @@ mod pool;
 
 use crate::client::{SessionError, Timeouts};
 use crate::connect::Connector;
-use crate::execute::tls_decision;
+use crate::execute::{server_name, tls_decision};
 use crate::plan::{Outcome, PlannedHost, Planner, TlsRequirement, decide};
 use dialogue::ProbeConn;
 use pool::RoutePool;
@@ -216,7 +216,8 @@ impl<R: Resolver, C: Connector> RouteProbe<R, C> {
                     }
                 };
                 let t = &self.settings.timeouts;
-                match ProbeConn::open(stream, &host.name, &self.hostname, decision, t).await {
+                let server_name = server_name(host, tls);
+                match ProbeConn::open(stream, server_name, &self.hostname, decision, t).await {
                     Ok(conn) => return Ok(conn),
                     Err(e) => {
                         last = failure(&format!("{}[{target}]", host.name), &e);

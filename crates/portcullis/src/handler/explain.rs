@@ -9,9 +9,10 @@ use super::policy::{cache_entry, pin_entry, store_err};
 use super::refused::{Refused, parse_domain};
 use crate::state::PolicyAccess;
 use portcullis_admin::{ExplainHost, ExplainPlan, PolicyEntry, PolicyExplain};
+use portcullis_config::RouteTls;
 use portcullis_delivery::plan::{
     Contact, Dane, DeferCause, DeliveryPlan, HostSource, Outcome, PlannedHost, PolicyMatch,
-    StsRule, consults_policy, decide,
+    SkipReason, StsRule, consults_policy, decide,
 };
 use portcullis_policy::{Mode, NoPolicy, PolicyLookup, PolicySource};
 use portcullis_tls::TlsResultType;
@@ -36,8 +37,14 @@ impl PolicyAccess {
             .into_iter()
             .collect();
         if let Some(r) = facts.route {
+            let tls = match &r.tls {
+                RouteTls::Opportunistic => "opportunistic TLS".to_owned(),
+                RouteTls::Verify { name } => format!(
+                    "tls = verify: STARTTLS mandatory with a PKIX-valid certificate for {name}, never in clear (authenticated TLS for REQUIRETLS)"
+                ),
+            };
             notes.push(format!(
-                "{d} is routed by [routes] to {}:{}: MTA-STS does not apply to a configured route; opportunistic TLS",
+                "{d} is routed by [routes] to {}:{}: MTA-STS and DANE do not apply to a configured route; {tls}",
                 r.next_hop.host, r.next_hop.port
             ));
         }
@@ -152,12 +159,18 @@ fn mode_note(d: &Domain, plan: &DeliveryPlan, lookup: Option<&PolicyLookup>) -> 
 /// What DANE means for one host, when it has a say (RFC 7672 §2.2).
 fn dane_note(h: &PlannedHost) -> Option<String> {
     let name = &h.name;
+    if h.contact == Contact::Skip(SkipReason::DaneRequired) {
+        return Some(format!(
+            "{name}: DANE required by [delivery] dane_only, but the host has none usable ({}); not contacted, recorded for TLS-RPT as dane-required",
+            h.dane.summary()
+        ));
+    }
     Some(match &h.dane {
         Dane::Usable(_) => format!(
             "{name}: DANE: usable TLSA records; STARTTLS is mandatory and the certificate must match a record (MTA-STS does not apply to this host)"
         ),
         Dane::Unusable(_) => format!(
-            "{name}: DANE: TLSA records published but none usable for SMTP; delivered as without DANE"
+            "{name}: DANE: TLSA records published but none usable for SMTP; delivered as without DANE, recorded for TLS-RPT as tlsa-invalid"
         ),
         Dane::Failed { error, .. } => format!(
             "{name}: DANE: the TLSA lookup failed ({error}); the host is not contacted until it answers, never in clear"

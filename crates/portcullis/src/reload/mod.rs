@@ -154,6 +154,7 @@ impl Reloader {
         t.destinations.set(Destinations {
             routes: config.routes.clone(),
             accepted: config.relay.accepted_domains.clone(),
+            dane_only: config.delivery.dane_only.clone(),
         });
         t.policy.set_file_pins(pins);
         in_force.config = Arc::new(config);

@@ -61,6 +61,7 @@ impl Outbound {
                 portcullis_delivery::Destinations {
                     routes: config.routes.clone(),
                     accepted: config.relay.accepted_domains.clone(),
+                    dane_only: config.delivery.dane_only.clone(),
                 },
             ),
             port: config.delivery.port,
