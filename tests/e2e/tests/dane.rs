@@ -11,7 +11,7 @@
 
 use portcullis_test_support::dns::{FailMode, TestDns};
 use portcullis_test_support::https::PolicyServer;
-use portcullis_test_support::pki::TestPki;
+use portcullis_test_support::pki::{Issued, TestPki};
 use portcullis_test_support::server::{Portcullis, background_runtime, eventually, free_port};
 use portcullis_test_support::sink::{Sink, SinkConfig, SinkTls};
 use portcullis_test_support::smtp::{Client, queued_id};
@@ -44,6 +44,12 @@ impl World {
     /// 127.0.0.`last`, where a sink presents `cert` (self-signed, for
     /// another name: only DANE-EE can authenticate it).
     fn domain(&self, domain: &str, signed: bool, last: u8) -> (Sink, Vec<u8>) {
+        let (sink, cert) = self.domain_with_cert(domain, signed, last);
+        (sink, cert.cert_der().to_vec())
+    }
+
+    /// [`World::domain`], returning the sink's certificate and key.
+    fn domain_with_cert(&self, domain: &str, signed: bool, last: u8) -> (Sink, Issued) {
         if signed {
             self.dns.sign_zone(domain);
         }
@@ -51,13 +57,12 @@ impl World {
         self.dns.add_mx(domain, 10, &host);
         self.dns.add_a(&host, Ipv4Addr::new(127, 0, 0, last));
         let cert = TestPki::self_signed(&["not-the-mx.example"]);
-        let der = cert.cert_der().to_vec();
         let sink = Sink::start(SinkConfig {
             bind: SocketAddr::from(([127, 0, 0, last], self.port)),
-            tls: SinkTls::Cert(cert),
+            tls: SinkTls::Cert(cert.clone()),
             ..SinkConfig::default()
         });
-        (sink, der)
+        (sink, cert)
     }
 
     /// `domain` (signed) has the MX `mx1.<domain>` at 127.0.0.`last`, where
@@ -108,6 +113,12 @@ impl World {
     /// The server validating DNSSEC from the test root's anchor (and
     /// trusting the test CA for MTA-STS policy fetches).
     fn server(&self, extra: &str) -> Portcullis {
+        self.server_with(VALIDATE, "", extra)
+    }
+
+    /// The server with `dnssec` as the end of its `[dns]` section and
+    /// `delivery` in its `[delivery]` section.
+    fn server_with(&self, dnssec: &str, delivery: &str, extra: &str) -> Portcullis {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("root.key"), self.dns.trust_anchor()).unwrap();
         self.pki.write_ca(dir.path());
@@ -126,10 +137,10 @@ trusted_networks = ["127.0.0.0/8"]
 [dns]
 nameservers = ["{}"]
 timeout = "2s"
-dnssec = "validate"
-trust_anchors = ["{{dir}}/root.key"]
+{dnssec}
 [delivery]
 port = {}
+{delivery}
 [admin]
 socket = "{{dir}}/admin.sock"
 metrics = "127.0.0.1:0"
@@ -140,6 +151,53 @@ metrics = "127.0.0.1:0"
             ),
         )
     }
+}
+
+/// `[dns]` validating from the test root's anchor (written by
+/// [`World::server_with`]; `{dir}` is the server's directory).
+const VALIDATE: &str = "dnssec = \"validate\"\ntrust_anchors = [\"{dir}/root.key\"]";
+
+/// TLS-RPT named but not sending: `tlsrpt show` builds the report of what
+/// was recorded.
+const TLSRPT: &str = "[tlsrpt]\nenabled = false\norganization = \"Portcullis Test Org\"\ncontact = \"mailto:postmaster@example.test\"\nsubmitter = \"example.test\"\n";
+
+/// The SHA-256 of `data` (TLSA matching type 1).
+fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+/// What TLS-RPT recorded for `domain` under its `tlsa` policy: the
+/// policy's strings and the failures' result types (from `tlsrpt show`);
+/// `None` while there is no such policy.
+fn tlsa_report(server: &Portcullis, domain: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let out = server.cli(&["tlsrpt", "show", domain, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let policy = report["policies"]
+        .as_array()?
+        .iter()
+        .find(|p| p["policy"]["policy-type"] == "tlsa")?
+        .clone();
+    let texts = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let strings = texts(&policy["policy"]["policy-string"]);
+    let types = policy["failure-details"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d["result-type"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((strings, types))
 }
 
 /// Sends one message; returns its queue id.
@@ -325,4 +383,151 @@ fn a_tlsa_servfail_defers_without_falling_back_to_mta_sts() {
     server.cli_ok(&["queue", "retry", &id]);
     let got = sink.wait_for(1, WAIT);
     assert!(got[0].tls.is_some());
+}
+
+/// DANE-TA by public key (2 1 1: the SHA-256 of the CA's
+/// SubjectPublicKeyInfo): a chain that carries that CA is authenticated;
+/// the same record in front of a chain from another CA defers, nothing
+/// sent.
+#[test]
+fn a_dane_ta_spki_record_authenticates_only_a_chain_from_that_ca() {
+    let w = World::new();
+    let ca = TestPki::new();
+    let other = TestPki::new();
+    let spki_digest = sha256(&ca.ca_spki_der());
+    let mut sinks = Vec::new();
+    for (domain, last, issuer) in [("taspki.test", 55, &ca), ("taother.test", 56, &other)] {
+        let host = format!("mx1.{domain}");
+        w.dns.sign_zone(domain);
+        w.dns.add_mx(domain, 10, &host);
+        w.dns.add_a(&host, Ipv4Addr::new(127, 0, 0, last));
+        sinks.push(Sink::start(SinkConfig {
+            bind: SocketAddr::from(([127, 0, 0, last], w.port)),
+            tls: SinkTls::Cert(issuer.issue(&[&host]).with_chain(&issuer.ca_pem())),
+            ..SinkConfig::default()
+        }));
+        w.tlsa(domain, 2, 1, 1, &spki_digest);
+    }
+    let server = w.server("");
+    send(&server, "bob@taspki.test");
+    let got = sinks[0].wait_for(1, WAIT);
+    assert!(got[0].tls.is_some(), "{got:?}");
+    let id = send(&server, "bob@taother.test");
+    wait_deferred(&server, &id);
+    assert!(sinks[1].received().is_empty());
+    assert!(
+        !sinks[1]
+            .commands()
+            .iter()
+            .any(|c| c.to_ascii_uppercase().starts_with("MAIL")),
+        "{:?}",
+        sinks[1].commands()
+    );
+}
+
+/// `[dns] dnssec = "trust-ad"`: the zones are not signed; the loopback
+/// "resolver" vouches with AD for the names of `vouched.test` and
+/// `vouchedbad.test` only (and only when asked with AD or DO, as real
+/// resolvers do). A DANE-EE `3 1 1` record that matches delivers; one that
+/// does not defers; the same mismatching record without AD is not DANE
+/// at all (opportunistic delivery), so the AD bit is what decided.
+#[test]
+fn trust_ad_gives_dane_where_the_resolver_sets_ad() {
+    let w = World::new();
+    let mut sinks = Vec::new();
+    for (domain, last, vouched) in [
+        ("vouched.test", 57, true),
+        ("vouchedbad.test", 58, true),
+        ("unvouched.test", 59, false),
+    ] {
+        let (sink, cert) = w.domain_with_cert(domain, false, last);
+        let host = format!("mx1.{domain}");
+        let tlsa_name = format!("_{}._tcp.{host}", w.port);
+        if vouched {
+            for name in [domain, &host, &tlsa_name] {
+                w.dns.set_authentic(name);
+            }
+        }
+        let data = match domain {
+            "vouched.test" => sha256(&cert.spki_der()),
+            _ => vec![0x42; 32],
+        };
+        w.tlsa(domain, 3, 1, 1, &data);
+        sinks.push(sink);
+    }
+    let server = w.server_with("dnssec = \"trust-ad\"", "", "");
+
+    send(&server, "bob@vouched.test");
+    let got = sinks[0].wait_for(1, WAIT);
+    assert!(got[0].tls.is_some(), "{got:?}");
+    let explain = String::from_utf8_lossy(&server.cli_ok(&["policy", "explain", "vouched.test"]))
+        .into_owned();
+    assert!(explain.contains("DANE"), "{explain}");
+
+    let id = send(&server, "bob@vouchedbad.test");
+    wait_deferred(&server, &id);
+    assert!(sinks[1].received().is_empty());
+
+    send(&server, "bob@unvouched.test");
+    let got = sinks[2].wait_for(1, WAIT);
+    assert!(got[0].tls.is_some(), "opportunistic TLS: {got:?}");
+}
+
+/// `[delivery] dane_only`: an MX of an unsigned zone is never contacted
+/// (not even in clear or opportunistically), the message waits, and
+/// TLS-RPT records `dane-required`; the signed domain with a matching
+/// record in the same list is delivered.
+#[test]
+fn dane_only_defers_hosts_without_dane_and_delivers_with_it() {
+    let w = World::new();
+    // The test root is signed, so the unsigned zone is provably insecure.
+    w.dns.sign_zone("signed-elsewhere.test");
+    let (plain_sink, _) = w.domain("plainbank.test", false, 60);
+    let (dane_sink, der) = w.domain("danebank.test", true, 61);
+    w.tlsa("danebank.test", 3, 0, 0, &der);
+    let server = w.server_with(
+        VALIDATE,
+        "dane_only = [\"plainbank.test\", \"danebank.test\"]",
+        TLSRPT,
+    );
+
+    let id = send(&server, "bob@plainbank.test");
+    wait_deferred(&server, &id);
+    assert_eq!(
+        plain_sink.connections(),
+        0,
+        "a host without DANE was contacted"
+    );
+    eventually("the dane-required result", WAIT, || {
+        let (_, types) = tlsa_report(&server, "plainbank.test")?;
+        (types == ["dane-required"]).then_some(())
+    });
+    let explain = String::from_utf8_lossy(&server.cli_ok(&["policy", "explain", "plainbank.test"]))
+        .into_owned();
+    assert!(explain.contains("dane_only"), "{explain}");
+
+    send(&server, "bob@danebank.test");
+    let got = dane_sink.wait_for(1, WAIT);
+    assert!(got[0].tls.is_some(), "{got:?}");
+}
+
+/// A secure TLSA RRset with only unusable records (PKIX-EE `1 1 1`, RFC
+/// 7672 §3.1.3): delivered as without DANE (§2.2), and recorded for
+/// TLS-RPT as `tlsa-invalid` under a `tlsa` policy whose policy-string is
+/// the record, so the domain's owner learns it does nothing.
+#[test]
+fn unusable_tlsa_records_are_delivered_and_reported_as_tlsa_invalid() {
+    let w = World::new();
+    let (sink, cert) = w.domain_with_cert("pkixee.test", true, 62);
+    let digest = sha256(&cert.spki_der());
+    w.tlsa("pkixee.test", 1, 1, 1, &digest);
+    let server = w.server_with(VALIDATE, "", TLSRPT);
+    send(&server, "bob@pkixee.test");
+    let got = sink.wait_for(1, WAIT);
+    assert!(got[0].tls.is_some(), "{got:?}");
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    eventually("the tlsa-invalid result", WAIT, || {
+        let (strings, types) = tlsa_report(&server, "pkixee.test")?;
+        (strings == [format!("1 1 1 {hex}")] && types == ["tlsa-invalid"]).then_some(())
+    });
 }

@@ -80,6 +80,13 @@ impl TestPki {
         self.ca_cert.der().clone()
     }
 
+    /// The CA's SubjectPublicKeyInfo as DER (RFC 5280 §4.1; what a TLSA
+    /// record with selector 1 names, e.g. DANE-TA `2 1 1`).
+    pub fn ca_spki_der(&self) -> Vec<u8> {
+        use rcgen::PublicKeyData;
+        self.issuer.key().subject_public_key_info()
+    }
+
     /// A server certificate valid from an hour ago for a year; subject
     /// alternative names are `names` (IP addresses become IP SANs), the common
     /// name is the first name.
@@ -199,6 +206,15 @@ impl Issued {
         CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
             .expect("certificate PEM")
+    }
+
+    /// The leaf's SubjectPublicKeyInfo as DER (TLSA selector 1, e.g.
+    /// DANE-EE `3 1 1`).
+    pub fn spki_der(&self) -> Vec<u8> {
+        use rcgen::PublicKeyData;
+        KeyPair::from_pem(&self.key_pem)
+            .expect("key PEM")
+            .subject_public_key_info()
     }
 
     /// The private key as DER.
