@@ -66,6 +66,11 @@ impl World {
     /// The server: a certificate for its name, the test CA trusted,
     /// loopback trusted to relay, `delivery_extra` in `[delivery]`.
     fn server(&self, delivery_extra: &str) -> Portcullis {
+        self.server_with(delivery_extra, "")
+    }
+
+    /// [`World::server`] with `tail` (more sections) at the end.
+    fn server_with(&self, delivery_extra: &str, tail: &str) -> Portcullis {
         let dir = tempfile::tempdir().unwrap();
         self.pki.issue(&[HOSTNAME]).write(dir.path(), "mx");
         self.pki.write_ca(dir.path());
@@ -94,6 +99,7 @@ port = {}
 https_port = {https_port}
 [admin]
 socket = "{{dir}}/admin.sock"
+{tail}
 "#,
                 self.dns.addr(),
                 self.port
@@ -176,4 +182,91 @@ fn tls_required_no_from_a_trusted_client() {
     send_tls_optional(&trusted, "waived body");
     let got = sink.wait_for(1, WAIT);
     assert!(String::from_utf8_lossy(&got[0].data).contains("waived body"));
+}
+
+/// Sends a REQUIRETLS message to `to` over STARTTLS; its queue id.
+fn send_requiretls(w: &World, server: &Portcullis, to: &str, body: &str) -> String {
+    let mut c = Client::connect(server.smtp());
+    c.ehlo("app.internal.test");
+    let mut t = c.starttls(w.pki.client_config(), HOSTNAME);
+    t.ehlo("app.internal.test");
+    t.cmd("MAIL FROM:<a@sender.test> REQUIRETLS", 250);
+    t.cmd(&format!("RCPT TO:<{to}>"), 250);
+    let r = t.data(format!("Subject: routed\r\n\r\n{body}\r\n").as_bytes());
+    assert_eq!(r.code, 250, "{}", r.text);
+    t.cmd("QUIT", 221);
+    queued_id(&r)
+}
+
+/// A route with `tls = "verify"` is authenticated TLS: a REQUIRETLS
+/// message to the routed domain goes to the next hop (named in DNS; its
+/// certificate from the trusted test CA names it) with REQUIRETLS on MAIL.
+#[test]
+fn requiretls_travels_over_a_verified_route() {
+    let w = World::new(64, 65);
+    w.dns
+        .add_a("relay.partner.test", Ipv4Addr::new(127, 0, 0, 66));
+    let sink = w.sink(
+        66,
+        SinkTls::Cert(w.pki.issue(&["relay.partner.test"])),
+        true,
+    );
+    let server = w.server_with(
+        "",
+        &format!(
+            "[routes]\n\"partner.test\" = {{ next_hop = \"relay.partner.test:{}\", tls = \"verify\" }}\n",
+            w.port
+        ),
+    );
+    send_requiretls(&w, &server, "bob@partner.test", "routed secret");
+    let got = sink.wait_for(1, WAIT);
+    assert!(got[0].tls.is_some(), "{got:?}");
+    assert!(
+        got[0].raw_mail_line.ends_with(" REQUIRETLS"),
+        "{}",
+        got[0].raw_mail_line
+    );
+    assert!(String::from_utf8_lossy(&got[0].data).contains("routed secret"));
+    let explain = String::from_utf8_lossy(&server.cli_ok(&["policy", "explain", "partner.test"]))
+        .into_owned();
+    assert!(
+        explain.contains("tls = verify") && explain.contains("relay.partner.test"),
+        "{explain}"
+    );
+}
+
+/// The same kind of route to a hop (an IP address, `tls_name` given) whose
+/// certificate names someone else: deferred, and nothing is sent in clear
+/// (no transaction starts at all).
+#[test]
+fn a_verified_route_to_a_certificate_for_another_name_defers() {
+    let w = World::new(67, 68);
+    let sink = w.sink(69, SinkTls::Cert(w.pki.issue(&["someone-else.test"])), true);
+    let server = w.server_with(
+        "",
+        &format!(
+            "[routes]\n\"partner2.test\" = {{ next_hop = \"127.0.0.69:{}\", tls = \"verify\", tls_name = \"relay.partner2.test\" }}\n",
+            w.port
+        ),
+    );
+    let id = send_requiretls(&w, &server, "bob@partner2.test", "must not leak");
+    eventually("the message to be deferred", WAIT, || {
+        let q = server.cli_json(&["queue", "list", "--json"]);
+        let e = q
+            .as_array()?
+            .iter()
+            .find(|e| e["id"] == id.as_str())?
+            .clone();
+        (e["attempts"].as_u64()? >= 1 && e["recipients"][0]["state"] == "deferred").then_some(())
+    });
+    assert!(sink.received().is_empty());
+    assert!(
+        !sink
+            .commands()
+            .iter()
+            .any(|c| c.to_ascii_uppercase().starts_with("MAIL")),
+        "a transaction started over an unverified hop: {:?}",
+        sink.commands()
+    );
+    assert!(sink.connections() >= 1, "the hop was never tried");
 }
