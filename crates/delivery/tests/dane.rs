@@ -9,7 +9,11 @@
 //!   `dnssec-invalid` result under a `tlsa` policy;
 //! - a `testing` MTA-STS policy reports an MX host it does not list;
 //! - (with the DANE verifier) a certificate matching a DANE-EE record is
-//!   delivered to and reported as a `tlsa` success.
+//!   delivered to and reported as a `tlsa` success;
+//! - `dane_only` keeps a host without usable DANE out, reported as
+//!   `dane-required`;
+//! - only unusable TLSA records: delivered as without DANE, reported as
+//!   `tlsa-invalid` with the records as policy-string.
 
 use portcullis_delivery::{
     Deliverer, DelivererSettings, DeliveryMetrics, Planner, SelfAddresses, TcpConnector, Timeouts,
@@ -55,6 +59,16 @@ fn deliverer(
     port: u16,
     tls: ClientTls,
 ) -> Deliverer<MemoryResolver, TcpConnector> {
+    deliverer_dane_only(dns, port, tls, Vec::new())
+}
+
+/// [`deliverer`] with `[delivery] dane_only`.
+fn deliverer_dane_only(
+    dns: &MemoryResolver,
+    port: u16,
+    tls: ClientTls,
+    dane_only: Vec<Domain>,
+) -> Deliverer<MemoryResolver, TcpConnector> {
     let five = Duration::from_secs(5);
     Deliverer::new(DelivererSettings {
         planner: Planner {
@@ -63,7 +77,7 @@ fn deliverer(
                 portcullis_delivery::Destinations {
                     routes: Vec::new(),
                     accepted: Vec::new(),
-                    dane_only: Vec::new(),
+                    dane_only,
                 },
             ),
             port,
@@ -294,4 +308,73 @@ async fn a_certificate_matching_a_dane_ee_record_is_delivered_to() {
     assert_eq!(recorded[0].policy.policy_type, ReportPolicyType::Tlsa);
     assert_eq!(recorded[0].policy.policy_string, vec![record.to_string()]);
     assert_eq!(recorded[0].failure, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dane_only_keeps_out_a_host_without_dane_and_reports_dane_required() {
+    let port = free_port();
+    let pki = TestPki::new();
+    // Secure up to the host, but no TLSA records.
+    let dns = signed(35);
+    let mx = sink(35, port, SinkTls::Cert(pki.issue(&[MX])));
+    let results = Results::default();
+    let got = deliverer_dane_only(
+        &dns,
+        port,
+        ClientTls::with_roots(pki.root_store()),
+        vec![Domain::parse(DOMAIN).unwrap()],
+    )
+    .with_reporter(Arc::new(results.clone()))
+    .deliver(job("u@dane.test"))
+    .await;
+    match only(&got) {
+        RecipientOutcome::Deferred { reason, .. } => {
+            assert!(
+                reason.contains("dane_only") && reason.contains("no TLSA records"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected deferred, got {other:?}"),
+    }
+    assert_eq!(mx.connections(), 0, "the MX was contacted");
+    let recorded = results.all();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let r = &recorded[0];
+    assert_eq!(r.policy.policy_type, ReportPolicyType::Tlsa);
+    assert_eq!(r.failure, Some(TlsResultType::DaneRequired));
+    assert_eq!(r.mx_host, MX);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_records_are_delivered_and_reported_as_tlsa_invalid() {
+    let port = free_port();
+    let pki = TestPki::new();
+    let issued = pki.issue(&[MX]);
+    // PKIX-EE: unusable for SMTP (RFC 7672 §3.1.3).
+    let record = Tlsa {
+        usage: 1,
+        selector: 0,
+        matching: 0,
+        data: issued.cert_der().to_vec(),
+    };
+    let dns = signed(36)
+        .tlsa(&tlsa_name(port), record.clone())
+        .secure(&tlsa_name(port));
+    let mx = sink(36, port, SinkTls::Cert(issued));
+    let results = Results::default();
+    let got = deliverer(&dns, port, ClientTls::with_roots(pki.root_store()))
+        .with_reporter(Arc::new(results.clone()))
+        .deliver(job("u@dane.test"))
+        .await;
+    assert!(
+        matches!(only(&got), RecipientOutcome::Delivered { .. }),
+        "{got:?}"
+    );
+    assert_eq!(mx.received().len(), 1);
+    let recorded = results.all();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let r = &recorded[0];
+    assert_eq!(r.policy.policy_type, ReportPolicyType::Tlsa);
+    assert_eq!(r.policy.policy_string, vec![record.to_string()]);
+    assert_eq!(r.failure, Some(TlsResultType::TlsaInvalid));
 }
