@@ -239,6 +239,44 @@ async fn the_route_is_spoken_to_over_starttls_as_delivery_does() {
     assert_eq!(sink.connections(), 1);
 }
 
+/// A route with `tls = "verify"` to an IP next hop: the probe verifies the
+/// certificate for `tls_name` as delivery does; a certificate for another
+/// name is unreachable (never asked in clear).
+#[tokio::test]
+async fn a_verified_route_is_probed_only_over_tls_for_its_name() {
+    let pki = TestPki::new();
+    for (cert_name, good) in [("store.example.test", true), ("someone-else.test", false)] {
+        let sink = Sink::start(SinkConfig {
+            tls: SinkTls::Cert(pki.issue(&[cert_name])),
+            known_users: Some(vec!["alice@example.test".into()]),
+            ..SinkConfig::default()
+        });
+        let mut verified = route("example.test", "127.0.0.1", sink.addr().port());
+        verified.tls = RouteTls::Verify {
+            name: "store.example.test".into(),
+        };
+        let (probe, _) = probe(
+            vec![verified],
+            ClientTls::with_roots(pki.root_store()),
+            settings(),
+        );
+        let answer = ask(&probe, "alice@example.test").await;
+        if good {
+            assert_eq!(answer, ProbeAnswer::Exists);
+        } else {
+            assert!(
+                matches!(answer, ProbeAnswer::Unreachable { .. }),
+                "{answer:?}"
+            );
+            assert!(
+                !sink.commands().iter().any(|c| c.starts_with("MAIL")),
+                "asked in clear: {:?}",
+                sink.commands()
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_probes_use_at_most_four_connections() {
     let sink = Sink::start(SinkConfig {
