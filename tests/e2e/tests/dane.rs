@@ -281,6 +281,30 @@ fn a_tlsa_record_that_does_not_match_defers_and_sends_nothing() {
     );
 }
 
+/// `TLS-Required: No` from a trusted client waives the recipient's DANE
+/// records as it waives MTA-STS (RFC 8689 §5): the same mismatching record
+/// as above, and the message is delivered, opportunistically over TLS.
+#[test]
+fn tls_required_no_from_a_trusted_client_is_delivered_despite_a_tlsa_mismatch() {
+    let w = World::new();
+    let (sink, _) = w.domain("waived.test", true, 36);
+    w.tlsa("waived.test", 3, 0, 1, &[0x42; 32]);
+    let server = w.server("");
+    let mut c = Client::connect(server.smtp());
+    c.ehlo("app.internal.test");
+    c.cmd("MAIL FROM:<app@example.test>", 250);
+    c.cmd("RCPT TO:<bob@waived.test>", 250);
+    let r = c.data(b"TLS-Required: No\r\nSubject: waived\r\n\r\nhello\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    c.cmd("QUIT", 221);
+    let got = sink.wait_for(1, WAIT);
+    assert!(
+        got[0].tls.is_some(),
+        "opportunistic TLS was not even tried: {got:?}"
+    );
+    // Control: without the field the same record defers (the row above).
+}
+
 #[test]
 fn a_bogus_tlsa_answer_defers_the_host() {
     let w = World::new();

@@ -22,7 +22,9 @@
 //!    whose TLSA lookup failed or was bogus is not contacted; unusable
 //!    records leave the host to step 6 (§2.2), unless the domain is in
 //!    `[delivery] dane_only`: then every host without usable DANE is
-//!    skipped. Not for a route;
+//!    skipped. Not for a route, and not for a message whose enforcement
+//!    is waived (our TLS reports, `TLS-Required: No`): DANE is then as
+//!    MTA-STS `testing`;
 //! 8. no host left to contact defers (TLSA lookups failed, no host with
 //!    DANE for a `dane_only` domain, or no MX host matches an enforced
 //!    policy).
@@ -61,7 +63,7 @@ pub fn decide(facts: &Facts<'_>) -> DeliveryPlan {
         .or_else(|| drop_myself(facts, &mut hosts))
         .or_else(|| {
             apply_policy(facts, sts, &mut hosts);
-            apply_dane(facts.dane_only, &mut hosts);
+            apply_dane(facts.dane_only, facts.tls_report, &mut hosts);
             none_left(facts, sts, &hosts)
         })
         .unwrap_or(Outcome::Try);
@@ -288,10 +290,16 @@ fn apply_policy(facts: &Facts<'_>, sts: StsRule, hosts: &mut [PlannedHost]) {
 /// Step 7: DANE governs the MX hosts it has a say on (RFC 7672 §2.2),
 /// whatever MTA-STS said of them (RFC 8461 §2); with `dane_only` the
 /// hosts it has no say on are skipped.
-fn apply_dane(dane_only: bool, hosts: &mut [PlannedHost]) {
+fn apply_dane(dane_only: bool, waived: bool, hosts: &mut [PlannedHost]) {
     // A route is the operator's own hop: no DANE for it.
     for host in hosts.iter_mut().filter(|h| h.source != HostSource::Route) {
         match &host.dane {
+            // The recipient's DANE records are waived for our own TLS
+            // reports (RFC 8460 §5.3) and for `TLS-Required: No` from a
+            // sender allowed to say it (RFC 8689 §5), as MTA-STS is: the
+            // host stays as step 6 left it (opportunistic). `dane_only` is
+            // the operator's own rule, not the recipient's, and stays.
+            Dane::Usable(_) | Dane::Failed { .. } if waived => {}
             Dane::Usable(records) => {
                 // §3.2.2: the MX host name (also the SNI); for an implicit
                 // MX it is the recipient domain itself.

@@ -33,8 +33,10 @@ pub struct Facts<'a> {
     /// True when the domain is in `[delivery] dane_only`: an MX host
     /// without usable DANE is never contacted.
     pub dane_only: bool,
-    /// True for our own TLS reports (the envelope's recorded origin): an
-    /// `enforce` policy is waived for them (RFC 8460 §5.3).
+    /// True when the recipient's TLS policy is waived for the message: our
+    /// own TLS reports (the envelope's recorded origin, RFC 8460 §5.3) and
+    /// `TLS-Required: No` from a sender allowed to say it (RFC 8689 §5).
+    /// An `enforce` policy and usable DANE records are then opportunistic.
     pub tls_report: bool,
     /// The MX answer for the domain ([`MxAnswer::NotAsked`] for a route).
     pub mx: MxAnswer,

@@ -576,6 +576,11 @@ fn dane_per_host() {
         "mx2.example.test dane !listed",
     ];
     check(mixed, enforce, "try", &mixed_hosts);
+    let mut waived = Row::new("waived (TLS report, TLS-Required: No): DANE not enforced")
+        .dane("mx1.example.test", usable())
+        .dane("mx2.example.test", tlsa_failed());
+    waived.tls_report = true;
+    check(waived, none, "try", &opp);
     let route = Row::new("a route: no DANE")
         .route("relay.example.test", 25)
         .dane("relay.example.test", usable());
