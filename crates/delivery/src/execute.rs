@@ -87,6 +87,8 @@ pub(crate) struct Observed<'b> {
     pub failure: Option<TlsResultType>,
     /// What happened, for the report's details.
     pub detail: &'b str,
+    /// The failure's code (`failure-reason-code`), when known.
+    pub code: Option<&'b str>,
     /// The TLSA records that governed the host (DANE), if any: the session
     /// is reported under a `tlsa` policy, MTA-STS lookup or not.
     pub dane: Option<&'b DaneAuthority>,
@@ -108,6 +110,7 @@ impl<'b> Observed<'b> {
             helo: None,
             failure: Some(failure),
             detail,
+            code: None,
             dane: None,
         }
     }
@@ -285,6 +288,7 @@ impl<R, C: Connector> Execution<'_, R, C> {
             helo: report.peer_name.clone(),
             failure,
             detail: &detail,
+            code: failure.and(report.tls.reason_code()),
             dane,
         });
     }
@@ -309,6 +313,7 @@ impl<R, C: Connector> Execution<'_, R, C> {
             receiving_helo: seen.helo,
             failure,
             detail: seen.detail.chars().take(200).collect(),
+            reason_code: seen.code.map(str::to_owned),
             is_report: self.job.envelope.origin.is_tls_report(),
         });
     }

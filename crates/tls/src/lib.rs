@@ -40,7 +40,7 @@ pub use info::TlsInfo;
 pub use pem::{load_certs, load_key};
 pub use provider::{PROTOCOL_VERSIONS, provider};
 pub use report_policy::{ReportPolicy, ReportPolicyType};
-pub use result_type::{TlsResultType, classify};
+pub use result_type::{TlsResultType, classify, reason_code};
 pub use selfsigned::{CERT_FILE, KEY_FILE};
 pub use server::{ServerTls, ServerTlsSource};
 pub use summary::{CertSummary, rfc3339};

@@ -106,6 +106,35 @@ pub fn classify(err: &Error) -> TlsResultType {
     }
 }
 
+/// A short, stable code for a handshake error, for TLS-RPT's
+/// `failure-reason-code` (RFC 8460 §4.4): the rustls certificate error or
+/// alert by name (`UnknownIssuer`, `NotValidForName`, `Expired`,
+/// `AlertReceived:HandshakeFailure`), `TlsaMismatch` under DANE, else the
+/// error's kind. Never text chosen by the peer.
+pub fn reason_code(err: &Error) -> String {
+    match err {
+        Error::InvalidCertificate(CertificateError::Other(other)) if TlsaMismatch::is(other) => {
+            "TlsaMismatch".to_owned()
+        }
+        Error::InvalidCertificate(cert) => variant_name(&format!("{cert:?}")),
+        Error::AlertReceived(alert) => format!("AlertReceived:{alert:?}"),
+        other => variant_name(&format!("{other:?}")),
+    }
+}
+
+/// The variant name at the start of a `Debug` rendering: `Expired` of
+/// `ExpiredContext { time: .. }` stays `ExpiredContext`, anything after the
+/// first `(`, `{` or space is dropped.
+fn variant_name(debug: &str) -> String {
+    debug
+        .split(['(', '{', ' '])
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(64)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +160,29 @@ mod tests {
             assert_eq!(TlsResultType::parse(s), Some(*t));
         }
         assert_eq!(TlsResultType::parse("bogus"), None);
+    }
+
+    #[test]
+    fn reason_codes_name_the_error_not_its_text() {
+        assert_eq!(
+            reason_code(&CertificateError::UnknownIssuer.into()),
+            "UnknownIssuer"
+        );
+        assert_eq!(reason_code(&CertificateError::Expired.into()), "Expired");
+        assert_eq!(
+            reason_code(&crate::dane::TlsaMismatch::error()),
+            "TlsaMismatch"
+        );
+        assert_eq!(
+            reason_code(&Error::AlertReceived(
+                rustls::AlertDescription::HandshakeFailure
+            )),
+            "AlertReceived:HandshakeFailure"
+        );
+        assert_eq!(
+            reason_code(&Error::General("peer chose this text".into())),
+            "General"
+        );
     }
 
     #[track_caller]

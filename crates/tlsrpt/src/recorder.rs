@@ -116,6 +116,9 @@ pub struct FailureKey {
     /// `additional-information`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_information: Option<String>,
+    /// `failure-reason-code`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason_code: Option<String>,
 }
 
 impl FailureKey {
@@ -128,6 +131,7 @@ impl FailureKey {
             receiving_mx_helo: None,
             receiving_ip: None,
             additional_information: Some(OTHER_FAILURES.to_owned()),
+            failure_reason_code: None,
         }
     }
 }
@@ -227,6 +231,11 @@ impl DayAggregate {
             receiving_mx_helo: helo,
             receiving_ip: Some(result.receiving_ip),
             additional_information: info,
+            failure_reason_code: result
+                .reason_code
+                .as_deref()
+                .map(|c| truncate(c, MAX_NAME))
+                .filter(|c| !c.is_empty()),
         };
         self.add_failure(key, 1);
     }
@@ -418,6 +427,7 @@ mod tests {
             receiving_helo: None,
             failure,
             detail: detail.into(),
+            reason_code: failure.map(|_| "UnknownIssuer".to_owned()),
             is_report: false,
         }
     }

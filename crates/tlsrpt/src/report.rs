@@ -129,7 +129,7 @@ fn policy(agg: &DayAggregate) -> Policy {
             receiving_ip: key.receiving_ip,
             failed_session_count: saturate(*count),
             additional_information: key.additional_information.clone(),
-            failure_reason_code: None,
+            failure_reason_code: key.failure_reason_code.clone(),
         })
         .collect();
     Policy {

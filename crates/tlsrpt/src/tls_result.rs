@@ -28,6 +28,9 @@ pub struct TlsSessionResult {
     pub failure: Option<TlsResultType>,
     /// A short human explanation (additional-information).
     pub detail: String,
+    /// The failure's code (`failure-reason-code`), when one is known: the
+    /// TLS library's error name, never text from the peer.
+    pub reason_code: Option<String>,
     /// True when the session carried one of our own TLS reports (its
     /// envelope's recorded origin, never its content): such sessions are
     /// never counted in reports (RFC 8460 §3: no report loops).

@@ -148,6 +148,9 @@ fn session(
         receiving_helo: helo.map(str::to_owned),
         failure,
         detail: detail.into(),
+        // The code the TLS client gives an expired certificate.
+        reason_code: (failure == Some(TlsResultType::CertificateExpired))
+            .then(|| "ExpiredContext".to_owned()),
         is_report: false,
     }
 }
@@ -427,6 +430,7 @@ async fn a_day_of_sessions_becomes_the_rfc_8460_report() {
                 "receiving-ip": "192.0.2.10",
                 "failed-session-count": 2,
                 "additional-information": "certificate expired",
+                "failure-reason-code": "ExpiredContext",
             },
             {
                 "result-type": "starttls-not-supported",

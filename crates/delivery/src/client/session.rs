@@ -260,6 +260,7 @@ async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(
         p.tls = TlsOutcome::Failed {
             result_type: TlsResultType::StartTlsNotSupported,
             detail: format!("STARTTLS refused: {reply}"),
+            code: Some(format!("StartTlsRefused:{}", reply.code)),
         };
         if required {
             return end(conn, Err(SessionError::StartTls(reply)), t).await;
@@ -277,6 +278,7 @@ async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(
         p.tls = TlsOutcome::Failed {
             result_type: TlsResultType::ValidationFailure,
             detail: detail.clone(),
+            code: Some("DataAfterStartTlsReply".to_owned()),
         };
         return Err(SessionError::Protocol {
             stage: Stage::StartTls,
@@ -285,11 +287,12 @@ async fn starttls<S: AsyncRead + AsyncWrite + Unpin>(
     }
     match handshake(stream, server_name, config, t.tls_handshake).await {
         Ok(tls_stream) => Ok(Secured::Tls(Box::new(tls_stream))),
-        Err((result_type, detail)) => {
+        Err((result_type, detail, code)) => {
             tracing::debug!(%result_type, %detail, required, "smtp client: TLS handshake failed");
             p.tls = TlsOutcome::Failed {
                 result_type,
                 detail: detail.clone(),
+                code,
             };
             // Nothing more is said on this connection, in clear or otherwise.
             Err(SessionError::Tls {

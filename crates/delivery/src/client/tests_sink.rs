@@ -165,6 +165,7 @@ async fn opportunistic_starttls_with_a_good_certificate_is_verified() {
         cipher,
         verified,
         failure,
+        code,
     } = &report.tls
     else {
         panic!("{:?}", report.tls);
@@ -173,6 +174,7 @@ async fn opportunistic_starttls_with_a_good_certificate_is_verified() {
     assert!(!cipher.is_empty());
     assert!(verified);
     assert_eq!(*failure, None);
+    assert_eq!(*code, None);
     assert_eq!(report.tls.failure(), None);
     assert_eq!(sink.received()[0].tls.as_deref(), Some(version.as_str()));
     // RFC 3207 §4.2: EHLO again after TLS; the new capabilities have no STARTTLS.
@@ -189,21 +191,24 @@ async fn opportunistic_starttls_with_a_good_certificate_is_verified() {
 #[tokio::test]
 async fn opportunistic_tls_records_what_pkix_would_have_said() {
     let pki = TestPki::new();
-    for (name, cert, want) in [
+    for (name, cert, want, code) in [
         (
             "self-signed",
             TestPki::self_signed(&[MX]),
             TlsResultType::CertificateNotTrusted,
+            "UnknownIssuer",
         ),
         (
             "wrong name",
             pki.issue(&["other.example.test"]),
             TlsResultType::CertificateHostMismatch,
+            "NotValidForNameContext",
         ),
         (
             "expired",
             pki.issue_expired(&[MX]),
             TlsResultType::CertificateExpired,
+            "ExpiredContext",
         ),
     ] {
         let sink = tls_sink(cert);
@@ -223,6 +228,8 @@ async fn opportunistic_tls_records_what_pkix_would_have_said() {
             report.tls
         );
         assert_eq!(report.tls.failure(), Some(want), "{name}");
+        // TLS-RPT's failure-reason-code: the verifier's error by name.
+        assert_eq!(report.tls.reason_code(), Some(code), "{name}");
         assert!(
             sink.received()[0].tls.is_some(),
             "{name}: delivered over TLS"

@@ -77,6 +77,9 @@ pub enum TlsOutcome {
         verified: bool,
         /// When not verified: why PKIX would have refused it.
         failure: Option<TlsResultType>,
+        /// When not verified: the code of the verification error
+        /// ([`portcullis_tls::reason_code`]).
+        code: Option<String>,
     },
     /// STARTTLS was refused or the handshake failed.
     Failed {
@@ -84,6 +87,9 @@ pub enum TlsOutcome {
         result_type: TlsResultType,
         /// The refusing reply or the handshake error, as text.
         detail: String,
+        /// The handshake error's code ([`portcullis_tls::reason_code`]),
+        /// when a handshake failed.
+        code: Option<String>,
     },
 }
 
@@ -100,6 +106,17 @@ impl TlsOutcome {
         }
     }
 
+    /// The code of the failure for TLS-RPT's `failure-reason-code`, when
+    /// one is known (a handshake or verification error).
+    pub fn reason_code(&self) -> Option<&str> {
+        match self {
+            TlsOutcome::Established { code, .. } | TlsOutcome::Failed { code, .. } => {
+                code.as_deref()
+            }
+            _ => None,
+        }
+    }
+
     /// True when the mail (if any) travelled encrypted.
     pub fn is_encrypted(&self) -> bool {
         matches!(self, TlsOutcome::Established { .. })
@@ -113,7 +130,7 @@ pub(crate) async fn handshake<S>(
     server_name: &str,
     config: Arc<ClientConfig>,
     limit: Duration,
-) -> Result<TlsStream<S>, (TlsResultType, String)>
+) -> Result<TlsStream<S>, (TlsResultType, String, Option<String>)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -121,6 +138,7 @@ where
         (
             TlsResultType::ValidationFailure,
             format!("invalid server name {server_name:?}: {e}"),
+            None,
         )
     })?;
     let connect = TlsConnector::from(config).connect(name, stream);
@@ -130,6 +148,7 @@ where
         Err(_) => Err((
             TlsResultType::ValidationFailure,
             format!("TLS handshake timed out after {limit:?}"),
+            Some("HandshakeTimeout".to_owned()),
         )),
     }
 }
@@ -137,13 +156,21 @@ where
 /// Classifies a handshake error: rustls errors through
 /// [`portcullis_tls::classify`], anything else (EOF, reset) as
 /// `validation-failure`.
-fn classify_io(e: &std::io::Error) -> (TlsResultType, String) {
+fn classify_io(e: &std::io::Error) -> (TlsResultType, String, Option<String>) {
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        Some(tls) => (portcullis_tls::classify(tls), tls.to_string()),
-        None => (TlsResultType::ValidationFailure, e.to_string()),
+        Some(tls) => (
+            portcullis_tls::classify(tls),
+            tls.to_string(),
+            Some(portcullis_tls::reason_code(tls)),
+        ),
+        None => (
+            TlsResultType::ValidationFailure,
+            e.to_string(),
+            Some(format!("Io:{:?}", e.kind())),
+        ),
     }
 }
 
@@ -159,18 +186,23 @@ pub(crate) fn established<S>(
         Some(info) => (info.version, info.cipher),
         None => (String::new(), String::new()),
     };
-    let (verified, failure) = match record.map(VerificationRecord::get) {
-        None => (true, None),
-        Some(Some(WouldVerify::Yes)) => (true, None),
-        Some(Some(WouldVerify::No { result_type, .. })) => (false, Some(result_type)),
+    let (verified, failure, code) = match record.map(VerificationRecord::get) {
+        None => (true, None, None),
+        Some(Some(WouldVerify::Yes)) => (true, None, None),
+        Some(Some(WouldVerify::No { result_type, error })) => (
+            false,
+            Some(result_type),
+            Some(portcullis_tls::reason_code(&error)),
+        ),
         // No certificate was seen (a resumed session on a shared configuration):
         // unknown, so not counted as verified.
-        Some(None) => (false, Some(TlsResultType::ValidationFailure)),
+        Some(None) => (false, Some(TlsResultType::ValidationFailure), None),
     };
     TlsOutcome::Established {
         version,
         cipher,
         verified,
         failure,
+        code,
     }
 }
