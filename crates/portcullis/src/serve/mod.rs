@@ -16,7 +16,7 @@ use crate::handler::AdminHandler;
 use crate::logging;
 use crate::metrics::MetricsPage;
 use crate::reload::{Reloader, Targets};
-use crate::state::{PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
+use crate::state::{OwnAccess, PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
 use anyhow::{Context, Result};
 use inbound::Listeners;
 use outbound::Outbound;
@@ -134,6 +134,10 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         &side.metrics,
         tlsrpt,
         screen,
+        OwnAccess {
+            resolver: resolver.clone(),
+            clock: Arc::new(SystemClock),
+        },
     );
     if let Some(sender) = tlsrpt_sender {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
@@ -231,6 +235,7 @@ fn admin_handler(
     inbound_metrics: &Arc<InboundMetrics>,
     tlsrpt: TlsRptAccess,
     screen: ScreenAccess,
+    own: OwnAccess,
 ) -> AdminHandler {
     AdminHandler {
         info,
@@ -247,6 +252,7 @@ fn admin_handler(
         tlsrpt,
         reload: reloader.clone(),
         screen,
+        own,
     }
 }
 
