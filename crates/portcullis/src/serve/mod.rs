@@ -134,10 +134,6 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         &side.metrics,
         tlsrpt,
         screen,
-        OwnAccess {
-            resolver: resolver.clone(),
-            clock: Arc::new(SystemClock),
-        },
     );
     if let Some(sender) = tlsrpt_sender {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
@@ -235,7 +231,6 @@ fn admin_handler(
     inbound_metrics: &Arc<InboundMetrics>,
     tlsrpt: TlsRptAccess,
     screen: ScreenAccess,
-    own: OwnAccess,
 ) -> AdminHandler {
     AdminHandler {
         info,
@@ -252,7 +247,11 @@ fn admin_handler(
         tlsrpt,
         reload: reloader.clone(),
         screen,
-        own,
+        // The resolver every lookup of the server uses (delivery's).
+        own: OwnAccess {
+            resolver: outbound.deliverer.planner().resolver.clone(),
+            clock: Arc::new(SystemClock),
+        },
     }
 }
 
