@@ -30,12 +30,25 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// The policy `[publish] mx = ["mx1.example.test"]` (enforce, 7 days)
 /// makes.
 fn our_policy() -> String {
-    format!("version: STSv1\nmode: enforce\nmx: {MX1}\nmax_age: 604800\n")
+    policy_for(&[MX1])
+}
+
+/// An enforce policy for 7 days listing `mx`.
+fn policy_for(mx: &[&str]) -> String {
+    let mut text = "version: STSv1\nmode: enforce\n".to_owned();
+    for m in mx {
+        text.push_str(&format!("mx: {m}\n"));
+    }
+    text + "max_age: 604800\n"
 }
 
 /// Its id: the first 20 hex digits of the SHA-256 of the text.
 fn our_id() -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, our_policy().as_bytes());
+    id_of(&our_policy())
+}
+
+fn id_of(policy: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, policy.as_bytes());
     digest.as_ref()[..10]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -62,6 +75,9 @@ struct World {
     policy_host: PolicyServer,
     sinks: Vec<Sink>,
     server: Option<Portcullis>,
+    /// `[publish] mx` as written in the config; `None`: left out (the
+    /// policy lists the MX names DNS gives).
+    publish_mx: Option<String>,
 }
 
 impl World {
@@ -98,6 +114,7 @@ impl World {
             policy_host,
             sinks: Vec::new(),
             server: None,
+            publish_mx: Some(format!("mx = [\"{MX1}\"]")),
         };
         let cert = cert(&world.pki);
         world.mx(10, MX1, base + 1, cert);
@@ -141,14 +158,15 @@ port = {}
 https_port = {}
 [publish]
 mode = "enforce"
-mx = ["{MX1}"]
+{}
 tlsrpt_rua = ["{RUA}"]
 [admin]
 socket = "{{dir}}/admin.sock"
 "#,
                 self.dns.addr(),
                 self.port,
-                self.policy_host.port()
+                self.policy_host.port(),
+                self.publish_mx.as_deref().unwrap_or_default(),
             );
             self.server = Some(Portcullis::start_in(dir, &config));
         }
@@ -433,5 +451,32 @@ fn a_domain_that_is_not_ours_is_an_error() {
         named.status.success(),
         "{}",
         String::from_utf8_lossy(&named.stdout)
+    );
+}
+
+/// Without `[publish] mx` the policy we serve lists the MX names DNS
+/// gives: a new MX host is covered at once, and it is the `_mta-sts` id
+/// (and the served policy) that must follow, with the new id printed.
+#[test]
+fn without_publish_mx_the_policy_follows_the_mx_records() {
+    let mut w = World::correct(100);
+    w.publish_mx = None;
+    let cert = w.pki.issue(&["mx2.example.test"]);
+    w.mx(20, "mx2.example.test", 102, cert);
+    let d = w.failing();
+    assert_eq!(failed(&d), ["mta-sts record", "policy served"]);
+    assert!(check(&d, "mx covered", None)["ok"] == true, "{d:#}");
+    let both = policy_for(&[MX1, "mx2.example.test"]);
+    assert_eq!(
+        records(&d),
+        [format!(
+            "_mta-sts.{DOMAIN}. IN TXT \"v=STSv1; id={}\"",
+            id_of(&both)
+        )]
+    );
+    assert_eq!(d["policy_file"], both);
+    assert_detail(
+        check(&d, "policy served", None),
+        &["mx mx2.example.test missing"],
     );
 }

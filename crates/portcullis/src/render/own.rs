@@ -83,3 +83,64 @@ fn domain(d: &OwnDomain) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, host: Option<&str>, outcome: &str, detail: &str) -> OwnCheck {
+        OwnCheck {
+            name: name.into(),
+            host: host.map(Into::into),
+            ok: outcome == "ok",
+            outcome: outcome.into(),
+            detail: detail.into(),
+            diff: None,
+        }
+    }
+
+    /// One row per check with its status word, the records and policy file
+    /// indented, every gap named on the last line, and remote text (a
+    /// served policy line) unable to drive the terminal.
+    #[test]
+    fn the_layout_names_every_gap_and_escapes_remote_text() {
+        let mut served = check("policy served", None, "gap", "serves another policy");
+        served.diff = Some("-mode: \x1b[2Jtesting\n+mode: enforce".into());
+        let own = PolicyOwn {
+            domains: vec![OwnDomain {
+                domain: "a.test".into(),
+                checks: vec![
+                    check("mta-sts record", None, "gap", "missing"),
+                    served,
+                    check("mx certificate", Some("mx1.a.test"), "ok", "valid"),
+                    check("tls-rpt record", None, "temporary", "temporary DNS failure"),
+                ],
+                records_to_publish: vec!["_mta-sts.a.test. IN TXT \"v=STSv1; id=1\"".into()],
+                policy_file: Some("version: STSv1\nmode: enforce\n".into()),
+            }],
+        };
+        let text = checked(&own);
+        let row = |start: &str| {
+            text.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("no {start:?} row in {text}"))
+                .to_owned()
+        };
+        assert!(row("mta-sts record").contains("GAP"), "{text}");
+        assert!(row("mx certificate mx1.a.test").contains(" ok "), "{text}");
+        assert!(row("tls-rpt record").contains("TEMPFAIL"), "{text}");
+        assert!(
+            text.contains("\n  _mta-sts.a.test. IN TXT \"v=STSv1; id=1\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("\n  mode: enforce\n"), "{text}");
+        assert!(text.contains("-mode: \\x1b[2Jtesting"), "{text}");
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(
+            text.ends_with(
+                "3 gaps: a.test: mta-sts record; a.test: policy served; a.test: tls-rpt record"
+            ),
+            "{text}"
+        );
+    }
+}
