@@ -24,6 +24,10 @@ use tracing::info;
 /// are checked at once, so the answer comes well within the CLI's 30 s.
 const STEP_LIMIT: Duration = Duration::from_secs(15);
 
+/// At most this many domains are checked at the same time: each opens a
+/// connection to every MX host and to its policy host.
+const DOMAINS_AT_ONCE: usize = 8;
+
 impl OwnAccess {
     /// Checks `domain` (one of `relay.accepted_domains`), or every
     /// accepted domain.
@@ -52,11 +56,18 @@ impl OwnAccess {
             ));
         }
         let checker = self.checker(config)?;
+        let permits = Arc::new(tokio::sync::Semaphore::new(DOMAINS_AT_ONCE));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, d) in domains.iter().enumerate() {
             let checker = checker.clone();
             let d = d.clone();
-            tasks.spawn(async move { (i, checker.check(&d).await) });
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                // The semaphore is never closed; without a permit the check
+                // still runs rather than being lost.
+                let _permit = permits.acquire_owned().await.ok();
+                (i, checker.check(&d).await)
+            });
         }
         let mut reports: Vec<(usize, DomainReport)> = Vec::new();
         while let Some(joined) = tasks.join_next().await {
