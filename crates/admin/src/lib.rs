@@ -23,6 +23,7 @@ mod client;
 mod conn;
 mod error;
 mod metrics_http;
+mod own;
 mod protocol;
 mod screen;
 mod server;
@@ -31,6 +32,7 @@ mod table;
 pub use client::{CALL_TIMEOUT, call, call_as};
 pub use error::AdminError;
 pub use metrics_http::{MetricsListener, bind_metrics};
+pub use own::{OwnCheck, OwnDomain, PolicyOwn};
 pub use protocol::{
     Answer, AttemptEntry, ExplainHost, ExplainPlan, ListenerStatus, PolicyEntry, PolicyEvicted,
     PolicyExplain, PolicyRefresh, PolicyShow, PolicyUnpinned, QueueDeleted, QueueDetail,

@@ -7,6 +7,7 @@
 //! it from typed values and the client decodes it into the same types
 //! ([`Answer::decode`]), so neither side picks fields out of JSON by hand.
 
+use crate::own::PolicyOwn;
 use crate::screen::{ScreenCleared, ScreenShow, ScreenTarget};
 use portcullis_types::Envelope;
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,14 @@ pub enum Request {
     PolicyUnpin {
         /// The policy domain.
         domain: String,
+    },
+    /// Checks what we publish for our own domains from the outside in
+    /// (TXT records, the policy served, MX coverage and certificates), as a
+    /// [`PolicyOwn`].
+    PolicyOwn {
+        /// One accepted domain; `None`: every accepted domain.
+        #[serde(default)]
+        domain: Option<String>,
     },
     /// Every TLS-RPT report known (per UTC day and policy domain: session
     /// counts, destinations, sending state), newest day first, as a list of
@@ -195,6 +204,8 @@ pub enum Answer {
     PolicyPin(Box<PolicyEntry>),
     /// To [`Request::PolicyUnpin`].
     PolicyUnpin(PolicyUnpinned),
+    /// To [`Request::PolicyOwn`].
+    PolicyOwn(PolicyOwn),
     /// To [`Request::TlsrptList`].
     TlsrptList(Vec<TlsrptEntry>),
     /// To [`Request::TlsrptShow`]: the RFC 8460 report JSON itself, kept
@@ -229,6 +240,7 @@ impl Answer {
             Request::PolicyExplain { .. } => Answer::PolicyExplain(v(body)?),
             Request::PolicyPin { .. } => Answer::PolicyPin(v(body)?),
             Request::PolicyUnpin { .. } => Answer::PolicyUnpin(v(body)?),
+            Request::PolicyOwn { .. } => Answer::PolicyOwn(v(body)?),
             Request::TlsrptList => Answer::TlsrptList(v(body)?),
             Request::TlsrptShow { .. } => Answer::TlsrptShow(body),
             Request::TlsrptSend => Answer::TlsrptSend(v(body)?),
@@ -240,8 +252,9 @@ impl Answer {
 
     /// False when the server answered but part of the work failed: a
     /// refresh of every policy where one refresh failed, a `tlsrpt send`
-    /// where a report could not be delivered now (the CLI then exits
-    /// non-zero after printing the answer).
+    /// where a report could not be delivered now, a `policy own` with a
+    /// gap or a check that could not be made (the CLI then exits non-zero
+    /// after printing the answer).
     pub fn all_succeeded(&self) -> bool {
         match self {
             Answer::PolicyRefresh(items) => items.iter().all(|i| i.outcome != "failed"),
@@ -249,6 +262,7 @@ impl Answer {
                 .outcomes
                 .iter()
                 .all(|o| o.outcome != "retry" && o.outcome != "gave-up"),
+            Answer::PolicyOwn(own) => own.all_ok(),
             _ => true,
         }
     }
@@ -665,6 +679,16 @@ mod tests {
                     domain: "a.test".into(),
                 },
                 r#"{"op":"policy_explain","domain":"a.test"}"#,
+            ),
+            (
+                Request::PolicyOwn { domain: None },
+                r#"{"op":"policy_own","domain":null}"#,
+            ),
+            (
+                Request::PolicyOwn {
+                    domain: Some("a.test".into()),
+                },
+                r#"{"op":"policy_own","domain":"a.test"}"#,
             ),
             (Request::TlsrptList, r#"{"op":"tlsrpt_list"}"#),
             (

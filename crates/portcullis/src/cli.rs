@@ -250,6 +250,16 @@ pub enum PolicyCmd {
         #[arg(value_parser = parse_domain)]
         domain: Domain,
     },
+    /// Check, from the outside in, what we publish for our own domains:
+    /// the `_mta-sts` and `_smtp._tls` TXT records, the policy served at
+    /// `mta-sts.<domain>`, MX hosts against the policy, and each MX host's
+    /// certificate after STARTTLS; prints the records to publish for each
+    /// gap and exits non-zero naming each.
+    Own {
+        /// One of our (accepted) domains; without it, all of them.
+        #[arg(value_parser = parse_domain)]
+        domain: Option<Domain>,
+    },
     /// Pin a policy for a domain until a date: it wins over DNS and the
     /// policy host (logged, with the reason).
     Pin {

@@ -159,6 +159,9 @@ fn policy_request(cmd: PolicyCmd) -> Result<Request, String> {
         PolicyCmd::Explain { domain } => Request::PolicyExplain {
             domain: domain.to_string(),
         },
+        PolicyCmd::Own { domain } => Request::PolicyOwn {
+            domain: domain.map(|d| d.to_string()),
+        },
         PolicyCmd::Pin {
             domain,
             mode,

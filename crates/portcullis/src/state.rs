@@ -82,3 +82,13 @@ impl ScreenAccess {
         (self.current)()
     }
 }
+
+/// What `policy own` checks with besides the config in force: the
+/// server's `[dns]` resolver (as every lookup of the server) and its
+/// clock (certificate expiry and validity).
+pub struct OwnAccess {
+    /// The resolver the whole server uses.
+    pub resolver: HickoryResolver,
+    /// The wall clock.
+    pub clock: Arc<dyn portcullis_types::Clock>,
+}

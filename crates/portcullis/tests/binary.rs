@@ -37,6 +37,7 @@ fn every_contract_subcommand_exists() {
         &["status", "--help"],
         &["policy", "list", "--help"],
         &["policy", "pin", "--help"],
+        &["policy", "own", "--help"],
         &["queue", "retry", "--help"],
         &["tlsrpt", "show", "--help"],
     ] {

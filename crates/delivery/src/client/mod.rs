@@ -33,6 +33,7 @@
 //! lines are dot-stuffed after every CR or LF so that a stored message can
 //! never end the DATA phase early at a lenient receiver (SMTP smuggling).
 
+mod certificate;
 mod data;
 mod ehlo;
 mod error;
@@ -50,6 +51,7 @@ mod tests_sink;
 pub(crate) use reply::Conn;
 pub(crate) use session::{Progress, Ready, establish};
 
+pub use certificate::{PeerCertificate, starttls_certificate};
 pub use data::{DotStuffer, xtext};
 pub use ehlo::Capabilities;
 pub use error::SessionError;

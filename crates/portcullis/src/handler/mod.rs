@@ -3,6 +3,7 @@
 //! CLI decodes.
 
 mod explain;
+mod own;
 mod policy;
 mod queue;
 mod refused;
@@ -10,7 +11,7 @@ mod screen;
 mod tlsrpt;
 
 use crate::reload::Reloader;
-use crate::state::{PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
+use crate::state::{OwnAccess, PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
 use portcullis_admin::{
     Answer, Handler, ListenerStatus, ReloadReport, Request, Response, StatusReport,
 };
@@ -34,6 +35,8 @@ pub struct AdminHandler {
     pub reload: Arc<Reloader>,
     /// `screen ...`.
     pub screen: ScreenAccess,
+    /// `policy own`.
+    pub own: OwnAccess,
 }
 
 impl AdminHandler {
@@ -87,6 +90,10 @@ impl AdminHandler {
                 until,
                 reason,
             } => Answer::PolicyPin(Box::new(p.pin(&domain, &mode, &mx, until, &reason).await?)),
+            Request::PolicyOwn { domain } => {
+                let config = self.reload.config();
+                Answer::PolicyOwn(self.own.check(&config, domain.as_deref()).await?)
+            }
             Request::PolicyUnpin { domain } => Answer::PolicyUnpin(p.unpin(&domain).await?),
             Request::TlsrptList => Answer::TlsrptList(t.list()?),
             Request::TlsrptShow { domain, day } => {

@@ -6,6 +6,7 @@
 //! into spaces and free text goes through `text::escape_terminal`, so nothing
 //! can drive the operator's terminal.
 
+mod own;
 mod policy;
 mod queue;
 mod screen;
@@ -30,6 +31,7 @@ pub fn human(answer: &Answer) -> String {
         Answer::PolicyEvict(e) => format!("evicted the cached MTA-STS policy of {}", e.evicted),
         Answer::PolicyExplain(x) => policy::explain(x),
         Answer::PolicyPin(entry) => policy::pinned(entry),
+        Answer::PolicyOwn(own) => own::checked(own),
         Answer::PolicyUnpin(u) => format!("removed the operator pin of {}", u.unpinned),
         Answer::TlsrptList(entries) => tlsrpt::list(entries),
         Answer::TlsrptShow(report) => tlsrpt::show(report),

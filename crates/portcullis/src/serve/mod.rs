@@ -16,7 +16,7 @@ use crate::handler::AdminHandler;
 use crate::logging;
 use crate::metrics::MetricsPage;
 use crate::reload::{Reloader, Targets};
-use crate::state::{PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
+use crate::state::{OwnAccess, PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
 use anyhow::{Context, Result};
 use inbound::Listeners;
 use outbound::Outbound;
@@ -247,6 +247,11 @@ fn admin_handler(
         tlsrpt,
         reload: reloader.clone(),
         screen,
+        // The resolver every lookup of the server uses (delivery's).
+        own: OwnAccess {
+            resolver: outbound.deliverer.planner().resolver.clone(),
+            clock: Arc::new(SystemClock),
+        },
     }
 }
 
