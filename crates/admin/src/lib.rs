@@ -24,6 +24,7 @@ mod conn;
 mod error;
 mod metrics_http;
 mod protocol;
+mod received;
 mod screen;
 mod server;
 mod table;
@@ -37,6 +38,7 @@ pub use protocol::{
     QueueEntry, QueueEnvelope, QueueRetried, RecipientEntry, RecipientStateEntry, ReloadReport,
     Request, Response, StatusReport, TlsrptEntry, TlsrptOutcome, TlsrptSendResult,
 };
+pub use received::{ReceivedEntry, ReceivedFailureShow, ReceivedPolicyShow, ReceivedShow};
 pub use screen::{
     ScreenCleared, ScreenGreylistLine, ScreenListLine, ScreenRateLine, ScreenShow, ScreenTarget,
 };
