@@ -10,7 +10,8 @@
 //! only when all of that succeeded are the new parts swapped in, each as
 //! one `Arc`: the inbound generation (read once per connection, so open
 //! sessions finish under theirs), delivery's routes and accepted domains
-//! (read once per domain delivery), the MTA-STS file pins.
+//! (read once per domain delivery), the MTA-STS file pins, our domains and
+//! TLS report mailboxes for received reports.
 
 mod diff;
 
