@@ -325,3 +325,38 @@ fn a_mailed_garbage_report_is_dropped_without_a_bounce() {
         Some(1.0)
     );
 }
+
+/// The report address follows the config in force: before a reload names
+/// it, it is an unknown user like any other (and nothing is read); after
+/// `portcullis reload` adds it, mail to it is accepted and read.
+#[test]
+fn a_reload_puts_a_new_report_address_in_force() {
+    let route = Sink::start(SinkConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(dir.path(), &route).replace(&format!("tlsrpt_rua = [\"mailto:{RUA}\"]"), "");
+    let server = Portcullis::start_in(dir, &text);
+    let message = report_mail(server.dir.path(), &report());
+
+    let mut c = reporter(&server);
+    c.cmd(&format!("RCPT TO:<{RUA}>"), 550);
+    c.cmd("QUIT", 221);
+
+    server.edit_config(|t| {
+        t.replace(
+            "[publish]\n",
+            &format!("[publish]\ntlsrpt_rua = [\"mailto:{RUA}\"]\n"),
+        )
+    });
+    server.cli_ok(&["reload"]);
+
+    let mut c = reporter(&server);
+    c.cmd(&format!("RCPT TO:<{RUA}>"), 250);
+    assert_eq!(c.data(&dot_stuffed(&message)).code, 250);
+    c.cmd("QUIT", 221);
+    let listed = eventually("the report listed", WAIT, || {
+        let list = server.cli_json(&["tlsrpt", "received", "list", "--json"]);
+        list.as_array().filter(|l| !l.is_empty()).cloned()
+    });
+    assert_eq!(listed[0]["failed"], 7);
+    assert!(route.received().is_empty(), "nothing went onward");
+}

@@ -83,7 +83,10 @@ pub enum IntakeError {
 pub trait ReportIntake: Send + Sync {
     /// Takes one report body, gzip-compressed or plain JSON, at most
     /// [`MAX_REPORT_BYTES`] as received (and at most that once
-    /// decompressed). Returns the id it is stored under.
+    /// decompressed). Returns the id it is stored under (the id of the
+    /// copy already stored, for a report sent again). Returns only once
+    /// the report is on disk, so it blocks: async callers use
+    /// `spawn_blocking`.
     fn take(&self, body: &[u8], channel: Channel) -> Result<String, IntakeError>;
 }
 
