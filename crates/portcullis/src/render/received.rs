@@ -141,3 +141,96 @@ fn policy(p: &ReceivedPolicyShow) -> String {
     }
     lines.join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_admin::ReceivedFailureShow;
+
+    fn report() -> ReceivedShow {
+        ReceivedShow {
+            id: "3f9c0a51d2e47b6a8c10".into(),
+            received_at: 1_796_450_000,
+            channel: "mail".into(),
+            // A reporter-written name trying to drive the terminal.
+            organization: "Evil\x1b[2JCorp".into(),
+            contact: "tlsrpt@evil.example".into(),
+            report_id: "r1\x07@evil.example".into(),
+            start: 1_796_342_400,
+            end: 1_796_428_799,
+            policies: vec![ReceivedPolicyShow {
+                policy_type: "sts".into(),
+                policy_domain: "example.test".into(),
+                policy_string: vec!["mode: enforce\x1b]0;title\x07".into()],
+                mx_host: vec!["mx.example.test".into()],
+                successful: 120,
+                failed: 7,
+                failure_details: vec![ReceivedFailureShow {
+                    result_type: "certificate-expired".into(),
+                    count: 5,
+                    sending_mta_ip: Some("203.0.113.9".parse().unwrap()),
+                    receiving_mx_hostname: Some("mx.example.test".into()),
+                    receiving_mx_helo: None,
+                    receiving_ip: None,
+                    additional_information: Some("line\rover".into()),
+                    failure_reason_code: None,
+                }],
+            }],
+            other_policies: 1,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn show_lays_out_the_report_and_escapes_what_the_reporter_wrote() {
+        let out = show(&report());
+        for needle in [
+            "3f9c0a51d2e47b6a8c10",
+            "2026-12-05",
+            "by mail",
+            "Evil\\x1b[2JCorp <tlsrpt@evil.example>",
+            "r1\\x07@evil.example",
+            "2026-12-04 00:00 to 2026-12-04 23:59",
+            "1 policies about other domains",
+            "policy sts for example.test",
+            "  | mode: enforce\\x1b]0;title\\x07",
+            "sessions: 120 successful, 7 failed",
+            "certificate-expired",
+            "203.0.113.9",
+        ] {
+            assert!(out.contains(needle), "{needle:?} not in\n{out}");
+        }
+        assert!(
+            !out.chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn list_has_a_row_per_report_and_says_when_there_is_none() {
+        assert_eq!(list(&[]), "no TLS reports received");
+        let r = report();
+        let entry = ReceivedEntry {
+            id: r.id,
+            received_at: r.received_at,
+            organization: String::new(),
+            domains: vec!["example.test".into(), "other.test".into()],
+            start: r.start,
+            end: r.end,
+            successful: 120,
+            failed: 7,
+        };
+        let out = list(&[entry]);
+        let row = out.lines().nth(1).unwrap();
+        for needle in [
+            "3f9c0a51d2e47b6a8c10",
+            " - ",
+            "example.test,other.test",
+            "120",
+            "7",
+        ] {
+            assert!(row.contains(needle), "{needle:?} not in {row:?}");
+        }
+    }
+}
