@@ -25,6 +25,7 @@ mod error;
 mod metrics_http;
 mod own;
 mod protocol;
+mod received;
 mod screen;
 mod server;
 mod table;
@@ -39,6 +40,7 @@ pub use protocol::{
     QueueEntry, QueueEnvelope, QueueRetried, RecipientEntry, RecipientStateEntry, ReloadReport,
     Request, Response, StatusReport, TlsrptEntry, TlsrptOutcome, TlsrptSendResult,
 };
+pub use received::{ReceivedEntry, ReceivedFailureShow, ReceivedPolicyShow, ReceivedShow};
 pub use screen::{
     ScreenCleared, ScreenGreylistLine, ScreenListLine, ScreenRateLine, ScreenShow, ScreenTarget,
 };

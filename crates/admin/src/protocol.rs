@@ -8,6 +8,7 @@
 //! ([`Answer::decode`]), so neither side picks fields out of JSON by hand.
 
 use crate::own::PolicyOwn;
+use crate::received::{ReceivedEntry, ReceivedShow};
 use crate::screen::{ScreenCleared, ScreenShow, ScreenTarget};
 use portcullis_types::Envelope;
 use serde::{Deserialize, Serialize};
@@ -115,6 +116,22 @@ pub enum Request {
     /// the send window (a day still being collected is never sent), as a
     /// [`TlsrptSendResult`].
     TlsrptSend,
+    /// The TLS reports other providers sent about our domains, newest
+    /// received first, as a list of [`ReceivedEntry`].
+    TlsrptReceivedList {
+        /// Only reports about this policy domain.
+        #[serde(default)]
+        domain: Option<String>,
+        /// Only reports whose period ends on or after this UTC day
+        /// (`YYYY-MM-DD`).
+        #[serde(default)]
+        since: Option<String>,
+    },
+    /// One received TLS report, everything stored, as a [`ReceivedShow`].
+    TlsrptReceivedShow {
+        /// Our id of the report.
+        id: String,
+    },
     /// Re-reads the whole config file the server was started with and puts
     /// it in force (as SIGHUP does), as a [`ReloadReport`]; a file with an
     /// error is refused with the error (key and line) and changes nothing.
@@ -213,6 +230,10 @@ pub enum Answer {
     TlsrptShow(serde_json::Value),
     /// To [`Request::TlsrptSend`].
     TlsrptSend(TlsrptSendResult),
+    /// To [`Request::TlsrptReceivedList`].
+    TlsrptReceivedList(Vec<ReceivedEntry>),
+    /// To [`Request::TlsrptReceivedShow`].
+    TlsrptReceivedShow(Box<ReceivedShow>),
     /// To [`Request::Reload`].
     Reload(ReloadReport),
     /// To [`Request::ScreenShow`].
@@ -244,6 +265,8 @@ impl Answer {
             Request::TlsrptList => Answer::TlsrptList(v(body)?),
             Request::TlsrptShow { .. } => Answer::TlsrptShow(body),
             Request::TlsrptSend => Answer::TlsrptSend(v(body)?),
+            Request::TlsrptReceivedList { .. } => Answer::TlsrptReceivedList(v(body)?),
+            Request::TlsrptReceivedShow { .. } => Answer::TlsrptReceivedShow(v(body)?),
             Request::Reload => Answer::Reload(v(body)?),
             Request::ScreenShow { .. } => Answer::ScreenShow(v(body)?),
             Request::ScreenClear { .. } => Answer::ScreenClear(v(body)?),
@@ -699,6 +722,17 @@ mod tests {
                 r#"{"op":"tlsrpt_show","domain":"a.test","day":"2026-01-02"}"#,
             ),
             (Request::TlsrptSend, r#"{"op":"tlsrpt_send"}"#),
+            (
+                Request::TlsrptReceivedList {
+                    domain: Some("a.test".into()),
+                    since: None,
+                },
+                r#"{"op":"tlsrpt_received_list","domain":"a.test","since":null}"#,
+            ),
+            (
+                Request::TlsrptReceivedShow { id: "ab12".into() },
+                r#"{"op":"tlsrpt_received_show","id":"ab12"}"#,
+            ),
             (
                 Request::ScreenShow {
                     ip: "2001:db8::1".parse().unwrap(),

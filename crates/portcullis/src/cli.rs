@@ -308,6 +308,34 @@ pub enum TlsrptCmd {
     /// delay of the send window (the current day is never sent: it is not
     /// over); nothing is sent twice.
     Send,
+    /// The TLS reports other providers sent about our domains (by mail to
+    /// a `[publish] tlsrpt_rua` address or by HTTPS POST).
+    Received {
+        #[command(subcommand)]
+        cmd: ReceivedCmd,
+    },
+}
+
+/// `portcullis tlsrpt received ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReceivedCmd {
+    /// The reports received, newest first: id, when received, the
+    /// reporting organisation, our domains, the period, sessions ok and
+    /// failed.
+    List {
+        /// Only reports about this domain.
+        #[arg(long, value_name = "DOMAIN", value_parser = parse_domain)]
+        domain: Option<Domain>,
+        /// Only reports whose period ends on or after this UTC day.
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_day)]
+        since: Option<String>,
+    },
+    /// Everything stored of one report, with its failure details.
+    Show {
+        /// The report's id (from `list`).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 /// `portcullis screen ...`.

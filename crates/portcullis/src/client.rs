@@ -2,7 +2,7 @@
 //! server's admin socket; the typed [`Answer`] is printed as JSON with
 //! `--json`, else in its human layout.
 
-use crate::cli::{Command, PinMode, PolicyCmd, QueueCmd, ScreenCmd, TlsrptCmd};
+use crate::cli::{Command, PinMode, PolicyCmd, QueueCmd, ReceivedCmd, ScreenCmd, TlsrptCmd};
 use crate::config_cmd::load_config;
 use portcullis_admin::{AdminError, Answer, Request};
 use std::path::PathBuf;
@@ -129,6 +129,15 @@ fn tlsrpt_request(cmd: TlsrptCmd) -> Request {
             day,
         },
         TlsrptCmd::Send => Request::TlsrptSend,
+        TlsrptCmd::Received {
+            cmd: ReceivedCmd::List { domain, since },
+        } => Request::TlsrptReceivedList {
+            domain: domain.map(|d| d.to_string()),
+            since,
+        },
+        TlsrptCmd::Received {
+            cmd: ReceivedCmd::Show { id },
+        } => Request::TlsrptReceivedShow { id },
     }
 }
 

@@ -9,6 +9,7 @@ use portcullis_metrics::MetricsWriter;
 use portcullis_queue::{Queue, QueueMetrics};
 use portcullis_store::Store;
 use portcullis_tlsrpt::ReportMetrics;
+use portcullis_tlsrpt::received::ReceivedReports;
 use portcullis_types::{Clock, SystemClock};
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +33,8 @@ pub struct MetricsPage {
     pub policy: Arc<Engine>,
     /// TLS-RPT reports sent.
     pub tlsrpt: Arc<ReportMetrics>,
+    /// TLS-RPT reports received about our domains.
+    pub received: ReceivedReports,
     /// The store (group commits).
     pub store: Store,
     /// When the server started.
@@ -52,6 +55,7 @@ impl MetricsPage {
         self.tls_results.render(&mut w);
         self.policy.render_metrics(&mut w);
         self.tlsrpt.render(&mut w);
+        self.received.render_metrics(&mut w);
         self.store.render_metrics(&mut w);
         w.gauge(
             "portcullis_uptime_seconds",

@@ -11,6 +11,7 @@ use portcullis_queue::{Queue, QueueMetrics, SchedulerSettings};
 use portcullis_screen::Screen;
 use portcullis_tlsrpt::ReportMetrics;
 use portcullis_tlsrpt::TlsRptRecorder;
+use portcullis_tlsrpt::received::ReceivedReports;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,6 +60,8 @@ pub struct TlsRptAccess {
     pub metrics: Arc<ReportMetrics>,
     /// `[tlsrpt]` (the reporter's names, for `show` with reporting off).
     pub settings: TlsRpt,
+    /// The reports other providers sent about our domains.
+    pub received: ReceivedReports,
 }
 
 /// The screen in force, as `screen show|clear` reach it: a function that

@@ -1,12 +1,13 @@
 //! TLS-RPT as the binary wires it: the recorder every outbound TLS outcome
-//! goes to, the report sender and its loop, and the counters of reports
-//! sent.
+//! goes to, the report sender and its loop, the counters of reports
+//! sent, and the reports other providers send about our domains.
 
 use anyhow::{Context, Result};
 use portcullis_config::{Config, TlsRptSending};
 use portcullis_dns::HickoryResolver;
 use portcullis_queue::Queue;
 use portcullis_store::Store;
+use portcullis_tlsrpt::received::{LiveOurs, Ours, ReceivedLimits, ReceivedReports};
 use portcullis_tlsrpt::{
     HttpsPoster, QueueMailer, ReportInfo, ReportMetrics, ReportParts, ReportSender, ReportSettings,
     TlsRptRecorder, TlsRptSink,
@@ -27,6 +28,27 @@ pub fn recorder(store: &Store) -> Result<(TlsRptRecorder, Arc<TlsRptSink>)> {
         .map_err(|e| anyhow::anyhow!("opening the TLS-RPT store: {e}"))?;
     let reporter = Arc::new(TlsRptSink::new(tlsrpt_recorder.clone()));
     Ok((tlsrpt_recorder, reporter))
+}
+
+/// Our domains and report mailboxes as `config` says (what a reload puts
+/// in force in [`ReceivedReports::ours`]).
+pub fn ours(config: &Config) -> Ours {
+    Ours::new(
+        config.relay.accepted_domains.clone(),
+        config.publish.report_mailboxes(),
+    )
+}
+
+/// The reports others send about our domains, in the store (the
+/// `ReportIntake` of the HTTPS `/tlsrpt` endpoint and of the mail path).
+pub fn received(config: &Config, store: &Store) -> Result<ReceivedReports> {
+    ReceivedReports::open(
+        store,
+        Arc::new(SystemClock),
+        LiveOurs::new(ours(config)),
+        ReceivedLimits::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("opening the received TLS reports: {e}"))
 }
 
 /// The report sender, with `[tlsrpt] enabled`; `None` without.

@@ -121,6 +121,9 @@ struct Settings {
     screen: portcullis_config::Screen,
     greylist: portcullis_config::Greylist,
     relay: portcullis_config::Relay,
+    /// `[publish] tlsrpt_rua` mailboxes: read by the server itself, so
+    /// there is no mailbox behind them for verification to find.
+    report_mailboxes: Vec<Address>,
 }
 
 impl Settings {
@@ -133,6 +136,7 @@ impl Settings {
             screen: cfg.screen.clone(),
             greylist: cfg.greylist.clone(),
             relay: cfg.relay.clone(),
+            report_mailboxes: cfg.publish.report_mailboxes(),
         })
     }
 
@@ -141,6 +145,14 @@ impl Settings {
     /// still reach a person.
     fn is_postmaster(&self, rcpt: &Address) -> bool {
         rcpt.local.eq_ignore_ascii_case("postmaster") && self.relay.accepts(&rcpt.domain)
+    }
+
+    /// A `[publish] tlsrpt_rua` mailbox (local part in any case, as the
+    /// server reads it: `tlsrpt::received::Ours::is_mailbox`).
+    fn is_report_mailbox(&self, rcpt: &Address) -> bool {
+        self.report_mailboxes
+            .iter()
+            .any(|m| m.domain == rcpt.domain && m.local.eq_ignore_ascii_case(&rcpt.local))
     }
 }
 
@@ -364,11 +376,11 @@ impl Screen {
     }
 
     /// Recipient verification, for recipients at accepted domains when
-    /// `[recipients]` verifies any.
+    /// `[recipients]` verifies any; our TLS report mailboxes always exist.
     async fn verify(&self, facts: &RcptFacts<'_>) -> Result<(), Reply> {
         let s = &self.settings;
         let rcpt = facts.recipient;
-        if !s.recipients.enabled() || !s.relay.accepts(&rcpt.domain) {
+        if !s.recipients.enabled() || !s.relay.accepts(&rcpt.domain) || s.is_report_mailbox(rcpt) {
             return Ok(());
         }
         let tempfail = s.recipients.unreachable == portcullis_config::Unreachable::Tempfail;

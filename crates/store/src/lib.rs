@@ -119,6 +119,12 @@ pub enum TreeName {
     /// delay, per (day, policy domain) the report's destinations, attempts
     /// and whether it went out (JSON).
     TlsRptSent,
+    /// TLS reports other providers sent about our domains (RFC 8460, the
+    /// receiving side): `r` ‖ report id → the stored report, `t` ‖ 8-byte
+    /// big-endian receipt time ‖ id → its summary (the time order that
+    /// listing, expiry and eviction walk), `c` ‖ labels → failure counter,
+    /// `o` ‖ organisation → a reporter with a metrics label of its own.
+    TlsRptReceived,
     /// The screen's greylist (issue 14): triplet, verified-domain and
     /// domain-trust keys → 8-byte big-endian expiry (Unix seconds) ‖ the
     /// greylister's entry. Expiring; written without fsync (a lost entry
@@ -140,6 +146,7 @@ impl TreeName {
             TreeName::MtaStsPins => "mta_sts.pins",
             TreeName::TlsRptResults => "tlsrpt.results",
             TreeName::TlsRptSent => "tlsrpt.sent",
+            TreeName::TlsRptReceived => "tlsrpt.received",
             TreeName::ScreenGreylist => "screen.greylist",
             TreeName::ScreenRecipients => "screen.recipients",
         }

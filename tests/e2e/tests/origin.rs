@@ -92,6 +92,7 @@ fn record_yesterday(data_dir: &Path) {
             receiving_helo: None,
             failure: Some(TlsResultType::StartTlsNotSupported),
             detail: "no STARTTLS".into(),
+            reason_code: None,
             is_report: false,
         });
         store.commit().await.unwrap();

@@ -196,6 +196,7 @@ fn session(failure: Option<TlsResultType>) -> TlsSessionResult {
         } else {
             String::new()
         },
+        reason_code: None,
         is_report: false,
     }
 }

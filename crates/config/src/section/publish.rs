@@ -160,3 +160,17 @@ fn check_rua(uri: &str) -> Result<(), String> {
     }
     Err(format!("{uri:?} is neither mailto: nor https:"))
 }
+
+impl Publish {
+    /// The addresses of the `mailto:` URIs of `tlsrpt_rua` (validation
+    /// made sure each parses): mail to one at an accepted domain is read
+    /// as a TLS report, and accepted at RCPT whatever recipient
+    /// verification says.
+    pub fn report_mailboxes(&self) -> Vec<portcullis_types::Address> {
+        self.tlsrpt_rua
+            .iter()
+            .filter_map(|uri| uri.strip_prefix("mailto:"))
+            .filter_map(|addr| portcullis_types::Address::parse(addr).ok())
+            .collect()
+    }
+}

@@ -6,6 +6,7 @@ mod explain;
 mod own;
 mod policy;
 mod queue;
+mod received;
 mod refused;
 mod screen;
 mod tlsrpt;
@@ -100,6 +101,12 @@ impl AdminHandler {
                 Answer::TlsrptShow(t.show(&domain, day.as_deref())?)
             }
             Request::TlsrptSend => Answer::TlsrptSend(t.send().await?),
+            Request::TlsrptReceivedList { domain, since } => {
+                Answer::TlsrptReceivedList(t.received_list(domain.as_deref(), since.as_deref())?)
+            }
+            Request::TlsrptReceivedShow { id } => {
+                Answer::TlsrptReceivedShow(Box::new(t.received_show(&id)?))
+            }
             Request::Reload => Answer::Reload(self.reload().await?),
             Request::ScreenShow { ip } => Answer::ScreenShow(Box::new(self.screen.show(ip).await)),
             Request::ScreenClear { target } => {

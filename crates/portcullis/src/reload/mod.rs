@@ -10,7 +10,8 @@
 //! only when all of that succeeded are the new parts swapped in, each as
 //! one `Arc`: the inbound generation (read once per connection, so open
 //! sessions finish under theirs), delivery's routes and accepted domains
-//! (read once per domain delivery), the MTA-STS file pins.
+//! (read once per domain delivery), the MTA-STS file pins, our domains and
+//! TLS report mailboxes for received reports.
 
 mod diff;
 
@@ -25,6 +26,7 @@ use portcullis_dns::HickoryResolver;
 use portcullis_inbound::{Inbound, InboundBuilder};
 use portcullis_queue::Queue;
 use portcullis_tls::ServerTls;
+use portcullis_tlsrpt::received::LiveOurs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
@@ -44,6 +46,8 @@ pub struct Targets {
     pub destinations: LiveDestinations,
     /// MTA-STS, for the file pins.
     pub policy: Arc<Engine>,
+    /// Our domains and TLS report mailboxes, for received TLS reports.
+    pub report_ours: LiveOurs,
 }
 
 /// The config in force and the verifier built for it.
@@ -157,6 +161,7 @@ impl Reloader {
             dane_only: config.delivery.dane_only.clone(),
         });
         t.policy.set_file_pins(pins);
+        t.report_ours.set(crate::tlsrpt::ours(&config));
         in_force.config = Arc::new(config);
         if !needs_restart.is_empty() {
             warn!(trigger, settings = ?needs_restart, "needs a restart: {}; these stay as the server started", needs_restart.join(", "));

@@ -9,6 +9,7 @@
 mod own;
 mod policy;
 mod queue;
+mod received;
 mod screen;
 mod text;
 mod tlsrpt;
@@ -36,6 +37,8 @@ pub fn human(answer: &Answer) -> String {
         Answer::TlsrptList(entries) => tlsrpt::list(entries),
         Answer::TlsrptShow(report) => tlsrpt::show(report),
         Answer::TlsrptSend(result) => tlsrpt::sent(result),
+        Answer::TlsrptReceivedList(entries) => received::list(entries),
+        Answer::TlsrptReceivedShow(report) => received::show(report),
         Answer::Reload(r) => reloaded(r),
         Answer::ScreenShow(s) => screen::show(s),
         Answer::ScreenClear(c) => screen::cleared(c),

@@ -27,6 +27,7 @@ use portcullis_queue::Queue;
 use portcullis_store::Store;
 use portcullis_tls::ServerTls;
 use portcullis_tlsrpt::ReportMetrics;
+use portcullis_tlsrpt::received::{ReceivedReports, ReportMailbox};
 use portcullis_types::SystemClock;
 use services::Endpoints;
 use shutdown::{Lifecycle, Signals};
@@ -106,7 +107,12 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         &queue,
     )?;
     let tlsrpt_metrics = Arc::new(ReportMetrics::default());
-    let reloader = reloader(path, &config, &side, &queue, &tls, &resolver, &outbound);
+    // Reports others send about our domains: one intake for the mail path
+    // (below, around the deliverer) and HTTPS.
+    let received = crate::tlsrpt::received(&config, &store)?;
+    let reloader = reloader(
+        path, &config, &side, &queue, &tls, &resolver, &outbound, &received,
+    );
 
     let life = Lifecycle::default();
     let info = ServerInfo {
@@ -120,6 +126,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         recorder: outbound.tlsrpt_recorder.clone(),
         metrics: tlsrpt_metrics.clone(),
         settings: config.tlsrpt.clone(),
+        received: received.clone(),
     };
     let page = metrics_page(&store, &queue, &outbound, &side, &tlsrpt, started);
     // The admin commands see the generation in force (a reload replaces
@@ -138,7 +145,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     if let Some(sender) = tlsrpt_sender {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
     }
-    spawn_outbound(outbound, &queue, &life);
+    spawn_outbound(outbound, received, &queue, &life);
     screen::spawn_sweep(side.inbound.clone(), &life);
     spawn_listeners(side.inbound, listeners, &life);
     endpoints.spawn(&config, handler, page, &life);
@@ -163,6 +170,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
 /// The reloader of SIGHUP and `portcullis reload`: the file `serve` read
 /// (`path`), the config and verifier in force, and every part a reload
 /// changes.
+#[allow(clippy::too_many_arguments)]
 fn reloader(
     path: Option<PathBuf>,
     config: &Config,
@@ -171,6 +179,7 @@ fn reloader(
     tls: &ServerTls,
     resolver: &HickoryResolver,
     outbound: &Outbound,
+    received: &ReceivedReports,
 ) -> Arc<Reloader> {
     let targets = Targets {
         inbound: side.inbound.clone(),
@@ -179,6 +188,7 @@ fn reloader(
         resolver: resolver.clone(),
         destinations: outbound.deliverer.planner().destinations.clone(),
         policy: outbound.policy.clone(),
+        report_ours: received.ours().clone(),
     };
     Arc::new(Reloader::new(
         path,
@@ -216,6 +226,7 @@ fn metrics_page(
         tls_results: outbound.tls_results.clone(),
         policy: outbound.policy.clone(),
         tlsrpt: tlsrpt.metrics.clone(),
+        received: tlsrpt.received.clone(),
         store: store.clone(),
         started,
     }
@@ -256,15 +267,22 @@ fn admin_handler(
 }
 
 /// Starts the MTA-STS refresh loop and the scheduler, which hands due
-/// messages to the deliverer.
-fn spawn_outbound(outbound: Outbound, queue: &Queue, life: &Lifecycle) {
+/// messages to the deliverer; mail to our TLS report mailboxes is read
+/// into `received` instead (`ReportMailbox`).
+fn spawn_outbound(outbound: Outbound, received: ReceivedReports, queue: &Queue, life: &Lifecycle) {
+    let ours = received.ours().clone();
+    let deliver = Arc::new(ReportMailbox::new(
+        outbound.deliverer,
+        Arc::new(received),
+        ours,
+    ));
     life.services.spawn(portcullis_policy::run_refresh(
         outbound.policy,
         life.shutdown.clone(),
     ));
     life.services.spawn(portcullis_queue::scheduler::run(
         queue.clone(),
-        outbound.deliverer,
+        deliver,
         outbound.settings,
         Arc::new(SystemClock),
         outbound.queue_metrics,

@@ -592,6 +592,35 @@ async fn an_unknown_recipient_in_a_recipients_file_gets_550_even_when_exempt() {
     );
 }
 
+/// A `[publish] tlsrpt_rua` mailbox is read by the server itself: a
+/// recipients file that does not list it must not refuse the reports.
+#[tokio::test]
+async fn the_tls_report_mailbox_passes_recipient_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ours.test");
+    std::fs::write(&file, "u@ours.test\n").unwrap();
+    let text = format!(
+        "{}\n[recipients]\nfiles = {{ \"ours.test\" = \"{}\" }}\n[publish]\ntlsrpt_rua = [\"mailto:tlsrpt@ours.test\"]\n",
+        BASE.replace("enabled = true", "enabled = false"),
+        file.display()
+    );
+    let f = fixture(&text);
+    check(
+        f.rcpt(&Rcpt::new("TLSRPT@ours.test")).await,
+        None,
+        "report mailbox",
+    );
+    check(
+        f.rcpt(&Rcpt::new("tlsrpt2@ours.test")).await,
+        Some((
+            550,
+            (5, 1, 1),
+            "<tlsrpt2@ours.test>: Recipient address rejected: user unknown",
+        )),
+        "another unknown user",
+    );
+}
+
 /// A route that cannot answer.
 struct Down;
 

@@ -3,6 +3,44 @@
 //! `mta-sts` listener, or by mail to a `[publish] tlsrpt_rua` `mailto:`
 //! address, then parsed, stored with the reporting organisation, and
 //! counted.
+//!
+//! - [`ReceivedReports`] (`intake.rs`): the [`ReportIntake`] over sled
+//!   (tree `tlsrpt.received`): gunzip bounded by [`MAX_REPORT_BYTES`]
+//!   (`decode.rs`), mail-auth's parser, the policies about our domains
+//!   kept and bounded (`record.rs`), one copy per (organisation,
+//!   report-id), at most 100,000 reports for 400 days, the failure
+//!   counters of the `/metrics` page (`metrics.rs`).
+//! - [`ReportMailbox`] (`mailbox.rs`): the mail path, a wrapper of the
+//!   deliverer that reads mail to our report mailboxes instead of sending
+//!   it onward.
+//! - [`Ours`], [`LiveOurs`] (`ours.rs`): our domains and report mailboxes
+//!   as the config in force says.
+//!
+//! Threat model: anyone can send a report, by mail or POST, and every
+//! byte of it is chosen by the sender. It is refused unless it is about
+//! one of our domains; its size, its decompressed size, the rows and
+//! strings kept, the number of reports kept and the reporter labels of
+//! the metrics are all bounded, and a sender cannot count twice by
+//! sending the same report again.
+
+mod decode;
+mod intake;
+mod mailbox;
+mod metrics;
+mod ours;
+mod record;
+#[cfg(test)]
+mod tests;
+
+pub use intake::{
+    MAX_LIST, OTHER_REPORTER, ReceivedFilter, ReceivedLimits, ReceivedReports, ReceivedSummary,
+    Taken,
+};
+pub use mailbox::{MAX_REPORT_MESSAGE, ReportMailbox};
+pub use ours::{LiveOurs, Ours};
+pub use record::{
+    MAX_FAILURE_DETAILS, MAX_POLICIES, ReceivedFailure, ReceivedPolicy, ReceivedReport,
+};
 
 /// How a report reached us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -12,6 +50,16 @@ pub enum Channel {
     Https,
     /// Mailed to a `[publish] tlsrpt_rua` address.
     Mail,
+}
+
+impl Channel {
+    /// `https` or `mail`, as logs and metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Https => "https",
+            Channel::Mail => "mail",
+        }
+    }
 }
 
 /// Why a report was not taken.
@@ -35,7 +83,10 @@ pub enum IntakeError {
 pub trait ReportIntake: Send + Sync {
     /// Takes one report body, gzip-compressed or plain JSON, at most
     /// [`MAX_REPORT_BYTES`] as received (and at most that once
-    /// decompressed). Returns the id it is stored under.
+    /// decompressed). Returns the id it is stored under (the id of the
+    /// copy already stored, for a report sent again). Returns only once
+    /// the report is on disk, so it blocks: async callers use
+    /// `spawn_blocking`.
     fn take(&self, body: &[u8], channel: Channel) -> Result<String, IntakeError>;
 }
 
