@@ -3,7 +3,21 @@
 //! - **The policy we serve** ([`OwnPolicy`]): generated from `[publish]`
 //!   for each accepted domain, with an `id` derived from its content, so
 //!   the `_mta-sts` TXT record's id changes exactly when the policy does.
+//! - **The `mta-sts` listener** ([`server`]): HTTPS serving that policy at
+//!   `https://mta-sts.<domain>/.well-known/mta-sts.txt` for the domains of
+//!   the [`Site`], and taking TLS reports POSTed to `/tlsrpt`.
+//!
+//! Threat model: the listener faces anyone on the Internet. It speaks one
+//! request per connection, parses heads strictly, bounds connections,
+//! bytes and time, never redirects, and reads the policy's MX names only
+//! from our own DNS answers (kept through DNS failures).
 
+pub mod metrics;
 pub mod policy;
+pub mod server;
+pub mod site;
 
+pub use metrics::{Outcome, PublishMetrics};
 pub use policy::{OwnPolicy, own_policy};
+pub use server::{Limits, Server};
+pub use site::{Lookup, Site};
