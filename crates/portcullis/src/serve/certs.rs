@@ -15,6 +15,8 @@ use tracing::{info, warn};
 
 /// How long before the end of its validity a certificate is warned about.
 pub const WARN_BEFORE: Duration = Duration::from_secs(14 * 86_400);
+/// What the warning asks of the operator.
+const RENEW: &str = "renew it and run `portcullis reload`";
 /// How often the warning is repeated while it applies.
 const CHECK_EVERY: Duration = Duration::from_secs(86_400);
 
@@ -65,9 +67,9 @@ impl CertWatch {
             let not_after = portcullis_tls::rfc3339(cert.not_after);
             let days_left = left.div_euclid(86_400);
             if left <= 0 {
-                warn!(listener = %h.local_addr, role = h.role.as_str(), %not_after, subject = %cert.subject, "TLS certificate has expired: renew it and run `portcullis reload`");
+                warn!(listener = %h.local_addr, role = h.role.as_str(), %not_after, subject = %cert.subject, action = RENEW, "TLS certificate has expired");
             } else if left <= WARN_BEFORE.as_secs() as i64 {
-                warn!(listener = %h.local_addr, role = h.role.as_str(), %not_after, days_left, subject = %cert.subject, "TLS certificate expires soon: renew it and run `portcullis reload`");
+                warn!(listener = %h.local_addr, role = h.role.as_str(), %not_after, days_left, subject = %cert.subject, action = RENEW, "TLS certificate expires soon");
             } else {
                 info!(listener = %h.local_addr, role = h.role.as_str(), %not_after, days_left, "TLS certificate valid");
             }

@@ -62,6 +62,18 @@ impl Default for Limits {
     }
 }
 
+/// After the reply, at most this much unread input is read and dropped,
+/// for at most [`DRAIN_TIME`]: closing a socket with unread input sends a
+/// reset, which can destroy the reply before the client reads it (a 413
+/// answered while the body is still coming).
+const DRAIN_BYTES: u64 = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+/// After a 413, a client that sends its body anyway (most do: they read
+/// the reply only once the body is out) has up to this much of it read
+/// and dropped, never kept, so it gets to see the 413 rather than a broken
+/// pipe; the reply itself was sent before any of the body was read.
+const DRAIN_TOO_LARGE: u64 = 4 * 1024 * 1024;
+
 /// How long connections in flight may finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -222,7 +234,7 @@ impl<R: Resolver> Server<R> {
     }
 
     /// Writes `reply`, counts `outcome` and logs the request.
-    async fn finish<S: AsyncWrite + Unpin>(
+    async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         stream: &mut S,
         peer: SocketAddr,
@@ -252,6 +264,14 @@ impl<R: Resolver> Server<R> {
         }
         if !matches!(written, Ok(Ok(()))) {
             debug!(%peer, "mta-sts: the reply could not be written");
+            return;
         }
+        let limit = match (outcome, head.and_then(|h| h.content_length)) {
+            (Outcome::TooLarge, Some(n)) => n.min(DRAIN_TOO_LARGE),
+            _ => DRAIN_BYTES,
+        };
+        let mut sink = tokio::io::sink();
+        let mut rest = tokio::io::AsyncReadExt::take(stream, limit);
+        let _ = tokio::time::timeout(DRAIN_TIME, tokio::io::copy(&mut rest, &mut sink)).await;
     }
 }
