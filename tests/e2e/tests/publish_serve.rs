@@ -299,3 +299,42 @@ fn an_expiring_certificate_is_warned_about_and_a_reload_changes_the_policy() {
     assert_eq!(policy.mode, portcullis_policy::Mode::Testing);
     assert_eq!(policy.mx, vec![MxPattern::parse("*.example.test").unwrap()]);
 }
+
+/// `config check` shows an `mta-sts` listener with its own certificate;
+/// such a listener needs no more than that (without a `[publish]` section
+/// the defaults apply).
+#[test]
+fn config_check_shows_the_mta_sts_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        r#"hostname = "mx1.example.test"
+[[listen]]
+address = "127.0.0.1:25"
+[[listen]]
+address = "127.0.0.1:443"
+role = "mta-sts"
+max_connections = 50
+certificate = "/etc/portcullis/sts.pem"
+private_key = "/etc/portcullis/sts.key"
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(portcullis_test_support::server::portcullis_bin())
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("listen")
+            && l.contains("127.0.0.1:443 (mta-sts) max_connections 50, certificate /etc/portcullis/sts.pem / /etc/portcullis/sts.key")),
+        "{text}"
+    );
+}
