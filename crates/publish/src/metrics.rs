@@ -23,7 +23,7 @@ pub enum Outcome {
     TooLarge,
     /// 415: a POST that is not `application/tlsrpt+gzip` or `+json`.
     UnsupportedMediaType,
-    /// 411: a POST without `Content-Length` (chunked bodies are not taken).
+    /// 411: a POST with neither `Content-Length` nor a chunked body.
     LengthRequired,
     /// 405: a method the path does not take.
     MethodNotAllowed,

@@ -12,6 +12,7 @@
 //! (`MAX_REPORT_BYTES`, refused by its announced length before a byte of
 //! it is read). Every log line carries the client's address.
 
+pub mod body;
 pub mod reply;
 pub mod request;
 pub mod route;

@@ -20,8 +20,9 @@ pub struct Head {
     pub content_type: Option<String>,
     /// `Content-Length`.
     pub content_length: Option<u64>,
-    /// True when a `Transfer-Encoding` was sent.
-    pub transfer_encoding: bool,
+    /// `Transfer-Encoding`, lower-cased, when sent (only `chunked` is
+    /// taken).
+    pub transfer_encoding: Option<String>,
 }
 
 /// How reading the head ended.
@@ -99,7 +100,7 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
         host: None,
         content_type: None,
         content_length: None,
-        transfer_encoding: false,
+        transfer_encoding: None,
     };
     for line in lines {
         if line.starts_with([' ', '\t']) {
@@ -128,11 +129,16 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
         } else if name.eq_ignore_ascii_case("content-type") {
             let media = value.split(';').next().unwrap_or_default().trim();
             head.content_type = Some(media.to_ascii_lowercase());
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            head.transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            && head
+                .transfer_encoding
+                .replace(value.to_ascii_lowercase())
+                .is_some()
+        {
+            return Err("more than one Transfer-Encoding");
         }
     }
-    if head.transfer_encoding && head.content_length.is_some() {
+    if head.transfer_encoding.is_some() && head.content_length.is_some() {
         // RFC 9112 §6.1: both at once is a smuggling attempt.
         return Err("Transfer-Encoding with Content-Length");
     }
@@ -173,7 +179,7 @@ mod tests {
         );
         assert_eq!(h.content_type.as_deref(), Some("application/tlsrpt+gzip"));
         assert_eq!(h.content_length, Some(12));
-        assert!(!h.transfer_encoding);
+        assert_eq!(h.transfer_encoding, None);
         assert_eq!(parsed("GET / HTTP/1.0").host, None);
     }
 

@@ -2,6 +2,7 @@
 //! taken (RFC 8460 §3), or the error that says why not. Never a redirect
 //! (RFC 8461 §3.3: senders must not follow them).
 
+use super::body::{self, BodyError};
 use super::reply::Reply;
 use super::request::Head;
 use crate::metrics::Outcome;
@@ -9,7 +10,7 @@ use crate::site::{Lookup, Site};
 use portcullis_dns::Resolver;
 use portcullis_tlsrpt::received::{Channel, IntakeError, MAX_REPORT_BYTES, ReportIntake};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 /// RFC 8461 §3.3: where senders fetch the policy.
 pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
@@ -113,7 +114,7 @@ async fn policy<R: Resolver>(head: &Head, site: &Site<R>) -> Answered {
 /// refused before its body is read.
 async fn report<S: AsyncRead + Unpin>(
     head: &Head,
-    mut body: Vec<u8>,
+    rest: Vec<u8>,
     stream: &mut S,
     intake: Option<&Arc<dyn ReportIntake>>,
 ) -> Answered {
@@ -128,22 +129,38 @@ async fn report<S: AsyncRead + Unpin>(
             format!("content type {media:?}"),
         );
     }
-    let Some(length) = head.content_length else {
-        // A chunked body would have to be read to learn its size; the
-        // senders we know send Content-Length.
-        return answered(
-            Reply::text("411 Length Required", "Content-Length is required"),
-            Outcome::LengthRequired,
-            "no Content-Length",
-        );
-    };
-    if length > MAX_REPORT_BYTES as u64 {
-        return answered(
+    let too_large = |detail: String| {
+        answered(
             Reply::text("413 Content Too Large", "a TLS report is at most 1 MiB"),
             Outcome::TooLarge,
-            format!("{length} bytes announced"),
-        );
-    }
+            detail,
+        )
+    };
+    let chunked = match (head.content_length, head.transfer_encoding.as_deref()) {
+        (Some(length), None) if length > MAX_REPORT_BYTES as u64 => {
+            return too_large(format!("{length} bytes announced"));
+        }
+        (Some(_), None) => false,
+        (None, Some("chunked")) => true,
+        (None, Some(other)) => {
+            return answered(
+                Reply::text(
+                    "501 Not Implemented",
+                    "only chunked transfer coding is taken",
+                ),
+                Outcome::BadRequest,
+                format!("Transfer-Encoding {other:?}"),
+            );
+        }
+        // The head parser refuses both at once.
+        (Some(_), Some(_)) | (None, None) => {
+            return answered(
+                Reply::text("411 Length Required", "Content-Length is required"),
+                Outcome::LengthRequired,
+                "no Content-Length",
+            );
+        }
+    };
     let Some(intake) = intake else {
         return answered(
             Reply::text("503 Service Unavailable", "reports are not taken here yet"),
@@ -151,19 +168,22 @@ async fn report<S: AsyncRead + Unpin>(
             "no report intake",
         );
     };
-    let length = length as usize;
-    body.truncate(length);
-    if body.len() < length {
-        let have = body.len();
-        body.resize(length, 0);
-        if let Err(e) = stream.read_exact(&mut body[have..]).await {
+    let read = if chunked {
+        body::chunked(rest, stream, MAX_REPORT_BYTES).await
+    } else {
+        body::sized(rest, stream, head.content_length.unwrap_or(0) as usize).await
+    };
+    let body = match read {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return too_large("chunked body over the cap".into()),
+        Err(BodyError::Malformed(why)) => {
             return answered(
-                Reply::text("400 Bad Request", "the body ended early"),
+                Reply::text("400 Bad Request", "malformed body"),
                 Outcome::BadRequest,
-                format!("reading the body: {e}"),
+                why,
             );
         }
-    }
+    };
     let intake = intake.clone();
     // The intake parses and writes to the store: off the async threads.
     let taken = tokio::task::spawn_blocking(move || intake.take(&body, Channel::Https)).await;

@@ -197,16 +197,28 @@ async fn reports_go_to_the_intake_which_decides_the_status() {
     );
     assert_eq!(r.ask(&post("text/plain", b"{}")).await.0, 415);
     assert_eq!(
-        r.ask(b"POST /tlsrpt HTTP/1.1\r\nHost: x\r\nContent-Type: application/tlsrpt+json\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        r.ask(b"POST /tlsrpt HTTP/1.1\r\nHost: x\r\nContent-Type: application/tlsrpt+json\r\n\r\n")
             .await
             .0,
         411
+    );
+    assert_eq!(
+        r.ask(b"POST /tlsrpt HTTP/1.1\r\nHost: x\r\nContent-Type: application/tlsrpt+json\r\nTransfer-Encoding: gzip\r\n\r\n")
+            .await
+            .0,
+        501
     );
     assert_eq!(
         ok.taken.lock().unwrap().len(),
         2,
         "refused POSTs never reach the intake"
     );
+    // A chunked report is decoded before the intake sees it.
+    let (status, _, _) = r
+        .ask(b"POST /tlsrpt HTTP/1.1\r\nHost: x\r\nContent-Type: application/tlsrpt+json\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\n{\"a\r\n2\r\n\"}\r\n0\r\n\r\n")
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(ok.taken.lock().unwrap()[2], br#"{"a"}"#.to_vec());
 
     let invalid = start(
         Some(intake(|| Err(IntakeError::Invalid("not json".into())))),
@@ -246,6 +258,11 @@ async fn an_oversized_report_gets_413_before_its_body_is_read() {
     );
     let (status, _, _) = r.ask(head.as_bytes()).await;
     assert_eq!(status, 413);
+    assert!(ok.taken.lock().unwrap().is_empty());
+    // A chunked body over the cap is refused as it crosses it.
+    let mut chunked = b"POST /tlsrpt HTTP/1.1\r\nHost: x\r\nContent-Type: application/tlsrpt+json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    chunked.extend_from_slice(format!("{:x}\r\n", MAX_REPORT_BYTES + 1).as_bytes());
+    assert_eq!(r.ask(&chunked).await.0, 413);
     assert!(ok.taken.lock().unwrap().is_empty());
     let exactly = vec![b'x'; MAX_REPORT_BYTES];
     assert_eq!(

@@ -141,7 +141,10 @@ async fn configured_mx_needs_no_dns_and_a_reload_replaces_settings_and_domains()
 async fn without_accepted_domains_nothing_is_ours() {
     let dns = Arc::new(MemoryResolver::new().mx("example.test", 10, "mx1.example.test"));
     let s = Site::new(dns, Publish::default(), &[]);
-    assert_eq!(s.policy_for_host("mta-sts.example.test").await, Lookup::NotOurs);
+    assert_eq!(
+        s.policy_for_host("mta-sts.example.test").await,
+        Lookup::NotOurs
+    );
     s.refresh_due().await;
     assert!(s.lock_mx().is_empty());
 }
