@@ -323,7 +323,7 @@ pub struct StatusReport {
     pub hostname: String,
     /// Seconds since start.
     pub uptime_secs: u64,
-    /// The SMTP listeners.
+    /// The listeners, SMTP and `mta-sts`.
     pub listeners: Vec<ListenerStatus>,
     /// SMTP sessions currently open.
     pub open_sessions: u64,
@@ -333,13 +333,17 @@ pub struct StatusReport {
     pub data_dir: String,
 }
 
-/// One SMTP listener in a [`StatusReport`].
+/// One listener in a [`StatusReport`].
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ListenerStatus {
     /// The bound address, e.g. `127.0.0.1:2525`.
     pub address: String,
-    /// `smtp`, `submission` or `submissions`.
+    /// `smtp`, `submission`, `submissions` or `mta-sts`.
     pub role: String,
+    /// When the certificate the listener presents expires (`notAfter`,
+    /// Unix seconds); absent from older servers.
+    #[serde(default)]
+    pub certificate_not_after: Option<u64>,
 }
 
 /// One queued message, as listed by `portcullis queue list`.

@@ -24,6 +24,7 @@ fn status() -> StatusReport {
         listeners: vec![ListenerStatus {
             address: "127.0.0.1:2525".into(),
             role: "smtp".into(),
+            certificate_not_after: Some(1_900_000_000),
         }],
         open_sessions: 1,
         queue_size: 2,

@@ -456,3 +456,35 @@ fn screen_threshold_and_greylist_window() {
     assert!(c.greylist.enabled);
     assert_eq!(c.greylist.delay, Duration::from_secs(1));
 }
+
+/// `role = "mta-sts"` is a listener like the others (its share of the
+/// connections); its own certificate comes as a pair and only on it.
+#[test]
+fn an_mta_sts_listener_may_have_its_own_certificate() {
+    let c = ok(concat!(
+        "[[listen]]\naddress = \"127.0.0.1:25\"\n",
+        "[[listen]]\naddress = \"127.0.0.1:443\"\nrole = \"mta-sts\"\n",
+        "certificate = \"/sts.pem\"\nprivate_key = \"/sts.key\"\n",
+    ));
+    assert_eq!(c.listeners[1].role, Role::MtaSts);
+    assert_eq!(c.listeners[1].role.as_str(), "mta-sts");
+    assert!(!Role::MtaSts.is_smtp() && Role::Smtp.is_smtp());
+    assert_eq!(
+        c.listeners[1].certificate,
+        Some(("/sts.pem".into(), "/sts.key".into()))
+    );
+    assert_eq!(c.listeners[0].certificate, None);
+    assert!(c.listeners[1].max_connections > 0);
+    refused(
+        "[[listen]]\naddress = \"127.0.0.1:443\"\nrole = \"mta-sts\"\ncertificate = \"/c\"\n",
+        &[("listen[0].private_key", 1, "private_key is not")],
+    );
+    refused(
+        "[[listen]]\naddress = \"127.0.0.1:25\"\ncertificate = \"/c\"\nprivate_key = \"/k\"\n",
+        &[("listen[0].certificate", 3, "only an mta-sts listener")],
+    );
+    refused(
+        "[[listen]]\naddress = \"127.0.0.1:25\"\nrole = \"https\"\n",
+        &[("listen[0].role", 3, "mta-sts")],
+    );
+}

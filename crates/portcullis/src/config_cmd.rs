@@ -84,10 +84,14 @@ fn server(c: &Config, out: &mut Summary) {
     out.line("hostname", c.hostname.clone());
     out.line("data_dir", c.data_dir.display().to_string());
     for l in &c.listeners {
+        let own = match &l.certificate {
+            Some((cert, key)) => format!(", certificate {} / {}", cert.display(), key.display()),
+            None => String::new(),
+        };
         out.line(
             "listen",
             format!(
-                "{} ({}) max_connections {}",
+                "{} ({}) max_connections {}{own}",
                 l.address,
                 l.role.as_str(),
                 l.max_connections

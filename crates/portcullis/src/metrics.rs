@@ -2,10 +2,12 @@
 //! through one `MetricsWriter`; this module only puts them one after the
 //! other.
 
+use crate::serve::CertWatch;
 use crate::state::Engine;
 use portcullis_delivery::{DeliveryMetrics, LogTlsResults};
 use portcullis_inbound::{Inbound, InboundMetrics};
 use portcullis_metrics::MetricsWriter;
+use portcullis_publish::PublishMetrics;
 use portcullis_queue::{Queue, QueueMetrics};
 use portcullis_store::Store;
 use portcullis_tlsrpt::ReportMetrics;
@@ -37,6 +39,10 @@ pub struct MetricsPage {
     pub received: ReceivedReports,
     /// The store (group commits).
     pub store: Store,
+    /// Requests to the `mta-sts` listeners.
+    pub publish: Arc<PublishMetrics>,
+    /// The certificate each listener presents.
+    pub certificates: CertWatch,
     /// When the server started.
     pub started: Instant,
 }
@@ -57,6 +63,8 @@ impl MetricsPage {
         self.tlsrpt.render(&mut w);
         self.received.render_metrics(&mut w);
         self.store.render_metrics(&mut w);
+        self.publish.render(&mut w);
+        self.certificates.render(&mut w);
         w.gauge(
             "portcullis_uptime_seconds",
             "Seconds since the server started.",

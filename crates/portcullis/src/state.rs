@@ -1,6 +1,7 @@
 //! What the admin handler and the metrics page reach of the running
 //! server, one small type per concern. `serve` builds them at start.
 
+use crate::serve::CertWatch;
 use crate::tlsrpt::TlsRptSender;
 use portcullis_config::TlsRpt;
 use portcullis_delivery::Planner;
@@ -27,8 +28,10 @@ pub struct ServerInfo {
     pub data_dir: PathBuf,
     /// When the server started.
     pub started: Instant,
-    /// The bound listeners (ephemeral ports resolved).
+    /// The bound listeners (ephemeral ports resolved), SMTP and `mta-sts`.
     pub listeners: Vec<ListenerHandle>,
+    /// The certificate each listener presents.
+    pub certificates: CertWatch,
 }
 
 /// The queue and what admin operations on it need.

@@ -4,6 +4,7 @@
 use crate::check::Checker;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// `[[listen]]`: one listening socket.
 #[derive(Debug, Clone, Deserialize)]
@@ -12,9 +13,16 @@ pub struct ListenFile {
     /// `address`: IP and port, e.g. `"0.0.0.0:25"` or `"[::]:25"`.
     pub address: String,
     /// `role`: `smtp` (port 25, opportunistic STARTTLS), `submission` (587,
-    /// STARTTLS required before MAIL) or `submissions` (465, implicit TLS).
+    /// STARTTLS required before MAIL), `submissions` (465, implicit TLS) or
+    /// `mta-sts` (HTTPS: our MTA-STS policy and TLS-RPT POSTs).
     #[serde(default = "default_role")]
     pub role: String,
+    /// `certificate`: PEM chain this listener presents instead of the
+    /// `[tls]` one (`mta-sts` listeners only: the name there is
+    /// `mta-sts.<domain>`, not the MX name).
+    pub certificate: Option<String>,
+    /// `private_key`: the PEM key of `certificate`.
+    pub private_key: Option<String>,
     /// `max_connections`: open connections on this listener; past it a new
     /// connection gets 421 4.7.0. Default: an even share of what
     /// `[limits] max_connections` leaves after the listeners that set
@@ -36,6 +44,10 @@ pub enum Role {
     Submission,
     /// Port 465: TLS from the first byte (RFC 8314).
     Submissions,
+    /// HTTPS (usually 443): our MTA-STS policy (RFC 8461 §3.3) and TLS-RPT
+    /// reports POSTed to us (RFC 8460 §3). Never serves SMTP.
+    #[serde(rename = "mta-sts")]
+    MtaSts,
 }
 
 impl Role {
@@ -45,7 +57,13 @@ impl Role {
             Role::Smtp => "smtp",
             Role::Submission => "submission",
             Role::Submissions => "submissions",
+            Role::MtaSts => "mta-sts",
         }
+    }
+
+    /// True for the roles that speak SMTP (every role but `mta-sts`).
+    pub fn is_smtp(self) -> bool {
+        self != Role::MtaSts
     }
 }
 
@@ -59,6 +77,9 @@ pub struct Listener {
     /// Open connections this listener takes at most (`[[listen]]
     /// max_connections`, or its share of `[limits] max_connections`).
     pub max_connections: u32,
+    /// Its own certificate chain and key (`mta-sts` only); `None`: the
+    /// `[tls]` certificate.
+    pub certificate: Option<(PathBuf, PathBuf)>,
 }
 
 /// A checked listener before the connection slots are shared out: the
@@ -74,6 +95,7 @@ pub(crate) fn build(list: Option<&[ListenFile]>, total: u32, c: &mut Checker) ->
                 address: SocketAddr::from(([127, 0, 0, 1], 2525)),
                 role: Role::Smtp,
                 max_connections: 0,
+                certificate: None,
             },
             None,
             0,
@@ -100,14 +122,16 @@ fn listener(i: usize, l: &ListenFile, c: &mut Checker) -> Option<Unshared> {
         "smtp" => Some(Role::Smtp),
         "submission" => Some(Role::Submission),
         "submissions" => Some(Role::Submissions),
+        "mta-sts" => Some(Role::MtaSts),
         other => {
             c.fail(
                 format!("listen[{i}].role"),
-                format!("unknown role {other:?} (smtp, submission or submissions)"),
+                format!("unknown role {other:?} (smtp, submission, submissions or mta-sts)"),
             );
             None
         }
     };
+    let certificate = own_certificate(i, l, role, c);
     let max = l.max_connections;
     if max == Some(0) {
         c.fail(
@@ -120,10 +144,48 @@ fn listener(i: usize, l: &ListenFile, c: &mut Checker) -> Option<Unshared> {
             address: address?,
             role: role?,
             max_connections: 0,
+            certificate,
         },
         max.filter(|&m| m > 0),
         i,
     ))
+}
+
+/// `listen[i].certificate` and `private_key`: both or neither, and only on
+/// an `mta-sts` listener (SMTP listeners present the `[tls]` certificate,
+/// which a reload swaps for all of them at once).
+fn own_certificate(
+    i: usize,
+    l: &ListenFile,
+    role: Option<Role>,
+    c: &mut Checker,
+) -> Option<(PathBuf, PathBuf)> {
+    let pair = match (&l.certificate, &l.private_key) {
+        (None, None) => return None,
+        (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
+        (Some(_), None) => {
+            c.fail(
+                format!("listen[{i}].private_key"),
+                "certificate is set but private_key is not",
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            c.fail(
+                format!("listen[{i}].certificate"),
+                "private_key is set but certificate is not",
+            );
+            return None;
+        }
+    };
+    if role.is_some_and(Role::is_smtp) {
+        c.fail(
+            format!("listen[{i}].certificate"),
+            "only an mta-sts listener has a certificate of its own; SMTP listeners use [tls]",
+        );
+        return None;
+    }
+    Some(pair)
 }
 
 /// The same address twice would fail to bind at start; port 0 (an

@@ -53,6 +53,7 @@ impl AdminHandler {
                 .map(|l| ListenerStatus {
                     address: l.local_addr.to_string(),
                     role: l.role.as_str().into(),
+                    certificate_not_after: s.certificates.not_after(l.local_addr),
                 })
                 .collect(),
             open_sessions: self.sessions.open_sessions(),

@@ -16,6 +16,7 @@
 mod diff;
 
 use crate::inbound_parts::InboundParts;
+use crate::serve::PublishSite;
 use crate::state::Engine;
 use anyhow::Context;
 use portcullis_admin::ReloadReport;
@@ -48,6 +49,12 @@ pub struct Targets {
     pub policy: Arc<Engine>,
     /// Our domains and TLS report mailboxes, for received TLS reports.
     pub report_ours: LiveOurs,
+    /// What the `mta-sts` listeners serve: `[publish]` and the accepted
+    /// domains.
+    pub site: Arc<PublishSite>,
+    /// The certificates of `mta-sts` listeners that have their own, read
+    /// again at each reload like the `[tls]` one.
+    pub listener_certificates: Vec<ServerTls>,
 }
 
 /// The config in force and the verifier built for it.
@@ -142,7 +149,16 @@ impl Reloader {
             })?,
             None => Vec::new(),
         };
-        // Last of the fallible steps: the certificate swaps itself on success.
+        // The mta-sts listeners' own certificates, then the shared one,
+        // last of the fallible steps: each swaps itself on success.
+        for tls in &t.listener_certificates {
+            if let Err(e) = tls.reload() {
+                warn!(
+                    "{trigger}: mta-sts listener certificate reload failed; keeping the current one"
+                );
+                return Err(e).context("reloading an mta-sts listener's certificate");
+            }
+        }
         if let Err(e) = t.tls.reload() {
             warn!("{trigger}: tls reload failed; keeping the current certificate");
             return Err(e).context("reloading the [tls] certificate");
@@ -162,6 +178,8 @@ impl Reloader {
         });
         t.policy.set_file_pins(pins);
         t.report_ours.set(crate::tlsrpt::ours(&config));
+        t.site
+            .update(config.publish.clone(), &config.relay.accepted_domains);
         in_force.config = Arc::new(config);
         if !needs_restart.is_empty() {
             warn!(trigger, settings = ?needs_restart, "needs a restart: {}; these stay as the server started", needs_restart.join(", "));

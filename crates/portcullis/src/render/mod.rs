@@ -68,8 +68,14 @@ fn reloaded(r: &ReloadReport) -> String {
     fields(&rows)
 }
 
-/// `status`: one field per line, then one line per listener.
+/// `status`: one field per line, then one line per listener with the
+/// expiry of the certificate it presents.
 fn status(s: &StatusReport) -> String {
+    status_at(s, crate::dates::now_secs())
+}
+
+/// [`status`] as seen at `now` (Unix seconds).
+fn status_at(s: &StatusReport, now: u64) -> String {
     let mut rows = vec![
         vec!["version".into(), s.version.clone()],
         vec!["hostname".into(), s.hostname.clone()],
@@ -79,10 +85,77 @@ fn status(s: &StatusReport) -> String {
         vec!["data dir".into(), s.data_dir.clone()],
     ];
     for l in &s.listeners {
-        rows.push(vec![
-            "listener".into(),
-            format!("{} ({})", l.address, l.role),
-        ]);
+        let mut line = format!("{} ({})", l.address, l.role);
+        if let Some(end) = l.certificate_not_after {
+            line.push_str(&format!(
+                ", certificate until {}",
+                crate::dates::format_rfc3339(end)
+            ));
+            line.push_str(&certificate_note(end, now));
+        }
+        rows.push(vec!["listener".into(), line]);
     }
     fields(&rows)
+}
+
+/// How close a certificate's end is: days left, and a word when it is
+/// within the 14 days the log warns about, or past.
+fn certificate_note(end: u64, now: u64) -> String {
+    if end <= now {
+        return " (EXPIRED)".into();
+    }
+    let days = (end - now) / 86_400;
+    if end - now <= 14 * 86_400 {
+        format!(" ({days} days left: renew it)")
+    } else {
+        format!(" ({days} days left)")
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+    use portcullis_admin::ListenerStatus;
+
+    #[test]
+    fn each_listener_shows_its_certificate_expiry() {
+        let listener = |address: &str, role: &str, end: Option<u64>| ListenerStatus {
+            address: address.into(),
+            role: role.into(),
+            certificate_not_after: end,
+        };
+        let now = 1_800_000_000;
+        let report = StatusReport {
+            version: "1".into(),
+            hostname: "mx.example.test".into(),
+            uptime_secs: 1,
+            listeners: vec![
+                listener("127.0.0.1:25", "smtp", Some(now + 90 * 86_400)),
+                listener("127.0.0.1:443", "mta-sts", Some(now + 10 * 86_400)),
+                listener("127.0.0.1:465", "submissions", Some(now - 1)),
+                listener("127.0.0.1:587", "submission", None),
+            ],
+            open_sessions: 0,
+            queue_size: 0,
+            data_dir: "d".into(),
+        };
+        let text = status_at(&report, now);
+        assert!(
+            text.contains(
+                "127.0.0.1:25 (smtp), certificate until 2027-04-15T08:00:00Z (90 days left)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("127.0.0.1:443 (mta-sts), certificate until"),
+            "{text}"
+        );
+        assert!(text.contains("(10 days left: renew it)"), "{text}");
+        assert!(text.contains("(EXPIRED)"), "{text}");
+        assert!(
+            text.contains("127.0.0.1:587 (submission)\n")
+                || text.ends_with("127.0.0.1:587 (submission)"),
+            "{text}"
+        );
+    }
 }

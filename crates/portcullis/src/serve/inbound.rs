@@ -37,11 +37,12 @@ pub fn server_tls(config: &Config) -> Result<ServerTls> {
 pub struct Listeners(Vec<(TcpListener, ListenerHandle)>);
 
 impl Listeners {
-    /// Binds every `[[listen]]` address: one that cannot be bound fails the
-    /// start, before anything is served.
+    /// Binds every SMTP `[[listen]]` address (`mta-sts` listeners are
+    /// [`super::publish`]'s): one that cannot be bound fails the start,
+    /// before anything is served.
     pub async fn bind(config: &Config) -> Result<Listeners> {
         let mut bound = Vec::new();
-        for l in &config.listeners {
+        for l in config.listeners.iter().filter(|l| l.role.is_smtp()) {
             let listener = portcullis_inbound::server::bind(l.address)
                 .await
                 .with_context(|| {

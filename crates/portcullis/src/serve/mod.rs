@@ -2,11 +2,15 @@
 //!
 //! [`run`] reads top to bottom as the start: open the store, bind every
 //! socket, wire the outbound side ([`outbound`]), the screen
-//! ([`screen`]) and the inbound side ([`inbound`]), start the services ([`services`]), say "ready", wait for
-//! a signal and drain ([`shutdown`]).
+//! ([`screen`]) and the inbound side ([`inbound`]), the `mta-sts`
+//! listeners ([`publish`]), watch the certificates ([`certs`]), start the
+//! services ([`services`]), say "ready", wait for a signal and drain
+//! ([`shutdown`]).
 
+mod certs;
 mod inbound;
 mod outbound;
+mod publish;
 mod screen;
 mod services;
 mod shutdown;
@@ -18,6 +22,7 @@ use crate::metrics::MetricsPage;
 use crate::reload::{Reloader, Targets};
 use crate::state::{OwnAccess, PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
 use anyhow::{Context, Result};
+pub use certs::CertWatch;
 use inbound::Listeners;
 use outbound::Outbound;
 use portcullis_config::{Config, LogFormat};
@@ -27,8 +32,10 @@ use portcullis_queue::Queue;
 use portcullis_store::Store;
 use portcullis_tls::ServerTls;
 use portcullis_tlsrpt::ReportMetrics;
-use portcullis_tlsrpt::received::{ReceivedReports, ReportMailbox};
+use portcullis_tlsrpt::received::{ReceivedReports, ReportIntake, ReportMailbox};
 use portcullis_types::SystemClock;
+use publish::PublishSide;
+pub use publish::PublishSite;
 use services::Endpoints;
 use shutdown::{Lifecycle, Signals};
 use std::path::PathBuf;
@@ -95,6 +102,8 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         &dnssec_settings(&config.dns),
     )
     .map_err(|e| anyhow::anyhow!("building the DNS resolver from [dns]: {e}"))?;
+    let publish = PublishSide::bind(&config, &tls, &resolver).await?;
+    let certs = cert_watch(&listeners, &tls, &publish);
     let outbound = Outbound::wire(&config, &store, &resolver, listeners.addresses())?;
     let screen = screen::build(&config, &store, &resolver, outbound.probe.clone())?;
     let first_screen = screen.clone();
@@ -111,7 +120,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     // (below, around the deliverer) and HTTPS.
     let received = crate::tlsrpt::received(&config, &store)?;
     let reloader = reloader(
-        path, &config, &side, &queue, &tls, &resolver, &outbound, &received,
+        path, &config, &side, &queue, &tls, &resolver, &outbound, &received, &publish,
     );
 
     let life = Lifecycle::default();
@@ -119,7 +128,8 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         hostname: config.hostname.clone(),
         data_dir: config.data_dir.clone(),
         started,
-        listeners: listeners.handles(),
+        listeners: [listeners.handles(), publish.handles()].concat(),
+        certificates: certs.clone(),
     };
     let tlsrpt = TlsRptAccess {
         sender: tlsrpt_sender.clone(),
@@ -128,7 +138,11 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         settings: config.tlsrpt.clone(),
         received: received.clone(),
     };
-    let page = metrics_page(&store, &queue, &outbound, &side, &tlsrpt, started);
+    let page = MetricsPage {
+        publish: publish.metrics.clone(),
+        certificates: certs.clone(),
+        ..metrics_page(&store, &queue, &outbound, &side, &tlsrpt, started)
+    };
     // The admin commands see the generation in force (a reload replaces
     // it); the server always builds its inbound side with a screen.
     let live = side.inbound.clone();
@@ -145,9 +159,14 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     if let Some(sender) = tlsrpt_sender {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
     }
+    // The same intake reads reports mailed to us and reports POSTed to the
+    // mta-sts listeners' /tlsrpt.
+    let intake: Arc<dyn ReportIntake> = Arc::new(received.clone());
     spawn_outbound(outbound, received, &queue, &life);
     screen::spawn_sweep(side.inbound.clone(), &life);
     spawn_listeners(side.inbound, listeners, &life);
+    publish.spawn(Some(intake), &life);
+    life.services.spawn(certs.run(life.shutdown.clone()));
     endpoints.spawn(&config, handler, page, &life);
     // The handlers exist before "ready" is said: a SIGTERM or SIGHUP sent
     // the moment a supervisor (or a test) reads that line must not find the
@@ -167,6 +186,19 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// The certificate every listener presents: `[tls]` for the SMTP ones,
+/// `[tls]` or its own for each `mta-sts` one.
+fn cert_watch(listeners: &Listeners, tls: &ServerTls, publish: &PublishSide) -> CertWatch {
+    let mut certs = CertWatch::default();
+    for h in listeners.handles() {
+        certs.add(h, tls.clone());
+    }
+    for l in &publish.listeners {
+        certs.add(l.handle.clone(), l.tls.clone());
+    }
+    certs
+}
+
 /// The reloader of SIGHUP and `portcullis reload`: the file `serve` read
 /// (`path`), the config and verifier in force, and every part a reload
 /// changes.
@@ -180,6 +212,7 @@ fn reloader(
     resolver: &HickoryResolver,
     outbound: &Outbound,
     received: &ReceivedReports,
+    publish: &PublishSide,
 ) -> Arc<Reloader> {
     let targets = Targets {
         inbound: side.inbound.clone(),
@@ -189,6 +222,8 @@ fn reloader(
         destinations: outbound.deliverer.planner().destinations.clone(),
         policy: outbound.policy.clone(),
         report_ours: received.ours().clone(),
+        site: publish.site.clone(),
+        listener_certificates: publish.own_certificates(),
     };
     Arc::new(Reloader::new(
         path,
@@ -228,6 +263,8 @@ fn metrics_page(
         tlsrpt: tlsrpt.metrics.clone(),
         received: tlsrpt.received.clone(),
         store: store.clone(),
+        publish: Arc::default(),
+        certificates: CertWatch::default(),
         started,
     }
 }
