@@ -12,6 +12,7 @@ use crate::section::limits::LimitsFile;
 use crate::section::listen::ListenFile;
 use crate::section::log::LogFile;
 use crate::section::mta_sts::MtaStsFile;
+use crate::section::dmarc_reports::DmarcReportsFile;
 use crate::section::publish::PublishFile;
 use crate::section::queue::QueueFile;
 use crate::section::recipients::RecipientsFile;
@@ -72,6 +73,8 @@ pub(crate) struct Sections {
     pub greylist: GreylistFile,
     /// `[publish]`.
     pub publish: PublishFile,
+    /// `[dmarc_reports]`.
+    pub dmarc_reports: DmarcReportsFile,
 }
 
 impl Sections {
@@ -102,6 +105,7 @@ impl Sections {
             "screen" => self.screen = take(key, value, c),
             "greylist" => self.greylist = take(key, value, c),
             "publish" => self.publish = take(key, value, c),
+            "dmarc_reports" => self.dmarc_reports = take(key, value, c),
             other => c.fail(other, format!("unknown key {other:?}")),
         }
     }

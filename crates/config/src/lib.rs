@@ -30,6 +30,7 @@ pub use section::limits::Limits;
 pub use section::listen::{Listener, Role};
 pub use section::log::LogFormat;
 pub use section::mta_sts::MtaSts;
+pub use section::dmarc_reports::{DmarcReports, DmarcReportsSending};
 pub use section::publish::{MAX_POLICY_AGE, Publish, PublishMode};
 pub use section::queue::Queue;
 pub use section::recipients::{RecipientVerify, Recipients, Unreachable};
