@@ -5,6 +5,7 @@
 use crate::check::{Checker, Problem};
 use crate::section::admin::AdminFile;
 use crate::section::delivery::DeliveryFile;
+use crate::section::dmarc_reports::DmarcReportsFile;
 use crate::section::dns::DnsFile;
 use crate::section::dnsbl::DnsblFile;
 use crate::section::greylist::GreylistFile;
@@ -12,7 +13,6 @@ use crate::section::limits::LimitsFile;
 use crate::section::listen::ListenFile;
 use crate::section::log::LogFile;
 use crate::section::mta_sts::MtaStsFile;
-use crate::section::dmarc_reports::DmarcReportsFile;
 use crate::section::publish::PublishFile;
 use crate::section::queue::QueueFile;
 use crate::section::recipients::RecipientsFile;

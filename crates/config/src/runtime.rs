@@ -8,6 +8,7 @@ use crate::check::Checker;
 use crate::file::Sections;
 use crate::section::admin::Admin;
 use crate::section::delivery::Delivery;
+use crate::section::dmarc_reports::DmarcReports;
 use crate::section::dns::Dns;
 use crate::section::dnsbl::Dnsbl;
 use crate::section::greylist::Greylist;
@@ -15,7 +16,6 @@ use crate::section::limits::Limits;
 use crate::section::listen::Listener;
 use crate::section::log::LogFormat;
 use crate::section::mta_sts::MtaSts;
-use crate::section::dmarc_reports::DmarcReports;
 use crate::section::publish::Publish;
 use crate::section::queue::Queue;
 use crate::section::recipients::Recipients;
@@ -28,8 +28,8 @@ use crate::section::tls::Tls;
 use crate::section::tlsrpt::TlsRpt;
 use crate::section::verify::Verify;
 use crate::section::{
-    admin, delivery, dmarc_reports, dns, dnsbl, greylist, limits, listen, log, mta_sts, publish, queue,
-    recipients, relay, routes, screen, smtp, submission, tls, tlsrpt, top, verify,
+    admin, delivery, dmarc_reports, dns, dnsbl, greylist, limits, listen, log, mta_sts, publish,
+    queue, recipients, relay, routes, screen, smtp, submission, tls, tlsrpt, top, verify,
 };
 use portcullis_types::Domain;
 use std::path::PathBuf;

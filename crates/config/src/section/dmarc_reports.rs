@@ -129,10 +129,7 @@ pub(crate) fn build(f: &DmarcReportsFile, tlsrpt: &TlsRpt, c: &mut Checker) -> D
         t.contact
             .map(|c| c.strip_prefix("mailto:").map(str::to_owned).unwrap_or(c))
     });
-    let from = f
-        .from
-        .clone()
-        .or(if own_key { None } else { t.from });
+    let from = f.from.clone().or(if own_key { None } else { t.from });
     let dkim_selector = f.dkim_selector.clone().or(t.dkim_selector);
     let dkim_key = f.dkim_key.as_ref().map(PathBuf::from).or(t.dkim_key);
     let mut missing = false;
