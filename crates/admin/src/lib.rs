@@ -21,6 +21,7 @@
 
 mod client;
 mod conn;
+mod dmarc;
 mod error;
 mod metrics_http;
 mod protocol;
@@ -29,6 +30,7 @@ mod server;
 mod table;
 
 pub use client::{CALL_TIMEOUT, call, call_as};
+pub use dmarc::{DmarcEntry, DmarcOutcome, DmarcSendResult};
 pub use error::AdminError;
 pub use metrics_http::{MetricsListener, bind_metrics};
 pub use protocol::{

@@ -7,6 +7,7 @@
 //! it from typed values and the client decodes it into the same types
 //! ([`Answer::decode`]), so neither side picks fields out of JSON by hand.
 
+use crate::dmarc::{DmarcEntry, DmarcSendResult};
 use crate::screen::{ScreenCleared, ScreenShow, ScreenTarget};
 use portcullis_types::Envelope;
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,12 @@ pub enum Request {
     /// the send window (a day still being collected is never sent), as a
     /// [`TlsrptSendResult`].
     TlsrptSend,
+    /// The DMARC aggregates not yet reported, oldest day first, as a list
+    /// of [`DmarcEntry`].
+    DmarcList,
+    /// Sends every DMARC report of a finished day now, ignoring the random
+    /// delay (nothing is sent twice), as a [`DmarcSendResult`].
+    DmarcSend,
     /// Re-reads the whole config file the server was started with and puts
     /// it in force (as SIGHUP does), as a [`ReloadReport`]; a file with an
     /// error is refused with the error (key and line) and changes nothing.
@@ -202,6 +209,10 @@ pub enum Answer {
     TlsrptShow(serde_json::Value),
     /// To [`Request::TlsrptSend`].
     TlsrptSend(TlsrptSendResult),
+    /// To [`Request::DmarcList`].
+    DmarcList(Vec<DmarcEntry>),
+    /// To [`Request::DmarcSend`].
+    DmarcSend(DmarcSendResult),
     /// To [`Request::Reload`].
     Reload(ReloadReport),
     /// To [`Request::ScreenShow`].
@@ -232,6 +243,8 @@ impl Answer {
             Request::TlsrptList => Answer::TlsrptList(v(body)?),
             Request::TlsrptShow { .. } => Answer::TlsrptShow(body),
             Request::TlsrptSend => Answer::TlsrptSend(v(body)?),
+            Request::DmarcList => Answer::DmarcList(v(body)?),
+            Request::DmarcSend => Answer::DmarcSend(v(body)?),
             Request::Reload => Answer::Reload(v(body)?),
             Request::ScreenShow { .. } => Answer::ScreenShow(v(body)?),
             Request::ScreenClear { .. } => Answer::ScreenClear(v(body)?),
@@ -249,6 +262,10 @@ impl Answer {
                 .outcomes
                 .iter()
                 .all(|o| o.outcome != "retry" && o.outcome != "gave-up"),
+            Answer::DmarcSend(result) => result
+                .outcomes
+                .iter()
+                .all(|o| o.outcome != "failed" && o.outcome != "gave-up"),
             _ => true,
         }
     }
@@ -675,6 +692,8 @@ mod tests {
                 r#"{"op":"tlsrpt_show","domain":"a.test","day":"2026-01-02"}"#,
             ),
             (Request::TlsrptSend, r#"{"op":"tlsrpt_send"}"#),
+            (Request::DmarcList, r#"{"op":"dmarc_list"}"#),
+            (Request::DmarcSend, r#"{"op":"dmarc_send"}"#),
             (
                 Request::ScreenShow {
                     ip: "2001:db8::1".parse().unwrap(),

@@ -32,6 +32,8 @@ pub struct MetricsPage {
     pub policy: Arc<Engine>,
     /// TLS-RPT reports sent.
     pub tlsrpt: Arc<ReportMetrics>,
+    /// DMARC messages counted and reports sent; `None` with reports off.
+    pub dmarc: Option<Arc<portcullis_dmarc::DmarcMetrics>>,
     /// The store (group commits).
     pub store: Store,
     /// When the server started.
@@ -52,6 +54,9 @@ impl MetricsPage {
         self.tls_results.render(&mut w);
         self.policy.render_metrics(&mut w);
         self.tlsrpt.render(&mut w);
+        if let Some(dmarc) = &self.dmarc {
+            dmarc.render(&mut w);
+        }
         self.store.render_metrics(&mut w);
         w.gauge(
             "portcullis_uptime_seconds",

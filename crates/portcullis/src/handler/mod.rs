@@ -2,6 +2,7 @@
 //! module per command group, each answering with the typed [`Answer`] the
 //! CLI decodes.
 
+mod dmarc;
 mod explain;
 mod policy;
 mod queue;
@@ -10,7 +11,9 @@ mod screen;
 mod tlsrpt;
 
 use crate::reload::Reloader;
-use crate::state::{PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
+use crate::state::{
+    DmarcAccess, PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess,
+};
 use portcullis_admin::{
     Answer, Handler, ListenerStatus, ReloadReport, Request, Response, StatusReport,
 };
@@ -34,6 +37,8 @@ pub struct AdminHandler {
     pub reload: Arc<Reloader>,
     /// `screen ...`.
     pub screen: ScreenAccess,
+    /// `dmarc ...`.
+    pub dmarc: DmarcAccess,
 }
 
 impl AdminHandler {
@@ -93,6 +98,8 @@ impl AdminHandler {
                 Answer::TlsrptShow(t.show(&domain, day.as_deref())?)
             }
             Request::TlsrptSend => Answer::TlsrptSend(t.send().await?),
+            Request::DmarcList => Answer::DmarcList(self.dmarc.list()?),
+            Request::DmarcSend => Answer::DmarcSend(self.dmarc.send().await?),
             Request::Reload => Answer::Reload(self.reload().await?),
             Request::ScreenShow { ip } => Answer::ScreenShow(Box::new(self.screen.show(ip).await)),
             Request::ScreenClear { target } => {

@@ -6,6 +6,7 @@
 //! into spaces and free text goes through `text::escape_terminal`, so nothing
 //! can drive the operator's terminal.
 
+mod dmarc;
 mod policy;
 mod queue;
 mod screen;
@@ -34,6 +35,8 @@ pub fn human(answer: &Answer) -> String {
         Answer::TlsrptList(entries) => tlsrpt::list(entries),
         Answer::TlsrptShow(report) => tlsrpt::show(report),
         Answer::TlsrptSend(result) => tlsrpt::sent(result),
+        Answer::DmarcList(entries) => dmarc::list(entries),
+        Answer::DmarcSend(result) => dmarc::sent(result),
         Answer::Reload(r) => reloaded(r),
         Answer::ScreenShow(s) => screen::show(s),
         Answer::ScreenClear(c) => screen::cleared(c),

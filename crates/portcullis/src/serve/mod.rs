@@ -16,7 +16,9 @@ use crate::handler::AdminHandler;
 use crate::logging;
 use crate::metrics::MetricsPage;
 use crate::reload::{Reloader, Targets};
-use crate::state::{PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
+use crate::state::{
+    DmarcAccess, PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess,
+};
 use anyhow::{Context, Result};
 use inbound::Listeners;
 use outbound::Outbound;
@@ -97,7 +99,8 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     let outbound = Outbound::wire(&config, &store, &resolver, listeners.addresses())?;
     let screen = screen::build(&config, &store, &resolver, outbound.probe.clone())?;
     let first_screen = screen.clone();
-    let side = inbound::build(&config, &queue, &tls, &resolver, screen)?;
+    let dmarc = crate::dmarc::build(&config, &store, &resolver, &queue)?;
+    let side = inbound::build(&config, &queue, &tls, &resolver, screen, dmarc.as_ref())?;
     let tlsrpt_sender = crate::tlsrpt::sender(
         &config,
         &store,
@@ -121,7 +124,8 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         metrics: tlsrpt_metrics.clone(),
         settings: config.tlsrpt.clone(),
     };
-    let page = metrics_page(&store, &queue, &outbound, &side, &tlsrpt, started);
+    let mut page = metrics_page(&store, &queue, &outbound, &side, &tlsrpt, started);
+    page.dmarc = dmarc.as_ref().map(|d| d.recorder.metrics().clone());
     // The admin commands see the generation in force (a reload replaces
     // it); the server always builds its inbound side with a screen.
     let live = side.inbound.clone();
@@ -135,6 +139,15 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         tlsrpt,
         screen,
     );
+    let handler = AdminHandler {
+        dmarc: DmarcAccess {
+            reports: dmarc.clone(),
+        },
+        ..handler
+    };
+    if let Some(d) = dmarc {
+        crate::dmarc::spawn_sender(&life.services, d.sender, &life.shutdown);
+    }
     if let Some(sender) = tlsrpt_sender {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
     }
@@ -216,6 +229,7 @@ fn metrics_page(
         tls_results: outbound.tls_results.clone(),
         policy: outbound.policy.clone(),
         tlsrpt: tlsrpt.metrics.clone(),
+        dmarc: None,
         store: store.clone(),
         started,
     }
@@ -247,6 +261,7 @@ fn admin_handler(
         tlsrpt,
         reload: reloader.clone(),
         screen,
+        dmarc: DmarcAccess { reports: None },
     }
 }
 
