@@ -271,7 +271,8 @@ pub struct DmarcRua {
 /// aligned results (`policy_evaluated`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DmarcReportFacts {
-    /// `rua=`: where aggregate reports go (never empty here).
+    /// `rua=`: where aggregate reports go (never empty here; only its
+    /// `mailto:` URIs, the only kind mail-auth keeps).
     pub rua: Vec<DmarcRua>,
     /// `adkim=s`.
     pub adkim_strict: bool,
@@ -306,8 +307,9 @@ impl DmarcReportFacts {
         let rua: Vec<DmarcRua> = record
             .rua
             .iter()
+            // mail-auth keeps only the `mailto:` URIs, as their addresses.
             .map(|u| DmarcRua {
-                uri: u.uri().to_owned(),
+                uri: format!("mailto:{}", u.uri()),
                 max_size: u.max_size(),
             })
             .collect();
