@@ -43,3 +43,43 @@ pub struct DmarcOutcome {
     /// The queue id (sent), or why not.
     pub detail: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Answer, Request};
+
+    /// The CLI decodes what the server sends for each dmarc request.
+    #[test]
+    fn dmarc_answers_round_trip() {
+        let list = vec![DmarcEntry {
+            day: "2026-12-05".into(),
+            domain: "a.test".into(),
+            rows: 2,
+            messages: 3,
+            rua: vec!["mailto:d@a.test".into()],
+            state: "pending".into(),
+        }];
+        let body = serde_json::to_value(Answer::DmarcList(list.clone())).unwrap();
+        assert_eq!(
+            Answer::decode(&Request::DmarcList, body).unwrap(),
+            Answer::DmarcList(list)
+        );
+        let sent = DmarcSendResult {
+            outcomes: vec![DmarcOutcome {
+                day: "2026-12-05".into(),
+                domain: "a.test".into(),
+                outcome: "failed".into(),
+                to: None,
+                detail: Some("dns".into()),
+            }],
+        };
+        let answer = Answer::decode(
+            &Request::DmarcSend,
+            serde_json::to_value(Answer::DmarcSend(sent.clone())).unwrap(),
+        )
+        .unwrap();
+        assert!(!answer.all_succeeded());
+        assert_eq!(answer, Answer::DmarcSend(sent));
+    }
+}

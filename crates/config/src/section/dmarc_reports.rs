@@ -38,8 +38,7 @@ pub struct DmarcReportsFile {
 }
 
 /// DMARC aggregate reports as the server runs them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(tag = "enabled_state", rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum DmarcReports {
     /// `enabled = false` (the default): nothing is recorded or sent.
     #[default]
@@ -55,6 +54,18 @@ impl DmarcReports {
             DmarcReports::On(s) => Some(s),
             DmarcReports::Off => None,
         }
+    }
+}
+
+impl serde::Serialize for DmarcReports {
+    /// `config check --json`: `enabled` and, when on, every key in force
+    /// (borrowed ones included).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("DmarcReports", 2)?;
+        s.serialize_field("enabled", &self.sending().is_some())?;
+        s.serialize_field("sending", &self.sending())?;
+        s.end()
     }
 }
 
