@@ -228,6 +228,119 @@ pub fn is_report(message: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_auth::{
+        ArcVerdict, DkimVerdict, DmarcReportFacts, DmarcRua, DmarcVerdict, Results, SpfVerdict,
+    };
+    use portcullis_types::Reply;
+
+    fn verdict(result: AuthResult, applied: DmarcPolicy, disposition: Disposition) -> Verdict {
+        Verdict {
+            results: Results {
+                spf: SpfVerdict {
+                    result: AuthResult::Pass,
+                    identity: SpfIdentity::MailFrom,
+                    mail_from: "a@bounce.sender.test".into(),
+                    helo: "client.test".into(),
+                    domain: "bounce.sender.test".into(),
+                },
+                dkim: vec![DkimVerdict {
+                    result: AuthResult::Fail,
+                    domain: "other.test".into(),
+                    selector: "s1".into(),
+                    algorithm: Some("rsa-sha256"),
+                    reason: None,
+                }],
+                dmarc: DmarcVerdict {
+                    result,
+                    from_domain: "sender.test".into(),
+                    policy: Some(DmarcPolicy::Reject),
+                    pct: 100,
+                    applied,
+                    reason: None,
+                    report: Some(Box::new(DmarcReportFacts {
+                        rua: vec![DmarcRua {
+                            uri: "mailto:d@sender.test".into(),
+                            max_size: 10_000,
+                        }],
+                        adkim_strict: false,
+                        aspf_strict: true,
+                        p: DmarcPolicy::Reject,
+                        sp: DmarcPolicy::Quarantine,
+                        pct: 100,
+                        dkim_aligned: false,
+                        spf_aligned: false,
+                    })),
+                },
+                arc: ArcVerdict {
+                    result: AuthResult::None,
+                    sealer: None,
+                    reason: None,
+                },
+                timed_out: false,
+            },
+            disposition,
+            exception: None,
+            headers: String::new(),
+        }
+    }
+
+    /// A failing message we only tagged under `p=reject` is a quarantine
+    /// row with `local_policy`; one we refused is a reject row without;
+    /// "try again later" is not counted; a domain without `rua` neither.
+    #[test]
+    fn rows_say_what_we_applied() {
+        let ip: IpAddr = "192.0.2.3".parse().expect("ip");
+        let now = SystemTime::UNIX_EPOCH;
+        let tagged = Observation::from_verdict(
+            &verdict(
+                AuthResult::Fail,
+                DmarcPolicy::Reject,
+                Disposition::Quarantine,
+            ),
+            ip,
+            now,
+        )
+        .expect("counted");
+        assert_eq!(tagged.header_from, "sender.test");
+        assert_eq!(tagged.row.disposition, "quarantine");
+        assert!(tagged.row.local_policy);
+        assert_eq!(tagged.row.envelope_from, "bounce.sender.test");
+        assert_eq!(tagged.row.dkim[0].result, "fail");
+        assert_eq!(
+            (tagged.published.p.as_str(), tagged.published.sp.as_str()),
+            ("reject", "quarantine")
+        );
+        assert_eq!(tagged.published.rua[0].max_size, 10_000);
+        let reply = Reply::new(550, (5, 7, 1), "no");
+        let refused = Observation::from_verdict(
+            &verdict(
+                AuthResult::Fail,
+                DmarcPolicy::Reject,
+                Disposition::Reject(reply),
+            ),
+            ip,
+            now,
+        )
+        .expect("counted");
+        assert_eq!(refused.row.disposition, "reject");
+        assert!(!refused.row.local_policy);
+        let later = Reply::new(451, (4, 7, 1), "later");
+        assert!(
+            Observation::from_verdict(
+                &verdict(
+                    AuthResult::TempError,
+                    DmarcPolicy::None,
+                    Disposition::TempFail(later)
+                ),
+                ip,
+                now
+            )
+            .is_none()
+        );
+        let mut no_rua = verdict(AuthResult::Pass, DmarcPolicy::None, Disposition::Accept);
+        no_rua.results.dmarc.report = None;
+        assert!(Observation::from_verdict(&no_rua, ip, now).is_none());
+    }
 
     #[test]
     fn reports_are_recognised_by_their_headers() {
