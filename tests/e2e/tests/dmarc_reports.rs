@@ -33,7 +33,7 @@ use portcullis_dns::HickoryResolver;
 use portcullis_store::Store;
 use portcullis_test_support::dns::TestDns;
 use portcullis_test_support::keys::dkim_rsa_key;
-use portcullis_test_support::server::{Portcullis, background_runtime, free_port};
+use portcullis_test_support::server::{Portcullis, background_runtime, free_port, metric};
 use portcullis_test_support::sink::{Sink, SinkConfig};
 use portcullis_test_support::smtp::Client;
 
@@ -193,6 +193,7 @@ port = {port}
 retry = ["1s"]
 [admin]
 socket = "{{dir}}/admin.sock"
+metrics = "127.0.0.1:0"
 [verify]
 enabled = true
 [dmarc_reports]
@@ -249,6 +250,11 @@ send_window = "100000d"
     );
     assert_eq!(sender["state"], "collecting");
     assert_eq!(sender["rua"][0], format!("mailto:{RUA}"));
+    let page = server.metrics_page();
+    let counted = r#"portcullis_dmarc_messages_total{outcome="counted"}"#;
+    assert_eq!(metric(&page, counted), Some(3.0), "{page}");
+    let report = r#"portcullis_dmarc_messages_total{outcome="report"}"#;
+    assert_eq!(metric(&page, report), Some(1.0), "{page}");
     // Today is not over: nothing is sent.
     let sent = server.cli_json(&["dmarc", "send", "--json"]);
     assert_eq!(sent["outcomes"].as_array().map(Vec::len), Some(0), "{sent}");
@@ -281,6 +287,12 @@ send_window = "100000d"
             .contains("other.test._report._dmarc.reports.test"),
         "{sent}"
     );
+
+    let page = server.metrics_page();
+    for (outcome, n) in [("sent", 1.0), ("skipped", 1.0)] {
+        let series = format!("portcullis_dmarc_reports_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(metric(&page, &series), Some(n), "{page}");
+    }
 
     // Through the queue to reports.test's MX, from the null sender.
     let got = reports.wait_for(1, Duration::from_secs(30));
