@@ -21,6 +21,7 @@
 
 mod client;
 mod conn;
+mod dmarc;
 mod error;
 mod metrics_http;
 mod own;
@@ -31,6 +32,7 @@ mod server;
 mod table;
 
 pub use client::{CALL_TIMEOUT, call, call_as};
+pub use dmarc::{DmarcEntry, DmarcOutcome, DmarcSendResult};
 pub use error::AdminError;
 pub use metrics_http::{MetricsListener, bind_metrics};
 pub use own::{OwnCheck, OwnDomain, PolicyOwn};

@@ -7,6 +7,7 @@
 //! it from typed values and the client decodes it into the same types
 //! ([`Answer::decode`]), so neither side picks fields out of JSON by hand.
 
+use crate::dmarc::{DmarcEntry, DmarcSendResult};
 use crate::own::PolicyOwn;
 use crate::received::{ReceivedEntry, ReceivedShow};
 use crate::screen::{ScreenCleared, ScreenShow, ScreenTarget};
@@ -132,6 +133,12 @@ pub enum Request {
         /// Our id of the report.
         id: String,
     },
+    /// The DMARC aggregates not yet reported, oldest day first, as a list
+    /// of [`DmarcEntry`].
+    DmarcList,
+    /// Sends every DMARC report of a finished day now, ignoring the random
+    /// delay (nothing is sent twice), as a [`DmarcSendResult`].
+    DmarcSend,
     /// Re-reads the whole config file the server was started with and puts
     /// it in force (as SIGHUP does), as a [`ReloadReport`]; a file with an
     /// error is refused with the error (key and line) and changes nothing.
@@ -234,6 +241,10 @@ pub enum Answer {
     TlsrptReceivedList(Vec<ReceivedEntry>),
     /// To [`Request::TlsrptReceivedShow`].
     TlsrptReceivedShow(Box<ReceivedShow>),
+    /// To [`Request::DmarcList`].
+    DmarcList(Vec<DmarcEntry>),
+    /// To [`Request::DmarcSend`].
+    DmarcSend(DmarcSendResult),
     /// To [`Request::Reload`].
     Reload(ReloadReport),
     /// To [`Request::ScreenShow`].
@@ -267,6 +278,8 @@ impl Answer {
             Request::TlsrptSend => Answer::TlsrptSend(v(body)?),
             Request::TlsrptReceivedList { .. } => Answer::TlsrptReceivedList(v(body)?),
             Request::TlsrptReceivedShow { .. } => Answer::TlsrptReceivedShow(v(body)?),
+            Request::DmarcList => Answer::DmarcList(v(body)?),
+            Request::DmarcSend => Answer::DmarcSend(v(body)?),
             Request::Reload => Answer::Reload(v(body)?),
             Request::ScreenShow { .. } => Answer::ScreenShow(v(body)?),
             Request::ScreenClear { .. } => Answer::ScreenClear(v(body)?),
@@ -286,6 +299,10 @@ impl Answer {
                 .iter()
                 .all(|o| o.outcome != "retry" && o.outcome != "gave-up"),
             Answer::PolicyOwn(own) => own.all_ok(),
+            Answer::DmarcSend(result) => result
+                .outcomes
+                .iter()
+                .all(|o| o.outcome != "failed" && o.outcome != "gave-up"),
             _ => true,
         }
     }
@@ -726,6 +743,8 @@ mod tests {
                 r#"{"op":"tlsrpt_show","domain":"a.test","day":"2026-01-02"}"#,
             ),
             (Request::TlsrptSend, r#"{"op":"tlsrpt_send"}"#),
+            (Request::DmarcList, r#"{"op":"dmarc_list"}"#),
+            (Request::DmarcSend, r#"{"op":"dmarc_send"}"#),
             (
                 Request::TlsrptReceivedList {
                     domain: Some("a.test".into()),

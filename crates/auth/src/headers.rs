@@ -478,6 +478,7 @@ mod tests {
                 pct: 100,
                 applied: DmarcPolicy::None,
                 reason: None,
+                report: None,
             },
             arc: ArcVerdict {
                 result: AuthResult::None,

@@ -60,8 +60,8 @@ use crate::pool::{Pool, Unfinished};
 
 pub use headers::{QUARANTINE_HEADER, authentication_results, received_spf, strip_forged};
 pub use results::{
-    ArcVerdict, AuthResult, DkimVerdict, DmarcPolicy, DmarcVerdict, Method, Results, SpfIdentity,
-    SpfVerdict,
+    ArcVerdict, AuthResult, DkimVerdict, DmarcPolicy, DmarcReportFacts, DmarcRua, DmarcVerdict,
+    Method, Results, SpfIdentity, SpfVerdict,
 };
 pub use signer::{DkimSigner, SignerError, SignerKeyType};
 pub use verdict::{
@@ -286,6 +286,7 @@ impl Verifier {
                     pct: 100,
                     applied: DmarcPolicy::None,
                     reason: None,
+                    report: None,
                 },
                 arc: ArcVerdict {
                     result: AuthResult::None,
@@ -315,6 +316,7 @@ impl Verifier {
             .await;
         let mut dmarc = DmarcVerdict::from_output(&output);
         self.apply_pct(&mut dmarc).await;
+        self.report_pct(&mut dmarc).await;
         // mail-auth reports malformed signatures without a signature.
         let (verified, malformed): (Vec<_>, Vec<_>) =
             dkim.iter().partition(|o| o.signature().is_some());
@@ -367,6 +369,21 @@ impl Verifier {
     /// ourselves (the lookup is answered from the resolver's cache: mail-auth
     /// has just asked the same question). The record is the From domain's,
     /// else the nearest parent's, as in the DMARC tree walk.
+    /// The `pct=` an aggregate report names (RFC 7489 §7.2
+    /// `policy_published`), looked up (through the shared cache) only for
+    /// a domain that asks for reports; a failed lookup leaves 100.
+    async fn report_pct(&self, dmarc: &mut DmarcVerdict) {
+        let Some(report) = dmarc.report.as_mut() else {
+            return;
+        };
+        report.pct = if dmarc.result == AuthResult::Fail && dmarc.policy != Some(DmarcPolicy::None)
+        {
+            dmarc.pct
+        } else {
+            self.dmarc_pct(&dmarc.from_domain).await.unwrap_or(100)
+        };
+    }
+
     async fn apply_pct(&self, dmarc: &mut DmarcVerdict) {
         let Some(policy) = dmarc.policy else {
             return;

@@ -250,6 +250,84 @@ pub struct DmarcVerdict {
     pub applied: DmarcPolicy,
     /// Why it did not pass, for the comment in Authentication-Results.
     pub reason: Option<&'static str>,
+    /// What an aggregate report says about this message, when the
+    /// domain's record asks for aggregate reports (`rua=`); `None`
+    /// otherwise.
+    pub report: Option<Box<DmarcReportFacts>>,
+}
+
+/// One `rua=` destination of a DMARC record (RFC 7489 §6.2): the URI and
+/// its size limit in octets (0: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmarcRua {
+    /// The URI as published, e.g. `mailto:dmarc@example.com`.
+    pub uri: String,
+    /// The `!size` limit in octets, 0 when there is none.
+    pub max_size: usize,
+}
+
+/// The facts of a DMARC aggregate report row (RFC 7489 §7.2,
+/// Appendix C): the record as published (`policy_published`) and the
+/// aligned results (`policy_evaluated`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmarcReportFacts {
+    /// `rua=`: where aggregate reports go (never empty here; only its
+    /// `mailto:` URIs, the only kind mail-auth keeps).
+    pub rua: Vec<DmarcRua>,
+    /// `adkim=s`.
+    pub adkim_strict: bool,
+    /// `aspf=s`.
+    pub aspf_strict: bool,
+    /// `p=`.
+    pub p: DmarcPolicy,
+    /// `sp=` (`p=` when absent, RFC 7489 §6.3).
+    pub sp: DmarcPolicy,
+    /// `pct=` (100 when absent).
+    pub pct: u8,
+    /// A DKIM signature passed and aligned with the From domain.
+    pub dkim_aligned: bool,
+    /// SPF passed for a domain aligned with the From domain.
+    pub spf_aligned: bool,
+}
+
+fn policy_of(p: mail_auth::dmarc::Policy) -> Option<DmarcPolicy> {
+    match p {
+        mail_auth::dmarc::Policy::Reject => Some(DmarcPolicy::Reject),
+        mail_auth::dmarc::Policy::Quarantine => Some(DmarcPolicy::Quarantine),
+        mail_auth::dmarc::Policy::None => Some(DmarcPolicy::None),
+        mail_auth::dmarc::Policy::Unspecified => None,
+    }
+}
+
+impl DmarcReportFacts {
+    /// The facts of `output`, when its record asks for aggregate reports
+    /// (pct 100 until it is known).
+    pub(crate) fn from_output(output: &DmarcOutput) -> Option<DmarcReportFacts> {
+        let record = output.dmarc_record()?;
+        let rua: Vec<DmarcRua> = record
+            .rua
+            .iter()
+            // mail-auth keeps only the `mailto:` URIs, as their addresses.
+            .map(|u| DmarcRua {
+                uri: format!("mailto:{}", u.uri()),
+                max_size: u.max_size(),
+            })
+            .collect();
+        if rua.is_empty() {
+            return None;
+        }
+        let p = policy_of(record.p).unwrap_or(DmarcPolicy::None);
+        Some(DmarcReportFacts {
+            rua,
+            adkim_strict: record.adkim == mail_auth::dmarc::Alignment::Strict,
+            aspf_strict: record.aspf == mail_auth::dmarc::Alignment::Strict,
+            p,
+            sp: policy_of(record.sp).unwrap_or(p),
+            pct: 100,
+            dkim_aligned: matches!(output.dkim_result(), DmarcResult::Pass),
+            spf_aligned: matches!(output.spf_result(), DmarcResult::Pass),
+        })
+    }
 }
 
 impl DmarcVerdict {
@@ -276,6 +354,7 @@ impl DmarcVerdict {
             pct: 100,
             applied: DmarcPolicy::None,
             reason,
+            report: DmarcReportFacts::from_output(output).map(Box::new),
         }
     }
 }
@@ -346,6 +425,7 @@ impl Results {
                 pct: 100,
                 applied: DmarcPolicy::None,
                 reason: Some("timed out"),
+                report: None,
             },
             arc: ArcVerdict {
                 result: AuthResult::TempError,

@@ -296,6 +296,7 @@ mod tests {
                     DmarcPolicy::None
                 },
                 reason: Option::None,
+                report: Option::None,
             },
             arc: ArcVerdict {
                 result: AuthResult::None,

@@ -5,6 +5,7 @@
 use crate::check::{Checker, Problem};
 use crate::section::admin::AdminFile;
 use crate::section::delivery::DeliveryFile;
+use crate::section::dmarc_reports::DmarcReportsFile;
 use crate::section::dns::DnsFile;
 use crate::section::dnsbl::DnsblFile;
 use crate::section::greylist::GreylistFile;
@@ -72,6 +73,8 @@ pub(crate) struct Sections {
     pub greylist: GreylistFile,
     /// `[publish]`.
     pub publish: PublishFile,
+    /// `[dmarc_reports]`.
+    pub dmarc_reports: DmarcReportsFile,
 }
 
 impl Sections {
@@ -102,6 +105,7 @@ impl Sections {
             "screen" => self.screen = take(key, value, c),
             "greylist" => self.greylist = take(key, value, c),
             "publish" => self.publish = take(key, value, c),
+            "dmarc_reports" => self.dmarc_reports = take(key, value, c),
             other => c.fail(other, format!("unknown key {other:?}")),
         }
     }

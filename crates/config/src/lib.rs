@@ -23,6 +23,7 @@ pub use error::{ConfigError, ConfigIssue};
 pub use runtime::Config;
 pub use section::admin::Admin;
 pub use section::delivery::{Delivery, TlsRequiredNo};
+pub use section::dmarc_reports::{DmarcReports, DmarcReportsSending};
 pub use section::dns::{Dns, Dnssec};
 pub use section::dnsbl::Dnsbl;
 pub use section::greylist::Greylist;

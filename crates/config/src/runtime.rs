@@ -8,6 +8,7 @@ use crate::check::Checker;
 use crate::file::Sections;
 use crate::section::admin::Admin;
 use crate::section::delivery::Delivery;
+use crate::section::dmarc_reports::DmarcReports;
 use crate::section::dns::Dns;
 use crate::section::dnsbl::Dnsbl;
 use crate::section::greylist::Greylist;
@@ -27,8 +28,8 @@ use crate::section::tls::Tls;
 use crate::section::tlsrpt::TlsRpt;
 use crate::section::verify::Verify;
 use crate::section::{
-    admin, delivery, dns, dnsbl, greylist, limits, listen, log, mta_sts, publish, queue,
-    recipients, relay, routes, screen, smtp, submission, tls, tlsrpt, top, verify,
+    admin, delivery, dmarc_reports, dns, dnsbl, greylist, limits, listen, log, mta_sts, publish,
+    queue, recipients, relay, routes, screen, smtp, submission, tls, tlsrpt, top, verify,
 };
 use portcullis_types::Domain;
 use std::path::PathBuf;
@@ -87,6 +88,8 @@ pub struct Config {
     pub greylist: Greylist,
     /// `[publish]`: our own domains' MTA-STS policy and TLS-RPT address.
     pub publish: Publish,
+    /// `[dmarc_reports]`: DMARC aggregate reports we send (RFC 7489 §7.2).
+    pub dmarc_reports: DmarcReports,
 }
 
 impl Config {
@@ -113,6 +116,8 @@ pub(crate) fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Conf
     let log = log::build(s.log, c);
     let relay = relay::build(&s.relay, c);
     let recipients = recipients::build(&s.recipients, &relay.accepted_domains, c);
+    let tlsrpt = tlsrpt::build(s.tlsrpt, c);
+    let dmarc_reports = dmarc_reports::build(&s.dmarc_reports, &tlsrpt, c);
     Config {
         hostname,
         listeners: listen::build(s.listen.as_deref(), limits.max_connections, c),
@@ -123,7 +128,8 @@ pub(crate) fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Conf
         delivery: delivery::build(&s.delivery, c),
         queue: queue::build(&s.queue, c),
         mta_sts: mta_sts::build(&s.mta_sts, c),
-        tlsrpt: tlsrpt::build(s.tlsrpt, c),
+        tlsrpt,
+        dmarc_reports,
         users_file: s.submission.users_file.as_ref().map(PathBuf::from),
         submission: submission::build(&s.submission, c),
         admin: admin::build(&s.admin, &data_dir, c),

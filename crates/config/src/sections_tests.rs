@@ -488,3 +488,46 @@ fn an_mta_sts_listener_may_have_its_own_certificate() {
         &[("listen[0].role", 3, "mta-sts")],
     );
 }
+
+/// `[dmarc_reports]`: off by default; on, each missing key is named, and
+/// the keys of `[tlsrpt]` fill the gaps (`from` only with `[tlsrpt]`'s key).
+#[test]
+fn dmarc_reports_borrow_from_tlsrpt_and_name_what_is_missing() {
+    assert_eq!(ok("").dmarc_reports, DmarcReports::Off);
+    refused(
+        "[dmarc_reports]\nenabled = true\norganization = \"Org\"\n",
+        &[
+            ("dmarc_reports.contact", 1, "required"),
+            ("dmarc_reports.from", 1, "required"),
+            ("dmarc_reports.dkim_selector", 1, "required"),
+            ("dmarc_reports.dkim_key", 1, "required"),
+        ],
+    );
+    let tlsrpt = "[tlsrpt]\norganization = \"Org\"\ncontact = \"mailto:pm@example.test\"\n\
+                  from = \"reports@example.test\"\ndkim_selector = \"s1\"\ndkim_key = \"/k.pem\"\n";
+    let c = ok(&format!("{tlsrpt}[dmarc_reports]\nenabled = true\n"));
+    let on = c.dmarc_reports.sending().expect("on");
+    assert_eq!(on.organization, "Org");
+    assert_eq!(on.contact, "pm@example.test");
+    assert_eq!(on.from, "reports@example.test");
+    assert_eq!(on.dkim_selector, "s1");
+    assert_eq!(on.dkim_key, PathBuf::from("/k.pem"));
+    assert_eq!(on.send_window, Duration::from_secs(4 * 3600));
+    // A key of its own: the From is not borrowed.
+    refused(
+        &format!(
+            "{tlsrpt}[dmarc_reports]\nenabled = true\ndkim_selector = \"d1\"\ndkim_key = \"/d.pem\"\n"
+        ),
+        &[("dmarc_reports.from", 7, "required")],
+    );
+    refused(
+        &format!("{tlsrpt}[dmarc_reports]\nenabled = true\nfrom = \"nobody\"\n"),
+        &[("dmarc_reports.from", 9, "not an address")],
+    );
+    let c = ok(&format!(
+        "{tlsrpt}[dmarc_reports]\nenabled = true\nsend_window = \"10m\"\ncontact = \"dmarc@example.test\"\n"
+    ));
+    let on = c.dmarc_reports.sending().expect("on");
+    assert_eq!(on.send_window, Duration::from_secs(600));
+    assert_eq!(on.contact, "dmarc@example.test");
+}

@@ -16,6 +16,8 @@ use crate::smtp_auth::AuthChecker;
 use crate::spooler::{ReadBudget, Spooler};
 use portcullis_auth::Verifier;
 use portcullis_config::{Config, Role, SpfFail};
+use portcullis_dmarc::DmarcRecorder;
+use portcullis_queue::LocalSigner;
 use portcullis_queue::Queue;
 use portcullis_screen::Screen;
 use portcullis_submission::lockout::AuthGuard;
@@ -40,6 +42,7 @@ pub struct InboundBuilder<'a> {
     dkim: DkimSigners,
     oauth: Option<Arc<Introspector>>,
     screen: Option<Screen>,
+    dmarc: Option<DmarcRecorder>,
 }
 
 impl<'a> InboundBuilder<'a> {
@@ -56,7 +59,16 @@ impl<'a> InboundBuilder<'a> {
             dkim: DkimSigners::default(),
             oauth: None,
             screen: None,
+            dmarc: None,
         }
+    }
+
+    /// Counts the DMARC results of verified mail into `recorder`, for the
+    /// aggregate reports of `[dmarc_reports]`. Taken by
+    /// [`InboundBuilder::build`]; a reload keeps the one in force.
+    pub fn dmarc_reports(mut self, recorder: DmarcRecorder) -> Self {
+        self.dmarc = Some(recorder);
+        self
     }
 
     /// The server certificate: STARTTLS is offered, implicit TLS served.
@@ -85,8 +97,9 @@ impl<'a> InboundBuilder<'a> {
         self
     }
 
-    /// Signs mail from authenticated users with the key of its From
-    /// domain (see [`DkimSigners`]).
+    /// Signs mail we originate (from authenticated users, and relayed for
+    /// `trusted_networks`) with the key of its From domain (see
+    /// [`DkimSigners`]); the queue signs its DSNs with the same keys.
     pub fn dkim(mut self, dkim: DkimSigners) -> Self {
         self.dkim = dkim;
         self
@@ -117,6 +130,7 @@ impl<'a> InboundBuilder<'a> {
             metrics: metrics.clone(),
             clock: self.clock.clone(),
             tls_available: self.tls.is_some(),
+            dmarc: self.dmarc.clone(),
         };
         let config = self.config;
         let tls = self.tls.clone();
@@ -166,11 +180,17 @@ impl<'a> InboundBuilder<'a> {
             Some((s, b)) if *s == size => b.clone(),
             _ => read_budget(config),
         };
+        // The same keys sign the DSNs the queue makes (a reload swaps them
+        // there too).
+        let dkim = Arc::new(self.dkim);
+        self.queue
+            .set_local_signer((!dkim.is_empty()).then(|| dkim.clone() as Arc<dyn LocalSigner>));
         let pipeline = AcceptPipeline::new(PipelineParts {
             queue: self.queue,
             clock: stable.clock.clone(),
             verifier: self.verifier,
-            dkim: self.dkim,
+            dkim,
+            dmarc: stable.dmarc.clone(),
             spooler: stable.spooler.clone(),
             read_budget: budget.clone(),
             metrics: stable.metrics.clone(),

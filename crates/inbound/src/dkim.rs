@@ -1,5 +1,6 @@
-//! DKIM signing of submitted mail (`[[submission.dkim]]`): mail accepted
-//! from an authenticated user is signed with the key of the domain of its
+//! DKIM signing of mail we originate (`[[submission.dkim]]`): mail
+//! accepted from an authenticated user or relayed for a client in
+//! `trusted_networks`, and the DSNs the queue makes, is signed with the key of the domain of its
 //! `From` header (the MAIL FROM domain when the message has no `From`),
 //! relaxed/relaxed, so that DMARC passes at the receivers. The signer is
 //! the server's one DKIM signer ([`DkimSigner`], also used for TLS
@@ -74,6 +75,21 @@ impl DkimSigners {
             },
         };
         self.by_domain.get(&domain)
+    }
+}
+
+/// The DSNs the queue makes are signed with the same keys, by their From
+/// domain (our host name's, `MAILER-DAEMON@<hostname>`).
+impl portcullis_queue::LocalSigner for DkimSigners {
+    fn signature(&self, message: &[u8]) -> Option<String> {
+        let signer = self.signer_for(message, &ReversePath::Null)?;
+        match signer.signature_header(message) {
+            Ok(sig) => Some(sig),
+            Err(e) => {
+                tracing::error!(domain = signer.domain(), error = %e, "DKIM signing of a notification failed; queued unsigned");
+                None
+            }
+        }
     }
 }
 

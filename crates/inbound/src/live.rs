@@ -82,4 +82,7 @@ pub(crate) struct Stable {
     pub(crate) clock: Arc<dyn Clock>,
     /// True when a certificate is loaded (STARTTLS can be offered).
     pub(crate) tls_available: bool,
+    /// Where DMARC results are counted (`[dmarc_reports]`, a restart
+    /// setting): taken at the build, kept by reloads.
+    pub(crate) dmarc: Option<portcullis_dmarc::DmarcRecorder>,
 }

@@ -75,6 +75,16 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// DMARC aggregate reports (RFC 7489 §7.2) we send: the aggregates
+    /// waiting, and sending the due reports now.
+    Dmarc {
+        #[command(subcommand)]
+        cmd: DmarcCmd,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Re-read the whole config file the running server was started with
     /// (as SIGHUP does): prints what changed and what needs a restart;
     /// non-zero and the reason (key and line) when the file is bad, and
@@ -287,6 +297,17 @@ pub enum PolicyCmd {
         #[arg(value_parser = parse_domain)]
         domain: Domain,
     },
+}
+
+/// `portcullis dmarc ...`.
+#[derive(Debug, Subcommand)]
+pub enum DmarcCmd {
+    /// Per UTC day and From domain: rows and messages counted, where the
+    /// report goes, and whether the day is still being collected.
+    List,
+    /// Send every report of a finished UTC day now, without waiting for
+    /// the random delay of the send window; nothing is sent twice.
+    Send,
 }
 
 /// `portcullis tlsrpt ...`.

@@ -2,7 +2,9 @@
 //! server's admin socket; the typed [`Answer`] is printed as JSON with
 //! `--json`, else in its human layout.
 
-use crate::cli::{Command, PinMode, PolicyCmd, QueueCmd, ReceivedCmd, ScreenCmd, TlsrptCmd};
+use crate::cli::{
+    Command, DmarcCmd, PinMode, PolicyCmd, QueueCmd, ReceivedCmd, ScreenCmd, TlsrptCmd,
+};
 use crate::config_cmd::load_config;
 use portcullis_admin::{AdminError, Answer, Request};
 use std::path::PathBuf;
@@ -99,6 +101,18 @@ fn request_of(command: Command) -> Result<(Option<PathBuf>, Request, bool), Stri
             config,
             output,
         } => (config.config, screen_request(cmd), output.json),
+        Command::Dmarc {
+            cmd,
+            config,
+            output,
+        } => (
+            config.config,
+            match cmd {
+                DmarcCmd::List => Request::DmarcList,
+                DmarcCmd::Send => Request::DmarcSend,
+            },
+            output.json,
+        ),
         Command::Serve(_) | Command::Config(_) | Command::User { .. } => {
             return Err("not an admin command".into());
         }

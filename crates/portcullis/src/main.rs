@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config_cmd;
 mod dates;
+mod dmarc;
 mod handler;
 mod inbound_parts;
 mod logging;

@@ -37,6 +37,8 @@ pub struct MetricsPage {
     pub tlsrpt: Arc<ReportMetrics>,
     /// TLS-RPT reports received about our domains.
     pub received: ReceivedReports,
+    /// DMARC messages counted and reports sent; `None` with reports off.
+    pub dmarc: Option<Arc<portcullis_dmarc::DmarcMetrics>>,
     /// The store (group commits).
     pub store: Store,
     /// Requests to the `mta-sts` listeners.
@@ -62,6 +64,9 @@ impl MetricsPage {
         self.policy.render_metrics(&mut w);
         self.tlsrpt.render(&mut w);
         self.received.render_metrics(&mut w);
+        if let Some(dmarc) = &self.dmarc {
+            dmarc.render(&mut w);
+        }
         self.store.render_metrics(&mut w);
         self.publish.render(&mut w);
         self.certificates.render(&mut w);

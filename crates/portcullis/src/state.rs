@@ -67,6 +67,13 @@ pub struct TlsRptAccess {
     pub received: ReceivedReports,
 }
 
+/// DMARC aggregate reports (`dmarc list|send`): `None` with
+/// `[dmarc_reports] enabled = false`.
+pub struct DmarcAccess {
+    /// The recorder and the sender.
+    pub reports: Option<crate::dmarc::DmarcReports>,
+}
+
 /// The screen in force, as `screen show|clear` reach it: a function that
 /// gives the current [`Screen`] (the inbound side's live generation, which
 /// a reload replaces), asked once per request, so the handler always sees

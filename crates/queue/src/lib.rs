@@ -52,7 +52,7 @@ mod stored;
 
 pub use bounds::{OUTCOMES_LIMIT, RECORD_LIMIT, REPLY_LIMIT, cap_outcomes, truncate_text};
 pub use deliver::{Deliver, DeliveryJob, RecipientOutcome, RecipientResult};
-pub use local::LocalMessage;
+pub use local::{LocalMessage, LocalSigner};
 pub use message::{Blocks, MessageData};
 pub use record::{
     Attempt, HISTORY_FIRST, HISTORY_LAST, HISTORY_LIMIT, QueueRecord, RecipientState,
@@ -136,6 +136,8 @@ pub struct Queue {
     size: Arc<AtomicU64>,
     state: Arc<Mutex<State>>,
     kick: Arc<Notify>,
+    /// Signs DSNs ([`Queue::enqueue_local`]); `None`: unsigned.
+    local_signer: Arc<std::sync::RwLock<Option<Arc<dyn LocalSigner>>>>,
 }
 
 /// What the writer lock guards: the in-memory due-index (rebuilt from the
@@ -168,6 +170,21 @@ impl State {
 }
 
 impl Queue {
+    /// Signs the DSNs queued from now on with `signer` (`None`: unsigned);
+    /// every clone of this queue shares it. Set at the start and at each
+    /// reload, with the keys in force.
+    pub fn set_local_signer(&self, signer: Option<Arc<dyn LocalSigner>>) {
+        let mut slot = self.local_signer.write().unwrap_or_else(|p| p.into_inner());
+        *slot = signer;
+    }
+
+    fn local_signer(&self) -> Option<Arc<dyn LocalSigner>> {
+        self.local_signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Opens the queue in `store` (message files in its `bodies/`
     /// directory), sweeping bodies and files whose record was never
     /// written (those messages were never acknowledged) and record chunks
@@ -186,6 +203,7 @@ impl Queue {
             files: files::BodyFiles::open(store.path().join(files::DIR_NAME))?,
             state: Arc::new(Mutex::new(State::default())),
             kick: Arc::new(Notify::new()),
+            local_signer: Arc::default(),
         };
         {
             let mut state = queue.lock();

@@ -133,6 +133,14 @@ pub enum TreeName {
     /// The screen's cached recipient probe answers: recipient → 8-byte
     /// big-endian expiry (Unix seconds) ‖ the verifier's answer. Expiring.
     ScreenRecipients,
+    /// DMARC aggregates (RFC 7489 §7.2): per (UTC day, policy domain) a
+    /// header (the published policy, row and message counts) and its rows
+    /// (the row's facts → message count). Written without fsync (a lost
+    /// count is one message missing from a report, never a message).
+    DmarcAggregate,
+    /// DMARC report sending state: per UTC day the random send delay, per
+    /// (day, policy domain) whether its report went out (JSON).
+    DmarcSent,
 }
 
 impl TreeName {
@@ -149,6 +157,8 @@ impl TreeName {
             TreeName::TlsRptReceived => "tlsrpt.received",
             TreeName::ScreenGreylist => "screen.greylist",
             TreeName::ScreenRecipients => "screen.recipients",
+            TreeName::DmarcAggregate => "dmarc.aggregate",
+            TreeName::DmarcSent => "dmarc.sent",
         }
     }
 }

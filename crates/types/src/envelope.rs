@@ -87,6 +87,8 @@ pub enum Origin {
     Bounce,
     /// A TLS-RPT aggregate report we generated (RFC 8460 §5.3).
     TlsReport,
+    /// A DMARC aggregate report we generated (RFC 7489 §7.2).
+    DmarcReport,
 }
 
 impl Origin {
@@ -97,6 +99,7 @@ impl Origin {
             Origin::Submission => "submission",
             Origin::Bounce => "bounce",
             Origin::TlsReport => "tls-report",
+            Origin::DmarcReport => "dmarc-report",
         }
     }
 

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod delivery;
+pub mod dmarc_reports;
 pub mod dns;
 pub mod dnsbl;
 pub mod greylist;

@@ -6,6 +6,7 @@
 //! for what needs it as one slice (verification, DKIM signing), within the
 //! shared read budget.
 
+mod dmarc;
 mod envelope;
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,7 @@ use crate::received::received_header;
 use crate::session::{IncomingMessage, SenderCheck};
 use crate::spooler::{ReadBudget, Spooler};
 use portcullis_auth::{Verdict, Verifier};
+use portcullis_dmarc::DmarcRecorder;
 use portcullis_queue::Queue;
 use portcullis_types::{Clock, Domain, QueueId, Reply};
 use std::borrow::Cow;
@@ -53,7 +55,9 @@ pub(crate) struct AcceptPipeline {
     clock: Arc<dyn Clock>,
     /// `None`: nothing is verified.
     verification: Option<Verification>,
-    dkim: DkimSigners,
+    dkim: Arc<DkimSigners>,
+    /// Counts DMARC results for aggregate reports; `None`: not counted.
+    dmarc: Option<DmarcRecorder>,
     /// Draws the queue ids of messages that were not spooled.
     spooler: Spooler,
     /// Octets of spooled messages read back whole (for verification and
@@ -70,8 +74,10 @@ pub(crate) struct PipelineParts {
     pub clock: Arc<dyn Clock>,
     /// Verifies mail when a session asks for it; `None`: nothing is.
     pub verifier: Option<Arc<Verifier>>,
-    /// The keys submitted mail is signed with.
-    pub dkim: DkimSigners,
+    /// The keys submitted and trusted mail is signed with.
+    pub dkim: Arc<DkimSigners>,
+    /// Where DMARC results are counted for aggregate reports (`[dmarc_reports]`).
+    pub dmarc: Option<DmarcRecorder>,
     /// The sessions' spooler (its ids are the queue's ids).
     pub spooler: Spooler,
     /// How many octets of spooled messages may be read back at once.
@@ -90,6 +96,7 @@ impl AcceptPipeline {
             queue: parts.queue,
             clock: parts.clock,
             dkim: parts.dkim,
+            dmarc: parts.dmarc,
             spooler: parts.spooler,
             read_budget: parts.read_budget,
             metrics: parts.metrics,
@@ -185,17 +192,32 @@ impl AcceptPipeline {
             }
         };
         // Verified: the whole copy and its share of the budget are gone.
+        if let Some(recorder) = &self.dmarc {
+            dmarc::count(
+                recorder,
+                &verdict,
+                &msg.arrival,
+                &msg.data,
+                self.clock.now(),
+            );
+        }
         match verification.judge(id, &msg.sender, &verdict) {
             Some(refusal) => Err(Answer::Rejected(refusal)),
             None => Ok(Some(verdict)),
         }
     }
 
-    /// The DKIM-Signature of submitted mail of our own domains, signed as
-    /// it was received (never lost: a failure leaves it unsigned); empty
-    /// for other mail.
+    /// The DKIM-Signature of mail we originate (submitted by a user, or
+    /// relayed for a client in `trusted_networks`) whose From domain has a
+    /// key, signed as it was received (never lost: a failure leaves it
+    /// unsigned); empty for other mail.
     async fn sign(&self, id: QueueId, msg: &mut IncomingMessage, data: &[u8]) -> String {
-        match &msg.arrival.authenticated {
+        let who = match &msg.arrival.authenticated {
+            Some(user) => Some(user.clone()),
+            None if msg.arrival.trusted => Some(format!("trusted {}", msg.arrival.client_ip)),
+            None => None,
+        };
+        match who {
             Some(user) if !self.dkim.is_empty() => match self.dkim.signer_for(data, &msg.sender) {
                 Some(signer) => match self.sign_whole(signer, data, msg.spooled.as_mut()).await {
                     Ok(sig) => {

@@ -27,7 +27,8 @@ fn env() -> Env {
         queue: queue.clone(),
         clock: clock.clone(),
         verifier: None,
-        dkim: DkimSigners::default(),
+        dkim: Arc::default(),
+        dmarc: None,
         spooler: Spooler::new(queue.clone(), clock, 7),
         read_budget: ReadBudget::new(1024 * 1024),
         metrics: Arc::new(InboundMetrics::default()),
@@ -75,6 +76,7 @@ async fn stores_what_the_session_recorded() {
         esmtp: true,
         tls: Some(tls.clone()),
         authenticated: Some("alice".into()),
+        trusted: false,
         may_waive_tls: true,
         origin: Origin::Submission,
     };
@@ -110,6 +112,7 @@ async fn origin_is_never_read_from_the_message() {
         esmtp: false,
         tls: None,
         authenticated: None,
+        trusted: false,
         may_waive_tls: false,
         origin: Origin::Relay,
     };
@@ -136,6 +139,7 @@ async fn tls_required_no_follows_the_recorded_client() {
         esmtp: true,
         tls: None,
         authenticated: None,
+        trusted: false,
         may_waive_tls,
         origin: Origin::Relay,
     };

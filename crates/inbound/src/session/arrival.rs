@@ -21,6 +21,8 @@ pub struct Arrival {
     pub tls: Option<TlsSummary>,
     /// The user the client authenticated as (SMTP AUTH).
     pub authenticated: Option<String>,
+    /// The client is in `trusted_networks`: its mail is ours to sign.
+    pub trusted: bool,
     /// True when this client may waive TLS with `TLS-Required: No` (RFC
     /// 8689 §5) under `[delivery] tls_required_no`: decided from its
     /// authentication and network, never from the message.

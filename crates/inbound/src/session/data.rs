@@ -243,6 +243,7 @@ impl Session {
             esmtp: self.esmtp,
             tls: self.tls.clone(),
             authenticated: self.auth_user.clone(),
+            trusted: self.trusted,
             may_waive_tls: self
                 .cfg
                 .tls_required_no

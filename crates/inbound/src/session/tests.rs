@@ -1217,6 +1217,7 @@ fn each_message_carries_its_arrival() {
         esmtp: true,
         tls: None,
         authenticated: None,
+        trusted: false,
         may_waive_tls: false,
         origin: portcullis_types::Origin::Relay,
     };
@@ -1233,6 +1234,7 @@ fn each_message_carries_its_arrival() {
             cipher: "X".into(),
         }),
         authenticated: Some("alice".into()),
+        trusted: false,
         may_waive_tls: true,
         origin: portcullis_types::Origin::Submission,
         ..relayed

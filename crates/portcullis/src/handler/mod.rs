@@ -2,6 +2,7 @@
 //! module per command group, each answering with the typed [`Answer`] the
 //! CLI decodes.
 
+mod dmarc;
 mod explain;
 mod own;
 mod policy;
@@ -12,7 +13,9 @@ mod screen;
 mod tlsrpt;
 
 use crate::reload::Reloader;
-use crate::state::{OwnAccess, PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
+use crate::state::{
+    DmarcAccess, OwnAccess, PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess,
+};
 use portcullis_admin::{
     Answer, Handler, ListenerStatus, ReloadReport, Request, Response, StatusReport,
 };
@@ -38,6 +41,8 @@ pub struct AdminHandler {
     pub screen: ScreenAccess,
     /// `policy own`.
     pub own: OwnAccess,
+    /// `dmarc ...`.
+    pub dmarc: DmarcAccess,
 }
 
 impl AdminHandler {
@@ -108,6 +113,8 @@ impl AdminHandler {
             Request::TlsrptReceivedShow { id } => {
                 Answer::TlsrptReceivedShow(Box::new(t.received_show(&id)?))
             }
+            Request::DmarcList => Answer::DmarcList(self.dmarc.list()?),
+            Request::DmarcSend => Answer::DmarcSend(self.dmarc.send().await?),
             Request::Reload => Answer::Reload(self.reload().await?),
             Request::ScreenShow { ip } => Answer::ScreenShow(Box::new(self.screen.show(ip).await)),
             Request::ScreenClear { target } => {

@@ -32,6 +32,10 @@ pub fn keep_restart_settings(old: &Config, new: &mut Config) -> Vec<&'static str
         ("queue", keep(&o.queue, &mut n.queue)),
         ("tlsrpt", keep(&o.tlsrpt, &mut n.tlsrpt)),
         (
+            "dmarc_reports",
+            keep(&o.dmarc_reports, &mut n.dmarc_reports),
+        ),
+        (
             "mta_sts.https_port",
             keep(&o.mta_sts.https_port, &mut n.mta_sts.https_port),
         ),
@@ -75,6 +79,7 @@ pub fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         queue: _,
         mta_sts,
         tlsrpt: _,
+        dmarc_reports: _,
         users_file,
         submission,
         admin: _,

@@ -6,6 +6,7 @@
 //! into spaces and free text goes through `text::escape_terminal`, so nothing
 //! can drive the operator's terminal.
 
+mod dmarc;
 mod own;
 mod policy;
 mod queue;
@@ -39,6 +40,8 @@ pub fn human(answer: &Answer) -> String {
         Answer::TlsrptSend(result) => tlsrpt::sent(result),
         Answer::TlsrptReceivedList(entries) => received::list(entries),
         Answer::TlsrptReceivedShow(report) => received::show(report),
+        Answer::DmarcList(entries) => dmarc::list(entries),
+        Answer::DmarcSend(result) => dmarc::sent(result),
         Answer::Reload(r) => reloaded(r),
         Answer::ScreenShow(s) => screen::show(s),
         Answer::ScreenClear(c) => screen::cleared(c),

@@ -89,13 +89,15 @@ pub struct InboundSide {
 
 /// The inbound service with the verifier, DKIM keys and token
 /// introspector of `config` ([`InboundParts`]), each loaded now so a bad
-/// setting stops the start, and `screen` in front of the queue.
+/// setting stops the start, and `screen` in front of the queue; verified
+/// mail is counted for DMARC reports when `dmarc` is given.
 pub fn build(
     config: &Config,
     queue: &Queue,
     tls: &ServerTls,
     resolver: &HickoryResolver,
     screen: Screen,
+    dmarc: Option<&crate::dmarc::DmarcReports>,
 ) -> Result<InboundSide> {
     let parts = InboundParts::load(config, resolver, None)?;
     let verifier = parts.verifier.clone();
@@ -105,6 +107,10 @@ pub fn build(
         .metrics(metrics.clone())
         .clock(Arc::new(SystemClock))
         .screen(screen);
+    let builder = match dmarc {
+        Some(d) => builder.dmarc_reports(d.recorder.clone()),
+        None => builder,
+    };
     let inbound = parts.apply(builder).build();
     Ok(InboundSide {
         inbound,

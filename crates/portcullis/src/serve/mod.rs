@@ -20,7 +20,9 @@ use crate::handler::AdminHandler;
 use crate::logging;
 use crate::metrics::MetricsPage;
 use crate::reload::{Reloader, Targets};
-use crate::state::{OwnAccess, PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess};
+use crate::state::{
+    DmarcAccess, OwnAccess, PolicyAccess, QueueAccess, ScreenAccess, ServerInfo, TlsRptAccess,
+};
 use anyhow::{Context, Result};
 pub use certs::CertWatch;
 use inbound::Listeners;
@@ -107,7 +109,8 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     let outbound = Outbound::wire(&config, &store, &resolver, listeners.addresses())?;
     let screen = screen::build(&config, &store, &resolver, outbound.probe.clone())?;
     let first_screen = screen.clone();
-    let side = inbound::build(&config, &queue, &tls, &resolver, screen)?;
+    let dmarc = crate::dmarc::build(&config, &store, &resolver, &queue)?;
+    let side = inbound::build(&config, &queue, &tls, &resolver, screen, dmarc.as_ref())?;
     let tlsrpt_sender = crate::tlsrpt::sender(
         &config,
         &store,
@@ -138,11 +141,12 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         settings: config.tlsrpt.clone(),
         received: received.clone(),
     };
-    let page = MetricsPage {
+    let mut page = MetricsPage {
         publish: publish.metrics.clone(),
         certificates: certs.clone(),
         ..metrics_page(&store, &queue, &outbound, &side, &tlsrpt, started)
     };
+    page.dmarc = dmarc.as_ref().map(|d| d.recorder.metrics().clone());
     // The admin commands see the generation in force (a reload replaces
     // it); the server always builds its inbound side with a screen.
     let live = side.inbound.clone();
@@ -156,6 +160,15 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         tlsrpt,
         screen,
     );
+    let handler = AdminHandler {
+        dmarc: DmarcAccess {
+            reports: dmarc.clone(),
+        },
+        ..handler
+    };
+    if let Some(d) = dmarc {
+        crate::dmarc::spawn_sender(&life.services, d.sender, &life.shutdown);
+    }
     if let Some(sender) = tlsrpt_sender {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
     }
@@ -262,6 +275,7 @@ fn metrics_page(
         policy: outbound.policy.clone(),
         tlsrpt: tlsrpt.metrics.clone(),
         received: tlsrpt.received.clone(),
+        dmarc: None,
         store: store.clone(),
         publish: Arc::default(),
         certificates: CertWatch::default(),
@@ -300,6 +314,7 @@ fn admin_handler(
             resolver: outbound.deliverer.planner().resolver.clone(),
             clock: Arc::new(SystemClock),
         },
+        dmarc: DmarcAccess { reports: None },
     }
 }
 
