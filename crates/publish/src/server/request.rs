@@ -74,6 +74,15 @@ fn find_end(buf: &[u8], from: usize) -> Option<usize> {
 /// wrong, for the 400 body and the log.
 pub fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
     let text = std::str::from_utf8(bytes).map_err(|_| "request head is not UTF-8")?;
+    // RFC 9112 §2.2: a bare CR (or LF) is refused, not taken as a line end;
+    // no other control character (tab aside) belongs in a head either, so
+    // nothing that reaches the routing or the log carries one.
+    if text
+        .split("\r\n")
+        .any(|line| line.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f))
+    {
+        return Err("control character in the request head");
+    }
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(' ');
@@ -186,6 +195,20 @@ mod tests {
     #[test]
     fn malformed_heads_are_refused_with_the_reason() {
         refused("GET /\r\nHost: x", "request line");
+        for bad in ["\n", "\r", "\0", "\x1b", "\x7f"] {
+            refused(
+                &format!("GET / HTTP/1.1\r\nHost: a{bad}b"),
+                "control character",
+            );
+            refused(
+                &format!("GET /{bad} HTTP/1.1\r\nHost: a"),
+                "control character",
+            );
+        }
+        assert_eq!(
+            parsed("GET / HTTP/1.1\r\nHost: a\r\nX:\tb").host.as_deref(),
+            Some("a")
+        );
         refused("GET / HTTP/2\r\nHost: x", "HTTP/1.0");
         refused("get / HTTP/1.1\r\nHost: x", "method");
         refused("GET http://x/ HTTP/1.1\r\nHost: x", "origin-form");

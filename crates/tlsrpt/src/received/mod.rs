@@ -39,8 +39,22 @@ pub use intake::{
 pub use mailbox::{MAX_REPORT_MESSAGE, ReportMailbox};
 pub use ours::{LiveOurs, Ours};
 pub use record::{
-    MAX_FAILURE_DETAILS, MAX_POLICIES, ReceivedFailure, ReceivedPolicy, ReceivedReport,
+    MAX_FAILURE_DETAILS, MAX_POLICIES, RECORD_BUDGET, ReceivedFailure, ReceivedPolicy,
+    ReceivedReport,
 };
+
+/// What [`ReceivedReports`] stores of `body` for our domains `ours`,
+/// decoded, parsed, filtered and bounded exactly as `take` does, without
+/// the store: `Ok(None)` when no policy is about one of `ours`. The entry
+/// point of the `tlsrpt_received` fuzz target.
+pub fn decode_report(
+    body: &[u8],
+    ours: &[portcullis_types::Domain],
+) -> Result<Option<ReceivedReport>, IntakeError> {
+    let json = decode::json_of(body)?;
+    let report = decode::parse(&json)?;
+    Ok(record::from_report(&report, ours, String::new(), 0, Channel::Https).map(|(r, _)| r))
+}
 
 /// How a report reached us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

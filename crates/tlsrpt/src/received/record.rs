@@ -24,7 +24,7 @@ const MAX_LINES: usize = 20;
 pub const MAX_FAILURE_DETAILS: usize = 20;
 /// The size the stored JSON is trimmed to (details first): well under
 /// `MAX_VALUE`, so the summary and sled's own overhead fit beside it.
-pub(super) const RECORD_BUDGET: usize = 48 * 1024;
+pub const RECORD_BUDGET: usize = 48 * 1024;
 
 /// One stored report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
