@@ -85,7 +85,19 @@ fn read_password(path: &std::path::Path) -> Result<String> {
 /// this binary's stops the start: this node must not read or write
 /// tables it does not understand. Returns whether the schema is current.
 pub async fn migrate_at_start(cluster: &Cluster) -> Result<bool> {
-    match cluster.migrate().await {
+    // Bounded more tightly than `cluster migrate`: a database that accepts
+    // connections but hangs (a fail-over) must not hold the start for long;
+    // the background task finishes the job. A cut-off transaction is rolled
+    // back by the database.
+    let limit = cluster.timeout().saturating_mul(3);
+    let Ok(outcome) = tokio::time::timeout(limit, cluster.migrate()).await else {
+        warn!(
+            node = cluster.node(),
+            "cluster schema not migrated within {limit:?} at start: this node runs on its local state and tries again every 10s"
+        );
+        return Ok(false);
+    };
+    match outcome {
         Ok(applied) => {
             let now = applied.iter().filter(|a| a.now).count();
             info!(
