@@ -16,11 +16,18 @@
 //!   writes its name and the time every few seconds; `portcullis status`
 //!   shows the nodes seen recently.
 //!
+//! - **The screen's state** ([`screen::PgScreenStore`],
+//!   [`screen_shared::SharedScreenStore`]): greylist entries and cached
+//!   recipient answers shared by every node, the node's sled store
+//!   answering while the database cannot.
+//!
 //! The database is never on the accept path's critical section: stores
 //! built on it keep a local answer (cache, buffer) and use the database
 //! beside it.
 
 pub mod migrations;
+pub mod screen;
+pub mod screen_shared;
 
 pub use migrations::{MIGRATIONS, Migration};
 
