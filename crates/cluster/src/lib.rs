@@ -25,13 +25,21 @@
 //! built on it keep a local answer (cache, buffer) and use the database
 //! beside it.
 
+mod errors;
+mod health;
 pub mod migrations;
+mod nodes;
+mod pool;
+mod schema;
 pub mod screen;
 pub mod screen_shared;
 
 pub use migrations::{MIGRATIONS, Migration};
 
+use health::Health;
+use portcullis_metrics::MetricsWriter;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// How the connection to the database is protected (`[cluster] tls`),
@@ -80,6 +88,18 @@ pub enum ClusterError {
     /// A statement failed.
     #[error("database error: {0}")]
     Query(String),
+    /// The database's schema is newer than this binary knows: another
+    /// node runs a newer Portcullis. This node refuses to use it rather
+    /// than read or write tables it does not understand.
+    #[error(
+        "the cluster database has schema version {database}, newer than this binary's {binary}: upgrade this node"
+    )]
+    SchemaNewer {
+        /// The version the database has.
+        database: u32,
+        /// The newest version this binary knows.
+        binary: u32,
+    },
 }
 
 /// One applied migration, as `cluster migrate` reports it.
@@ -127,14 +147,35 @@ pub struct Cluster {
 
 struct Inner {
     settings: ClusterSettings,
+    pool: deadpool_postgres::Pool,
+    health: Health,
+    /// Set when `migrate` found a schema newer than ours: from then on no
+    /// store is handed a connection (0: not refused).
+    refused_schema: AtomicU32,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.inner.settings.node)
+            .field("database", &self.inner.settings.database)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cluster {
     /// Builds the pool (no connection is made yet: a node starts while the
-    /// database is down, and connects when it comes back).
+    /// database is down, and connects when it comes back). Fails only on
+    /// settings that can never work (an unparsable URL, TLS set-up).
     pub fn new(settings: ClusterSettings) -> Result<Cluster, ClusterError> {
+        let pool = pool::build(&settings)?;
         Ok(Cluster {
-            inner: Arc::new(Inner { settings }),
+            inner: Arc::new(Inner {
+                settings,
+                pool,
+                health: Health::default(),
+                refused_schema: AtomicU32::new(0),
+            }),
         })
     }
 
@@ -143,40 +184,158 @@ impl Cluster {
         &self.inner.settings.node
     }
 
+    /// The database URL (no password).
+    pub fn database(&self) -> &str {
+        &self.inner.settings.database
+    }
+
+    /// The timeout of one database operation (`[cluster] timeout`), for
+    /// callers bounding their own statements.
+    pub fn timeout(&self) -> Duration {
+        self.inner.settings.timeout
+    }
+
     /// A pooled connection within the timeout, or why not; the outcome
-    /// updates the health ([`Cluster::status`], the metrics).
+    /// updates the health ([`Cluster::status`], the metrics). A database
+    /// whose schema is newer than this binary's is refused
+    /// ([`ClusterError::SchemaNewer`]) once `migrate` has seen it.
     pub async fn client(&self) -> Result<deadpool_postgres::Object, ClusterError> {
-        Err(ClusterError::Unreachable("not built yet".into()))
+        let refused = self.inner.refused_schema.load(Ordering::Relaxed);
+        if refused != 0 {
+            return Err(ClusterError::SchemaNewer {
+                database: refused,
+                binary: migrations::latest(),
+            });
+        }
+        self.connect().await
+    }
+
+    /// A pooled connection, schema refusal aside (`migrate` looks again).
+    async fn connect(&self) -> Result<deadpool_postgres::Object, ClusterError> {
+        // deadpool bounds its wait, connect and recycle steps each; the
+        // whole is bounded too, so a caller never waits more than about
+        // one timeout (connect plus the check of a pooled connection).
+        let limit = self.inner.settings.timeout.saturating_mul(2);
+        let outcome = match tokio::time::timeout(limit, self.inner.pool.get()).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(errors::from_pool(&e)),
+            Err(_) => Err(ClusterError::Unreachable(format!(
+                "no connection within {limit:?}"
+            ))),
+        };
+        match &outcome {
+            Ok(_) => self.inner.health.reached(),
+            Err(e) => self.inner.health.unreachable(e),
+        }
+        outcome
+    }
+
+    /// Records the outcome of a statement run on a connection from
+    /// [`Cluster::client`]: a lost connection marks the database down.
+    /// Stores call it with their statement errors; the error is returned
+    /// as a [`ClusterError`].
+    pub fn statement_failed(&self, error: &tokio_postgres::Error) -> ClusterError {
+        let e = errors::from_query(error);
+        if matches!(e, ClusterError::Unreachable(_)) {
+            self.inner.health.unreachable(&e);
+        }
+        e
+    }
+
+    /// Runs `fut` (statements on a pooled connection) under the timeout;
+    /// its errors and a timeout are recorded like [`Cluster::client`]'s.
+    pub async fn bounded<T, F>(&self, fut: F) -> Result<T, ClusterError>
+    where
+        F: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        match tokio::time::timeout(self.inner.settings.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.statement_failed(&e)),
+            Err(_) => {
+                let e = ClusterError::Unreachable(format!(
+                    "no answer within {:?}",
+                    self.inner.settings.timeout
+                ));
+                self.inner.health.unreachable(&e);
+                Err(e)
+            }
+        }
     }
 
     /// Applies every migration of [`MIGRATIONS`] not yet applied, in
-    /// order, each in its own transaction under an advisory lock.
+    /// order, in one transaction under an advisory lock (two nodes
+    /// migrating at once apply each version once; a failed migration
+    /// leaves the schema as it was). Refuses a database whose schema is
+    /// newer than this binary knows ([`ClusterError::SchemaNewer`]).
     pub async fn migrate(&self) -> Result<Vec<Applied>, ClusterError> {
-        Err(ClusterError::Unreachable("not built yet".into()))
+        let mut client = self.connect().await?;
+        let outcome = schema::migrate(self, &mut client).await;
+        match &outcome {
+            Err(ClusterError::SchemaNewer { database, .. }) => {
+                self.inner
+                    .refused_schema
+                    .store(*database, Ordering::Relaxed);
+            }
+            Ok(_) => self.inner.refused_schema.store(0, Ordering::Relaxed),
+            Err(_) => {}
+        }
+        outcome
     }
 
-    /// Writes this node's heartbeat.
+    /// Writes this node's heartbeat (its name and the database's time).
     pub async fn heartbeat(&self) -> Result<(), ClusterError> {
-        Err(ClusterError::Unreachable("not built yet".into()))
+        let client = self.client().await?;
+        nodes::heartbeat(self, &client).await
     }
 
-    /// The cluster as this node sees it now.
+    /// The cluster as this node sees it now: asks the database (within the
+    /// timeout); when that fails, says unreachable and why.
     pub async fn status(&self) -> ClusterStatus {
-        ClusterStatus {
+        let mut status = ClusterStatus {
             node: self.node().to_owned(),
             database: self.inner.settings.database.clone(),
             reachable: false,
-            error: Some("not built yet".into()),
+            error: None,
             schema_version: 0,
             nodes: Vec::new(),
+        };
+        let looked = async {
+            let client = self.client().await?;
+            let version = schema::version(self, &client).await?;
+            let seen = nodes::seen(self, &client).await?;
+            Ok::<_, ClusterError>((version, seen))
         }
+        .await;
+        match looked {
+            Ok((version, seen)) => {
+                status.reachable = true;
+                status.schema_version = version;
+                status.nodes = seen;
+            }
+            Err(e) => status.error = Some(e.to_string()),
+        }
+        status
+    }
+
+    /// Whether the last use of the database reached it (no round trip).
+    pub fn is_up(&self) -> bool {
+        self.inner.health.is_up()
+    }
+
+    /// The last error, when the last use of the database failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.inner.health.last_error()
     }
 
     /// Appends the cluster's metrics (`portcullis_cluster_database_up`,
     /// `portcullis_cluster_fallbacks_total{store}`) to a Prometheus page.
-    pub fn render_metrics(&self, _out: &mut String) {}
+    pub fn render_metrics(&self, w: &mut MetricsWriter) {
+        self.inner.health.render(w);
+    }
 
     /// Counts one fall-back to local state by `store` (e.g. `greylist`),
     /// and logs it at warn at most once a minute per store.
-    pub fn fell_back(&self, _store: &'static str, _error: &ClusterError) {}
+    pub fn fell_back(&self, store: &'static str, error: &ClusterError) {
+        self.inner.health.fell_back(store, error);
+    }
 }

@@ -26,3 +26,8 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0002_screen.sql"),
     },
 ];
+
+/// The newest version this binary knows.
+pub fn latest() -> u32 {
+    MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+}

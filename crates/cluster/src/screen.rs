@@ -69,8 +69,9 @@ pub struct PgScreenStore {
 impl PgScreenStore {
     /// The screen's state in `cluster`'s database, each table holding at
     /// most [`DEFAULT_CAPACITY`] entries, each round trip (connection
-    /// included) given at most `timeout`.
-    pub fn new(cluster: Cluster, timeout: Duration) -> PgScreenStore {
+    /// included) given at most the cluster's timeout (`[cluster] timeout`).
+    pub fn new(cluster: Cluster) -> PgScreenStore {
+        let timeout = cluster.timeout();
         PgScreenStore {
             cluster,
             capacity: DEFAULT_CAPACITY,
@@ -96,11 +97,11 @@ impl PgScreenStore {
                         &[&table_id(table)],
                     )
                     .await
-                    .map_err(db)
+                    .map_err(|e| self.cluster.statement_failed(&e))
             })
             .await?;
         Ok(row
-            .map(|r| r.try_get::<_, i64>(0).map_err(db))
+            .map(|r| r.try_get::<_, i64>(0).map_err(|e| self.cluster.statement_failed(&e)))
             .transpose()?
             .map_or(0, from_db))
     }
@@ -121,14 +122,14 @@ impl PgScreenStore {
                          WHERE tbl = $1 AND key = $2 AND expires_at > $3",
                     )
                     .await
-                    .map_err(db)?;
+                    .map_err(|e| self.cluster.statement_failed(&e))?;
                 client
                     .query_opt(&stmt, &[&table_id(table), &key, &to_db(now)])
                     .await
-                    .map_err(db)
+                    .map_err(|e| self.cluster.statement_failed(&e))
             })
             .await?;
-        row.map(|r| stored(&r, 0)).transpose()
+        row.map(|r| stored(&self.cluster, &r, 0)).transpose()
     }
 
     /// Writes (replaces) the entry under `key`; a new key is refused when
@@ -164,7 +165,7 @@ impl PgScreenStore {
                          SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at",
                     )
                     .await
-                    .map_err(db)?;
+                    .map_err(|e| self.cluster.statement_failed(&e))?;
                 client
                     .execute(
                         &stmt,
@@ -177,7 +178,7 @@ impl PgScreenStore {
                         ],
                     )
                     .await
-                    .map_err(db)
+                    .map_err(|e| self.cluster.statement_failed(&e))
             })
             .await?;
         if written == 0 {
@@ -214,7 +215,7 @@ impl PgScreenStore {
                                  ORDER BY key LIMIT $5",
                             )
                             .await
-                            .map_err(db)?;
+                            .map_err(|e| self.cluster.statement_failed(&e))?;
                         client
                             .query(
                                 &stmt,
@@ -230,19 +231,19 @@ impl PgScreenStore {
                                  ORDER BY key LIMIT $4",
                             )
                             .await
-                            .map_err(db)?;
+                            .map_err(|e| self.cluster.statement_failed(&e))?;
                         client
                             .query(&stmt, &[&table_id(table), &prefix, &to_db(now), &limit])
                             .await
                     }
                 };
-                rows.map_err(db)
+                rows.map_err(|e| self.cluster.statement_failed(&e))
             })
             .await?;
         rows.iter()
             .map(|r| {
-                let key: Vec<u8> = r.try_get(0).map_err(db)?;
-                Ok((key, stored(r, 1)?))
+                let key: Vec<u8> = r.try_get(0).map_err(|e| self.cluster.statement_failed(&e))?;
+                Ok((key, stored(&self.cluster, r, 1)?))
             })
             .collect()
     }
@@ -251,6 +252,7 @@ impl PgScreenStore {
     /// how many.
     pub async fn remove_entries(&self, table: Table, prefix: &[u8]) -> Result<u64, PgStateError> {
         let id = table_id(table);
+        let cluster = &self.cluster;
         // No SKIP LOCKED here: a row being written at this moment is
         // waited for and removed, as the operator asked.
         match successor(prefix) {
@@ -264,7 +266,7 @@ impl PgScreenStore {
                         client
                             .execute(&stmt, &[&id, &prefix, upper, &BATCH])
                             .await
-                            .map_err(db)
+                            .map_err(|e| cluster.statement_failed(&e))
                     },
                 )
                 .await
@@ -278,7 +280,7 @@ impl PgScreenStore {
                         client
                             .execute(&stmt, &[&id, &prefix, &BATCH])
                             .await
-                            .map_err(db)
+                            .map_err(|e| cluster.statement_failed(&e))
                     },
                 )
                 .await
@@ -291,11 +293,12 @@ impl PgScreenStore {
     /// skipped, not waited for.
     pub async fn sweep_entries(&self, now: u64) -> Result<u64, PgStateError> {
         let now = to_db(now);
+        let cluster = &self.cluster;
         self.batched(
             "DELETE FROM screen_entries WHERE (tbl, key) IN \
              (SELECT tbl, key FROM screen_entries WHERE expires_at <= $1 \
               LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            |stmt, client| async move { client.execute(&stmt, &[&now, &BATCH]).await.map_err(db) },
+            |stmt, client| async move { client.execute(&stmt, &[&now, &BATCH]).await.map_err(|e| self.cluster.statement_failed(&e)) },
         )
         .await
     }
@@ -316,7 +319,7 @@ impl PgScreenStore {
             let gone = self
                 .round_trip(async {
                     let client = self.cluster.client().await?;
-                    let stmt = client.prepare_cached(sql).await.map_err(db)?;
+                    let stmt = client.prepare_cached(sql).await.map_err(|e| self.cluster.statement_failed(&e))?;
                     run(stmt, client).await
                 })
                 .await?;
@@ -430,24 +433,17 @@ fn from_db(v: i64) -> u64 {
 }
 
 /// The `value, expires_at` columns of `row` from column `at` on.
-fn stored(row: &tokio_postgres::Row, at: usize) -> Result<Stored, PgStateError> {
-    let value: Vec<u8> = row.try_get(at).map_err(db)?;
-    let expires: i64 = row.try_get(at + 1).map_err(db)?;
+fn stored(
+    cluster: &Cluster,
+    row: &tokio_postgres::Row,
+    at: usize,
+) -> Result<Stored, PgStateError> {
+    let value: Vec<u8> = row.try_get(at).map_err(|e| cluster.statement_failed(&e))?;
+    let expires: i64 = row.try_get(at + 1).map_err(|e| cluster.statement_failed(&e))?;
     Ok(Stored {
         value,
         expires: from_db(expires),
     })
-}
-
-/// A client error as the cluster names it: one the server sent is a
-/// failed statement; any other (a closed connection, I/O) means the
-/// database is out of reach.
-fn db(e: tokio_postgres::Error) -> ClusterError {
-    if e.as_db_error().is_some() {
-        ClusterError::Query(e.to_string())
-    } else {
-        ClusterError::Unreachable(e.to_string())
-    }
 }
 
 #[cfg(test)]
