@@ -101,7 +101,10 @@ impl PgScreenStore {
             })
             .await?;
         Ok(row
-            .map(|r| r.try_get::<_, i64>(0).map_err(|e| self.cluster.statement_failed(&e)))
+            .map(|r| {
+                r.try_get::<_, i64>(0)
+                    .map_err(|e| self.cluster.statement_failed(&e))
+            })
             .transpose()?
             .map_or(0, from_db))
     }
@@ -242,7 +245,9 @@ impl PgScreenStore {
             .await?;
         rows.iter()
             .map(|r| {
-                let key: Vec<u8> = r.try_get(0).map_err(|e| self.cluster.statement_failed(&e))?;
+                let key: Vec<u8> = r
+                    .try_get(0)
+                    .map_err(|e| self.cluster.statement_failed(&e))?;
                 Ok((key, stored(&self.cluster, r, 1)?))
             })
             .collect()
@@ -298,7 +303,12 @@ impl PgScreenStore {
             "DELETE FROM screen_entries WHERE (tbl, key) IN \
              (SELECT tbl, key FROM screen_entries WHERE expires_at <= $1 \
               LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            |stmt, client| async move { client.execute(&stmt, &[&now, &BATCH]).await.map_err(|e| self.cluster.statement_failed(&e)) },
+            move |stmt, client| async move {
+                client
+                    .execute(&stmt, &[&now, &BATCH])
+                    .await
+                    .map_err(|e| cluster.statement_failed(&e))
+            },
         )
         .await
     }
@@ -319,7 +329,10 @@ impl PgScreenStore {
             let gone = self
                 .round_trip(async {
                     let client = self.cluster.client().await?;
-                    let stmt = client.prepare_cached(sql).await.map_err(|e| self.cluster.statement_failed(&e))?;
+                    let stmt = client
+                        .prepare_cached(sql)
+                        .await
+                        .map_err(|e| self.cluster.statement_failed(&e))?;
                     run(stmt, client).await
                 })
                 .await?;
@@ -433,13 +446,11 @@ fn from_db(v: i64) -> u64 {
 }
 
 /// The `value, expires_at` columns of `row` from column `at` on.
-fn stored(
-    cluster: &Cluster,
-    row: &tokio_postgres::Row,
-    at: usize,
-) -> Result<Stored, PgStateError> {
+fn stored(cluster: &Cluster, row: &tokio_postgres::Row, at: usize) -> Result<Stored, PgStateError> {
     let value: Vec<u8> = row.try_get(at).map_err(|e| cluster.statement_failed(&e))?;
-    let expires: i64 = row.try_get(at + 1).map_err(|e| cluster.statement_failed(&e))?;
+    let expires: i64 = row
+        .try_get(at + 1)
+        .map_err(|e| cluster.statement_failed(&e))?;
     Ok(Stored {
         value,
         expires: from_db(expires),
