@@ -4,6 +4,7 @@
 
 use crate::check::{Checker, Problem};
 use crate::section::admin::AdminFile;
+use crate::section::cluster::ClusterFile;
 use crate::section::delivery::DeliveryFile;
 use crate::section::dmarc_reports::DmarcReportsFile;
 use crate::section::dns::DnsFile;
@@ -75,6 +76,8 @@ pub(crate) struct Sections {
     pub publish: PublishFile,
     /// `[dmarc_reports]`.
     pub dmarc_reports: DmarcReportsFile,
+    /// `[cluster]`; `None` when absent.
+    pub cluster: Option<ClusterFile>,
 }
 
 impl Sections {
@@ -106,6 +109,7 @@ impl Sections {
             "greylist" => self.greylist = take(key, value, c),
             "publish" => self.publish = take(key, value, c),
             "dmarc_reports" => self.dmarc_reports = take(key, value, c),
+            "cluster" => self.cluster = Some(take(key, value, c)),
             other => c.fail(other, format!("unknown key {other:?}")),
         }
     }

@@ -22,6 +22,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigIssue};
 pub use runtime::Config;
 pub use section::admin::Admin;
+pub use section::cluster::{Cluster, ClusterTls};
 pub use section::delivery::{Delivery, TlsRequiredNo};
 pub use section::dmarc_reports::{DmarcReports, DmarcReportsSending};
 pub use section::dns::{Dns, Dnssec};

@@ -7,6 +7,7 @@
 use crate::check::Checker;
 use crate::file::Sections;
 use crate::section::admin::Admin;
+use crate::section::cluster::Cluster;
 use crate::section::delivery::Delivery;
 use crate::section::dmarc_reports::DmarcReports;
 use crate::section::dns::Dns;
@@ -28,8 +29,8 @@ use crate::section::tls::Tls;
 use crate::section::tlsrpt::TlsRpt;
 use crate::section::verify::Verify;
 use crate::section::{
-    admin, delivery, dmarc_reports, dns, dnsbl, greylist, limits, listen, log, mta_sts, publish,
-    queue, recipients, relay, routes, screen, smtp, submission, tls, tlsrpt, top, verify,
+    admin, cluster, delivery, dmarc_reports, dns, dnsbl, greylist, limits, listen, log, mta_sts,
+    publish, queue, recipients, relay, routes, screen, smtp, submission, tls, tlsrpt, top, verify,
 };
 use portcullis_types::Domain;
 use std::path::PathBuf;
@@ -90,6 +91,9 @@ pub struct Config {
     pub publish: Publish,
     /// `[dmarc_reports]`: DMARC aggregate reports we send (RFC 7489 §7.2).
     pub dmarc_reports: DmarcReports,
+    /// `[cluster]`: the shared PostgreSQL database; `None`: single node,
+    /// every store in the embedded sled only.
+    pub cluster: Option<Cluster>,
 }
 
 impl Config {
@@ -118,6 +122,10 @@ pub(crate) fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Conf
     let recipients = recipients::build(&s.recipients, &relay.accepted_domains, c);
     let tlsrpt = tlsrpt::build(s.tlsrpt, c);
     let dmarc_reports = dmarc_reports::build(&s.dmarc_reports, &tlsrpt, c);
+    let cluster = s
+        .cluster
+        .as_ref()
+        .and_then(|f| cluster::build(f, &hostname, c));
     Config {
         hostname,
         listeners: listen::build(s.listen.as_deref(), limits.max_connections, c),
@@ -145,5 +153,6 @@ pub(crate) fn build(s: Sections, system_hostname: &str, c: &mut Checker) -> Conf
         screen: screen::build(&s.screen, c),
         greylist: greylist::build(&s.greylist, c),
         publish: publish::build(&s.publish, c),
+        cluster,
     }
 }

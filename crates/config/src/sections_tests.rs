@@ -531,3 +531,58 @@ fn dmarc_reports_borrow_from_tlsrpt_and_name_what_is_missing() {
     assert_eq!(on.send_window, Duration::from_secs(600));
     assert_eq!(on.contact, "dmarc@example.test");
 }
+
+/// `[cluster]`: absent is `None`; present, `database` is required, must
+/// be a PostgreSQL URL and may not carry a password (named with where it
+/// belongs); defaults: node = hostname, verify-full, 8 connections, 2 s.
+#[test]
+fn cluster_needs_a_database_url_without_a_password() {
+    assert_eq!(ok("").cluster, None);
+    let c = ok("[cluster]\ndatabase = \"postgresql://p@db.example.test:5432/p\"\n");
+    let cl = c.cluster.expect("cluster");
+    assert_eq!(cl.database, "postgresql://p@db.example.test:5432/p");
+    assert_eq!(cl.node, "h.example.test");
+    assert_eq!(cl.tls, ClusterTls::VerifyFull);
+    assert_eq!(cl.tls_ca, None);
+    assert_eq!(cl.password_file, None);
+    assert_eq!(cl.pool_size, 8);
+    assert_eq!(cl.timeout, Duration::from_secs(2));
+    let cl = ok("[cluster]\ndatabase = \"postgres://p@127.0.0.1/p\"\nnode = \"a\"\ntls = \"disable\"\npassword_file = \"/pw\"\ntls_ca = \"/ca.pem\"\npool_size = 3\ntimeout = \"5s\"\n")
+        .cluster
+        .expect("cluster");
+    assert_eq!(
+        (cl.node.as_str(), cl.tls, cl.pool_size, cl.timeout),
+        ("a", ClusterTls::Disable, 3, Duration::from_secs(5))
+    );
+    assert_eq!(cl.password_file, Some(PathBuf::from("/pw")));
+    assert_eq!(cl.tls_ca, Some(PathBuf::from("/ca.pem")));
+
+    refused(
+        "[cluster]\nnode = \"a\"\n",
+        &[("cluster.database", 1, "required")],
+    );
+    refused(
+        "[cluster]\ndatabase = \"postgresql://p:secret@db/p\"\n",
+        &[(
+            "cluster.database",
+            2,
+            "put it in PGPASSWORD or password_file",
+        )],
+    );
+    refused(
+        "[cluster]\ndatabase = \"postgresql://p@db/p?password=secret\"\n",
+        &[(
+            "cluster.database",
+            2,
+            "put it in PGPASSWORD or password_file",
+        )],
+    );
+    refused(
+        "[cluster]\ndatabase = \"mysql://p@db/p\"\n",
+        &[("cluster.database", 2, "not a postgresql://")],
+    );
+    refused(
+        "[cluster]\ndatabase = \"postgresql://p@db/p\"\ntls = \"prefer\"\n",
+        &[("cluster.tls", 3, "\"disable\" or \"verify-full\"")],
+    );
+}

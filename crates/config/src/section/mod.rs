@@ -11,6 +11,7 @@
 //! [`crate::Config`] and to `runtime::build`.
 
 pub mod admin;
+pub mod cluster;
 pub mod delivery;
 pub mod dmarc_reports;
 pub mod dns;
