@@ -94,6 +94,7 @@ pub fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         screen,
         greylist,
         publish,
+        cluster: _,
     } = new;
     let rows = [
         ("relay", *relay != old.relay),
