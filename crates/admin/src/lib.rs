@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod cluster;
 mod conn;
 mod dmarc;
 mod error;
@@ -32,6 +33,7 @@ mod server;
 mod table;
 
 pub use client::{CALL_TIMEOUT, call, call_as};
+pub use cluster::{ClusterMigrated, ClusterNode, ClusterShow, ClusterVersion};
 pub use dmarc::{DmarcEntry, DmarcOutcome, DmarcSendResult};
 pub use error::AdminError;
 pub use metrics_http::{MetricsListener, bind_metrics};

@@ -7,6 +7,7 @@
 //! it from typed values and the client decodes it into the same types
 //! ([`Answer::decode`]), so neither side picks fields out of JSON by hand.
 
+use crate::cluster::{ClusterMigrated, ClusterShow};
 use crate::dmarc::{DmarcEntry, DmarcSendResult};
 use crate::own::PolicyOwn;
 use crate::received::{ReceivedEntry, ReceivedShow};
@@ -139,6 +140,10 @@ pub enum Request {
     /// Sends every DMARC report of a finished day now, ignoring the random
     /// delay (nothing is sent twice), as a [`DmarcSendResult`].
     DmarcSend,
+    /// Creates or upgrades the cluster's shared schema (`[cluster]`), as a
+    /// [`ClusterMigrated`]; refused without `[cluster]` or when the
+    /// database cannot be reached.
+    ClusterMigrate,
     /// Re-reads the whole config file the server was started with and puts
     /// it in force (as SIGHUP does), as a [`ReloadReport`]; a file with an
     /// error is refused with the error (key and line) and changes nothing.
@@ -245,6 +250,8 @@ pub enum Answer {
     DmarcList(Vec<DmarcEntry>),
     /// To [`Request::DmarcSend`].
     DmarcSend(DmarcSendResult),
+    /// To [`Request::ClusterMigrate`].
+    ClusterMigrate(ClusterMigrated),
     /// To [`Request::Reload`].
     Reload(ReloadReport),
     /// To [`Request::ScreenShow`].
@@ -280,6 +287,7 @@ impl Answer {
             Request::TlsrptReceivedShow { .. } => Answer::TlsrptReceivedShow(v(body)?),
             Request::DmarcList => Answer::DmarcList(v(body)?),
             Request::DmarcSend => Answer::DmarcSend(v(body)?),
+            Request::ClusterMigrate => Answer::ClusterMigrate(v(body)?),
             Request::Reload => Answer::Reload(v(body)?),
             Request::ScreenShow { .. } => Answer::ScreenShow(v(body)?),
             Request::ScreenClear { .. } => Answer::ScreenClear(v(body)?),
@@ -348,6 +356,10 @@ pub struct StatusReport {
     pub queue_size: u64,
     /// The data directory.
     pub data_dir: String,
+    /// The cluster as this node sees it; absent without `[cluster]` (and
+    /// from older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterShow>,
 }
 
 /// One listener in a [`StatusReport`].

@@ -29,6 +29,7 @@ fn status() -> StatusReport {
         open_sessions: 1,
         queue_size: 2,
         data_dir: "data".into(),
+        cluster: None,
     }
 }
 

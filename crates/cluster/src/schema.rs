@@ -13,9 +13,11 @@ use std::time::Duration;
 /// other.
 const LOCK_KEY: i64 = 0x706f_7274_6375_6c6c;
 
-/// How long a migration run may take at most beyond the operation timeout
-/// (waiting for another node's run, the DDL itself).
-const MIGRATE_LIMIT: Duration = Duration::from_secs(60);
+/// How long a migration run may take at most once connected (waiting for
+/// another node's run, the DDL itself): with the connection's own limit
+/// it stays under the admin client's 30 s, so `cluster migrate` always
+/// gets the answer.
+const MIGRATE_LIMIT: Duration = Duration::from_secs(20);
 
 const CREATE_SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS portcullis_schema (
     version INTEGER PRIMARY KEY,
@@ -28,7 +30,7 @@ pub(crate) async fn migrate(
     cluster: &Cluster,
     client: &mut deadpool_postgres::Object,
 ) -> Result<Vec<Applied>, ClusterError> {
-    let limit = MIGRATE_LIMIT + cluster.timeout();
+    let deadline = tokio::time::Instant::now() + MIGRATE_LIMIT;
     let run = async {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
@@ -46,7 +48,7 @@ pub(crate) async fn migrate(
         }
         Ok::<_, tokio_postgres::Error>((tx, have))
     };
-    let (tx, have) = bounded(cluster, limit, run).await?;
+    let (tx, have) = bounded(cluster, deadline, run).await?;
     let newest = have.iter().copied().max().unwrap_or(0);
     let binary = migrations::latest();
     if newest > 0 && u32::try_from(newest).unwrap_or(0) > binary {
@@ -78,7 +80,7 @@ pub(crate) async fn migrate(
         tx.commit().await?;
         Ok::<_, tokio_postgres::Error>(report)
     };
-    let report = bounded(cluster, limit, apply).await?;
+    let report = bounded(cluster, deadline, apply).await?;
     for a in report.iter().filter(|a| a.now) {
         tracing::info!(version = a.version, name = %a.name, "cluster schema migration applied");
     }
@@ -111,17 +113,17 @@ pub(crate) async fn version(
     Ok(u32::try_from(v).unwrap_or(0))
 }
 
-/// `fut` under `limit`, its errors recorded in the cluster's health.
+/// `fut` before `deadline`, its errors recorded in the cluster's health.
 async fn bounded<T>(
     cluster: &Cluster,
-    limit: Duration,
+    deadline: tokio::time::Instant,
     fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, ClusterError> {
-    match tokio::time::timeout(limit, fut).await {
+    match tokio::time::timeout_at(deadline, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(cluster.statement_failed(&e)),
         Err(_) => Err(ClusterError::Unreachable(format!(
-            "migration did not finish within {limit:?}"
+            "migration did not finish within {MIGRATE_LIMIT:?}"
         ))),
     }
 }

@@ -85,6 +85,16 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Cluster mode (`[cluster]`): the schema of the shared PostgreSQL
+    /// database.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Re-read the whole config file the running server was started with
     /// (as SIGHUP does): prints what changed and what needs a restart;
     /// non-zero and the reason (key and line) when the file is bad, and
@@ -297,6 +307,14 @@ pub enum PolicyCmd {
         #[arg(value_parser = parse_domain)]
         domain: Domain,
     },
+}
+
+/// `portcullis cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Create or upgrade the shared schema (the server also does it at
+    /// start): prints each version, applied now or already.
+    Migrate,
 }
 
 /// `portcullis dmarc ...`.

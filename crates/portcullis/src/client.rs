@@ -3,7 +3,7 @@
 //! `--json`, else in its human layout.
 
 use crate::cli::{
-    Command, DmarcCmd, PinMode, PolicyCmd, QueueCmd, ReceivedCmd, ScreenCmd, TlsrptCmd,
+    ClusterCmd, Command, DmarcCmd, PinMode, PolicyCmd, QueueCmd, ReceivedCmd, ScreenCmd, TlsrptCmd,
 };
 use crate::config_cmd::load_config;
 use portcullis_admin::{AdminError, Answer, Request};
@@ -110,6 +110,17 @@ fn request_of(command: Command) -> Result<(Option<PathBuf>, Request, bool), Stri
             match cmd {
                 DmarcCmd::List => Request::DmarcList,
                 DmarcCmd::Send => Request::DmarcSend,
+            },
+            output.json,
+        ),
+        Command::Cluster {
+            cmd,
+            config,
+            output,
+        } => (
+            config.config,
+            match cmd {
+                ClusterCmd::Migrate => Request::ClusterMigrate,
             },
             output.json,
         ),

@@ -39,6 +39,9 @@ pub struct MetricsPage {
     pub received: ReceivedReports,
     /// DMARC messages counted and reports sent; `None` with reports off.
     pub dmarc: Option<Arc<portcullis_dmarc::DmarcMetrics>>,
+    /// The cluster database's health and fall-backs; `None` without
+    /// `[cluster]`.
+    pub cluster: Option<portcullis_cluster::Cluster>,
     /// The store (group commits).
     pub store: Store,
     /// Requests to the `mta-sts` listeners.
@@ -66,6 +69,9 @@ impl MetricsPage {
         self.received.render_metrics(&mut w);
         if let Some(dmarc) = &self.dmarc {
             dmarc.render(&mut w);
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.render_metrics(&mut w);
         }
         self.store.render_metrics(&mut w);
         self.publish.render(&mut w);

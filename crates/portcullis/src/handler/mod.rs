@@ -2,6 +2,7 @@
 //! module per command group, each answering with the typed [`Answer`] the
 //! CLI decodes.
 
+mod cluster;
 mod dmarc;
 mod explain;
 mod own;
@@ -43,11 +44,18 @@ pub struct AdminHandler {
     pub own: OwnAccess,
     /// `dmarc ...`.
     pub dmarc: DmarcAccess,
+    /// `cluster ...` and the cluster block of `status`; `None` without
+    /// `[cluster]`.
+    pub cluster: Option<portcullis_cluster::Cluster>,
 }
 
 impl AdminHandler {
-    fn status(&self) -> StatusReport {
+    async fn status(&self) -> StatusReport {
         let s = &self.info;
+        let cluster = match &self.cluster {
+            Some(c) => Some(cluster::show(c).await),
+            None => None,
+        };
         StatusReport {
             version: env!("CARGO_PKG_VERSION").into(),
             hostname: s.hostname.clone(),
@@ -64,6 +72,7 @@ impl AdminHandler {
             open_sessions: self.sessions.open_sessions(),
             queue_size: self.queue.queue.len(),
             data_dir: s.data_dir.display().to_string(),
+            cluster,
         }
     }
 
@@ -71,7 +80,7 @@ impl AdminHandler {
     async fn answer(&self, req: Request) -> Result<Answer, Refused> {
         let (q, p, t) = (&self.queue, &self.policy, &self.tlsrpt);
         Ok(match req {
-            Request::Status => Answer::Status(self.status()),
+            Request::Status => Answer::Status(self.status().await),
             Request::QueueList => Answer::QueueList(q.list()?),
             Request::QueueShow { id } => Answer::QueueShow(Box::new(q.show(&id)?)),
             Request::QueueRetry { id } => Answer::QueueRetry(q.retry(id.as_deref()).await?),
@@ -115,6 +124,9 @@ impl AdminHandler {
             }
             Request::DmarcList => Answer::DmarcList(self.dmarc.list()?),
             Request::DmarcSend => Answer::DmarcSend(self.dmarc.send().await?),
+            Request::ClusterMigrate => {
+                Answer::ClusterMigrate(cluster::migrate(self.cluster.as_ref()).await?)
+            }
             Request::Reload => Answer::Reload(self.reload().await?),
             Request::ScreenShow { ip } => Answer::ScreenShow(Box::new(self.screen.show(ip).await)),
             Request::ScreenClear { target } => {

@@ -35,6 +35,7 @@ pub fn keep_restart_settings(old: &Config, new: &mut Config) -> Vec<&'static str
             "dmarc_reports",
             keep(&o.dmarc_reports, &mut n.dmarc_reports),
         ),
+        ("cluster", keep(&o.cluster, &mut n.cluster)),
         (
             "mta_sts.https_port",
             keep(&o.mta_sts.https_port, &mut n.mta_sts.https_port),

@@ -6,6 +6,7 @@
 //! into spaces and free text goes through `text::escape_terminal`, so nothing
 //! can drive the operator's terminal.
 
+mod cluster;
 mod dmarc;
 mod own;
 mod policy;
@@ -42,6 +43,7 @@ pub fn human(answer: &Answer) -> String {
         Answer::TlsrptReceivedShow(report) => received::show(report),
         Answer::DmarcList(entries) => dmarc::list(entries),
         Answer::DmarcSend(result) => dmarc::sent(result),
+        Answer::ClusterMigrate(m) => cluster::migrated(m),
         Answer::Reload(r) => reloaded(r),
         Answer::ScreenShow(s) => screen::show(s),
         Answer::ScreenClear(c) => screen::cleared(c),
@@ -98,6 +100,9 @@ fn status_at(s: &StatusReport, now: u64) -> String {
         }
         rows.push(vec!["listener".into(), line]);
     }
+    if let Some(c) = &s.cluster {
+        rows.extend(cluster::status_rows(c));
+    }
     fields(&rows)
 }
 
@@ -141,6 +146,7 @@ mod status_tests {
             open_sessions: 0,
             queue_size: 0,
             data_dir: "d".into(),
+            cluster: None,
         };
         let text = status_at(&report, now);
         assert!(

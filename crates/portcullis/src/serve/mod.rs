@@ -8,6 +8,7 @@
 //! ([`shutdown`]).
 
 mod certs;
+mod cluster;
 mod inbound;
 mod outbound;
 mod publish;
@@ -104,6 +105,13 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         &dnssec_settings(&config.dns),
     )
     .map_err(|e| anyhow::anyhow!("building the DNS resolver from [dns]: {e}"))?;
+    // Cluster mode: the schema migrated now when the database answers;
+    // when it does not, the node starts anyway on its local state.
+    let cluster = cluster::build(&config)?;
+    let migrated = match &cluster {
+        Some(c) => cluster::migrate_at_start(c).await?,
+        None => false,
+    };
     let publish = PublishSide::bind(&config, &tls, &resolver).await?;
     let certs = cert_watch(&listeners, &tls, &publish);
     let outbound = Outbound::wire(&config, &store, &resolver, listeners.addresses())?;
@@ -147,6 +155,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         ..metrics_page(&store, &queue, &outbound, &side, &tlsrpt, started)
     };
     page.dmarc = dmarc.as_ref().map(|d| d.recorder.metrics().clone());
+    page.cluster = cluster.clone();
     // The admin commands see the generation in force (a reload replaces
     // it); the server always builds its inbound side with a screen.
     let live = side.inbound.clone();
@@ -164,6 +173,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         dmarc: DmarcAccess {
             reports: dmarc.clone(),
         },
+        cluster: cluster.clone(),
         ..handler
     };
     if let Some(d) = dmarc {
@@ -178,6 +188,9 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     spawn_outbound(outbound, received, &queue, &life);
     screen::spawn_sweep(side.inbound.clone(), &life);
     spawn_listeners(side.inbound, listeners, &life);
+    if let Some(c) = cluster {
+        cluster::spawn(c, migrated, &life);
+    }
     publish.spawn(Some(intake), &life);
     life.services.spawn(certs.run(life.shutdown.clone()));
     endpoints.spawn(&config, handler, page, &life);
@@ -276,6 +289,7 @@ fn metrics_page(
         tlsrpt: tlsrpt.metrics.clone(),
         received: tlsrpt.received.clone(),
         dmarc: None,
+        cluster: None,
         store: store.clone(),
         publish: Arc::default(),
         certificates: CertWatch::default(),
@@ -315,6 +329,7 @@ fn admin_handler(
             clock: Arc::new(SystemClock),
         },
         dmarc: DmarcAccess { reports: None },
+        cluster: None,
     }
 }
 
