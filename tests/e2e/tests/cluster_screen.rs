@@ -142,6 +142,22 @@ fn a_greylist_pass_on_node_a_is_honoured_on_node_b() {
         rcpt_reply(&mut on_b, "t@nospf.example.net", "bob@example.test").0,
         451
     );
+    // The operator on node A sees the entry B used, and a clear on A
+    // removes it for B: the client is deferred there again.
+    let shown = cluster
+        .a
+        .cli_json(&["screen", "show", "127.0.2.1", "--json"])
+        .to_string();
+    assert!(shown.contains("bob@example.test"), "{shown}");
+    let cleared = cluster
+        .a
+        .cli_json(&["screen", "clear", "127.0.2.1", "--json"]);
+    assert!(cleared["greylist"].as_u64() >= Some(1), "{cleared}");
+    let mut again = client(&cluster.b, "127.0.2.1");
+    assert_eq!(
+        rcpt_reply(&mut again, "s@nospf.example.net", "bob@example.test").0,
+        451
+    );
     // Nothing fell back: both nodes answered from the database.
     for node in [&cluster.a, &cluster.b] {
         let page = node.metrics_page();
