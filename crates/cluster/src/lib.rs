@@ -16,6 +16,11 @@
 //!   writes its name and the time every few seconds; `portcullis status`
 //!   shows the nodes seen recently.
 //!
+//! - **The screen's state** ([`screen::PgScreenStore`],
+//!   [`screen_shared::SharedScreenStore`]): greylist entries and cached
+//!   recipient answers shared by every node, the node's sled store
+//!   answering while the database cannot.
+//!
 //! The database is never on the accept path's critical section: stores
 //! built on it keep a local answer (cache, buffer) and use the database
 //! beside it.
@@ -26,6 +31,8 @@ pub mod migrations;
 mod nodes;
 mod pool;
 mod schema;
+pub mod screen;
+pub mod screen_shared;
 
 pub use migrations::{MIGRATIONS, Migration};
 

@@ -115,7 +115,13 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     let publish = PublishSide::bind(&config, &tls, &resolver).await?;
     let certs = cert_watch(&listeners, &tls, &publish);
     let outbound = Outbound::wire(&config, &store, &resolver, listeners.addresses())?;
-    let screen = screen::build(&config, &store, &resolver, outbound.probe.clone())?;
+    let screen = screen::build(
+        &config,
+        &store,
+        cluster.as_ref(),
+        &resolver,
+        outbound.probe.clone(),
+    )?;
     let first_screen = screen.clone();
     let dmarc = crate::dmarc::build(&config, &store, &resolver, &queue)?;
     let side = inbound::build(&config, &queue, &tls, &resolver, screen, dmarc.as_ref())?;

@@ -1,15 +1,19 @@
-//! The screen in front of the queue (`portcullis-screen`): its state in
-//! the server's store, the screen built for the config (the recipients
-//! files read now, so a broken one stops the start), and its sweep of
-//! expired state.
+//! The screen in front of the queue (`portcullis-screen`): its state (in
+//! the server's store, or in cluster mode shared in the cluster's
+//! database with the server's store as the fall-back), the screen built
+//! for the config (the recipients files read now, so a broken one stops
+//! the start), and its sweep of expired state.
 
 use super::shutdown::Lifecycle;
 use anyhow::{Context, Result};
+use portcullis_cluster::Cluster;
+use portcullis_cluster::screen::PgScreenStore;
+use portcullis_cluster::screen_shared::SharedScreenStore;
 use portcullis_config::Config;
 use portcullis_dns::HickoryResolver;
 use portcullis_inbound::Inbound;
 use portcullis_screen::recipients::RecipientProbe;
-use portcullis_screen::state::SledScreenStore;
+use portcullis_screen::state::{ScreenStore, SledScreenStore};
 use portcullis_screen::{ResolverDns, Screen, ScreenBuilder};
 use portcullis_store::Store;
 use portcullis_types::SystemClock;
@@ -22,23 +26,41 @@ use tracing::{debug, warn};
 /// sweep costs nothing noticeable.
 const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 
-/// The screen of `config`, its state in `store`, its DNS lists and the
-/// DMARC policies of greylisting looked up through `[dns]` (`resolver`),
-/// recipients asked of their route by `probe`.
+/// The screen of `config`, its state from [`screen_store`], its DNS lists
+/// and the DMARC policies of greylisting looked up through `[dns]`
+/// (`resolver`), recipients asked of their route by `probe`.
 pub fn build(
     config: &Config,
     store: &Store,
+    cluster: Option<&Cluster>,
     resolver: &HickoryResolver,
     probe: Arc<dyn RecipientProbe>,
 ) -> Result<Screen> {
-    let state = SledScreenStore::new(store)
-        .map_err(|e| anyhow::anyhow!("opening the screen's state in the store: {e}"))?;
-    ScreenBuilder::new(Arc::new(state))
+    ScreenBuilder::new(screen_store(store, cluster)?)
         .clock(Arc::new(SystemClock))
         .dns(Arc::new(ResolverDns::new(resolver.clone())))
         .probe(probe)
         .build(config)
         .context("loading [recipients] files")
+}
+
+/// The screen's state: in `store` on a single node; with a `cluster`,
+/// in the cluster's database (greylist passes and cached recipient
+/// answers seen by every node), `store` answering while the database
+/// cannot.
+pub fn screen_store(store: &Store, cluster: Option<&Cluster>) -> Result<Arc<dyn ScreenStore>> {
+    let local = Arc::new(
+        SledScreenStore::new(store)
+            .map_err(|e| anyhow::anyhow!("opening the screen's state in the store: {e}"))?,
+    );
+    Ok(match cluster {
+        None => local,
+        Some(cluster) => Arc::new(SharedScreenStore::new(
+            PgScreenStore::new(cluster.clone()),
+            local,
+            cluster.clone(),
+        )),
+    })
 }
 
 /// Sweeps the screen's expired state every [`SWEEP_EVERY`] until
