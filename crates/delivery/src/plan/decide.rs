@@ -63,7 +63,7 @@ pub fn decide(facts: &Facts<'_>) -> DeliveryPlan {
         .or_else(|| drop_myself(facts, &mut hosts))
         .or_else(|| {
             apply_policy(facts, sts, &mut hosts);
-            apply_dane(facts.dane_only, facts.tls_report, &mut hosts);
+            apply_dane(facts.dane_only, facts.policy_waived, &mut hosts);
             none_left(facts, sts, &hosts)
         })
         .unwrap_or(Outcome::Try);
@@ -96,9 +96,11 @@ fn sts_rule(facts: &Facts<'_>) -> StsRule {
     }
     match lookup.mode() {
         // RFC 8460 §5.3: reports are delivered despite TLS failures (a
-        // broken TLS setup is what they are about). Only our own reports,
-        // as recorded when we made them (STYLE 8a).
-        Some(Mode::Enforce) if facts.tls_report => StsRule::ReportExempt,
+        // broken TLS setup is what they are about); RFC 8689 §5: so is a
+        // `TLS-Required: No` message its sender was allowed to mark. Only
+        // from the origin and client recorded when the message was made
+        // (STYLE 8a), never from its content.
+        Some(Mode::Enforce) if facts.policy_waived => StsRule::ReportExempt,
         Some(Mode::Enforce) => StsRule::Enforce,
         Some(Mode::Testing) => StsRule::Testing,
         _ => StsRule::NoPolicy,

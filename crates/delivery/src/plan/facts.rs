@@ -37,7 +37,7 @@ pub struct Facts<'a> {
     /// own TLS reports (the envelope's recorded origin, RFC 8460 §5.3) and
     /// `TLS-Required: No` from a sender allowed to say it (RFC 8689 §5).
     /// An `enforce` policy and usable DANE records are then opportunistic.
-    pub tls_report: bool,
+    pub policy_waived: bool,
     /// The MX answer for the domain ([`MxAnswer::NotAsked`] for a route).
     pub mx: MxAnswer,
     /// The addresses of every host name the decision may need (the route's

@@ -34,8 +34,9 @@ pub struct Planner<R> {
 
 impl<R: Resolver> Planner<R> {
     /// The facts known without any lookup: the route, whether the domain is
-    /// ours, and whether the message is our own TLS report.
-    pub fn facts<'a>(&'a self, domain: &'a Domain, tls_report: bool) -> Facts<'a> {
+    /// ours, and whether the recipient's TLS policy is waived for the
+    /// message (our own TLS report, or an allowed `TLS-Required: No`).
+    pub fn facts<'a>(&'a self, domain: &'a Domain, policy_waived: bool) -> Facts<'a> {
         let destinations = self.destinations.get();
         Facts {
             domain,
@@ -45,7 +46,7 @@ impl<R: Resolver> Planner<R> {
             port: self.port,
             sts: None,
             dane: BTreeMap::new(),
-            tls_report,
+            policy_waived,
             mx: MxAnswer::NotAsked,
             addresses: BTreeMap::new(),
             ours: BTreeSet::new(),

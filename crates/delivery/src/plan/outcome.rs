@@ -44,8 +44,8 @@ pub enum StsRule {
     Testing,
     /// Mode `enforce`: listed MX hosts only, PKIX-valid TLS 1.2+ only.
     Enforce,
-    /// Mode `enforce` waived for our own TLS report (RFC 8460 §5.3): as
-    /// `testing`.
+    /// Mode `enforce` waived for our own TLS report (RFC 8460 §5.3) or an
+    /// allowed `TLS-Required: No` message (RFC 8689 §5): as `testing`.
     ReportExempt,
     /// The policy store cannot be read: whether a policy is in force is
     /// unknown, so delivery defers.

@@ -53,7 +53,7 @@ struct Row {
     route: Option<(&'static str, u16)>,
     mx: MxKind,
     sts: Sts,
-    tls_report: bool,
+    policy_waived: bool,
     dane: Vec<(&'static str, Dane)>,
     dane_only: bool,
     /// `tls = "verify"` on the route, with this `tls_name`.
@@ -69,7 +69,7 @@ impl Row {
             route: None,
             mx: MxKind::List(vec![(10, "mx1.example.test"), (20, "mx2.example.test")]),
             sts: Sts::NoRecord,
-            tls_report: false,
+            policy_waived: false,
             dane: Vec::new(),
             dane_only: false,
             route_verify: None,
@@ -218,7 +218,7 @@ fn plan_of(row: &Row) -> DeliveryPlan {
         sts: None,
         dane: BTreeMap::new(),
         dane_only: row.dane_only,
-        tls_report: row.tls_report,
+        policy_waived: row.policy_waived,
         mx: MxAnswer::NotAsked,
         addresses: BTreeMap::new(),
         ours: BTreeSet::new(),
@@ -376,7 +376,7 @@ fn policies_by_mode() {
     ];
     check(testing, StsRule::Testing, "try", &both);
     let exempt = Row {
-        tls_report: true,
+        policy_waived: true,
         ..enforce.clone()
     };
     check(exempt, StsRule::ReportExempt, "try", &both);
@@ -579,7 +579,7 @@ fn dane_per_host() {
     let mut waived = Row::new("waived (TLS report, TLS-Required: No): DANE not enforced")
         .dane("mx1.example.test", usable())
         .dane("mx2.example.test", tlsa_failed());
-    waived.tls_report = true;
+    waived.policy_waived = true;
     check(waived, none, "try", &opp);
     let route = Row::new("a route: no DANE")
         .route("relay.example.test", 25)
