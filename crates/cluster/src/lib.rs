@@ -73,6 +73,9 @@ pub struct ClusterSettings {
     /// How long one database operation may take before the caller falls
     /// back (connect, query).
     pub timeout: Duration,
+    /// How often stores that keep shared state locally (counts, rates)
+    /// exchange it with the database (`[cluster] sync_interval`).
+    pub sync_interval: Duration,
 }
 
 /// What went wrong with the database.
@@ -193,6 +196,12 @@ impl Cluster {
     /// callers bounding their own statements.
     pub fn timeout(&self) -> Duration {
         self.inner.settings.timeout
+    }
+
+    /// How often locally kept shared state is exchanged with the database
+    /// (`[cluster] sync_interval`).
+    pub fn sync_interval(&self) -> Duration {
+        self.inner.settings.sync_interval
     }
 
     /// A pooled connection within the timeout, or why not; the outcome

@@ -18,6 +18,7 @@ fn settings(pg: &TestPostgres, node: &str, password: &str) -> ClusterSettings {
         tls: DbTls::Disable,
         pool_size: 4,
         timeout: Duration::from_secs(2),
+        sync_interval: Duration::from_secs(1),
     }
 }
 
@@ -178,6 +179,7 @@ fn a_bad_url_is_a_settings_error() {
         tls: DbTls::Disable,
         pool_size: 1,
         timeout: Duration::from_secs(1),
+        sync_interval: Duration::from_secs(1),
     };
     assert!(matches!(Cluster::new(s), Err(ClusterError::Settings(_))));
 }

@@ -35,6 +35,7 @@ async fn cluster(pg: &TestPostgres, node: &str, timeout: Duration) -> Cluster {
         tls: DbTls::Disable,
         pool_size: 4,
         timeout,
+        sync_interval: Duration::from_secs(1),
     })
     .unwrap();
     cluster.migrate().await.unwrap();

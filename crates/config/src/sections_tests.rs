@@ -547,6 +547,15 @@ fn cluster_needs_a_database_url_without_a_password() {
     assert_eq!(cl.password_file, None);
     assert_eq!(cl.pool_size, 8);
     assert_eq!(cl.timeout, Duration::from_secs(2));
+    assert_eq!(cl.sync_interval, Duration::from_secs(10));
+    let cl = ok("[cluster]\ndatabase = \"postgres://p@127.0.0.1/p\"\nsync_interval = \"250ms\"\n")
+        .cluster
+        .expect("cluster");
+    assert_eq!(cl.sync_interval, Duration::from_millis(250));
+    refused(
+        "[cluster]\ndatabase = \"postgres://p@127.0.0.1/p\"\nsync_interval = \"50ms\"\n",
+        &[("cluster.sync_interval", 3, "between 100ms and 1h")],
+    );
     let cl = ok("[cluster]\ndatabase = \"postgres://p@127.0.0.1/p\"\nnode = \"a\"\ntls = \"disable\"\npassword_file = \"/pw\"\ntls_ca = \"/ca.pem\"\npool_size = 3\ntimeout = \"5s\"\n")
         .cluster
         .expect("cluster");

@@ -30,6 +30,10 @@ pub struct ClusterFile {
     /// `timeout`: how long one database operation may take before the
     /// node falls back to its local state (default `"2s"`).
     pub timeout: Option<String>,
+    /// `sync_interval`: how often the node exchanges its locally kept
+    /// shared state with the database: counts it buffered (TLS-RPT, DMARC,
+    /// rates) pushed, the cluster's sums pulled (default `"10s"`).
+    pub sync_interval: Option<String>,
 }
 
 /// How the connection to the database is protected.
@@ -61,12 +65,22 @@ pub struct Cluster {
     pub pool_size: u32,
     /// The limit of one database operation.
     pub timeout: Duration,
+    /// How often locally kept shared state is exchanged with the database.
+    pub sync_interval: Duration,
 }
 
 /// `[cluster]`: `database` is required and must be a `postgresql://` (or
 /// `postgres://`) URL without a password; `node` defaults to `hostname`.
 pub(crate) fn build(f: &ClusterFile, hostname: &str, c: &mut Checker) -> Option<Cluster> {
     let timeout = c.duration("cluster.timeout", &f.timeout, Duration::from_secs(2));
+    let sync_interval = c.duration(
+        "cluster.sync_interval",
+        &f.sync_interval,
+        Duration::from_secs(10),
+    );
+    if sync_interval < Duration::from_millis(100) || sync_interval > Duration::from_secs(3600) {
+        c.fail("cluster.sync_interval", "must be between 100ms and 1h");
+    }
     let pool_size = c.positive("cluster.pool_size", f.pool_size, 8);
     let tls = match f.tls.as_deref() {
         None | Some("verify-full") => ClusterTls::VerifyFull,
@@ -111,6 +125,7 @@ pub(crate) fn build(f: &ClusterFile, hostname: &str, c: &mut Checker) -> Option<
         tls_ca: f.tls_ca.as_ref().map(PathBuf::from),
         pool_size,
         timeout,
+        sync_interval,
     })
 }
 

@@ -58,6 +58,7 @@ pub fn build(config: &Config) -> Result<Option<Cluster>> {
         tls,
         pool_size: usize::try_from(c.pool_size).unwrap_or(8),
         timeout: c.timeout,
+        sync_interval: c.sync_interval,
     };
     let cluster = Cluster::new(settings).context("[cluster]")?;
     Ok(Some(cluster))
