@@ -30,6 +30,7 @@ mod health;
 pub mod migrations;
 mod nodes;
 mod pool;
+pub mod reports;
 mod schema;
 pub mod screen;
 pub mod screen_shared;
@@ -257,14 +258,20 @@ impl Cluster {
     where
         F: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        match tokio::time::timeout(self.inner.settings.timeout, fut).await {
+        self.bounded_for(self.inner.settings.timeout, fut).await
+    }
+
+    /// [`Cluster::bounded`] with its own `limit`, for work of many
+    /// statements (a transaction writing a day's counts).
+    pub async fn bounded_for<T, F>(&self, limit: Duration, fut: F) -> Result<T, ClusterError>
+    where
+        F: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.statement_failed(&e)),
             Err(_) => {
-                let e = ClusterError::Unreachable(format!(
-                    "no answer within {:?}",
-                    self.inner.settings.timeout
-                ));
+                let e = ClusterError::Unreachable(format!("no answer within {limit:?}"));
                 self.inner.health.unreachable(&e);
                 Err(e)
             }

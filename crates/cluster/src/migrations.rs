@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "screen",
         sql: include_str!("../migrations/0002_screen.sql"),
     },
+    Migration {
+        version: 3,
+        name: "reports",
+        sql: include_str!("../migrations/0003_reports.sql"),
+    },
 ];
 
 /// The newest version this binary knows.
