@@ -5,9 +5,12 @@
 //! applies it, the other finds it applied); `cluster migrate` reports
 //! every version already applied; `status` on each shows both nodes;
 //! with the database stopped both still accept mail and say the database
-//! is unreachable, and when it returns they are reachable again. And
+//! is unreachable, and when it returns they are reachable again. A node
+//! with `tls = "verify-full"` reaches a database that takes TCP only over
+//! TLS, under the CA of `tls_ca`; with another CA it does not. And
 //! `config check` refuses a password written into the database URL.
 
+use portcullis_test_support::pki::TestPki;
 use portcullis_test_support::postgres::{PASSWORD, TestPostgres};
 use portcullis_test_support::server::{Portcullis, eventually, metric, portcullis_bin};
 use portcullis_test_support::smtp::Client;
@@ -15,6 +18,11 @@ use std::time::Duration;
 
 /// A node of the cluster: its own data dir and queue, the shared database.
 fn node(pg: &TestPostgres, name: &str) -> Portcullis {
+    node_with(pg, name, "tls = \"disable\"")
+}
+
+/// [`node`] with `tls` lines of its own in `[cluster]`.
+fn node_with(pg: &TestPostgres, name: &str, tls: &str) -> Portcullis {
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("db-password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
@@ -31,7 +39,7 @@ metrics = "127.0.0.1:0"
 [cluster]
 database = "{url}"
 node = "{name}"
-tls = "disable"
+{tls}
 password_file = "{pw}"
 timeout = "2s"
 "#,
@@ -198,4 +206,53 @@ fn config_check_refuses_a_password_in_the_database_url() {
     assert!(err.contains("cluster.database"), "{err}");
     assert!(err.contains("PGPASSWORD or password_file"), "{err}");
     assert!(!err.contains("hunter2x"), "the password is echoed: {err}");
+}
+
+#[test]
+fn a_node_reaches_a_tls_only_database_under_its_tls_ca_and_not_under_another() {
+    let pki = TestPki::new();
+    let pg = TestPostgres::start_tls(&pki.issue(&["127.0.0.1"]));
+    let secrets = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(secrets.path());
+    let a = node_with(
+        &pg,
+        "a",
+        &format!("tls = \"verify-full\"\ntls_ca = \"{}\"", ca.display()),
+    );
+    let seen = eventually(
+        "node a on the TLS database",
+        Duration::from_secs(30),
+        || {
+            let c = cluster_status(&a);
+            (c["reachable"] == true && nodes_seen(&c) == ["a"]).then_some(c)
+        },
+    );
+    assert!(seen["schema_version"].as_u64().unwrap() > 0, "{seen}");
+    // The server takes TCP only over TLS (hostssl), so the heartbeat row
+    // could only have come over TLS.
+    assert_eq!(pg.sql("SELECT node FROM portcullis_nodes"), "a");
+
+    // Another CA: the node starts and accepts mail, and says why the
+    // database is out of reach.
+    let other = TestPki::new();
+    std::fs::create_dir(secrets.path().join("other")).unwrap();
+    let other_ca = other.write_ca(&secrets.path().join("other"));
+    let b = node_with(
+        &pg,
+        "b",
+        &format!("tls = \"verify-full\"\ntls_ca = \"{}\"", other_ca.display()),
+    );
+    accepts_a_message(&b);
+    let status = cluster_status(&b);
+    assert_eq!(status["reachable"], false, "{status}");
+    assert!(
+        status["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate")),
+        "{status}"
+    );
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM portcullis_nodes WHERE node = 'b'"),
+        "0"
+    );
 }

@@ -24,16 +24,34 @@ pub struct TestPostgres {
     bin: PathBuf,
     port: u16,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl TestPostgres {
     /// Creates the cluster, starts the server and creates the database.
     /// Panics with what to install when the binaries are missing.
     pub fn start() -> TestPostgres {
+        TestPostgres::start_with(None)
+    }
+
+    /// [`TestPostgres::start`] with TLS only: the server presents
+    /// `certificate` and its `pg_hba.conf` accepts TCP sessions only over
+    /// TLS (`hostssl`), so a client that connects at all spoke TLS, and one
+    /// that does not (`tls = "disable"`) is refused.
+    pub fn start_tls(certificate: &crate::pki::Issued) -> TestPostgres {
+        TestPostgres::start_with(Some(certificate))
+    }
+
+    fn start_with(certificate: Option<&crate::pki::Issued>) -> TestPostgres {
         let bin = bin_dir();
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         std::fs::write(root.join("pwfile"), PASSWORD).expect("pwfile");
+        if let Some(issued) = certificate {
+            // PostgreSQL refuses a key file others can read: Issued::write
+            // makes it 0600, and the chown below gives it to the server.
+            issued.write(root, "server");
+        }
         give_to_postgres(root);
         let status = as_postgres(&bin.join("initdb"))
             .arg("-D")
@@ -49,11 +67,21 @@ impl TestPostgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&status.stderr)
         );
+        if certificate.is_some() {
+            // Replaces initdb's rules: TCP only over TLS. The file keeps
+            // its owner (postgres), so the server can read it.
+            std::fs::write(
+                root.join("data/pg_hba.conf"),
+                "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .expect("pg_hba.conf");
+        }
         let mut pg = TestPostgres {
             dir,
             bin,
             port: crate::server::free_port(),
             child: None,
+            tls: certificate.is_some(),
         };
         pg.start_again();
         let out = Command::new(pg.bin.join("createdb"))
@@ -94,7 +122,21 @@ impl TestPostgres {
             return;
         }
         let root = self.dir.path();
-        let child = as_postgres(&self.bin.join("postgres"))
+        let mut command = as_postgres(&self.bin.join("postgres"));
+        if self.tls {
+            command
+                .args(["-c", "ssl=on", "-c"])
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    root.join("server.crt").display()
+                ))
+                .arg("-c")
+                .arg(format!(
+                    "ssl_key_file={}",
+                    root.join("server.key").display()
+                ));
+        }
+        let child = command
             .arg("-D")
             .arg(root.join("data"))
             .args(["-p", &self.port.to_string(), "-k"])
