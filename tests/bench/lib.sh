@@ -334,6 +334,41 @@ portcullis_stop() {
     PC_PID=""
 }
 
+# ------------------------------------------------------------- PostgreSQL --
+# For SERVERS=portcullis-cluster: a PostgreSQL of the machine's newest
+# version (Debian's `postgresql`, installed when missing), initdb'd into
+# $RUN_DIR/pg as the `postgres` user (it refuses root), trust on loopback
+# (a benchmark, not a deployment), fsync ON as in production: the cluster's
+# shared writes cost what they would. Stopped on exit with the rest.
+PG_PID=""
+
+pg_start() {    # pg_start PORT
+    local port=$1 bin i
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        [[ $(id -u) == 0 ]] || die "PostgreSQL is needed for portcullis-cluster; run as root to install it"
+        log "installing postgresql (apt-get)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    fi
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    mkdir -p "$RUN_DIR/pg"
+    chown postgres:postgres "$RUN_DIR/pg"
+    setpriv --reuid=postgres --regid=postgres --clear-groups -- \
+        "$bin/initdb" -D "$RUN_DIR/pg/data" -U portcullis -A trust -E UTF8 \
+        >"$RUN_DIR/pg/initdb.log" 2>&1 || { tail -n 5 "$RUN_DIR/pg/initdb.log" >&2; return 1; }
+    setpriv --reuid=postgres --regid=postgres --clear-groups -- \
+        "$bin/postgres" -D "$RUN_DIR/pg/data" -p "$port" -k "$RUN_DIR/pg" \
+        -c listen_addresses=127.0.0.1 >"$RUN_DIR/pg/postgres.log" 2>&1 &
+    PG_PID=$!
+    PIDS+=("$PG_PID")
+    for ((i = 0; i < 300; i++)); do
+        "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" && break
+        sleep 0.1
+    done
+    "$bin/createdb" -h 127.0.0.1 -p "$port" -U portcullis portcullis \
+        || { log "createdb failed:"; tail -n 5 "$RUN_DIR/pg/postgres.log" >&2; return 1; }
+}
+
 proc_status() {  # proc_status PID FIELD -> value in kB (or n/a)
     awk -v f="$2:" '$1 == f { print $2; found = 1 } END { if (!found) print "n/a" }' \
         "/proc/$1/status" 2>/dev/null || echo n/a

@@ -28,12 +28,19 @@
 #   PATTERNS="..."     per-conn (one message per connection) and/or
 #                      per-session (smtp-source -d: connections are reused)
 #   SERVERS="..."      any of: sink postfix portcullis portcullis-screen
+#                      portcullis-cluster
 #                      (default: the first three; portcullis-screen is
 #                      Portcullis again with the screen on: recipients
 #                      verified at the route, one DNS block list, every
 #                      rate counted; the table then shows on/off). With
 #                      both, the two run at once and every repetition
 #                      is measured on one then the other.
+#                      portcullis-cluster is portcullis-screen with
+#                      [cluster] on a PostgreSQL the script starts (the
+#                      screen's state, rates, policy cache and report
+#                      counts then go through the database); with
+#                      portcullis-screen named too, those two are the pair
+#                      and the table shows cluster/single.
 #   IDLE_CONNS=N       idle connections held open against Portcullis (1000)
 #   PORTCULLIS_BIN=F   the binary (default target/release/portcullis)
 #   BUILD=0            do not run `cargo build --release -p portcullis`
@@ -86,6 +93,12 @@ zone = "bl.bench.test"
 connections_per_minute = 100000000
 messages_per_minute = 100000000
 recipients_per_minute = 100000000'}
+
+# [cluster] for SERVERS=portcullis-cluster (PG_PORT is filled in at start).
+cluster_toml() {
+    printf '%s\n[cluster]\ndatabase = "postgresql://portcullis@127.0.0.1:%s/portcullis"\nnode = "bench"\ntls = "disable"\n' \
+        "$SCREEN_TOML" "$PG_PORT"
+}
 
 # ------------------------------------------------------------- idle conns --
 IDLE_REPORT=""
@@ -202,31 +215,36 @@ run_matrix_pair() {
     done
 }
 
-# portcullis_pair: Portcullis (screen off, PC_PORT) and Portcullis with the
-# screen (PC2_PORT, its own data_dir) started side by side, measured in
-# turns.
+# portcullis_pair A TOML_A B TOML_B: Portcullis as A (PC_PORT, with TOML_A
+# appended) and as B (PC2_PORT, its own data_dir, TOML_B) started side by
+# side, measured in turns. The idle-connection figures are A's.
 portcullis_pair() {
-    local off_pid
+    local a=$1 toml_a=$2 b=$3 toml_b=$4 a_pid b_pid
     portcullis_prepare || { log "skipping Portcullis"; return 0; }
     dns_start
-    log "Portcullis on 127.0.0.1:$PC_PORT and, with the screen on, on 127.0.0.1:$PC2_PORT"
-    portcullis_start || { log "skipping Portcullis"; portcullis_stop; return 0; }
-    off_pid=$PC_PID
-    if ! PC_NAME=portcullis-screen PC_PORT=$PC2_PORT PC_EXTRA_TOML="$PC_EXTRA_TOML
-$SCREEN_TOML" portcullis_start; then
-        log "Portcullis with the screen did not start"
-        portcullis_stop
-        PC_PID=$off_pid
+    log "Portcullis as $a on 127.0.0.1:$PC_PORT and as $b on 127.0.0.1:$PC2_PORT"
+    if ! PC_NAME=$a PC_EXTRA_TOML="$PC_EXTRA_TOML
+$toml_a" portcullis_start; then
+        log "skipping Portcullis"
         portcullis_stop
         return 0
     fi
-    local on_pid=$PC_PID
-    PC_PID=$off_pid
+    a_pid=$PC_PID
+    if ! PC_NAME=$b PC_PORT=$PC2_PORT PC_EXTRA_TOML="$PC_EXTRA_TOML
+$toml_b" portcullis_start; then
+        log "Portcullis as $b did not start"
+        portcullis_stop
+        PC_PID=$a_pid
+        portcullis_stop
+        return 0
+    fi
+    b_pid=$PC_PID
+    PC_PID=$a_pid
     portcullis_idle
-    run_matrix_pair portcullis "$PC_PORT" portcullis-screen "$PC2_PORT"
-    log "Portcullis VmRSS after the load: $(proc_status "$off_pid" VmRSS) kB (VmHWM $(proc_status "$off_pid" VmHWM) kB); with the screen: $(proc_status "$on_pid" VmRSS) kB (VmHWM $(proc_status "$on_pid" VmHWM) kB)"
+    run_matrix_pair "$a" "$PC_PORT" "$b" "$PC2_PORT"
+    log "VmRSS after the load: $a $(proc_status "$a_pid" VmRSS) kB (VmHWM $(proc_status "$a_pid" VmHWM) kB); $b $(proc_status "$b_pid" VmRSS) kB (VmHWM $(proc_status "$b_pid" VmHWM) kB)"
     portcullis_stop
-    PC_PID=$on_pid
+    PC_PID=$b_pid
     portcullis_stop
 }
 
@@ -246,7 +264,7 @@ main() {
     RESULTS=$RUN_DIR/results.tsv
     echo "# server size sessions pattern rep msgs accept_s e2e_s rc" >"$RESULTS"
 
-    read -r SINK_PORT PF_PORT PC_PORT DNS_PORT PC2_PORT <<<"$(pick_ports 5)"
+    read -r SINK_PORT PF_PORT PC_PORT DNS_PORT PC2_PORT PG_PORT <<<"$(pick_ports 6)"
 
     local fstype
     fstype=$(df -T "$RUN_DIR" | awk 'NR == 2 { print $2 }')
@@ -262,13 +280,26 @@ main() {
     echo "  per run: $MSGS messages; $REPS repetitions; sizes: $SIZES; sessions: $SESSIONS; patterns: $PATTERNS"
     echo
 
-    local server paired=0
-    [[ " $SERVERS " == *" portcullis "* && " $SERVERS " == *" portcullis-screen "* ]] && paired=1
+    local server pair_a="" pair_b=""
+    if [[ " $SERVERS " == *" portcullis-cluster "* ]]; then
+        pg_start "$PG_PORT" || die "PostgreSQL did not start for portcullis-cluster"
+        log "PostgreSQL on 127.0.0.1:$PG_PORT for portcullis-cluster"
+    fi
+    if [[ " $SERVERS " == *" portcullis-screen "* && " $SERVERS " == *" portcullis-cluster "* ]]; then
+        pair_a=portcullis-screen pair_b=portcullis-cluster
+    elif [[ " $SERVERS " == *" portcullis "* && " $SERVERS " == *" portcullis-screen "* ]]; then
+        pair_a=portcullis pair_b=portcullis-screen
+    fi
     for server in $SERVERS; do
-        if [[ $paired == 1 && $server == portcullis* ]]; then
-            [[ $server == portcullis ]] && portcullis_pair
+        if [[ $server == "$pair_a" ]]; then
+            if [[ $pair_a == portcullis ]]; then
+                portcullis_pair portcullis "" portcullis-screen "$SCREEN_TOML"
+            else
+                portcullis_pair portcullis-screen "$SCREEN_TOML" portcullis-cluster "$(cluster_toml)"
+            fi
             continue
         fi
+        [[ $server == "$pair_b" ]] && continue
         case $server in
         sink)
             log "baseline: smtp-source -> smtp-sink on $SINK_PORT"
@@ -314,6 +345,20 @@ $SCREEN_TOML" portcullis_start; then
                     portcullis_stop
                 else
                     log "skipping Portcullis with the screen"
+                    portcullis_stop
+                fi
+            fi
+            ;;
+        portcullis-cluster)
+            if portcullis_prepare; then
+                dns_start
+                log "Portcullis in cluster mode (screen on), on 127.0.0.1:$PC_PORT"
+                if PC_NAME=portcullis-cluster PC_EXTRA_TOML="$PC_EXTRA_TOML
+$(cluster_toml)" portcullis_start; then
+                    run_matrix portcullis-cluster "$PC_PORT"
+                    portcullis_stop
+                else
+                    log "skipping Portcullis in cluster mode"
                     portcullis_stop
                 fi
             fi

@@ -12,14 +12,16 @@ repetitions that succeeded, for the smtp-sink baseline, Postfix and
 Portcullis, and the ratio Portcullis/Postfix; once for acceptance throughput
 and once for end-to-end throughput. When the run has "portcullis-screen"
 results (Portcullis with the screen on), two more columns: its rate and the
-ratio screen on / screen off.
+ratio screen on / screen off. When it has "portcullis-cluster" results (the
+screen on and [cluster] on a PostgreSQL), two more: its rate and the ratio
+cluster / single node (both with the screen on).
 """
 
 import statistics
 import sys
 from collections import defaultdict
 
-SERVERS = ("sink", "postfix", "portcullis", "portcullis-screen")
+SERVERS = ("sink", "postfix", "portcullis", "portcullis-screen", "portcullis-cluster")
 
 
 def human_size(n: int) -> str:
@@ -72,8 +74,11 @@ def main(path: str) -> int:
         screened = any("portcullis-screen" in data[k] for k in order)
         headers = ["size", "sessions", "pattern", "sink (ceiling)", "Postfix",
                    "Portcullis", "Portcullis/Postfix"]
+        clustered = any("portcullis-cluster" in data[k] for k in order)
         if screened:
             headers += ["screen on", "on/off"]
+        if clustered:
+            headers += ["cluster", "cluster/single"]
         rows = []
         for key in sorted(order, key=lambda k: (k[2], k[0], k[1])):
             size, sessions, pattern = key
@@ -82,9 +87,12 @@ def main(path: str) -> int:
             pc = median(key, "portcullis", what)
             row = [human_size(size), str(sessions), pattern, fmt_rate(sink),
                    fmt_rate(pf), fmt_rate(pc), fmt_ratio(pc, pf)]
+            on = median(key, "portcullis-screen", what)
             if screened:
-                on = median(key, "portcullis-screen", what)
                 row += [fmt_rate(on), fmt_ratio(on, pc)]
+            if clustered:
+                cl = median(key, "portcullis-cluster", what)
+                row += [fmt_rate(cl), fmt_ratio(cl, on)]
             rows.append(row)
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
                   for i, h in enumerate(headers)]
