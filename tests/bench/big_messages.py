@@ -218,6 +218,7 @@ accepted_domains = ["bench.test"]
 "bench.test" = "127.0.0.1:{sink_port}"
 [dns]
 nameservers = ["127.0.0.1:{dns_port}"]
+dnssec = "off"
 [limits]
 max_connections = 2000
 max_connections_per_ip = 2000

@@ -193,7 +193,7 @@ def run(label: str, binary: str, messages: int, names: int, parallel: int, max_h
             f'[[listen]]\naddress = "127.0.0.1:{port}"\nrole = "smtp"\n'
             '[relay]\naccepted_domains = ["bench.test"]\n'
             '[routes]\n"bench.test" = "127.0.0.1:9"\n'
-            f'[dns]\nnameservers = ["127.0.0.1:{dns.getsockname()[1]}"]\ntimeout = "5s"\n'
+            f'[dns]\nnameservers = ["127.0.0.1:{dns.getsockname()[1]}"]\ndnssec = "off"\ntimeout = "5s"\n'
             f'[admin]\nsocket = "{tmp}/admin.sock"\n'
             "[verify]\nenabled = true\n"
             + (

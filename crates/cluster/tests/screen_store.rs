@@ -403,3 +403,72 @@ async fn a_full_shared_table_is_refused_not_written_locally() {
     assert!(local.is_empty(Table::Greylist));
     assert_eq!(fallbacks(&c), 0);
 }
+
+/// A recipient answer read from the database is used from memory for a
+/// while (no round trip per RCPT): with the database then stopped, the
+/// answer still comes without a fall-back, while a greylist entry (always
+/// read from the database) falls back. A clear forgets the memory too.
+#[tokio::test]
+async fn recipient_answers_are_kept_in_memory_greylist_entries_are_not() {
+    let mut pg = TestPostgres::start();
+    let c = cluster(&pg, "a", Duration::from_secs(2)).await;
+    let other = PgScreenStore::new(cluster(&pg, "b", Duration::from_secs(2)).await);
+    other
+        .put_entry(Table::Recipients, b"rcpt", entry(b"exists", 500))
+        .await
+        .unwrap();
+    other
+        .put_entry(Table::Greylist, b"grey", entry(b"seen", 500))
+        .await
+        .unwrap();
+    let (_dir, local) = sled(100);
+    let shared = SharedScreenStore::new(PgScreenStore::new(c.clone()), Arc::new(local), c.clone());
+    assert_eq!(
+        shared.get(Table::Recipients, b"rcpt", 100).await.unwrap(),
+        Some(entry(b"exists", 500))
+    );
+    assert!(
+        shared
+            .get(Table::Greylist, b"grey", 100)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    pg.stop();
+    assert_eq!(
+        shared.get(Table::Recipients, b"rcpt", 100).await.unwrap(),
+        Some(entry(b"exists", 500))
+    );
+    assert_eq!(fallbacks(&c), 0, "the recipient answer came from memory");
+    // Past the entry's own expiry, memory does not answer.
+    assert_eq!(
+        shared.get(Table::Recipients, b"rcpt", 500).await.unwrap(),
+        None
+    );
+    assert_eq!(fallbacks(&c), 1);
+    pg.start_again();
+    let shared = SharedScreenStore::new(
+        PgScreenStore::new(c.clone()),
+        Arc::new(sled(100).1),
+        c.clone(),
+    );
+    assert!(
+        shared
+            .get(Table::Recipients, b"rcpt", 100)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        shared
+            .remove_prefix(Table::Recipients, b"rc")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        shared.get(Table::Recipients, b"rcpt", 100).await.unwrap(),
+        None
+    );
+}
