@@ -8,9 +8,7 @@
 
 use crate::reports::{ClaimState, CountRow, ReportClaims, ReportCounts, ReportKind};
 use crate::{Cluster, ClusterError};
-use portcullis_tlsrpt::shared::{
-    BoxFuture, SharedClaim, SharedCount, SharedError, SharedReports,
-};
+use portcullis_tlsrpt::shared::{BoxFuture, SharedClaim, SharedCount, SharedError, SharedReports};
 use std::time::Duration;
 
 /// The name the fall-backs are counted under
@@ -69,7 +67,10 @@ impl SharedReports for PgTlsRpt {
                 .collect();
             let skipped = self.counted(self.counts.push(&rows).await)?;
             if skipped > 0 {
-                tracing::warn!(skipped, "TLS-RPT: counts over the shared table's bounds not pushed");
+                tracing::warn!(
+                    skipped,
+                    "TLS-RPT: counts over the shared table's bounds not pushed"
+                );
             }
             Ok(())
         })

@@ -103,7 +103,9 @@ impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
             settings: self.settings,
             signer: self.signer,
             pass: tokio::sync::Mutex::new(()),
-            shared: self.shared.map(|(sync, lease)| crate::send::SharedMode { sync, lease }),
+            shared: self
+                .shared
+                .map(|(sync, lease)| crate::send::SharedMode { sync, lease }),
         })
     }
 }

@@ -307,11 +307,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         };
         let day_s = day.to_string();
         let done = record.state != ReportState::Pending;
-        match shared
-            .store()
-            .save(&day_s, &record.domain, &v, done)
-            .await
-        {
+        match shared.store().save(&day_s, &record.domain, &v, done).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(TlsRptError::ClaimLost {
                 domain: record.domain.clone(),
@@ -767,7 +763,8 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         outcomes: &mut Vec<SendOutcome>,
     ) -> Result<(), TlsRptError> {
         let today = Day::of(now);
-        let oldest = Day::from_days_since_epoch(today.days_since_epoch() - self.settings.retention_days);
+        let oldest =
+            Day::from_days_since_epoch(today.days_since_epoch() - self.settings.retention_days);
         self.prune(oldest).await?;
         shared.sync.forget_before(oldest);
         // The sum read below must include what this node counted.
@@ -793,7 +790,11 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 Ok(None) => continue,
                 Err(e) => return Err(TlsRptError::Shared(e.0)),
             };
-            let rec = match claim.record.as_deref().map(serde_json::from_slice::<SentRecord>) {
+            let rec = match claim
+                .record
+                .as_deref()
+                .map(serde_json::from_slice::<SentRecord>)
+            {
                 Some(Ok(r)) => r,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, %day, %domain, "TLS-RPT: the shared send state does not decode; starting the report afresh");

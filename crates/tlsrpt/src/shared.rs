@@ -296,7 +296,11 @@ mod tests {
     fn totals_are_summed_per_policy_and_failure_row() {
         let merged = merge(&[
             agg(3, &[("certificate-expired", 2)], "mode: enforce"),
-            agg(4, &[("certificate-expired", 1), ("starttls-not-supported", 5)], "mode: enforce"),
+            agg(
+                4,
+                &[("certificate-expired", 1), ("starttls-not-supported", 5)],
+                "mode: enforce",
+            ),
             agg(7, &[], "mode: testing"),
             b"not json".to_vec(),
         ]);
