@@ -14,8 +14,8 @@ use portcullis_store::Store;
 use portcullis_tlsrpt::received::{LiveOurs, Ours, ReceivedLimits, ReceivedReports};
 use portcullis_tlsrpt::shared::{CountSync, SharedReports};
 use portcullis_tlsrpt::{
-    HttpsPoster, QueueMailer, ReportInfo, ReportMetrics, ReportParts, ReportSender, ReportSettings,
-    TlsRptRecorder, TlsRptSink,
+    HttpsPoster, QueueMailer, ReportInfo, ReportMetrics, ReportParts, ReportSender,
+    ReportSenderBuilder, ReportSettings, TlsRptRecorder, TlsRptSink,
 };
 use portcullis_types::SystemClock;
 use std::sync::Arc;
@@ -94,7 +94,7 @@ pub fn sender(
     let client_tls_for_reports = portcullis_tls::ClientTls::new(&config.tls.extra_roots)
         .context("loading [tls] extra_roots")?;
     let tlsrpt_sender = if let Some(sending) = config.tlsrpt.sending() {
-        Some(Arc::new(build_tlsrpt_sender(
+        let mut builder = tlsrpt_builder(
             config,
             sending,
             store,
@@ -102,8 +102,15 @@ pub fn sender(
             &client_tls_for_reports,
             tlsrpt_recorder.clone(),
             queue.clone(),
-            sync,
-        )?))
+        )?;
+        if let Some((sync, cluster)) = sync {
+            builder = builder.shared(sync.clone(), PgTlsRpt::lease(cluster));
+        }
+        Some(Arc::new(
+            builder
+                .build()
+                .map_err(|e| anyhow::anyhow!("[tlsrpt]: {e}"))?,
+        ))
     } else {
         None
     };
@@ -131,9 +138,9 @@ pub fn spawn_sender(
 /// The TLS-RPT sender as the binary builds it.
 pub type TlsRptSender = ReportSender<HickoryResolver, QueueMailer>;
 
-/// Builds the TLS-RPT sender from `[tlsrpt]` (validation already made sure
-/// every key is present when reporting is on).
-fn build_tlsrpt_sender(
+/// The builder of the TLS-RPT sender from `[tlsrpt]` (validation already
+/// made sure every key is present when reporting is on).
+fn tlsrpt_builder(
     config: &Config,
     t: &TlsRptSending,
     store: &Store,
@@ -141,8 +148,7 @@ fn build_tlsrpt_sender(
     client_tls: &portcullis_tls::ClientTls,
     recorder: TlsRptRecorder,
     queue: Queue,
-    sync: Option<(&Arc<CountSync>, &Cluster)>,
-) -> Result<TlsRptSender> {
+) -> Result<ReportSenderBuilder<HickoryResolver, QueueMailer>> {
     let from = t.from.clone();
     let from_domain = from
         .rsplit_once('@')
@@ -169,17 +175,11 @@ fn build_tlsrpt_sender(
         mailer,
         poster,
     };
-    let mut builder =
+    let builder =
         ReportSender::builder(parts, ReportSettings::new(info, &from)).send_window(t.send_window);
     let signer =
         portcullis_tlsrpt::report_signer_from_file(&t.dkim_key, &from_domain, &t.dkim_selector)
             .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", t.dkim_key.display()))?;
     info!(record = %signer.dns_name(), "TLS-RPT reports are DKIM-signed; publish the key's DNS record there");
-    builder = builder.signer(signer);
-    if let Some((sync, cluster)) = sync {
-        builder = builder.shared(sync.clone(), PgTlsRpt::lease(cluster));
-    }
-    builder
-        .build()
-        .map_err(|e| anyhow::anyhow!("[tlsrpt]: {e}"))
+    Ok(builder.signer(signer))
 }
