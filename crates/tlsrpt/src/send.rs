@@ -28,7 +28,9 @@
 //! report-id** (RFC 8460 §4.4: receivers drop a second copy by id). So
 //! across nodes a report is delivered at least once, never as two
 //! different reports. (On a single node the rule above stays: a
-//! destination found in flight is given up.)
+//! destination found in flight is given up.) A node restarting after a
+//! crash finds its own claim and does the same. Each node picks its own
+//! random send time; the first whose time has come claims the report.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -727,11 +729,22 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             return Ok(self.deliver(destination, built, due).await);
         };
         let day = due.day.to_string();
+        let lost = || TlsRptError::ClaimLost {
+            domain: due.domain.to_owned(),
+            day: day.clone(),
+        };
+        // A whole lease from now before anyone is contacted (the steps
+        // before, DNS and building, do not renew it).
+        match shared.store().renew(&day, due.domain, shared.lease).await {
+            Ok(true) => {}
+            Ok(false) => return Err(lost()),
+            Err(e) => return Err(TlsRptError::Shared(e.0)),
+        }
         let work = self.deliver(destination, built, due);
         tokio::pin!(work);
         let mut renew = tokio::time::interval(shared.lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is at once; the claim was just taken or saved.
+        // The first tick is at once: just renewed.
         renew.tick().await;
         loop {
             tokio::select! {
@@ -739,12 +752,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 _ = renew.tick() => {
                     match shared.store().renew(&day, due.domain, shared.lease).await {
                         Ok(true) => {}
-                        Ok(false) => {
-                            return Err(TlsRptError::ClaimLost {
-                                domain: due.domain.to_owned(),
-                                day,
-                            })
-                        }
+                        Ok(false) => return Err(lost()),
                         Err(e) => return Err(TlsRptError::Shared(e.0)),
                     }
                 }

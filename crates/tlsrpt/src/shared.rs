@@ -194,7 +194,8 @@ impl CountSync {
         &self.recorder
     }
 
-    /// Pushes every total that changed since the last successful push;
+    /// Pushes every total that changed since the last successful push
+    /// (days within [`DEFAULT_RETENTION_DAYS`](crate::DEFAULT_RETENTION_DAYS));
     /// how many were pushed. An error of the local store or of the shared
     /// one: nothing is marked pushed.
     pub async fn push(&self) -> Result<usize, TlsRptError> {
@@ -202,7 +203,15 @@ impl CountSync {
         let mut hashes = Vec::new();
         {
             let pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+            // Days the senders prune are not pushed back into the table.
+            let today = crate::Day::of(self.recorder.clock().now());
+            let oldest = crate::Day::from_days_since_epoch(
+                today.days_since_epoch() - crate::DEFAULT_RETENTION_DAYS,
+            );
             for (key, day, domain, policy, value) in self.recorder.entries()? {
+                if day < oldest {
+                    continue;
+                }
                 let h = hash_of(&value);
                 if pushed.get(&key) == Some(&h) {
                     continue;
