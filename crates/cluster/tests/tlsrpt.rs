@@ -85,9 +85,42 @@ fn session(failure: Option<TlsResultType>) -> TlsSessionResult {
     }
 }
 
+/// A sender over `store`, in cluster mode with `sync`.
+fn sender(
+    world: &World,
+    store: &Store,
+    recorder: &TlsRptRecorder,
+    sync: Option<&Arc<CountSync>>,
+) -> Arc<ReportSender<Arc<MemoryResolver>, NoMail>> {
+    let poster = HttpsPoster::builder(world.resolver.clone())
+        .tls(ClientTls::with_roots(world.pki.root_store()))
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let parts = ReportParts {
+        store: store.clone(),
+        recorder: recorder.clone(),
+        resolver: world.resolver.clone(),
+        mailer: NoMail,
+        poster,
+    };
+    let info = ReportInfo {
+        organization: "Org".into(),
+        contact: "mailto:postmaster@sender.test".into(),
+        submitter: "sender.test".into(),
+    };
+    let mut builder = ReportSender::builder(parts, ReportSettings::new(info, "r@sender.test"))
+        .backoff(vec![Duration::from_secs(1)]);
+    if let Some(sync) = sync {
+        builder = builder.shared(sync.clone(), LEASE);
+    }
+    Arc::new(builder.build().unwrap())
+}
+
 /// One node: its store, clock, recorder, count push and sender.
 struct Node {
     _dir: tempfile::TempDir,
+    store: Store,
     clock: Arc<HandClock>,
     recorder: TlsRptRecorder,
     sync: Arc<CountSync>,
@@ -115,36 +148,21 @@ impl Node {
         let recorder = TlsRptRecorder::new(&store, clock.clone()).unwrap();
         let shared: Arc<dyn SharedReports> = Arc::new(PgTlsRpt::new(cluster.clone()));
         let sync = Arc::new(CountSync::new(recorder.clone(), shared));
-        let poster = HttpsPoster::builder(world.resolver.clone())
-            .tls(ClientTls::with_roots(world.pki.root_store()))
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap();
-        let parts = ReportParts {
-            store,
-            recorder: recorder.clone(),
-            resolver: world.resolver.clone(),
-            mailer: NoMail,
-            poster,
-        };
-        let info = ReportInfo {
-            organization: "Org".into(),
-            contact: "mailto:postmaster@sender.test".into(),
-            submitter: "sender.test".into(),
-        };
-        let sender = ReportSender::builder(parts, ReportSettings::new(info, "r@sender.test"))
-            .backoff(vec![Duration::from_secs(1)])
-            .shared(sync.clone(), LEASE)
-            .build()
-            .unwrap();
+        let sender = sender(world, &store, &recorder, Some(&sync));
         Node {
             _dir: dir,
+            store,
             clock,
             recorder,
             sync,
-            sender: Arc::new(sender),
+            sender,
             cluster,
         }
+    }
+
+    /// The same node before it joined the cluster: a sender on its own.
+    fn alone(&self, world: &World) -> Arc<ReportSender<Arc<MemoryResolver>, NoMail>> {
+        sender(world, &self.store, &self.recorder, None)
     }
 
     fn record(&self, ok: usize, failed: usize) {
@@ -374,4 +392,35 @@ async fn with_the_database_down_nothing_is_sent_and_counts_wait_locally() {
     let reports = world.reports();
     assert_eq!(reports.len(), 1);
     assert_eq!(summary(&reports[0]), (5, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_a_node_sent_alone_before_joining_is_not_sent_again() {
+    let pg = TestPostgres::start();
+    let world = World::start().await;
+    let a = Node::start(&pg, "a", &world).await;
+    let b = Node::start(&pg, "b", &world).await;
+    a.record(2, 0);
+    b.record(3, 0);
+    a.day_over();
+    b.day_over();
+    // a ran alone and sent its report of the day.
+    let outcomes = a.alone(&world).send_now().await;
+    assert_eq!(sent(&outcomes), 1, "{outcomes:?}");
+    let alone = world.reports();
+    assert_eq!(summary(&alone[0]), (2, 0));
+    // Joined: the first pass of a carries its state into the cluster, so
+    // no second, different report goes for that day. (Had b claimed the
+    // day first, it would not know of a's report: the README says to join
+    // after the day's reports are out.)
+    b.sync.push().await.unwrap();
+    assert!(a.sender.send_now().await.is_empty());
+    assert!(b.sender.send_now().await.is_empty());
+    assert_eq!(world.reports().len(), 1);
+    let row = ReportClaims::new(b.cluster.clone(), ReportKind::TlsRpt)
+        .get(&day().to_string(), DOMAIN)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, ClaimState::Done);
 }

@@ -209,6 +209,17 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         self.pass(self.clock.now(), true).await
     }
 
+    /// Like [`Self::send_now`], but when the pass was cut short by the
+    /// cluster's database (cluster mode: nothing more could be sent), the
+    /// error, with what was sent before it in the log and metrics only.
+    /// On a single node the same as `send_now`.
+    pub async fn send_now_checked(&self) -> Result<Vec<SendOutcome>, TlsRptError> {
+        match self.pass_checked(self.clock.now(), true).await {
+            (_, Some(e @ TlsRptError::Shared(_))) => Err(e),
+            (outcomes, _) => Ok(outcomes),
+        }
+    }
+
     /// The reports known, newest day first, domains in order.
     pub fn list(&self) -> Result<Vec<ReportSummary>, TlsRptError> {
         let today = Day::of(self.clock.now());
@@ -319,6 +330,14 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         }
     }
 
+    /// This node's own record of (`day`, `domain`) in sled (kept from
+    /// before it joined a cluster), else a fresh one.
+    fn local_or_fresh(&self, day: Day, domain: &str) -> Result<SentRecord, TlsRptError> {
+        Ok(self
+            .load_local(day, domain)?
+            .unwrap_or_else(|| self.fresh_record(day, domain)))
+    }
+
     /// A new record (pending, with a fresh report-id).
     fn fresh_record(&self, day: Day, domain: &str) -> SentRecord {
         SentRecord {
@@ -379,15 +398,28 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     }
 
     async fn pass(&self, now: SystemTime, ignore_delay: bool) -> Vec<SendOutcome> {
+        self.pass_checked(now, ignore_delay).await.0
+    }
+
+    /// A pass: its outcomes, and the error that cut it short, if any.
+    async fn pass_checked(
+        &self,
+        now: SystemTime,
+        ignore_delay: bool,
+    ) -> (Vec<SendOutcome>, Option<TlsRptError>) {
         let _pass = self.pass.lock().await;
         let mut outcomes = Vec::new();
-        if let Err(e) = self.pass_inner(now, ignore_delay, &mut outcomes).await {
-            tracing::warn!(error = %e, "TLS-RPT: send pass failed");
-        }
+        let failed = match self.pass_inner(now, ignore_delay, &mut outcomes).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS-RPT: send pass failed");
+                Some(e)
+            }
+        };
         if let Err(e) = self.parts.store.commit().await {
             tracing::warn!(error = %e, "TLS-RPT: commit failed");
         }
-        outcomes
+        (outcomes, failed)
     }
 
     async fn pass_inner(
@@ -808,7 +840,10 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                     tracing::warn!(error = %e, %day, %domain, "TLS-RPT: the shared send state does not decode; starting the report afresh");
                     self.fresh_record(day, &domain)
                 }
-                None => self.fresh_record(day, &domain),
+                // Nobody started it in the cluster. A node that ran alone
+                // before joining may have: its own state goes on (the same
+                // report-id; a report it sent stays sent).
+                None => self.local_or_fresh(day, &domain)?,
             };
             if let Some(from) = &claim.taken_from {
                 tracing::info!(%day, %domain, from = %from, report_id = %rec.report_id, "TLS-RPT: report taken over from a node whose lease lapsed");
@@ -969,7 +1004,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             let rec = match claim.record {
                 Some(v) => decode(v)?,
                 None => {
-                    let rec = self.fresh_record(day, domain);
+                    let rec = self.local_or_fresh(day, domain)?;
                     self.save(day, &rec).await?;
                     rec
                 }

@@ -394,8 +394,13 @@ fn with_the_database_stopped_a_node_delivers_and_its_counts_arrive_later() {
         )
         .filter(|n| *n >= 1.0)
     });
-    // No sum to show without the database.
+    // No sum to show, and nothing sent, without the database: said so.
     assert!(!b.cli(&["tlsrpt", "list", "--json"]).status.success());
+    let send = a.cli(&["tlsrpt", "send", "--json"]);
+    assert!(!send.status.success());
+    let said =
+        String::from_utf8_lossy(&send.stderr).into_owned() + &String::from_utf8_lossy(&send.stdout);
+    assert!(said.contains("cluster database"), "{said}");
     world.pg.start_again();
     eventually("a's buffered counts in b's view", WAIT, || {
         let shown = b.cli(&["tlsrpt", "show", DOMAIN, "--day", &today, "--json"]);

@@ -119,7 +119,9 @@ impl TlsRptAccess {
                 "{TLSRPT_DISABLED}: nothing is sent"
             )));
         };
-        let outcomes = sender.send_now().await;
+        // In cluster mode a database that cannot be reached is an error:
+        // nothing was sent, and the operator must not read "nothing due".
+        let outcomes = sender.send_now_checked().await.map_err(tlsrpt_err)?;
         for o in &outcomes {
             self.metrics.count(o.transport(), o.kind());
         }
