@@ -31,6 +31,8 @@
 //! destination found in flight is given up.) A node restarting after a
 //! crash finds its own claim and does the same. Each node picks its own
 //! random send time; the first whose time has come claims the report.
+//! Each attempt sums the counts as they stand then: a retry or a takeover
+//! may carry sessions a node pushed late (totals only grow).
 
 use std::future::Future;
 use std::sync::Arc;
