@@ -20,6 +20,9 @@
 //!   [`screen_shared::SharedScreenStore`]): greylist entries and cached
 //!   recipient answers shared by every node, the node's sled store
 //!   answering while the database cannot.
+//! - **TLS-RPT** ([`tlsrpt::PgTlsRpt`]): every node's TLS-RPT counts
+//!   summed, one report per (day, policy domain) sent by the node holding
+//!   its claim (see `portcullis_tlsrpt::shared`).
 //!
 //! The database is never on the accept path's critical section: stores
 //! built on it keep a local answer (cache, buffer) and use the database
@@ -34,6 +37,7 @@ pub mod reports;
 mod schema;
 pub mod screen;
 pub mod screen_shared;
+pub mod tlsrpt;
 
 pub use migrations::{MIGRATIONS, Migration};
 

@@ -1,16 +1,21 @@
 //! TLS-RPT as the binary wires it: the recorder every outbound TLS outcome
 //! goes to, the report sender and its loop, the counters of reports
-//! sent, and the reports other providers send about our domains.
+//! sent, and the reports other providers send about our domains. In
+//! cluster mode the node's counts are pushed to the cluster's database
+//! every `sync_interval`, and the sender reports every node's counts.
 
 use anyhow::{Context, Result};
+use portcullis_cluster::Cluster;
+use portcullis_cluster::tlsrpt::PgTlsRpt;
 use portcullis_config::{Config, TlsRptSending};
 use portcullis_dns::HickoryResolver;
 use portcullis_queue::Queue;
 use portcullis_store::Store;
 use portcullis_tlsrpt::received::{LiveOurs, Ours, ReceivedLimits, ReceivedReports};
+use portcullis_tlsrpt::shared::{CountSync, SharedReports};
 use portcullis_tlsrpt::{
-    HttpsPoster, QueueMailer, ReportInfo, ReportMetrics, ReportParts, ReportSender, ReportSettings,
-    TlsRptRecorder, TlsRptSink,
+    HttpsPoster, QueueMailer, ReportInfo, ReportMetrics, ReportParts, ReportSender,
+    ReportSenderBuilder, ReportSettings, TlsRptRecorder, TlsRptSink,
 };
 use portcullis_types::SystemClock;
 use std::sync::Arc;
@@ -51,18 +56,45 @@ pub fn received(config: &Config, store: &Store) -> Result<ReceivedReports> {
     .map_err(|e| anyhow::anyhow!("opening the received TLS reports: {e}"))
 }
 
-/// The report sender, with `[tlsrpt] enabled`; `None` without.
+/// Cluster mode: the push of this node's counts to the cluster's
+/// database (`None` without `[cluster]`).
+pub fn count_sync(cluster: Option<&Cluster>, recorder: &TlsRptRecorder) -> Option<Arc<CountSync>> {
+    let cluster = cluster?;
+    let shared: Arc<dyn SharedReports> = Arc::new(PgTlsRpt::new(cluster.clone()));
+    Some(Arc::new(CountSync::new(recorder.clone(), shared)))
+}
+
+/// Pushes this node's counts every `[cluster] sync_interval` until
+/// `shutdown` (counts are recorded, and pushed, with reporting off too, so
+/// that turning it on later has the cluster's day).
+pub fn spawn_sync(
+    services: &TaskTracker,
+    sync: Arc<CountSync>,
+    cluster: &Cluster,
+    shutdown: &CancellationToken,
+) {
+    services.spawn(portcullis_tlsrpt::shared::run_sync(
+        sync,
+        cluster.sync_interval(),
+        shutdown.clone(),
+    ));
+}
+
+/// The report sender, with `[tlsrpt] enabled`; `None` without. With
+/// `sync` (cluster mode) it reports every node's counts and sends a report
+/// only while it holds the report's claim.
 pub fn sender(
     config: &Config,
     store: &Store,
     resolver: &HickoryResolver,
     tlsrpt_recorder: &TlsRptRecorder,
     queue: &Queue,
+    sync: Option<(&Arc<CountSync>, &Cluster)>,
 ) -> Result<Option<Arc<TlsRptSender>>> {
     let client_tls_for_reports = portcullis_tls::ClientTls::new(&config.tls.extra_roots)
         .context("loading [tls] extra_roots")?;
     let tlsrpt_sender = if let Some(sending) = config.tlsrpt.sending() {
-        Some(Arc::new(build_tlsrpt_sender(
+        let mut builder = tlsrpt_builder(
             config,
             sending,
             store,
@@ -70,7 +102,15 @@ pub fn sender(
             &client_tls_for_reports,
             tlsrpt_recorder.clone(),
             queue.clone(),
-        )?))
+        )?;
+        if let Some((sync, cluster)) = sync {
+            builder = builder.shared(sync.clone(), PgTlsRpt::lease(cluster));
+        }
+        Some(Arc::new(
+            builder
+                .build()
+                .map_err(|e| anyhow::anyhow!("[tlsrpt]: {e}"))?,
+        ))
     } else {
         None
     };
@@ -98,9 +138,9 @@ pub fn spawn_sender(
 /// The TLS-RPT sender as the binary builds it.
 pub type TlsRptSender = ReportSender<HickoryResolver, QueueMailer>;
 
-/// Builds the TLS-RPT sender from `[tlsrpt]` (validation already made sure
-/// every key is present when reporting is on).
-fn build_tlsrpt_sender(
+/// The builder of the TLS-RPT sender from `[tlsrpt]` (validation already
+/// made sure every key is present when reporting is on).
+fn tlsrpt_builder(
     config: &Config,
     t: &TlsRptSending,
     store: &Store,
@@ -108,7 +148,7 @@ fn build_tlsrpt_sender(
     client_tls: &portcullis_tls::ClientTls,
     recorder: TlsRptRecorder,
     queue: Queue,
-) -> Result<TlsRptSender> {
+) -> Result<ReportSenderBuilder<HickoryResolver, QueueMailer>> {
     let from = t.from.clone();
     let from_domain = from
         .rsplit_once('@')
@@ -135,14 +175,11 @@ fn build_tlsrpt_sender(
         mailer,
         poster,
     };
-    let mut builder =
+    let builder =
         ReportSender::builder(parts, ReportSettings::new(info, &from)).send_window(t.send_window);
     let signer =
         portcullis_tlsrpt::report_signer_from_file(&t.dkim_key, &from_domain, &t.dkim_selector)
             .map_err(|e| anyhow::anyhow!("[tlsrpt] dkim_key {}: {e}", t.dkim_key.display()))?;
     info!(record = %signer.dns_name(), "TLS-RPT reports are DKIM-signed; publish the key's DNS record there");
-    builder = builder.signer(signer);
-    builder
-        .build()
-        .map_err(|e| anyhow::anyhow!("[tlsrpt]: {e}"))
+    Ok(builder.signer(signer))
 }

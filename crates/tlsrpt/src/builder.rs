@@ -9,6 +9,7 @@ use portcullis_dns::Resolver;
 use portcullis_store::TreeName;
 
 use crate::settings::{ReportParts, ReportSettings};
+use crate::shared::CountSync;
 use crate::{ReportMailer, ReportSender, TlsRptError};
 
 /// Builds a [`ReportSender`] (STYLE 22).
@@ -16,6 +17,7 @@ pub struct ReportSenderBuilder<R, M> {
     parts: ReportParts<R, M>,
     settings: ReportSettings,
     signer: Option<DkimSigner>,
+    shared: Option<(Arc<CountSync>, Duration)>,
 }
 
 impl<R, M> std::fmt::Debug for ReportSenderBuilder<R, M> {
@@ -37,6 +39,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             parts,
             settings,
             signer: None,
+            shared: None,
         }
     }
 }
@@ -47,6 +50,15 @@ impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
     /// still get reports.
     pub fn signer(mut self, signer: DkimSigner) -> Self {
         self.signer = Some(signer);
+        self
+    }
+
+    /// Cluster mode: reports of every node's counts (pushed by `sync`, which
+    /// also names the shared store), sent by the node holding a report's
+    /// claim for `lease` (renewed every third of it while it works; at
+    /// least 300 ms).
+    pub fn shared(mut self, sync: Arc<CountSync>, lease: Duration) -> Self {
+        self.shared = Some((sync, lease.max(Duration::from_millis(300))));
         self
     }
 
@@ -91,6 +103,9 @@ impl<R: Resolver, M: ReportMailer> ReportSenderBuilder<R, M> {
             settings: self.settings,
             signer: self.signer,
             pass: tokio::sync::Mutex::new(()),
+            shared: self
+                .shared
+                .map(|(sync, lease)| crate::send::SharedMode { sync, lease }),
         })
     }
 }

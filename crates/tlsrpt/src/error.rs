@@ -43,6 +43,19 @@ pub enum TlsRptError {
     /// A domain given by an operator is not a valid domain name.
     #[error("{0:?} is not a domain name")]
     InvalidDomain(String),
+    /// Cluster mode: the shared store (the cluster's database) could not
+    /// answer; nothing is sent, the counts stay local.
+    #[error("TLS-RPT: cluster database: {0}")]
+    Shared(String),
+    /// Cluster mode: another node took the report over (this node's lease
+    /// lapsed); this node stops sending it.
+    #[error("TLS-RPT: the report for {domain} on {day} is held by another node now")]
+    ClaimLost {
+        /// The policy domain.
+        domain: String,
+        /// The UTC day.
+        day: String,
+    },
     /// The HTTPS client could not be set up.
     #[error("TLS-RPT HTTPS client setup failed: {0}")]
     HttpSetup(String),

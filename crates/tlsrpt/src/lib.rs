@@ -56,6 +56,7 @@ mod recorder;
 mod report;
 mod send;
 mod settings;
+pub mod shared;
 mod sink;
 mod state;
 mod tls_result;

@@ -363,6 +363,28 @@ impl TlsRptRecorder {
         Ok(out)
     }
 
+    /// Every aggregate as stored: (key, day, policy domain, policy hash,
+    /// JSON value), in key order (what cluster mode pushes).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn entries(
+        &self,
+    ) -> Result<Vec<(Vec<u8>, Day, String, String, Vec<u8>)>, TlsRptError> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item.map_err(StoreError::from)?;
+            let Some((day, domain)) = split_key(&k) else {
+                continue;
+            };
+            let hash = k
+                .rsplit(|b| *b == 0)
+                .next()
+                .map(|h| String::from_utf8_lossy(h).into_owned())
+                .unwrap_or_default();
+            out.push((k.to_vec(), day, domain, hash, v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Every (day, policy domain) with aggregates, oldest day first.
     pub fn reports(&self) -> Result<BTreeSet<(Day, String)>, TlsRptError> {
         let mut out = BTreeSet::new();

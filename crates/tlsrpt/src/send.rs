@@ -14,6 +14,25 @@
 //! later pass was interrupted by a crash; it is given up rather than risk a
 //! second copy. Passes are serialised, so the loop and an operator's
 //! `tlsrpt send` never race.
+//!
+//! **Cluster mode** (a [`SharedReports`] given to the builder): the
+//! counts summed are every node's, and the send state lives in the
+//! shared store's claim of the report instead of sled. A pass first
+//! pushes this node's counts; a node that cannot reach the database sends
+//! nothing (a report with one node's counts would be wrong). A report is
+//! sent only by the node holding its claim; the holder renews its lease
+//! while it works (every third of the lease) and stops at once when it
+//! cannot. A node that dies mid-send stops renewing; once the lease lapses
+//! another node takes the report over with the state the first one wrote,
+//! and re-sends to a destination found in flight **with the same
+//! report-id** (RFC 8460 §4.4: receivers drop a second copy by id). So
+//! across nodes a report is delivered at least once, never as two
+//! different reports. (On a single node the rule above stays: a
+//! destination found in flight is given up.) A node restarting after a
+//! crash finds its own claim and does the same. Each node picks its own
+//! random send time; the first whose time has come claims the report.
+//! Each attempt sums the counts as they stand then: a retry or a takeover
+//! may carry sessions a node pushed late (totals only grow).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,11 +48,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mail::MessageParts;
 use crate::settings::{ReportParts, ReportSettings};
+use crate::shared::{CountSync, SharedReports, merge};
 use crate::state::{
     DestinationState, DestinationStatus, ReportState, ReportSummary, SendOutcome, SentRecord,
 };
 use crate::{
-    Day, Destination, DestinationLookup, ReportJson, TlsRptError, build_report,
+    Day, DayAggregate, Destination, DestinationLookup, ReportJson, TlsRptError, build_report,
     build_report_message, lookup_destinations,
 };
 
@@ -85,6 +105,21 @@ pub struct ReportSender<R, M> {
     pub(crate) sent: Tree,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) pass: tokio::sync::Mutex<()>,
+    /// Cluster mode: the push of this node's counts (and through it the
+    /// shared store), and the lease a report is claimed for.
+    pub(crate) shared: Option<SharedMode>,
+}
+
+/// What a sender in cluster mode works with.
+pub(crate) struct SharedMode {
+    pub(crate) sync: Arc<CountSync>,
+    pub(crate) lease: Duration,
+}
+
+impl SharedMode {
+    fn store(&self) -> &dyn SharedReports {
+        self.sync.shared().as_ref()
+    }
 }
 
 impl<R, M> std::fmt::Debug for ReportSender<R, M> {
@@ -176,6 +211,17 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         self.pass(self.clock.now(), true).await
     }
 
+    /// Like [`Self::send_now`], but when the pass was cut short by the
+    /// cluster's database (cluster mode: nothing more could be sent), the
+    /// error, with what was sent before it in the log and metrics only.
+    /// On a single node the same as `send_now`.
+    pub async fn send_now_checked(&self) -> Result<Vec<SendOutcome>, TlsRptError> {
+        match self.pass_checked(self.clock.now(), true).await {
+            (_, Some(e @ TlsRptError::Shared(_))) => Err(e),
+            (outcomes, _) => Ok(outcomes),
+        }
+    }
+
     /// The reports known, newest day first, domains in order.
     pub fn list(&self) -> Result<Vec<ReportSummary>, TlsRptError> {
         let today = Day::of(self.clock.now());
@@ -252,6 +298,10 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     }
 
     fn load(&self, day: Day, domain: &str) -> Result<Option<SentRecord>, TlsRptError> {
+        self.load_local(day, domain)
+    }
+
+    fn load_local(&self, day: Day, domain: &str) -> Result<Option<SentRecord>, TlsRptError> {
         let key = report_key(day, domain);
         match self.sent.get(&key).map_err(StoreError::from)? {
             Some(v) => Ok(Some(
@@ -261,20 +311,38 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         }
     }
 
-    fn save(&self, day: Day, record: &SentRecord) -> Result<(), TlsRptError> {
+    /// Writes `record`: to sled, or in cluster mode into the claim this
+    /// node holds ([`TlsRptError::ClaimLost`] when it holds it no more).
+    async fn save(&self, day: Day, record: &SentRecord) -> Result<(), TlsRptError> {
         let key = report_key(day, &record.domain);
         let v = serde_json::to_vec(record).map_err(|e| TlsRptError::corrupt(&key, e))?;
-        self.sent.insert(key, v).map_err(StoreError::from)?;
-        Ok(())
+        let Some(shared) = &self.shared else {
+            self.sent.insert(key, v).map_err(StoreError::from)?;
+            return Ok(());
+        };
+        let day_s = day.to_string();
+        let done = record.state != ReportState::Pending;
+        match shared.store().save(&day_s, &record.domain, &v, done).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TlsRptError::ClaimLost {
+                domain: record.domain.clone(),
+                day: day_s,
+            }),
+            Err(e) => Err(TlsRptError::Shared(e.0)),
+        }
     }
 
-    /// The stored record, created (pending, with a fresh report-id) if
-    /// missing.
-    fn record_for(&self, day: Day, domain: &str) -> Result<SentRecord, TlsRptError> {
-        if let Some(r) = self.load(day, domain)? {
-            return Ok(r);
-        }
-        let r = SentRecord {
+    /// This node's own record of (`day`, `domain`) in sled (kept from
+    /// before it joined a cluster), else a fresh one.
+    fn local_or_fresh(&self, day: Day, domain: &str) -> Result<SentRecord, TlsRptError> {
+        Ok(self
+            .load_local(day, domain)?
+            .unwrap_or_else(|| self.fresh_record(day, domain)))
+    }
+
+    /// A new record (pending, with a fresh report-id).
+    fn fresh_record(&self, day: Day, domain: &str) -> SentRecord {
+        SentRecord {
             day: day.to_string(),
             domain: domain.to_owned(),
             report_id: self.settings.info.new_report_id(day, domain),
@@ -284,8 +352,19 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             last_error: None,
             next_try: 0,
             sent_at: None,
-        };
-        self.save(day, &r)?;
+        }
+    }
+
+    /// The stored record, created (pending, with a fresh report-id) if
+    /// missing.
+    fn record_for(&self, day: Day, domain: &str) -> Result<SentRecord, TlsRptError> {
+        if let Some(r) = self.load_local(day, domain)? {
+            return Ok(r);
+        }
+        let r = self.fresh_record(day, domain);
+        let key = report_key(day, domain);
+        let v = serde_json::to_vec(&r).map_err(|e| TlsRptError::corrupt(&key, e))?;
+        self.sent.insert(key, v).map_err(StoreError::from)?;
         Ok(r)
     }
 
@@ -321,15 +400,28 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     }
 
     async fn pass(&self, now: SystemTime, ignore_delay: bool) -> Vec<SendOutcome> {
+        self.pass_checked(now, ignore_delay).await.0
+    }
+
+    /// A pass: its outcomes, and the error that cut it short, if any.
+    async fn pass_checked(
+        &self,
+        now: SystemTime,
+        ignore_delay: bool,
+    ) -> (Vec<SendOutcome>, Option<TlsRptError>) {
         let _pass = self.pass.lock().await;
         let mut outcomes = Vec::new();
-        if let Err(e) = self.pass_inner(now, ignore_delay, &mut outcomes).await {
-            tracing::warn!(error = %e, "TLS-RPT: send pass failed");
-        }
+        let failed = match self.pass_inner(now, ignore_delay, &mut outcomes).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS-RPT: send pass failed");
+                Some(e)
+            }
+        };
         if let Err(e) = self.parts.store.commit().await {
             tracing::warn!(error = %e, "TLS-RPT: commit failed");
         }
-        outcomes
+        (outcomes, failed)
     }
 
     async fn pass_inner(
@@ -338,10 +430,14 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         ignore_delay: bool,
         outcomes: &mut Vec<SendOutcome>,
     ) -> Result<(), TlsRptError> {
+        if let Some(shared) = &self.shared {
+            return self.shared_pass(shared, now, ignore_delay, outcomes).await;
+        }
         let today = Day::of(now);
         self.prune(Day::from_days_since_epoch(
             today.days_since_epoch() - self.settings.retention_days,
-        ))?;
+        ))
+        .await?;
         for (day, domain) in self.parts.recorder.reports()? {
             if day >= today {
                 continue;
@@ -359,7 +455,14 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 day,
                 domain: &domain,
             };
-            if let Err(e) = self.send_one(due, outcomes).await {
+            let rec = match self.record_for(day, &domain) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, %day, %domain, "TLS-RPT: report not sent");
+                    continue;
+                }
+            };
+            if let Err(e) = self.send_one(due, rec, outcomes).await {
                 tracing::warn!(error = %e, %day, %domain, "TLS-RPT: report not sent");
             }
         }
@@ -370,13 +473,13 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     async fn send_one(
         &self,
         due: Due<'_>,
+        mut rec: SentRecord,
         outcomes: &mut Vec<SendOutcome>,
     ) -> Result<(), TlsRptError> {
-        let mut rec = self.record_for(due.day, due.domain)?;
         if rec.destinations.is_none() && !self.look_up(due, &mut rec, outcomes).await? {
             return Ok(());
         }
-        let aggregates = self.parts.recorder.aggregates(due.day, due.domain)?;
+        let aggregates = self.aggregates(due.day, due.domain).await?;
         let report = build_report(
             &self.settings.info,
             due.day,
@@ -393,7 +496,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         for i in 0..count {
             self.send_to(due, &mut rec, i, built, outcomes).await?;
         }
-        self.settle(due, &mut rec)
+        self.settle(due, &mut rec).await
     }
 
     /// Looks up the report's destinations when due (RFC 8460 §3): true when
@@ -413,7 +516,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         match lookup_destinations(&self.parts.resolver, domain).await {
             DestinationLookup::Found(dests) => {
                 rec.destinations = Some(dests.into_iter().map(DestinationState::new).collect());
-                self.save(day, rec)?;
+                self.save(day, rec).await?;
                 return Ok(true);
             }
             DestinationLookup::None(reason) => {
@@ -439,7 +542,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 outcomes.push(due.failed(None, e.to_string(), retry_at));
             }
         }
-        self.save(day, rec)?;
+        self.save(day, rec).await?;
         Ok(false)
     }
 
@@ -454,14 +557,14 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         built: Built<'_>,
         outcomes: &mut Vec<SendOutcome>,
     ) -> Result<(), TlsRptError> {
-        let Some(attempt) = self.begin_attempt(due, rec, i, outcomes)? else {
+        let Some(attempt) = self.begin_attempt(due, rec, i, outcomes).await? else {
             return Ok(());
         };
         // Record the attempt before contacting anyone.
         self.parts.store.commit().await?;
-        let result = self.deliver(&attempt.destination, built, due).await;
+        let result = self.deliver_held(&attempt.destination, built, due).await?;
         self.record_result(due, rec, i, attempt, result, outcomes);
-        self.save(due.day, rec)?;
+        self.save(due.day, rec).await?;
         self.parts.store.commit().await?;
         Ok(())
     }
@@ -469,7 +572,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
     /// Marks destination `i` in flight (saved, not yet committed) and
     /// returns the attempt, or `None` when it is not to be contacted now:
     /// done, waiting for its retry, or found in flight (then given up).
-    fn begin_attempt(
+    async fn begin_attempt(
         &self,
         due: Due<'_>,
         rec: &mut SentRecord,
@@ -482,6 +585,13 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         };
         match dest.status {
             DestinationStatus::Sent | DestinationStatus::Failed => return Ok(None),
+            DestinationStatus::InFlight if self.shared.is_some() => {
+                // Cluster mode: the node that held the report died (or
+                // lost its lease) mid-send. Sent again with the same
+                // report-id, so a receiver that got the first copy drops
+                // this one: at least once, never two different reports.
+                tracing::info!(day = %due.day, domain = %due.domain, destination = %dest.destination.uri(), "TLS-RPT: an interrupted attempt is sent again with the same report-id");
+            }
             DestinationStatus::InFlight => {
                 // RFC 8460 at most once: a crash interrupted this
                 // attempt; it may have been delivered.
@@ -490,7 +600,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 dest.status = DestinationStatus::Failed;
                 dest.last_error = Some(error.clone());
                 outcomes.push(due.failed(Some(dest.destination.uri()), error, None));
-                self.save(due.day, rec)?;
+                self.save(due.day, rec).await?;
                 return Ok(None);
             }
             DestinationStatus::Pending if dest.next_try > now_s => return Ok(None),
@@ -504,7 +614,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             next_try: dest.next_try,
             destination: dest.destination.clone(),
         };
-        self.save(due.day, rec)?;
+        self.save(due.day, rec).await?;
         Ok(Some(attempt))
     }
 
@@ -561,7 +671,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
 
     /// Once every destination is done, the report's state: sent if any got
     /// it, failed otherwise.
-    fn settle(&self, due: Due<'_>, rec: &mut SentRecord) -> Result<(), TlsRptError> {
+    async fn settle(&self, due: Due<'_>, rec: &mut SentRecord) -> Result<(), TlsRptError> {
         let dests = rec.destinations.as_deref().unwrap_or_default();
         let done = dests.iter().all(|d| {
             matches!(
@@ -576,7 +686,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
             } else {
                 rec.state = ReportState::Failed;
             }
-            self.save(due.day, rec)?;
+            self.save(due.day, rec).await?;
         }
         Ok(())
     }
@@ -625,9 +735,304 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         }
     }
 
+    /// The aggregates of (`day`, `domain`): this node's, or in cluster
+    /// mode every node's summed.
+    async fn aggregates(&self, day: Day, domain: &str) -> Result<Vec<DayAggregate>, TlsRptError> {
+        match &self.shared {
+            None => self.parts.recorder.aggregates(day, domain),
+            Some(shared) => shared
+                .store()
+                .counts(&day.to_string(), domain)
+                .await
+                .map(|values| merge(&values))
+                .map_err(|e| TlsRptError::Shared(e.0)),
+        }
+    }
+
+    /// [`Self::deliver`], in cluster mode while renewing this node's lease
+    /// every third of it: when the lease cannot be renewed (lost, or the
+    /// database does not answer) the attempt is abandoned and the error
+    /// returned, so that no node sends while another may hold the report.
+    async fn deliver_held(
+        &self,
+        destination: &Destination,
+        built: Built<'_>,
+        due: Due<'_>,
+    ) -> Result<Result<String, (String, bool)>, TlsRptError> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.deliver(destination, built, due).await);
+        };
+        let day = due.day.to_string();
+        let lost = || TlsRptError::ClaimLost {
+            domain: due.domain.to_owned(),
+            day: day.clone(),
+        };
+        // A whole lease from now before anyone is contacted (the steps
+        // before, DNS and building, do not renew it).
+        match shared.store().renew(&day, due.domain, shared.lease).await {
+            Ok(true) => {}
+            Ok(false) => return Err(lost()),
+            Err(e) => return Err(TlsRptError::Shared(e.0)),
+        }
+        let work = self.deliver(destination, built, due);
+        tokio::pin!(work);
+        let mut renew = tokio::time::interval(shared.lease / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: just renewed.
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut work => return Ok(result),
+                _ = renew.tick() => {
+                    match shared.store().renew(&day, due.domain, shared.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => return Err(lost()),
+                        Err(e) => return Err(TlsRptError::Shared(e.0)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A pass in cluster mode: push this node's counts (nothing is sent
+    /// when that fails), then every finished day's report this node can
+    /// claim, summed over every node.
+    async fn shared_pass(
+        &self,
+        shared: &SharedMode,
+        now: SystemTime,
+        ignore_delay: bool,
+        outcomes: &mut Vec<SendOutcome>,
+    ) -> Result<(), TlsRptError> {
+        let today = Day::of(now);
+        let oldest =
+            Day::from_days_since_epoch(today.days_since_epoch() - self.settings.retention_days);
+        self.prune(oldest).await?;
+        shared.sync.forget_before(oldest);
+        // The sum read below must include what this node counted.
+        shared.sync.push().await?;
+        let days = shared
+            .store()
+            .days()
+            .await
+            .map_err(|e| TlsRptError::Shared(e.0))?;
+        for (day_s, domain) in days {
+            let Ok(day) = day_s.parse::<Day>() else {
+                continue;
+            };
+            if day >= today || day < oldest {
+                continue;
+            }
+            if !ignore_delay && now < day.end() + self.delay(day)? {
+                continue;
+            }
+            let claim = match shared.store().claim(&day_s, &domain, shared.lease).await {
+                Ok(Some(c)) => c,
+                // Held by another node, or done.
+                Ok(None) => continue,
+                Err(e) => return Err(TlsRptError::Shared(e.0)),
+            };
+            let rec = match claim
+                .record
+                .as_deref()
+                .map(serde_json::from_slice::<SentRecord>)
+            {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, %day, %domain, "TLS-RPT: the shared send state does not decode; starting the report afresh");
+                    self.fresh_record(day, &domain)
+                }
+                // Nobody started it in the cluster. A node that ran alone
+                // before joining may have: its own state goes on (the same
+                // report-id; a report it sent stays sent).
+                None => self.local_or_fresh(day, &domain)?,
+            };
+            if let Some(from) = &claim.taken_from {
+                tracing::info!(%day, %domain, from = %from, report_id = %rec.report_id, "TLS-RPT: report taken over from a node whose lease lapsed");
+            }
+            if rec.state != ReportState::Pending {
+                // Finished but not marked done (a crash between the two).
+                self.save(day, &rec).await?;
+                continue;
+            }
+            let due = Due {
+                now,
+                day,
+                domain: &domain,
+            };
+            match self.send_one(due, rec, outcomes).await {
+                Ok(()) => {}
+                Err(e @ (TlsRptError::Shared(_) | TlsRptError::ClaimLost { .. })) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, %day, %domain, "TLS-RPT: report not sent"),
+            }
+            // Not finished (a retry later): any node may take it up then.
+            if let Err(e) = shared.store().release(&day_s, &domain).await {
+                return Err(TlsRptError::Shared(e.0));
+            }
+        }
+        Ok(())
+    }
+
+    /// The reports known, newest day first, domains in order: this node's
+    /// ([`Self::list`]), or in cluster mode every node's counts summed and
+    /// the shared send state (an error when the database cannot answer:
+    /// this node's counts alone would be a wrong answer).
+    pub async fn summaries(&self) -> Result<Vec<ReportSummary>, TlsRptError> {
+        let Some(shared) = &self.shared else {
+            return self.list();
+        };
+        let today = Day::of(self.clock.now());
+        let store = shared.store();
+        let shared_err = |e: crate::shared::SharedError| TlsRptError::Shared(e.0);
+        // Counted here but not pushed yet must show too.
+        if let Err(e) = shared.sync.push().await {
+            tracing::debug!(error = %e, "TLS-RPT: counts not pushed before listing");
+        }
+        let mut reports: Vec<(Day, String)> = store
+            .days()
+            .await
+            .map_err(shared_err)?
+            .into_iter()
+            .filter_map(|(d, domain)| d.parse::<Day>().ok().map(|d| (d, domain)))
+            .collect();
+        reports.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut out = Vec::new();
+        for (day, domain) in reports {
+            let aggs = self.aggregates(day, &domain).await?;
+            let record: Option<SentRecord> = store
+                .state(&day.to_string(), &domain)
+                .await
+                .map_err(shared_err)?
+                .and_then(|v| serde_json::from_slice(&v).ok());
+            let state = match &record {
+                _ if day >= today => ReportState::Collecting,
+                Some(r) => r.state,
+                None => ReportState::Pending,
+            };
+            out.push(ReportSummary {
+                day: day.to_string(),
+                domain,
+                successful: aggs.iter().map(|a| a.successful).sum(),
+                failed: aggs.iter().map(|a| a.failed()).sum(),
+                destinations: record
+                    .as_ref()
+                    .and_then(|r| r.destinations.as_ref())
+                    .map(|d| d.iter().map(|s| s.destination.uri()).collect())
+                    .unwrap_or_default(),
+                state,
+                last_error: record.and_then(|r| r.last_error),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The report JSON for `domain` on `day` (default: the latest day with
+    /// data for it): [`Self::show`], or in cluster mode the report of every
+    /// node's counts summed, with the report-id the sending node will use
+    /// (fixed in the shared send state once the day is over).
+    pub async fn report_json(
+        &self,
+        domain: &str,
+        day: Option<Day>,
+    ) -> Result<serde_json::Value, TlsRptError> {
+        let Some(shared) = &self.shared else {
+            return self.show(domain, day);
+        };
+        let domain = Domain::parse(domain)
+            .map_err(|_| TlsRptError::InvalidDomain(domain.to_owned()))?
+            .as_str()
+            .to_owned();
+        let store = shared.store();
+        let shared_err = |e: crate::shared::SharedError| TlsRptError::Shared(e.0);
+        if let Err(e) = shared.sync.push().await {
+            tracing::debug!(error = %e, "TLS-RPT: counts not pushed before showing");
+        }
+        let day = match day {
+            Some(d) => d,
+            None => store
+                .days()
+                .await
+                .map_err(shared_err)?
+                .into_iter()
+                .filter(|(_, d)| *d == domain)
+                .filter_map(|(day, _)| day.parse::<Day>().ok())
+                .max()
+                .ok_or_else(|| TlsRptError::NoData {
+                    domain: domain.clone(),
+                    day: "any day".to_owned(),
+                })?,
+        };
+        let aggs = self.aggregates(day, &domain).await?;
+        if aggs.is_empty() {
+            return Err(TlsRptError::NoData {
+                domain,
+                day: day.to_string(),
+            });
+        }
+        let today = Day::of(self.clock.now());
+        let report_id = if day < today {
+            self.shared_record(shared, day, &domain).await?.report_id
+        } else {
+            // Still collecting: the id is fixed when the day is over.
+            self.settings.info.new_report_id(day, &domain)
+        };
+        Ok(build_report(&self.settings.info, day, &domain, &report_id, &aggs)?.json)
+    }
+
+    /// The shared send state of a finished day's report, created (claimed
+    /// briefly, saved, let go) when nobody has started it, so that `show`
+    /// and the later send name the same report-id.
+    async fn shared_record(
+        &self,
+        shared: &SharedMode,
+        day: Day,
+        domain: &str,
+    ) -> Result<SentRecord, TlsRptError> {
+        let store = shared.store();
+        let shared_err = |e: crate::shared::SharedError| TlsRptError::Shared(e.0);
+        let day_s = day.to_string();
+        let decode = |v: Vec<u8>| {
+            serde_json::from_slice::<SentRecord>(&v)
+                .map_err(|e| TlsRptError::corrupt(&report_key(day, domain), e))
+        };
+        if let Some(v) = store.state(&day_s, domain).await.map_err(shared_err)? {
+            return decode(v);
+        }
+        if let Some(claim) = store
+            .claim(&day_s, domain, shared.lease)
+            .await
+            .map_err(shared_err)?
+        {
+            let rec = match claim.record {
+                Some(v) => decode(v)?,
+                None => {
+                    let rec = self.local_or_fresh(day, domain)?;
+                    self.save(day, &rec).await?;
+                    rec
+                }
+            };
+            store.release(&day_s, domain).await.map_err(shared_err)?;
+            return Ok(rec);
+        }
+        // Another node claimed it in between: its record.
+        match store.state(&day_s, domain).await.map_err(shared_err)? {
+            Some(v) => decode(v),
+            None => Err(TlsRptError::Shared(format!(
+                "the report for {domain} on {day} is held by another node and has no state yet"
+            ))),
+        }
+    }
+
     /// Deletes aggregates and states of days before `day`.
-    fn prune(&self, day: Day) -> Result<(), TlsRptError> {
+    async fn prune(&self, day: Day) -> Result<(), TlsRptError> {
         self.parts.recorder.prune_before(day)?;
+        if let Some(shared) = &self.shared {
+            shared
+                .store()
+                .prune_before(&day.to_string())
+                .await
+                .map_err(|e| TlsRptError::Shared(e.0))?;
+        }
         for item in self.sent.iter() {
             let (k, _) = item.map_err(StoreError::from)?;
             let text = String::from_utf8_lossy(&k);

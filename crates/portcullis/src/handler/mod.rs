@@ -111,9 +111,9 @@ impl AdminHandler {
                 Answer::PolicyOwn(self.own.check(&config, domain.as_deref()).await?)
             }
             Request::PolicyUnpin { domain } => Answer::PolicyUnpin(p.unpin(&domain).await?),
-            Request::TlsrptList => Answer::TlsrptList(t.list()?),
+            Request::TlsrptList => Answer::TlsrptList(t.list().await?),
             Request::TlsrptShow { domain, day } => {
-                Answer::TlsrptShow(t.show(&domain, day.as_deref())?)
+                Answer::TlsrptShow(t.show(&domain, day.as_deref()).await?)
             }
             Request::TlsrptSend => Answer::TlsrptSend(t.send().await?),
             Request::TlsrptReceivedList { domain, since } => {

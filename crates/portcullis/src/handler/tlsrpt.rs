@@ -17,10 +17,12 @@ impl TlsRptAccess {
         Day::of(self.recorder.clock().now())
     }
 
-    pub(super) fn list(&self) -> Result<Vec<TlsrptEntry>, Refused> {
+    pub(super) async fn list(&self) -> Result<Vec<TlsrptEntry>, Refused> {
         if let Some(sender) = &self.sender {
+            // In cluster mode: every node's counts and the shared state.
             return Ok(sender
-                .list()
+                .summaries()
+                .await
                 .map_err(tlsrpt_err)?
                 .into_iter()
                 .map(|r| TlsrptEntry {
@@ -63,7 +65,7 @@ impl TlsRptAccess {
         Ok(out)
     }
 
-    pub(super) fn show(
+    pub(super) async fn show(
         &self,
         domain: &str,
         day: Option<&str>,
@@ -72,7 +74,7 @@ impl TlsRptAccess {
             .map(|d| d.parse::<Day>().map_err(|e| Response::error(e.to_string())))
             .transpose()?;
         if let Some(sender) = &self.sender {
-            return sender.show(domain, day).map_err(tlsrpt_err);
+            return sender.report_json(domain, day).await.map_err(tlsrpt_err);
         }
         // Reporting is off: the report as it would be sent, if the settings
         // naming the reporter are there.
@@ -117,7 +119,9 @@ impl TlsRptAccess {
                 "{TLSRPT_DISABLED}: nothing is sent"
             )));
         };
-        let outcomes = sender.send_now().await;
+        // In cluster mode a database that cannot be reached is an error:
+        // nothing was sent, and the operator must not read "nothing due".
+        let outcomes = sender.send_now_checked().await.map_err(tlsrpt_err)?;
         for o in &outcomes {
             self.metrics.count(o.transport(), o.kind());
         }

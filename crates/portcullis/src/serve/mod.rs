@@ -125,12 +125,14 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     let first_screen = screen.clone();
     let dmarc = crate::dmarc::build(&config, &store, &resolver, &queue)?;
     let side = inbound::build(&config, &queue, &tls, &resolver, screen, dmarc.as_ref())?;
+    let tlsrpt_sync = crate::tlsrpt::count_sync(cluster.as_ref(), &outbound.tlsrpt_recorder);
     let tlsrpt_sender = crate::tlsrpt::sender(
         &config,
         &store,
         &resolver,
         &outbound.tlsrpt_recorder,
         &queue,
+        tlsrpt_sync.as_ref().zip(cluster.as_ref()),
     )?;
     let tlsrpt_metrics = Arc::new(ReportMetrics::default());
     // Reports others send about our domains: one intake for the mail path
@@ -194,6 +196,9 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     spawn_outbound(outbound, received, &queue, &life);
     screen::spawn_sweep(side.inbound.clone(), &life);
     spawn_listeners(side.inbound, listeners, &life);
+    if let Some((sync, c)) = tlsrpt_sync.zip(cluster.as_ref()) {
+        crate::tlsrpt::spawn_sync(&life.services, sync, c, &life.shutdown);
+    }
     if let Some(c) = cluster {
         cluster::spawn(c, migrated, &life);
     }
