@@ -40,6 +40,7 @@ mod pin;
 mod policy;
 pub mod record;
 mod refresh;
+mod state;
 mod stored;
 
 pub use cache::{CachedPolicy, PolicyCache};
@@ -53,6 +54,7 @@ pub use fetch::{
 pub use pin::{PIN_ID, Pin, PinSource, load_pins_dir};
 pub use policy::{MAX_MAX_AGE, Mode, MxPattern, Policy};
 pub use record::{NoPolicyReason, RecordLookup, StsRecord};
+pub use state::{BoxFuture, PolicyStore, SledPolicyStore, Turn};
 pub use refresh::{
     EXPIRED_GRACE, RefreshOptions, refresh_at, refresh_due, refresh_pass, run_refresh,
     run_refresh_with,
