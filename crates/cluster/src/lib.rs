@@ -30,6 +30,8 @@ mod health;
 pub mod migrations;
 mod nodes;
 mod pool;
+pub mod policy;
+pub mod policy_shared;
 pub mod reports;
 mod schema;
 pub mod screen;
