@@ -138,10 +138,7 @@ impl PgPolicyStore {
         let client = self.cluster.client().await?;
         let rows = self
             .cluster
-            .bounded(client.query(
-                "SELECT value FROM policy_cache ORDER BY domain",
-                &[],
-            ))
+            .bounded(client.query("SELECT value FROM policy_cache ORDER BY domain", &[]))
             .await?;
         rows.iter().map(|r| self.decode(r)).collect()
     }
@@ -213,10 +210,7 @@ impl PgPolicyStore {
         let client = self.cluster.client().await?;
         let rows = self
             .cluster
-            .bounded(client.query(
-                "SELECT value FROM policy_pins ORDER BY domain",
-                &[],
-            ))
+            .bounded(client.query("SELECT value FROM policy_pins ORDER BY domain", &[]))
             .await?;
         rows.iter().map(|r| self.decode(r)).collect()
     }

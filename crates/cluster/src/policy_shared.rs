@@ -133,7 +133,8 @@ impl SharedPolicyStore {
         };
         for pin in pins {
             let mine = local_pins.remove(&pin.domain);
-            self.mirror_pin(&pin.domain, mine.as_ref(), Some(&pin)).await;
+            self.mirror_pin(&pin.domain, mine.as_ref(), Some(&pin))
+                .await;
         }
         for (domain, mine) in local_pins {
             self.mirror_pin(&domain, Some(&mine), None).await;
@@ -280,7 +281,8 @@ impl PolicyStore for SharedPolicyStore {
                 None => self.local.put(policy).await,
                 Some(true) => {
                     let local = self.local.get(&policy.domain).await.ok().flatten();
-                    self.mirror(&policy.domain, local.as_ref(), Some(policy)).await;
+                    self.mirror(&policy.domain, local.as_ref(), Some(policy))
+                        .await;
                     Ok(())
                 }
                 Some(false) => {
@@ -337,7 +339,8 @@ impl PolicyStore for SharedPolicyStore {
                 return local;
             };
             let mine = local.ok().flatten();
-            self.mirror_pin(domain, mine.as_ref(), shared.as_ref()).await;
+            self.mirror_pin(domain, mine.as_ref(), shared.as_ref())
+                .await;
             Ok(shared)
         })
     }

@@ -13,8 +13,8 @@ use portcullis_types::{Clock, Domain};
 use crate::cache::CachedPolicy;
 use crate::diff::line_diff;
 use crate::pin::{FilePins, Pin, PinSource, check_pin_parts};
-use crate::state::{PolicyStore, SledPolicyStore, Turn};
 use crate::record::{NoPolicyReason, RecordLookup, lookup_record, record_name};
+use crate::state::{PolicyStore, SledPolicyStore, Turn};
 use crate::{Mode, MxPattern, PolicyFetcher, StsError};
 
 /// How often a node waiting for another node's fetch looks at the shared

@@ -54,8 +54,8 @@ pub use fetch::{
 pub use pin::{PIN_ID, Pin, PinSource, load_pins_dir};
 pub use policy::{MAX_MAX_AGE, Mode, MxPattern, Policy};
 pub use record::{NoPolicyReason, RecordLookup, StsRecord};
-pub use state::{BoxFuture, PolicyStore, SledPolicyStore, Turn};
 pub use refresh::{
     EXPIRED_GRACE, RefreshOptions, refresh_at, refresh_due, refresh_pass, run_refresh,
     run_refresh_with,
 };
+pub use state::{BoxFuture, PolicyStore, SledPolicyStore, Turn};

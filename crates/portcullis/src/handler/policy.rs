@@ -19,7 +19,11 @@ impl PolicyAccess {
 
     /// The pin that wins for `domain` now: an active operator pin, else an
     /// active file pin (the engine's own order).
-    pub(super) async fn active_pin(&self, domain: &Domain, now: u64) -> Result<Option<Pin>, Refused> {
+    pub(super) async fn active_pin(
+        &self,
+        domain: &Domain,
+        now: u64,
+    ) -> Result<Option<Pin>, Refused> {
         Ok(self
             .engine
             .pins()
@@ -137,7 +141,11 @@ impl PolicyAccess {
         }
     }
 
-    async fn refresh_item(&self, d: &Domain, outcome: Result<RefreshOutcome, StsError>) -> PolicyRefresh {
+    async fn refresh_item(
+        &self,
+        d: &Domain,
+        outcome: Result<RefreshOutcome, StsError>,
+    ) -> PolicyRefresh {
         let now = self.now();
         let pinned = matches!(self.active_pin(d, now).await, Ok(Some(_)));
         match outcome {

@@ -3,15 +3,15 @@
 
 use crate::state::Engine;
 use anyhow::{Context, Result};
+use portcullis_cluster::Cluster;
+use portcullis_cluster::policy::PgPolicyStore;
+use portcullis_cluster::policy_shared::SharedPolicyStore;
 use portcullis_config::Config;
 use portcullis_delivery::{
     Deliverer, DelivererSettings, DeliveryMetrics, LogTlsResults, Planner, RouteProbe,
     SelfAddresses, TcpConnector, Timeouts,
 };
 use portcullis_dns::HickoryResolver;
-use portcullis_cluster::Cluster;
-use portcullis_cluster::policy::PgPolicyStore;
-use portcullis_cluster::policy_shared::SharedPolicyStore;
 use portcullis_policy::{PolicyEngine, PolicyFetcher, PolicyStore, SledPolicyStore, load_pins_dir};
 use portcullis_queue::{QueueMetrics, SchedulerSettings};
 use portcullis_store::Store;
