@@ -28,7 +28,7 @@ const WAIT_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 /// What waiting for another node's fetch gave.
 enum Waited {
     /// Its policy, stored.
-    Stored(RefreshOutcome),
+    Stored(Box<RefreshOutcome>),
     /// Its lease ended without a new policy: this node fetches.
     MyTurn,
     /// Nothing before the deadline.
@@ -651,7 +651,7 @@ impl<R: Resolver> PolicyEngine<R> {
         let before = self.state.get(domain).await.ok().flatten();
         if self.state.fetch_turn(domain).await == Turn::Theirs {
             match self.await_other(domain, before.as_ref()).await {
-                Waited::Stored(outcome) => return Ok(outcome),
+                Waited::Stored(outcome) => return Ok(*outcome),
                 Waited::MyTurn => {}
                 Waited::GaveUp => {
                     tracing::warn!(%domain, "another node's MTA-STS fetch did not finish in time; fetching here too");
@@ -671,14 +671,14 @@ impl<R: Resolver> PolicyEngine<R> {
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(WAIT_POLL).await;
             if let Some(outcome) = self.stored_since(domain, before).await {
-                return Waited::Stored(outcome);
+                return Waited::Stored(Box::new(outcome));
             }
             if self.state.fetch_turn(domain).await == Turn::Mine {
                 // Its lease just ended: its policy may have been stored
                 // between the two reads.
                 if let Some(outcome) = self.stored_since(domain, before).await {
                     self.state.fetch_done(domain).await;
-                    return Waited::Stored(outcome);
+                    return Waited::Stored(Box::new(outcome));
                 }
                 return Waited::MyTurn;
             }
