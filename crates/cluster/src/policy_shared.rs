@@ -4,8 +4,9 @@
 //! mirror and fallback.
 //!
 //! The model:
-//! - **The database is the truth while it answers.** Lookups read it (one
-//!   short statement per policy lookup, bounded by the cluster timeout: a
+//! - **The database is the truth while it answers.** Lookups read it (two
+//!   short statements per policy lookup, the operator pin and the cached
+//!   policy, each bounded by the cluster timeout: a
 //!   delivery attempt already waits on DNS and SMTP, and only a read of
 //!   the shared cache lets a policy fetched by one node serve every node
 //!   without a second fetch). What it answers is copied into the mirror
