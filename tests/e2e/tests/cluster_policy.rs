@@ -296,6 +296,41 @@ fn a_policy_fetched_on_a_is_used_by_b_and_a_pin_set_on_a_governs_b() {
     assert_eq!(sts.requests(), 1);
 }
 
+/// First contact on both nodes at once, the policy server slow to
+/// answer: one node fetches (it holds the domain's fetch lease), the other
+/// waits for that policy instead of fetching too, and both deliver under
+/// it. The policy server sees one request.
+#[test]
+fn nodes_meeting_a_domain_at_once_fetch_its_policy_once() {
+    let w = World::new();
+    let domain = "together.sts.test";
+    let rcpt = format!("u@{domain}");
+    let (sts, sink) = w.enforce(domain, 130, 131);
+    sts.set_reply(
+        Reply::policy(&format!(
+            "version: STSv1\nmode: enforce\nmx: mx1.{domain}\nmax_age: 86400\n"
+        ))
+        .with_delay(Duration::from_secs(3)),
+    );
+    let a = w.node("a", sts.port());
+    let b = w.node("b", sts.port());
+    send(&a, &rcpt, "together-a");
+    send(&b, &rcpt, "together-b");
+    sink.wait_for(2, WAIT);
+    wait_empty(&a);
+    wait_empty(&b);
+    assert!(
+        sink.received()
+            .iter()
+            .all(|m| matches!(m.tls.as_deref(), Some("TLSv1.3" | "TLSv1.2"))),
+        "both over TLS"
+    );
+    assert_eq!(sts.requests(), 1, "one fetch for the cluster");
+    let fetched = counter(&a.metrics_page(), "portcullis_mta_sts_fetches_total", &[])
+        + counter(&b.metrics_page(), "portcullis_mta_sts_fetches_total", &[]);
+    assert_eq!(fetched, 1);
+}
+
 /// (c) With the database stopped, B enforces the policy A fetched (its
 /// mirror got it through the sync; the policy server now fails, so it
 /// cannot be fetched again): mail to an MX that lost STARTTLS is
