@@ -4,8 +4,10 @@
 //! Two sources: files `<domain>.txt` in the policy format in a pins
 //! directory, loaded at start (a defence for important partners before the
 //! first fetch: MTA-STS is otherwise trust on first use), and operator pins
-//! set through the admin CLI with an expiry and a reason, kept in sled
-//! ([`TreeName::MtaStsPins`]) so they survive restarts (the escape hatch for
+//! set through the admin CLI with an expiry and a reason, kept in the
+//! engine's [`PolicyStore`](crate::PolicyStore) (sled,
+//! [`TreeName::MtaStsPins`], on a single node; the cluster's database in
+//! cluster mode) so they survive restarts (the escape hatch for
 //! a partner whose enforcement breaks, and the way to require TLS for a
 //! domain without a policy). An operator pin wins over a file pin.
 
