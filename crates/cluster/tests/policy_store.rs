@@ -5,7 +5,8 @@
 //! elected once among racing nodes and lapsing after a crash, and the
 //! shared store falling back to the node's sled mirror when the database
 //! is stopped (an enforce policy stays in force) and handing what it
-//! fetched meanwhile to the database when it returns.
+//! fetched meanwhile to the database when it returns; a pin changed
+//! during an outage is the node's own until the database answers again.
 
 use portcullis_cluster::policy::PgPolicyStore;
 use portcullis_cluster::policy_shared::SharedPolicyStore;
@@ -279,4 +280,28 @@ async fn with_the_database_stopped_the_mirror_answers_and_it_is_counted() {
     a.shared.sync().await.unwrap();
     let b = node(&pg, "b", Duration::ZERO).await;
     assert_eq!(b.shared.get(&domain()).await.unwrap(), Some(during));
+}
+
+/// A pin removed while the database is unreachable stops governing this
+/// node only; when the database answers again its pin governs again (the
+/// database is the truth while it answers), and the sync puts it back in
+/// the mirror.
+#[tokio::test]
+async fn a_pin_changed_during_an_outage_is_this_nodes_until_the_database_returns() {
+    let mut pg = TestPostgres::start();
+    let a = node(&pg, "a", Duration::ZERO).await;
+    let p = pin(Mode::Enforce, "mx.example.test");
+    a.shared.put_pin(&p).await.unwrap();
+
+    pg.stop();
+    assert!(a.shared.remove_pin(&domain()).await.unwrap());
+    assert_eq!(a.shared.pin(&domain()).await.unwrap(), None);
+    let before = fallbacks(&a.cluster);
+    assert!(before >= 2, "{before}");
+
+    pg.start_again();
+    assert_eq!(a.shared.pin(&domain()).await.unwrap(), Some(p.clone()));
+    a.local.remove_pin(&domain()).await.unwrap();
+    a.shared.sync().await.unwrap();
+    assert_eq!(a.local.pin(&domain()).await.unwrap(), Some(p));
 }
