@@ -32,6 +32,8 @@ mod errors;
 mod health;
 pub mod migrations;
 mod nodes;
+pub mod policy;
+pub mod policy_shared;
 mod pool;
 pub mod reports;
 mod schema;

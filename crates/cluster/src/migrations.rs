@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reports",
         sql: include_str!("../migrations/0003_reports.sql"),
     },
+    Migration {
+        version: 4,
+        name: "policy",
+        sql: include_str!("../migrations/0004_policy.sql"),
+    },
 ];
 
 /// The newest version this binary knows.

@@ -10,11 +10,30 @@ use portcullis_store::Store;
 use portcullis_tls::{ReportPolicy, ReportPolicyType, TlsResultType};
 use portcullis_types::{Clock, Domain};
 
-use crate::cache::{CachedPolicy, PolicyCache};
+use crate::cache::CachedPolicy;
 use crate::diff::line_diff;
-use crate::pin::{Pin, PinSource, PinStore, check_pin_parts};
+use crate::pin::{FilePins, Pin, PinSource, check_pin_parts};
 use crate::record::{NoPolicyReason, RecordLookup, lookup_record, record_name};
+use crate::state::{PolicyStore, SledPolicyStore, Turn};
 use crate::{Mode, MxPattern, PolicyFetcher, StsError};
+
+/// How often a node waiting for another node's fetch looks at the shared
+/// cache (two short statements each time).
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How long past the fetch timeout a node waits for another node's fetch
+/// (that node stores the policy after its fetch).
+const WAIT_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What waiting for another node's fetch gave.
+enum Waited {
+    /// Its policy, stored.
+    Stored(Box<RefreshOutcome>),
+    /// Its lease ended without a new policy: this node fetches.
+    MyTurn,
+    /// Nothing before the deadline.
+    GaveUp,
+}
 
 /// Why no policy applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,12 +220,14 @@ impl RefreshOutcome {
 /// Decides which MTA-STS policy applies to a domain, and keeps the cache.
 ///
 /// Holds the resolver (for the TXT record), the fetcher (for the policy),
-/// the sled cache and pins, and the injected clock.
+/// the state (cache, operator pins, fetch election: sled on a single node,
+/// the cluster's database in cluster mode), this node's file pins, and the
+/// injected clock.
 pub struct PolicyEngine<R> {
     resolver: R,
     fetcher: PolicyFetcher,
-    cache: PolicyCache,
-    pins: PinStore,
+    state: Arc<dyn PolicyStore>,
+    file_pins: FilePins,
     clock: Arc<dyn Clock>,
     /// One fetch per domain at a time: deliveries that find a changed id
     /// together wait for the first one's fetch.
@@ -219,7 +240,6 @@ impl<R> std::fmt::Debug for PolicyEngine<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicyEngine")
             .field("fetcher", &self.fetcher)
-            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
@@ -233,15 +253,27 @@ impl<R: Resolver> PolicyEngine<R> {
         store: &Store,
         clock: Arc<dyn Clock>,
     ) -> Result<PolicyEngine<R>, StsError> {
-        Ok(PolicyEngine {
+        let state = Arc::new(SledPolicyStore::open(store)?);
+        Ok(PolicyEngine::with_store(resolver, fetcher, state, clock))
+    }
+
+    /// An engine whose cache, operator pins and fetch election are `state`
+    /// (in cluster mode, the cluster's shared store).
+    pub fn with_store(
+        resolver: R,
+        fetcher: PolicyFetcher,
+        state: Arc<dyn PolicyStore>,
+        clock: Arc<dyn Clock>,
+    ) -> PolicyEngine<R> {
+        PolicyEngine {
             resolver,
             fetcher,
-            cache: PolicyCache::open(store)?,
-            pins: PinStore::open(store)?,
+            state,
+            file_pins: FilePins::default(),
             clock,
             inflight: Mutex::default(),
             fetches: Mutex::new(std::collections::BTreeMap::new()),
-        })
+        }
     }
 
     /// Installs the file pins (from [`load_pins_dir`](crate::load_pins_dir)),
@@ -250,12 +282,12 @@ impl<R: Resolver> PolicyEngine<R> {
         for pin in &pins {
             tracing::warn!(domain = %pin.domain, mode = %pin.mode, reason = %pin.reason, "MTA-STS policy pinned from file");
         }
-        self.pins.set_file_pins(pins);
+        self.file_pins.set(pins);
     }
 
-    /// The cache.
-    pub fn cache(&self) -> &PolicyCache {
-        &self.cache
+    /// The state: the cache and the operator pins.
+    pub fn cache(&self) -> &dyn PolicyStore {
+        self.state.as_ref()
     }
 
     /// The current time in Unix seconds, from the injected clock.
@@ -284,10 +316,10 @@ impl<R: Resolver> PolicyEngine<R> {
     /// temporary failure. Each is logged as an error naming the domain.
     pub async fn policy_for(&self, domain: &Domain) -> PolicyLookup {
         let now = self.now();
-        if let Some(pinned) = self.pinned(domain, now) {
+        if let Some(pinned) = self.pinned(domain, now).await {
             return pinned;
         }
-        let cached = match self.cached_unexpired(domain, now) {
+        let cached = match self.cached_unexpired(domain, now).await {
             Ok(cached) => cached,
             Err(error) => return self.replace_unreadable(domain, error).await,
         };
@@ -320,8 +352,8 @@ impl<R: Resolver> PolicyEngine<R> {
 
     /// The operator's or a file's pin for `domain` in force at `now`, if
     /// any; an unreadable pin makes the domain wait (never "no policy").
-    fn pinned(&self, domain: &Domain, now: u64) -> Option<PolicyLookup> {
-        match self.pins.active(domain, now) {
+    async fn pinned(&self, domain: &Domain, now: u64) -> Option<PolicyLookup> {
+        match self.active_pin(domain, now).await {
             Ok(Some(pin)) => {
                 tracing::warn!(%domain, mode = %pin.mode, reason = %pin.reason, "using pinned MTA-STS policy");
                 Some(PolicyLookup::Policy {
@@ -342,6 +374,16 @@ impl<R: Resolver> PolicyEngine<R> {
                 })
             }
         }
+    }
+
+    /// The pin that wins for `domain` at `now`: an active operator pin,
+    /// else a file pin. An operator pin that cannot be read is an error,
+    /// never "no pin": it may be the pin that enforces TLS for this domain.
+    async fn active_pin(&self, domain: &Domain, now: u64) -> Result<Option<Pin>, StsError> {
+        if let Some(pin) = self.state.pin(domain).await?.filter(|p| p.is_active(now)) {
+            return Ok(Some(pin));
+        }
+        Ok(self.file_pins.active(domain, now))
     }
 
     /// The policy with id `id` (the TXT record's): the cached one when the
@@ -407,7 +449,7 @@ impl<R: Resolver> PolicyEngine<R> {
                 });
             }
         };
-        self.locked(domain, self.fetch_and_store(domain, &id))
+        self.locked(domain, self.fetch_elected(domain, &id))
             .await
             .map(|o| o.policy().clone())
     }
@@ -419,7 +461,7 @@ impl<R: Resolver> PolicyEngine<R> {
     /// record the cached id is kept and the body is fetched anyway, so that
     /// removing DNS records alone cannot make a policy lapse.
     pub async fn refresh(&self, domain: &Domain) -> Result<RefreshOutcome, StsError> {
-        let cached = self.cache.get(domain)?;
+        let cached = self.state.get(domain).await?;
         let id = match lookup_record(&self.resolver, domain).await {
             RecordLookup::Found(record) => record.id,
             RecordLookup::NoPolicy(reason) => match &cached {
@@ -441,7 +483,7 @@ impl<R: Resolver> PolicyEngine<R> {
                 }
             },
         };
-        self.locked(domain, self.fetch_and_store(domain, &id)).await
+        self.locked(domain, self.fetch_elected(domain, &id)).await
     }
 
     /// Refreshes every cached policy that has not expired; the outcome per
@@ -451,7 +493,7 @@ impl<R: Resolver> PolicyEngine<R> {
     ) -> Result<Vec<(Domain, Result<RefreshOutcome, StsError>)>, StsError> {
         let now = self.now();
         let mut out = Vec::new();
-        for policy in self.cache.list()? {
+        for policy in self.state.list().await? {
             if policy.is_expired(now) {
                 continue;
             }
@@ -462,19 +504,19 @@ impl<R: Resolver> PolicyEngine<R> {
     }
 
     /// Every cached policy, expired or not.
-    pub fn list(&self) -> Result<Vec<CachedPolicy>, StsError> {
-        self.cache.list()
+    pub async fn list(&self) -> Result<Vec<CachedPolicy>, StsError> {
+        self.state.list().await
     }
 
     /// The cached policy of `domain`, expired or not.
-    pub fn get(&self, domain: &Domain) -> Result<Option<CachedPolicy>, StsError> {
-        self.cache.get(domain)
+    pub async fn get(&self, domain: &Domain) -> Result<Option<CachedPolicy>, StsError> {
+        self.state.get(domain).await
     }
 
     /// Removes `domain`'s cached policy; true if there was one. The next
     /// delivery discovers the policy afresh (trust on first use again).
     pub async fn evict(&self, domain: &Domain) -> Result<bool, StsError> {
-        let removed = self.cache.evict(domain).await?;
+        let removed = self.state.evict(domain).await?;
         if removed {
             tracing::warn!(%domain, "MTA-STS policy evicted from the cache");
         }
@@ -507,7 +549,7 @@ impl<R: Resolver> PolicyEngine<R> {
             source: PinSource::Operator,
             created_at: now,
         };
-        self.pins.put(&pin).await?;
+        self.state.put_pin(&pin).await?;
         tracing::warn!(%domain, %mode, mx = ?pin.mx.iter().map(ToString::to_string).collect::<Vec<_>>(), until, reason, "MTA-STS policy pinned by operator");
         Ok(pin)
     }
@@ -515,7 +557,7 @@ impl<R: Resolver> PolicyEngine<R> {
     /// Removes the operator pin of `domain`; true if there was one. File
     /// pins stay until their file is removed.
     pub async fn unpin(&self, domain: &Domain) -> Result<bool, StsError> {
-        let removed = self.pins.remove(domain).await?;
+        let removed = self.state.remove_pin(domain).await?;
         if removed {
             tracing::warn!(%domain, "MTA-STS operator pin removed");
         }
@@ -523,19 +565,21 @@ impl<R: Resolver> PolicyEngine<R> {
     }
 
     /// Every pin: operator pins (active or expired), then file pins.
-    pub fn pins(&self) -> Result<Vec<Pin>, StsError> {
-        self.pins.list()
+    pub async fn pins(&self) -> Result<Vec<Pin>, StsError> {
+        let mut pins = self.state.pins().await?;
+        pins.extend(self.file_pins.list());
+        Ok(pins)
     }
 
     /// The cached policy of `domain` if it has not expired. A store error
     /// (or an entry that does not decode) is an error, never "nothing
     /// cached".
-    fn cached_unexpired(
+    async fn cached_unexpired(
         &self,
         domain: &Domain,
         now: u64,
     ) -> Result<Option<CachedPolicy>, StsError> {
-        Ok(self.cache.get(domain)?.filter(|c| !c.is_expired(now)))
+        Ok(self.state.get(domain).await?.filter(|c| !c.is_expired(now)))
     }
 
     /// The lookup when `domain`'s cached entry cannot be read: whatever it
@@ -584,15 +628,88 @@ impl<R: Resolver> PolicyEngine<R> {
         id: &str,
     ) -> Result<(CachedPolicy, bool), StsError> {
         self.locked(domain, async {
-            match self.cached_unexpired(domain, self.now()) {
+            match self.cached_unexpired(domain, self.now()).await {
                 Ok(Some(c)) if c.id == id => Ok((c, false)),
                 _ => self
-                    .fetch_and_store(domain, id)
+                    .fetch_elected(domain, id)
                     .await
                     .map(|o| (o.policy().clone(), true)),
             }
         })
         .await
+    }
+
+    /// Fetches `domain`'s policy for TXT `id` ([`Self::fetch_and_store`])
+    /// when it is this node's turn ([`PolicyStore::fetch_turn`]). When
+    /// another node of the cluster is fetching it, waits (at most the fetch
+    /// timeout) for that node's policy to appear in the shared cache and
+    /// takes it instead of fetching too: one fetch per domain across the
+    /// cluster. If none appears (the other fetch failed, or its node died
+    /// and its lease ran out), this node fetches after all: a second fetch
+    /// costs less than a missed policy.
+    async fn fetch_elected(&self, domain: &Domain, id: &str) -> Result<RefreshOutcome, StsError> {
+        let before = self.state.get(domain).await.ok().flatten();
+        if self.state.fetch_turn(domain).await == Turn::Theirs {
+            match self.await_other(domain, before.as_ref()).await {
+                Waited::Stored(outcome) => return Ok(*outcome),
+                Waited::MyTurn => {}
+                Waited::GaveUp => {
+                    tracing::warn!(%domain, "another node's MTA-STS fetch did not finish in time; fetching here too");
+                    return self.fetch_and_store(domain, id).await;
+                }
+            }
+        }
+        let outcome = self.fetch_and_store(domain, id).await;
+        self.state.fetch_done(domain).await;
+        outcome
+    }
+
+    /// Waits for another node's fetch of `domain`: its stored policy, this
+    /// node's turn once its lease is over, or the deadline.
+    async fn await_other(&self, domain: &Domain, before: Option<&CachedPolicy>) -> Waited {
+        let deadline = tokio::time::Instant::now() + self.fetcher.timeout() + WAIT_SLACK;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(WAIT_POLL).await;
+            if let Some(outcome) = self.stored_since(domain, before).await {
+                return Waited::Stored(Box::new(outcome));
+            }
+            if self.state.fetch_turn(domain).await == Turn::Mine {
+                // Its lease just ended: its policy may have been stored
+                // between the two reads.
+                if let Some(outcome) = self.stored_since(domain, before).await {
+                    self.state.fetch_done(domain).await;
+                    return Waited::Stored(Box::new(outcome));
+                }
+                return Waited::MyTurn;
+            }
+        }
+        Waited::GaveUp
+    }
+
+    /// The policy another node fetched and stored for `domain` since the
+    /// cache held `before`, if it has.
+    async fn stored_since(
+        &self,
+        domain: &Domain,
+        before: Option<&CachedPolicy>,
+    ) -> Option<RefreshOutcome> {
+        let now = self.state.get(domain).await.ok().flatten()?;
+        let fresh = match before {
+            None => true,
+            Some(b) => now.fetched_at > b.fetched_at || now.id != b.id || now.text != b.text,
+        };
+        if !fresh {
+            return None;
+        }
+        tracing::info!(%domain, id = %now.id, mode = %now.mode, "MTA-STS policy fetched by another node of the cluster");
+        Some(match before {
+            Some(b) if b.text == now.text && b.id == now.id => RefreshOutcome::Unchanged(now),
+            old => RefreshOutcome::Replaced {
+                diff: line_diff(old.map_or("", |o| o.text.as_str()), &now.text),
+                old: old.cloned(),
+                new: now,
+            },
+        })
     }
 
     /// Runs `work` while holding `domain`'s fetch lock, so that fetches and
@@ -645,11 +762,11 @@ impl<R: Resolver> PolicyEngine<R> {
         };
         let now = self.now();
         let new = CachedPolicy::new(domain.clone(), id.to_owned(), policy, now);
-        let old = self.cache.get(domain).unwrap_or_else(|e| {
+        let old = self.state.get(domain).await.unwrap_or_else(|e| {
             tracing::error!(%domain, error = %e, "cannot read the MTA-STS cache");
             None
         });
-        if let Err(e) = self.cache.put(&new).await {
+        if let Err(e) = self.state.put(&new).await {
             // The fetched policy still applies to this delivery.
             tracing::error!(%domain, error = %e, "cannot store the MTA-STS policy");
         }
@@ -677,11 +794,11 @@ impl<R: Resolver> PolicyEngine<R> {
     /// Records a failed fetch on the cached entry (policy unchanged).
     async fn note_failure(&self, domain: &Domain, error: &StsError) {
         let now = self.now();
-        match self.cache.get(domain) {
+        match self.state.get(domain).await {
             Ok(Some(mut cached)) => {
                 cached.last_error = Some(error.to_string());
                 cached.last_checked = now;
-                if let Err(e) = self.cache.put(&cached).await {
+                if let Err(e) = self.state.put(&cached).await {
                     tracing::error!(%domain, error = %e, "cannot note the MTA-STS fetch failure");
                 }
             }
@@ -922,7 +1039,7 @@ mod tests {
         assert_cache(&got, "abc");
         assert_eq!(got.mode(), Some(Mode::Enforce));
         // No fetch was tried, so no error was noted.
-        let cached = f.engine.get(&domain()).unwrap().unwrap();
+        let cached = f.engine.get(&domain()).await.unwrap().unwrap();
         assert_eq!(cached.last_error, None);
         let report = got.report(&domain());
         assert_eq!(report.policy_type, ReportPolicyType::Sts);
@@ -960,7 +1077,7 @@ mod tests {
             got.report(&domain()).failure,
             Some(TlsResultType::StsPolicyFetchError)
         );
-        let cached = f.engine.get(&domain()).unwrap().unwrap();
+        let cached = f.engine.get(&domain()).await.unwrap().unwrap();
         assert_eq!(
             cached.id, "abc",
             "a failed fetch must not replace the policy"
@@ -984,7 +1101,7 @@ mod tests {
         let report = got.report(&domain());
         assert_eq!(report.policy_type, ReportPolicyType::Sts);
         assert_eq!(report.failure, Some(TlsResultType::StsPolicyFetchError));
-        assert!(f.engine.list().unwrap().is_empty());
+        assert!(f.engine.list().await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -1043,7 +1160,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(f.engine.pins().unwrap().len(), 1);
+        assert_eq!(f.engine.pins().await.unwrap().len(), 1);
         f.advance(60);
         assert_cache(&f.lookup().await, "abc");
         assert!(f.engine.unpin(&domain()).await.unwrap());
@@ -1092,7 +1209,7 @@ mod tests {
         f.seed("abc", "testing", 86_400).await;
         f.dns.add_txt(TXT, "v=STSv1; id=new");
         assert!(f.engine.fetch_now(&domain()).await.is_err());
-        let cached = f.engine.get(&domain()).unwrap().unwrap();
+        let cached = f.engine.get(&domain()).await.unwrap().unwrap();
         assert_eq!((cached.id.as_str(), cached.mode), ("abc", Mode::Testing));
         assert!(cached.last_error.is_some());
     }

@@ -39,12 +39,14 @@ pub fn policy_host(domain: &Domain) -> String {
 pub struct PolicyFetcher {
     client: reqwest::Client,
     port: u16,
+    timeout: Duration,
 }
 
 /// Builds a [`PolicyFetcher`] (STYLE 22: more than three knobs).
 pub struct PolicyFetcherBuilder {
     client: HttpsClientBuilder,
     port: u16,
+    timeout: Duration,
 }
 
 impl PolicyFetcher {
@@ -57,12 +59,19 @@ impl PolicyFetcher {
             )
             .timeout(DEFAULT_TIMEOUT),
             port: DEFAULT_PORT,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
     /// The port policy hosts are contacted on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The time a whole fetch is allowed: how long a node waits for
+    /// another node's fetch of the same domain in cluster mode.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The policy URL for `domain` (§3.3), with the port when it is not 443.
@@ -165,6 +174,7 @@ impl PolicyFetcherBuilder {
     /// body (default [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.client = self.client.timeout(timeout);
+        self.timeout = timeout;
         self
     }
 
@@ -178,6 +188,7 @@ impl PolicyFetcherBuilder {
         Ok(PolicyFetcher {
             client,
             port: self.port,
+            timeout: self.timeout,
         })
     }
 }

@@ -1,8 +1,11 @@
 //! MTA-STS for Portcullis (RFC 8461, SMTP MTA Strict Transport Security):
 //! discovery of the `_mta-sts` TXT record (§3.1, [`record`]), the strict
 //! policy parser and MX matching (§3.2, §4.1, [`Policy`]), the HTTPS fetch
-//! (§3.3, [`PolicyFetcher`]), the sled-backed policy cache (§5.1,
-//! [`PolicyCache`]), proactive refresh ([`run_refresh`]), pinned policies
+//! (§3.3, [`PolicyFetcher`]), the policy cache (§5.1) and operator pins
+//! behind [`PolicyStore`] (in sled, [`SledPolicyStore`] over
+//! [`PolicyCache`], or shared by a cluster's nodes in its database, where
+//! [`PolicyStore::fetch_turn`] also elects one fetcher per domain),
+//! proactive refresh ([`run_refresh`]), pinned policies
 //! ([`load_pins_dir`], [`PolicyEngine::pin`]), and the engine that decides
 //! which policy applies to a delivery ([`PolicyEngine::policy_for`]).
 //! Failures map onto RFC 8460 (TLS-RPT) result types through
@@ -40,6 +43,7 @@ mod pin;
 mod policy;
 pub mod record;
 mod refresh;
+mod state;
 mod stored;
 
 pub use cache::{CachedPolicy, PolicyCache};
@@ -57,3 +61,4 @@ pub use refresh::{
     EXPIRED_GRACE, RefreshOptions, refresh_at, refresh_due, refresh_pass, run_refresh,
     run_refresh_with,
 };
+pub use state::{BoxFuture, PolicyStore, SledPolicyStore, Turn};

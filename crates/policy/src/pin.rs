@@ -4,8 +4,10 @@
 //! Two sources: files `<domain>.txt` in the policy format in a pins
 //! directory, loaded at start (a defence for important partners before the
 //! first fetch: MTA-STS is otherwise trust on first use), and operator pins
-//! set through the admin CLI with an expiry and a reason, kept in sled
-//! ([`TreeName::MtaStsPins`]) so they survive restarts (the escape hatch for
+//! set through the admin CLI with an expiry and a reason, kept in the
+//! engine's [`PolicyStore`](crate::PolicyStore) (sled,
+//! [`TreeName::MtaStsPins`], on a single node; the cluster's database in
+//! cluster mode) so they survive restarts (the escape hatch for
 //! a partner whose enforcement breaks, and the way to require TLS for a
 //! domain without a policy). An operator pin wins over a file pin.
 
@@ -148,53 +150,61 @@ fn load_pin_file(path: &Path, now: u64) -> Result<Pin, StsError> {
     })
 }
 
-/// The pins in force: file pins in memory, operator pins in sled.
-#[derive(Clone)]
-pub(crate) struct PinStore {
-    store: Store,
-    tree: Tree,
-    files: Arc<RwLock<HashMap<Domain, Pin>>>,
-}
+/// The file pins of this node, in memory (each node loads its own
+/// directory at start).
+#[derive(Clone, Default)]
+pub(crate) struct FilePins(Arc<RwLock<HashMap<Domain, Pin>>>);
 
-const TREE: &str = "mta_sts.pins";
-
-impl PinStore {
-    pub(crate) fn open(store: &Store) -> Result<PinStore, StsError> {
-        Ok(PinStore {
-            store: store.clone(),
-            tree: store.tree(TreeName::MtaStsPins)?,
-            files: Arc::default(),
-        })
-    }
-
+impl FilePins {
     /// Replaces the file pins.
-    pub(crate) fn set_file_pins(&self, pins: Vec<Pin>) {
+    pub(crate) fn set(&self, pins: Vec<Pin>) {
         let map = pins.into_iter().map(|p| (p.domain.clone(), p)).collect();
-        *self.files.write().unwrap_or_else(PoisonError::into_inner) = map;
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = map;
     }
 
-    /// The operator pin of `domain`, active or not.
-    pub(crate) fn operator_pin(&self, domain: &Domain) -> Result<Option<Pin>, StsError> {
-        match self.tree.get(domain.as_str()).map_err(StoreError::from)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The pin that wins for `domain` at `now`: an active operator pin, else
-    /// a file pin. An operator pin that cannot be read is an error, never
-    /// "no pin": it may be the pin that enforces TLS for this domain.
-    pub(crate) fn active(&self, domain: &Domain, now: u64) -> Result<Option<Pin>, StsError> {
-        if let Some(pin) = self.operator_pin(domain)?.filter(|p| p.is_active(now)) {
-            return Ok(Some(pin));
-        }
-        Ok(self
-            .files
+    /// The file pin of `domain` if active at `now`.
+    pub(crate) fn active(&self, domain: &Domain, now: u64) -> Option<Pin> {
+        self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(domain)
             .filter(|p| p.is_active(now))
-            .cloned())
+            .cloned()
+    }
+
+    /// Every file pin, sorted by domain.
+    pub(crate) fn list(&self) -> Vec<Pin> {
+        let files = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let mut pins: Vec<Pin> = files.values().cloned().collect();
+        pins.sort_by(|a, b| a.domain.cmp(&b.domain));
+        pins
+    }
+}
+
+/// Operator pins in sled ([`TreeName::MtaStsPins`]), one JSON value per
+/// domain, written durably.
+#[derive(Clone)]
+pub(crate) struct SledPins {
+    store: Store,
+    tree: Tree,
+}
+
+const TREE: &str = "mta_sts.pins";
+
+impl SledPins {
+    pub(crate) fn open(store: &Store) -> Result<SledPins, StsError> {
+        Ok(SledPins {
+            store: store.clone(),
+            tree: store.tree(TreeName::MtaStsPins)?,
+        })
+    }
+
+    /// The operator pin of `domain`, active or not.
+    pub(crate) fn get(&self, domain: &Domain) -> Result<Option<Pin>, StsError> {
+        match self.tree.get(domain.as_str()).map_err(StoreError::from)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     pub(crate) async fn put(&self, pin: &Pin) -> Result<(), StsError> {
@@ -206,17 +216,13 @@ impl PinStore {
         crate::stored::remove_stored(&self.store, &self.tree, domain.as_str()).await
     }
 
-    /// Every pin: operator pins (active or expired), then file pins.
+    /// Every operator pin, active or expired, sorted by domain.
     pub(crate) fn list(&self) -> Result<Vec<Pin>, StsError> {
         let mut out = Vec::new();
         for item in self.tree.iter() {
             let (_, value) = item.map_err(StoreError::from)?;
             out.push(decode(&value)?);
         }
-        let files = self.files.read().unwrap_or_else(PoisonError::into_inner);
-        let mut file_pins: Vec<Pin> = files.values().cloned().collect();
-        file_pins.sort_by(|a, b| a.domain.cmp(&b.domain));
-        out.extend(file_pins);
         Ok(out)
     }
 }

@@ -87,7 +87,7 @@ pub async fn refresh_pass<R: Resolver>(
     options: &RefreshOptions,
 ) -> usize {
     let now = engine.now();
-    let policies = match engine.list() {
+    let policies = match engine.list().await {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "MTA-STS refresh: cannot list the cache");

@@ -137,7 +137,7 @@ async fn cached_policy_survives_vanished_record_and_failing_host() {
     assert!(env.engine.refresh(&domain()).await.is_err());
     let got = env.lookup().await;
     assert_eq!(got.mode(), Some(Mode::Enforce));
-    let cached = env.engine.get(&domain()).unwrap().unwrap();
+    let cached = env.engine.get(&domain()).await.unwrap().unwrap();
     assert_eq!(cached.id, "1");
     assert!(
         cached.last_error.as_deref().unwrap_or("").contains("500"),
@@ -153,7 +153,7 @@ async fn cached_policy_survives_vanished_record_and_failing_host() {
         got.report(&domain()).failure,
         Some(TlsResultType::StsPolicyFetchError)
     );
-    assert_eq!(env.engine.get(&domain()).unwrap().unwrap().id, "1");
+    assert_eq!(env.engine.get(&domain()).await.unwrap().unwrap().id, "1");
 }
 
 /// A new id with mode `none`, fetched successfully, replaces the cached
@@ -171,7 +171,7 @@ async fn new_id_with_mode_none_replaces_the_policy() {
         mode_and_source(&got),
         (Mode::None, PolicySource::Fetched)
     ));
-    let cached = env.engine.get(&domain()).unwrap().unwrap();
+    let cached = env.engine.get(&domain()).await.unwrap().unwrap();
     assert_eq!((cached.id.as_str(), cached.mode), ("2", Mode::None));
 }
 
@@ -276,12 +276,12 @@ async fn refresh_pass_keeps_policies_from_lapsing() {
     assert_eq!(refresh_pass(&env.engine, &options).await, 0);
     assert_eq!(env.server.requests(), 1);
 
-    let cached = env.engine.get(&domain()).unwrap().unwrap();
+    let cached = env.engine.get(&domain()).await.unwrap().unwrap();
     let due = refresh_at(&cached);
     env.advance(due - env.engine.now());
     assert_eq!(refresh_pass(&env.engine, &options).await, 1);
     assert_eq!(env.server.requests(), 2);
-    let refreshed = env.engine.get(&domain()).unwrap().unwrap();
+    let refreshed = env.engine.get(&domain()).await.unwrap().unwrap();
     assert_eq!(refreshed.fetched_at, due);
     assert!(refreshed.expires_at > cached.expires_at);
 
@@ -341,7 +341,7 @@ async fn unreadable_cache_entry_waits_for_a_successful_fetch() {
         mode_and_source(&got),
         (Mode::Enforce, PolicySource::Fetched)
     ));
-    let cached = env.engine.get(&domain()).unwrap().unwrap();
+    let cached = env.engine.get(&domain()).await.unwrap().unwrap();
     assert_eq!((cached.id.as_str(), cached.mode), ("1", Mode::Enforce));
     // From now on, the ordinary cache.
     assert!(matches!(

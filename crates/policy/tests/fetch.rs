@@ -400,7 +400,7 @@ async fn record_outcomes() {
         "{got:?}"
     );
     assert_eq!(server.requests(), 0, "no record, no fetch");
-    assert!(engine.list().unwrap().is_empty());
+    assert!(engine.list().await.unwrap().is_empty());
 
     // With a single record the same engine fetches and caches.
     env.dns.remove("_mta-sts.two.example.test", "TXT");

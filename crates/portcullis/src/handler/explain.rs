@@ -67,7 +67,7 @@ impl PolicyAccess {
         d: &Domain,
     ) -> Result<(Option<PolicyEntry>, PolicyLookup), Refused> {
         let now = self.now();
-        if let Some(pin) = self.active_pin(d, now)? {
+        if let Some(pin) = self.active_pin(d, now).await? {
             let lookup = PolicyLookup::Policy {
                 policy: Arc::new(pin.to_cached()),
                 source: PolicySource::Pinned {
@@ -77,7 +77,7 @@ impl PolicyAccess {
             };
             return Ok((Some(pin_entry(&pin, now)), lookup));
         }
-        if let Some(c) = self.engine.get(d).map_err(store_err)?
+        if let Some(c) = self.engine.get(d).await.map_err(store_err)?
             && !c.is_expired(now)
         {
             let entry = cache_entry(&c, now, false);

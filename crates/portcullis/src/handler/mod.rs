@@ -87,8 +87,8 @@ impl AdminHandler {
             Request::QueueDelete { id, bounce } => {
                 Answer::QueueDelete(q.delete(&id, bounce).await?)
             }
-            Request::PolicyList => Answer::PolicyList(p.list()?),
-            Request::PolicyShow { domain } => Answer::PolicyShow(Box::new(p.show(&domain)?)),
+            Request::PolicyList => Answer::PolicyList(p.list().await?),
+            Request::PolicyShow { domain } => Answer::PolicyShow(Box::new(p.show(&domain).await?)),
             Request::PolicyFetch { domain } => {
                 Answer::PolicyFetch(Box::new(p.fetch(&domain).await?))
             }

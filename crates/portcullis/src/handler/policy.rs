@@ -19,27 +19,33 @@ impl PolicyAccess {
 
     /// The pin that wins for `domain` now: an active operator pin, else an
     /// active file pin (the engine's own order).
-    pub(super) fn active_pin(&self, domain: &Domain, now: u64) -> Result<Option<Pin>, Refused> {
+    pub(super) async fn active_pin(
+        &self,
+        domain: &Domain,
+        now: u64,
+    ) -> Result<Option<Pin>, Refused> {
         Ok(self
             .engine
             .pins()
+            .await
             .map_err(store_err)?
             .into_iter()
             .find(|p| &p.domain == domain && p.is_active(now)))
     }
 
-    pub(super) fn list(&self) -> Result<Vec<PolicyEntry>, Refused> {
+    pub(super) async fn list(&self) -> Result<Vec<PolicyEntry>, Refused> {
         let now = self.now();
         let engine = &self.engine;
         let mut pins: HashMap<Domain, Pin> = HashMap::new();
         // Operator pins come first and win over file pins.
-        for pin in engine.pins().map_err(store_err)? {
+        for pin in engine.pins().await.map_err(store_err)? {
             if pin.is_active(now) && !pins.contains_key(&pin.domain) {
                 pins.insert(pin.domain.clone(), pin);
             }
         }
         let cached: HashMap<Domain, CachedPolicy> = engine
             .list()
+            .await
             .map_err(store_err)?
             .into_iter()
             .map(|c| (c.domain.clone(), c))
@@ -58,11 +64,11 @@ impl PolicyAccess {
         Ok(out)
     }
 
-    pub(super) fn show(&self, domain: &str) -> Result<PolicyShow, Refused> {
+    pub(super) async fn show(&self, domain: &str) -> Result<PolicyShow, Refused> {
         let d = parse_domain(domain)?;
         let now = self.now();
-        let pin = self.active_pin(&d, now)?;
-        let cached = self.engine.get(&d).map_err(store_err)?;
+        let pin = self.active_pin(&d, now).await?;
+        let cached = self.engine.get(&d).await.map_err(store_err)?;
         if pin.is_none() && cached.is_none() {
             return Err(Response::error(format!(
                 "{d}: no cached MTA-STS policy and no pin (`portcullis policy fetch {d}` fetches it)"
@@ -80,22 +86,22 @@ impl PolicyAccess {
         match self.engine.fetch_now(&d).await {
             Ok(c) => {
                 let now = self.now();
-                let pinned = self.active_pin(&d, now)?.is_some();
+                let pinned = self.active_pin(&d, now).await?.is_some();
                 Ok(cache_entry(&c, now, pinned))
             }
-            Err(e) => Err(Response::error(self.fetch_failure(&d, &e))),
+            Err(e) => Err(Response::error(self.fetch_failure(&d, &e).await)),
         }
     }
 
     /// A failed fetch or refresh: the TLS-RPT result type, the error, and
     /// what stays in force.
-    fn fetch_failure(&self, d: &Domain, e: &StsError) -> String {
+    async fn fetch_failure(&self, d: &Domain, e: &StsError) -> String {
         let mut message = match result_type(e) {
             Some(t) => format!("{t}: {e}"),
             None => e.to_string(),
         };
         let now = self.now();
-        if let Ok(Some(c)) = self.engine.get(d)
+        if let Ok(Some(c)) = self.engine.get(d).await
             && !c.is_expired(now)
         {
             message.push_str(&format!(
@@ -117,26 +123,31 @@ impl PolicyAccess {
             Some(domain) => {
                 let d = parse_domain(domain)?;
                 match engine.refresh(&d).await {
-                    Ok(outcome) => Ok(vec![self.refresh_item(&d, Ok(outcome))]),
+                    Ok(outcome) => Ok(vec![self.refresh_item(&d, Ok(outcome)).await]),
                     Err(e) => Err(Response::error(format!(
                         "{d}: {}",
-                        self.fetch_failure(&d, &e)
+                        self.fetch_failure(&d, &e).await
                     ))),
                 }
             }
             None => {
                 let all = engine.refresh_all().await.map_err(store_err)?;
-                Ok(all
-                    .into_iter()
-                    .map(|(d, outcome)| self.refresh_item(&d, outcome))
-                    .collect())
+                let mut out = Vec::with_capacity(all.len());
+                for (d, outcome) in all {
+                    out.push(self.refresh_item(&d, outcome).await);
+                }
+                Ok(out)
             }
         }
     }
 
-    fn refresh_item(&self, d: &Domain, outcome: Result<RefreshOutcome, StsError>) -> PolicyRefresh {
+    async fn refresh_item(
+        &self,
+        d: &Domain,
+        outcome: Result<RefreshOutcome, StsError>,
+    ) -> PolicyRefresh {
         let now = self.now();
-        let pinned = matches!(self.active_pin(d, now), Ok(Some(_)));
+        let pinned = matches!(self.active_pin(d, now).await, Ok(Some(_)));
         match outcome {
             Ok(RefreshOutcome::Unchanged(p)) => PolicyRefresh {
                 domain: d.to_string(),
@@ -222,6 +233,7 @@ impl PolicyAccess {
             let file = self
                 .engine
                 .pins()
+                .await
                 .map_err(store_err)?
                 .into_iter()
                 .find_map(|p| match p.source {

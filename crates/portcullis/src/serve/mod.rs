@@ -114,7 +114,13 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     };
     let publish = PublishSide::bind(&config, &tls, &resolver).await?;
     let certs = cert_watch(&listeners, &tls, &publish);
-    let outbound = Outbound::wire(&config, &store, &resolver, listeners.addresses())?;
+    let outbound = Outbound::wire(
+        &config,
+        &store,
+        cluster.as_ref(),
+        &resolver,
+        listeners.addresses(),
+    )?;
     let screen = screen::build(
         &config,
         &store,
@@ -193,6 +199,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     // The same intake reads reports mailed to us and reports POSTed to the
     // mta-sts listeners' /tlsrpt.
     let intake: Arc<dyn ReportIntake> = Arc::new(received.clone());
+    let policy_sync = outbound.shared_policy.clone();
     spawn_outbound(outbound, received, &queue, &life);
     screen::spawn_sweep(side.inbound.clone(), &life);
     spawn_listeners(side.inbound, listeners, &life);
@@ -200,6 +207,13 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         crate::tlsrpt::spawn_sync(&life.services, sync, c, &life.shutdown);
     }
     if let Some(c) = cluster {
+        if let Some(shared) = policy_sync {
+            life.services.spawn(outbound::run_policy_sync(
+                shared,
+                c.sync_interval(),
+                life.shutdown.clone(),
+            ));
+        }
         cluster::spawn(c, migrated, &life);
     }
     publish.spawn(Some(intake), &life);
