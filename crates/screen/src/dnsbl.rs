@@ -16,6 +16,7 @@ mod counters;
 mod lookup;
 mod name;
 mod resolver_dns;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,7 @@ pub use answer::MAX_ANSWERS;
 pub use lookup::{DEFAULT_NEGATIVE_TTL, MAX_NEGATIVE_TTL, MAX_TTL, MIN_TTL};
 pub use name::{canonical_ip, query_name};
 pub use resolver_dns::ResolverDns;
+pub use shared::{SharedAnswer, SharedLists};
 
 use cache::ListCache;
 use counters::Counters;
@@ -89,6 +91,8 @@ pub struct DnsLists {
     dns: Option<Arc<dyn crate::ScreenDns>>,
     shared: Arc<Shared>,
     timeout: Duration,
+    /// Cluster mode: the answers other nodes looked up.
+    others: Option<Arc<dyn SharedLists>>,
 }
 
 impl DnsLists {
@@ -103,6 +107,16 @@ impl DnsLists {
                 clock,
             }),
             timeout: LOOKUP_TIMEOUT,
+            others: None,
+        }
+    }
+
+    /// Answers shared with the other nodes of a cluster: asked before a
+    /// DNS query, given every answer kept.
+    pub fn with_shared(self, others: Arc<dyn SharedLists>) -> DnsLists {
+        DnsLists {
+            others: Some(others),
+            ..self
         }
     }
 
@@ -144,6 +158,7 @@ impl DnsLists {
                     list.zone.clone(),
                     ip,
                     self.timeout,
+                    self.others.clone(),
                 );
                 tasks.spawn(async move { (i, lookup.await) });
             }
