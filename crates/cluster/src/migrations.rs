@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reports",
         sql: include_str!("../migrations/0003_reports.sql"),
     },
+    Migration {
+        version: 5,
+        name: "limits",
+        sql: include_str!("../migrations/0005_limits.sql"),
+    },
 ];
 
 /// The newest version this binary knows.

@@ -5,9 +5,7 @@
 //! the first holder wrote, a taken-over node can no longer write, and a
 //! done report is never claimed again.
 
-use portcullis_cluster::reports::{
-    ClaimState, CountRow, ReportClaims, ReportCounts, ReportKind,
-};
+use portcullis_cluster::reports::{ClaimState, CountRow, ReportClaims, ReportCounts, ReportKind};
 use portcullis_cluster::{Cluster, ClusterSettings, DbTls};
 use portcullis_test_support::postgres::{PASSWORD, TestPostgres};
 use std::time::Duration;
@@ -99,14 +97,26 @@ async fn one_holder_at_a_time_and_a_lapsed_lease_is_taken_over() {
     assert_eq!(b.claim(day, dom, long).await.unwrap(), None, "a holds it");
     // The holder claims again (its next pass) and writes its state.
     assert!(a.claim(day, dom, long).await.unwrap().is_some());
-    assert!(a.save(day, dom, b"id-1", ClaimState::Pending).await.unwrap());
-    assert!(!b.save(day, dom, b"id-2", ClaimState::Pending).await.unwrap());
+    assert!(
+        a.save(day, dom, b"id-1", ClaimState::Pending)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.save(day, dom, b"id-2", ClaimState::Pending)
+            .await
+            .unwrap()
+    );
 
     // a stops renewing (killed): its lease lapses, b takes over with a's
     // state, and a can no longer renew or write.
     a.claim(day, dom, Duration::from_millis(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let taken = b.claim(day, dom, long).await.unwrap().expect("b takes over");
+    let taken = b
+        .claim(day, dom, long)
+        .await
+        .unwrap()
+        .expect("b takes over");
     assert_eq!(taken.record.as_deref(), Some(&b"id-1"[..]));
     assert_eq!(taken.taken_from.as_deref(), Some("a"));
     assert!(!a.renew(day, dom, long).await.unwrap());
@@ -114,7 +124,11 @@ async fn one_holder_at_a_time_and_a_lapsed_lease_is_taken_over() {
     assert!(b.renew(day, dom, long).await.unwrap());
 
     // Done: nobody claims it again, whoever asks and however long after.
-    assert!(b.save(day, dom, b"id-1 sent", ClaimState::Done).await.unwrap());
+    assert!(
+        b.save(day, dom, b"id-1 sent", ClaimState::Done)
+            .await
+            .unwrap()
+    );
     b.release(day, dom).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(a.claim(day, dom, long).await.unwrap(), None);
