@@ -10,6 +10,7 @@
 mod certs;
 mod cluster;
 mod inbound;
+mod limits;
 mod outbound;
 mod publish;
 mod screen;
@@ -115,10 +116,12 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     let publish = PublishSide::bind(&config, &tls, &resolver).await?;
     let certs = cert_watch(&listeners, &tls, &publish);
     let outbound = Outbound::wire(&config, &store, &resolver, listeners.addresses())?;
+    let shared_lists = cluster.as_ref().map(limits::lists);
     let screen = screen::build(
         &config,
         &store,
         cluster.as_ref(),
+        shared_lists.clone(),
         &resolver,
         outbound.probe.clone(),
     )?;
@@ -193,6 +196,9 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     let intake: Arc<dyn ReportIntake> = Arc::new(received.clone());
     spawn_outbound(outbound, received, &queue, &life);
     screen::spawn_sweep(side.inbound.clone(), &life);
+    if let (Some(c), Some(lists)) = (&cluster, shared_lists) {
+        limits::spawn(c.clone(), lists, side.inbound.clone(), &life);
+    }
     spawn_listeners(side.inbound, listeners, &life);
     if let Some(c) = cluster {
         cluster::spawn(c, migrated, &life);
