@@ -51,9 +51,13 @@ impl Node {
     async fn on(pg: &TestPostgres, name: &str) -> Node {
         let cluster = cluster(pg, name).await;
         let lists = Arc::new(PgLists::new(cluster.clone()));
+        let rates = RateTable::new(1000, Arc::new(SystemClock));
+        let guard = AuthGuard::new(lockout());
+        rates.share();
+        guard.share();
         Node {
-            rates: RateTable::new(1000, Arc::new(SystemClock)),
-            guard: AuthGuard::new(lockout()),
+            rates,
+            guard,
             exchange: LimitsExchange::new(cluster.clone(), lists.clone()),
             lists,
             cluster,

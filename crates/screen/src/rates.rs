@@ -183,8 +183,11 @@ struct Inner {
     order: BTreeMap<u64, AddrKey>,
     next_seen: u64,
     /// Clients counted since their counts were last taken by
-    /// [`RateTable::changed`] (always keys of `slots`: bounded with it).
+    /// [`RateTable::changed`] (always keys of `slots`: bounded with it);
+    /// kept only once [`RateTable::share`] was called.
     dirty: HashSet<AddrKey>,
+    /// True in cluster mode ([`RateTable::share`]).
+    sharing: bool,
     /// The other nodes' counts (cluster mode), at most the table's
     /// capacity of clients; empty on a single node.
     remote: HashMap<AddrKey, Buckets>,
@@ -261,7 +264,9 @@ impl RateTable {
             }
         }
         slot.buckets.current[i] = slot.buckets.current[i].saturating_add(1);
-        inner.dirty.insert(key);
+        if inner.sharing {
+            inner.dirty.insert(key);
+        }
         Ok(())
     }
 
@@ -316,6 +321,13 @@ impl RateTable {
     /// The most clients the table holds.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Cluster mode: from now on the table remembers which clients it
+    /// counted, for [`RateTable::changed`] (a single node never calls it
+    /// and keeps no such set).
+    pub fn share(&self) {
+        self.lock().sharing = true;
     }
 
     /// This node's counts of at most `most` clients counted since the last
@@ -543,6 +555,7 @@ mod tests {
     #[test]
     fn remote_counts_add_to_the_local_ones() {
         let (clock, t) = table(16);
+        t.share();
         let k = key("192.0.2.1");
         let window = clock.unix_millis() / WINDOW_MS;
         t.check(k, Kind::Connections, 5).unwrap();
@@ -586,6 +599,9 @@ mod tests {
     #[test]
     fn changed_is_bounded_per_call() {
         let (_clock, t) = table(1000);
+        t.check(key("192.0.2.1"), Kind::Messages, 0).unwrap();
+        assert!(t.changed(10).is_empty(), "a single node remembers nothing");
+        t.share();
         for i in 0..500u32 {
             t.check(AddrKey::V4(std::net::Ipv4Addr::from(i)), Kind::Messages, 0)
                 .unwrap();

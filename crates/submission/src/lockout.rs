@@ -209,6 +209,9 @@ struct State {
     /// The other nodes' failures and lockouts (cluster mode), at most
     /// [`MAX_ENTRIES`].
     remote: HashMap<SharedKey, Remote>,
+    /// True in cluster mode ([`AuthGuard::share`]): only then is `dirty`
+    /// kept.
+    sharing: bool,
 }
 
 impl State {
@@ -216,7 +219,7 @@ impl State {
     /// stays bounded under a flood of addresses; the flood's own node
     /// still counts them).
     fn touched(&mut self, key: SharedKey) {
-        if self.dirty.len() < MAX_ENTRIES {
+        if self.sharing && self.dirty.len() < MAX_ENTRIES {
             self.dirty.insert(key);
         }
     }
@@ -481,6 +484,13 @@ impl AuthGuard {
             list.remove(0);
         }
         list.push((key, now));
+    }
+
+    /// Cluster mode: from now on the guard remembers which keys changed,
+    /// for [`AuthGuard::changed`] (a single node never calls it and keeps
+    /// no such set).
+    pub fn share(&self) {
+        self.state().sharing = true;
     }
 
     /// This node's state of at most `most` keys changed since the last
@@ -857,6 +867,8 @@ mod tests {
     fn other_nodes_failures_and_lockouts_count_here() {
         let a = AuthGuard::new(settings());
         let b = AuthGuard::new(settings());
+        a.share();
+        b.share();
         let t0 = Instant::now();
         let client = ip("192.0.2.1");
         for i in 0..3 {
@@ -894,6 +906,12 @@ mod tests {
     fn a_failed_push_is_pushed_again_and_keys_round_trip() {
         let g = AuthGuard::new(settings());
         let t0 = Instant::now();
+        let _ = g.failure(ip("192.0.2.200"), "eve", t0);
+        assert!(
+            g.changed(t0, 100).is_empty(),
+            "a single node remembers nothing"
+        );
+        g.share();
         let _ = g.failure(ip("2001:db8:1:2::3"), "alice", t0);
         let pushed = g.changed(t0, 100);
         assert_eq!(pushed.len(), 2);

@@ -20,10 +20,16 @@ pub fn lists(cluster: &Cluster) -> Arc<PgLists> {
 /// Until shutdown: one exchange every `sync_interval`, on the services
 /// tracker. The screen generation in force is taken at each round (every
 /// generation shares one rate table); the AUTH guard outlives reloads.
+/// Called before the listeners accept, so that the rate table and the
+/// guard remember every change from the first connection on.
 pub fn spawn(cluster: Cluster, lists: Arc<PgLists>, inbound: Arc<Inbound>, life: &Lifecycle) {
     let shutdown = life.shutdown.clone();
     let exchange = LimitsExchange::new(cluster.clone(), lists);
     let guard = inbound.auth_guard();
+    guard.share();
+    if let Some(screen) = inbound.screen() {
+        screen.rates().share();
+    }
     life.services.spawn(async move {
         let mut every = tokio::time::interval(cluster.sync_interval());
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
