@@ -148,6 +148,17 @@ impl PgLists {
         Ok(())
     }
 
+    /// Removes every answer about `ip`; how many.
+    pub async fn remove(&self, ip: IpAddr) -> Result<u64, ClusterError> {
+        let client = self.cluster.client().await?;
+        self.cluster
+            .bounded(client.execute(
+                "DELETE FROM dnsbl_answers WHERE client = $1",
+                &[&octets(ip)],
+            ))
+            .await
+    }
+
     /// Removes expired answers (one batch), then, when more than
     /// [`MAX_ROWS`] remain, those that end soonest; how many.
     pub async fn sweep(&self) -> Result<u64, ClusterError> {
@@ -210,6 +221,21 @@ impl SharedLists for PgLists {
             }
             if let Err(e) = self.share(ip, zone, &answer).await {
                 self.failed(&e);
+            }
+        })
+    }
+
+    fn forget(&self, ip: IpAddr) -> BoxFuture<'_, u64> {
+        Box::pin(async move {
+            // Tried even while resting: the operator asked for it. A
+            // failure leaves the answers to their TTL (logged, counted).
+            match self.remove(ip).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(client = %ip, error = %e, "shared DNS-list answers not cleared; they end with their TTL");
+                    self.failed(&e);
+                    0
+                }
             }
         })
     }

@@ -262,6 +262,10 @@ async fn dnsbl_answers_are_shared_until_their_ttl() {
     a.exchange().await;
     assert_eq!(pg.sql("SELECT count(*) FROM dnsbl_answers"), "2");
     assert_eq!(b.fallbacks("dnsbl"), 0);
+    // `screen clear` on one node removes a client's answers for all.
+    assert_eq!(b.lists.forget(other).await, 1);
+    assert_eq!(a.lists.get(other, &zone).await, None);
+    assert_eq!(pg.sql("SELECT count(*) FROM dnsbl_answers"), "1");
 
     pg.stop();
     let started = Instant::now();

@@ -178,6 +178,15 @@ impl DnsLists {
         self.shared.cache().forget(canonical_ip(ip))
     }
 
+    /// In a cluster, removes the answers about `ip` the nodes share too
+    /// (so the next lookup asks DNS); how many. 0 on a single node.
+    pub async fn forget_shared(&self, ip: IpAddr) -> u64 {
+        match &self.others {
+            Some(others) => others.forget(canonical_ip(ip)).await,
+            None => 0,
+        }
+    }
+
     /// `portcullis_dnsbl_lookups_total{zone,outcome}` (outcome `listed`,
     /// `not_listed`, `failed`, `ignored`, `cached`) and
     /// `portcullis_dnsbl_cache_entries`.

@@ -485,7 +485,7 @@ impl Screen {
         let cleared = match target {
             ClearTarget::Ip(ip) => Cleared {
                 rates: u64::from(self.shared.rates.forget(AddrKey::of(*ip))),
-                lists: self.shared.lists.forget(*ip),
+                lists: self.shared.lists.forget(*ip) + self.shared.lists.forget_shared(*ip).await,
                 greylist: g.clear_network(*ip).await?,
             },
             ClearTarget::Domain(domain) => Cleared {

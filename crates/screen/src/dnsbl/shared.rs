@@ -29,4 +29,8 @@ pub trait SharedLists: Send + Sync + 'static {
 
     /// Shares `answer` of `zone` about `ip`.
     fn put<'a>(&'a self, ip: IpAddr, zone: &'a Domain, answer: SharedAnswer) -> BoxFuture<'a, ()>;
+
+    /// Removes every answer about `ip` (`screen clear`), so that no node
+    /// uses them again; how many.
+    fn forget(&self, ip: IpAddr) -> BoxFuture<'_, u64>;
 }

@@ -394,6 +394,14 @@ impl SharedLists for Board {
             self.0.lock().unwrap().insert((ip, zone.clone()), answer);
         })
     }
+    fn forget(&self, ip: IpAddr) -> crate::BoxFuture<'_, u64> {
+        Box::pin(async move {
+            let mut map = self.0.lock().unwrap();
+            let before = map.len();
+            map.retain(|(i, _), _| *i != ip);
+            (before - map.len()) as u64
+        })
+    }
 }
 
 /// A listing looked up by one node answers the other without a DNS
@@ -423,6 +431,11 @@ async fn an_answer_looked_up_by_one_node_answers_the_other() {
     assert_eq!(shared.listed, Some(vec![Ipv4Addr::new(127, 0, 0, 2)]));
     dns.unlist("bl.test", client);
     assert_eq!(b.verdict(&lists, client).await.score, 10, "from A's answer");
+    // A clear on one node removes the shared answer: the other node, with
+    // nothing cached, asks DNS (which no longer lists the client).
+    assert_eq!(a.forget(client) + a.forget_shared(client).await, 2);
+    let c = node();
+    assert_eq!(c.verdict(&lists, client).await.score, 0);
     // A failure is not shared.
     dns.fail_zone("bad.test", FailMode::ServFail);
     let bad = [list("bad.test", 10)];
