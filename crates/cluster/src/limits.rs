@@ -51,6 +51,12 @@ impl LimitsExchange {
     pub async fn exchange(&self, table: &RateTable, guard: &AuthGuard) {
         if let Err(e) = self.rates(table).await {
             self.cluster.fell_back("rates", &e);
+            if matches!(e, ClusterError::Unreachable(_)) {
+                // The rest would wait out the same timeout again: this
+                // round ends here (the guard's changes stay marked).
+                self.cluster.fell_back("lockouts", &e);
+                return;
+            }
         }
         if let Err(e) = self.lockouts(guard).await {
             self.cluster.fell_back("lockouts", &e);
