@@ -24,17 +24,25 @@
 //!   summed, one report per (day, policy domain) sent by the node holding
 //!   its claim (see `portcullis_tlsrpt::shared`).
 //!
+//! - **Limits** ([`limits::LimitsExchange`], [`rates`], [`lockouts`],
+//!   [`lists`]): rates and AUTH failures counted locally and exchanged
+//!   every `sync_interval`; DNS-list answers shared until their TTL.
+//!
 //! The database is never on the accept path's critical section: stores
 //! built on it keep a local answer (cache, buffer) and use the database
 //! beside it.
 
 mod errors;
 mod health;
+pub mod limits;
+pub mod lists;
+pub mod lockouts;
 pub mod migrations;
 mod nodes;
 pub mod policy;
 pub mod policy_shared;
 mod pool;
+pub mod rates;
 pub mod reports;
 mod schema;
 pub mod screen;

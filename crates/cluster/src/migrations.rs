@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "policy",
         sql: include_str!("../migrations/0004_policy.sql"),
     },
+    Migration {
+        version: 5,
+        name: "limits",
+        sql: include_str!("../migrations/0005_limits.sql"),
+    },
 ];
 
 /// The newest version this binary knows.

@@ -5,7 +5,7 @@
 //! timeout and reachable again when it returns, a wrong password is named
 //! as an authentication refusal, and a newer schema is refused.
 
-use portcullis_cluster::{Cluster, ClusterError, ClusterSettings, DbTls, MIGRATIONS};
+use portcullis_cluster::{Cluster, ClusterError, ClusterSettings, DbTls, MIGRATIONS, migrations};
 use portcullis_metrics::MetricsWriter;
 use portcullis_test_support::postgres::{PASSWORD, TestPostgres};
 use std::time::Duration;
@@ -61,7 +61,7 @@ async fn migrate_applies_each_version_once_and_status_shows_the_nodes() {
     assert_eq!(status.error, None);
     assert_eq!(status.node, "a");
     assert_eq!(status.database, pg.url());
-    assert_eq!(status.schema_version, MIGRATIONS.len() as u32);
+    assert_eq!(status.schema_version, migrations::latest());
     let names: Vec<_> = status.nodes.iter().map(|n| n.node.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
     assert!(status.nodes.iter().all(|n| n.seconds_ago < 60));
@@ -151,7 +151,7 @@ async fn a_schema_newer_than_the_binary_is_refused_naming_both_versions() {
     let pg = TestPostgres::start();
     let a = cluster(&pg, "a");
     a.migrate().await.unwrap();
-    let newer = MIGRATIONS.len() + 5;
+    let newer = migrations::latest() as usize + 5;
     pg.sql(&format!(
         "INSERT INTO portcullis_schema (version, name) VALUES ({newer}, 'future')"
     ));
@@ -159,10 +159,10 @@ async fn a_schema_newer_than_the_binary_is_refused_naming_both_versions() {
     let text = err.to_string();
     assert!(
         matches!(err, ClusterError::SchemaNewer { database, binary }
-            if database as usize == newer && binary as usize == MIGRATIONS.len()),
+            if database as usize == newer && binary == migrations::latest()),
         "{err:?}"
     );
-    assert!(text.contains(&newer.to_string()) && text.contains(&MIGRATIONS.len().to_string()));
+    assert!(text.contains(&newer.to_string()) && text.contains(&migrations::latest().to_string()));
     // No store is handed a connection to it from then on.
     assert!(matches!(
         a.client().await,

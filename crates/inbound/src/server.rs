@@ -122,6 +122,12 @@ impl Inbound {
         self.live.get().screen.clone()
     }
 
+    /// The failed-AUTH accounting every generation shares, for cluster
+    /// mode's exchange of failures and lockouts between nodes.
+    pub fn auth_guard(&self) -> Arc<portcullis_submission::lockout::AuthGuard> {
+        self.stable.guard.clone()
+    }
+
     /// Serves one listener until `shutdown`; each connection runs in a task
     /// tracked by `tracker` so shutdown can wait for them. The listener
     /// takes at most `handle.max_connections` connections (and its

@@ -16,6 +16,7 @@ mod counters;
 mod lookup;
 mod name;
 mod resolver_dns;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,7 @@ pub use answer::MAX_ANSWERS;
 pub use lookup::{DEFAULT_NEGATIVE_TTL, MAX_NEGATIVE_TTL, MAX_TTL, MIN_TTL};
 pub use name::{canonical_ip, query_name};
 pub use resolver_dns::ResolverDns;
+pub use shared::{SharedAnswer, SharedLists};
 
 use cache::ListCache;
 use counters::Counters;
@@ -89,6 +91,8 @@ pub struct DnsLists {
     dns: Option<Arc<dyn crate::ScreenDns>>,
     shared: Arc<Shared>,
     timeout: Duration,
+    /// Cluster mode: the answers other nodes looked up.
+    others: Option<Arc<dyn SharedLists>>,
 }
 
 impl DnsLists {
@@ -103,6 +107,16 @@ impl DnsLists {
                 clock,
             }),
             timeout: LOOKUP_TIMEOUT,
+            others: None,
+        }
+    }
+
+    /// Answers shared with the other nodes of a cluster: asked before a
+    /// DNS query, given every answer kept.
+    pub fn with_shared(self, others: Arc<dyn SharedLists>) -> DnsLists {
+        DnsLists {
+            others: Some(others),
+            ..self
         }
     }
 
@@ -144,6 +158,7 @@ impl DnsLists {
                     list.zone.clone(),
                     ip,
                     self.timeout,
+                    self.others.clone(),
                 );
                 tasks.spawn(async move { (i, lookup.await) });
             }
@@ -161,6 +176,15 @@ impl DnsLists {
     /// Forgets the cached answers for `ip`; how many.
     pub fn forget(&self, ip: IpAddr) -> u64 {
         self.shared.cache().forget(canonical_ip(ip))
+    }
+
+    /// In a cluster, removes the answers about `ip` the nodes share too
+    /// (so the next lookup asks DNS); how many. 0 on a single node.
+    pub async fn forget_shared(&self, ip: IpAddr) -> u64 {
+        match &self.others {
+            Some(others) => others.forget(canonical_ip(ip)).await,
+            None => 0,
+        }
     }
 
     /// `portcullis_dnsbl_lookups_total{zone,outcome}` (outcome `listed`,

@@ -18,9 +18,19 @@
 //! to flush the table from that many networks only resets budgets, never
 //! exhausts memory. A refused attempt is not counted, so a client that
 //! waits the hint it was given gets through.
+//!
+//! Cluster mode: the table never waits on the database. It remembers
+//! which clients it counted since the last exchange ([`RateTable::changed`]:
+//! this node's own counts of the current and previous minutes, to push)
+//! and holds the other nodes' counts of those minutes
+//! ([`RateTable::set_remote`], pulled by the same periodic task), which
+//! every check adds to its own. On a single node the remote side stays
+//! empty and nothing changes. Across `n` nodes a client gets at most its
+//! limit plus what it can do on the other nodes in one exchange interval
+//! (the counts not pushed yet): about `limit + n × rate × interval`.
 
 use portcullis_types::{AddrKey, Clock};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -110,6 +120,25 @@ impl Buckets {
         self.window = window;
     }
 
+    /// These buckets plus `other`'s (both seen at `window`).
+    fn plus(&self, other: Option<Buckets>, window: u64) -> Buckets {
+        let Some(mut other) = other else {
+            return *self;
+        };
+        other.roll(window);
+        let mut sum = *self;
+        if other.window != sum.window {
+            // `other` is from a later minute than a stale local entry:
+            // impossible after both rolled to `window`; keep ours.
+            return sum;
+        }
+        for i in 0..3 {
+            sum.current[i] = sum.current[i].saturating_add(other.current[i]);
+            sum.previous[i] = sum.previous[i].saturating_add(other.previous[i]);
+        }
+        sum
+    }
+
     /// The count of the last minute × `WINDOW_MS` (exact integer), at
     /// `offset` ms into the current minute.
     fn scaled(&self, i: usize, offset: u64) -> u64 {
@@ -153,6 +182,15 @@ struct Inner {
     /// Last-seen sequence number → key: the first is evicted.
     order: BTreeMap<u64, AddrKey>,
     next_seen: u64,
+    /// Clients counted since their counts were last taken by
+    /// [`RateTable::changed`] (always keys of `slots`: bounded with it);
+    /// kept only once [`RateTable::share`] was called.
+    dirty: HashSet<AddrKey>,
+    /// True in cluster mode ([`RateTable::share`]).
+    sharing: bool,
+    /// The other nodes' counts (cluster mode), at most the table's
+    /// capacity of clients; empty on a single node.
+    remote: HashMap<AddrKey, Buckets>,
 }
 
 impl Inner {
@@ -169,6 +207,7 @@ impl Inner {
                     break;
                 };
                 self.slots.remove(&evicted);
+                self.dirty.remove(&evicted);
             }
         }
         self.order.insert(seen, key);
@@ -213,16 +252,21 @@ impl RateTable {
         let now = self.clock.unix_millis();
         let (window, offset) = (now / WINDOW_MS, now % WINDOW_MS);
         let mut inner = self.lock();
+        let remote = inner.remote.get(&key).copied();
         let slot = inner.touch(key, self.capacity);
         slot.buckets.roll(window);
         let i = kind.index();
         if limit > 0 {
-            let wait = slot.buckets.wait_ms(i, limit, offset);
+            let all = slot.buckets.plus(remote, window);
+            let wait = all.wait_ms(i, limit, offset);
             if wait > 0 {
                 return Err(Duration::from_secs(wait.div_ceil(1000).max(1)));
             }
         }
         slot.buckets.current[i] = slot.buckets.current[i].saturating_add(1);
+        if inner.sharing {
+            inner.dirty.insert(key);
+        }
         Ok(())
     }
 
@@ -231,10 +275,12 @@ impl RateTable {
     pub fn count(&self, key: AddrKey) -> Counts {
         let now = self.clock.unix_millis();
         let (window, offset) = (now / WINDOW_MS, now % WINDOW_MS);
-        let Some(mut buckets) = self.lock().slots.get(&key).map(|s| s.buckets) else {
-            return Counts::default();
-        };
+        let inner = self.lock();
+        let remote = inner.remote.get(&key).copied();
+        let mut buckets = inner.slots.get(&key).map(|s| s.buckets).unwrap_or_default();
+        drop(inner);
         buckets.roll(window);
+        let buckets = buckets.plus(remote, window);
         let n = |kind: Kind| {
             let c = buckets.scaled(kind.index(), offset).div_ceil(WINDOW_MS);
             u32::try_from(c).unwrap_or(u32::MAX)
@@ -246,9 +292,13 @@ impl RateTable {
         }
     }
 
-    /// Forgets `key` (`screen clear`); true when it was known.
+    /// Forgets `key` (`screen clear`); true when it was known. In
+    /// cluster mode the other nodes' counts are forgotten too, until the
+    /// next exchange brings them back.
     pub fn forget(&self, key: AddrKey) -> bool {
         let mut inner = self.lock();
+        inner.dirty.remove(&key);
+        inner.remote.remove(&key);
         match inner.slots.remove(&key) {
             Some(slot) => {
                 inner.order.remove(&slot.seen);
@@ -272,6 +322,92 @@ impl RateTable {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    /// Cluster mode: from now on the table remembers which clients it
+    /// counted, for [`RateTable::changed`] (a single node never calls it
+    /// and keeps no such set).
+    pub fn share(&self) {
+        self.lock().sharing = true;
+    }
+
+    /// This node's counts of at most `most` clients counted since the last
+    /// call (cluster mode: what to push), for the current minute and the
+    /// one before (a minute counted nothing is left out); those clients
+    /// are no longer marked as changed. Counts are absolute, so pushing
+    /// the same ones twice changes nothing.
+    pub fn changed(&self, most: usize) -> Vec<MinuteCounts> {
+        let window = self.clock.unix_millis() / WINDOW_MS;
+        let mut inner = self.lock();
+        let keys: Vec<AddrKey> = inner.dirty.iter().take(most).copied().collect();
+        let mut out = Vec::with_capacity(keys.len() * 2);
+        for key in keys {
+            inner.dirty.remove(&key);
+            let Some(slot) = inner.slots.get(&key) else {
+                continue;
+            };
+            let mut b = slot.buckets;
+            b.roll(window);
+            for (minute, counts) in [(window, b.current), (window.saturating_sub(1), b.previous)] {
+                if counts != [0; 3] {
+                    out.push(MinuteCounts {
+                        key,
+                        minute,
+                        counts,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Marks `keys` as changed again (their push failed: the next
+    /// exchange sends them).
+    pub fn requeue(&self, keys: impl IntoIterator<Item = AddrKey>) {
+        let mut inner = self.lock();
+        for key in keys {
+            if inner.slots.contains_key(&key) {
+                inner.dirty.insert(key);
+            }
+        }
+    }
+
+    /// Replaces the other nodes' counts with `counts` (cluster mode: their
+    /// sums, as pulled); only the current and previous minutes matter,
+    /// and at most the table's capacity of clients is kept.
+    pub fn set_remote(&self, counts: impl IntoIterator<Item = MinuteCounts>) {
+        let window = self.clock.unix_millis() / WINDOW_MS;
+        let mut remote: HashMap<AddrKey, Buckets> = HashMap::new();
+        for c in counts {
+            let fresh = c.minute == window || c.minute.saturating_add(1) == window;
+            if !fresh || (remote.len() >= self.capacity && !remote.contains_key(&c.key)) {
+                continue;
+            }
+            let b = remote.entry(c.key).or_insert(Buckets {
+                window,
+                ..Buckets::default()
+            });
+            let bucket = if c.minute == window {
+                &mut b.current
+            } else {
+                &mut b.previous
+            };
+            for (into, n) in bucket.iter_mut().zip(c.counts) {
+                *into = into.saturating_add(n);
+            }
+        }
+        self.lock().remote = remote;
+    }
+}
+
+/// One client's counts of one minute, as nodes exchange them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinuteCounts {
+    /// The client (IPv4 address or IPv6 /64).
+    pub key: AddrKey,
+    /// The minute: Unix milliseconds / 60,000.
+    pub minute: u64,
+    /// Connections, messages, recipients (the order of [`Kind::ALL`]).
+    pub counts: [u32; 3],
 }
 
 #[cfg(test)]
@@ -411,5 +547,66 @@ mod tests {
         t.check(ip(200_000), Kind::Connections, 2).unwrap();
         assert_eq!(t.count(old).connections, 2);
         assert_eq!(t.len(), DEFAULT_CAPACITY);
+    }
+
+    /// Cluster mode: the other nodes' counts add to this node's, so the
+    /// limit is the cluster's; what this node counted is handed out once
+    /// per change, and handed out again after a failed push.
+    #[test]
+    fn remote_counts_add_to_the_local_ones() {
+        let (clock, t) = table(16);
+        t.share();
+        let k = key("192.0.2.1");
+        let window = clock.unix_millis() / WINDOW_MS;
+        t.check(k, Kind::Connections, 5).unwrap();
+        t.set_remote([
+            MinuteCounts {
+                key: k,
+                minute: window,
+                counts: [3, 0, 0],
+            },
+            // Too old to matter: ignored.
+            MinuteCounts {
+                key: k,
+                minute: window - 5,
+                counts: [100, 0, 0],
+            },
+        ]);
+        assert_eq!(t.count(k).connections, 4);
+        t.check(k, Kind::Connections, 5).unwrap();
+        assert!(
+            t.check(k, Kind::Connections, 5).is_err(),
+            "3 remote + 2 local"
+        );
+        // Another client is not affected.
+        t.check(key("192.0.2.2"), Kind::Connections, 5).unwrap();
+        let changed = t.changed(100);
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        let mine = changed.iter().find(|c| c.key == k).unwrap();
+        assert_eq!((mine.minute, mine.counts), (window, [2, 0, 0]));
+        assert!(t.changed(100).is_empty(), "handed out once");
+        t.requeue([k]);
+        assert_eq!(t.changed(100).len(), 1, "again after a failed push");
+        // Remote counts of the previous minute weigh as local ones do, and
+        // roll away with the clock.
+        clock.advance(Duration::from_secs(120));
+        assert_eq!(t.count(k).connections, 0);
+        // An empty pull (single node) changes nothing else.
+        t.set_remote([]);
+        t.check(k, Kind::Connections, 1).unwrap();
+    }
+
+    #[test]
+    fn changed_is_bounded_per_call() {
+        let (_clock, t) = table(1000);
+        t.check(key("192.0.2.1"), Kind::Messages, 0).unwrap();
+        assert!(t.changed(10).is_empty(), "a single node remembers nothing");
+        t.share();
+        for i in 0..500u32 {
+            t.check(AddrKey::V4(std::net::Ipv4Addr::from(i)), Kind::Messages, 0)
+                .unwrap();
+        }
+        assert_eq!(t.changed(200).len(), 200);
+        assert_eq!(t.changed(1000).len(), 300);
     }
 }

@@ -11,7 +11,7 @@ mod refusal;
 mod report;
 
 use crate::ScreenDns;
-use crate::dnsbl::{DnsLists, ListsVerdict};
+use crate::dnsbl::{DnsLists, ListsVerdict, SharedLists};
 use crate::greylist::{Attempt, Decision, Greylister};
 use crate::rates::{Kind, RateTable};
 use crate::recipients::{Known, RecipientFiles, RecipientProbe, RecipientVerifier};
@@ -40,6 +40,7 @@ pub struct ScreenBuilder {
     clock: Arc<dyn Clock>,
     dns: Option<Arc<dyn ScreenDns>>,
     probe: Option<Arc<dyn RecipientProbe>>,
+    lists: Option<Arc<dyn SharedLists>>,
 }
 
 impl ScreenBuilder {
@@ -52,7 +53,14 @@ impl ScreenBuilder {
             clock: Arc::new(portcullis_types::SystemClock),
             dns: None,
             probe: None,
+            lists: None,
         }
+    }
+
+    /// Cluster mode: DNS list answers shared with the other nodes.
+    pub fn shared_lists(mut self, lists: Arc<dyn SharedLists>) -> ScreenBuilder {
+        self.lists = Some(lists);
+        self
     }
 
     /// The clock every expiry and rate window is measured on.
@@ -80,7 +88,10 @@ impl ScreenBuilder {
         let clock = self.clock;
         let shared = Shared {
             rates: RateTable::new(crate::rates::DEFAULT_CAPACITY, clock.clone()),
-            lists: DnsLists::new(self.dns.clone(), clock.clone()),
+            lists: match self.lists {
+                Some(others) => DnsLists::new(self.dns.clone(), clock.clone()).with_shared(others),
+                None => DnsLists::new(self.dns.clone(), clock.clone()),
+            },
             verifier: RecipientVerifier::new(self.store.clone(), self.probe, clock.clone()),
             greylist: Greylister::new(self.store.clone(), clock.clone(), self.dns),
             refusals: Refusals::default(),
@@ -276,6 +287,13 @@ impl Screen {
         self.rate(ip, None, Kind::Connections, limit)
     }
 
+    /// The per-client rate table every generation shares: cluster mode
+    /// exchanges its counts with the other nodes through it
+    /// ([`RateTable::changed`], [`RateTable::set_remote`]).
+    pub fn rates(&self) -> &RateTable {
+        &self.shared.rates
+    }
+
     /// True when clients are looked up in DNS lists (any `[[dnsbl]]`).
     pub fn looks_up_lists(&self) -> bool {
         !self.settings.dnsbl.is_empty()
@@ -467,7 +485,7 @@ impl Screen {
         let cleared = match target {
             ClearTarget::Ip(ip) => Cleared {
                 rates: u64::from(self.shared.rates.forget(AddrKey::of(*ip))),
-                lists: self.shared.lists.forget(*ip),
+                lists: self.shared.lists.forget(*ip) + self.shared.lists.forget_shared(*ip).await,
                 greylist: g.clear_network(*ip).await?,
             },
             ClearTarget::Domain(domain) => Cleared {

@@ -20,11 +20,23 @@
 //! make us work.
 //!
 //! Time is a parameter (`now`) so tests drive it. The state is in memory
-//! behind this narrow interface, so that a shared backend (cluster mode)
-//! can take its place.
+//! behind this narrow interface.
+//!
+//! Cluster mode shares it without putting the database on the AUTH path:
+//! the guard remembers which addresses and users changed
+//! ([`AuthGuard::changed`]: this node's failures in the window and its
+//! lockouts, pushed by a periodic task) and holds the other nodes' sums
+//! ([`AuthGuard::set_remote`]), which count with its own: their failures
+//! bring a key nearer its limit here, their lockouts refuse here. A
+//! client thus gets at most `failures_per_ip` guesses plus what it can
+//! try on the other nodes in one exchange interval (each guess slowed by
+//! the doubling delay). Remote state is only ever added: a lockout known
+//! locally always applies, whatever the database does. A user's known
+//! addresses stay per node (a user locked out by guesses elsewhere is let
+//! in from an address known on this node only).
 
 use portcullis_config::Lockout;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -41,7 +53,7 @@ const MAX_ENTRIES: usize = 100_000;
 const MAX_DELAY_FACTOR: u32 = 16;
 
 /// What a lockout applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// The client's address (IPv6: its /64).
     Ip,
@@ -149,14 +161,17 @@ impl Record {
     /// lockout until `now + window`). The failures stay (they age out of
     /// the window by the time the lockout ends) so that
     /// [`Record::forget`] can take this one back.
-    fn fail(&mut self, now: Instant, window: Duration, limit: u32) -> bool {
+    /// `elsewhere`: the other nodes' failures in the window (cluster
+    /// mode), which count towards the limit too.
+    fn fail(&mut self, now: Instant, window: Duration, limit: u32, elsewhere: usize) -> bool {
         self.prune(now, window);
         self.failures.push_back(now);
         // The record never needs more than `limit` entries.
         while self.failures.len() > limit as usize {
             self.failures.pop_front();
         }
-        if self.failures.len() >= limit as usize && self.lock_remaining(now).is_none() {
+        let all = self.failures.len().saturating_add(elsewhere);
+        if all >= limit as usize && self.lock_remaining(now).is_none() {
             self.locked_until = Some(now + window);
             return true;
         }
@@ -188,6 +203,97 @@ struct State {
     ips: HashMap<IpKey, Record>,
     users: HashMap<String, Record>,
     known: HashMap<String, Vec<(IpKey, Instant)>>,
+    /// Keys changed since [`AuthGuard::changed`] last took them (cluster
+    /// mode), at most [`MAX_ENTRIES`].
+    dirty: HashSet<SharedKey>,
+    /// The other nodes' failures and lockouts (cluster mode), at most
+    /// [`MAX_ENTRIES`].
+    remote: HashMap<SharedKey, Remote>,
+    /// True in cluster mode ([`AuthGuard::share`]): only then is `dirty`
+    /// kept.
+    sharing: bool,
+}
+
+impl State {
+    /// Marks `key` for the next push (dropped past the bound: memory
+    /// stays bounded under a flood of addresses; the flood's own node
+    /// still counts them).
+    fn touched(&mut self, key: SharedKey) {
+        if self.sharing && self.dirty.len() < MAX_ENTRIES {
+            self.dirty.insert(key);
+        }
+    }
+
+    /// The other nodes' live failures of `key` at `now`.
+    fn remote_failures(&self, key: &SharedKey, now: Instant) -> usize {
+        self.remote
+            .get(key)
+            .filter(|r| r.counts_until > now)
+            .map_or(0, |r| r.failures as usize)
+    }
+
+    /// The other nodes' lockout of `key` still running at `now`.
+    fn remote_lock(&self, key: &SharedKey, now: Instant) -> Option<Duration> {
+        self.remote
+            .get(key)
+            .and_then(|r| r.locked_until)
+            .and_then(|t| t.checked_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+}
+
+/// An address or a user, as nodes exchange them: the scope and the key's
+/// octets (4 of an IPv4 address, the 8 of an IPv6 /64, a user name's
+/// UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SharedKey {
+    /// An address or a user.
+    pub scope: Scope,
+    /// The octets.
+    pub key: Vec<u8>,
+}
+
+impl SharedKey {
+    fn ip(key: IpKey) -> SharedKey {
+        let key = match key {
+            IpKey::V4(v4) => v4.to_be_bytes().to_vec(),
+            IpKey::V6(v6) => v6.to_be_bytes().to_vec(),
+        };
+        SharedKey {
+            scope: Scope::Ip,
+            key,
+        }
+    }
+
+    fn user(name: &str) -> SharedKey {
+        SharedKey {
+            scope: Scope::User,
+            key: name.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// One node's state of one key, as pushed ([`AuthGuard::changed`]) or
+/// the other nodes' sum of it, as pulled ([`AuthGuard::set_remote`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCount {
+    /// The address or user.
+    pub key: SharedKey,
+    /// Failures in the window (0: nothing to share; a success took them
+    /// back or they aged out).
+    pub failures: u32,
+    /// How long from now the failures still count.
+    pub counts_for: Duration,
+    /// How long from now a lockout of the key lasts, when there is one.
+    pub locked_for: Option<Duration>,
+}
+
+/// The other nodes' state of one key, on this node's clock.
+#[derive(Debug, Clone, Copy)]
+struct Remote {
+    failures: u32,
+    counts_until: Instant,
+    locked_until: Option<Instant>,
 }
 
 /// Failed-AUTH accounting shared by all sessions.
@@ -215,14 +321,16 @@ impl AuthGuard {
     pub fn locked(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> Option<Lock> {
         let key = IpKey::of(ip);
         let st = self.state();
-        if let Some(remaining) = st.ips.get(&key).and_then(|r| r.lock_remaining(now)) {
+        let local = st.ips.get(&key).and_then(|r| r.lock_remaining(now));
+        if let Some(remaining) = local.or_else(|| st.remote_lock(&SharedKey::ip(key), now)) {
             return Some(Lock {
                 scope: Scope::Ip,
                 remaining,
             });
         }
         let user = user?;
-        let remaining = st.users.get(user).and_then(|r| r.lock_remaining(now))?;
+        let local = st.users.get(user).and_then(|r| r.lock_remaining(now));
+        let remaining = local.or_else(|| st.remote_lock(&SharedKey::user(user), now))?;
         let known = st.known.get(user).is_some_and(|list| {
             list.iter()
                 .any(|(k, t)| *k == key && now.saturating_duration_since(*t) < KNOWN_FOR)
@@ -266,15 +374,21 @@ impl AuthGuard {
         if st.ips.len() + st.users.len() >= MAX_ENTRIES {
             sweep(&mut st, now, s.window);
         }
+        let shared_ip = SharedKey::ip(key);
+        let elsewhere = st.remote_failures(&shared_ip, now);
+        st.touched(shared_ip);
         let ip_record = st.ips.entry(key).or_default();
-        let before_ip = ip_record.prune(now, s.window);
-        let ip_locked = ip_record.fail(now, s.window, s.failures_per_ip);
+        let before_ip = ip_record.prune(now, s.window) + elsewhere;
+        let ip_locked = ip_record.fail(now, s.window, s.failures_per_ip, elsewhere);
         let mut before_user = 0;
         let mut user_locked = false;
         if !user.is_empty() {
+            let shared_user = SharedKey::user(user);
+            let elsewhere = st.remote_failures(&shared_user, now);
+            st.touched(shared_user);
             let user_record = st.users.entry(user.to_string()).or_default();
-            before_user = user_record.prune(now, s.window);
-            user_locked = user_record.fail(now, s.window, s.failures_per_user);
+            before_user = user_record.prune(now, s.window) + elsewhere;
+            user_locked = user_record.fail(now, s.window, s.failures_per_user, elsewhere);
         }
         let earlier = before_ip.max(before_user).min(31) as u32;
         let factor = 1u32.checked_shl(earlier).unwrap_or(u32::MAX);
@@ -322,6 +436,7 @@ impl AuthGuard {
             if let Some(record) = st.users.get_mut(&attempt.user) {
                 record.forget(attempt.at, window, attempt.user_locked);
             }
+            st.touched(SharedKey::user(&attempt.user));
         }
         Failure {
             delay: attempt.delay,
@@ -343,10 +458,12 @@ impl AuthGuard {
             if let Some(record) = st.ips.get_mut(&attempt.key) {
                 record.forget(attempt.at, window, attempt.ip_locked);
             }
+            st.touched(SharedKey::ip(attempt.key));
             if !attempt.user.is_empty()
                 && let Some(record) = st.users.get_mut(&attempt.user)
             {
                 record.forget(attempt.at, window, attempt.user_locked);
+                st.touched(SharedKey::user(&attempt.user));
             }
         }
         self.success(ip, user, now);
@@ -359,6 +476,7 @@ impl AuthGuard {
         let mut st = self.state();
         if let Some(record) = st.users.get_mut(user) {
             record.failures.clear();
+            st.touched(SharedKey::user(user));
         }
         let list = st.known.entry(user.to_string()).or_default();
         list.retain(|(k, t)| *k != key && now.saturating_duration_since(*t) < KNOWN_FOR);
@@ -368,11 +486,93 @@ impl AuthGuard {
         list.push((key, now));
     }
 
+    /// Cluster mode: from now on the guard remembers which keys changed,
+    /// for [`AuthGuard::changed`] (a single node never calls it and keeps
+    /// no such set).
+    pub fn share(&self) {
+        self.state().sharing = true;
+    }
+
+    /// This node's state of at most `most` keys changed since the last
+    /// call (cluster mode: what to push): its failures in the window and
+    /// its lockout. The keys are no longer marked as changed.
+    pub fn changed(&self, now: Instant, most: usize) -> Vec<SharedCount> {
+        let window = self.settings.window;
+        let mut st = self.state();
+        let keys: Vec<SharedKey> = st.dirty.iter().take(most).cloned().collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            st.dirty.remove(&key);
+            let record = match key.scope {
+                Scope::Ip => ip_key(&key.key).and_then(|k| st.ips.get_mut(&k)),
+                Scope::User => std::str::from_utf8(&key.key)
+                    .ok()
+                    .and_then(|u| st.users.get_mut(u)),
+            };
+            let (failures, counts_for, locked_for) = match record {
+                Some(r) => {
+                    let n = r.prune(now, window);
+                    let counts_for = r.failures.back().map_or(Duration::ZERO, |t| {
+                        window.saturating_sub(now.saturating_duration_since(*t))
+                    });
+                    (
+                        u32::try_from(n).unwrap_or(u32::MAX),
+                        counts_for,
+                        r.lock_remaining(now),
+                    )
+                }
+                None => (0, Duration::ZERO, None),
+            };
+            out.push(SharedCount {
+                key,
+                failures,
+                counts_for,
+                locked_for,
+            });
+        }
+        out
+    }
+
+    /// Marks `keys` as changed again (their push failed).
+    pub fn requeue(&self, keys: impl IntoIterator<Item = SharedKey>) {
+        let mut st = self.state();
+        for key in keys {
+            st.touched(key);
+        }
+    }
+
+    /// Replaces the other nodes' state with `sums` (cluster mode: their
+    /// failures and lockouts per key, as pulled at `now`); at most
+    /// [`MAX_ENTRIES`] keys are kept.
+    pub fn set_remote(&self, sums: impl IntoIterator<Item = SharedCount>, now: Instant) {
+        let mut remote = HashMap::new();
+        for s in sums.into_iter().take(MAX_ENTRIES) {
+            remote.insert(
+                s.key,
+                Remote {
+                    failures: s.failures,
+                    counts_until: now + s.counts_for,
+                    locked_until: s.locked_for.map(|d| now + d),
+                },
+            );
+        }
+        self.state().remote = remote;
+    }
+
     /// Addresses and users currently tracked (what the memory bound
     /// applies to).
     pub fn tracked(&self) -> usize {
         let st = self.state();
         st.ips.len() + st.users.len()
+    }
+}
+
+/// The address key of `octets` as [`SharedKey`] writes them.
+fn ip_key(octets: &[u8]) -> Option<IpKey> {
+    match octets.len() {
+        4 => Some(IpKey::V4(u32::from_be_bytes(octets.try_into().ok()?))),
+        8 => Some(IpKey::V6(u64::from_be_bytes(octets.try_into().ok()?))),
+        _ => None,
     }
 }
 
@@ -658,5 +858,71 @@ mod tests {
             g.failure(IpAddr::V4(std::net::Ipv4Addr::from_bits(i)), "", t0);
         }
         assert!(g.tracked() <= MAX_ENTRIES);
+    }
+
+    /// Cluster mode: what one node pushes, another adds to its own: the
+    /// failures bring the address to its limit sooner, a lockout refuses
+    /// at once, and nothing pulled ever lifts a local lockout.
+    #[test]
+    fn other_nodes_failures_and_lockouts_count_here() {
+        let a = AuthGuard::new(settings());
+        let b = AuthGuard::new(settings());
+        a.share();
+        b.share();
+        let t0 = Instant::now();
+        let client = ip("192.0.2.1");
+        for i in 0..3 {
+            let _ = a.failed(a.attempt(client, &format!("u{i}"), t0).unwrap());
+        }
+        let pushed = a.changed(t0, 100);
+        assert_eq!(pushed.len(), 4, "the address and three users: {pushed:?}");
+        let addr = pushed.iter().find(|c| c.key.scope == Scope::Ip).unwrap();
+        assert_eq!(addr.failures, 3);
+        assert_eq!(addr.locked_for, None);
+        assert!(a.changed(t0, 100).is_empty(), "taken once");
+        // B knows A's three: its first failure reaches the limit of four.
+        b.set_remote(pushed, t0);
+        let f = b.failed(b.attempt(client, "v", t0).unwrap());
+        assert_eq!(f.locked.map(|l| l.scope), Some(Scope::Ip));
+        assert_eq!(
+            f.delay,
+            Duration::from_millis(800),
+            "the delay counts A's too"
+        );
+        // A lockout started on B refuses on A without a failure there.
+        let from_b = b.changed(t0, 100);
+        a.set_remote(from_b, t0);
+        assert_eq!(a.locked(client, None, t0).map(|l| l.scope), Some(Scope::Ip));
+        // An empty pull (the database lost its rows) lifts nothing B
+        // locked itself.
+        b.set_remote([], t0);
+        assert!(b.locked(client, None, t0).is_some());
+        // Remote state ends with its window.
+        let later = t0 + Duration::from_secs(601);
+        assert!(a.locked(client, None, later).is_none());
+    }
+
+    #[test]
+    fn a_failed_push_is_pushed_again_and_keys_round_trip() {
+        let g = AuthGuard::new(settings());
+        let t0 = Instant::now();
+        let _ = g.failure(ip("192.0.2.200"), "eve", t0);
+        assert!(
+            g.changed(t0, 100).is_empty(),
+            "a single node remembers nothing"
+        );
+        g.share();
+        let _ = g.failure(ip("2001:db8:1:2::3"), "alice", t0);
+        let pushed = g.changed(t0, 100);
+        assert_eq!(pushed.len(), 2);
+        g.requeue(pushed.iter().map(|c| c.key.clone()));
+        let again = g.changed(t0, 100);
+        assert_eq!(again.len(), 2);
+        let ipk = again.iter().find(|c| c.key.scope == Scope::Ip).unwrap();
+        assert_eq!(
+            ip_key(&ipk.key.key),
+            Some(IpKey::of(ip("2001:db8:1:2::99")))
+        );
+        assert_eq!(ip_key(&[1, 2, 3]), None);
     }
 }

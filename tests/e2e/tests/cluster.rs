@@ -109,7 +109,10 @@ fn two_nodes_share_the_schema_and_see_each_other_and_keep_accepting_without_the_
             (nodes_seen(&c) == ["a", "b"]).then_some(c)
         });
         assert_eq!(seen["reachable"], true, "{seen}");
-        assert_eq!(seen["schema_version"], versions.len() as u64, "{seen}");
+        // The newest version (versions may have gaps until every
+        // branch's migration is merged).
+        let newest = versions.iter().filter_map(|v| v["version"].as_u64()).max();
+        assert_eq!(seen["schema_version"].as_u64(), newest, "{seen}");
     }
     assert_eq!(cluster_status(&a)["node"], "a");
     assert_eq!(cluster_status(&b)["node"], "b");

@@ -10,6 +10,7 @@
 mod certs;
 mod cluster;
 mod inbound;
+mod limits;
 mod outbound;
 mod publish;
 mod screen;
@@ -121,10 +122,12 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         &resolver,
         listeners.addresses(),
     )?;
+    let shared_lists = cluster.as_ref().map(limits::lists);
     let screen = screen::build(
         &config,
         &store,
         cluster.as_ref(),
+        shared_lists.clone(),
         &resolver,
         outbound.probe.clone(),
     )?;
@@ -202,6 +205,9 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     let policy_sync = outbound.shared_policy.clone();
     spawn_outbound(outbound, received, &queue, &life);
     screen::spawn_sweep(side.inbound.clone(), &life);
+    if let (Some(c), Some(lists)) = (&cluster, shared_lists) {
+        limits::spawn(c.clone(), lists, side.inbound.clone(), &life);
+    }
     spawn_listeners(side.inbound, listeners, &life);
     if let Some((sync, c)) = tlsrpt_sync.zip(cluster.as_ref()) {
         crate::tlsrpt::spawn_sync(&life.services, sync, c, &life.shutdown);

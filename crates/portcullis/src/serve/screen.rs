@@ -7,6 +7,7 @@
 use super::shutdown::Lifecycle;
 use anyhow::{Context, Result};
 use portcullis_cluster::Cluster;
+use portcullis_cluster::lists::PgLists;
 use portcullis_cluster::screen::PgScreenStore;
 use portcullis_cluster::screen_shared::SharedScreenStore;
 use portcullis_config::Config;
@@ -28,20 +29,25 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// The screen of `config`, its state from [`screen_store`], its DNS lists
 /// and the DMARC policies of greylisting looked up through `[dns]`
-/// (`resolver`), recipients asked of their route by `probe`.
+/// (`resolver`), recipients asked of their route by `probe`; in cluster
+/// mode the DNS-list answers shared through `lists` (see
+/// [`super::limits`]).
 pub fn build(
     config: &Config,
     store: &Store,
     cluster: Option<&Cluster>,
+    lists: Option<Arc<PgLists>>,
     resolver: &HickoryResolver,
     probe: Arc<dyn RecipientProbe>,
 ) -> Result<Screen> {
-    ScreenBuilder::new(screen_store(store, cluster)?)
+    let mut builder = ScreenBuilder::new(screen_store(store, cluster)?)
         .clock(Arc::new(SystemClock))
         .dns(Arc::new(ResolverDns::new(resolver.clone())))
-        .probe(probe)
-        .build(config)
-        .context("loading [recipients] files")
+        .probe(probe);
+    if let Some(lists) = lists {
+        builder = builder.shared_lists(lists);
+    }
+    builder.build(config).context("loading [recipients] files")
 }
 
 /// The screen's state: in `store` on a single node; with a `cluster`,

@@ -5,6 +5,7 @@ use super::answer::{Reading, read};
 use super::cache::{Cached, ListCache};
 use super::counters::{Counters, Outcome};
 use super::name::query_name;
+use super::shared::{SharedAnswer, SharedLists};
 use crate::ScreenDns;
 use portcullis_dns::TtlError;
 use portcullis_types::{Clock, Domain};
@@ -81,7 +82,9 @@ impl Shared {
     }
 }
 
-/// Looks `ip` up in `zone` through `dns`, within `timeout`; caches and
+/// Looks `ip` up in `zone`: in `others` first (cluster mode: an answer
+/// another node looked up, kept here for the rest of its TTL and counted
+/// as cached), else through `dns` within `timeout`; caches, shares and
 /// counts the answer and logs what matters (listed, failed, ignored).
 pub(crate) async fn look_up(
     shared: Arc<Shared>,
@@ -89,7 +92,21 @@ pub(crate) async fn look_up(
     zone: Domain,
     ip: IpAddr,
     timeout: Duration,
+    others: Option<Arc<dyn SharedLists>>,
 ) -> ZoneResult {
+    if let Some(others) = &others
+        && let Some(answer) = others.get(ip, &zone).await
+        && !answer.remaining.is_zero()
+    {
+        let result = match answer.listed {
+            Some(answers) => ZoneResult::Listed(answers),
+            None => ZoneResult::NotListed,
+        };
+        debug!(client = %ip, %zone, answer = ?result, "dnsbl answer from another node");
+        shared.counters.count(&zone, Outcome::Cached);
+        shared.keep(ip, &zone, &result, answer.remaining);
+        return result;
+    }
     let name = query_name(ip, &zone);
     let answer = match tokio::time::timeout(timeout, dns.ipv4_cacheable(&name)).await {
         Ok(answer) => answer,
@@ -102,6 +119,18 @@ pub(crate) async fn look_up(
     shared.counters.count(&zone, outcome);
     if let Some(ttl) = keep_for {
         shared.keep(ip, &zone, &result, ttl);
+        let listed = match &result {
+            ZoneResult::Listed(answers) => Some(Some(answers.clone())),
+            ZoneResult::NotListed => Some(None),
+            ZoneResult::Failed => None,
+        };
+        if let (Some(others), Some(listed)) = (&others, listed) {
+            let answer = SharedAnswer {
+                listed,
+                remaining: ttl,
+            };
+            others.put(ip, &zone, answer).await;
+        }
     }
     result
 }

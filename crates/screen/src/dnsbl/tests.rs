@@ -370,3 +370,81 @@ async fn without_dns_nothing_is_looked_up() {
     assert_eq!(v, ListsVerdict::default());
     assert_eq!(lists.cached(), 0);
 }
+
+/// Cluster mode's shared answers, in memory: what one node's lookups put
+/// is what the other's get.
+#[derive(Default)]
+struct Board(std::sync::Mutex<std::collections::HashMap<(IpAddr, Domain), SharedAnswer>>);
+
+impl SharedLists for Board {
+    fn get<'a>(
+        &'a self,
+        ip: IpAddr,
+        zone: &'a Domain,
+    ) -> crate::BoxFuture<'a, Option<SharedAnswer>> {
+        Box::pin(async move { self.0.lock().unwrap().get(&(ip, zone.clone())).cloned() })
+    }
+    fn put<'a>(
+        &'a self,
+        ip: IpAddr,
+        zone: &'a Domain,
+        answer: SharedAnswer,
+    ) -> crate::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.0.lock().unwrap().insert((ip, zone.clone()), answer);
+        })
+    }
+    fn forget(&self, ip: IpAddr) -> crate::BoxFuture<'_, u64> {
+        Box::pin(async move {
+            let mut map = self.0.lock().unwrap();
+            let before = map.len();
+            map.retain(|(i, _), _| *i != ip);
+            (before - map.len()) as u64
+        })
+    }
+}
+
+/// A listing looked up by one node answers the other without a DNS
+/// query (the list changed meanwhile, and the other node still sees the
+/// shared answer); a failed lookup is never shared.
+#[tokio::test]
+async fn an_answer_looked_up_by_one_node_answers_the_other() {
+    let dns = TestDns::start().await;
+    let board = Arc::new(Board::default());
+    let node = || {
+        let clock = Arc::new(HandClock(AtomicU64::new(1_700_000_000_000)));
+        let screen_dns: Arc<dyn ScreenDns> = Arc::new(Uncached(dns.addr()));
+        DnsLists::new(Some(screen_dns), clock).with_shared(board.clone())
+    };
+    let (a, b) = (node(), node());
+    let client = ip("192.0.2.99");
+    dns.list("bl.test", client, Ipv4Addr::new(127, 0, 0, 2), 600);
+    let lists = [list("bl.test", 10)];
+    assert_eq!(a.verdict(&lists, client).await.score, 10);
+    let shared = board
+        .0
+        .lock()
+        .unwrap()
+        .get(&(client, zone("bl.test")))
+        .cloned();
+    let shared = shared.expect("shared");
+    assert_eq!(shared.listed, Some(vec![Ipv4Addr::new(127, 0, 0, 2)]));
+    dns.unlist("bl.test", client);
+    assert_eq!(b.verdict(&lists, client).await.score, 10, "from A's answer");
+    // A clear on one node removes the shared answer: the other node, with
+    // nothing cached, asks DNS (which no longer lists the client).
+    assert_eq!(a.forget(client) + a.forget_shared(client).await, 2);
+    let c = node();
+    assert_eq!(c.verdict(&lists, client).await.score, 0);
+    // A failure is not shared.
+    dns.fail_zone("bad.test", FailMode::ServFail);
+    let bad = [list("bad.test", 10)];
+    assert_eq!(a.verdict(&bad, client).await.failed.len(), 1);
+    assert!(
+        !board
+            .0
+            .lock()
+            .unwrap()
+            .contains_key(&(client, zone("bad.test")))
+    );
+}
