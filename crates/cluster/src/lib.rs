@@ -25,6 +25,7 @@
 //! built on it keep a local answer (cache, buffer) and use the database
 //! beside it.
 
+pub mod dmarc;
 mod errors;
 mod health;
 pub mod migrations;

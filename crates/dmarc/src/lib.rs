@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backend;
 mod destinations;
 mod error;
 mod mail;
@@ -33,6 +34,9 @@ mod recorder;
 mod report;
 mod send;
 
+pub use backend::{
+    BoxFuture, Destination, LocalSendStates, ReportSource, SendState, SendStates, Taken,
+};
 pub use destinations::{Authorization, authorize, mailto_address, report_record_name};
 pub use error::DmarcError;
 pub use mail::{REPORT_HEADERS, ReportMessage, build_report_message, report_filename};
