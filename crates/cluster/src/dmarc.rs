@@ -175,7 +175,11 @@ impl ClusterDmarc {
                 .collect()
         };
         if !changed.is_empty() {
-            let skipped = self.counts.push(&changed).await.map_err(|e| self.failed(e))?;
+            let skipped = self
+                .counts
+                .push(&changed)
+                .await
+                .map_err(|e| self.failed(e))?;
             if skipped > 0 {
                 warn!(
                     skipped,

@@ -36,7 +36,10 @@ struct Mailer(Arc<Outbox>);
 impl DmarcMailer for Mailer {
     async fn submit(&self, to: &str, message: Vec<u8>) -> Result<String, String> {
         let mut m = self.0.0.lock().map_err(|e| e.to_string())?;
-        m.push((to.to_owned(), String::from_utf8_lossy(&message).into_owned()));
+        m.push((
+            to.to_owned(),
+            String::from_utf8_lossy(&message).into_owned(),
+        ));
         Ok(format!("q{}", m.len()))
     }
 }
@@ -65,7 +68,8 @@ async fn node(pg: &TestPostgres, name: &str, lease: Duration, outbox: &Mailer) -
     let store = Store::open(dir.path()).unwrap();
     let recorder = DmarcRecorder::open(&store, Limits::default(), Arc::default()).unwrap();
     let shared = Arc::new(ClusterDmarc::new(cluster.clone(), recorder.clone()).with_lease(lease));
-    let signer = DkimSigner::from_pem(ED25519.as_bytes(), "mx.test", "s1", &REPORT_HEADERS).unwrap();
+    let signer =
+        DkimSigner::from_pem(ED25519.as_bytes(), "mx.test", "s1", &REPORT_HEADERS).unwrap();
     let info = ReportInfo {
         organization: "Org".into(),
         contact: "postmaster@mx.test".into(),
@@ -180,7 +184,9 @@ async fn the_report_is_the_sum_of_every_node_and_sent_by_one() {
     let pending = ReportSource::pending(&*b.shared).await.unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!((pending[0].messages, pending[0].rows), (7, 2));
-    let rows = ReportSource::rows(&*c.shared, day(), "a.test").await.unwrap();
+    let rows = ReportSource::rows(&*c.shared, day(), "a.test")
+        .await
+        .unwrap();
     let counts: Vec<(String, u64)> = rows
         .iter()
         .map(|(r, n)| (r.source_ip.to_string(), *n))
@@ -206,12 +212,7 @@ async fn the_report_is_the_sum_of_every_node_and_sent_by_one() {
         assert!(n.recorder.pending().unwrap().is_empty());
         assert!(n.sender.send_now().await.is_empty());
     }
-    assert!(
-        ReportSource::pending(&*a.shared)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(ReportSource::pending(&*a.shared).await.unwrap().is_empty());
     assert_eq!(outbox.0.0.lock().unwrap().len(), 1);
     pg.stop();
 }

@@ -204,7 +204,8 @@ impl SendStates for LocalSendStates {
         _decided: bool,
     ) -> BoxFuture<'a, Result<bool, DmarcError>> {
         Box::pin(async move {
-            self.sent.insert(report_key(day, domain), state.to_bytes())?;
+            self.sent
+                .insert(report_key(day, domain), state.to_bytes())?;
             // Committed before the caller acts on it (STYLE 7).
             self.store.commit().await?;
             Ok(true)

@@ -361,7 +361,11 @@ impl<R: Resolver, M: DmarcMailer> DmarcSender<R, M> {
                 return Ok(());
             }
         }
-        record.state = if any_message { "sent" } else { "no-destination" }
+        record.state = if any_message {
+            "sent"
+        } else {
+            "no-destination"
+        }
         .to_owned();
         record.decided_at = Some(portcullis_types::date::unix_secs(now));
         self.states.save(p.day, &p.domain, &record, true).await?;

@@ -134,7 +134,11 @@ async fn sync(shared: Arc<ClusterDmarc>, shutdown: CancellationToken) {
             _ = every.tick() => {}
         }
         match shared.sync(std::time::SystemTime::now()).await {
-            Ok(s) => debug!(pushed = s.pushed, finished = s.finished, "DMARC counts synced"),
+            Ok(s) => debug!(
+                pushed = s.pushed,
+                finished = s.finished,
+                "DMARC counts synced"
+            ),
             Err(e) => debug!(error = %e, "DMARC counts not synced; kept locally"),
         }
     }

@@ -268,11 +268,15 @@ fn one_report_per_domain_and_day_with_the_counts_of_every_node() {
 
     // Done everywhere: nothing pending on either node, nothing sent again.
     for node in [&a, &b] {
-        eventually("the report done on every node", Duration::from_secs(30), || {
-            list(node)
-                .filter(|l| !l.iter().any(|e| e["state"] == "pending"))
-                .map(|_| ())
-        });
+        eventually(
+            "the report done on every node",
+            Duration::from_secs(30),
+            || {
+                list(node)
+                    .filter(|l| !l.iter().any(|e| e["state"] == "pending"))
+                    .map(|_| ())
+            },
+        );
         let again = node.cli_json(&["dmarc", "send", "--json"]);
         assert_eq!(sent(&again), 0, "{again}");
     }
