@@ -7,8 +7,9 @@
 //!   on the database). [`ClusterDmarc::sync`] (every `[cluster]
 //!   sync_interval`, and before each send pass) pushes this node's totals:
 //!   a row `h` per (day, domain) with the policy published and the
-//!   messages, and a row `r<row facts JSON>` per report row with its count
-//!   (decimal). A value is the node's whole total, so a push repeated or
+//!   messages, and a row per report row, keyed `r` and the SHA-256 of its
+//!   facts (JSON, up to a few kB: longer than a key may be), its value the
+//!   facts and the count. A value is the node's whole total, so a push repeated or
 //!   delayed by an outage counts nothing twice and loses nothing counted
 //!   meanwhile. Only rows changed since the last successful push are
 //!   written.
@@ -22,9 +23,7 @@
 //! - Each node forgets its local aggregates of a report once the claim is
 //!   done (at its next sync).
 
-use crate::reports::{
-    ClaimState, CountRow, MAX_KEY, NodeCount, ReportClaims, ReportCounts, ReportKind,
-};
+use crate::reports::{ClaimState, CountRow, NodeCount, ReportClaims, ReportCounts, ReportKind};
 use crate::{Cluster, ClusterError};
 use portcullis_dmarc::{
     BoxFuture, Day, DmarcError, DmarcRecorder, PendingReport, Published, ReportSource, RowFacts,
@@ -60,6 +59,26 @@ const MAX_HEADERS: i64 = 100_000;
 
 /// The key of a (day, domain)'s header row.
 const HEADER_KEY: &str = "h";
+
+/// What a node pushes for one report row: its facts and its count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RowValue {
+    row: RowFacts,
+    count: u64,
+}
+
+/// The key of a report row: `r` and the SHA-256 (hex) of its facts'
+/// JSON, the same on every node for the same facts (a collision would
+/// need SHA-256 broken).
+fn row_key(facts_json: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, facts_json);
+    let mut key = String::with_capacity(65);
+    key.push('r');
+    for b in digest.as_ref() {
+        key.push_str(&format!("{b:02x}"));
+    }
+    key
+}
 
 /// What a node pushes as its header of a (day, domain).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,14 +173,16 @@ impl ClusterDmarc {
                 key: HEADER_KEY.to_owned(),
                 value: serde_json::to_vec(&header).map_err(|e| DmarcError::Build(e.to_string()))?,
             });
-            for (row, n) in self.recorder.rows(p.day, &p.domain)? {
+            for (row, count) in self.recorder.rows(p.day, &p.domain)? {
                 let facts =
-                    serde_json::to_string(&row).map_err(|e| DmarcError::Build(e.to_string()))?;
+                    serde_json::to_vec(&row).map_err(|e| DmarcError::Build(e.to_string()))?;
+                let value = serde_json::to_vec(&RowValue { row, count })
+                    .map_err(|e| DmarcError::Build(e.to_string()))?;
                 rows.push(CountRow {
                     day: day.clone(),
                     domain: p.domain.clone(),
-                    key: format!("r{facts}"),
-                    value: n.to_string().into_bytes(),
+                    key: row_key(&facts),
+                    value,
                 });
             }
         }
@@ -183,7 +204,7 @@ impl ClusterDmarc {
             if skipped > 0 {
                 warn!(
                     skipped,
-                    "DMARC counts over the shared table's key limit ({MAX_KEY}) not shared"
+                    "DMARC counts over the shared table's limits not shared"
                 );
             }
         }
@@ -304,30 +325,28 @@ impl ClusterDmarc {
     }
 }
 
-/// Sums every node's rows of a report: the count of each row facts over
-/// the nodes, at most [`MAX_REPORT_ROWS`] rows.
+/// Sums every node's rows of a report: the count of each row (the same
+/// facts, the same key on every node) over the nodes, at most
+/// [`MAX_REPORT_ROWS`] rows, ordered by the facts.
 pub fn merge_rows(counts: &[NodeCount]) -> Vec<(RowFacts, u64)> {
-    let mut sum: BTreeMap<RowFacts, u64> = BTreeMap::new();
+    let mut sum: HashMap<&str, (RowFacts, u64)> = HashMap::new();
     for c in counts {
-        let Some(facts) = c.key.strip_prefix('r') else {
+        if c.key == HEADER_KEY {
             continue;
-        };
-        let (Ok(row), Some(n)) = (
-            serde_json::from_str::<RowFacts>(facts),
-            std::str::from_utf8(&c.value)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok()),
-        ) else {
+        }
+        let Ok(v) = serde_json::from_slice::<RowValue>(&c.value) else {
             warn!(node = %c.node, "unreadable DMARC row in the cluster's counts: skipped");
             continue;
         };
-        if !sum.contains_key(&row) && sum.len() >= MAX_REPORT_ROWS {
+        if !sum.contains_key(c.key.as_str()) && sum.len() >= MAX_REPORT_ROWS {
             continue;
         }
-        let total = sum.entry(row).or_insert(0);
-        *total = total.saturating_add(n);
+        let total = sum.entry(c.key.as_str()).or_insert((v.row, 0));
+        total.1 = total.1.saturating_add(v.count);
     }
-    sum.into_iter().collect()
+    let mut rows: Vec<(RowFacts, u64)> = sum.into_values().collect();
+    rows.sort();
+    rows
 }
 
 impl ReportSource for ClusterDmarc {

@@ -122,6 +122,10 @@ fn row(ip: &str) -> RowFacts {
 }
 
 fn count(n: &Node, ip: &str, times: u64) {
+    count_row(n, row(ip), times);
+}
+
+fn count_row(n: &Node, row: RowFacts, times: u64) {
     for _ in 0..times {
         n.recorder
             .record(&Observation {
@@ -138,7 +142,7 @@ fn count(n: &Node, ip: &str, times: u64) {
                     sp: "reject".into(),
                     pct: 100,
                 },
-                row: row(ip),
+                row: row.clone(),
             })
             .unwrap();
     }
@@ -321,5 +325,32 @@ async fn without_the_database_nothing_is_sent_and_the_counts_wait() {
     let merged = portcullis_cluster::dmarc::merge_rows(&rows);
     assert_eq!(merged.len(), 1);
     assert_eq!(merged[0].1, 4);
+    pg.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_longer_than_a_shared_key_is_summed_too() {
+    let mut pg = TestPostgres::start();
+    let outbox = Mailer::default();
+    let a = node(&pg, "a", Duration::from_secs(60), &outbox).await;
+    let b = node(&pg, "b", Duration::from_secs(60), &outbox).await;
+    // Eight signatures with long selectors: facts of a few kB.
+    let mut long = row("192.0.2.9");
+    long.dkim = (0..8)
+        .map(|i| DkimAuth {
+            domain: "a.test".into(),
+            selector: format!("{i}{}", "s".repeat(250)),
+            result: "pass".into(),
+        })
+        .collect();
+    assert!(serde_json::to_vec(&long).unwrap().len() > 1024);
+    count_row(&a, long.clone(), 2);
+    count_row(&b, long.clone(), 3);
+    a.shared.sync(SystemTime::now()).await.unwrap();
+    b.shared.sync(SystemTime::now()).await.unwrap();
+    let rows = ReportSource::rows(&*a.shared, day(), "a.test")
+        .await
+        .unwrap();
+    assert_eq!(rows, [(long, 5)]);
     pg.stop();
 }
