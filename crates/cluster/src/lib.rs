@@ -20,6 +20,9 @@
 //!   [`screen_shared::SharedScreenStore`]): greylist entries and cached
 //!   recipient answers shared by every node, the node's sled store
 //!   answering while the database cannot.
+//! - **DMARC reports** ([`dmarc::ClusterDmarc`]): every node's daily
+//!   aggregates summed into one report per (day, domain), sent by one node
+//!   under a lease, over the report tables of [`reports`].
 //!
 //! The database is never on the accept path's critical section: stores
 //! built on it keep a local answer (cache, buffer) and use the database

@@ -17,7 +17,8 @@
 //!   `<domain>._report._dmarc.<destination domain>` TXT `v=DMARC1`), and
 //!   never above the destination's `!size` limit;
 //! - a report is sent at most once: its state is written (and committed)
-//!   before it is queued;
+//!   before it is queued (in a cluster, one node sends it, and a node
+//!   taking over a half-sent report keeps its report id);
 //! - reports about reports are not counted ([`is_report`]), so two
 //!   servers reporting to each other do not loop.
 

@@ -5,9 +5,13 @@
 //! checked (§7.1 external destinations, the `!size` limit) and those that
 //! pass get the signed message through the queue.
 //!
-//! **At most once.** The report's state is written and committed as sent
-//! before anything is queued (STYLE 7: record the attempt first): a crash
-//! in between loses that report, never doubles it. Only a temporary DNS
+//! **At most once** on a single node. The report's state (`sending`, the
+//! destinations left) is written and committed before anything is queued
+//! (STYLE 7: record the attempt first): on a single node a crash in
+//! between loses the rest of that report, never doubles it. In a cluster
+//! ([`crate::SendStates`] of `portcullis-cluster`) the node taking over a
+//! report its holder left `sending` queues it to the destinations left,
+//! with the same report id, so a receiver drops a second copy by id. Only a temporary DNS
 //! failure while checking destinations leaves a report pending (tried
 //! again by the next pass, at most [`SenderSettings::max_attempts`]
 //! times). Passes are serialised, so the loop and an operator's

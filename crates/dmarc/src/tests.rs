@@ -417,8 +417,13 @@ async fn a_report_over_the_size_limit_is_not_sent_and_dns_trouble_waits() {
 async fn a_report_interrupted_while_queuing_on_a_single_node_is_not_sent_again() {
     let dir = tempfile::tempdir().expect("tmp");
     let (store, rec) = recorder(dir.path(), Limits::default());
-    rec.record(&observation("a.test", "192.0.2.1", "none", &["mailto:d@a.test"]))
-        .expect("record");
+    rec.record(&observation(
+        "a.test",
+        "192.0.2.1",
+        "none",
+        &["mailto:d@a.test"],
+    ))
+    .expect("record");
     let day = Day::of(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW));
     let states = LocalSendStates::open(&store).expect("states");
     let interrupted = SendState {
