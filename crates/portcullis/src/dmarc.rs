@@ -123,16 +123,18 @@ pub fn spawn_sender(services: &TaskTracker, reports: DmarcReports, shutdown: &Ca
 }
 
 /// Pushes this node's counts every `[cluster] sync_interval` until
-/// `shutdown`. A failure is counted as a fall-back by the cluster (and
-/// the counts wait in the local store for the next sync).
+/// `shutdown`, and once more then (a node stopped for a while still has
+/// its counts in the day's report). A failure is counted as a fall-back
+/// by the cluster (and the counts wait in the local store for the next
+/// sync).
 async fn sync(shared: Arc<ClusterDmarc>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(shared.sync_interval());
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = every.tick() => {}
-        }
+        let stopping = tokio::select! {
+            () = shutdown.cancelled() => true,
+            _ = every.tick() => false,
+        };
         match shared.sync(std::time::SystemTime::now()).await {
             Ok(s) => debug!(
                 pushed = s.pushed,
@@ -140,6 +142,9 @@ async fn sync(shared: Arc<ClusterDmarc>, shutdown: CancellationToken) {
                 "DMARC counts synced"
             ),
             Err(e) => debug!(error = %e, "DMARC counts not synced; kept locally"),
+        }
+        if stopping {
+            break;
         }
     }
 }
