@@ -12,7 +12,7 @@
 //!   facts and the count. A value is the node's whole total, so a push repeated or
 //!   delayed by an outage counts nothing twice and loses nothing counted
 //!   meanwhile. Only rows changed since the last successful push are
-//!   written.
+//!   written (every row every [`FULL_PUSH_EVERY`]).
 //! - The sender reads every node's rows and sums them, claims the report
 //!   (one holder, under a lease renewed while it queues), writes its send
 //!   state into the claim, and marks it done. A node that dies midway
@@ -32,7 +32,7 @@ use portcullis_dmarc::{
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
 /// The name fall-backs are counted under
@@ -56,6 +56,11 @@ pub const MAX_REPORT_ROWS: usize = 10_000;
 
 /// The most (day, domain) headers read for one pass or `dmarc list`.
 const MAX_HEADERS: i64 = 100_000;
+
+/// How often a sync writes every row, changed or not: the database may
+/// have lost rows (restored from a backup, emptied by hand) that the
+/// record of what was pushed says are there.
+pub const FULL_PUSH_EVERY: Duration = Duration::from_secs(30 * 60);
 
 /// The key of a (day, domain)'s header row.
 const HEADER_KEY: &str = "h";
@@ -107,6 +112,8 @@ pub struct ClusterDmarc {
     /// What the last successful pushes wrote, by (day, domain, key): only
     /// changes are written again.
     pushed: Mutex<HashMap<(String, String, String), Vec<u8>>>,
+    /// When every row was last written.
+    full_push: Mutex<Option<Instant>>,
     /// Serialises syncs (the task's and a send pass's).
     sync: tokio::sync::Mutex<()>,
 }
@@ -130,6 +137,7 @@ impl ClusterDmarc {
             recorder,
             lease: LEASE,
             pushed: Mutex::new(HashMap::new()),
+            full_push: Mutex::new(None),
             sync: tokio::sync::Mutex::new(()),
         }
     }
@@ -185,6 +193,20 @@ impl ClusterDmarc {
                     value,
                 });
             }
+        }
+        let full = {
+            let mut last = self.full_push.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= FULL_PUSH_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if full {
+            self.pushed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
         }
         let changed: Vec<CountRow> = {
             let pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
