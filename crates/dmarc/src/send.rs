@@ -280,7 +280,9 @@ impl<R: Resolver, M: DmarcMailer> DmarcSender<R, M> {
             decided_at: None,
             remaining: Vec::new(),
         });
-        let to = if record.state == "sending" {
+        // Taken over midway: what the first holder queued counts as sent.
+        let resumed = record.state == "sending";
+        let to = if resumed {
             std::mem::take(&mut record.remaining)
         } else {
             match self.destinations(now, p, &mut record, outcomes).await? {
@@ -365,7 +367,7 @@ impl<R: Resolver, M: DmarcMailer> DmarcSender<R, M> {
                 return Ok(());
             }
         }
-        record.state = if any_message {
+        record.state = if any_message || resumed {
             "sent"
         } else {
             "no-destination"
