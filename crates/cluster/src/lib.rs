@@ -28,10 +28,15 @@
 //!   [`lists`]): rates and AUTH failures counted locally and exchanged
 //!   every `sync_interval`; DNS-list answers shared until their TTL.
 //!
+//! - **DMARC reports** ([`dmarc::ClusterDmarc`]): every node's daily
+//!   aggregates summed into one report per (day, domain), sent by one node
+//!   under a lease, over the report tables of [`reports`].
+//!
 //! The database is never on the accept path's critical section: stores
 //! built on it keep a local answer (cache, buffer) and use the database
 //! beside it.
 
+pub mod dmarc;
 mod errors;
 mod health;
 pub mod limits;

@@ -20,6 +20,10 @@ pub enum DmarcError {
     /// The report could not be built.
     #[error("building the report: {0}")]
     Build(String),
+    /// The cluster's database could not answer (cluster mode): nothing is
+    /// sent until it does.
+    #[error("cluster database: {0}")]
+    Shared(String),
     /// The report could not be signed.
     #[error("signing the report: {0}")]
     Sign(#[from] portcullis_auth::SignerError),

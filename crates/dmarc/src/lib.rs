@@ -17,12 +17,14 @@
 //!   `<domain>._report._dmarc.<destination domain>` TXT `v=DMARC1`), and
 //!   never above the destination's `!size` limit;
 //! - a report is sent at most once: its state is written (and committed)
-//!   before it is queued;
+//!   before it is queued (in a cluster, one node sends it, and a node
+//!   taking over a half-sent report keeps its report id);
 //! - reports about reports are not counted ([`is_report`]), so two
 //!   servers reporting to each other do not loop.
 
 #![forbid(unsafe_code)]
 
+mod backend;
 mod destinations;
 mod error;
 mod mail;
@@ -33,6 +35,9 @@ mod recorder;
 mod report;
 mod send;
 
+pub use backend::{
+    BoxFuture, Destination, LocalSendStates, ReportSource, SendState, SendStates, Taken,
+};
 pub use destinations::{Authorization, authorize, mailto_address, report_record_name};
 pub use error::DmarcError;
 pub use mail::{REPORT_HEADERS, ReportMessage, build_report_message, report_filename};

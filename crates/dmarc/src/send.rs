@@ -5,9 +5,13 @@
 //! checked (§7.1 external destinations, the `!size` limit) and those that
 //! pass get the signed message through the queue.
 //!
-//! **At most once.** The report's state is written and committed as sent
-//! before anything is queued (STYLE 7: record the attempt first): a crash
-//! in between loses that report, never doubles it. Only a temporary DNS
+//! **At most once** on a single node. The report's state (`sending`, the
+//! destinations left) is written and committed before anything is queued
+//! (STYLE 7: record the attempt first): on a single node a crash in
+//! between loses the rest of that report, never doubles it. In a cluster
+//! ([`crate::SendStates`] of `portcullis-cluster`) the node taking over a
+//! report its holder left `sending` queues it to the destinations left,
+//! with the same report id, so a receiver drops a second copy by id. Only a temporary DNS
 //! failure while checking destinations leaves a report pending (tried
 //! again by the next pass, at most [`SenderSettings::max_attempts`]
 //! times). Passes are serialised, so the loop and an operator's
@@ -26,6 +30,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{Destination, LocalSendStates, ReportSource, SendState, SendStates, Taken};
 use crate::{
     Authorization, DmarcError, DmarcMailer, DmarcRecorder, PendingReport, ReportInfo,
     ReportMessage, authorize, build_report, build_report_message, gzip, mailto_address, report_xml,
@@ -117,18 +122,6 @@ impl SendOutcome {
     }
 }
 
-/// The stored state of one report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct SentRecord {
-    report_id: String,
-    /// `pending`, `sent`, `no-destination` or `failed`.
-    state: String,
-    attempts: u32,
-    last_error: Option<String>,
-    decided_at: Option<u64>,
-}
-
 /// The per-day send delay, picked once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct DaySchedule {
@@ -139,6 +132,8 @@ struct DaySchedule {
 pub struct DmarcSender<R, M> {
     store: Store,
     recorder: DmarcRecorder,
+    source: Arc<dyn ReportSource>,
+    states: Arc<dyn SendStates>,
     resolver: R,
     mailer: M,
     signer: DkimSigner,
@@ -154,12 +149,6 @@ impl<R, M> std::fmt::Debug for DmarcSender<R, M> {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
-}
-
-fn report_key(day: Day, domain: &str) -> Vec<u8> {
-    let mut k = format!("r/{day}/").into_bytes();
-    k.extend_from_slice(domain.as_bytes());
-    k
 }
 
 fn schedule_key(day: Day) -> Vec<u8> {
@@ -179,8 +168,11 @@ impl<R: Resolver, M: DmarcMailer> DmarcSender<R, M> {
         clock: Arc<dyn Clock>,
     ) -> Result<DmarcSender<R, M>, DmarcError> {
         let sent = store.tree(TreeName::DmarcSent)?;
+        let states = Arc::new(LocalSendStates::open(&store)?);
         Ok(DmarcSender {
             store,
+            source: Arc::new(recorder.clone()),
+            states,
             recorder,
             resolver,
             mailer,
@@ -192,9 +184,22 @@ impl<R: Resolver, M: DmarcMailer> DmarcSender<R, M> {
         })
     }
 
+    /// The same sender on another backend: the aggregates from `source`
+    /// and the send state in `states` (a cluster's, summed over its nodes
+    /// and held by one node at a time) instead of this node's store.
+    pub fn with_backend(
+        mut self,
+        source: Arc<dyn ReportSource>,
+        states: Arc<dyn SendStates>,
+    ) -> DmarcSender<R, M> {
+        self.source = source;
+        self.states = states;
+        self
+    }
+
     /// The aggregates not yet reported (`dmarc list`), oldest day first.
-    pub fn list(&self) -> Result<Vec<PendingReport>, DmarcError> {
-        self.recorder.pending()
+    pub async fn list(&self) -> Result<Vec<PendingReport>, DmarcError> {
+        self.source.pending().await
     }
 
     /// Sends what is due at `now`.
@@ -231,20 +236,24 @@ impl<R: Resolver, M: DmarcMailer> DmarcSender<R, M> {
     ) -> Result<(), DmarcError> {
         let today = Day::of(now);
         self.prune(today)?;
-        for pending in self.recorder.pending()? {
-            if pending.day >= today {
-                continue;
-            }
-            let record = self.load(pending.day, &pending.domain)?;
-            if record.as_ref().is_some_and(|r| r.state != "pending") {
-                // Decided already (rows counted after the report was
-                // made, at midnight): never a second report.
-                self.recorder.remove(pending.day, &pending.domain)?;
+        let settle = self.source.settle();
+        for pending in self.source.pending().await? {
+            if pending.day >= today || now < pending.day.end() + settle {
                 continue;
             }
             if !ignore_delay && now < pending.day.end() + self.delay(pending.day)? {
                 continue;
             }
+            let record = match self.states.take(pending.day, &pending.domain).await? {
+                Taken::Yours(record) => record,
+                // Decided already (rows counted after the report was
+                // made, at midnight): never a second report.
+                Taken::Decided => {
+                    self.source.finish(pending.day, &pending.domain).await?;
+                    continue;
+                }
+                Taken::Elsewhere => continue,
+            };
             if let Err(e) = self.send_one(now, &pending, record, outcomes).await {
                 tracing::warn!(error = %e, day = %pending.day, domain = %pending.domain, "DMARC report not sent");
             }
@@ -252,23 +261,135 @@ impl<R: Resolver, M: DmarcMailer> DmarcSender<R, M> {
         Ok(())
     }
 
-    /// Checks the destinations, decides, records, then queues.
+    /// Checks the destinations, decides, records, then queues. A report
+    /// taken over while `sending` (its holder stopped midway) goes to the
+    /// destinations left, with the same report id.
     async fn send_one(
         &self,
         now: SystemTime,
         p: &PendingReport,
-        record: Option<SentRecord>,
+        record: Option<SendState>,
         outcomes: &mut Vec<SendOutcome>,
     ) -> Result<(), DmarcError> {
         let (day, domain) = (p.day.to_string(), p.domain.clone());
-        let mut record = record.unwrap_or_else(|| SentRecord {
+        let mut record = record.unwrap_or_else(|| SendState {
             report_id: new_report_id(&self.settings.info, p.day, &p.domain),
             state: "pending".to_owned(),
             attempts: 0,
             last_error: None,
             decided_at: None,
+            remaining: Vec::new(),
         });
-        // §7.1: every destination checked before anything leaves.
+        // Taken over midway: what the first holder queued counts as sent.
+        let resumed = record.state == "sending";
+        let to = if resumed {
+            std::mem::take(&mut record.remaining)
+        } else {
+            match self.destinations(now, p, &mut record, outcomes).await? {
+                Some(to) => to,
+                None => return Ok(()),
+            }
+        };
+        let rows = self.source.rows(p.day, &p.domain).await?;
+        let report = build_report(
+            &self.settings.info,
+            p.day,
+            &p.domain,
+            &record.report_id,
+            &p.published,
+            &rows,
+        );
+        let gz = gzip(report_xml(&report, p.published.pct).as_bytes())?;
+        let mut messages = Vec::new();
+        for dest in to {
+            let message = build_report_message(
+                ReportMessage {
+                    domain: &p.domain,
+                    submitter: &self.settings.info.submitter,
+                    report_id: &record.report_id,
+                    from: &self.settings.from,
+                    to: &dest.address,
+                    date: now,
+                    day: p.day,
+                },
+                &gz,
+                &self.signer,
+            )?;
+            // RFC 7489 §6.2 `!size`: the limit is on the message.
+            if dest.max_size > 0 && message.len() as u64 > dest.max_size {
+                outcomes.push(SendOutcome::Skipped {
+                    day: day.clone(),
+                    domain: domain.clone(),
+                    to: dest.address,
+                    reason: format!(
+                        "{} octets is over the limit of {}",
+                        message.len(),
+                        dest.max_size
+                    ),
+                });
+                continue;
+            }
+            messages.push((dest, message));
+        }
+        // Decided: written (and committed) before anything is queued. On a
+        // single node `sending` is final; in a cluster a node taking the
+        // report over finishes the destinations left.
+        let any_message = !messages.is_empty();
+        record.state = "sending".to_owned();
+        record.remaining = messages.iter().map(|(d, _)| d.clone()).collect();
+        if any_message && !self.states.save(p.day, &p.domain, &record, false).await? {
+            return Ok(());
+        }
+        for (dest, message) in messages {
+            if !self.states.renew(p.day, &p.domain).await? {
+                tracing::warn!(%day, %domain, "DMARC report taken over by another node while sending: stopping");
+                return Ok(());
+            }
+            match self.mailer.submit(&dest.address, message).await {
+                Ok(queue_id) => outcomes.push(SendOutcome::Sent {
+                    day: day.clone(),
+                    domain: domain.clone(),
+                    to: dest.address.clone(),
+                    queue_id,
+                }),
+                Err(error) => {
+                    tracing::warn!(%day, %domain, to = %dest.address, %error, "DMARC report could not be queued");
+                    outcomes.push(SendOutcome::Failed {
+                        day: day.clone(),
+                        domain: domain.clone(),
+                        error,
+                        gave_up: true,
+                    });
+                }
+            }
+            record.remaining.retain(|d| d != &dest);
+            if !self.states.save(p.day, &p.domain, &record, false).await? {
+                return Ok(());
+            }
+        }
+        record.state = if any_message || resumed {
+            "sent"
+        } else {
+            "no-destination"
+        }
+        .to_owned();
+        record.decided_at = Some(portcullis_types::date::unix_secs(now));
+        self.states.save(p.day, &p.domain, &record, true).await?;
+        self.source.finish(p.day, &p.domain).await?;
+        Ok(())
+    }
+
+    /// The destinations that may receive the report (RFC 7489 §7.1), every
+    /// one checked before anything leaves; `None` after a temporary DNS
+    /// failure (recorded: tried again later, or given up).
+    async fn destinations(
+        &self,
+        now: SystemTime,
+        p: &PendingReport,
+        record: &mut SendState,
+        outcomes: &mut Vec<SendOutcome>,
+    ) -> Result<Option<Vec<Destination>>, DmarcError> {
+        let (day, domain) = (p.day.to_string(), p.domain.clone());
         let mut to = Vec::new();
         for rua in &p.published.rua {
             let Some(address) = mailto_address(&rua.uri) else {
@@ -282,7 +403,10 @@ impl<R: Resolver, M: DmarcMailer> DmarcSender<R, M> {
             };
             match authorize(&self.resolver, &p.domain, &address).await {
                 Authorization::Internal | Authorization::Authorized => {
-                    to.push((address, rua.max_size));
+                    to.push(Destination {
+                        address,
+                        max_size: rua.max_size,
+                    });
                 }
                 Authorization::NotAuthorized(reason) => {
                     tracing::info!(%day, %domain, to = %address, %reason, "DMARC report: external destination not authorized");
@@ -301,9 +425,9 @@ impl<R: Resolver, M: DmarcMailer> DmarcSender<R, M> {
                         record.state = "failed".to_owned();
                         record.decided_at = Some(portcullis_types::date::unix_secs(now));
                     }
-                    self.save(p.day, &p.domain, &record)?;
+                    self.states.save(p.day, &p.domain, record, gave_up).await?;
                     if gave_up {
-                        self.recorder.remove(p.day, &p.domain)?;
+                        self.source.finish(p.day, &p.domain).await?;
                     }
                     outcomes.push(SendOutcome::Failed {
                         day,
@@ -311,95 +435,11 @@ impl<R: Resolver, M: DmarcMailer> DmarcSender<R, M> {
                         error: e.to_string(),
                         gave_up,
                     });
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
-        let rows = self.recorder.rows(p.day, &p.domain)?;
-        let report = build_report(
-            &self.settings.info,
-            p.day,
-            &p.domain,
-            &record.report_id,
-            &p.published,
-            &rows,
-        );
-        let gz = gzip(report_xml(&report, p.published.pct).as_bytes())?;
-        let mut messages = Vec::new();
-        for (address, max_size) in to {
-            let message = build_report_message(
-                ReportMessage {
-                    domain: &p.domain,
-                    submitter: &self.settings.info.submitter,
-                    report_id: &record.report_id,
-                    from: &self.settings.from,
-                    to: &address,
-                    date: now,
-                    day: p.day,
-                },
-                &gz,
-                &self.signer,
-            )?;
-            // RFC 7489 §6.2 `!size`: the limit is on the message.
-            if max_size > 0 && message.len() as u64 > max_size {
-                outcomes.push(SendOutcome::Skipped {
-                    day: day.clone(),
-                    domain: domain.clone(),
-                    to: address,
-                    reason: format!("{} octets is over the limit of {max_size}", message.len()),
-                });
-                continue;
-            }
-            messages.push((address, message));
-        }
-        // Decided: written and committed before anything is queued.
-        record.state = if messages.is_empty() {
-            "no-destination"
-        } else {
-            "sent"
-        }
-        .to_owned();
-        record.decided_at = Some(portcullis_types::date::unix_secs(now));
-        self.save(p.day, &p.domain, &record)?;
-        self.store.commit().await?;
-        for (address, message) in messages {
-            match self.mailer.submit(&address, message).await {
-                Ok(queue_id) => outcomes.push(SendOutcome::Sent {
-                    day: day.clone(),
-                    domain: domain.clone(),
-                    to: address,
-                    queue_id,
-                }),
-                Err(error) => {
-                    tracing::warn!(%day, %domain, to = %address, %error, "DMARC report could not be queued");
-                    outcomes.push(SendOutcome::Failed {
-                        day: day.clone(),
-                        domain: domain.clone(),
-                        error,
-                        gave_up: true,
-                    });
-                }
-            }
-        }
-        self.recorder.remove(p.day, &p.domain)?;
-        Ok(())
-    }
-
-    fn load(&self, day: Day, domain: &str) -> Result<Option<SentRecord>, DmarcError> {
-        let key = report_key(day, domain);
-        match self.sent.get(&key)? {
-            Some(v) => Ok(Some(
-                serde_json::from_slice(&v).map_err(|e| DmarcError::corrupt(&key, e))?,
-            )),
-            None => Ok(None),
-        }
-    }
-
-    fn save(&self, day: Day, domain: &str, record: &SentRecord) -> Result<(), DmarcError> {
-        let key = report_key(day, domain);
-        let v = serde_json::to_vec(record).map_err(|e| DmarcError::corrupt(&key, e))?;
-        self.sent.insert(key, v)?;
-        Ok(())
+        Ok(Some(to))
     }
 
     /// The day's send delay, picked at random within the window once.

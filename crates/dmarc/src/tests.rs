@@ -410,3 +410,58 @@ async fn a_report_over_the_size_limit_is_not_sent_and_dns_trouble_waits() {
     assert!(rec.pending().expect("pending").is_empty());
     assert!(sink.0.lock().expect("sink").is_empty());
 }
+
+/// A single node that crashed while queuing a report (its state says
+/// `sending`) never sends it again: at most once, as before cluster mode.
+#[tokio::test]
+async fn a_report_interrupted_while_queuing_on_a_single_node_is_not_sent_again() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, rec) = recorder(dir.path(), Limits::default());
+    rec.record(&observation(
+        "a.test",
+        "192.0.2.1",
+        "none",
+        &["mailto:d@a.test"],
+    ))
+    .expect("record");
+    let day = Day::of(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW));
+    let states = LocalSendStates::open(&store).expect("states");
+    let interrupted = SendState {
+        report_id: "rid@mx.test".to_owned(),
+        state: "sending".to_owned(),
+        attempts: 0,
+        last_error: None,
+        decided_at: None,
+        remaining: vec![Destination {
+            address: "d@a.test".to_owned(),
+            max_size: 0,
+        }],
+    };
+    assert!(
+        states
+            .save(day, "a.test", &interrupted, false)
+            .await
+            .expect("save")
+    );
+    assert_eq!(
+        states.take(day, "a.test").await.expect("take"),
+        Taken::Decided
+    );
+    let sink = Arc::new(Sink::default());
+    let signer =
+        DkimSigner::from_pem(ED25519.as_bytes(), "mx.test", "s1", &REPORT_HEADERS).expect("key");
+    let sender = DmarcSender::new(
+        store,
+        rec.clone(),
+        MemoryResolver::new(),
+        Arc::clone(&sink),
+        signer,
+        SenderSettings::new(info(), "dmarc-reports@mx.test"),
+        Arc::new(HandClock(AtomicU64::new(NOW + 86_400))),
+    )
+    .expect("sender");
+    assert!(sender.send_now().await.is_empty());
+    assert!(sink.0.lock().expect("sink").is_empty());
+    // Its aggregates are forgotten.
+    assert!(rec.pending().expect("pending").is_empty());
+}

@@ -16,12 +16,13 @@ impl DmarcAccess {
             .ok_or_else(|| Response::error(DMARC_DISABLED))
     }
 
-    pub(super) fn list(&self) -> Result<Vec<DmarcEntry>, Refused> {
+    pub(super) async fn list(&self) -> Result<Vec<DmarcEntry>, Refused> {
         let reports = self.reports()?;
         let today = Day::of(std::time::SystemTime::now());
         let pending = reports
             .sender
             .list()
+            .await
             .map_err(|e| Response::error(e.to_string()))?;
         Ok(pending
             .into_iter()

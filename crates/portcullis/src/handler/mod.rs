@@ -122,7 +122,7 @@ impl AdminHandler {
             Request::TlsrptReceivedShow { id } => {
                 Answer::TlsrptReceivedShow(Box::new(t.received_show(&id)?))
             }
-            Request::DmarcList => Answer::DmarcList(self.dmarc.list()?),
+            Request::DmarcList => Answer::DmarcList(self.dmarc.list().await?),
             Request::DmarcSend => Answer::DmarcSend(self.dmarc.send().await?),
             Request::ClusterMigrate => {
                 Answer::ClusterMigrate(cluster::migrate(self.cluster.as_ref()).await?)

@@ -132,7 +132,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         outbound.probe.clone(),
     )?;
     let first_screen = screen.clone();
-    let dmarc = crate::dmarc::build(&config, &store, &resolver, &queue)?;
+    let dmarc = crate::dmarc::build(&config, &store, &resolver, &queue, cluster.as_ref())?;
     let side = inbound::build(&config, &queue, &tls, &resolver, screen, dmarc.as_ref())?;
     let tlsrpt_sync = crate::tlsrpt::count_sync(cluster.as_ref(), &outbound.tlsrpt_recorder);
     let tlsrpt_sender = crate::tlsrpt::sender(
@@ -194,7 +194,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
         ..handler
     };
     if let Some(d) = dmarc {
-        crate::dmarc::spawn_sender(&life.services, d.sender, &life.shutdown);
+        crate::dmarc::spawn_sender(&life.services, d, &life.shutdown);
     }
     if let Some(sender) = tlsrpt_sender {
         crate::tlsrpt::spawn_sender(&life.services, sender, &tlsrpt_metrics, &life.shutdown);
