@@ -49,6 +49,7 @@ pub mod policy_shared;
 mod pool;
 pub mod rates;
 pub mod reports;
+mod rest;
 mod schema;
 pub mod screen;
 pub mod screen_shared;

@@ -11,14 +11,14 @@
 //! at each exchange), answers as long as the screen keeps (at most
 //! [`MAX_ANSWERS`] records, [`MAX_TTL`]).
 
-use crate::screen_shared::RETRY_AFTER;
+use crate::rest::Rest;
 use crate::{Cluster, ClusterError};
 use portcullis_screen::BoxFuture;
 use portcullis_screen::dnsbl::{MAX_ANSWERS, MAX_TTL, SharedAnswer, SharedLists};
 use portcullis_types::Domain;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 /// The name fall-backs are counted under
 /// (`portcullis_cluster_fallbacks_total{store="dnsbl"}`).
@@ -36,7 +36,7 @@ const SWEEP_BATCH: i64 = 10_000;
 pub struct PgLists {
     cluster: Cluster,
     /// Until when the database is not tried (after a failure).
-    resting_until: Mutex<Option<Instant>>,
+    rest: Rest,
 }
 
 impl PgLists {
@@ -44,34 +44,18 @@ impl PgLists {
     pub fn new(cluster: Cluster) -> PgLists {
         PgLists {
             cluster,
-            resting_until: Mutex::new(None),
+            rest: Rest::new(STORE),
         }
     }
 
     /// True while the database is not tried (it failed recently).
     fn resting(&self) -> bool {
-        let mut until = self
-            .resting_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match *until {
-            Some(t) if Instant::now() < t => true,
-            Some(_) => {
-                *until = None;
-                false
-            }
-            None => false,
-        }
+        self.rest.resting()
     }
 
     /// The database failed with `error`: count it, rest a while.
     fn failed(&self, error: &ClusterError) {
-        self.cluster.fell_back(STORE, error);
-        let mut until = self
-            .resting_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *until = Some(Instant::now() + RETRY_AFTER);
+        self.rest.failed(&self.cluster, error);
     }
 
     /// The live answer of `zone` about `ip`, or why the database could

@@ -35,22 +35,21 @@
 //!   database every node fetches for itself.
 
 use crate::policy::PgPolicyStore;
+use crate::rest::Rest;
 use crate::{Cluster, ClusterError};
 use portcullis_policy::{BoxFuture, CachedPolicy, Pin, PolicyStore, StsError, Turn};
 use portcullis_types::Domain;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tracing::{debug, warn};
 
 /// The name the fall-backs are counted under
 /// (`portcullis_cluster_fallbacks_total{store="policy"}`).
 const STORE: &str = "policy";
 
-/// How long after the database failed to answer the store goes straight
-/// to the mirror without trying it.
-pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+pub use crate::rest::RETRY_AFTER;
 
 /// [`PolicyStore`] of a node in a cluster: the database first, the node's
 /// `local` store (its sled store) as mirror and fallback.
@@ -59,8 +58,7 @@ pub struct SharedPolicyStore {
     local: Arc<dyn PolicyStore>,
     cluster: Cluster,
     /// Until when the database is not tried (after a failure).
-    resting_until: Mutex<Option<Instant>>,
-    retry_after: Duration,
+    rest: Rest,
 }
 
 impl SharedPolicyStore {
@@ -72,15 +70,14 @@ impl SharedPolicyStore {
             shared,
             local,
             cluster,
-            resting_until: Mutex::new(None),
-            retry_after: RETRY_AFTER,
+            rest: Rest::new(STORE),
         }
     }
 
     /// The same store, resting `retry_after` (instead of [`RETRY_AFTER`])
     /// after a failure before trying the database again.
     pub fn with_retry_after(mut self, retry_after: Duration) -> SharedPolicyStore {
-        self.retry_after = retry_after;
+        self.rest = self.rest.with_after(retry_after);
         self
     }
 
@@ -145,28 +142,12 @@ impl SharedPolicyStore {
 
     /// True while the store answers locally without trying the database.
     fn resting(&self) -> bool {
-        let mut until = self
-            .resting_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match *until {
-            Some(t) if Instant::now() < t => true,
-            Some(_) => {
-                *until = None;
-                false
-            }
-            None => false,
-        }
+        self.rest.resting()
     }
 
     /// The database failed with `error`: count it, rest a while.
     fn failed(&self, error: &ClusterError) {
-        self.cluster.fell_back(STORE, error);
-        let mut until = self
-            .resting_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *until = Some(Instant::now() + self.retry_after);
+        self.rest.failed(&self.cluster, error);
     }
 
     /// The database's answer, or `None` (counted) when it cannot give one

@@ -23,6 +23,7 @@
 //! never past the entry's own expiry. Greylist entries change with each
 //! retry and are always read from the database.
 
+use crate::rest::Rest;
 use crate::screen::{PgScreenStore, PgStateError};
 use crate::{Cluster, ClusterError};
 use portcullis_screen::BoxFuture;
@@ -37,10 +38,7 @@ use tracing::debug;
 /// (`portcullis_cluster_fallbacks_total{store="screen"}`).
 const STORE: &str = "screen";
 
-/// How long after the database failed to answer the store goes straight
-/// to the local state without trying it: a database that swallows packets
-/// would otherwise cost every RCPT the whole timeout.
-pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+pub use crate::rest::RETRY_AFTER;
 
 /// How long a recipient answer read from the database is used from memory
 /// before the database is asked again.
@@ -98,8 +96,7 @@ pub struct SharedScreenStore {
     local: Arc<dyn ScreenStore>,
     cluster: Cluster,
     /// Until when the database is not tried (after a failure).
-    resting_until: Mutex<Option<Instant>>,
-    retry_after: Duration,
+    rest: Rest,
     /// Recipient answers read recently (never greylist entries).
     near: NearCache,
 }
@@ -116,8 +113,7 @@ impl SharedScreenStore {
             shared,
             local,
             cluster,
-            resting_until: Mutex::new(None),
-            retry_after: RETRY_AFTER,
+            rest: Rest::new(STORE),
             near: NearCache::default(),
         }
     }
@@ -125,34 +121,18 @@ impl SharedScreenStore {
     /// The same store, resting `retry_after` (instead of [`RETRY_AFTER`])
     /// after a failure before trying the database again.
     pub fn with_retry_after(mut self, retry_after: Duration) -> SharedScreenStore {
-        self.retry_after = retry_after;
+        self.rest = self.rest.with_after(retry_after);
         self
     }
 
     /// True while the store answers locally without trying the database.
     fn resting(&self) -> bool {
-        let mut until = self
-            .resting_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match *until {
-            Some(t) if Instant::now() < t => true,
-            Some(_) => {
-                *until = None;
-                false
-            }
-            None => false,
-        }
+        self.rest.resting()
     }
 
     /// The database failed with `error`: count it, rest a while.
     fn failed(&self, error: &ClusterError) {
-        self.cluster.fell_back(STORE, error);
-        let mut until = self
-            .resting_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *until = Some(Instant::now() + self.retry_after);
+        self.rest.failed(&self.cluster, error);
     }
 
     /// `shared`'s answer, or `local`'s when the database cannot give one.
