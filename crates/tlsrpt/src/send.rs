@@ -187,6 +187,36 @@ struct Attempt {
     destination: Destination,
 }
 
+/// One row of `tlsrpt list`: the report of `domain` on `day` as `today`
+/// sees it (a day not over is still collecting), its counts summed over
+/// `aggs`, its destinations and state from `record`.
+fn summary(
+    day: Day,
+    today: Day,
+    domain: String,
+    aggs: &[crate::DayAggregate],
+    record: Option<SentRecord>,
+) -> ReportSummary {
+    let state = match &record {
+        _ if day >= today => ReportState::Collecting,
+        Some(r) => r.state,
+        None => ReportState::Pending,
+    };
+    ReportSummary {
+        day: day.to_string(),
+        domain,
+        successful: aggs.iter().map(|a| a.successful).sum(),
+        failed: aggs.iter().map(|a| a.failed()).sum(),
+        destinations: record
+            .as_ref()
+            .and_then(|r| r.destinations.as_ref())
+            .map(|d| d.iter().map(|s| s.destination.uri()).collect())
+            .unwrap_or_default(),
+        state,
+        last_error: record.and_then(|r| r.last_error),
+    }
+}
+
 fn report_key(day: Day, domain: &str) -> Vec<u8> {
     let mut k = format!("r/{day}").into_bytes();
     k.push(0);
@@ -231,24 +261,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
         for (day, domain) in reports {
             let aggs = self.parts.recorder.aggregates(day, &domain)?;
             let record = self.load(day, &domain)?;
-            let state = match &record {
-                _ if day >= today => ReportState::Collecting,
-                Some(r) => r.state,
-                None => ReportState::Pending,
-            };
-            out.push(ReportSummary {
-                day: day.to_string(),
-                domain,
-                successful: aggs.iter().map(|a| a.successful).sum(),
-                failed: aggs.iter().map(|a| a.failed()).sum(),
-                destinations: record
-                    .as_ref()
-                    .and_then(|r| r.destinations.as_ref())
-                    .map(|d| d.iter().map(|s| s.destination.uri()).collect())
-                    .unwrap_or_default(),
-                state,
-                last_error: record.and_then(|r| r.last_error),
-            });
+            out.push(summary(day, today, domain, &aggs, record));
         }
         Ok(out)
     }
@@ -904,24 +917,7 @@ impl<R: Resolver, M: ReportMailer> ReportSender<R, M> {
                 .await
                 .map_err(shared_err)?
                 .and_then(|v| serde_json::from_slice(&v).ok());
-            let state = match &record {
-                _ if day >= today => ReportState::Collecting,
-                Some(r) => r.state,
-                None => ReportState::Pending,
-            };
-            out.push(ReportSummary {
-                day: day.to_string(),
-                domain,
-                successful: aggs.iter().map(|a| a.successful).sum(),
-                failed: aggs.iter().map(|a| a.failed()).sum(),
-                destinations: record
-                    .as_ref()
-                    .and_then(|r| r.destinations.as_ref())
-                    .map(|d| d.iter().map(|s| s.destination.uri()).collect())
-                    .unwrap_or_default(),
-                state,
-                last_error: record.and_then(|r| r.last_error),
-            });
+            out.push(summary(day, today, domain, &aggs, record));
         }
         Ok(out)
     }
