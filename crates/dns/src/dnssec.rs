@@ -46,6 +46,25 @@ impl DnssecSettings {
     }
 }
 
+/// What the start-up self-check of `[dns] dnssec = "validate"` found
+/// ([`crate::HickoryResolver::dnssec_self_check`]): whether answers that
+/// come through the configured nameservers can be validated at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnssecHealth {
+    /// Not `validate`: nothing to check.
+    NotValidating,
+    /// The root zone's DNSKEY RRset validated: DNSSEC records come through.
+    Secure,
+    /// The root zone's keys came back without proof either way: a resolver
+    /// on the way answers but strips what validation needs.
+    Insecure,
+    /// The root zone's keys failed validation: every lookup through these
+    /// nameservers will too (SPF, DMARC, MX, TLSA alike), and mail waits.
+    Bogus(String),
+    /// The check could not be made (no answer, SERVFAIL): says nothing.
+    Unknown(String),
+}
+
 /// Reads and parses the trust anchor files of `[dns] trust_anchors` as the
 /// resolver will (for `config check`): the error names the file.
 pub fn check_trust_anchors(paths: &[PathBuf]) -> Result<(), String> {

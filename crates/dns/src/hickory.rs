@@ -12,7 +12,7 @@ use hickory_resolver::{TokioResolver, lookup::Lookup};
 use tracing::debug;
 
 use crate::ad_query::AdQuery;
-use crate::dnssec::{self, DnssecMode, DnssecSettings};
+use crate::dnssec::{self, DnssecHealth, DnssecMode, DnssecSettings};
 use crate::{
     DnsError, DnsSecurity, Mx, Resolver, Secured, Tlsa, TtlError, name_to_string, parse_name,
 };
@@ -127,6 +127,29 @@ impl HickoryResolver {
     /// [`DnsError`].
     async fn lookup(&self, name: Name, rtype: RecordType) -> Result<Lookup, DnsError> {
         self.lookup_ttl(name, rtype).await.map_err(|e| e.error)
+    }
+
+    /// With `[dns] dnssec = "validate"`: asks the configured nameservers
+    /// for the root zone's DNSKEY RRset and validates it from the trust
+    /// anchors.
+    /// The root is signed, so anything but a secure answer means the path
+    /// to the nameservers cannot carry DNSSEC (a resolver that strips
+    /// RRSIGs, a middlebox), and then every lookup, not only DANE's, is
+    /// bogus: said once at start, in words an operator can act on, rather
+    /// than as a temporary failure on every message.
+    pub async fn dnssec_self_check(&self) -> DnssecHealth {
+        if self.dnssec != DnssecMode::Validate {
+            return DnssecHealth::NotValidating;
+        }
+        match self.lookup(Name::root(), RecordType::DNSKEY).await {
+            Ok(lookup) => match dnssec::judge(self.dnssec, ".", &lookup) {
+                Ok(DnsSecurity::Secure) => DnssecHealth::Secure,
+                Ok(DnsSecurity::Insecure) => DnssecHealth::Insecure,
+                Err(e) => DnssecHealth::Bogus(e.to_string()),
+            },
+            Err(e @ DnsError::Bogus { .. }) => DnssecHealth::Bogus(e.to_string()),
+            Err(e) => DnssecHealth::Unknown(e.to_string()),
+        }
     }
 
     /// [`Self::lookup`], keeping the negative TTL of a negative answer.

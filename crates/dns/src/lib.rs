@@ -35,7 +35,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use dnssec::{DnssecMode, DnssecSettings, check_trust_anchors};
+pub use dnssec::{DnssecHealth, DnssecMode, DnssecSettings, check_trust_anchors};
 pub use hickory::HickoryResolver;
 pub use memory::{MEMORY_TTL, MemoryResolver};
 pub use portcullis_types::{DnsSecurity, Tlsa};

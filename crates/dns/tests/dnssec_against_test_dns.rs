@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use portcullis_dns::{
-    DnsError, DnsSecurity, DnssecMode, DnssecSettings, HickoryResolver, Resolver, Tlsa,
+    DnsError, DnsSecurity, DnssecHealth, DnssecMode, DnssecSettings, HickoryResolver, Resolver,
+    Tlsa,
 };
 use portcullis_test_support::dns::{FailMode, TestDns};
 
@@ -161,4 +162,51 @@ async fn trust_ad_believes_the_ad_bit() {
     assert_eq!(vouched.security, DnsSecurity::Secure);
     let plain = r.tlsa("_25._tcp.mx.plain.test").await.unwrap();
     assert_eq!(plain.security, DnsSecurity::Insecure);
+}
+
+/// The start-up self-check: through a server that signs (its root
+/// trusted), the root's SOA validates; through one that answers without
+/// DNSSEC records (as a resolver that strips them), it is bogus and says
+/// so; a server that does not answer says nothing either way; `off` has
+/// nothing to check.
+#[tokio::test]
+async fn the_self_check_tells_a_path_that_carries_dnssec_from_one_that_strips_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dns, r) = setup(&dir).await;
+    assert_eq!(r.dnssec_self_check().await, DnssecHealth::Secure);
+
+    // The same trust anchor, but a server that does not sign: every
+    // answer lacks the proof the anchor demands.
+    let plain = TestDns::start().await;
+    let anchor = dir.path().join("anchor.key");
+    let settings = DnssecSettings {
+        mode: DnssecMode::Validate,
+        trust_anchors: vec![anchor],
+    };
+    let stripped = HickoryResolver::with_dnssec(&[plain.addr()], Duration::from_secs(2), &settings)
+        .expect("resolver");
+    assert!(
+        matches!(stripped.dnssec_self_check().await, DnssecHealth::Bogus(_)),
+        "{:?}",
+        stripped.dnssec_self_check().await
+    );
+
+    let failing = TestDns::start().await;
+    failing.fail(".", FailMode::ServFail);
+    let unknown =
+        HickoryResolver::with_dnssec(&[failing.addr()], Duration::from_secs(2), &settings)
+            .expect("resolver");
+    assert!(
+        matches!(unknown.dnssec_self_check().await, DnssecHealth::Unknown(_)),
+        "{:?}",
+        unknown.dnssec_self_check().await
+    );
+
+    let off = HickoryResolver::with_dnssec(
+        &[plain.addr()],
+        Duration::from_secs(2),
+        &DnssecSettings::off(),
+    )
+    .expect("resolver");
+    assert_eq!(off.dnssec_self_check().await, DnssecHealth::NotValidating);
 }

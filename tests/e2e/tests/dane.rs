@@ -555,3 +555,49 @@ fn unusable_tlsa_records_are_delivered_and_reported_as_tlsa_invalid() {
         (strings == [format!("1 1 1 {hex}")] && types == ["tlsa-invalid"]).then_some(())
     });
 }
+
+/// The start-up DNSSEC self-check: validating through a server that signs
+/// (its root trusted), the server says at start that the root's keys
+/// validate; through one that answers without DNSSEC records (a resolver
+/// that strips them) under the same anchor, it says, once, that nothing
+/// will validate and which `[dns]` keys to change, and keeps running.
+#[test]
+fn the_start_up_self_check_names_a_resolver_path_that_strips_dnssec() {
+    let w = World::new();
+    w.dns.sign_zone("signed.test");
+    let good = w.server("");
+    good.wait_for_log("the root's keys validate through [dns] nameservers", WAIT);
+
+    let plain = World::new();
+    let anchor = w.dns.trust_anchor();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("root.key"), anchor).unwrap();
+    let stripped = Portcullis::start_in(
+        dir,
+        &format!(
+            r#"hostname = "mx.portcullis.test"
+[[listen]]
+address = "127.0.0.1:0"
+role = "smtp"
+[relay]
+accepted_domains = ["example.test"]
+[dns]
+nameservers = ["{}"]
+timeout = "2s"
+{VALIDATE}
+[admin]
+socket = "{{dir}}/admin.sock"
+"#,
+            plain.dns.addr()
+        ),
+    );
+    let line = stripped.wait_for_log("the root's keys do not validate", WAIT);
+    assert!(line.contains("dnssec"), "the remedy names the key: {line}");
+    assert!(
+        !stripped
+            .logs()
+            .iter()
+            .any(|l| l.contains("root's keys validate through")),
+        "no success claimed"
+    );
+}

@@ -9,6 +9,7 @@
 
 mod certs;
 mod cluster;
+mod dnssec_check;
 mod inbound;
 mod limits;
 mod outbound;
@@ -224,6 +225,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<()> {
     }
     publish.spawn(Some(intake), &life);
     life.services.spawn(certs.run(life.shutdown.clone()));
+    life.services.spawn(dnssec_check::run(resolver.clone()));
     endpoints.spawn(&config, handler, page, &life);
     // The handlers exist before "ready" is said: a SIGTERM or SIGHUP sent
     // the moment a supervisor (or a test) reads that line must not find the
