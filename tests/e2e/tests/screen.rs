@@ -311,6 +311,38 @@ fn allowlisted_client_passes_the_block_list_and_greylisting() {
     assert_eq!(code, 451, "{text}");
 }
 
+/// An allow list that blocks our queries answers 127.0.0.255 for every
+/// client (dnswl.org): that is the list's error code, not a listing, so
+/// it allows nobody: the client the block list names is still refused,
+/// and the failure is counted.
+#[test]
+fn an_allow_list_refusing_our_queries_allows_nobody() {
+    let dns = Dns::start();
+    let route = Sink::start(SinkConfig::default());
+    dns.list(BL, ip("127.0.0.4"), Ipv4Addr::new(127, 0, 0, 2), 300);
+    dns.list(WL, ip("127.0.0.4"), Ipv4Addr::new(127, 0, 0, 255), 300);
+    let server = Portcullis::start(&config(
+        dns.addr(),
+        route.addr(),
+        "",
+        &format!(
+            "[[dnsbl]]\nzone = \"{BL}\"\nweight = 1\n[[dnsbl]]\nzone = \"{WL}\"\nweight = -5\n"
+        ),
+    ));
+    let mut c = client(&server, "127.0.0.4");
+    let (code, text) = rcpt_reply(&mut c, "s@remote.example.net", "bob@example.test");
+    assert_eq!(code, 554, "{text}");
+    let page = server.metrics_page();
+    assert_eq!(
+        metric(
+            &page,
+            &format!(r#"portcullis_dnsbl_lookups_total{{zone="{WL}",outcome="failed"}}"#)
+        ),
+        Some(1.0),
+        "{page}"
+    );
+}
+
 #[test]
 fn a_dns_list_failure_scores_nothing() {
     let dns = Dns::start();

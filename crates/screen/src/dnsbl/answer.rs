@@ -6,7 +6,9 @@
 //! so such answers are ignored. Spamhaus-style error codes in
 //! 127.255.255.0/24 ("query refused through a public resolver", "over the
 //! free query limit") say the list did not look the client up: a failure,
-//! never a listing.
+//! never a listing. So does dnswl.org's 127.0.0.255 ("your queries are
+//! blocked"): read as a listing in an allow list it would allow every
+//! client the moment the list stopped answering us.
 
 use std::net::Ipv4Addr;
 
@@ -25,17 +27,19 @@ pub(crate) enum Reading {
         answers: Vec<Ipv4Addr>,
         ignored: usize,
     },
-    /// The list refused to answer (an error code in 127.255.255.0/24).
+    /// The list refused to answer (an error code in 127.255.255.0/24, or
+    /// 127.0.0.255).
     ListError(Ipv4Addr),
     /// Only answers outside 127.0.0.0/8: not from a list; ignored, so the
     /// client is not listed.
     Bogus(Vec<Ipv4Addr>),
 }
 
-/// True for the list error codes of 127.255.255.0/24.
+/// True for the list error codes: 127.255.255.0/24 (Spamhaus and those
+/// following it) and 127.0.0.255 (dnswl.org: queries blocked).
 fn is_list_error(a: Ipv4Addr) -> bool {
     let [x, y, z, _] = a.octets();
-    (x, y, z) == (127, 255, 255)
+    (x, y, z) == (127, 255, 255) || a == Ipv4Addr::new(127, 0, 0, 255)
 }
 
 /// Reads the A records a list answered for a client.
@@ -108,6 +112,24 @@ mod tests {
             read(&[ip("127.0.0.2"), ip("127.255.255.255")]),
             Reading::ListError(ip("127.255.255.255"))
         );
+    }
+
+    /// dnswl.org answers 127.0.0.255 once it blocks our queries: in an
+    /// allow list, reading it as a listing would let every client past
+    /// the screen; it is a failure. 127.0.0.254 and 127.0.1.255 are not
+    /// error codes.
+    #[test]
+    fn dnswl_blocked_code_is_a_failure_not_a_listing() {
+        assert_eq!(
+            read(&[ip("127.0.0.255")]),
+            Reading::ListError(ip("127.0.0.255"))
+        );
+        assert_eq!(
+            read(&[ip("127.0.15.0"), ip("127.0.0.255")]),
+            Reading::ListError(ip("127.0.0.255"))
+        );
+        assert!(matches!(read(&[ip("127.0.0.254")]), Reading::Listed { .. }));
+        assert!(matches!(read(&[ip("127.0.1.255")]), Reading::Listed { .. }));
     }
 
     #[test]
