@@ -72,11 +72,48 @@ fn effective(c: &Config) -> String {
     delivery(c, &mut out);
     limits(c, &mut out);
     screen(c, &mut out);
+    cluster(c, &mut out);
     out.line(
         "smtp.bare_newline",
         format!("{:?}", c.bare_newline).to_lowercase(),
     );
     out.0.trim_end().to_string()
+}
+
+/// `[cluster]`: off, or the database this node shares its state in and
+/// where its password comes from (never the password itself).
+fn cluster(c: &Config, out: &mut Summary) {
+    let Some(cl) = &c.cluster else {
+        out.line(
+            "cluster",
+            "off (this node's state in its sled store only)".into(),
+        );
+        return;
+    };
+    out.line("cluster.node", cl.node.clone());
+    out.line("cluster.database", cl.database.clone());
+    out.line(
+        "cluster.password",
+        match &cl.password_file {
+            Some(path) => format!("from {}", path.display()),
+            None => "from PGPASSWORD, else none".into(),
+        },
+    );
+    out.line(
+        "cluster.tls",
+        match (cl.tls, &cl.tls_ca) {
+            (portcullis_config::ClusterTls::Disable, _) => "disable (plain TCP)".into(),
+            (portcullis_config::ClusterTls::VerifyFull, Some(ca)) => {
+                format!("verify-full under {}", ca.display())
+            }
+            (portcullis_config::ClusterTls::VerifyFull, None) => {
+                "verify-full under the web PKI roots".into()
+            }
+        },
+    );
+    out.line("cluster.pool_size", cl.pool_size.to_string());
+    out.line("cluster.timeout", d(cl.timeout));
+    out.line("cluster.sync_interval", d(cl.sync_interval));
 }
 
 /// Who we are, where we listen, which mail we take.

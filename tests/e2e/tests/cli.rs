@@ -76,6 +76,46 @@ fn config_check_prints_the_effective_config() {
     assert_eq!(v["relay"]["accepted_domains"][0], "example.test");
 }
 
+/// `config check` shows `[cluster]` as the node will use it: off when
+/// absent; else the node, the database, where the password comes from
+/// (never a password), TLS and its anchors, the pool, the timeout and the
+/// sync interval.
+#[test]
+fn config_check_shows_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, out) = check(dir.path(), "single.toml", CONFIG, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("cluster ") && l.contains("off")),
+        "{s}"
+    );
+    let text = format!(
+        "{CONFIG}[cluster]\ndatabase = \"postgresql://portcullis@db.example.test/portcullis\"\nnode = \"mx2\"\npassword_file = \"/etc/portcullis/db-password\"\ntls_ca = \"/etc/portcullis/db-ca.pem\"\nsync_interval = \"5s\"\n"
+    );
+    let (_, out) = check(dir.path(), "cluster.toml", &text, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    for (key, value) in [
+        ("cluster.node", "mx2"),
+        (
+            "cluster.database",
+            "postgresql://portcullis@db.example.test/portcullis",
+        ),
+        ("cluster.password", "from /etc/portcullis/db-password"),
+        ("cluster.tls", "verify-full under /etc/portcullis/db-ca.pem"),
+        ("cluster.pool_size", "8"),
+        ("cluster.timeout", "2s"),
+        ("cluster.sync_interval", "5s"),
+    ] {
+        assert!(
+            s.lines().any(|l| l.starts_with(key) && l.ends_with(value)),
+            "{key} {value}: {s}"
+        );
+    }
+}
+
 /// Contract: "exit 2 with the error and its line"; the config crate gathers
 /// *every* error with its key and line, none hides another (an unknown key
 /// in a section must not hide a bad value next to it).
