@@ -2,7 +2,7 @@
 //! `[cluster] sync_interval` the server calls [`LimitsExchange::exchange`],
 //! which pushes what this node counted (rates, AUTH failures and
 //! lockouts) and pulls the other nodes' sums into the rate table and the
-//! AUTH guard, then sweeps what has expired. Nothing here runs on a
+//! AUTH guard, then (once a minute) sweeps what has expired. Nothing here runs on a
 //! connection: the checks read only memory.
 //!
 //! When the database cannot answer: the fall-back is counted (`rates`,
@@ -17,13 +17,19 @@ use crate::rates::{MAX_PUSH, PgRates};
 use crate::{Cluster, ClusterError};
 use portcullis_screen::rates::RateTable;
 use portcullis_submission::lockout::AuthGuard;
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::debug;
 
 /// Keys of the AUTH guard pushed and pulled per exchange at most: the
 /// bound of the guard's own memory.
 pub const MAX_LOCKOUT_KEYS: usize = 100_000;
+
+/// How often the expired rows are swept. Every read already filters by
+/// time, so sweeping only bounds the tables' size; it includes a count
+/// of the DNS-list answers, which need not run at every exchange (every
+/// 300 ms in the tests, 10 s by default).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// One node's side of the exchange.
 pub struct LimitsExchange {
@@ -31,6 +37,8 @@ pub struct LimitsExchange {
     rates: PgRates,
     lockouts: PgLockouts,
     lists: Arc<PgLists>,
+    /// When the last sweep ran (`None`: never, so the first round sweeps).
+    swept_at: Mutex<Option<Instant>>,
 }
 
 impl LimitsExchange {
@@ -42,11 +50,22 @@ impl LimitsExchange {
             lockouts: PgLockouts::new(cluster.clone()),
             cluster,
             lists,
+            swept_at: Mutex::new(None),
         }
     }
 
+    /// True when a sweep is due now (and notes that it runs).
+    fn sweep_due(&self) -> bool {
+        let mut at = self.swept_at.lock().unwrap_or_else(|p| p.into_inner());
+        if at.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+            return false;
+        }
+        *at = Some(Instant::now());
+        true
+    }
+
     /// One round: rates of `table`, failures and lockouts of `guard`,
-    /// then the sweeps. Failures are counted, never returned: the next
+    /// then, at most every [`SWEEP_EVERY`], the sweeps. Failures are counted, never returned: the next
     /// round tries again.
     pub async fn exchange(&self, table: &RateTable, guard: &AuthGuard) {
         if let Err(e) = self.rates(table).await {
@@ -60,6 +79,9 @@ impl LimitsExchange {
         }
         if let Err(e) = self.lockouts(guard).await {
             self.cluster.fell_back("lockouts", &e);
+        }
+        if !self.sweep_due() {
+            return;
         }
         let minute = current_minute();
         let swept = async {

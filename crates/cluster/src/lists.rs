@@ -8,7 +8,7 @@
 //! the database cannot answer the node asks DNS (the fall-back counted as
 //! `dnsbl`) and the store rests a few seconds before trying it again.
 //! Bounds: at most [`MAX_ROWS`] answers (enforced by [`PgLists::sweep`]
-//! at each exchange), answers as long as the screen keeps (at most
+//! once a minute by the exchange), answers as long as the screen keeps (at most
 //! [`MAX_ANSWERS`] records, [`MAX_TTL`]).
 
 use crate::rest::Rest;
